@@ -1,0 +1,219 @@
+"""The capacity pool aggregate: its state, ``decide`` (command -> events or a rejection) and ``apply``.
+
+Invariants: ``reserved`` is always the sum of the active reservations' quantities, and a reserve is
+accepted only when it fits in ``capacity - reserved``. ``apply`` evolves the state in place (replaying
+100k events must not copy a dict per event); take ``copy()`` first to keep an old state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from capacity_service.domain.commands import ConfigurePool, PoolCommand, Release, Reserve
+from capacity_service.domain.events import CapacityReleased, CapacityReserved, PoolConfigured, PoolEvent
+from capacity_service.domain.ids import InvalidId, pool_of_reservation
+
+
+class ReservationStatus(StrEnum):
+    ACTIVE = "active"
+    RELEASED = "released"
+
+
+@dataclass(slots=True)
+class Reservation:
+    reservation_id: str
+    quantity: int
+    request_id: str
+    status: ReservationStatus = ReservationStatus.ACTIVE
+
+
+@dataclass(slots=True)
+class PoolState:
+    pool_id: str
+    exists: bool = False
+    capacity: int = 0
+    zone: str = ""
+    slot_start: datetime | None = None
+    slot_end: datetime | None = None
+    reserved: int = 0
+    reservations: dict[str, Reservation] = field(default_factory=dict)
+    reservation_by_request: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.capacity - self.reserved)
+
+    def reservation_for_request(self, request_id: str) -> Reservation | None:
+        reservation_id = self.reservation_by_request.get(request_id)
+        return None if reservation_id is None else self.reservations[reservation_id]
+
+    def copy(self) -> PoolState:
+        return PoolState(
+            pool_id=self.pool_id,
+            exists=self.exists,
+            capacity=self.capacity,
+            zone=self.zone,
+            slot_start=self.slot_start,
+            slot_end=self.slot_end,
+            reserved=self.reserved,
+            reservations={
+                rid: Reservation(r.reservation_id, r.quantity, r.request_id, r.status)
+                for rid, r in self.reservations.items()
+            },
+            reservation_by_request=dict(self.reservation_by_request),
+        )
+
+
+# Rejections are values, not exceptions: deciding is a pure function and the edge maps them to errors.
+@dataclass(frozen=True, slots=True)
+class PoolNotFound:
+    pool_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class InsufficientCapacity:
+    pool_id: str
+    requested: int
+    remaining: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationNotFound:
+    reservation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestIdConflict:
+    """The request id was already used on this pool for a reservation of another quantity."""
+
+    request_id: str
+    reservation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidCommand:
+    reason: str
+
+
+Rejection = PoolNotFound | InsufficientCapacity | ReservationNotFound | RequestIdConflict | InvalidCommand
+Decision = list[PoolEvent] | Rejection
+
+
+def decide(state: PoolState, command: PoolCommand) -> Decision:
+    """The events a command produces against ``state``, or why it is rejected. An empty list means the
+    command is already satisfied (an idempotent repeat)."""
+    if isinstance(command, ConfigurePool):
+        return _decide_configure(state, command)
+    if isinstance(command, Reserve):
+        return _decide_reserve(state, command)
+    return _decide_release(state, command)
+
+
+def _decide_configure(state: PoolState, command: ConfigurePool) -> Decision:
+    if command.capacity < 0:
+        return InvalidCommand("capacity must be >= 0")
+    if not command.zone:
+        return InvalidCommand("zone must not be empty")
+    if command.slot_start and command.slot_end and command.slot_end <= command.slot_start:
+        return InvalidCommand("slot_end must be after slot_start")
+    unchanged = state.exists and (state.capacity, state.zone, state.slot_start, state.slot_end) == (
+        command.capacity,
+        command.zone,
+        command.slot_start,
+        command.slot_end,
+    )
+    if unchanged:
+        return []
+    return [PoolConfigured(command.capacity, command.zone, command.slot_start, command.slot_end)]
+
+
+def _decide_reserve(state: PoolState, command: Reserve) -> Decision:
+    if not state.exists:
+        return PoolNotFound(state.pool_id)
+    previous = state.reservation_for_request(command.request_id)
+    if previous is not None:
+        if previous.quantity != command.quantity:
+            return RequestIdConflict(command.request_id, previous.reservation_id)
+        return []
+    if command.quantity < 1:
+        return InvalidCommand("quantity must be >= 1")
+    if _owning_pool(command.reservation_id) != state.pool_id:
+        return InvalidCommand("reservation id does not belong to this pool")
+    if command.reservation_id in state.reservations:
+        return InvalidCommand("reservation id already used")
+    if command.quantity > state.capacity - state.reserved:
+        return InsufficientCapacity(state.pool_id, command.quantity, state.remaining)
+    return [CapacityReserved(command.reservation_id, command.quantity, command.request_id)]
+
+
+def _decide_release(state: PoolState, command: Release) -> Decision:
+    reservation = state.reservations.get(command.reservation_id)
+    if reservation is None:
+        return ReservationNotFound(command.reservation_id)
+    if reservation.status is ReservationStatus.RELEASED:
+        return []
+    return [CapacityReleased(reservation.reservation_id, reservation.quantity)]
+
+
+def _owning_pool(reservation_id: str) -> str | None:
+    try:
+        return pool_of_reservation(reservation_id)
+    except InvalidId:
+        return None
+
+
+def apply(state: PoolState, event: PoolEvent) -> PoolState:
+    """Evolve ``state`` by one event, in place; returns it for convenience."""
+    if isinstance(event, CapacityReserved):
+        state.reservations[event.reservation_id] = Reservation(
+            event.reservation_id, event.quantity, event.request_id
+        )
+        state.reservation_by_request[event.request_id] = event.reservation_id
+        state.reserved += event.quantity
+    elif isinstance(event, CapacityReleased):
+        state.reservations[event.reservation_id].status = ReservationStatus.RELEASED
+        state.reserved -= event.quantity
+    else:
+        state.exists = True
+        state.capacity = event.capacity
+        state.zone = event.zone
+        state.slot_start = event.slot_start
+        state.slot_end = event.slot_end
+    return state
+
+
+def apply_all(state: PoolState, events: list[PoolEvent]) -> PoolState:
+    for event in events:
+        apply(state, event)
+    return state
+
+
+@dataclass(frozen=True, slots=True)
+class PoolView:
+    """What readers see of a pool: the contract's pool view, plus ``version`` (the stream's seq_nr)."""
+
+    pool_id: str
+    exists: bool
+    zone: str
+    slot_start: datetime | None
+    slot_end: datetime | None
+    capacity: int
+    reserved: int
+    remaining: int
+    version: int
+
+
+def view_of(state: PoolState, version: int) -> PoolView:
+    return PoolView(
+        state.pool_id,
+        state.exists,
+        state.zone,
+        state.slot_start,
+        state.slot_end,
+        state.capacity,
+        state.reserved,
+        state.remaining,
+        version,
+    )

@@ -1,0 +1,129 @@
+"""The event journal port: what the write side needs from a store, independent of the store.
+
+A pool's events form one stream numbered 1, 2, 3, ... Each stream has a head (writer epoch, highest
+sequence number). Appends are conditional on both: a writer that expects a stale sequence number, or
+holds an epoch older than the newest claimed one, writes nothing and gets a typed error. This is what
+fences a zombie incarnation of a pool actor. Payloads are opaque bytes (see ``serialization``).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class JournalError(Exception):
+    """Base of everything a journal raises."""
+
+
+class SequenceConflict(JournalError):
+    """The stream's head is not at the expected sequence number: someone else appended."""
+
+    def __init__(self, pool_id: str, expected: int, actual: int | None) -> None:
+        super().__init__(f"pool {pool_id!r}: expected seq_nr {expected}, journal is at {actual}")
+        self.pool_id, self.expected, self.actual = pool_id, expected, actual
+
+
+class WriterFenced(JournalError):
+    """A newer writer epoch was claimed for this pool: this writer is a zombie and must stop."""
+
+    def __init__(self, pool_id: str, epoch: int, current_epoch: int | None) -> None:
+        super().__init__(f"pool {pool_id!r}: writer epoch {epoch} is fenced by epoch {current_epoch}")
+        self.pool_id, self.epoch, self.current_epoch = pool_id, epoch, current_epoch
+
+
+class JournalUnavailable(JournalError):
+    """The store could not be reached or did not answer in time. The outcome of a write that raised
+    this is unknown: re-read the stream to learn it."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    event_type: str
+    schema_version: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    pool_id: str
+    seq_nr: int
+    event_type: str
+    schema_version: int
+    payload: bytes
+    writer_epoch: int
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    pool_id: str
+    seq_nr: int
+    schema_version: int
+    payload: bytes
+
+
+class Journal(ABC):
+    """Abstract recorder. Adapters: ``SqlJournal``, ``CassandraJournal``, ``InMemoryJournal``."""
+
+    @abstractmethod
+    def claim_epoch(self, pool_id: str) -> int:
+        """Claim a writer epoch greater than every earlier one; earlier holders are fenced from now on."""
+
+    @abstractmethod
+    def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
+        """Atomically append ``events`` as seq_nrs ``expected_seq_nr + 1 ...``, if the stream is at
+        ``expected_seq_nr`` and ``epoch`` is the newest claimed. Returns the new highest seq_nr.
+        The first append of a stream also registers the pool. Raises ``SequenceConflict``,
+        ``WriterFenced`` or ``JournalUnavailable``."""
+
+    @abstractmethod
+    def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:
+        """The stream from ``from_seq_nr`` on, in order, fetched page by page."""
+
+    @abstractmethod
+    def highest_seq_nr(self, pool_id: str) -> int:
+        """0 for a stream with no events."""
+
+    @abstractmethod
+    def save_snapshot(self, snapshot: SnapshotRecord, keep: int) -> None:
+        """Store a snapshot and delete all but the newest ``keep`` of the pool."""
+
+    @abstractmethod
+    def snapshots(self, pool_id: str) -> list[SnapshotRecord]:
+        """The pool's stored snapshots, newest first."""
+
+    @abstractmethod
+    def pool_ids(self) -> Iterator[str]:
+        """Every pool that has at least one event (the registry used for bootstrap and the watchdog)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most adapters hold connections
+        """Release connections. Default: nothing to release."""
+
+    def load_snapshot(self, pool_id: str, decode: Callable[[SnapshotRecord], T]) -> tuple[T, int] | None:
+        """The newest snapshot that decodes, with its seq_nr; an undecodable one is logged and skipped
+        so a corrupt snapshot costs a longer replay, never a pool."""
+        for record in self.snapshots(pool_id):
+            try:
+                return decode(record), record.seq_nr
+            except Exception as exc:
+                log.warning(
+                    "pool %s: snapshot at seq_nr %d unreadable, trying an older one: %s",
+                    pool_id,
+                    record.seq_nr,
+                    exc,
+                )
+        return None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

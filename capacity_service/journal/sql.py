@@ -1,0 +1,265 @@
+"""SQL journal through SQLAlchemy Core. SQLite is the embedded default; PostgreSQL is supported.
+
+Each stream has a head row (epoch, seq_nr). An append is one transaction: a conditional UPDATE of the
+head (``WHERE epoch = :mine AND seq_nr = :expected``) followed by the event INSERTs. PostgreSQL's row lock
+and SQLite's ``BEGIN IMMEDIATE`` write lock serialize racing writers: exactly one sees its condition hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+
+from capacity_service.journal.port import (
+    Journal,
+    JournalUnavailable,
+    NewEvent,
+    SequenceConflict,
+    SnapshotRecord,
+    StoredEvent,
+    WriterFenced,
+)
+from capacity_service.settings import SqlJournalSettings
+
+metadata = MetaData()
+
+events_table = Table(
+    "journal_events",
+    metadata,
+    Column("pool_id", String(128), primary_key=True),
+    Column("seq_nr", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_type", String(64), nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("writer_epoch", BigInteger, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+# One row per stream: the newest claimed writer epoch and the highest seq_nr. seq_nr > 0 = registered.
+heads_table = Table(
+    "journal_heads",
+    metadata,
+    Column("pool_id", String(128), primary_key=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("seq_nr", BigInteger, nullable=False),
+)
+
+snapshots_table = Table(
+    "journal_snapshots",
+    metadata,
+    Column("pool_id", String(128), primary_key=True),
+    Column("seq_nr", BigInteger, primary_key=True, autoincrement=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+)
+
+
+class SqlJournal(Journal):
+    def __init__(self, settings: SqlJournalSettings) -> None:
+        self._settings = settings
+        self._engine = _create_engine(settings)
+        self._dialect = self._engine.dialect.name
+        if self._dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported SQL journal backend {self._dialect!r}: use sqlite or postgresql")
+        with self._translated_errors():
+            metadata.create_all(self._engine)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def claim_epoch(self, pool_id: str) -> int:
+        upsert = (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(heads_table)
+        statement = (
+            upsert.values(pool_id=pool_id, epoch=1, seq_nr=0)
+            .on_conflict_do_update(
+                index_elements=[heads_table.c.pool_id], set_={"epoch": heads_table.c.epoch + 1}
+            )
+            .returning(heads_table.c.epoch)
+        )
+        with self._translated_errors(), self._engine.begin() as conn:
+            return int(conn.execute(statement).scalar_one())
+
+    def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
+        new_seq_nr = expected_seq_nr + len(events)
+        if not events:
+            return expected_seq_nr
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "pool_id": pool_id,
+                "seq_nr": expected_seq_nr + i,
+                "event_type": e.event_type,
+                "schema_version": e.schema_version,
+                "payload": e.payload,
+                "writer_epoch": epoch,
+                "recorded_at": now,
+            }
+            for i, e in enumerate(events, start=1)
+        ]
+        advance_head = (
+            update(heads_table)
+            .where(
+                heads_table.c.pool_id == pool_id,
+                heads_table.c.epoch == epoch,
+                heads_table.c.seq_nr == expected_seq_nr,
+            )
+            .values(seq_nr=new_seq_nr)
+        )
+        with self._translated_errors():
+            try:
+                with self._engine.begin() as conn:
+                    if conn.execute(advance_head).rowcount != 1:
+                        self._raise_conflict(conn, pool_id, expected_seq_nr, epoch)
+                    conn.execute(insert(events_table), rows)
+            except IntegrityError as exc:
+                # Rows beyond the head cannot exist; if they do, someone else wrote this stream.
+                raise SequenceConflict(pool_id, expected_seq_nr, None) from exc
+        return new_seq_nr
+
+    @staticmethod
+    def _raise_conflict(conn: Connection, pool_id: str, expected_seq_nr: int, epoch: int) -> None:
+        head = conn.execute(
+            select(heads_table.c.epoch, heads_table.c.seq_nr).where(heads_table.c.pool_id == pool_id)
+        ).first()
+        if head is None or head.epoch != epoch:
+            raise WriterFenced(pool_id, epoch, None if head is None else head.epoch)
+        raise SequenceConflict(pool_id, expected_seq_nr, head.seq_nr)
+
+    def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:
+        query = (
+            select(events_table)
+            .where(events_table.c.pool_id == pool_id, events_table.c.seq_nr >= from_seq_nr)
+            .order_by(events_table.c.seq_nr)
+        )
+        with self._translated_errors(), self._engine.connect() as conn:
+            result = conn.execution_options(yield_per=self._settings.fetch_size).execute(query)
+            for row in result:
+                yield StoredEvent(
+                    row.pool_id,
+                    row.seq_nr,
+                    row.event_type,
+                    row.schema_version,
+                    bytes(row.payload),
+                    row.writer_epoch,
+                    _as_utc(row.recorded_at),
+                )
+
+    def highest_seq_nr(self, pool_id: str) -> int:
+        query = select(heads_table.c.seq_nr).where(heads_table.c.pool_id == pool_id)
+        with self._translated_errors(), self._engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+    def save_snapshot(self, snapshot: SnapshotRecord, keep: int) -> None:
+        this_pool = snapshots_table.c.pool_id == snapshot.pool_id
+        with self._translated_errors(), self._engine.begin() as conn:
+            conn.execute(
+                delete(snapshots_table).where(this_pool, snapshots_table.c.seq_nr == snapshot.seq_nr)
+            )
+            conn.execute(
+                insert(snapshots_table).values(
+                    pool_id=snapshot.pool_id,
+                    seq_nr=snapshot.seq_nr,
+                    schema_version=snapshot.schema_version,
+                    payload=snapshot.payload,
+                )
+            )
+            # The seq_nr of the keep-th newest snapshot; everything older goes.
+            cutoff = conn.execute(
+                select(snapshots_table.c.seq_nr)
+                .where(this_pool)
+                .order_by(snapshots_table.c.seq_nr.desc())
+                .offset(keep - 1)
+                .limit(1)
+            ).scalar()
+            if cutoff is not None:
+                conn.execute(delete(snapshots_table).where(this_pool, snapshots_table.c.seq_nr < cutoff))
+
+    def snapshots(self, pool_id: str) -> list[SnapshotRecord]:
+        query = (
+            select(snapshots_table)
+            .where(snapshots_table.c.pool_id == pool_id)
+            .order_by(snapshots_table.c.seq_nr.desc())
+        )
+        with self._translated_errors(), self._engine.connect() as conn:
+            return [
+                SnapshotRecord(r.pool_id, r.seq_nr, r.schema_version, bytes(r.payload))
+                for r in conn.execute(query)
+            ]
+
+    def pool_ids(self) -> Iterator[str]:
+        query = select(heads_table.c.pool_id).where(heads_table.c.seq_nr > 0).order_by(heads_table.c.pool_id)
+        with self._translated_errors(), self._engine.connect() as conn:
+            yield from conn.execute(query).scalars()
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextlib.contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except IntegrityError:
+            raise
+        except DBAPIError as exc:
+            raise JournalUnavailable(
+                f"{self._dialect} journal: {type(exc.orig).__name__}: {exc.orig}"
+            ) from exc
+        except SQLAlchemyError as exc:
+            raise JournalUnavailable(f"{self._dialect} journal: {exc}") from exc
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; we only ever store UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _create_engine(settings: SqlJournalSettings) -> Engine:
+    url = make_url(settings.url)
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_size=settings.pool_size, pool_pre_ping=True)
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" hook below issue BEGIN IMMEDIATE instead of pysqlite's lazy BEGIN,
+        # so the head check and the inserts run under SQLite's write lock.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={settings.sqlite_synchronous}")
+        cursor.execute(f"PRAGMA busy_timeout={settings.sqlite_busy_timeout_ms}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

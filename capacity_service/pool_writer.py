@@ -1,0 +1,168 @@
+"""The single writer of one pool, without Ray: recover, decide, persist, apply, snapshot.
+
+The Ray pool actor is a thin shell around this, so every rule here is testable without a cluster.
+``execute`` takes a batch of commands (group commit): each is decided in order against the state left
+by the ones before it, all their events go to the journal in ONE append, and only then are outcomes
+returned. If the append fails the in-memory state is rebuilt from the journal, so it never holds an
+event that was not persisted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from capacity_service.domain import (
+    PoolCommand,
+    PoolEvent,
+    PoolState,
+    PoolView,
+    Rejection,
+    Release,
+    Reservation,
+    Reserve,
+    apply,
+    decide,
+    view_of,
+)
+from capacity_service.journal import Journal, JournalError, NewEvent, WriterFenced
+from capacity_service.recovery import SnapshotPolicy, recover_pool, save_snapshot
+from capacity_service.serialization import Codec
+from capacity_service.settings import SnapshotSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    """The answer to one command: a rejection, or the pool view after it (and the reservation it
+    created or released). ``events`` is empty for an idempotent repeat."""
+
+    rejection: Rejection | None
+    view: PoolView
+    reservation: Reservation | None
+    events: tuple[PoolEvent, ...]
+
+
+class PoolWriter:
+    def __init__(
+        self,
+        pool_id: str,
+        journal: Journal,
+        codec: Codec | None = None,
+        snapshots: SnapshotSettings | None = None,
+    ) -> None:
+        self.pool_id = pool_id
+        self._journal = journal
+        self._codec = codec or Codec()
+        self._snapshot_settings = snapshots or SnapshotSettings()
+        self._snapshot_policy = SnapshotPolicy(self._snapshot_settings.every_n_events)
+        self._state = PoolState(pool_id)
+        self._seq_nr = 0
+        self._last_snapshot_seq_nr = 0
+        self.epoch = 0
+        self.fenced = False
+
+    @property
+    def seq_nr(self) -> int:
+        return self._seq_nr
+
+    @property
+    def state(self) -> PoolState:
+        return self._state
+
+    def view(self) -> PoolView:
+        return view_of(self._state, self._seq_nr)
+
+    def start(self) -> None:
+        """Claim a new writer epoch (fencing every earlier incarnation), then recover."""
+        self.epoch = self._journal.claim_epoch(self.pool_id)
+        self.fenced = False
+        self.reload()
+
+    def reload(self) -> None:
+        recovered = recover_pool(self._journal, self._codec, self.pool_id)
+        self._state, self._seq_nr = recovered.state, recovered.seq_nr
+        self._last_snapshot_seq_nr = recovered.snapshot_seq_nr
+
+    def execute(self, commands: Sequence[PoolCommand]) -> list[CommandOutcome]:
+        """Decide, persist in one append, apply. Raises a ``JournalError`` (and keeps only durable
+        state) when the append fails; ``WriterFenced`` marks this writer as fenced for good."""
+        if self.fenced:
+            raise WriterFenced(self.pool_id, self.epoch, None)
+        if self.needs_reload:
+            self.reload()
+        outcomes: list[CommandOutcome] = []
+        pending: list[NewEvent] = []
+        for command in commands:
+            decision = decide(self._state, command)
+            if not isinstance(decision, list):
+                outcomes.append(CommandOutcome(decision, self.view(), None, ()))
+                continue
+            for event in decision:
+                apply(self._state, event)
+                encoded = self._codec.encode_event(event)
+                pending.append(NewEvent(encoded.event_type, encoded.schema_version, encoded.payload))
+            version = self._seq_nr + len(pending)
+            outcomes.append(
+                CommandOutcome(
+                    None, view_of(self._state, version), self._reservation_of(command), tuple(decision)
+                )
+            )
+        if pending:
+            self._persist(pending)
+        return outcomes
+
+    def _persist(self, pending: list[NewEvent]) -> None:
+        try:
+            self._seq_nr = self._journal.append(self.pool_id, self._seq_nr, self.epoch, pending)
+        except WriterFenced:
+            self.fenced = True
+            self._discard_tentative_state()
+            raise
+        except JournalError:
+            self._discard_tentative_state()
+            raise
+
+    def _discard_tentative_state(self) -> None:
+        try:
+            self.reload()
+        except JournalError:
+            # The journal is still down: fall back to the durable state we knew, never the tentative one.
+            log.warning(
+                "pool %s: journal unreachable while discarding a failed batch; will reload later",
+                self.pool_id,
+            )
+            self._state = PoolState(self.pool_id)
+            self._seq_nr = -1  # forces a reload before the next write (see needs_reload)
+
+    @property
+    def needs_reload(self) -> bool:
+        return self._seq_nr < 0
+
+    def snapshot_if_due(self) -> bool:
+        """Take a snapshot when the policy says so. Failure is logged, never raised: a missing
+        snapshot only makes the next recovery longer."""
+        if self.needs_reload or not self._snapshot_policy.due(self._seq_nr, self._last_snapshot_seq_nr):
+            return False
+        try:
+            save_snapshot(self._journal, self._codec, self._state, self._seq_nr, self._snapshot_settings.keep)
+        except Exception as exc:
+            log.warning("pool %s: snapshot at seq_nr %d failed: %s", self.pool_id, self._seq_nr, exc)
+            return False
+        self._last_snapshot_seq_nr = self._seq_nr
+        return True
+
+    def _reservation_of(self, command: PoolCommand) -> Reservation | None:
+        found: Reservation | None = None
+        if isinstance(command, Reserve):
+            found = self._state.reservation_for_request(command.request_id)
+        elif isinstance(command, Release):
+            found = self._state.reservations.get(command.reservation_id)
+        # A copy: the state's own object changes when the reservation is released later.
+        return (
+            None
+            if found is None
+            else Reservation(found.reservation_id, found.quantity, found.request_id, found.status)
+        )

@@ -1,0 +1,55 @@
+"""Recovery of a pool's state (latest readable snapshot + newer events) and when to snapshot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from capacity_service.domain import PoolState, apply
+from capacity_service.journal import Journal, JournalError, SnapshotRecord
+from capacity_service.serialization import Codec
+
+
+class JournalCorrupt(JournalError):
+    """The stream has a gap or a snapshot of another pool: recovering would produce a wrong state."""
+
+
+@dataclass(slots=True)
+class RecoveredPool:
+    state: PoolState
+    seq_nr: int
+    snapshot_seq_nr: int
+    events_replayed: int
+
+
+def recover_pool(journal: Journal, codec: Codec, pool_id: str) -> RecoveredPool:
+    def decode(record: SnapshotRecord) -> PoolState:
+        state = codec.decode_snapshot(record.schema_version, record.payload)
+        if state.pool_id != pool_id:
+            raise JournalCorrupt(f"snapshot of pool {state.pool_id!r} stored under {pool_id!r}")
+        return state
+
+    loaded = journal.load_snapshot(pool_id, decode)
+    state, snapshot_seq_nr = loaded if loaded is not None else (PoolState(pool_id), 0)
+    seq_nr = snapshot_seq_nr
+    decode_event = codec.decode_event
+    for stored in journal.read(pool_id, snapshot_seq_nr + 1):
+        if stored.seq_nr != seq_nr + 1:
+            raise JournalCorrupt(f"pool {pool_id!r}: expected seq_nr {seq_nr + 1}, found {stored.seq_nr}")
+        apply(state, decode_event(stored.event_type, stored.schema_version, stored.payload))
+        seq_nr = stored.seq_nr
+    return RecoveredPool(state, seq_nr, snapshot_seq_nr, seq_nr - snapshot_seq_nr)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPolicy:
+    """Snapshot once ``every_n_events`` events have been written since the last snapshot."""
+
+    every_n_events: int
+
+    def due(self, seq_nr: int, last_snapshot_seq_nr: int) -> bool:
+        return seq_nr - last_snapshot_seq_nr >= self.every_n_events
+
+
+def save_snapshot(journal: Journal, codec: Codec, state: PoolState, seq_nr: int, keep: int) -> None:
+    version, payload = codec.encode_snapshot(state)
+    journal.save_snapshot(SnapshotRecord(state.pool_id, seq_nr, version, payload), keep=keep)

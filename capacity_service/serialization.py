@@ -1,0 +1,213 @@
+"""Explicit, versioned schemas for events and snapshots, and the upcasters that read old versions.
+
+Every stored event carries its type name and schema version; every snapshot its schema version. A
+payload written in an older version is upcast (dict -> dict, one version step at a time) before it is
+validated against the current schema, so changing an event means: bump ``VERSION`` on the domain event,
+change its schema here, register an upcaster from the previous version. The journal only ever sees bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from capacity_service.domain import (
+    CapacityReleased,
+    CapacityReserved,
+    PoolConfigured,
+    PoolEvent,
+    PoolState,
+    Reservation,
+    ReservationStatus,
+)
+
+JsonDict = dict[str, Any]
+Upcaster = Callable[[JsonDict], JsonDict]
+
+
+class DecodingError(ValueError):
+    """A stored payload that cannot be read: unknown type, a version with no upcaster, or corrupt."""
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PoolConfiguredV2(_Schema):
+    capacity: int
+    zone: str
+    slot_start: datetime | None = None
+    slot_end: datetime | None = None
+
+
+class CapacityReservedV1(_Schema):
+    reservation_id: str
+    quantity: int
+    request_id: str
+
+
+class CapacityReleasedV1(_Schema):
+    reservation_id: str
+    quantity: int
+
+
+class PoolSnapshotV1(_Schema):
+    """A pool's whole state; reservations column-wise, which decodes several times faster than a list of
+    objects for pools with 100k reservations."""
+
+    VERSION: ClassVar[int] = 1
+
+    pool_id: str
+    exists: bool
+    capacity: int
+    zone: str
+    slot_start: datetime | None
+    slot_end: datetime | None
+    reserved: int
+    reservation_ids: list[str]
+    quantities: list[int]
+    request_ids: list[str]
+    released: list[bool]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PoolSnapshotV1:
+        count = len(self.reservation_ids)
+        if not len(self.quantities) == len(self.request_ids) == len(self.released) == count:
+            raise ValueError("reservation columns differ in length")
+        active = sum(q for q, gone in zip(self.quantities, self.released, strict=True) if not gone)
+        if active != self.reserved:
+            raise ValueError("reserved does not match the active reservations")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    event_type: str
+    schema_version: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _EventSchema:
+    event_class: type[PoolConfigured] | type[CapacityReserved] | type[CapacityReleased]
+    schema: type[_Schema]
+
+
+_EVENT_SCHEMAS: dict[str, _EventSchema] = {
+    PoolConfigured.TYPE: _EventSchema(PoolConfigured, PoolConfiguredV2),
+    CapacityReserved.TYPE: _EventSchema(CapacityReserved, CapacityReservedV1),
+    CapacityReleased.TYPE: _EventSchema(CapacityReleased, CapacityReleasedV1),
+}
+
+
+class Upcasters:
+    """Registry of one-step upcasters keyed by (type name, version they read)."""
+
+    def __init__(self) -> None:
+        self._steps: dict[tuple[str, int], Upcaster] = {}
+
+    def register(self, type_name: str, from_version: int, step: Upcaster) -> None:
+        key = (type_name, from_version)
+        if key in self._steps:
+            raise ValueError(f"an upcaster for {type_name} v{from_version} is already registered")
+        self._steps[key] = step
+
+    def upcast(self, type_name: str, version: int, target_version: int, data: JsonDict) -> JsonDict:
+        while version < target_version:
+            step = self._steps.get((type_name, version))
+            if step is None:
+                raise DecodingError(f"no upcaster for {type_name} v{version}")
+            data = step(data)
+            version += 1
+        return data
+
+
+def _pool_configured_v1_to_v2(data: JsonDict) -> JsonDict:
+    # v1 (the first schema) had no slot; v2 added the optional delivery slot.
+    return {**data, "slot_start": None, "slot_end": None}
+
+
+def default_upcasters() -> Upcasters:
+    upcasters = Upcasters()
+    upcasters.register(PoolConfigured.TYPE, 1, _pool_configured_v1_to_v2)
+    return upcasters
+
+
+class Codec:
+    """Turns domain events and pool states into versioned bytes and back."""
+
+    def __init__(self, upcasters: Upcasters | None = None) -> None:
+        self._upcasters = upcasters if upcasters is not None else default_upcasters()
+
+    def encode_event(self, event: PoolEvent) -> EncodedEvent:
+        schema = _EVENT_SCHEMAS[event.TYPE].schema
+        fields = {name: getattr(event, name) for name in schema.model_fields}
+        payload = schema.model_construct(**fields).model_dump_json().encode()
+        return EncodedEvent(event.TYPE, event.VERSION, payload)
+
+    def decode_event(self, event_type: str, schema_version: int, payload: bytes) -> PoolEvent:
+        known = _EVENT_SCHEMAS.get(event_type)
+        if known is None:
+            raise DecodingError(f"unknown event type {event_type!r}")
+        current = known.event_class.VERSION
+        try:
+            if schema_version == current:
+                model = known.schema.model_validate_json(payload)
+            elif schema_version < current:
+                data = self._upcasters.upcast(event_type, schema_version, current, json.loads(payload))
+                model = known.schema.model_validate(data)
+            else:
+                raise DecodingError(f"{event_type} v{schema_version} is newer than this code (v{current})")
+        except (ValidationError, ValueError) as exc:
+            if isinstance(exc, DecodingError):
+                raise
+            raise DecodingError(f"corrupt {event_type} v{schema_version} payload: {exc}") from exc
+        return known.event_class(**dict(model))
+
+    def encode_snapshot(self, state: PoolState) -> tuple[int, bytes]:
+        reservations = list(state.reservations.values())
+        snapshot = PoolSnapshotV1.model_construct(
+            pool_id=state.pool_id,
+            exists=state.exists,
+            capacity=state.capacity,
+            zone=state.zone,
+            slot_start=state.slot_start,
+            slot_end=state.slot_end,
+            reserved=state.reserved,
+            reservation_ids=[r.reservation_id for r in reservations],
+            quantities=[r.quantity for r in reservations],
+            request_ids=[r.request_id for r in reservations],
+            released=[r.status is ReservationStatus.RELEASED for r in reservations],
+        )
+        return PoolSnapshotV1.VERSION, snapshot.model_dump_json().encode()
+
+    def decode_snapshot(self, schema_version: int, payload: bytes) -> PoolState:
+        if schema_version != PoolSnapshotV1.VERSION:
+            raise DecodingError(f"unknown snapshot version {schema_version}")
+        try:
+            snap = PoolSnapshotV1.model_validate_json(payload)
+        except ValidationError as exc:
+            raise DecodingError(f"corrupt snapshot: {exc.error_count()} errors") from exc
+        released, active = ReservationStatus.RELEASED, ReservationStatus.ACTIVE
+        reservations = {
+            rid: Reservation(rid, quantity, request_id, released if gone else active)
+            for rid, quantity, request_id, gone in zip(
+                snap.reservation_ids, snap.quantities, snap.request_ids, snap.released, strict=True
+            )
+        }
+        return PoolState(
+            pool_id=snap.pool_id,
+            exists=snap.exists,
+            capacity=snap.capacity,
+            zone=snap.zone,
+            slot_start=snap.slot_start,
+            slot_end=snap.slot_end,
+            reserved=snap.reserved,
+            reservations=reservations,
+            reservation_by_request={r.request_id: rid for rid, r in reservations.items()},
+        )

@@ -1,0 +1,79 @@
+"""Settings, as pydantic models. Nothing is read from the environment at import time: callers build
+them explicitly (``JournalSettings`` from Serve args, ``settings_from_env`` from ``CAPACITY_*``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
+
+_SIMPLE_REPLICATION: dict[str, str | int] = {"class": "SimpleStrategy", "replication_factor": 1}
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SqlJournalSettings(_Settings):
+    """SQL journal through SQLAlchemy Core: SQLite (the embedded default) or PostgreSQL."""
+
+    kind: Literal["sql"] = "sql"
+    url: str = "sqlite:///data/capacity.db"
+    # FULL: an acknowledged write survives power loss, not just a process crash.
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+    pool_size: int = Field(default=5, ge=1)
+    fetch_size: int = Field(default=2000, ge=1)
+
+
+class CassandraJournalSettings(_Settings):
+    """Cassandra journal; the layout follows akka-persistence-cassandra."""
+
+    kind: Literal["cassandra"] = "cassandra"
+    contact_points: list[str] = Field(default_factory=lambda: ["127.0.0.1"], min_length=1)
+    port: int = Field(default=9042, ge=1, le=65535)
+    keyspace: str = Field(default="capacity", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+    replication: dict[str, str | int] = Field(default_factory=lambda: dict(_SIMPLE_REPLICATION))
+    # None lets the driver negotiate; Cassandra 2.1 needs 3 (the driver cannot negotiate down to it).
+    protocol_version: int | None = None
+    local_datacenter: str | None = None
+    consistency: Literal["ONE", "LOCAL_QUORUM", "QUORUM", "ALL"] = "QUORUM"
+    serial_consistency: Literal["SERIAL", "LOCAL_SERIAL"] = "SERIAL"
+    # Conditional (Paxos) appends fence zombie writers. Off = plain writes: faster, but only safe when
+    # nothing can ever run two writers of one pool.
+    lwt_fencing: bool = True
+    partition_size: int = Field(default=20_000, ge=100)
+    request_timeout_s: float = Field(default=2.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    fetch_size: int = Field(default=5000, ge=1)
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+JournalSettings = Annotated[SqlJournalSettings | CassandraJournalSettings, Field(discriminator="kind")]
+_JOURNAL_SETTINGS: TypeAdapter[SqlJournalSettings | CassandraJournalSettings] = TypeAdapter(JournalSettings)
+
+
+class SnapshotSettings(_Settings):
+    every_n_events: int = Field(default=1000, ge=1)
+    keep: int = Field(default=2, ge=1)
+
+
+def journal_settings(data: Mapping[str, Any]) -> SqlJournalSettings | CassandraJournalSettings:
+    return _JOURNAL_SETTINGS.validate_python(dict(data))
+
+
+def journal_settings_from_env(
+    environ: Mapping[str, str] | None = None,
+) -> SqlJournalSettings | CassandraJournalSettings:
+    """``CAPACITY_JOURNAL`` holds the settings as JSON (e.g. ``{"kind": "cassandra", ...}``);
+    ``CAPACITY_JOURNAL_URL`` is a shortcut for a SQL journal. Default: the embedded SQLite journal."""
+    env = os.environ if environ is None else environ
+    if raw := env.get("CAPACITY_JOURNAL"):
+        return journal_settings(json.loads(raw))
+    if url := env.get("CAPACITY_JOURNAL_URL"):
+        return SqlJournalSettings(url=url)
+    return SqlJournalSettings()

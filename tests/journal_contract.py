@@ -1,0 +1,239 @@
+"""ONE contract for every journal adapter. Each adapter's test module subclasses ``JournalContract``
+and provides ``journal_factory`` (a callable opening a new, independent connection to the same store)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from capacity_service.journal import Journal, NewEvent, SequenceConflict, SnapshotRecord, WriterFenced
+
+JournalFactory = Callable[[], Journal]
+
+
+def events(*payloads: str) -> list[NewEvent]:
+    return [NewEvent("TestEvent", 1, p.encode()) for p in payloads]
+
+
+def payloads(journal: Journal, pool_id: str, from_seq_nr: int = 1) -> list[str]:
+    return [e.payload.decode() for e in journal.read(pool_id, from_seq_nr)]
+
+
+class JournalContract:
+    #: how many events a test writes to cross page and partition boundaries
+    long_stream = 250
+
+    @pytest.fixture
+    def journal_factory(self) -> JournalFactory:
+        raise NotImplementedError("each adapter's test class provides journal_factory")
+
+    @pytest.fixture
+    def journal(self, journal_factory: JournalFactory) -> Iterator[Journal]:
+        journal = journal_factory()
+        yield journal
+        journal.close()
+
+    @pytest.fixture
+    def pool_id(self) -> str:
+        return f"pool-{uuid.uuid4().hex[:12]}"
+
+    # ------------------------------------------------------------------ epochs and appends
+
+    def test_claimed_epochs_increase_per_pool(self, journal: Journal, pool_id: str) -> None:
+        first, second = journal.claim_epoch(pool_id), journal.claim_epoch(pool_id)
+        assert second > first >= 1
+        assert journal.claim_epoch(pool_id + "-other") >= 1
+
+    def test_append_then_read_in_order(self, journal: Journal, pool_id: str) -> None:
+        epoch = journal.claim_epoch(pool_id)
+        assert journal.append(pool_id, 0, epoch, events("a", "b")) == 2
+        assert journal.append(pool_id, 2, epoch, events("c")) == 3
+        stored = list(journal.read(pool_id))
+        assert [(e.seq_nr, e.payload) for e in stored] == [(1, b"a"), (2, b"b"), (3, b"c")]
+        assert all(e.pool_id == pool_id and e.writer_epoch == epoch for e in stored)
+        assert all(e.event_type == "TestEvent" and e.schema_version == 1 for e in stored)
+        assert all(e.recorded_at.tzinfo is not None for e in stored)
+        assert journal.highest_seq_nr(pool_id) == 3
+        assert payloads(journal, pool_id, 3) == ["c"]
+        assert payloads(journal, pool_id, 4) == []
+
+    def test_unknown_pool_is_empty(self, journal: Journal, pool_id: str) -> None:
+        assert journal.highest_seq_nr(pool_id) == 0
+        assert list(journal.read(pool_id)) == []
+
+    def test_appending_nothing_changes_nothing(self, journal: Journal, pool_id: str) -> None:
+        epoch = journal.claim_epoch(pool_id)
+        assert journal.append(pool_id, 0, epoch, []) == 0
+        assert journal.highest_seq_nr(pool_id) == 0
+
+    def test_stale_expected_seq_nr_is_rejected_and_writes_nothing(
+        self, journal: Journal, pool_id: str
+    ) -> None:
+        epoch = journal.claim_epoch(pool_id)
+        journal.append(pool_id, 0, epoch, events("a", "b"))
+        for stale in (0, 1, 3):
+            with pytest.raises(SequenceConflict):
+                journal.append(pool_id, stale, epoch, events("x"))
+        assert payloads(journal, pool_id) == ["a", "b"]
+        assert journal.highest_seq_nr(pool_id) == 2
+
+    def test_stale_epoch_is_fenced_and_writes_nothing(self, journal: Journal, pool_id: str) -> None:
+        old = journal.claim_epoch(pool_id)
+        journal.append(pool_id, 0, old, events("a"))
+        new = journal.claim_epoch(pool_id)
+        with pytest.raises(WriterFenced):
+            journal.append(pool_id, 1, old, events("zombie"))
+        assert journal.append(pool_id, 1, new, events("b")) == 2
+        with pytest.raises(WriterFenced):
+            journal.append(pool_id, 2, old, events("zombie"))
+        assert payloads(journal, pool_id) == ["a", "b"]
+
+    def test_append_without_a_claimed_epoch_is_fenced(self, journal: Journal, pool_id: str) -> None:
+        with pytest.raises(WriterFenced):
+            journal.append(pool_id, 0, 1, events("a"))
+        assert list(journal.read(pool_id)) == []
+
+    def test_long_stream_reads_back_whole_and_in_order(self, journal: Journal, pool_id: str) -> None:
+        epoch = journal.claim_epoch(pool_id)
+        seq_nr = 0
+        # Batches of 7 straddle every page and partition boundary at some point.
+        while seq_nr < self.long_stream:
+            batch = [str(seq_nr + i) for i in range(1, 8)]
+            seq_nr = journal.append(pool_id, seq_nr, epoch, events(*batch))
+        read = list(journal.read(pool_id))
+        assert [e.seq_nr for e in read] == list(range(1, seq_nr + 1))
+        assert [e.payload.decode() for e in read] == [str(i) for i in range(1, seq_nr + 1)]
+        assert [e.seq_nr for e in journal.read(pool_id, seq_nr - 120)] == list(
+            range(seq_nr - 120, seq_nr + 1)
+        )
+
+    def test_read_is_lazy(self, journal: Journal, pool_id: str) -> None:
+        epoch = journal.claim_epoch(pool_id)
+        journal.append(pool_id, 0, epoch, events(*"abc"))
+        stream = journal.read(pool_id)
+        assert next(stream).payload == b"a"  # a generator: consumers pull page by page
+        assert not isinstance(stream, list)
+
+    def test_registry_lists_pools_with_events(self, journal: Journal, pool_id: str) -> None:
+        claimed_only = pool_id + "-claimed"
+        journal.claim_epoch(claimed_only)
+        epoch = journal.claim_epoch(pool_id)
+        journal.append(pool_id, 0, epoch, events("a"))
+        known = set(journal.pool_ids())
+        assert pool_id in known
+        assert claimed_only not in known
+
+    # ------------------------------------------------------------------ snapshots
+
+    def test_snapshots_newest_first_and_only_the_last_k_kept(self, journal: Journal, pool_id: str) -> None:
+        for seq_nr in (10, 20, 30, 40):
+            journal.save_snapshot(SnapshotRecord(pool_id, seq_nr, 1, f"s{seq_nr}".encode()), keep=2)
+        assert [(s.seq_nr, s.payload) for s in journal.snapshots(pool_id)] == [(40, b"s40"), (30, b"s30")]
+        assert journal.snapshots(pool_id + "-none") == []
+
+    def test_resaving_a_snapshot_at_the_same_seq_nr_replaces_it(self, journal: Journal, pool_id: str) -> None:
+        journal.save_snapshot(SnapshotRecord(pool_id, 5, 1, b"old"), keep=3)
+        journal.save_snapshot(SnapshotRecord(pool_id, 5, 1, b"new"), keep=3)
+        assert [s.payload for s in journal.snapshots(pool_id)] == [b"new"]
+
+    def test_corrupt_latest_snapshot_falls_back_to_the_previous(self, journal: Journal, pool_id: str) -> None:
+        journal.save_snapshot(SnapshotRecord(pool_id, 10, 1, b"good"), keep=3)
+        journal.save_snapshot(SnapshotRecord(pool_id, 20, 1, b"\x00corrupt"), keep=3)
+
+        def decode(record: SnapshotRecord) -> str:
+            if not record.payload.isalpha():
+                raise ValueError("cannot decode")
+            return record.payload.decode()
+
+        assert journal.load_snapshot(pool_id, decode) == ("good", 10)
+        assert journal.load_snapshot(pool_id + "-none", decode) is None
+
+    # ------------------------------------------------------------------ real concurrency
+
+    def test_two_writers_racing_at_the_same_seq_nr_exactly_one_wins(
+        self, journal_factory: JournalFactory, pool_id: str
+    ) -> None:
+        writers = [journal_factory(), journal_factory()]
+        try:
+            epoch = writers[0].claim_epoch(pool_id)
+            rounds = 15
+            for round_nr in range(rounds):
+                outcomes = race_appends(writers, pool_id, round_nr, epoch)
+                assert sorted(outcomes) in (["A", "conflict"], ["B", "conflict"]), outcomes
+            stored = list(writers[0].read(pool_id))
+            assert [e.seq_nr for e in stored] == list(range(1, rounds + 1))
+            assert writers[1].highest_seq_nr(pool_id) == rounds
+        finally:
+            for journal in writers:
+                journal.close()
+
+    def test_a_zombie_writing_concurrently_never_lands_after_the_new_epoch(
+        self, journal_factory: JournalFactory, pool_id: str
+    ) -> None:
+        zombie_journal, new_journal = journal_factory(), journal_factory()
+        try:
+            zombie_epoch = zombie_journal.claim_epoch(pool_id)
+            zombie_journal.append(pool_id, 0, zombie_epoch, events("z1"))
+            fenced = threading.Event()
+            claimed = threading.Event()
+
+            def zombie() -> None:
+                seq_nr = 1
+                while not fenced.is_set():
+                    try:
+                        seq_nr = zombie_journal.append(
+                            pool_id, seq_nr, zombie_epoch, events(f"z{seq_nr + 1}")
+                        )
+                    except WriterFenced:
+                        fenced.set()
+                    except SequenceConflict:
+                        seq_nr = zombie_journal.highest_seq_nr(pool_id)
+                    if claimed.is_set() and not fenced.is_set():
+                        # Once the new epoch exists, the zombie's very next append must fail.
+                        try:
+                            zombie_journal.append(pool_id, seq_nr, zombie_epoch, events("late"))
+                        except (WriterFenced, SequenceConflict):
+                            fenced.set()
+                        else:
+                            raise AssertionError("a fenced writer appended")
+
+            thread = threading.Thread(target=zombie)
+            thread.start()
+            new_epoch = new_journal.claim_epoch(pool_id)
+            claimed.set()
+            head = new_journal.highest_seq_nr(pool_id)
+            # The new incarnation's append at the head it observed must succeed: nothing lands after it.
+            assert new_journal.append(pool_id, head, new_epoch, events("new")) == head + 1
+            thread.join(timeout=60)
+            assert fenced.is_set()
+            stored = list(new_journal.read(pool_id))
+            assert [e.seq_nr for e in stored] == list(range(1, head + 2))
+            assert stored[-1].payload == b"new" and stored[-1].writer_epoch == new_epoch
+            assert all(e.writer_epoch == zombie_epoch for e in stored[:-1])
+        finally:
+            zombie_journal.close()
+            new_journal.close()
+
+
+def race_appends(writers: list[Journal], pool_id: str, expected: int, epoch: int) -> list[str]:
+    """Every writer appends at ``expected`` at the same instant; returns who won ("conflict" for losers)."""
+    barrier = threading.Barrier(len(writers))
+    outcomes: list[str] = []
+
+    def append(journal: Journal, name: str) -> None:
+        barrier.wait()
+        try:
+            journal.append(pool_id, expected, epoch, events(f"{name}{expected + 1}"))
+            outcomes.append(name)
+        except SequenceConflict:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=append, args=(j, chr(65 + i))) for i, j in enumerate(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
