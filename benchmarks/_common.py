@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import statistics
 import sys
 import tempfile
@@ -17,6 +18,11 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so that context managers stop the servers a benchmark started."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def summarize(samples_s: Sequence[float]) -> dict[str, float]:

@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import local_cassandra, summarize, write_results
+from benchmarks._common import exit_cleanly_on_sigterm, local_cassandra, summarize, write_results
 from capacity_service.domain import (
     CapacityReserved,
     ConfigurePool,
@@ -211,6 +211,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
+    exit_cleanly_on_sigterm()
     results: dict[str, Any] = {}
     for store in args.stores.split(","):
         results[store] = run_store(

@@ -60,7 +60,9 @@ class PoolWriter:
         self._snapshot_policy = SnapshotPolicy(self._snapshot_settings.every_n_events)
         self._state = PoolState(pool_id)
         self._seq_nr = 0
-        self._last_snapshot_seq_nr = 0
+        # seq_nr of the last snapshot attempt: a failed one is retried only N events later, so a
+        # struggling store is not hit by a snapshot after every write.
+        self._last_snapshot_attempt = 0
         self.epoch = 0
         self.fenced = False
 
@@ -84,7 +86,7 @@ class PoolWriter:
     def reload(self) -> None:
         recovered = recover_pool(self._journal, self._codec, self.pool_id)
         self._state, self._seq_nr = recovered.state, recovered.seq_nr
-        self._last_snapshot_seq_nr = recovered.snapshot_seq_nr
+        self._last_snapshot_attempt = recovered.snapshot_seq_nr
 
     def execute(self, commands: Sequence[PoolCommand]) -> list[CommandOutcome]:
         """Decide, persist in one append, apply. Raises a ``JournalError`` (and keeps only durable
@@ -144,14 +146,14 @@ class PoolWriter:
     def snapshot_if_due(self) -> bool:
         """Take a snapshot when the policy says so. Failure is logged, never raised: a missing
         snapshot only makes the next recovery longer."""
-        if self.needs_reload or not self._snapshot_policy.due(self._seq_nr, self._last_snapshot_seq_nr):
+        if self.needs_reload or not self._snapshot_policy.due(self._seq_nr, self._last_snapshot_attempt):
             return False
+        self._last_snapshot_attempt = self._seq_nr
         try:
             save_snapshot(self._journal, self._codec, self._state, self._seq_nr, self._snapshot_settings.keep)
         except Exception as exc:
             log.warning("pool %s: snapshot at seq_nr %d failed: %s", self.pool_id, self._seq_nr, exc)
             return False
-        self._last_snapshot_seq_nr = self._seq_nr
         return True
 
     def _reservation_of(self, command: PoolCommand) -> Reservation | None:

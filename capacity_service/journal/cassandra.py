@@ -17,6 +17,7 @@ CQL here runs on Cassandra 2.1 through 5.
 from __future__ import annotations
 
 import contextlib
+import logging
 import zlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -43,6 +44,8 @@ from capacity_service.settings import CassandraJournalSettings
 # The pool registry is spread over a few partitions so that no single one gets hot.
 _REGISTRY_BUCKETS = 16
 _MAX_ORPHAN_CLEANUPS = 3
+_SNAPSHOT_CHUNK_BYTES = 512 * 1024
+log = logging.getLogger(__name__)
 
 
 def _schema(keyspace: str) -> list[str]:
@@ -55,9 +58,9 @@ def _schema(keyspace: str) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS {keyspace}.stream_heads (
               pool_id text PRIMARY KEY, epoch bigint, seq_nr bigint)""",
         f"""CREATE TABLE IF NOT EXISTS {keyspace}.snapshots (
-              pool_id text, seq_nr bigint, schema_version int, payload blob,
-              PRIMARY KEY (pool_id, seq_nr)
-            ) WITH CLUSTERING ORDER BY (seq_nr DESC)""",
+              pool_id text, seq_nr bigint, chunk_nr int, chunk_count int, schema_version int, payload blob,
+              PRIMARY KEY (pool_id, seq_nr, chunk_nr)
+            ) WITH CLUSTERING ORDER BY (seq_nr DESC, chunk_nr ASC)""",
         f"""CREATE TABLE IF NOT EXISTS {keyspace}.pools (
               bucket int, pool_id text, PRIMARY KEY (bucket, pool_id))""",
     ]
@@ -119,14 +122,20 @@ class CassandraJournal(Journal):
         self._write_head = prepare(f"UPDATE {ks}.stream_heads SET seq_nr = ?, epoch = ? WHERE pool_id = ?")
         self._register = prepare(f"INSERT INTO {ks}.pools (bucket, pool_id) VALUES (?, ?)")
         self._select_registry = prepare(f"SELECT pool_id FROM {ks}.pools WHERE bucket = ?")
-        self._insert_snapshot = prepare(
-            f"INSERT INTO {ks}.snapshots (pool_id, seq_nr, schema_version, payload) VALUES (?, ?, ?, ?)"
+        self._insert_snapshot_chunk = prepare(
+            f"INSERT INTO {ks}.snapshots (pool_id, seq_nr, chunk_nr, chunk_count, schema_version, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?)"
         )
         self._select_snapshots = prepare(
-            f"SELECT seq_nr, schema_version, payload FROM {ks}.snapshots WHERE pool_id = ?"
+            f"SELECT seq_nr, chunk_nr, chunk_count, schema_version, payload FROM {ks}.snapshots "
+            "WHERE pool_id = ?"
         )
-        self._select_snapshot_seq_nrs = prepare(f"SELECT seq_nr FROM {ks}.snapshots WHERE pool_id = ?")
-        self._delete_snapshot = prepare(f"DELETE FROM {ks}.snapshots WHERE pool_id = ? AND seq_nr = ?")
+        self._select_snapshot_chunks = prepare(
+            f"SELECT seq_nr, chunk_nr FROM {ks}.snapshots WHERE pool_id = ?"
+        )
+        self._delete_snapshot_chunk = prepare(
+            f"DELETE FROM {ks}.snapshots WHERE pool_id = ? AND seq_nr = ? AND chunk_nr = ?"
+        )
         serial = ConsistencyLevel.name_to_value[self._settings.serial_consistency]
         for statement in (self._select_head,):
             if self._settings.lwt_fencing:
@@ -289,21 +298,48 @@ class CassandraJournal(Journal):
     # ---------------------------------------------------------------- snapshots and registry
 
     def save_snapshot(self, snapshot: SnapshotRecord, keep: int) -> None:
+        # Large pools have multi-megabyte snapshots; one mutation that size times out. Chunks are written
+        # one by one; a snapshot missing a chunk (a crash mid-way) is skipped when loading.
+        payload = snapshot.payload
+        chunks = [
+            payload[i : i + _SNAPSHOT_CHUNK_BYTES] for i in range(0, len(payload), _SNAPSHOT_CHUNK_BYTES)
+        ]
+        chunks = chunks or [b""]
         with self._translated_errors():
-            self._session.execute(
-                self._insert_snapshot,
-                (snapshot.pool_id, snapshot.seq_nr, snapshot.schema_version, snapshot.payload),
-            )
-            seq_nrs = [
-                r.seq_nr for r in self._session.execute(self._select_snapshot_seq_nrs, (snapshot.pool_id,))
-            ]
-            for seq_nr in seq_nrs[keep:]:
-                self._session.execute(self._delete_snapshot, (snapshot.pool_id, seq_nr))
+            for chunk_nr, chunk in enumerate(chunks):
+                self._session.execute(
+                    self._insert_snapshot_chunk,
+                    (
+                        snapshot.pool_id,
+                        snapshot.seq_nr,
+                        chunk_nr,
+                        len(chunks),
+                        snapshot.schema_version,
+                        chunk,
+                    ),
+                )
+            stored = self._session.execute(self._select_snapshot_chunks, (snapshot.pool_id,))
+            kept: set[int] = set()
+            for row in stored:
+                if row.seq_nr not in kept and len(kept) < keep:
+                    kept.add(row.seq_nr)
+                if row.seq_nr not in kept or (row.seq_nr == snapshot.seq_nr and row.chunk_nr >= len(chunks)):
+                    self._session.execute(
+                        self._delete_snapshot_chunk, (snapshot.pool_id, row.seq_nr, row.chunk_nr)
+                    )
 
-    def snapshots(self, pool_id: str) -> list[SnapshotRecord]:
+    def snapshots(self, pool_id: str) -> Iterator[SnapshotRecord]:
+        statement = self._select_snapshots.bind((pool_id,))
+        statement.fetch_size = 4  # chunks are large: page through them, newest snapshot first
         with self._translated_errors():
-            rows = self._session.execute(self._select_snapshots, (pool_id,))
-            return [SnapshotRecord(pool_id, r.seq_nr, r.schema_version, r.payload) for r in rows]
+            rows = iter(self._session.execute(statement))
+            for seq_nr, group in groupby(rows, key=lambda r: r.seq_nr):
+                chunks = list(group)
+                if [c.chunk_nr for c in chunks] != list(range(chunks[0].chunk_count)):
+                    log.warning("pool %s: snapshot at seq_nr %d is incomplete, skipped", pool_id, seq_nr)
+                    continue
+                payload = b"".join(c.payload or b"" for c in chunks)
+                yield SnapshotRecord(pool_id, seq_nr, chunks[0].schema_version, payload)
 
     def pool_ids(self) -> Iterator[str]:
         with self._translated_errors():

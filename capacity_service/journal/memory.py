@@ -62,9 +62,10 @@ class InMemoryJournal(Journal):
             kept.sort(key=lambda s: s.seq_nr, reverse=True)
             self._snapshots[snapshot.pool_id] = kept[:keep]
 
-    def snapshots(self, pool_id: str) -> list[SnapshotRecord]:
+    def snapshots(self, pool_id: str) -> Iterator[SnapshotRecord]:
         with self._lock:
-            return list(self._snapshots.get(pool_id, []))
+            stored = list(self._snapshots.get(pool_id, []))
+        yield from stored
 
     def pool_ids(self) -> Iterator[str]:
         with self._lock:

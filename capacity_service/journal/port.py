@@ -97,8 +97,8 @@ class Journal(ABC):
         """Store a snapshot and delete all but the newest ``keep`` of the pool."""
 
     @abstractmethod
-    def snapshots(self, pool_id: str) -> list[SnapshotRecord]:
-        """The pool's stored snapshots, newest first."""
+    def snapshots(self, pool_id: str) -> Iterator[SnapshotRecord]:
+        """The pool's stored snapshots, newest first, fetched as they are consumed."""
 
     @abstractmethod
     def pool_ids(self) -> Iterator[str]:

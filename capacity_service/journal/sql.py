@@ -200,17 +200,15 @@ class SqlJournal(Journal):
             if cutoff is not None:
                 conn.execute(delete(snapshots_table).where(this_pool, snapshots_table.c.seq_nr < cutoff))
 
-    def snapshots(self, pool_id: str) -> list[SnapshotRecord]:
+    def snapshots(self, pool_id: str) -> Iterator[SnapshotRecord]:
         query = (
             select(snapshots_table)
             .where(snapshots_table.c.pool_id == pool_id)
             .order_by(snapshots_table.c.seq_nr.desc())
         )
         with self._translated_errors(), self._engine.connect() as conn:
-            return [
-                SnapshotRecord(r.pool_id, r.seq_nr, r.schema_version, bytes(r.payload))
-                for r in conn.execute(query)
-            ]
+            for r in conn.execution_options(yield_per=1).execute(query):
+                yield SnapshotRecord(r.pool_id, r.seq_nr, r.schema_version, bytes(r.payload))
 
     def pool_ids(self) -> Iterator[str]:
         query = select(heads_table.c.pool_id).where(heads_table.c.seq_nr > 0).order_by(heads_table.c.pool_id)
