@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from capacity_service.domain import (
     PoolCommand,
@@ -26,12 +27,19 @@ from capacity_service.domain import (
     decide,
     view_of,
 )
-from capacity_service.journal import Journal, JournalError, NewEvent, WriterFenced
+from capacity_service.journal import Journal, JournalError, JournalUnavailable, NewEvent, WriterFenced
+from capacity_service.publishing import PersistedEvent
 from capacity_service.recovery import SnapshotPolicy, recover_pool, save_snapshot
 from capacity_service.serialization import Codec
 from capacity_service.settings import SnapshotSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    outcomes: list[CommandOutcome]
+    persisted: list[PersistedEvent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +97,9 @@ class PoolWriter:
         self._last_snapshot_attempt = recovered.snapshot_seq_nr
 
     def execute(self, commands: Sequence[PoolCommand]) -> list[CommandOutcome]:
+        return self.execute_batch(commands).outcomes
+
+    def execute_batch(self, commands: Sequence[PoolCommand]) -> BatchResult:
         """Decide, persist in one append, apply. Raises a ``JournalError`` (and keeps only durable
         state) when the append fails; ``WriterFenced`` marks this writer as fenced for good."""
         if self.fenced:
@@ -97,31 +108,52 @@ class PoolWriter:
             self.reload()
         outcomes: list[CommandOutcome] = []
         pending: list[NewEvent] = []
+        persisted: list[PersistedEvent] = []
+        now = datetime.now(UTC)
+        state = self._state
         for command in commands:
-            decision = decide(self._state, command)
+            decision = decide(state, command)
             if not isinstance(decision, list):
                 outcomes.append(CommandOutcome(decision, self.view(), None, ()))
                 continue
             for event in decision:
-                apply(self._state, event)
+                apply(state, event)
                 encoded = self._codec.encode_event(event)
                 pending.append(NewEvent(encoded.event_type, encoded.schema_version, encoded.payload))
-            version = self._seq_nr + len(pending)
-            outcomes.append(
-                CommandOutcome(
-                    None, view_of(self._state, version), self._reservation_of(command), tuple(decision)
+                persisted.append(
+                    PersistedEvent(
+                        self.pool_id,
+                        self._seq_nr + len(pending),
+                        event,
+                        state.capacity,
+                        state.reserved,
+                        state.zone,
+                        state.slot_start,
+                        state.slot_end,
+                        now,
+                    )
                 )
-            )
+            view = view_of(state, self._seq_nr + len(pending))
+            outcomes.append(CommandOutcome(None, view, self._reservation_of(command), tuple(decision)))
         if pending:
             self._persist(pending)
-        return outcomes
+        return BatchResult(outcomes, persisted)
 
     def _persist(self, pending: list[NewEvent]) -> None:
+        expected_after = self._seq_nr + len(pending)
         try:
             self._seq_nr = self._journal.append(self.pool_id, self._seq_nr, self.epoch, pending)
         except WriterFenced:
             self.fenced = True
             self._discard_tentative_state()
+            raise
+        except JournalUnavailable:
+            # The outcome is unknown: the write may have landed. Appends are atomic and we are the only
+            # writer, so if the stream now ends exactly where ours would, it is ours and it is durable.
+            self._discard_tentative_state()
+            if self._seq_nr == expected_after:
+                log.info("pool %s: append reported a failure but is in the journal", self.pool_id)
+                return
             raise
         except JournalError:
             self._discard_tentative_state()
@@ -131,7 +163,7 @@ class PoolWriter:
         try:
             self.reload()
         except JournalError:
-            # The journal is still down: fall back to the durable state we knew, never the tentative one.
+            # The journal is still down: keep nothing we cannot prove durable.
             log.warning(
                 "pool %s: journal unreachable while discarding a failed batch; will reload later",
                 self.pool_id,
@@ -143,10 +175,14 @@ class PoolWriter:
     def needs_reload(self) -> bool:
         return self._seq_nr < 0
 
+    @property
+    def snapshot_due(self) -> bool:
+        return not self.needs_reload and self._snapshot_policy.due(self._seq_nr, self._last_snapshot_attempt)
+
     def snapshot_if_due(self) -> bool:
         """Take a snapshot when the policy says so. Failure is logged, never raised: a missing
         snapshot only makes the next recovery longer."""
-        if self.needs_reload or not self._snapshot_policy.due(self._seq_nr, self._last_snapshot_attempt):
+        if not self.snapshot_due:
             return False
         self._last_snapshot_attempt = self._seq_nr
         try:

@@ -77,3 +77,15 @@ def journal_settings_from_env(
     if url := env.get("CAPACITY_JOURNAL_URL"):
         return SqlJournalSettings(url=url)
     return SqlJournalSettings()
+
+
+class WriteSideSettings(_Settings):
+    """How pool writers are hosted and protected."""
+
+    # Commands decided and written in one append at most (group commit).
+    max_batch: int = Field(default=256, ge=1)
+    # Recoveries running at once per host: many pools restarting together must not swamp the journal.
+    max_concurrent_recoveries: int = Field(default=4, ge=1)
+    # Consecutive journal failures before the circuit opens, and how long it stays open.
+    breaker_failure_threshold: int = Field(default=3, ge=1)
+    breaker_reset_s: float = Field(default=1.0, gt=0)

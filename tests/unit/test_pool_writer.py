@@ -169,3 +169,21 @@ def test_an_unknown_pool_recovers_empty() -> None:
     writer = started(InMemoryJournal(), capacity=None)
     assert writer.state == PoolState("p")
     assert writer.view().exists is False
+
+
+def test_an_append_that_landed_despite_an_error_is_acknowledged() -> None:
+    class TimesOutAfterWriting(InMemoryJournal):
+        lose_reply = False
+
+        def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
+            seq_nr = super().append(pool_id, expected_seq_nr, epoch, events)
+            if self.lose_reply:
+                raise JournalUnavailable("timed out waiting for the reply")
+            return seq_nr
+
+    journal = TimesOutAfterWriting()
+    writer = started(journal)
+    journal.lose_reply = True
+    outcome = writer.execute([reserve(3)])[0]
+    assert outcome.rejection is None and outcome.view.reserved == 3
+    assert writer.state.reserved == 3 and writer.seq_nr == 2

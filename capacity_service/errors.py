@@ -1,0 +1,55 @@
+"""The exceptions users of capacity_service catch. Errors of Ray, Cassandra and SQLAlchemy are
+translated into these at the edge; nothing else escapes the public API."""
+
+from __future__ import annotations
+
+
+class CapacityError(Exception):
+    """Base of all capacity_service errors. ``code`` is the HTTP contract's snake_case error code."""
+
+    code = "error"
+
+
+class InvalidRequest(CapacityError):
+    code = "invalid_request"
+
+
+class PoolNotFound(CapacityError):
+    code = "pool_not_found"
+
+    def __init__(self, pool_id: str) -> None:
+        super().__init__(f"pool {pool_id!r} does not exist")
+        self.pool_id = pool_id
+
+
+class InsufficientCapacity(CapacityError):
+    code = "insufficient_capacity"
+
+    def __init__(self, pool_id: str, requested: int, remaining: int) -> None:
+        super().__init__(f"pool {pool_id!r} has {remaining} left, {requested} requested")
+        self.pool_id, self.requested, self.remaining = pool_id, requested, remaining
+
+
+class ReservationNotFound(CapacityError):
+    code = "reservation_not_found"
+
+    def __init__(self, reservation_id: str) -> None:
+        super().__init__(f"reservation {reservation_id!r} does not exist")
+        self.reservation_id = reservation_id
+
+
+class RequestIdConflict(CapacityError):
+    """The request id was used before on this pool for a reservation of a different quantity."""
+
+    code = "request_id_conflict"
+
+    def __init__(self, request_id: str, reservation_id: str) -> None:
+        super().__init__(f"request id {request_id!r} was already used for reservation {reservation_id!r}")
+        self.request_id, self.reservation_id = request_id, reservation_id
+
+
+class Unavailable(CapacityError):
+    """The service could not take the request now (journal outage, pool restarting). Nothing was taken:
+    retrying with the same request id is always safe."""
+
+    code = "unavailable"

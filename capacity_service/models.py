@@ -1,0 +1,63 @@
+"""Public data models returned by ``CapacityClient`` (and, later, the HTTP API)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from capacity_service.domain import PoolView, Reservation
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Pool(_Model):
+    pool_id: str
+    zone: str
+    slot_start: datetime | None
+    slot_end: datetime | None
+    capacity: int
+    reserved: int
+    remaining: int
+    version: int
+
+    @classmethod
+    def of(cls, view: PoolView) -> Pool:
+        return cls(
+            pool_id=view.pool_id, zone=view.zone, slot_start=view.slot_start, slot_end=view.slot_end,
+            capacity=view.capacity, reserved=view.reserved, remaining=view.remaining, version=view.version,
+        )  # fmt: skip
+
+
+class ReservationReceipt(_Model):
+    """The answer to a reserve."""
+
+    reservation_id: str
+    pool_id: str
+    quantity: int
+    remaining: int
+
+
+class ReleaseReceipt(_Model):
+    reservation_id: str
+    pool_id: str
+    status: Literal["released"] = "released"
+
+
+class ReservationInfo(_Model):
+    reservation_id: str
+    pool_id: str
+    quantity: int
+    status: Literal["active", "released"]
+
+    @classmethod
+    def of(cls, pool_id: str, reservation: Reservation) -> ReservationInfo:
+        return cls(
+            reservation_id=reservation.reservation_id,
+            pool_id=pool_id,
+            quantity=reservation.quantity,
+            status=reservation.status.value,
+        )

@@ -1,0 +1,253 @@
+"""Hosts the writers of one or many pools inside one process, without Ray (the Ray actor is a shell).
+
+Per pool, commands are handled strictly one batch at a time with group commit: while a journal write is
+in flight, arriving commands queue up; when it completes they are decided in order and written together
+in the next append. Every caller is answered only after its events are durable. Journal calls run in a
+worker thread so the event loop keeps accepting commands meanwhile.
+
+Around that: lazy start with a bound on concurrent recoveries, a circuit breaker that makes a journal
+outage fail fast, snapshots off the reply path, and fire-and-forget publishing to the read side and the
+warehouse. A writer that learns it is fenced (a newer incarnation of its pool exists) makes the whole
+host stop serving: this process is a zombie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from capacity_service.circuit_breaker import CircuitBreaker
+from capacity_service.domain import PoolCommand, PoolView, Reservation
+from capacity_service.errors import Unavailable
+from capacity_service.journal import Journal, JournalError, WriterFenced
+from capacity_service.pool_writer import BatchResult, CommandOutcome, PoolWriter
+from capacity_service.publishing import EventPublisher, NullPublisher, ViewPublisher
+from capacity_service.serialization import Codec
+from capacity_service.settings import SnapshotSettings, WriteSideSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    command: PoolCommand
+    reply: asyncio.Future[CommandOutcome]
+
+
+@dataclass
+class _PoolSlot:
+    writer: PoolWriter
+    queue: list[_Pending] = field(default_factory=list)
+    # Set while no journal call of this pool is in flight (the writer's state is settled).
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    # The view as of the last durable write, served without waiting for an in-flight one.
+    durable_view: PoolView | None = None
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+        self.settle()
+
+    def settle(self) -> None:
+        self.durable_view = None if self.writer.needs_reload else self.writer.view()
+
+
+class HostFenced(Unavailable):
+    """This host was fenced by a newer incarnation and serves nothing any more."""
+
+
+class PoolHost:
+    def __init__(
+        self,
+        journal: Journal,
+        settings: WriteSideSettings | None = None,
+        snapshots: SnapshotSettings | None = None,
+        views: ViewPublisher | None = None,
+        events: EventPublisher | None = None,
+        on_fenced: Callable[[], None] | None = None,
+    ) -> None:
+        self._journal = journal
+        self._settings = settings or WriteSideSettings()
+        self._snapshots = snapshots or SnapshotSettings()
+        self._views: ViewPublisher = views or NullPublisher()
+        self._events: EventPublisher = events or NullPublisher()
+        self._on_fenced = on_fenced
+        self._codec = Codec()
+        self._slots: dict[str, _PoolSlot] = {}
+        self._starting: dict[str, asyncio.Future[_PoolSlot]] = {}
+        self._recoveries = asyncio.Semaphore(self._settings.max_concurrent_recoveries)
+        self.breaker = CircuitBreaker(
+            self._settings.breaker_failure_threshold, self._settings.breaker_reset_s
+        )
+        self.fenced = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def pool_ids(self) -> list[str]:
+        return list(self._slots)
+
+    # ------------------------------------------------------------------ commands
+
+    async def execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome:
+        slot = await self._slot(pool_id)
+        reply: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
+        slot.queue.append(_Pending(command, reply))
+        if slot.idle.is_set():
+            slot.idle.clear()
+            self._spawn(self._drain(slot))
+        return await reply
+
+    async def _drain(self, slot: _PoolSlot) -> None:
+        """Write queued commands batch by batch until the queue is empty."""
+        try:
+            while slot.queue and not self.fenced:
+                batch = slot.queue[: self._settings.max_batch]
+                del slot.queue[: len(batch)]
+                await self._write(slot, batch)
+            for pending in slot.queue:  # only left when fenced
+                _fail(pending.reply, HostFenced("this pool moved to a newer incarnation; retry"))
+            slot.queue.clear()
+        finally:
+            slot.idle.set()
+
+    async def _write(self, slot: _PoolSlot, batch: list[_Pending]) -> None:
+        if not self.breaker.allow():
+            for pending in batch:
+                _fail(pending.reply, Unavailable("the journal is failing; not trying for a moment"))
+            return
+        try:
+            result: BatchResult = await asyncio.to_thread(
+                slot.writer.execute_batch, [p.command for p in batch]
+            )
+        except WriterFenced:
+            self._become_fenced()
+            for pending in batch:
+                _fail(pending.reply, HostFenced("this pool moved to a newer incarnation; retry"))
+            return
+        except JournalError as exc:
+            slot.settle()
+            self.breaker.record_failure()
+            log.warning("pool %s: journal write failed: %s", slot.writer.pool_id, exc)
+            for pending in batch:
+                _fail(pending.reply, Unavailable(f"journal unavailable: {exc}"))
+            return
+        self.breaker.record_success()
+        slot.settle()
+        for pending, outcome in zip(batch, result.outcomes, strict=True):
+            if not pending.reply.done():
+                pending.reply.set_result(outcome)
+        if result.persisted:
+            self._publish(slot, result)
+            if slot.writer.snapshot_due:
+                self._spawn(self._snapshot(slot))
+
+    def _publish(self, slot: _PoolSlot, result: BatchResult) -> None:
+        try:
+            self._views.publish_view(slot.writer.view())
+            self._events.publish_events(result.persisted)
+        except Exception:  # fire-and-forget: publishing never fails a write
+            log.exception("pool %s: publishing failed", slot.writer.pool_id)
+
+    async def _snapshot(self, slot: _PoolSlot) -> None:
+        # Runs while the slot is otherwise idle only: the writer's state must not change under it.
+        await slot.idle.wait()
+        if slot.idle.is_set() and not self.fenced:
+            slot.idle.clear()
+            try:
+                await asyncio.to_thread(slot.writer.snapshot_if_due)
+            finally:
+                slot.idle.set()
+                if slot.queue:
+                    slot.idle.clear()
+                    self._spawn(self._drain(slot))
+
+    # ------------------------------------------------------------------ reads (durable state only)
+
+    async def view(self, pool_id: str) -> PoolView:
+        slot = await self._slot(pool_id)
+        if slot.durable_view is not None:
+            return slot.durable_view
+        return (await self._settled_slot(pool_id)).writer.view()
+
+    async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | None:
+        slot = await self._settled_slot(pool_id)
+        found = slot.writer.state.reservations.get(reservation_id)
+        if found is None:
+            return None
+        return Reservation(found.reservation_id, found.quantity, found.request_id, found.status)
+
+    async def ensure_started(self, pool_id: str) -> int:
+        """Recover the pool if it is not running yet; returns its seq_nr (the watchdog's ping)."""
+        return (await self._settled_slot(pool_id)).writer.seq_nr
+
+    async def _settled_slot(self, pool_id: str) -> _PoolSlot:
+        # Waiting for the in-flight write means a read never shows an event that is not yet durable.
+        slot = await self._slot(pool_id)
+        await slot.idle.wait()
+        if slot.writer.needs_reload:
+            await self._guarded_reload(slot)
+        return slot
+
+    async def _guarded_reload(self, slot: _PoolSlot) -> None:
+        try:
+            await asyncio.to_thread(slot.writer.reload)
+        except JournalError as exc:
+            raise Unavailable(f"journal unavailable: {exc}") from exc
+        slot.settle()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _slot(self, pool_id: str) -> _PoolSlot:
+        if self.fenced:
+            raise HostFenced("this pool moved to a newer incarnation; retry")
+        slot = self._slots.get(pool_id)
+        if slot is not None:
+            return slot
+        starting = self._starting.get(pool_id)
+        if starting is None:
+            starting = asyncio.get_running_loop().create_future()
+            self._starting[pool_id] = starting
+            self._spawn(self._start(pool_id, starting))
+        return await asyncio.shield(starting)
+
+    async def _start(self, pool_id: str, starting: asyncio.Future[_PoolSlot]) -> None:
+        writer = PoolWriter(pool_id, self._journal, self._codec, self._snapshots)
+        try:
+            if not self.breaker.allow():
+                raise Unavailable("the journal is failing; not trying for a moment")
+            async with self._recoveries:
+                await asyncio.to_thread(writer.start)
+            self.breaker.record_success()
+        except JournalError as exc:
+            self.breaker.record_failure()
+            _fail(starting, Unavailable(f"cannot recover pool {pool_id!r}: {exc}"))
+        except Exception as exc:
+            _fail(starting, exc)
+        else:
+            slot = self._slots[pool_id] = _PoolSlot(writer)
+            starting.set_result(slot)
+        finally:
+            del self._starting[pool_id]
+
+    def _become_fenced(self) -> None:
+        if not self.fenced:
+            self.fenced = True
+            log.error("fenced: a newer incarnation of a pool hosted here exists; this host stops serving")
+            if self._on_fenced is not None:
+                self._on_fenced()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def epoch_of(self, pool_id: str) -> int | None:
+        slot = self._slots.get(pool_id)
+        return None if slot is None else slot.writer.epoch
+
+
+def _fail(future: asyncio.Future[CommandOutcome] | asyncio.Future[_PoolSlot], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)

@@ -1,0 +1,205 @@
+"""PoolHost without Ray: group commit, durability before replies, circuit breaker, fencing, publishing,
+bounded recoveries. The journal is the in-memory one, slowed down or broken on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from capacity_service.domain import (
+    ConfigurePool,
+    InsufficientCapacity,
+    PoolView,
+    Reserve,
+    new_reservation_id,
+)
+from capacity_service.errors import Unavailable
+from capacity_service.journal import JournalUnavailable, NewEvent, StoredEvent
+from capacity_service.journal.memory import InMemoryJournal
+from capacity_service.pool_host import HostFenced, PoolHost
+from capacity_service.publishing import PersistedEvent
+from capacity_service.settings import WriteSideSettings
+
+
+class SlowJournal(InMemoryJournal):
+    """Appends take ``delay`` seconds; records how many appends ran and when each finished."""
+
+    def __init__(self, delay: float = 0.02) -> None:
+        super().__init__()
+        self.delay = delay
+        self.failing = False
+        self.append_attempts = 0
+        self.durable_at: dict[int, float] = {}
+        self._reads_in_flight = 0
+        self.max_parallel_recoveries = 0
+        self._count_lock = threading.Lock()
+
+    def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
+        self.append_attempts += 1
+        time.sleep(self.delay)
+        if self.failing:
+            raise JournalUnavailable("injected outage")
+        seq_nr = super().append(pool_id, expected_seq_nr, epoch, events)
+        for n in range(expected_seq_nr + 1, seq_nr + 1):
+            self.durable_at[n] = time.monotonic()
+        return seq_nr
+
+    def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:
+        if self.failing:
+            raise JournalUnavailable("injected outage")
+        with self._count_lock:
+            self._reads_in_flight += 1
+            self.max_parallel_recoveries = max(self.max_parallel_recoveries, self._reads_in_flight)
+        try:
+            time.sleep(self.delay)
+            yield from super().read(pool_id, from_seq_nr)
+        finally:
+            with self._count_lock:
+                self._reads_in_flight -= 1
+
+
+def reserve(pool_id: str = "p", quantity: int = 1) -> Reserve:
+    rid = new_reservation_id(pool_id)
+    return Reserve(quantity, rid, rid)
+
+
+async def configured_host(journal: InMemoryJournal, capacity: int = 50, **settings: float) -> PoolHost:
+    host = PoolHost(journal, WriteSideSettings(**settings))  # type: ignore[arg-type]
+    await host.execute("p", ConfigurePool(capacity, "z"))
+    return host
+
+
+def test_concurrent_reserves_never_oversell_and_are_group_committed() -> None:
+    async def scenario() -> None:
+        journal = SlowJournal(delay=0.02)
+        host = await configured_host(journal, capacity=50)
+        appends_before = journal.append_attempts
+        outcomes = await asyncio.gather(*(host.execute("p", reserve()) for _ in range(200)))
+        accepted = [o for o in outcomes if o.rejection is None]
+        assert len(accepted) == 50
+        assert all(isinstance(o.rejection, InsufficientCapacity) for o in outcomes if o.rejection)
+        assert journal.highest_seq_nr("p") == 51
+        # 200 commands arrived while writes were in flight: far fewer appends than commands.
+        assert journal.append_attempts - appends_before <= 5
+
+    asyncio.run(scenario())
+
+
+def test_a_caller_is_answered_only_after_its_event_is_durable() -> None:
+    async def scenario() -> None:
+        journal = SlowJournal(delay=0.03)
+        host = await configured_host(journal)
+
+        async def timed() -> tuple[int, float]:
+            outcome = await host.execute("p", reserve())
+            return outcome.view.version, time.monotonic()
+
+        for seq_nr, answered_at in await asyncio.gather(*(timed() for _ in range(20))):
+            assert answered_at >= journal.durable_at[seq_nr]
+
+    asyncio.run(scenario())
+
+
+def test_reads_never_show_an_event_that_is_not_durable_yet() -> None:
+    async def scenario() -> None:
+        journal = SlowJournal(delay=0.2)
+        host = await configured_host(journal)
+        write = asyncio.ensure_future(host.execute("p", reserve(quantity=5)))
+        await asyncio.sleep(0.05)  # the append is in flight now
+        seen: PoolView = await host.view("p")
+        assert seen.reserved == 0
+        await write
+        assert (await host.view("p")).reserved == 5
+
+    asyncio.run(scenario())
+
+
+def test_journal_outage_fails_fast_through_the_breaker_and_recovers() -> None:
+    async def scenario() -> None:
+        journal = SlowJournal(delay=0.01)
+        host = await configured_host(journal, breaker_failure_threshold=2, breaker_reset_s=0.3)
+        journal.failing = True
+        for _ in range(2):
+            with pytest.raises(Unavailable):
+                await host.execute("p", reserve())
+        attempts = journal.append_attempts
+        started = time.monotonic()
+        for _ in range(20):
+            with pytest.raises(Unavailable):
+                await host.execute("p", reserve())
+        assert journal.append_attempts == attempts  # the breaker answered without touching the journal
+        assert time.monotonic() - started < 0.2
+        journal.failing = False
+        await asyncio.sleep(0.35)
+        outcome = await host.execute("p", reserve())
+        assert outcome.rejection is None
+        assert outcome.view.reserved == 1  # nothing from the outage was taken
+
+    asyncio.run(scenario())
+
+
+def test_a_fenced_host_stops_serving() -> None:
+    async def scenario() -> None:
+        journal = InMemoryJournal()
+        fenced_calls: list[bool] = []
+        old = PoolHost(journal, on_fenced=lambda: fenced_calls.append(True))
+        await old.execute("p", ConfigurePool(10, "z"))
+        new = PoolHost(journal)
+        await new.ensure_started("p")
+        with pytest.raises(HostFenced):
+            await old.execute("p", reserve())
+        assert fenced_calls == [True]
+        with pytest.raises(HostFenced):
+            await old.view("p")
+        assert (await new.execute("p", reserve())).view.reserved == 1
+        assert journal.highest_seq_nr("p") == 2
+
+    asyncio.run(scenario())
+
+
+def test_publishers_get_views_and_events_and_cannot_break_writes() -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.views: list[PoolView] = []
+            self.events: list[PersistedEvent] = []
+
+        def publish_view(self, view: PoolView) -> None:
+            self.views.append(view)
+
+        def publish_events(self, events: Sequence[PersistedEvent]) -> None:
+            self.events.extend(events)
+
+    class Broken:
+        def publish_view(self, view: PoolView) -> None:
+            raise RuntimeError("read side down")
+
+        def publish_events(self, events: Sequence[PersistedEvent]) -> None:
+            raise RuntimeError("warehouse down")
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        host = PoolHost(InMemoryJournal(), views=recorder, events=recorder)
+        await host.execute("p", ConfigurePool(10, "z"))
+        await host.execute("p", reserve(quantity=3))
+        assert [v.version for v in recorder.views] == [1, 2]
+        assert [(e.seq_nr, e.reserved, e.capacity) for e in recorder.events] == [(1, 0, 10), (2, 3, 10)]
+        broken = PoolHost(InMemoryJournal(), views=Broken(), events=Broken())
+        await broken.execute("p", ConfigurePool(10, "z"))
+        assert (await broken.execute("p", reserve())).rejection is None
+
+    asyncio.run(scenario())
+
+
+def test_recoveries_are_bounded() -> None:
+    async def scenario() -> None:
+        journal = SlowJournal(delay=0.05)
+        host = PoolHost(journal, WriteSideSettings(max_concurrent_recoveries=3))
+        await asyncio.gather(*(host.ensure_started(f"pool-{i}") for i in range(12)))
+        assert journal.max_parallel_recoveries == 3
+        assert len(host.pool_ids) == 12
+
+    asyncio.run(scenario())
