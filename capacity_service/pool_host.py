@@ -224,7 +224,8 @@ class PoolHost:
             self.breaker.record_failure()
             _fail(starting, Unavailable(f"cannot recover pool {pool_id!r}: {exc}"))
         except Exception as exc:
-            _fail(starting, exc)
+            log.exception("pool %s cannot be recovered", pool_id)
+            _fail(starting, Unavailable(f"pool {pool_id!r} cannot be recovered: {type(exc).__name__}: {exc}"))
         else:
             slot = self._slots[pool_id] = _PoolSlot(writer)
             starting.set_result(slot)

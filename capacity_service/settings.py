@@ -48,6 +48,7 @@ class CassandraJournalSettings(_Settings):
     partition_size: int = Field(default=20_000, ge=100)
     request_timeout_s: float = Field(default=2.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    reconnect_max_delay_s: float = Field(default=2.0, gt=0)
     fetch_size: int = Field(default=5000, ge=1)
     username: str | None = None
     password: SecretStr | None = None
@@ -89,3 +90,31 @@ class WriteSideSettings(_Settings):
     # Consecutive journal failures before the circuit opens, and how long it stays open.
     breaker_failure_threshold: int = Field(default=3, ge=1)
     breaker_reset_s: float = Field(default=1.0, gt=0)
+
+
+class HostingSettings(_Settings):
+    """Where pools live in the Ray cluster.
+
+    ``actor_per_pool``: one named detached actor per pool (the design's default; ~60 MB per actor process).
+    ``sharded``: pools hashed onto ``shards`` named actors, each pool still single-writer inside; for
+    deployments with thousands of pools.
+    """
+
+    mode: Literal["actor_per_pool", "sharded"] = "actor_per_pool"
+    shards: int = Field(default=16, ge=1)
+    namespace: str = Field(default="capacity", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Custom Ray resources a pool actor needs, e.g. {"pool_host": 0.001} to keep pools off the head node.
+    actor_resources: dict[str, float] = Field(default_factory=dict)
+    # A call to a pool gives up (Unavailable) after this long, retries on a restarting actor included.
+    call_timeout_s: float = Field(default=10.0, gt=0)
+    watchdog_interval_s: float = Field(default=5.0, gt=0)
+    watchdog_concurrency: int = Field(default=8, ge=1)
+
+
+class ServiceSettings(_Settings):
+    journal: SqlJournalSettings | CassandraJournalSettings = Field(
+        default_factory=SqlJournalSettings, discriminator="kind"
+    )
+    snapshots: SnapshotSettings = Field(default_factory=SnapshotSettings)
+    write_side: WriteSideSettings = Field(default_factory=WriteSideSettings)
+    hosting: HostingSettings = Field(default_factory=HostingSettings)

@@ -58,3 +58,24 @@ def postgres() -> Iterator[LocalPostgres]:
 @pytest.fixture(scope="session")
 def postgres_settings(postgres: LocalPostgres) -> SqlJournalSettings:
     return SqlJournalSettings(url=postgres.url, fetch_size=50)
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the whole session (starting Ray costs seconds and memory on 2 cores)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def kill_namespace(namespace: str) -> None:
+    """Kill every detached actor of a test namespace, so tests do not leak actor processes."""
+    import ray
+
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["namespace"] == namespace:
+            ray.kill(ray.get_actor(actor["name"], namespace=namespace), no_restart=True)

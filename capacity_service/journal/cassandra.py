@@ -27,7 +27,12 @@ from typing import Any
 from cassandra import ConsistencyLevel, DriverException
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
-from cassandra.policies import DCAwareRoundRobinPolicy, RoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    RoundRobinPolicy,
+    TokenAwarePolicy,
+)
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from capacity_service.journal.port import (
@@ -391,5 +396,7 @@ def _make_cluster(settings: CassandraJournalSettings) -> Cluster:
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         auth_provider=auth,
         connect_timeout=settings.connect_timeout_s,
+        # Back within seconds after an outage, not the driver's default of up to 10 minutes.
+        reconnection_policy=ExponentialReconnectionPolicy(0.2, settings.reconnect_max_delay_s),
         **kwargs,
     )

@@ -1,0 +1,250 @@
+"""``CapacityClient``: the service's operations for Python code inside the Ray cluster.
+
+Calls go through Ray handles straight to the pool actors (no HTTP). Results are pydantic models;
+failures are our typed exceptions (``PoolNotFound``, ``InsufficientCapacity``, ``ReservationNotFound``,
+``RequestIdConflict``, ``InvalidRequest``, ``Unavailable``). ``AsyncCapacityClient`` is the same for
+asyncio code (Serve deployments); ``CapacityClient`` wraps it for plain synchronous code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Coroutine
+from datetime import datetime
+from typing import Any, TypeVar
+
+from capacity_service.cluster import _ray
+from capacity_service.cluster.router import PoolRouter
+from capacity_service.cluster.supervisor import SUPERVISOR_NAME, Supervisor
+from capacity_service.cluster.watchdog import SweepReport
+from capacity_service.domain import (
+    ConfigurePool,
+    InvalidId,
+    PoolCommand,
+    PoolView,
+    Release,
+    Reservation,
+    Reserve,
+    check_pool_id,
+    new_reservation_id,
+    pool_of_reservation,
+)
+from capacity_service.domain import InsufficientCapacity as InsufficientCapacityRejection
+from capacity_service.domain import InvalidCommand as InvalidCommandRejection
+from capacity_service.domain import PoolNotFound as PoolNotFoundRejection
+from capacity_service.domain import RequestIdConflict as RequestIdConflictRejection
+from capacity_service.domain import ReservationNotFound as ReservationNotFoundRejection
+from capacity_service.errors import (
+    CapacityError,
+    InsufficientCapacity,
+    InvalidRequest,
+    PoolNotFound,
+    RequestIdConflict,
+    ReservationNotFound,
+)
+from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
+from capacity_service.pool_writer import CommandOutcome
+from capacity_service.settings import ServiceSettings
+
+T = TypeVar("T")
+MAX_REQUEST_ID_LENGTH = 128
+
+
+class AsyncCapacityClient:
+    def __init__(self, settings: ServiceSettings | None = None, *, ray_address: str | None = None) -> None:
+        self.settings = settings or ServiceSettings()
+        _ray.ensure_initialized(ray_address, self.settings.hosting.namespace)
+        self._router = PoolRouter(self.settings)
+
+    # ------------------------------------------------------------------ pools
+
+    async def configure_pool(
+        self,
+        pool_id: str,
+        capacity: int,
+        zone: str,
+        slot_start: datetime | None = None,
+        slot_end: datetime | None = None,
+    ) -> Pool:
+        """Create the pool or change it."""
+        return (await self.configure_pool_reporting_creation(pool_id, capacity, zone, slot_start, slot_end))[
+            0
+        ]
+
+    async def configure_pool_reporting_creation(
+        self,
+        pool_id: str,
+        capacity: int,
+        zone: str,
+        slot_start: datetime | None = None,
+        slot_end: datetime | None = None,
+    ) -> tuple[Pool, bool]:
+        """Like ``configure_pool``; also says whether this call created the pool (HTTP 201 vs 200)."""
+        _check_pool_id(pool_id)
+        outcome = await self._execute(pool_id, ConfigurePool(capacity, zone, slot_start, slot_end))
+        created = outcome.view.version == 1 and len(outcome.events) == 1
+        return Pool.of(outcome.view), created
+
+    async def get_pool(self, pool_id: str) -> Pool:
+        _check_pool_id(pool_id)
+        view: PoolView = _raise_error(await self._router.call(pool_id, "view"))
+        if not view.exists:
+            raise PoolNotFound(pool_id)
+        return Pool.of(view)
+
+    # ------------------------------------------------------------------ reservations
+
+    async def reserve(
+        self, pool_id: str, quantity: int = 1, request_id: str | None = None
+    ) -> ReservationReceipt:
+        """Take ``quantity`` units. The same ``request_id`` on the same pool returns the same reservation
+        and takes capacity once; without one, a fresh id is made per call (so our own retries are safe)."""
+        _check_pool_id(pool_id)
+        if request_id is not None and not 1 <= len(request_id) <= MAX_REQUEST_ID_LENGTH:
+            raise InvalidRequest(f"request_id must be 1-{MAX_REQUEST_ID_LENGTH} characters")
+        reservation_id = new_reservation_id(pool_id)
+        command = Reserve(quantity, request_id or f"auto:{uuid.uuid4().hex}", reservation_id)
+        outcome = await self._execute(pool_id, command)
+        assert outcome.reservation is not None
+        return ReservationReceipt(
+            reservation_id=outcome.reservation.reservation_id,
+            pool_id=pool_id,
+            quantity=outcome.reservation.quantity,
+            remaining=outcome.view.remaining,
+        )
+
+    async def release(self, reservation_id: str) -> ReleaseReceipt:
+        """Give the reservation's capacity back. Releasing twice is fine."""
+        pool_id = _pool_of(reservation_id)
+        await self._execute(pool_id, Release(reservation_id))
+        return ReleaseReceipt(reservation_id=reservation_id, pool_id=pool_id)
+
+    async def get_reservation(self, reservation_id: str) -> ReservationInfo:
+        pool_id = _pool_of(reservation_id)
+        found: Reservation | None = _raise_error(
+            await self._router.call(pool_id, "reservation", reservation_id)
+        )
+        if found is None:
+            raise ReservationNotFound(reservation_id)
+        return ReservationInfo.of(pool_id, found)
+
+    # ------------------------------------------------------------------ operations
+
+    async def start_watchdog(self) -> None:
+        """Start the cluster's watchdog (idempotent): it keeps every registered pool's actor alive."""
+        await _ray.ask(self._supervisor(), "start", timeout=self.settings.hosting.call_timeout_s)
+
+    async def sweep(self) -> SweepReport:
+        """Run one watchdog sweep now: recover every registered pool (bounded concurrency)."""
+        timeout = max(60.0, self.settings.hosting.call_timeout_s)
+        report: SweepReport = await _ray.ask(self._supervisor(), "sweep_now", timeout=timeout)
+        return report
+
+    def _supervisor(self) -> _ray.Handle:
+        return _ray.ensure_actor(
+            Supervisor, SUPERVISOR_NAME, self.settings.hosting.namespace, (self.settings,), {}
+        )
+
+    async def _execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome:
+        outcome: CommandOutcome = _raise_error(await self._router.call(pool_id, "execute", command))
+        if outcome.rejection is not None:
+            raise _error_of(outcome.rejection)
+        return outcome
+
+
+class CapacityClient:
+    """Synchronous facade over ``AsyncCapacityClient`` (it runs its own event loop thread)."""
+
+    def __init__(self, settings: ServiceSettings | None = None, *, ray_address: str | None = None) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="capacity-client", daemon=True)
+        self._thread.start()
+        self._async = self._run(_make_async_client(settings, ray_address))
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    @property
+    def settings(self) -> ServiceSettings:
+        return self._async.settings
+
+    def configure_pool(
+        self,
+        pool_id: str,
+        capacity: int,
+        zone: str,
+        slot_start: datetime | None = None,
+        slot_end: datetime | None = None,
+    ) -> Pool:
+        return self._run(self._async.configure_pool(pool_id, capacity, zone, slot_start, slot_end))
+
+    def get_pool(self, pool_id: str) -> Pool:
+        return self._run(self._async.get_pool(pool_id))
+
+    def reserve(self, pool_id: str, quantity: int = 1, request_id: str | None = None) -> ReservationReceipt:
+        return self._run(self._async.reserve(pool_id, quantity, request_id))
+
+    def release(self, reservation_id: str) -> ReleaseReceipt:
+        return self._run(self._async.release(reservation_id))
+
+    def get_reservation(self, reservation_id: str) -> ReservationInfo:
+        return self._run(self._async.get_reservation(reservation_id))
+
+    def start_watchdog(self) -> None:
+        self._run(self._async.start_watchdog())
+
+    def sweep(self) -> SweepReport:
+        return self._run(self._async.sweep())
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> CapacityClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _make_async_client(
+    settings: ServiceSettings | None, ray_address: str | None
+) -> AsyncCapacityClient:
+    return AsyncCapacityClient(settings, ray_address=ray_address)
+
+
+def _check_pool_id(pool_id: str) -> None:
+    try:
+        check_pool_id(pool_id)
+    except InvalidId as exc:
+        raise InvalidRequest(str(exc)) from exc
+
+
+def _pool_of(reservation_id: str) -> str:
+    try:
+        return pool_of_reservation(reservation_id)
+    except InvalidId as exc:
+        raise ReservationNotFound(reservation_id) from exc
+
+
+def _raise_error(result: T | CapacityError) -> T:
+    if isinstance(result, CapacityError):
+        raise result
+    return result
+
+
+def _error_of(rejection: object) -> CapacityError:
+    match rejection:
+        case PoolNotFoundRejection(pool_id=pool_id):
+            return PoolNotFound(pool_id)
+        case InsufficientCapacityRejection(pool_id=pool_id, requested=requested, remaining=remaining):
+            return InsufficientCapacity(pool_id, requested, remaining)
+        case ReservationNotFoundRejection(reservation_id=reservation_id):
+            return ReservationNotFound(reservation_id)
+        case RequestIdConflictRejection(request_id=request_id, reservation_id=reservation_id):
+            return RequestIdConflict(request_id, reservation_id)
+        case InvalidCommandRejection(reason=reason):
+            return InvalidRequest(reason)
+    return CapacityError(str(rejection))

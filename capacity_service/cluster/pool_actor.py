@@ -1,0 +1,78 @@
+"""The Ray actor that hosts pools: a thin shell around ``PoolHost``.
+
+In ``actor_per_pool`` mode each actor hosts one pool; in ``sharded`` mode it hosts every pool hashed onto
+its shard. Same class, same code path. Errors come back as values (a ``CapacityError``), not raised
+through Ray, so callers get our own exception types without Ray's wrapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TypeVar
+
+from capacity_service.cluster._ray import process_id
+from capacity_service.domain import PoolCommand, PoolView, Reservation
+from capacity_service.errors import CapacityError, Unavailable
+from capacity_service.journal import Journal, JournalError, open_journal
+from capacity_service.pool_host import PoolHost
+from capacity_service.pool_writer import CommandOutcome
+from capacity_service.settings import ServiceSettings
+
+T = TypeVar("T")
+
+
+class PoolActor:
+    def __init__(self, settings: ServiceSettings) -> None:
+        self._settings = settings
+        self._host: PoolHost | None = None
+        self._journal: Journal | None = None
+        self._opening = asyncio.Lock()
+
+    async def _pool_host(self) -> PoolHost:
+        # Opened on first use, not in __init__: a constructor that fails while the journal is down would
+        # make Ray restart the actor in a tight loop instead of answering "unavailable".
+        if self._host is not None:
+            return self._host
+        async with self._opening:
+            if self._host is None:
+                try:
+                    self._journal = await asyncio.to_thread(open_journal, self._settings.journal)
+                except JournalError as exc:
+                    raise Unavailable(f"journal unavailable: {exc}") from exc
+                self._host = PoolHost(self._journal, self._settings.write_side, self._settings.snapshots)
+        return self._host
+
+    async def execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome | CapacityError:
+        try:
+            return await (await self._pool_host()).execute(pool_id, command)
+        except CapacityError as exc:
+            return exc
+
+    async def view(self, pool_id: str) -> PoolView | CapacityError:
+        try:
+            return await (await self._pool_host()).view(pool_id)
+        except CapacityError as exc:
+            return exc
+
+    async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None:
+        try:
+            return await (await self._pool_host()).reservation(pool_id, reservation_id)
+        except CapacityError as exc:
+            return exc
+
+    async def ensure_started(self, pool_id: str) -> int | CapacityError:
+        """The watchdog's ping: recover the pool if needed; returns its seq_nr."""
+        try:
+            return await (await self._pool_host()).ensure_started(pool_id)
+        except CapacityError as exc:
+            return exc
+
+    async def describe(self) -> dict[str, object]:
+        host = self._host
+        return {
+            "pid": process_id(),
+            "pools": host.pool_ids if host else [],
+            "epochs": {p: host.epoch_of(p) for p in host.pool_ids} if host else {},
+            "fenced": host.fenced if host else False,
+            "breaker": host.breaker.state.value if host else "closed",
+        }

@@ -1,0 +1,52 @@
+"""A detached actor that runs the watchdog every ``watchdog_interval_s``, for the life of the cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from capacity_service.cluster.router import PoolRouter
+from capacity_service.cluster.watchdog import SweepReport, Watchdog
+from capacity_service.errors import CapacityError
+from capacity_service.journal import Journal, open_journal
+from capacity_service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+SUPERVISOR_NAME = "supervisor"
+
+
+class Supervisor:
+    def __init__(self, settings: ServiceSettings) -> None:
+        self._settings = settings
+        self._router = PoolRouter(settings)
+        self._journal: Journal | None = None
+        self._watchdog = Watchdog(self._registered_pools, self._ping, settings.hosting.watchdog_concurrency)
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def _registered_pools(self) -> list[str]:
+        if self._journal is None:
+            self._journal = open_journal(self._settings.journal)
+        return list(self._journal.pool_ids())
+
+    async def _ping(self, pool_id: str) -> None:
+        result = await self._router.call(pool_id, "ensure_started")
+        if isinstance(result, CapacityError):
+            raise result
+
+    async def start(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._watchdog.sweep()
+            except Exception:
+                log.exception("watchdog sweep failed")
+            await asyncio.sleep(self._settings.hosting.watchdog_interval_s)
+
+    async def sweep_now(self) -> SweepReport:
+        return await self._watchdog.sweep()
+
+    async def last_report(self) -> SweepReport | None:
+        return self._watchdog.last_report

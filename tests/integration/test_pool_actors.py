@@ -1,0 +1,210 @@
+"""The write side on a real local Ray: pool actors with the SQLite and the Cassandra journal, in both
+hosting modes (an actor per pool, pools sharded over a few actors)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from capacity_service.client import CapacityClient
+from capacity_service.cluster import _ray
+from capacity_service.cluster.pool_actor import PoolActor
+from capacity_service.cluster.router import actor_name
+from capacity_service.domain import PoolState, Reserve, new_reservation_id
+from capacity_service.errors import InsufficientCapacity, Unavailable
+from capacity_service.journal import open_journal
+from capacity_service.pool_host import HostFenced
+from capacity_service.recovery import recover_pool
+from capacity_service.serialization import Codec
+from capacity_service.settings import (
+    CassandraJournalSettings,
+    HostingSettings,
+    ServiceSettings,
+    SqlJournalSettings,
+)
+from tests.conftest import kill_namespace
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+@pytest.fixture(params=["sqlite", "cassandra"])
+def journal_settings(
+    request: pytest.FixtureRequest,
+) -> Iterator[SqlJournalSettings | CassandraJournalSettings]:
+    if request.param == "cassandra":
+        # A keyspace of its own: the watchdog recovers every registered pool, so no foreign streams.
+        base: CassandraJournalSettings = request.getfixturevalue("cassandra_settings")
+        yield base.model_copy(update={"keyspace": "pool_actors"})
+        return
+    with tempfile.TemporaryDirectory(prefix="pool-actors-") as tmp:
+        yield SqlJournalSettings(url=f"sqlite:///{Path(tmp) / 'journal.db'}")
+
+
+@pytest.fixture(params=["actor_per_pool", "sharded"])
+def settings(
+    request: pytest.FixtureRequest, journal_settings: SqlJournalSettings | CassandraJournalSettings
+) -> Iterator[ServiceSettings]:
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    hosting = HostingSettings(mode=request.param, shards=2, namespace=namespace, call_timeout_s=20)
+    yield ServiceSettings(journal=journal_settings, hosting=hosting)
+    kill_namespace(namespace)
+
+
+@pytest.fixture
+def client(settings: ServiceSettings) -> Iterator[CapacityClient]:
+    with CapacityClient(settings) as client:
+        yield client
+
+
+def journal_state(settings: ServiceSettings, pool_id: str) -> PoolState:
+    with open_journal(settings.journal) as journal:
+        return recover_pool(journal, Codec(), pool_id).state
+
+
+def actor_pid(settings: ServiceSettings, pool_id: str) -> int:
+    handle = _ray.lookup_actor(actor_name(settings, pool_id), settings.hosting.namespace)
+    assert handle is not None
+    described = asyncio.run(_ray.ask(handle, "describe", timeout=30))
+    return int(described["pid"])
+
+
+def new_pool(client: CapacityClient, capacity: int) -> str:
+    pool_id = f"pool-{uuid.uuid4().hex[:10]}"
+    client.configure_pool(pool_id, capacity, "north")
+    return pool_id
+
+
+def test_200_concurrent_reserves_on_capacity_50_exactly_50_succeed(
+    client: CapacityClient, settings: ServiceSettings
+) -> None:
+    pool_id = new_pool(client, 50)
+    results: list[str] = []
+
+    def reserve() -> None:
+        try:
+            results.append(client.reserve(pool_id).reservation_id)
+        except InsufficientCapacity:
+            results.append("full")
+
+    threads = [threading.Thread(target=reserve) for _ in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    accepted = {r for r in results if r != "full"}
+    assert len(results) == 200 and len(accepted) == 50
+    state = journal_state(settings, pool_id)
+    assert set(state.reservations) == accepted
+    assert state.reserved == 50
+    pool = client.get_pool(pool_id)
+    assert (pool.reserved, pool.remaining, pool.version) == (50, 0, 51)
+
+
+def test_kill_9_during_a_stream_of_reserves_loses_nothing_acknowledged(
+    client: CapacityClient, settings: ServiceSettings
+) -> None:
+    pool_id = new_pool(client, 10_000)
+    acknowledged: set[str] = set()
+    attempted: set[str] = set()
+    stop = threading.Event()
+
+    def stream(worker: int) -> None:
+        n = 0
+        while not stop.is_set():
+            request_id = f"w{worker}-{n}"
+            attempted.add(request_id)
+            try:
+                client.reserve(pool_id, request_id=request_id)
+                acknowledged.add(request_id)
+            except Unavailable:
+                pass
+            n += 1
+
+    workers = [threading.Thread(target=stream, args=(w,)) for w in range(4)]
+    for w in workers:
+        w.start()
+    time.sleep(1.0)
+    pid_before = actor_pid(settings, pool_id)
+    os.kill(pid_before, signal.SIGKILL)
+    time.sleep(2.0)
+    stop.set()
+    for w in workers:
+        w.join(timeout=120)
+    assert actor_pid(settings, pool_id) != pid_before  # Ray restarted it
+    state = journal_state(settings, pool_id)
+    stored = set(state.reservation_by_request)
+    assert acknowledged <= stored  # every acknowledged reservation survived
+    assert stored <= attempted  # nothing appeared that nobody asked for
+    assert len(acknowledged) > 10
+    # and the restarted actor serves, from the recovered state
+    assert client.get_pool(pool_id).reserved == len(stored)
+    assert client.reserve(pool_id).remaining == 10_000 - len(stored) - 1
+
+
+def test_a_stale_incarnation_is_fenced_and_stops(client: CapacityClient, settings: ServiceSettings) -> None:
+    pool_id = new_pool(client, 10)
+    namespace = settings.hosting.namespace
+    # The zombie: a second incarnation of the pool that claimed its epoch before the current one.
+    zombie = _ray.ensure_actor(PoolActor, f"zombie:{pool_id}", namespace, (settings,), {})
+    assert isinstance(asyncio.run(_ray.ask(zombie, "ensure_started", pool_id, timeout=60)), int)
+    canonical = _ray.lookup_actor(actor_name(settings, pool_id), namespace)
+    assert canonical is not None
+    asyncio.run(_ray.ask(canonical, "describe", timeout=30))
+    _ray.kill_actor(canonical, restart=True)  # the current one restarts and claims a newer epoch
+    client.reserve(pool_id, 2)
+
+    rid = new_reservation_id(pool_id)
+    answer = asyncio.run(_ray.ask(zombie, "execute", pool_id, Reserve(5, rid, rid), timeout=60))
+    assert isinstance(answer, HostFenced)
+    again = asyncio.run(_ray.ask(zombie, "view", pool_id, timeout=60))
+    assert isinstance(again, HostFenced)  # it stopped serving altogether
+    assert client.reserve(pool_id, 3).remaining == 5
+    state = journal_state(settings, pool_id)
+    assert state.reserved == 5 and rid not in state.reservations
+
+
+def test_a_request_id_takes_capacity_once_also_across_a_restart(
+    client: CapacityClient, settings: ServiceSettings
+) -> None:
+    pool_id = new_pool(client, 10)
+    receipts = []
+    threads = [
+        threading.Thread(target=lambda: receipts.append(client.reserve(pool_id, 3, request_id="order-7")))
+        for _ in range(20)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len({r.reservation_id for r in receipts}) == 1
+    handle = _ray.lookup_actor(actor_name(settings, pool_id), settings.hosting.namespace)
+    assert handle is not None
+    _ray.kill_actor(handle, restart=True)
+    after = client.reserve(pool_id, 3, request_id="order-7")
+    assert after.reservation_id == receipts[0].reservation_id
+    assert client.get_pool(pool_id).reserved == 3
+    assert journal_state(settings, pool_id).reserved == 3
+
+
+def test_watchdog_sweep_revives_every_registered_pool(
+    client: CapacityClient, settings: ServiceSettings
+) -> None:
+    pools = [new_pool(client, 5) for _ in range(3)]
+    for pool_id in pools:
+        handle = _ray.lookup_actor(actor_name(settings, pool_id), settings.hosting.namespace)
+        if handle is not None:
+            _ray.kill_actor(handle, restart=False)  # gone for good, as if Ray had given up on it
+    report = client.sweep()
+    assert report.healthy and report.alive >= len(pools)
+    for pool_id in pools:
+        assert _ray.lookup_actor(actor_name(settings, pool_id), settings.hosting.namespace) is not None
+        assert client.get_pool(pool_id).capacity == 5
