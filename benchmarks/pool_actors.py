@@ -167,6 +167,10 @@ async def memory_and_cold_start(
         assert handle is not None
         pids.append(int((await _ray.ask(handle, "describe", timeout=60))["pid"]))
     total_pss = sum(pss_mb(pid) for pid in pids)
+    say(
+        f"  {mode}: {pools_count} pools on {len(names)} actors: PSS {total_pss:.0f} MB = "
+        f"{total_pss / pools_count:.2f} MB per pool"
+    )
     # Cold start: every actor gone, then one watchdog sweep brings all registered pools back.
     for name in names:
         handle = _ray.lookup_actor(name, settings.hosting.namespace)
@@ -174,7 +178,7 @@ async def memory_and_cold_start(
             _ray.kill_actor(handle, restart=False)
     time.sleep(1.0)
     t0 = time.perf_counter()
-    report = await client.sweep()
+    report = await client.sweep(timeout_s=600)
     cold_start_s = time.perf_counter() - t0
     assert report.healthy, report.failed
     result = {
@@ -187,11 +191,7 @@ async def memory_and_cold_start(
         "registered_pools_recovered": report.alive,
         "watchdog_concurrency": 8,
     }
-    say(
-        f"  {mode}: {pools_count} pools on {len(names)} actors: PSS {total_pss:.0f} MB = "
-        f"{total_pss / pools_count:.2f} MB per pool; cold start of {report.alive} registered pools "
-        f"{cold_start_s:.1f} s"
-    )
+    say(f"  {mode}: cold start of {report.alive} registered pools {cold_start_s:.1f} s")
     kill_namespace(settings.hosting.namespace)
     return result
 
@@ -264,7 +264,7 @@ def main() -> None:
     exit_cleanly_on_sigterm()
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, log_to_driver=False, **_ray.local_only_options(None))
     try:
         results = asyncio.run(main_async(args))
     finally:

@@ -136,10 +136,9 @@ class AsyncCapacityClient:
         """Start the cluster's watchdog (idempotent): it keeps every registered pool's actor alive."""
         await _ray.ask(self._supervisor(), "start", timeout=self.settings.hosting.call_timeout_s)
 
-    async def sweep(self) -> SweepReport:
+    async def sweep(self, timeout_s: float = 300.0) -> SweepReport:
         """Run one watchdog sweep now: recover every registered pool (bounded concurrency)."""
-        timeout = max(60.0, self.settings.hosting.call_timeout_s)
-        report: SweepReport = await _ray.ask(self._supervisor(), "sweep_now", timeout=timeout)
+        report: SweepReport = await _ray.ask(self._supervisor(), "sweep_now", timeout=timeout_s)
         return report
 
     def _supervisor(self) -> _ray.Handle:
@@ -148,7 +147,7 @@ class AsyncCapacityClient:
         )
 
     async def _execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome:
-        outcome: CommandOutcome = _raise_error(await self._router.call(pool_id, "execute", command))
+        outcome: CommandOutcome = _raise_error(await self._router.execute(pool_id, command))
         if outcome.rejection is not None:
             raise _error_of(outcome.rejection)
         return outcome
@@ -195,8 +194,8 @@ class CapacityClient:
     def start_watchdog(self) -> None:
         self._run(self._async.start_watchdog())
 
-    def sweep(self) -> SweepReport:
-        return self._run(self._async.sweep())
+    def sweep(self, timeout_s: float = 300.0) -> SweepReport:
+        return self._run(self._async.sweep(timeout_s))
 
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -65,7 +65,9 @@ def ray_session() -> Iterator[None]:
     """One local Ray for the whole session (starting Ray costs seconds and memory on 2 cores)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from capacity_service.cluster._ray import local_only_options
+
+    ray.init(num_cpus=2, log_to_driver=False, **local_only_options(None))
     try:
         yield
     finally:

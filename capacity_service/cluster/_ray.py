@@ -31,10 +31,21 @@ _ACTOR_ERRORS = (RayActorError, ActorDiedError, ActorUnavailableError, RaySystem
 _remote_classes: dict[type, Any] = {}
 
 
+LOOPBACK = "127.0.0.1"
+
+
 def ensure_initialized(address: str | None = None, namespace: str | None = None) -> None:
-    """Connect this process to Ray (inside Ray workers and Serve replicas it already is)."""
+    """Connect this process to Ray (inside Ray workers and Serve replicas it already is). A local Ray
+    started here listens on loopback only: Ray binds its servers to the node IP it is given."""
     if not ray.is_initialized():
-        ray.init(address=address, namespace=namespace, log_to_driver=False)
+        ray.init(address=address, namespace=namespace, log_to_driver=False, **local_only_options(address))
+
+
+def local_only_options(address: str | None) -> dict[str, Any]:
+    """``ray.init`` options for a local Ray that listens on loopback only (none when joining a cluster)."""
+    if address not in (None, "local"):
+        return {}
+    return {"_node_ip_address": LOOPBACK, "include_dashboard": False}
 
 
 def ensure_actor(

@@ -48,6 +48,12 @@ class PoolActor:
         except CapacityError as exc:
             return exc
 
+    async def execute_many(
+        self, commands: list[tuple[str, PoolCommand]]
+    ) -> list[CommandOutcome | CapacityError]:
+        """Several commands in one Ray call (the router batches them); each is answered on its own."""
+        return list(await asyncio.gather(*(self.execute(pool_id, command) for pool_id, command in commands)))
+
     async def view(self, pool_id: str) -> PoolView | CapacityError:
         try:
             return await (await self._pool_host()).view(pool_id)

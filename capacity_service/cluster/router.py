@@ -6,13 +6,19 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from capacity_service.cluster._ray import ActorGone, Handle, ask, ensure_actor
 from capacity_service.cluster.pool_actor import PoolActor
-from capacity_service.errors import Unavailable
+from capacity_service.domain import PoolCommand
+from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.pool_host import HostFenced
+from capacity_service.pool_writer import CommandOutcome
 from capacity_service.settings import ServiceSettings
+
+_MAX_BATCHES_IN_FLIGHT = 2
+_MAX_COMMANDS_PER_CALL = 512
 
 
 def actor_name(settings: ServiceSettings, pool_id: str) -> str:
@@ -22,30 +28,78 @@ def actor_name(settings: ServiceSettings, pool_id: str) -> str:
     return f"pool:{pool_id}"
 
 
+@dataclass
+class _Outbox:
+    """Commands waiting to be sent to one actor, and how many batches to it are in flight."""
+
+    waiting: list[tuple[str, PoolCommand, asyncio.Future[Any]]] = field(default_factory=list)
+    in_flight: int = 0
+
+
 class PoolRouter:
+    """Commands to one actor are batched on the way: while ``_MAX_BATCHES_IN_FLIGHT`` calls to it are
+    under way, new commands wait and go together in the next call. One Ray call then carries many
+    commands, which is what lets a hot pool take thousands of reserves a second on two cores (the pool's
+    own group commit then writes them in one append)."""
+
     def __init__(self, settings: ServiceSettings) -> None:
         self._settings = settings
         self._handles: dict[str, Handle] = {}
+        self._outboxes: dict[str, _Outbox] = {}
+        self._senders: set[asyncio.Task[None]] = set()
+
+    async def execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome | CapacityError:
+        name = actor_name(self._settings, pool_id)
+        outbox = self._outboxes.setdefault(name, _Outbox())
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        outbox.waiting.append((pool_id, command, reply))
+        if outbox.in_flight < _MAX_BATCHES_IN_FLIGHT:
+            outbox.in_flight += 1
+            task = asyncio.ensure_future(self._send(name, outbox))
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+        result: CommandOutcome | CapacityError = await reply
+        return result
+
+    async def _send(self, name: str, outbox: _Outbox) -> None:
+        try:
+            while outbox.waiting:
+                batch = outbox.waiting[:_MAX_COMMANDS_PER_CALL]
+                del outbox.waiting[: len(batch)]
+                try:
+                    results = await self._call_actor(name, "execute_many", [(p, c) for p, c, _ in batch])
+                except Exception as exc:
+                    for *_, reply in batch:
+                        if not reply.done():
+                            reply.set_exception(exc)
+                    continue
+                for (*_, reply), result in zip(batch, results, strict=True):
+                    if not reply.done():
+                        reply.set_result(result)
+        finally:
+            outbox.in_flight -= 1
 
     async def call(self, pool_id: str, method: str, *args: Any) -> Any:
-        """Call ``method`` on the actor hosting ``pool_id``. While that actor is dead or restarting,
-        retry with a fresh handle until ``call_timeout_s``; then ``Unavailable``. Every command carries a
-        request id, so a retried command is never applied twice."""
-        name = actor_name(self._settings, pool_id)
+        """Call ``method(pool_id, *args)`` on the actor hosting ``pool_id``."""
+        return await self._call_actor(actor_name(self._settings, pool_id), method, pool_id, *args)
+
+    async def _call_actor(self, name: str, method: str, *args: Any) -> Any:
+        """While the actor is dead, restarting, or a fenced old incarnation, retry with a fresh handle
+        until ``call_timeout_s``; then ``Unavailable``. Every command carries a request id, so a command
+        sent again is never applied twice."""
         deadline = time.monotonic() + self._settings.hosting.call_timeout_s
         pause = 0.05
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise Unavailable(f"pool {pool_id!r} did not answer within the call timeout")
+                raise Unavailable(f"{name} did not answer within the call timeout")
             try:
                 handle = await self._handle(name)
-                result = await ask(handle, method, pool_id, *args, timeout=remaining)
-                if not isinstance(result, HostFenced):
+                result = await ask(handle, method, *args, timeout=remaining)
+                if not _fenced(result):
                     return result
             except ActorGone:
                 pass
-            # Dead, restarting, or a fenced old incarnation: look the name up again shortly.
             self._handles.pop(name, None)
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.5)
@@ -59,3 +113,9 @@ class PoolRouter:
             )
             self._handles[name] = handle
         return handle
+
+
+def _fenced(result: Any) -> bool:
+    if isinstance(result, list):
+        return any(isinstance(r, HostFenced) for r in result)
+    return isinstance(result, HostFenced)

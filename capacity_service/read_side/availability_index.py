@@ -1,0 +1,66 @@
+"""Every pool's latest view, indexed by zone, answering availability queries. No Ray here.
+
+Last writer wins by the pool's sequence number: an update older than what the index holds is ignored,
+so pushes, anti-entropy pulls and bootstraps can arrive in any order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from capacity_service.domain import PoolView
+
+
+class AvailabilityIndex:
+    def __init__(self) -> None:
+        self._views: dict[str, PoolView] = {}
+        self._by_zone: dict[str, dict[str, PoolView]] = {}
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def version_of(self, pool_id: str) -> int:
+        view = self._views.get(pool_id)
+        return -1 if view is None else view.version
+
+    def update(self, view: PoolView) -> bool:
+        """Apply one pool's view; False when it is not newer than what we hold."""
+        current = self._views.get(view.pool_id)
+        if current is not None and current.version >= view.version:
+            return False
+        if not view.exists:
+            return False
+        self._views[view.pool_id] = view
+        if current is not None and current.zone != view.zone:
+            self._by_zone[current.zone].pop(view.pool_id, None)
+            if not self._by_zone[current.zone]:
+                del self._by_zone[current.zone]
+        self._by_zone.setdefault(view.zone, {})[view.pool_id] = view
+        return True
+
+    def update_all(self, views: Iterable[PoolView]) -> int:
+        return sum(self.update(view) for view in views)
+
+    def query(
+        self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int = 1
+    ) -> list[PoolView]:
+        """Pools of ``zone`` whose slot overlaps ``[slot_from, slot_to)`` (an open side, or a pool with no
+        slot, matches everything) with at least ``quantity`` remaining. Costs in proportion to the pools
+        of that zone, not to all pools."""
+        matches = [
+            view
+            for view in self._by_zone.get(zone, {}).values()
+            if view.remaining >= quantity and _overlaps(view, slot_from, slot_to)
+        ]
+        matches.sort(key=lambda v: (v.slot_start.timestamp() if v.slot_start else float("inf"), v.pool_id))
+        return matches
+
+    def views(self) -> list[PoolView]:
+        return list(self._views.values())
+
+
+def _overlaps(view: PoolView, slot_from: datetime | None, slot_to: datetime | None) -> bool:
+    if slot_to is not None and view.slot_start is not None and view.slot_start >= slot_to:
+        return False
+    return not (slot_from is not None and view.slot_end is not None and view.slot_end <= slot_from)
