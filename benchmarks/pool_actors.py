@@ -53,9 +53,7 @@ def kill_namespace(namespace: str) -> None:
             ray.kill(ray.get_actor(actor["name"], namespace=namespace), no_restart=True)
 
 
-async def drive(
-    client: AsyncCapacityClient, pools: list[str], callers: int, seconds: float
-) -> dict[str, Any]:
+async def drive(client: AsyncCapacityClient, pools: list[str], callers: int, seconds: float) -> dict[str, Any]:
     latencies: list[float] = []
     rejected = 0
     deadline = time.perf_counter() + seconds
@@ -101,9 +99,7 @@ def settings_for(journal: SqlJournalSettings | CassandraJournalSettings, mode: s
     return ServiceSettings(
         journal=journal,
         write_side=WriteSideSettings(max_batch=256 if group_commit else 1),
-        hosting=HostingSettings(
-            mode=mode, shards=shards, namespace=f"bench-{uuid.uuid4().hex[:8]}", call_timeout_s=60
-        ),
+        hosting=HostingSettings(mode=mode, shards=shards, namespace=f"bench-{uuid.uuid4().hex[:8]}", call_timeout_s=60),
     )
 
 
@@ -147,13 +143,9 @@ async def spread(journal: Any, seconds: float, mode: str, say: Any) -> dict[str,
     return r
 
 
-async def memory_and_cold_start(
-    journal: Any, mode: str, pools_count: int, shards: int, say: Any
-) -> dict[str, Any]:
+async def memory_and_cold_start(journal: Any, mode: str, pools_count: int, shards: int, say: Any) -> dict[str, Any]:
     settings = settings_for(journal, mode, shards)
-    settings = settings.model_copy(
-        update={"hosting": settings.hosting.model_copy(update={"watchdog_concurrency": 8})}
-    )
+    settings = settings.model_copy(update={"hosting": settings.hosting.model_copy(update={"watchdog_concurrency": 8})})
     client = AsyncCapacityClient(settings)
     pools = await make_pools(client, pools_count, 1000)
     # Give every pool a realistic few reservations.
@@ -242,9 +234,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         with journal_for(kind) as journal:
             say(f"{kind} journal")
             data: dict[str, Any] = {"hot_pool": await hot_pool(journal, args.seconds, say)}
-            data["spread"] = [
-                await spread(journal, args.seconds, mode, say) for mode in ("sharded", "actor_per_pool")
-            ]
+            data["spread"] = [await spread(journal, args.seconds, mode, say) for mode in ("sharded", "actor_per_pool")]
             if kind == "sqlite":
                 data["memory_and_cold_start"] = [
                     await memory_and_cold_start(journal, "actor_per_pool", 100, 1, say),
@@ -255,16 +245,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--journals", default="sqlite,cassandra")
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     exit_cleanly_on_sigterm()
     import ray
 
-    ray.init(num_cpus=2, log_to_driver=False, **_ray.local_only_options(None))
+    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False)
     try:
         results = asyncio.run(main_async(args))
     finally:

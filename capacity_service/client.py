@@ -13,7 +13,7 @@ import threading
 import uuid
 from collections.abc import Coroutine
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from capacity_service.cluster import _ray
 from capacity_service.cluster.router import PoolRouter
@@ -52,11 +52,23 @@ T = TypeVar("T")
 MAX_REQUEST_ID_LENGTH = 128
 
 
+class Router(Protocol):
+    """Where commands and reads for a pool go (``PoolRouter`` in a Ray cluster)."""
+
+    async def execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome | CapacityError: ...
+
+    async def call(self, pool_id: str, method: str, *args: Any) -> Any: ...
+
+
 class AsyncCapacityClient:
-    def __init__(self, settings: ServiceSettings | None = None, *, ray_address: str | None = None) -> None:
+    def __init__(
+        self, settings: ServiceSettings | None = None, *, ray_address: str | None = None, router: Router | None = None
+    ) -> None:
         self.settings = settings or ServiceSettings()
-        _ray.ensure_initialized(ray_address, self.settings.hosting.namespace)
-        self._router = PoolRouter(self.settings)
+        if router is None:
+            _ray.ensure_initialized(ray_address, self.settings.hosting.namespace)
+            router = PoolRouter(self.settings)
+        self._router: Router = router
 
     # ------------------------------------------------------------------ pools
 
@@ -69,9 +81,7 @@ class AsyncCapacityClient:
         slot_end: datetime | None = None,
     ) -> Pool:
         """Create the pool or change it."""
-        return (await self.configure_pool_reporting_creation(pool_id, capacity, zone, slot_start, slot_end))[
-            0
-        ]
+        return (await self.configure_pool_reporting_creation(pool_id, capacity, zone, slot_start, slot_end))[0]
 
     async def configure_pool_reporting_creation(
         self,
@@ -96,9 +106,7 @@ class AsyncCapacityClient:
 
     # ------------------------------------------------------------------ reservations
 
-    async def reserve(
-        self, pool_id: str, quantity: int = 1, request_id: str | None = None
-    ) -> ReservationReceipt:
+    async def reserve(self, pool_id: str, quantity: int = 1, request_id: str | None = None) -> ReservationReceipt:
         """Take ``quantity`` units. The same ``request_id`` on the same pool returns the same reservation
         and takes capacity once; without one, a fresh id is made per call (so our own retries are safe)."""
         _check_pool_id(pool_id)
@@ -123,9 +131,7 @@ class AsyncCapacityClient:
 
     async def get_reservation(self, reservation_id: str) -> ReservationInfo:
         pool_id = _pool_of(reservation_id)
-        found: Reservation | None = _raise_error(
-            await self._router.call(pool_id, "reservation", reservation_id)
-        )
+        found: Reservation | None = _raise_error(await self._router.call(pool_id, "reservation", reservation_id))
         if found is None:
             raise ReservationNotFound(reservation_id)
         return ReservationInfo.of(pool_id, found)
@@ -142,9 +148,7 @@ class AsyncCapacityClient:
         return report
 
     def _supervisor(self) -> _ray.Handle:
-        return _ray.ensure_actor(
-            Supervisor, SUPERVISOR_NAME, self.settings.hosting.namespace, (self.settings,), {}
-        )
+        return _ray.ensure_actor(Supervisor, SUPERVISOR_NAME, self.settings.hosting.namespace, (self.settings,), {})
 
     async def _execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome:
         outcome: CommandOutcome = _raise_error(await self._router.execute(pool_id, command))
@@ -208,9 +212,7 @@ class CapacityClient:
         self.close()
 
 
-async def _make_async_client(
-    settings: ServiceSettings | None, ray_address: str | None
-) -> AsyncCapacityClient:
+async def _make_async_client(settings: ServiceSettings | None, ray_address: str | None) -> AsyncCapacityClient:
     return AsyncCapacityClient(settings, ray_address=ray_address)
 
 

@@ -37,9 +37,7 @@ def run_demo(settings: SqlJournalSettings, say: Callable[[str], None] = print) -
         command = Reserve(2, request_id, new_reservation_id(DEMO_POOL))
         outcome = writer.execute([command])[0]
         if outcome.rejection is not None:
-            oldest = next(
-                r for r in writer.state.reservations.values() if r.status is ReservationStatus.ACTIVE
-            )
+            oldest = next(r for r in writer.state.reservations.values() if r.status is ReservationStatus.ACTIVE)
             writer.execute([Release(oldest.reservation_id)])
             say(f"pool full ({outcome.rejection}); released {oldest.reservation_id} and retried")
             outcome = writer.execute([command])[0]
@@ -58,10 +56,7 @@ def run_demo(settings: SqlJournalSettings, say: Callable[[str], None] = print) -
 
         successor = PoolWriter(DEMO_POOL, journal, snapshots=snapshots)
         successor.start()
-        say(
-            f"a new incarnation (epoch {successor.epoch}) recovered the same state: "
-            f"{successor.state == writer.state}"
-        )
+        say(f"a new incarnation (epoch {successor.epoch}) recovered the same state: {successor.state == writer.state}")
         try:
             writer.execute([Reserve(1, "zombie", new_reservation_id(DEMO_POOL))])
         except WriterFenced:

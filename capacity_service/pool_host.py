@@ -78,9 +78,7 @@ class PoolHost:
         self._slots: dict[str, _PoolSlot] = {}
         self._starting: dict[str, asyncio.Future[_PoolSlot]] = {}
         self._recoveries = asyncio.Semaphore(self._settings.max_concurrent_recoveries)
-        self.breaker = CircuitBreaker(
-            self._settings.breaker_failure_threshold, self._settings.breaker_reset_s
-        )
+        self.breaker = CircuitBreaker(self._settings.breaker_failure_threshold, self._settings.breaker_reset_s)
         self.fenced = False
         self._background: set[asyncio.Task[None]] = set()
 
@@ -118,9 +116,7 @@ class PoolHost:
                 _fail(pending.reply, Unavailable("the journal is failing; not trying for a moment"))
             return
         try:
-            result: BatchResult = await asyncio.to_thread(
-                slot.writer.execute_batch, [p.command for p in batch]
-            )
+            result: BatchResult = await asyncio.to_thread(slot.writer.execute_batch, [p.command for p in batch])
         except WriterFenced:
             self._become_fenced()
             for pending in batch:

@@ -200,7 +200,5 @@ class PoolWriter:
             found = self._state.reservations.get(command.reservation_id)
         # A copy: the state's own object changes when the reservation is released later.
         return (
-            None
-            if found is None
-            else Reservation(found.reservation_id, found.quantity, found.request_id, found.status)
+            None if found is None else Reservation(found.reservation_id, found.quantity, found.request_id, found.status)
         )

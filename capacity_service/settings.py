@@ -111,6 +111,25 @@ class HostingSettings(_Settings):
     watchdog_concurrency: int = Field(default=8, ge=1)
 
 
+class HttpSettings(_Settings):
+    """The HTTP API. With no keys configured, auth is off (the default, on loopback). In production set
+    ``api_keys`` (reserve, release, reads) and ``admin_keys`` (also ``PUT /v1/pools``), through
+    ``CAPACITY_API_KEYS`` / ``CAPACITY_ADMIN_KEYS`` (comma separated), never in a config file."""
+
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    admin_keys: list[SecretStr] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=16 * 1024, ge=256)
+
+
+class ReadSideSettings(_Settings):
+    # How often each cache replica pulls every pool's view to repair lost pushes (the staleness bound).
+    anti_entropy_interval_s: float = Field(default=2.0, gt=0)
+    # Pool actors coalesce view pushes for this long: one message per replica carries many pools.
+    push_interval_s: float = Field(default=0.005, ge=0)
+    # How often publishers and the supervisor look for replicas on new or gone nodes.
+    membership_interval_s: float = Field(default=2.0, gt=0)
+
+
 class ServiceSettings(_Settings):
     journal: SqlJournalSettings | CassandraJournalSettings = Field(
         default_factory=SqlJournalSettings, discriminator="kind"
@@ -118,3 +137,39 @@ class ServiceSettings(_Settings):
     snapshots: SnapshotSettings = Field(default_factory=SnapshotSettings)
     write_side: WriteSideSettings = Field(default_factory=WriteSideSettings)
     hosting: HostingSettings = Field(default_factory=HostingSettings)
+    read_side: ReadSideSettings = Field(default_factory=ReadSideSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+
+
+def service_settings(
+    args: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> ServiceSettings:
+    """Settings from the Serve application ``args`` (or a config file), then the environment on top:
+    ``CAPACITY_JOURNAL`` (JSON) or ``CAPACITY_JOURNAL_URL``, and the secrets, which belong in the
+    environment only: ``CAPACITY_API_KEYS`` and ``CAPACITY_ADMIN_KEYS`` (comma separated),
+    ``CAPACITY_CASSANDRA_USERNAME`` / ``CAPACITY_CASSANDRA_PASSWORD``."""
+    env = os.environ if environ is None else environ
+    settings = ServiceSettings.model_validate(dict(args or {}))
+    updates: dict[str, Any] = {}
+    if env.get("CAPACITY_JOURNAL") or env.get("CAPACITY_JOURNAL_URL"):
+        updates["journal"] = journal_settings_from_env(env)
+    journal = updates.get("journal", settings.journal)
+    if isinstance(journal, CassandraJournalSettings) and env.get("CAPACITY_CASSANDRA_PASSWORD"):
+        updates["journal"] = journal.model_copy(
+            update={
+                "username": env.get("CAPACITY_CASSANDRA_USERNAME", journal.username),
+                "password": SecretStr(env["CAPACITY_CASSANDRA_PASSWORD"]),
+            }
+        )
+    keys = {
+        name: _secret_list(env.get(var))
+        for name, var in (("api_keys", "CAPACITY_API_KEYS"), ("admin_keys", "CAPACITY_ADMIN_KEYS"))
+    }
+    http_updates = {name: value for name, value in keys.items() if value}
+    if http_updates:
+        updates["http"] = settings.http.model_copy(update=http_updates)
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def _secret_list(raw: str | None) -> list[SecretStr]:
+    return [SecretStr(part.strip()) for part in (raw or "").split(",") if part.strip()]

@@ -32,9 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     return _up(args.dir, args.tarball, args.cassandra_port, args.postgres_port, args.heap_mb)
 
 
-def _up(
-    work_dir: Path, tarball: Path, cassandra_port: int | None, postgres_port: int | None, heap_mb: int
-) -> int:
+def _up(work_dir: Path, tarball: Path, cassandra_port: int | None, postgres_port: int | None, heap_mb: int) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

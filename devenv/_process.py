@@ -197,13 +197,10 @@ def run_logged(
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise ServerError(
-                f"{argv[0]} timed out after {timeout}s; log {log_path}:\n{log_tail(log_path)}"
-            ) from exc
+            raise ServerError(f"{argv[0]} timed out after {timeout}s; log {log_path}:\n{log_tail(log_path)}") from exc
     if result.returncode != 0:
         raise ServerError(
-            f"{' '.join(map(str, argv))} exited with {result.returncode}; "
-            f"log {log_path}:\n{log_tail(log_path)}"
+            f"{' '.join(map(str, argv))} exited with {result.returncode}; log {log_path}:\n{log_tail(log_path)}"
         )
 
 
@@ -224,8 +221,7 @@ def wait_until(
     while True:
         if proc.poll() is not None:
             raise ServerError(
-                f"{what} exited with code {proc.returncode} during startup; "
-                f"log {log_path}:\n{log_tail(log_path)}"
+                f"{what} exited with code {proc.returncode} during startup; log {log_path}:\n{log_tail(log_path)}"
             )
         if ready():
             return

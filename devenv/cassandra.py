@@ -192,9 +192,7 @@ class LocalCassandra:
         argv = [java, *self._jvm_options(), "org.apache.cassandra.service.CassandraDaemon"]
         self._proc = proc = spawn(argv, self.log_path, cwd=self.work_dir)
         wait_until(
-            lambda: (
-                log_contains(self.log_path, _READY_LINE, offset) and listens_on(proc.pid, self._native_port)
-            ),
+            lambda: log_contains(self.log_path, _READY_LINE, offset) and listens_on(proc.pid, self._native_port),
             proc,
             what=f"Cassandra (pid {proc.pid}, CQL port {self._native_port})",
             timeout=timeout,

@@ -3,6 +3,11 @@ test that needs them and stopped at the end of the session, whether the tests pa
 
 from __future__ import annotations
 
+import os
+
+# Before anything imports Ray: a local Ray on 127.0.0.1 only (see capacity_service/cluster/_ray.py).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -65,9 +70,7 @@ def ray_session() -> Iterator[None]:
     """One local Ray for the whole session (starting Ray costs seconds and memory on 2 cores)."""
     import ray
 
-    from capacity_service.cluster._ray import local_only_options
-
-    ray.init(num_cpus=2, log_to_driver=False, **local_only_options(None))
+    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False)
     try:
         yield
     finally:

@@ -69,9 +69,7 @@ class JournalContract:
         assert journal.append(pool_id, 0, epoch, []) == 0
         assert journal.highest_seq_nr(pool_id) == 0
 
-    def test_stale_expected_seq_nr_is_rejected_and_writes_nothing(
-        self, journal: Journal, pool_id: str
-    ) -> None:
+    def test_stale_expected_seq_nr_is_rejected_and_writes_nothing(self, journal: Journal, pool_id: str) -> None:
         epoch = journal.claim_epoch(pool_id)
         journal.append(pool_id, 0, epoch, events("a", "b"))
         for stale in (0, 1, 3):
@@ -106,9 +104,7 @@ class JournalContract:
         read = list(journal.read(pool_id))
         assert [e.seq_nr for e in read] == list(range(1, seq_nr + 1))
         assert [e.payload.decode() for e in read] == [str(i) for i in range(1, seq_nr + 1)]
-        assert [e.seq_nr for e in journal.read(pool_id, seq_nr - 120)] == list(
-            range(seq_nr - 120, seq_nr + 1)
-        )
+        assert [e.seq_nr for e in journal.read(pool_id, seq_nr - 120)] == list(range(seq_nr - 120, seq_nr + 1))
 
     def test_read_is_lazy(self, journal: Journal, pool_id: str) -> None:
         epoch = journal.claim_epoch(pool_id)
@@ -192,9 +188,7 @@ class JournalContract:
                 seq_nr = 1
                 while not fenced.is_set():
                     try:
-                        seq_nr = zombie_journal.append(
-                            pool_id, seq_nr, zombie_epoch, events(f"z{seq_nr + 1}")
-                        )
+                        seq_nr = zombie_journal.append(pool_id, seq_nr, zombie_epoch, events(f"z{seq_nr + 1}"))
                     except WriterFenced:
                         fenced.set()
                     except SequenceConflict:

@@ -16,8 +16,21 @@ from ray.exceptions import (
     RayActorError,
     RaySystemError,
 )
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-__all__ = ["ActorGone", "Handle", "ask", "ensure_actor", "ensure_initialized", "lookup_actor", "tell"]
+__all__ = [
+    "ActorGone",
+    "Handle",
+    "alive_node_ids",
+    "ask",
+    "current_node_id",
+    "ensure_actor",
+    "ensure_initialized",
+    "kill_actor",
+    "lookup_actor",
+    "named_actors",
+    "tell",
+]
 
 
 Handle = ActorHandle[Any]
@@ -31,30 +44,34 @@ _ACTOR_ERRORS = (RayActorError, ActorDiedError, ActorUnavailableError, RaySystem
 _remote_classes: dict[type, Any] = {}
 
 
-LOOPBACK = "127.0.0.1"
+# Loopback only: Ray takes its node IP from the default route and binds its servers there, even when
+# told 127.0.0.1 (it "resolves" loopback to the outward address). With RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+# Ray treats the machine as a single node on 127.0.0.1. Ray reads it at import, so our local entry points
+# (scripts/, the CLI's start, tests, benchmarks) set it first; a process joining a real cluster must not.
 
 
 def ensure_initialized(address: str | None = None, namespace: str | None = None) -> None:
-    """Connect this process to Ray (inside Ray workers and Serve replicas it already is). A local Ray
-    started here listens on loopback only: Ray binds its servers to the node IP it is given."""
+    """Connect this process to Ray (inside Ray workers and Serve replicas it already is)."""
     if not ray.is_initialized():
-        ray.init(address=address, namespace=namespace, log_to_driver=False, **local_only_options(address))
-
-
-def local_only_options(address: str | None) -> dict[str, Any]:
-    """``ray.init`` options for a local Ray that listens on loopback only (none when joining a cluster)."""
-    if address not in (None, "local"):
-        return {}
-    return {"_node_ip_address": LOOPBACK, "include_dashboard": False}
+        ray.init(address=address, namespace=namespace, log_to_driver=False, include_dashboard=False)
 
 
 def ensure_actor(
-    actor_class: type, name: str, namespace: str, args: tuple[Any, ...], resources: dict[str, float]
+    actor_class: type,
+    name: str,
+    namespace: str,
+    args: tuple[Any, ...],
+    resources: dict[str, float],
+    node_id: str | None = None,
 ) -> Handle:
-    """The named detached actor, created if it does not exist (restarted by Ray forever)."""
+    """The named detached actor, created if it does not exist (restarted by Ray forever). With
+    ``node_id`` it is pinned to that node."""
     remote_class = _remote_classes.get(actor_class)
     if remote_class is None:
         remote_class = _remote_classes[actor_class] = ray.remote(actor_class)
+    placement: dict[str, Any] = {}
+    if node_id is not None:
+        placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
     handle = remote_class.options(
         name=name,
         namespace=namespace,
@@ -65,6 +82,7 @@ def ensure_actor(
         num_cpus=0,  # pool actors wait on the journal; CPU is not what bounds how many fit on a node
         resources=resources or None,
         max_concurrency=10_000,
+        **placement,
     ).remote(*args)
     return cast(Handle, handle)
 
@@ -98,3 +116,20 @@ def kill_actor(handle: Handle, restart: bool) -> None:
 
 def process_id() -> int:
     return os.getpid()
+
+
+def current_node_id() -> str:
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def alive_node_ids() -> list[str]:
+    return [node["NodeID"] for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
+
+
+def named_actors(namespace: str, prefix: str) -> list[str]:
+    """Names of the live named actors of ``namespace`` that start with ``prefix``."""
+    return sorted(
+        actor["name"]
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if actor["namespace"] == namespace and actor["name"].startswith(prefix)
+    )

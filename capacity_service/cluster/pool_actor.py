@@ -16,6 +16,7 @@ from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.journal import Journal, JournalError, open_journal
 from capacity_service.pool_host import PoolHost
 from capacity_service.pool_writer import CommandOutcome
+from capacity_service.read_side.fanout import CacheFanout
 from capacity_service.settings import ServiceSettings
 
 T = TypeVar("T")
@@ -39,7 +40,12 @@ class PoolActor:
                     self._journal = await asyncio.to_thread(open_journal, self._settings.journal)
                 except JournalError as exc:
                     raise Unavailable(f"journal unavailable: {exc}") from exc
-                self._host = PoolHost(self._journal, self._settings.write_side, self._settings.snapshots)
+                self._host = PoolHost(
+                    self._journal,
+                    self._settings.write_side,
+                    self._settings.snapshots,
+                    views=CacheFanout(self._settings),
+                )
         return self._host
 
     async def execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome | CapacityError:
@@ -48,9 +54,7 @@ class PoolActor:
         except CapacityError as exc:
             return exc
 
-    async def execute_many(
-        self, commands: list[tuple[str, PoolCommand]]
-    ) -> list[CommandOutcome | CapacityError]:
+    async def execute_many(self, commands: list[tuple[str, PoolCommand]]) -> list[CommandOutcome | CapacityError]:
         """Several commands in one Ray call (the router batches them); each is answered on its own."""
         return list(await asyncio.gather(*(self.execute(pool_id, command) for pool_id, command in commands)))
 
@@ -59,6 +63,10 @@ class PoolActor:
             return await (await self._pool_host()).view(pool_id)
         except CapacityError as exc:
             return exc
+
+    async def views(self, pool_ids: list[str]) -> list[PoolView | CapacityError]:
+        """Several pools' views in one call (anti-entropy of the availability caches)."""
+        return list(await asyncio.gather(*(self.view(pool_id) for pool_id in pool_ids)))
 
     async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None:
         try:

@@ -11,7 +11,7 @@ from typing import Any
 
 from capacity_service.cluster._ray import ActorGone, Handle, ask, ensure_actor
 from capacity_service.cluster.pool_actor import PoolActor
-from capacity_service.domain import PoolCommand
+from capacity_service.domain import PoolCommand, PoolView
 from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.pool_host import HostFenced
 from capacity_service.pool_writer import CommandOutcome
@@ -19,6 +19,7 @@ from capacity_service.settings import ServiceSettings
 
 _MAX_BATCHES_IN_FLIGHT = 2
 _MAX_COMMANDS_PER_CALL = 512
+_MAX_PARALLEL_PULLS = 16
 
 
 def actor_name(settings: ServiceSettings, pool_id: str) -> str:
@@ -78,6 +79,24 @@ class PoolRouter:
                         reply.set_result(result)
         finally:
             outbox.in_flight -= 1
+
+    async def views(self, pool_ids: list[str]) -> list[PoolView]:
+        """The current view of each pool that answers (one call per hosting actor, a few at a time)."""
+        by_actor: dict[str, list[str]] = {}
+        for pool_id in pool_ids:
+            by_actor.setdefault(actor_name(self._settings, pool_id), []).append(pool_id)
+        gate = asyncio.Semaphore(_MAX_PARALLEL_PULLS)
+
+        async def pull(name: str, pools: list[str]) -> list[PoolView]:
+            async with gate:
+                try:
+                    answers = await self._call_actor(name, "views", pools)
+                except Unavailable:
+                    return []
+                return [a for a in answers if isinstance(a, PoolView) and a.exists]
+
+        pulled = await asyncio.gather(*(pull(name, pools) for name, pools in by_actor.items()))
+        return [view for views in pulled for view in views]
 
     async def call(self, pool_id: str, method: str, *args: Any) -> Any:
         """Call ``method(pool_id, *args)`` on the actor hosting ``pool_id``."""

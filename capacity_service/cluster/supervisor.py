@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from capacity_service.cluster import _ray
 from capacity_service.cluster.router import PoolRouter
 from capacity_service.cluster.watchdog import SweepReport, Watchdog
 from capacity_service.errors import CapacityError
 from capacity_service.journal import Journal, open_journal
+from capacity_service.read_side import CACHE_PREFIX, cache_name
+from capacity_service.read_side.cache_actor import AvailabilityCache
 from capacity_service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -22,6 +25,7 @@ class Supervisor:
         self._journal: Journal | None = None
         self._watchdog = Watchdog(self._registered_pools, self._ping, settings.hosting.watchdog_concurrency)
         self._loop_task: asyncio.Task[None] | None = None
+        self._cache_task: asyncio.Task[None] | None = None
 
     def _registered_pools(self) -> list[str]:
         if self._journal is None:
@@ -36,6 +40,28 @@ class Supervisor:
     async def start(self) -> None:
         if self._loop_task is None:
             self._loop_task = asyncio.ensure_future(self._run())
+            self._cache_task = asyncio.ensure_future(self._keep_cache_replicas())
+
+    async def _keep_cache_replicas(self) -> None:
+        """One availability cache replica per alive node: new nodes get one, gone nodes lose theirs."""
+        namespace = self._settings.hosting.namespace
+        while True:
+            try:
+                nodes = set(await asyncio.to_thread(_ray.alive_node_ids))
+                for node_id in nodes:
+                    handle = await asyncio.to_thread(
+                        _ray.ensure_actor, AvailabilityCache, cache_name(node_id), namespace,
+                        (self._settings,), {}, node_id,
+                    )  # fmt: skip
+                    _ray.tell(handle, "start")
+                for name in await asyncio.to_thread(_ray.named_actors, namespace, CACHE_PREFIX):
+                    if name.removeprefix(CACHE_PREFIX) not in nodes:
+                        stale = await asyncio.to_thread(_ray.lookup_actor, name, namespace)
+                        if stale is not None:
+                            _ray.kill_actor(stale, restart=False)
+            except Exception:
+                log.exception("keeping availability cache replicas failed")
+            await asyncio.sleep(self._settings.read_side.membership_interval_s)
 
     async def _run(self) -> None:
         while True:

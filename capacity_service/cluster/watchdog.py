@@ -23,10 +23,11 @@ class SweepReport:
     duration_s: float
     alive: int
     failed: dict[str, str] = field(default_factory=dict)
+    journal_error: str | None = None  # the registry could not be read: nothing was checked
 
     @property
     def healthy(self) -> bool:
-        return not self.failed
+        return not self.failed and self.journal_error is None
 
 
 class Watchdog:
@@ -43,7 +44,13 @@ class Watchdog:
 
     async def sweep(self) -> SweepReport:
         started = time.monotonic()
-        pool_ids = await asyncio.to_thread(lambda: list(self._registered_pools()))
+        try:
+            pool_ids = await asyncio.to_thread(lambda: list(self._registered_pools()))
+        except Exception as exc:
+            report = SweepReport(time.time(), time.monotonic() - started, 0, {}, f"{type(exc).__name__}: {exc}")
+            log.warning("watchdog: cannot read the pool registry: %s", report.journal_error)
+            self.last_report = report
+            return report
         gate = asyncio.Semaphore(self._concurrency)
         failed: dict[str, str] = {}
 

@@ -167,9 +167,7 @@ def _owning_pool(reservation_id: str) -> str | None:
 def apply(state: PoolState, event: PoolEvent) -> PoolState:
     """Evolve ``state`` by one event, in place; returns it for convenience."""
     if isinstance(event, CapacityReserved):
-        state.reservations[event.reservation_id] = Reservation(
-            event.reservation_id, event.quantity, event.request_id
-        )
+        state.reservations[event.reservation_id] = Reservation(event.reservation_id, event.quantity, event.request_id)
         state.reservation_by_request[event.request_id] = event.reservation_id
         state.reserved += event.quantity
     elif isinstance(event, CapacityReleased):

@@ -109,8 +109,7 @@ class CassandraJournal(Journal):
             "writer_epoch, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )
         self._delete_orphan = prepare(
-            f"DELETE FROM {ks}.events WHERE pool_id = ? AND partition_nr = ? AND seq_nr = ? "
-            "IF writer_epoch = ?"
+            f"DELETE FROM {ks}.events WHERE pool_id = ? AND partition_nr = ? AND seq_nr = ? IF writer_epoch = ?"
         )
         self._select_events = prepare(
             f"SELECT seq_nr, event_type, schema_version, payload, writer_epoch, recorded_at FROM {ks}.events "
@@ -132,12 +131,9 @@ class CassandraJournal(Journal):
             "VALUES (?, ?, ?, ?, ?, ?)"
         )
         self._select_snapshots = prepare(
-            f"SELECT seq_nr, chunk_nr, chunk_count, schema_version, payload FROM {ks}.snapshots "
-            "WHERE pool_id = ?"
+            f"SELECT seq_nr, chunk_nr, chunk_count, schema_version, payload FROM {ks}.snapshots WHERE pool_id = ?"
         )
-        self._select_snapshot_chunks = prepare(
-            f"SELECT seq_nr, chunk_nr FROM {ks}.snapshots WHERE pool_id = ?"
-        )
+        self._select_snapshot_chunks = prepare(f"SELECT seq_nr, chunk_nr FROM {ks}.snapshots WHERE pool_id = ?")
         self._delete_snapshot_chunk = prepare(
             f"DELETE FROM {ks}.snapshots WHERE pool_id = ? AND seq_nr = ? AND chunk_nr = ?"
         )
@@ -206,9 +202,7 @@ class CassandraJournal(Journal):
                 self._raise_conflict(pool_id, expected_seq_nr, epoch, _head_of(current))
         return new_seq_nr
 
-    def _write_rows_fenced(
-        self, pool_id: str, expected_seq_nr: int, epoch: int, rows: list[tuple[Any, ...]]
-    ) -> None:
+    def _write_rows_fenced(self, pool_id: str, expected_seq_nr: int, epoch: int, rows: list[tuple[Any, ...]]) -> None:
         for _attempt in range(_MAX_ORPHAN_CLEANUPS + 1):
             occupied = self._write_rows(self._insert_event_if_absent, rows, conditional=True)
             if not occupied:
@@ -306,9 +300,7 @@ class CassandraJournal(Journal):
         # Large pools have multi-megabyte snapshots; one mutation that size times out. Chunks are written
         # one by one; a snapshot missing a chunk (a crash mid-way) is skipped when loading.
         payload = snapshot.payload
-        chunks = [
-            payload[i : i + _SNAPSHOT_CHUNK_BYTES] for i in range(0, len(payload), _SNAPSHOT_CHUNK_BYTES)
-        ]
+        chunks = [payload[i : i + _SNAPSHOT_CHUNK_BYTES] for i in range(0, len(payload), _SNAPSHOT_CHUNK_BYTES)]
         chunks = chunks or [b""]
         with self._translated_errors():
             for chunk_nr, chunk in enumerate(chunks):
@@ -329,9 +321,7 @@ class CassandraJournal(Journal):
                 if row.seq_nr not in kept and len(kept) < keep:
                     kept.add(row.seq_nr)
                 if row.seq_nr not in kept or (row.seq_nr == snapshot.seq_nr and row.chunk_nr >= len(chunks)):
-                    self._session.execute(
-                        self._delete_snapshot_chunk, (snapshot.pool_id, row.seq_nr, row.chunk_nr)
-                    )
+                    self._session.execute(self._delete_snapshot_chunk, (snapshot.pool_id, row.seq_nr, row.chunk_nr))
 
     def snapshots(self, pool_id: str) -> Iterator[SnapshotRecord]:
         statement = self._select_snapshots.bind((pool_id,))

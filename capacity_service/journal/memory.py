@@ -39,9 +39,7 @@ class InMemoryJournal(Journal):
                 raise SequenceConflict(pool_id, expected_seq_nr, len(stream))
             now = datetime.now(UTC)
             stream.extend(
-                StoredEvent(
-                    pool_id, expected_seq_nr + i, e.event_type, e.schema_version, e.payload, epoch, now
-                )
+                StoredEvent(pool_id, expected_seq_nr + i, e.event_type, e.schema_version, e.payload, epoch, now)
                 for i, e in enumerate(events, start=1)
             )
             return len(stream)

@@ -8,6 +8,7 @@ and SQLite's ``BEGIN IMMEDIATE`` write lock serialize racing writers: exactly on
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -85,11 +86,10 @@ class SqlJournal(Journal):
         self._settings = settings
         self._engine = _create_engine(settings)
         self._dialect = self._engine.dialect.name
-        # SQLite has one writer at a time and its busy handler waits by sleeping (up to 100 ms a turn):
-        # threads of one process queue on a lock instead, which hands over in microseconds.
-        self._write_lock: contextlib.AbstractContextManager[object] = (
-            threading.Lock() if self._dialect == "sqlite" else contextlib.nullcontext()
-        )
+        self._write_lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        database = self._engine.url.database
+        if self._dialect == "sqlite" and database and database != ":memory:":
+            self._write_lock = _SqliteWriterQueue(Path(database).with_suffix(".writer-lock"))
         if self._dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported SQL journal backend {self._dialect!r}: use sqlite or postgresql")
         with self._translated_errors():
@@ -103,9 +103,7 @@ class SqlJournal(Journal):
         upsert = (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(heads_table)
         statement = (
             upsert.values(pool_id=pool_id, epoch=1, seq_nr=0)
-            .on_conflict_do_update(
-                index_elements=[heads_table.c.pool_id], set_={"epoch": heads_table.c.epoch + 1}
-            )
+            .on_conflict_do_update(index_elements=[heads_table.c.pool_id], set_={"epoch": heads_table.c.epoch + 1})
             .returning(heads_table.c.epoch)
         )
         with self._translated_errors(), self._write_lock, self._engine.begin() as conn:
@@ -184,9 +182,7 @@ class SqlJournal(Journal):
     def save_snapshot(self, snapshot: SnapshotRecord, keep: int) -> None:
         this_pool = snapshots_table.c.pool_id == snapshot.pool_id
         with self._translated_errors(), self._write_lock, self._engine.begin() as conn:
-            conn.execute(
-                delete(snapshots_table).where(this_pool, snapshots_table.c.seq_nr == snapshot.seq_nr)
-            )
+            conn.execute(delete(snapshots_table).where(this_pool, snapshots_table.c.seq_nr == snapshot.seq_nr))
             conn.execute(
                 insert(snapshots_table).values(
                     pool_id=snapshot.pool_id,
@@ -223,6 +219,8 @@ class SqlJournal(Journal):
 
     def close(self) -> None:
         self._engine.dispose()
+        if isinstance(self._write_lock, _SqliteWriterQueue):
+            self._write_lock.close()
 
     @contextlib.contextmanager
     def _translated_errors(self) -> Iterator[None]:
@@ -231,11 +229,35 @@ class SqlJournal(Journal):
         except IntegrityError:
             raise
         except DBAPIError as exc:
-            raise JournalUnavailable(
-                f"{self._dialect} journal: {type(exc.orig).__name__}: {exc.orig}"
-            ) from exc
+            raise JournalUnavailable(f"{self._dialect} journal: {type(exc.orig).__name__}: {exc.orig}") from exc
         except SQLAlchemyError as exc:
             raise JournalUnavailable(f"{self._dialect} journal: {exc}") from exc
+
+
+class _SqliteWriterQueue:
+    """SQLite has one writer at a time, and its busy handler waits by sleeping (up to 100 ms a turn):
+    with many pool actor processes on one file, writers spent most of their time asleep. Writers queue
+    here instead, on a thread lock within a process and an flock across processes, both of which wake
+    the next writer the moment the lock is free."""
+
+    def __init__(self, path: Path) -> None:
+        self._thread_lock = threading.Lock()
+        self._file = path.open("a+b")
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+        self._thread_lock.release()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _as_utc(value: datetime) -> datetime:

@@ -195,9 +195,7 @@ def test_a_request_id_takes_capacity_once_also_across_a_restart(
     assert journal_state(settings, pool_id).reserved == 3
 
 
-def test_watchdog_sweep_revives_every_registered_pool(
-    client: CapacityClient, settings: ServiceSettings
-) -> None:
+def test_watchdog_sweep_revives_every_registered_pool(client: CapacityClient, settings: ServiceSettings) -> None:
     pools = [new_pool(client, 5) for _ in range(3)]
     for pool_id in pools:
         handle = _ray.lookup_actor(actor_name(settings, pool_id), settings.hosting.namespace)

@@ -65,9 +65,7 @@ class PoolMachine(RuleBasedStateMachine):
 
     @invariant()
     def reserved_is_what_active_reservations_hold(self) -> None:
-        active = sum(
-            r.quantity for r in self.state.reservations.values() if r.status is ReservationStatus.ACTIVE
-        )
+        active = sum(r.quantity for r in self.state.reservations.values() if r.status is ReservationStatus.ACTIVE)
         assert self.state.reserved == active
         assert self.state.reserved >= 0
         assert self.state.remaining == max(0, self.state.capacity - self.state.reserved)

@@ -19,9 +19,7 @@ codec = Codec()
 @pytest.mark.parametrize(
     "event",
     [
-        PoolConfigured(
-            5, "north", datetime(2026, 12, 1, 8, tzinfo=UTC), datetime(2026, 12, 1, 10, tzinfo=UTC)
-        ),
+        PoolConfigured(5, "north", datetime(2026, 12, 1, 8, tzinfo=UTC), datetime(2026, 12, 1, 10, tzinfo=UTC)),
         PoolConfigured(0, "south", None, None),
         CapacityReserved(new_reservation_id("p"), 3, "req-1"),
         CapacityReleased(new_reservation_id("p"), 3),

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI app, served by Ray Serve)."""

@@ -1,0 +1,106 @@
+"""The service behind the HTTP app: writes go to the pool actors through ``AsyncCapacityClient``;
+availability is read from the cache replica on this node (any replica if there is none here)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import datetime
+
+from capacity_service.client import AsyncCapacityClient
+from capacity_service.cluster import _ray
+from capacity_service.cluster.supervisor import SUPERVISOR_NAME
+from capacity_service.domain import PoolView
+from capacity_service.errors import Unavailable
+from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
+from capacity_service.read_side import CACHE_PREFIX, cache_name
+from capacity_service.settings import ServiceSettings
+
+_CACHE_TIMEOUT_S = 5.0
+
+
+class ServiceBackend:
+    def __init__(self, settings: ServiceSettings) -> None:
+        self._settings = settings
+        self._client = AsyncCapacityClient(settings)
+        self._cache: _ray.Handle | None = None
+        self._started = False
+
+    async def start(self) -> None:
+        """Make sure the supervisor (watchdog, cache replicas per node) runs. Idempotent."""
+        if not self._started:
+            await self._client.start_watchdog()
+            self._started = True
+
+    async def put_pool(
+        self, pool_id: str, capacity: int, zone: str, slot_start: datetime | None, slot_end: datetime | None
+    ) -> tuple[Pool, bool]:
+        return await self._client.configure_pool_reporting_creation(pool_id, capacity, zone, slot_start, slot_end)
+
+    async def get_pool(self, pool_id: str) -> Pool:
+        return await self._client.get_pool(pool_id)
+
+    async def availability(
+        self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
+    ) -> list[PoolView]:
+        for _attempt in range(2):
+            cache = await self._local_cache()
+            try:
+                views: list[PoolView] = await _ray.ask(
+                    cache, "query", zone, slot_from, slot_to, quantity, timeout=_CACHE_TIMEOUT_S
+                )
+                return views
+            except _ray.ActorGone:
+                self._cache = None  # restarting or gone: find one again
+        raise Unavailable("no availability cache answered")
+
+    async def reserve(self, pool_id: str, quantity: int, request_id: str | None) -> ReservationReceipt:
+        return await self._client.reserve(pool_id, quantity, request_id)
+
+    async def release(self, reservation_id: str) -> ReleaseReceipt:
+        return await self._client.release(reservation_id)
+
+    async def get_reservation(self, reservation_id: str) -> ReservationInfo:
+        return await self._client.get_reservation(reservation_id)
+
+    async def readiness(self) -> dict[str, str]:
+        await self.start()
+        checks = {"cache": "ok", "pools": "ok", "journal": "ok"}
+        try:
+            status = await _ray.ask(await self._local_cache(), "status", timeout=_CACHE_TIMEOUT_S)
+            if not status["ready"]:
+                checks["cache"] = f"bootstrapping ({status['last_error'] or 'first pull running'})"
+        except (Unavailable, _ray.ActorGone) as exc:
+            checks["cache"] = f"no cache replica answers: {exc}"
+        supervisor = await asyncio.to_thread(_ray.lookup_actor, SUPERVISOR_NAME, self._settings.hosting.namespace)
+        report = None
+        if supervisor is not None:
+            try:
+                report = await _ray.ask(supervisor, "last_report", timeout=_CACHE_TIMEOUT_S)
+            except _ray.ActorGone:
+                report = None
+        if report is None:
+            checks["pools"] = "the watchdog has not completed a sweep yet"
+            checks["journal"] = "not checked yet"
+        elif report.journal_error:
+            checks["journal"] = report.journal_error
+            checks["pools"] = "unknown: the pool registry cannot be read"
+        elif report.failed:
+            checks["pools"] = f"{len(report.failed)} registered pools not serving: {sorted(report.failed)[:5]}"
+        return checks
+
+    async def _local_cache(self) -> _ray.Handle:
+        if self._cache is not None:
+            return self._cache
+        namespace = self._settings.hosting.namespace
+        handle = await asyncio.to_thread(_ray.lookup_actor, cache_name(_ray.current_node_id()), namespace)
+        if handle is None:
+            names = await asyncio.to_thread(_ray.named_actors, namespace, CACHE_PREFIX)
+            if not names:
+                await self.start()
+                raise Unavailable("the availability cache is starting")
+            handle = await asyncio.to_thread(_ray.lookup_actor, random.choice(names), namespace)
+            if handle is None:
+                raise Unavailable("the availability cache is starting")
+        self._cache = handle
+        return handle

@@ -1,0 +1,103 @@
+"""Request and response bodies of the HTTP contract (v1). Requests are strict: unknown fields, wrong
+types and out-of-range numbers are rejected, never coerced."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+MAX_QUANTITY = 1_000_000
+MAX_CAPACITY = 1_000_000_000
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    # A slot without a zone is taken as UTC, so every stored slot compares with every other.
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PutPoolRequest(_Request):
+    capacity: Annotated[StrictInt, Field(ge=0, le=MAX_CAPACITY)]
+    zone: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    slot_start: UtcDatetime | None = None
+    slot_end: UtcDatetime | None = None
+
+
+class AvailabilityRequest(_Request):
+    zone: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    slot_from: UtcDatetime | None = None
+    slot_to: UtcDatetime | None = None
+    quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)] = 1
+
+
+class ReserveRequest(_Request):
+    pool_id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+    quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)] = 1
+    request_id: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
+
+
+class PoolBody(BaseModel):
+    pool_id: str
+    zone: str
+    slot_start: datetime | None
+    slot_end: datetime | None
+    capacity: int
+    reserved: int
+    remaining: int
+    version: int
+
+
+class AvailablePool(BaseModel):
+    pool_id: str
+    zone: str
+    slot_start: datetime | None
+    slot_end: datetime | None
+    remaining: int
+
+
+class AvailabilityBody(BaseModel):
+    pools: list[AvailablePool]
+
+
+class ReservationBody(BaseModel):
+    reservation_id: str
+    pool_id: str
+    quantity: int
+    remaining: int
+
+
+class ReleaseBody(BaseModel):
+    reservation_id: str
+    pool_id: str
+    status: Literal["released"] = "released"
+
+
+class ReservationStatusBody(BaseModel):
+    reservation_id: str
+    pool_id: str
+    quantity: int
+    status: Literal["active", "released"]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class HealthBody(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}

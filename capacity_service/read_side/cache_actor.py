@@ -1,0 +1,86 @@
+"""A replica of the availability cache: one per Ray node, holding every pool's view.
+
+Pool actors push views to every replica (``CacheFanout``); each replica also pulls every registered
+pool's view every ``anti_entropy_interval_s`` (bootstrap, then repair of lost pushes). It reports ready
+after its first complete pull. Last writer wins by seq_nr, so pushes and pulls may cross.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from datetime import datetime
+
+from capacity_service.cluster.router import PoolRouter
+from capacity_service.domain import PoolView
+from capacity_service.journal import Journal, open_journal
+from capacity_service.read_side.availability_index import AvailabilityIndex
+from capacity_service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class AvailabilityCache:
+    def __init__(self, settings: ServiceSettings) -> None:
+        self._settings = settings
+        self._index = AvailabilityIndex()
+        self._router = PoolRouter(settings)
+        self._journal: Journal | None = None
+        self._sync_task: asyncio.Task[None] | None = None
+        self._last_sync: float | None = None
+        self._last_error: str | None = None
+
+    async def start(self) -> None:
+        """Start bootstrapping and anti-entropy (idempotent; every method calls it)."""
+        if self._sync_task is None:
+            self._sync_task = asyncio.ensure_future(self._sync_forever())
+
+    async def _sync_forever(self) -> None:
+        while True:
+            try:
+                await self.sync()
+            except Exception as exc:
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("availability cache sync failed: %s", self._last_error)
+            await asyncio.sleep(self._settings.read_side.anti_entropy_interval_s)
+
+    async def sync(self) -> int:
+        """Pull the view of every registered pool; returns how many were newer than ours."""
+        pool_ids = await asyncio.to_thread(self._registered_pools)
+        views = await self._router.views(pool_ids)
+        changed = self._index.update_all(views)
+        if len(views) < len(pool_ids):
+            raise RuntimeError(f"{len(pool_ids) - len(views)} of {len(pool_ids)} pools did not answer")
+        self._last_sync, self._last_error = time.monotonic(), None
+        return changed
+
+    def _registered_pools(self) -> list[str]:
+        if self._journal is None:
+            self._journal = open_journal(self._settings.journal)
+        return list(self._journal.pool_ids())
+
+    async def update(self, views: list[PoolView]) -> int:
+        await self.start()
+        return self._index.update_all(views)
+
+    async def query(
+        self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
+    ) -> list[PoolView]:
+        await self.start()
+        return self._index.query(zone, slot_from, slot_to, quantity)
+
+    async def status(self) -> dict[str, object]:
+        await self.start()
+        age = None if self._last_sync is None else time.monotonic() - self._last_sync
+        return {
+            "ready": self._last_sync is not None,
+            "pools": len(self._index),
+            "last_sync_age_s": age,
+            "last_error": self._last_error,
+            "pid": os.getpid(),
+        }  # fmt: skip
+
+    async def version_of(self, pool_id: str) -> int:
+        return self._index.version_of(pool_id)

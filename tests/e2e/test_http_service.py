@@ -1,0 +1,190 @@
+"""The HTTP contract over real HTTP, on Ray Serve on a local Ray, with the SQLite and the Cassandra
+journal: status codes and bodies, bad input, concurrency, the availability cache, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from capacity_service.cluster import _ray
+from capacity_service.read_side import CACHE_PREFIX
+from capacity_service.settings import CassandraJournalSettings
+from devenv._process import free_port
+from tests.conftest import kill_namespace
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+class Service:
+    """One deployment of the app on Serve, reachable at ``url``."""
+
+    def __init__(self, args: dict[str, Any], port: int) -> None:
+        self.args, self.port = args, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.namespace = args["hosting"]["namespace"]
+
+    def deploy(self) -> None:
+        from ray import serve
+
+        from capacity_service.http.deployment import build_app
+
+        serve.start(http_options={"host": "127.0.0.1", "port": self.port})
+        serve.run(build_app(self.args), name="capacity", route_prefix="/")
+        wait_until(lambda: httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200, 90, "service ready")
+
+    def undeploy(self) -> None:
+        from ray import serve
+
+        serve.shutdown()
+        kill_namespace(self.namespace)
+
+
+def wait_until(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as exc:
+            last = exc
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not happen within {timeout} s (last error: {last})")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "cassandra"])
+def service(request: pytest.FixtureRequest) -> Iterator[Service]:
+    namespace = f"e2e-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix="e2e-") as tmp:
+        if request.param == "cassandra":
+            base: CassandraJournalSettings = request.getfixturevalue("cassandra_settings")
+            journal = base.model_copy(update={"keyspace": "e2e_http"}).model_dump(mode="json")
+        else:
+            journal = {"kind": "sql", "url": f"sqlite:///{Path(tmp) / 'capacity.db'}"}
+        args = {
+            "journal": journal,
+            "hosting": {"namespace": namespace, "mode": "sharded", "shards": 2, "call_timeout_s": 20},
+            "read_side": {"anti_entropy_interval_s": 1.0},
+        }
+        service = Service(args, free_port())
+        service.deploy()
+        try:
+            yield service
+        finally:
+            service.undeploy()
+
+
+@pytest.fixture
+def http(service: Service) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        yield client
+
+
+def new_pool(http: httpx.Client, capacity: int, zone: str = "north", **extra: Any) -> str:
+    pool_id = f"p-{uuid.uuid4().hex[:10]}"
+    response = http.put(f"/v1/pools/{pool_id}", json={"capacity": capacity, "zone": zone, **extra})
+    assert response.status_code == 201, response.text
+    return pool_id
+
+
+def test_contract_round_trip(http: httpx.Client) -> None:
+    pool_id = new_pool(http, 3, slot_start="2026-12-01T08:00:00Z", slot_end="2026-12-01T10:00:00Z")
+    assert http.put(f"/v1/pools/{pool_id}", json={"capacity": 3, "zone": "north"}).status_code == 200
+    assert http.get(f"/v1/pools/{pool_id}").json()["remaining"] == 3
+    missing = http.get("/v1/pools/does-not-exist")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "pool_not_found"
+    reserved = http.post("/v1/reservations", json={"pool_id": pool_id, "quantity": 2, "request_id": "r-1"})
+    assert reserved.status_code == 201
+    rid = reserved.json()["reservation_id"]
+    again = http.post("/v1/reservations", json={"pool_id": pool_id, "quantity": 2, "request_id": "r-1"})
+    assert again.status_code == 201 and again.json()["reservation_id"] == rid
+    full = http.post("/v1/reservations", json={"pool_id": pool_id, "quantity": 2})
+    assert full.status_code == 409 and full.json()["error"]["code"] == "insufficient_capacity"
+    assert http.get(f"/v1/reservations/{rid}").json()["status"] == "active"
+    assert http.delete(f"/v1/reservations/{rid}").status_code == 200
+    assert http.delete(f"/v1/reservations/{rid}").json()["status"] == "released"
+    assert http.get(f"/v1/reservations/{rid}").json()["status"] == "released"
+    gone = http.delete("/v1/reservations/not-a-reservation")
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "reservation_not_found"
+    assert http.get("/healthz").status_code == 200
+    assert "/v1/availability" in http.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"pool_id": ', b'{"pool_id": 5}', b'{"pool_id": "x", "quantity": -1}', b'{"pool_id": "x", "zzz": 1}'],
+)
+def test_bad_input_over_http_is_422_with_the_error_body(http: httpx.Client, body: bytes) -> None:
+    response = http.post("/v1/reservations", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
+def test_oversized_body_is_413(http: httpx.Client) -> None:
+    response = http.post("/v1/availability", content=b'{"zone": "' + b"x" * 100_000 + b'"}',
+                         headers={"content-type": "application/json"})  # fmt: skip
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_100_concurrent_reserves_on_capacity_20(http: httpx.Client, service: Service) -> None:
+    pool_id = new_pool(http, 20)
+
+    def reserve(_: int) -> int:
+        with httpx.Client(base_url=service.url, timeout=60) as client:
+            return client.post("/v1/reservations", json={"pool_id": pool_id}).status_code
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        codes = list(pool.map(reserve, range(100)))
+    assert codes.count(201) == 20 and codes.count(409) == 80, sorted(set(codes))
+    assert http.get(f"/v1/pools/{pool_id}").json()["reserved"] == 20
+
+
+def availability(http: httpx.Client, zone: str, **query: Any) -> dict[str, int]:
+    response = http.post("/v1/availability", json={"zone": zone, **query})
+    assert response.status_code == 200, response.text
+    return {p["pool_id"]: p["remaining"] for p in response.json()["pools"]}
+
+
+def test_availability_reflects_a_reserve_within_the_anti_entropy_bound(http: httpx.Client) -> None:
+    zone = f"z-{uuid.uuid4().hex[:6]}"
+    pools = [new_pool(http, 5, zone) for _ in range(3)]
+    wait_until(lambda: availability(http, zone) == dict.fromkeys(pools, 5), 5, "new pools visible")
+    http.post("/v1/reservations", json={"pool_id": pools[0], "quantity": 5})
+    wait_until(lambda: availability(http, zone) == {pools[1]: 5, pools[2]: 5}, 5, "drained pool hidden")
+    assert availability(http, zone, quantity=6) == {}
+
+
+def test_a_killed_cache_replica_comes_back_complete(http: httpx.Client, service: Service) -> None:
+    zone = f"z-{uuid.uuid4().hex[:6]}"
+    pools = [new_pool(http, 4, zone) for _ in range(5)]
+    wait_until(lambda: len(availability(http, zone)) == 5, 5, "pools visible")
+    [name] = _ray.named_actors(service.namespace, CACHE_PREFIX)
+    handle = _ray.lookup_actor(name, service.namespace)
+    assert handle is not None
+    pid = asyncio.run(_ray.ask(handle, "status", timeout=10))["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: availability(http, zone) == dict.fromkeys(pools, 4), 30, "replica back with every pool")
+    status = asyncio.run(_ray.ask(handle, "status", timeout=10))
+    assert status["pid"] != pid and status["ready"]
+
+
+def test_the_service_restarted_on_the_same_journal_has_everything(http: httpx.Client, service: Service) -> None:
+    pool_id = new_pool(http, 10)
+    rid = http.post("/v1/reservations", json={"pool_id": pool_id, "quantity": 3}).json()["reservation_id"]
+    service.undeploy()
+    service.deploy()
+    with httpx.Client(base_url=service.url, timeout=30) as fresh:
+        assert fresh.get(f"/v1/pools/{pool_id}").json()["reserved"] == 3
+        assert fresh.get(f"/v1/reservations/{rid}").json()["status"] == "active"
+        assert fresh.post("/v1/reservations", json={"pool_id": pool_id, "quantity": 7}).status_code == 201

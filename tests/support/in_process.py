@@ -1,0 +1,75 @@
+"""The service without Ray, for fast tests of the layers above the actors: a ``PoolHost`` over the
+in-memory journal stands in for the pool actors, an ``AvailabilityIndex`` for the cache replicas."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from capacity_service.client import AsyncCapacityClient
+from capacity_service.domain import PoolCommand, PoolView
+from capacity_service.errors import CapacityError
+from capacity_service.journal.memory import InMemoryJournal
+from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
+from capacity_service.pool_host import PoolHost
+from capacity_service.pool_writer import CommandOutcome
+from capacity_service.read_side.availability_index import AvailabilityIndex
+
+
+class InProcessRouter:
+    def __init__(self, host: PoolHost) -> None:
+        self._host = host
+
+    async def execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome | CapacityError:
+        try:
+            return await self._host.execute(pool_id, command)
+        except CapacityError as exc:
+            return exc
+
+    async def call(self, pool_id: str, method: str, *args: Any) -> Any:
+        try:
+            return await getattr(self._host, method)(pool_id, *args)
+        except CapacityError as exc:
+            return exc
+
+
+class InProcessBackend:
+    """Implements the HTTP app's ``Backend``; the availability index is updated on every write."""
+
+    def __init__(self) -> None:
+        self.index = AvailabilityIndex()
+        self.journal = InMemoryJournal()
+        self.ready_checks = {"cache": "ok", "pools": "ok", "journal": "ok"}
+        host = PoolHost(self.journal, views=self)
+        self.client = AsyncCapacityClient(router=InProcessRouter(host))
+
+    def publish_view(self, view: PoolView) -> None:
+        self.index.update(view)
+
+    async def start(self) -> None:
+        pass
+
+    async def put_pool(
+        self, pool_id: str, capacity: int, zone: str, slot_start: datetime | None, slot_end: datetime | None
+    ) -> tuple[Pool, bool]:
+        return await self.client.configure_pool_reporting_creation(pool_id, capacity, zone, slot_start, slot_end)
+
+    async def get_pool(self, pool_id: str) -> Pool:
+        return await self.client.get_pool(pool_id)
+
+    async def availability(
+        self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
+    ) -> list[PoolView]:
+        return self.index.query(zone, slot_from, slot_to, quantity)
+
+    async def reserve(self, pool_id: str, quantity: int, request_id: str | None) -> ReservationReceipt:
+        return await self.client.reserve(pool_id, quantity, request_id)
+
+    async def release(self, reservation_id: str) -> ReleaseReceipt:
+        return await self.client.release(reservation_id)
+
+    async def get_reservation(self, reservation_id: str) -> ReservationInfo:
+        return await self.client.get_reservation(reservation_id)
+
+    async def readiness(self) -> dict[str, str]:
+        return dict(self.ready_checks)

@@ -1,0 +1,236 @@
+"""The HTTP contract, status code by status code, against the app with the in-process backend (no Ray).
+The same contract runs over real HTTP on Ray Serve in tests/e2e."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from capacity_service.http.app import create_app
+from capacity_service.settings import HttpSettings
+from tests.support.in_process import InProcessBackend
+
+
+@pytest.fixture
+def backend() -> InProcessBackend:
+    return InProcessBackend()
+
+
+@pytest.fixture
+def http(backend: InProcessBackend) -> Iterator[TestClient]:
+    with TestClient(create_app(backend, HttpSettings(max_body_bytes=4096))) as client:
+        yield client
+
+
+def error_code(response: object) -> str:
+    body = response.json()  # type: ignore[attr-defined]
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    return str(body["error"]["code"])
+
+
+def put_pool(http: TestClient, pool_id: str = "north:0800", capacity: int = 10, **extra: object) -> dict:  # type: ignore[type-arg]
+    response = http.put(f"/v1/pools/{pool_id}", json={"capacity": capacity, "zone": "north", **extra})
+    assert response.status_code in (200, 201), response.text
+    return dict(response.json())
+
+
+def test_put_pool_creates_then_updates(http: TestClient) -> None:
+    first = http.put(
+        "/v1/pools/p1",
+        json={
+            "capacity": 5,
+            "zone": "north",
+            "slot_start": "2026-12-01T08:00:00Z",
+            "slot_end": "2026-12-01T10:00:00+00:00",
+        },
+    )
+    assert first.status_code == 201
+    assert first.json() == {
+        "pool_id": "p1",
+        "zone": "north",
+        "slot_start": "2026-12-01T08:00:00Z",
+        "slot_end": "2026-12-01T10:00:00Z",
+        "capacity": 5,
+        "reserved": 0,
+        "remaining": 5,
+        "version": 1,
+    }
+    again = http.put("/v1/pools/p1", json={"capacity": 7, "zone": "north"})
+    assert again.status_code == 200 and again.json()["capacity"] == 7
+    assert http.get("/v1/pools/p1").json()["capacity"] == 7
+
+
+def test_unknown_pool_is_404(http: TestClient) -> None:
+    response = http.get("/v1/pools/nope")
+    assert response.status_code == 404 and error_code(response) == "pool_not_found"
+    reserve = http.post("/v1/reservations", json={"pool_id": "nope"})
+    assert reserve.status_code == 404 and error_code(reserve) == "pool_not_found"
+
+
+def test_reserve_release_and_reservation_status(http: TestClient) -> None:
+    put_pool(http, capacity=3)
+    reserved = http.post("/v1/reservations", json={"pool_id": "north:0800", "quantity": 2})
+    assert reserved.status_code == 201
+    body = reserved.json()
+    assert set(body) == {"reservation_id", "pool_id", "quantity", "remaining"}
+    assert (body["pool_id"], body["quantity"], body["remaining"]) == ("north:0800", 2, 1)
+    rid = body["reservation_id"]
+    assert http.get(f"/v1/reservations/{rid}").json() == {
+        "reservation_id": rid,
+        "pool_id": "north:0800",
+        "quantity": 2,
+        "status": "active",
+    }
+    full = http.post("/v1/reservations", json={"pool_id": "north:0800", "quantity": 2})
+    assert full.status_code == 409 and error_code(full) == "insufficient_capacity"
+    for _ in range(2):
+        released = http.delete(f"/v1/reservations/{rid}")
+        assert released.status_code == 200
+        assert released.json() == {"reservation_id": rid, "pool_id": "north:0800", "status": "released"}
+    assert http.get(f"/v1/reservations/{rid}").json()["status"] == "released"
+    assert http.get("/v1/pools/north:0800").json()["remaining"] == 3
+
+
+def test_reserve_is_idempotent_on_request_id(http: TestClient) -> None:
+    put_pool(http, capacity=10)
+    first = http.post("/v1/reservations", json={"pool_id": "north:0800", "quantity": 4, "request_id": "o-1"})
+    again = http.post("/v1/reservations", json={"pool_id": "north:0800", "quantity": 4, "request_id": "o-1"})
+    assert first.status_code == again.status_code == 201
+    assert first.json()["reservation_id"] == again.json()["reservation_id"]
+    assert http.get("/v1/pools/north:0800").json()["reserved"] == 4
+    other = http.post("/v1/reservations", json={"pool_id": "north:0800", "quantity": 5, "request_id": "o-1"})
+    assert other.status_code == 409 and error_code(other) == "request_id_conflict"
+
+
+@pytest.mark.parametrize("rid", ["garbage", "cDE.short", "x" * 300, "bm9wZQ.AAAAAAAAAAAAAAAAAAAAAA"])
+def test_unknown_or_malformed_reservation_ids_are_404(http: TestClient, rid: str) -> None:
+    for response in (http.get(f"/v1/reservations/{rid}"), http.delete(f"/v1/reservations/{rid}")):
+        assert response.status_code in (404, 422)
+        assert error_code(response) in ("reservation_not_found", "invalid_request")
+
+
+def test_availability_filters_by_zone_slot_and_quantity(http: TestClient) -> None:
+    put_pool(http, "n-08", 5, slot_start="2026-12-01T08:00:00Z", slot_end="2026-12-01T10:00:00Z")
+    put_pool(http, "n-10", 1, slot_start="2026-12-01T10:00:00Z", slot_end="2026-12-01T12:00:00Z")
+    put_pool(http, "n-any", 3)
+    http.put("/v1/pools/s-08", json={"capacity": 5, "zone": "south"})
+
+    def ids(**query: object) -> list[str]:
+        response = http.post("/v1/availability", json={"zone": "north", **query})
+        assert response.status_code == 200, response.text
+        return [p["pool_id"] for p in response.json()["pools"]]
+
+    assert ids() == ["n-08", "n-10", "n-any"]
+    assert ids(quantity=2) == ["n-08", "n-any"]
+    assert ids(slot_from="2026-12-01T10:00:00Z") == ["n-10", "n-any"]
+    assert ids(slot_to="2026-12-01T10:00:00Z") == ["n-08", "n-any"]
+    assert ids(slot_from="2026-12-01T09:00:00Z", slot_to="2026-12-01T11:00:00Z") == ["n-08", "n-10", "n-any"]
+    http.post("/v1/reservations", json={"pool_id": "n-10"})
+    assert ids() == ["n-08", "n-any"]
+    response = http.post("/v1/availability", json={"zone": "north"}).json()
+    assert set(response["pools"][0]) == {"pool_id", "zone", "slot_start", "slot_end", "remaining"}
+
+
+BAD_REQUESTS = [
+    ("put", "/v1/pools/p1", b'{"capacity": 5, "zone": "n"', "malformed JSON"),
+    ("put", "/v1/pools/p1", b'{"capacity": "5", "zone": "n"}', "string for int"),
+    ("put", "/v1/pools/p1", b'{"capacity": 5.5, "zone": "n"}', "float for int"),
+    ("put", "/v1/pools/p1", b'{"capacity": true, "zone": "n"}', "bool for int"),
+    ("put", "/v1/pools/p1", b'{"capacity": -1, "zone": "n"}', "negative capacity"),
+    ("put", "/v1/pools/p1", b'{"capacity": 5, "zone": "n", "colour": "red"}', "unknown field"),
+    ("put", "/v1/pools/p1", b'{"capacity": 5}', "missing zone"),
+    ("put", "/v1/pools/p1", b'{"capacity": 5, "zone": ""}', "empty zone"),
+    ("put", "/v1/pools/p1", b'{"capacity": 5, "zone": "n", "slot_start": "tomorrow"}', "bad datetime"),
+    (
+        "put",
+        "/v1/pools/p1",
+        b'{"capacity": 5, "zone": "n", "slot_start": "2026-12-01T10:00:00Z", "slot_end": "2026-12-01T08:00:00Z"}',
+        "slot ends before it starts",
+    ),
+    ("put", "/v1/pools/bad%20id", b'{"capacity": 5, "zone": "n"}', "pool id with a space"),
+    ("put", "/v1/pools/" + "a" * 129, b'{"capacity": 5, "zone": "n"}', "pool id too long"),
+    ("put", "/v1/pools/p1", b"[]", "array body"),
+    ("put", "/v1/pools/p1", b"", "empty body"),
+    ("post", "/v1/reservations", b'{"pool_id": "p1", "quantity": 0}', "zero quantity"),
+    ("post", "/v1/reservations", b'{"pool_id": "p1", "quantity": 10000000000}', "huge quantity"),
+    ("post", "/v1/reservations", b'{"pool_id": "bad/id"}', "bad pool id in body"),
+    ("post", "/v1/reservations", b'{"pool_id": "p1", "request_id": ""}', "empty request id"),
+    ("post", "/v1/reservations", b'{"quantity": 1}', "missing pool id"),
+    ("post", "/v1/availability", b'{"zone": "n", "quantity": 0}', "zero quantity"),
+    ("post", "/v1/availability", b'{"zone": 7}', "number for zone"),
+    ("post", "/v1/availability", b'{"zone": "n", "extra": 1}', "unknown field"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "why"), BAD_REQUESTS, ids=[b[3] for b in BAD_REQUESTS])
+def test_bad_input_is_a_4xx_with_the_error_body_and_changes_nothing(
+    http: TestClient, backend: InProcessBackend, method: str, path: str, body: bytes, why: str
+) -> None:
+    put_pool(http, "p1", 5)
+    before = backend.journal.highest_seq_nr("p1")
+    response = http.request(method.upper(), path, content=body, headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500, (why, response.status_code, response.text)
+    assert error_code(response) == "invalid_request"
+    assert backend.journal.highest_seq_nr("p1") == before
+    assert http.get("/v1/pools/p1").json()["capacity"] == 5
+
+
+def test_oversized_bodies_are_413(http: TestClient, backend: InProcessBackend) -> None:
+    huge = b'{"capacity": 5, "zone": "' + b"n" * 10_000 + b'"}'
+    response = http.put("/v1/pools/p1", content=huge, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and error_code(response) == "payload_too_large"
+
+    def chunks() -> Iterator[bytes]:  # no content-length: counted as it streams
+        yield huge
+
+    streamed = http.put("/v1/pools/p1", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413 and error_code(streamed) == "payload_too_large"
+    assert backend.journal.highest_seq_nr("p1") == 0
+
+
+def test_unknown_routes_and_methods_have_the_error_body(http: TestClient) -> None:
+    assert error_code(http.get("/v2/nothing")) == "not_found"
+    assert error_code(http.patch("/v1/pools/p1", json={})) == "method_not_allowed"
+
+
+def test_health_and_readiness(http: TestClient, backend: InProcessBackend) -> None:
+    assert http.get("/healthz").json()["status"] == "ok"
+    assert http.get("/readyz").status_code == 200
+    backend.ready_checks["cache"] = "bootstrapping"
+    not_ready = http.get("/readyz")
+    assert not_ready.status_code == 503 and not_ready.json()["checks"]["cache"] == "bootstrapping"
+
+
+def test_openapi_document_describes_the_contract(http: TestClient) -> None:
+    spec = http.get("/openapi.json").json()
+    paths = spec["paths"]
+    assert set(paths) >= {
+        "/v1/pools/{pool_id}",
+        "/v1/availability",
+        "/v1/reservations",
+        "/v1/reservations/{reservation_id}",
+        "/healthz",
+        "/readyz",
+    }
+    assert set(paths["/v1/pools/{pool_id}"]) == {"get", "put"}
+    assert set(paths["/v1/reservations/{reservation_id}"]) == {"get", "delete"}
+    assert "409" in paths["/v1/reservations"]["post"]["responses"]
+    assert "ErrorBody" in spec["components"]["schemas"]
+
+
+def test_api_keys_when_configured() -> None:
+    settings = HttpSettings(api_keys=["user-key"], admin_keys=["admin-key"])  # type: ignore[list-item]
+    with TestClient(create_app(InProcessBackend(), settings)) as http:
+        body = {"capacity": 5, "zone": "n"}
+        assert error_code(http.put("/v1/pools/p1", json=body)) == "unauthorized"
+        user = {"authorization": "Bearer user-key"}
+        forbidden = http.put("/v1/pools/p1", json=body, headers=user)
+        assert forbidden.status_code == 403 and error_code(forbidden) == "forbidden"
+        created = http.put("/v1/pools/p1", json=body, headers={"authorization": "Bearer admin-key"})
+        assert created.status_code == 201
+        assert http.get("/v1/pools/p1").status_code == 401
+        assert http.get("/v1/pools/p1", headers={"authorization": "Bearer wrong"}).status_code == 401
+        assert http.get("/v1/pools/p1", headers=user).status_code == 200
+        assert http.get("/healthz").status_code == 200  # probes need no key
