@@ -94,8 +94,9 @@ async def make_pools(client: AsyncCapacityClient, count: int, capacity: int) -> 
     return pools
 
 
-def settings_for(journal: SqlJournalSettings | CassandraJournalSettings, mode: str, shards: int,
-                 group_commit: bool = True) -> ServiceSettings:  # fmt: skip
+def settings_for(
+    journal: SqlJournalSettings | CassandraJournalSettings, mode: str, shards: int, group_commit: bool = True
+) -> ServiceSettings:
     return ServiceSettings(
         journal=journal,
         write_side=WriteSideSettings(max_batch=256 if group_commit else 1),

@@ -27,9 +27,15 @@ class Pool(_Model):
     @classmethod
     def of(cls, view: PoolView) -> Pool:
         return cls(
-            pool_id=view.pool_id, zone=view.zone, slot_start=view.slot_start, slot_end=view.slot_end,
-            capacity=view.capacity, reserved=view.reserved, remaining=view.remaining, version=view.version,
-        )  # fmt: skip
+            pool_id=view.pool_id,
+            zone=view.zone,
+            slot_start=view.slot_start,
+            slot_end=view.slot_end,
+            capacity=view.capacity,
+            reserved=view.reserved,
+            remaining=view.remaining,
+            version=view.version,
+        )
 
 
 class ReservationReceipt(_Model):

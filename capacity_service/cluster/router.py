@@ -9,7 +9,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from capacity_service.cluster._ray import ActorGone, Handle, ask, ensure_actor
+from capacity_service.cluster._ray import ActorGone, Handle, ask, ensure_actor, lookup_actor
 from capacity_service.cluster.pool_actor import PoolActor
 from capacity_service.domain import PoolCommand, PoolView
 from capacity_service.errors import CapacityError, Unavailable
@@ -81,7 +81,9 @@ class PoolRouter:
             outbox.in_flight -= 1
 
     async def views(self, pool_ids: list[str]) -> list[PoolView]:
-        """The current view of each pool that answers (one call per hosting actor, a few at a time)."""
+        """The current view of each pool whose actor is running and answers (one call per hosting actor,
+        a few at a time). It never creates an actor: reviving pools is the watchdog's job, at its own
+        bounded pace; a cache pulling views must not start a storm of actor processes."""
         by_actor: dict[str, list[str]] = {}
         for pool_id in pool_ids:
             by_actor.setdefault(actor_name(self._settings, pool_id), []).append(pool_id)
@@ -89,10 +91,17 @@ class PoolRouter:
 
         async def pull(name: str, pools: list[str]) -> list[PoolView]:
             async with gate:
-                try:
-                    answers = await self._call_actor(name, "views", pools)
-                except Unavailable:
+                handle = self._handles.get(name) or await asyncio.to_thread(
+                    lookup_actor, name, self._settings.hosting.namespace
+                )
+                if handle is None:
                     return []
+                try:
+                    answers = await ask(handle, "views", pools, timeout=self._settings.hosting.call_timeout_s)
+                except ActorGone:
+                    self._handles.pop(name, None)
+                    return []
+                self._handles[name] = handle
                 return [a for a in answers if isinstance(a, PoolView) and a.exists]
 
         pulled = await asyncio.gather(*(pull(name, pools) for name, pools in by_actor.items()))

@@ -50,9 +50,14 @@ class Supervisor:
                 nodes = set(await asyncio.to_thread(_ray.alive_node_ids))
                 for node_id in nodes:
                     handle = await asyncio.to_thread(
-                        _ray.ensure_actor, AvailabilityCache, cache_name(node_id), namespace,
-                        (self._settings,), {}, node_id,
-                    )  # fmt: skip
+                        _ray.ensure_actor,
+                        AvailabilityCache,
+                        cache_name(node_id),
+                        namespace,
+                        (self._settings,),
+                        {},
+                        node_id,
+                    )
                     _ray.tell(handle, "start")
                 for name in await asyncio.to_thread(_ray.named_actors, namespace, CACHE_PREFIX):
                     if name.removeprefix(CACHE_PREFIX) not in nodes:

@@ -80,7 +80,7 @@ class AvailabilityCache:
             "last_sync_age_s": age,
             "last_error": self._last_error,
             "pid": os.getpid(),
-        }  # fmt: skip
+        }
 
     async def version_of(self, pool_id: str) -> int:
         return self._index.version_of(pool_id)

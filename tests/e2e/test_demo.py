@@ -13,9 +13,12 @@ from capacity_service.settings import SqlJournalSettings
 
 def run_demo_process(data_dir: Path) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "capacity_service", "demo", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "capacity_service", "--data-dir", str(data_dir), "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return done.stdout
 
 

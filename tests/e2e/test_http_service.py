@@ -132,8 +132,9 @@ def test_bad_input_over_http_is_422_with_the_error_body(http: httpx.Client, body
 
 
 def test_oversized_body_is_413(http: httpx.Client) -> None:
-    response = http.post("/v1/availability", content=b'{"zone": "' + b"x" * 100_000 + b'"}',
-                         headers={"content-type": "application/json"})  # fmt: skip
+    response = http.post(
+        "/v1/availability", content=b'{"zone": "' + b"x" * 100_000 + b'"}', headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
 
 

@@ -1,0 +1,210 @@
+"""``capacity-service``: start the service, and talk to a running one from a terminal.
+
+capacity-service start                       # local Ray + the HTTP app on the embedded defaults
+capacity-service pools put north:0800 --capacity 20 --zone north
+capacity-service reserve north:0800 --quantity 2
+capacity-service events north:0800           # the pool's journal, decoded
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from capacity_service.settings import SqlJournalSettings, journal_settings_from_env
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except ServiceError as exc:
+        print(json.dumps(exc.body, indent=2), file=sys.stderr)
+        return 1
+    except urllib.error.URLError as exc:
+        print(
+            f"cannot reach the service at {args.url}: {exc.reason} (is `capacity-service start` running?)",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="capacity-service", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", default=os.environ.get("CAPACITY_URL", DEFAULT_URL), help="of a running service")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where the SQLite journal lives")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    start = commands.add_parser("start", help="run the service on a local Ray (Ctrl-C stops it)")
+    start.add_argument("--port", type=int, default=8000)
+    start.add_argument("--host", default="127.0.0.1", help="bind address (loopback unless you mean it)")
+    start.set_defaults(run=_start)
+
+    pools = commands.add_parser("pools", help="create, show and list pools").add_subparsers(dest="op", required=True)
+    put = pools.add_parser("put", help="create or update a pool")
+    put.add_argument("pool_id")
+    put.add_argument("--capacity", type=int, required=True)
+    put.add_argument("--zone", required=True)
+    put.add_argument("--slot-start")
+    put.add_argument("--slot-end")
+    put.set_defaults(run=_put_pool)
+    get = pools.add_parser("get", help="show a pool")
+    get.add_argument("pool_id")
+    get.set_defaults(run=lambda a: _show(_http(a, "GET", f"/v1/pools/{a.pool_id}")))
+    listing = pools.add_parser("list", help="every pool in the journal's registry, as the service sees it")
+    listing.set_defaults(run=_list_pools)
+
+    reserve = commands.add_parser("reserve", help="take capacity from a pool")
+    reserve.add_argument("pool_id")
+    reserve.add_argument("--quantity", type=int, default=1)
+    reserve.add_argument("--request-id")
+    reserve.set_defaults(run=_reserve)
+
+    release = commands.add_parser("release", help="give a reservation's capacity back")
+    release.add_argument("reservation_id")
+    release.set_defaults(run=lambda a: _show(_http(a, "DELETE", f"/v1/reservations/{a.reservation_id}")))
+
+    availability = commands.add_parser("availability", help="pools of a zone with room")
+    availability.add_argument("zone")
+    availability.add_argument("--from", dest="slot_from")
+    availability.add_argument("--to", dest="slot_to")
+    availability.add_argument("--quantity", type=int, default=1)
+    availability.set_defaults(run=_availability)
+
+    events = commands.add_parser("events", help="dump a pool's events from the journal (JSON lines)")
+    events.add_argument("pool_id")
+    events.set_defaults(run=_events)
+
+    demo = commands.add_parser("demo", help="the Python API without Ray: a pool surviving restarts")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+class ServiceError(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(status)
+        self.body = {"status": status, **(body if isinstance(body, dict) else {"body": body})}
+
+
+def _http(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps({k: v for k, v in body.items() if v is not None}).encode()
+    request = urllib.request.Request(
+        args.url + path, data=data, method=method, headers={"content-type": "application/json"}
+    )
+    if key := os.environ.get("CAPACITY_API_KEY"):
+        request.add_header("authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise ServiceError(exc.code, json.loads(exc.read() or b"null")) from exc
+
+
+def _show(value: Any) -> int:
+    print(json.dumps(value, indent=2, default=str))
+    return 0
+
+
+def _put_pool(a: argparse.Namespace) -> int:
+    body = {"capacity": a.capacity, "zone": a.zone, "slot_start": a.slot_start, "slot_end": a.slot_end}
+    return _show(_http(a, "PUT", f"/v1/pools/{a.pool_id}", body))
+
+
+def _reserve(a: argparse.Namespace) -> int:
+    body = {"pool_id": a.pool_id, "quantity": a.quantity, "request_id": a.request_id}
+    return _show(_http(a, "POST", "/v1/reservations", body))
+
+
+def _availability(a: argparse.Namespace) -> int:
+    body = {"zone": a.zone, "slot_from": a.slot_from, "slot_to": a.slot_to, "quantity": a.quantity}
+    return _show(_http(a, "POST", "/v1/availability", body))
+
+
+def _journal_settings(a: argparse.Namespace) -> Any:
+    if os.environ.get("CAPACITY_JOURNAL") or os.environ.get("CAPACITY_JOURNAL_URL"):
+        return journal_settings_from_env()
+    return SqlJournalSettings(url=f"sqlite:///{a.data_dir / 'capacity.db'}")
+
+
+def _list_pools(a: argparse.Namespace) -> int:
+    from capacity_service.journal import open_journal
+
+    with open_journal(_journal_settings(a)) as journal:
+        pool_ids = list(journal.pool_ids())
+    return _show([_http(a, "GET", f"/v1/pools/{pool_id}") for pool_id in pool_ids])
+
+
+def _events(a: argparse.Namespace) -> int:
+    from capacity_service.journal import open_journal
+    from capacity_service.serialization import Codec
+
+    codec = Codec()
+    with open_journal(_journal_settings(a)) as journal:
+        for stored in journal.read(a.pool_id):
+            event = codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
+            line = {
+                "seq_nr": stored.seq_nr,
+                "type": stored.event_type,
+                "version": stored.schema_version,
+                "writer_epoch": stored.writer_epoch,
+                "recorded_at": stored.recorded_at,
+                **asdict(event),
+            }
+            print(json.dumps(line, default=str))
+    return 0
+
+
+def _demo(a: argparse.Namespace) -> int:
+    from capacity_service.demo import run_demo
+
+    run_demo(SqlJournalSettings(url=f"sqlite:///{a.data_dir / 'capacity.db'}"))
+    return 0
+
+
+def _start(a: argparse.Namespace) -> int:
+    # A local Ray on 127.0.0.1 only; must be set before Ray is imported (see cluster/_ray.py).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+    from ray import serve
+
+    from capacity_service.http.deployment import build_app
+
+    args = {"journal": {"kind": "sql", "url": f"sqlite:///{a.data_dir.resolve() / 'capacity.db'}"}}
+    if os.environ.get("CAPACITY_JOURNAL") or os.environ.get("CAPACITY_JOURNAL_URL"):
+        args = {}  # service_settings() takes the journal from the environment
+    ray.init(include_dashboard=False, log_to_driver=False, namespace="capacity")
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        serve.start(http_options={"host": a.host, "port": a.port})
+        serve.run(build_app(args), name="capacity", route_prefix="/")
+        url = f"http://{a.host}:{a.port}"
+        print(f"capacity_service is listening on {url} (journal: {args.get('journal', 'from environment')})")
+        print(f"  try: curl -s {url}/readyz    docs: {url}/docs    Ctrl-C stops it", flush=True)
+        while not stop:
+            time.sleep(0.2)
+    finally:
+        print("stopping...", flush=True)
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
+    return 0
