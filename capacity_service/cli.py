@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     start = commands.add_parser("start", help="run the service on a local Ray (Ctrl-C stops it)")
     start.add_argument("--port", type=int, default=8000)
     start.add_argument("--host", default="127.0.0.1", help="bind address (loopback unless you mean it)")
+    start.add_argument("--shards", type=int, help="host pools on this many shard actors (thousands of pools)")
     start.set_defaults(run=_start)
 
     pools = commands.add_parser("pools", help="create, show and list pools").add_subparsers(dest="op", required=True)
@@ -183,9 +184,11 @@ def _start(a: argparse.Namespace) -> int:
 
     from capacity_service.http.deployment import build_app
 
-    args = {"journal": {"kind": "sql", "url": f"sqlite:///{a.data_dir.resolve() / 'capacity.db'}"}}
+    args: dict[str, Any] = {"journal": {"kind": "sql", "url": f"sqlite:///{a.data_dir.resolve() / 'capacity.db'}"}}
     if os.environ.get("CAPACITY_JOURNAL") or os.environ.get("CAPACITY_JOURNAL_URL"):
         args = {}  # service_settings() takes the journal from the environment
+    if a.shards:
+        args["hosting"] = {"mode": "sharded", "shards": a.shards}
     ray.init(include_dashboard=False, log_to_driver=False, namespace="capacity")
     stop = False
 

@@ -22,7 +22,7 @@ from typing import Any
 from capacity_service.circuit_breaker import CircuitBreaker
 from capacity_service.domain import PoolCommand, PoolView, Reservation
 from capacity_service.errors import Unavailable
-from capacity_service.journal import Journal, JournalError, WriterFenced
+from capacity_service.journal import AppendRequest, Journal, JournalError, JournalUnavailable, WriterFenced
 from capacity_service.pool_writer import BatchResult, CommandOutcome, PoolWriter
 from capacity_service.publishing import EventPublisher, NullPublisher, ViewPublisher
 from capacity_service.serialization import Codec
@@ -78,6 +78,7 @@ class PoolHost:
         self._slots: dict[str, _PoolSlot] = {}
         self._starting: dict[str, asyncio.Future[_PoolSlot]] = {}
         self._recoveries = asyncio.Semaphore(self._settings.max_concurrent_recoveries)
+        self._committer = _Committer(journal)
         self.breaker = CircuitBreaker(self._settings.breaker_failure_threshold, self._settings.breaker_reset_s)
         self.fenced = False
         self._background: set[asyncio.Task[None]] = set()
@@ -116,7 +117,7 @@ class PoolHost:
                 _fail(pending.reply, Unavailable("the journal is failing; not trying for a moment"))
             return
         try:
-            result: BatchResult = await asyncio.to_thread(slot.writer.execute_batch, [p.command for p in batch])
+            result = await self._write_batch(slot.writer, [p.command for p in batch])
         except WriterFenced:
             self._become_fenced()
             for pending in batch:
@@ -138,6 +139,21 @@ class PoolHost:
             self._publish(slot, result)
             if slot.writer.snapshot_due:
                 self._spawn(self._snapshot(slot))
+
+    async def _write_batch(self, writer: PoolWriter, commands: list[PoolCommand]) -> BatchResult:
+        """Decide and apply tentatively here, then hand the append to the host's committer, which writes
+        the appends of all pools that are ready at that moment together (one transaction on SQL)."""
+        if writer.needs_reload:
+            await asyncio.to_thread(writer.reload)
+        prepared = writer.prepare(commands)
+        if prepared.append is None:
+            return prepared.result
+        outcome = await self._committer.commit(prepared.append)
+        if isinstance(outcome, JournalError):
+            await asyncio.to_thread(writer.settle_failure, prepared, outcome)  # returns only if it landed
+        else:
+            writer.settle_success(prepared, outcome)
+        return prepared.result
 
     def _publish(self, slot: _PoolSlot, result: BatchResult) -> None:
         try:
@@ -243,6 +259,42 @@ class PoolHost:
     def epoch_of(self, pool_id: str) -> int | None:
         slot = self._slots.get(pool_id)
         return None if slot is None else slot.writer.epoch
+
+
+class _Committer:
+    """Group commit across pools: appends that arrive while one ``append_many`` runs go together in the
+    next. Per pool there is at most one append in flight (its drain loop waits), so order is kept."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._waiting: list[tuple[AppendRequest, asyncio.Future[int | JournalError]]] = []
+        self._running = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def commit(self, request: AppendRequest) -> int | JournalError:
+        answer: asyncio.Future[int | JournalError] = asyncio.get_running_loop().create_future()
+        self._waiting.append((request, answer))
+        if not self._running:
+            self._running = True
+            self._task = asyncio.ensure_future(self._run())
+        return await answer
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    results = await asyncio.to_thread(self._journal.append_many, [request for request, _ in batch])
+                except JournalError as exc:
+                    results = [exc] * len(batch)
+                except Exception as exc:  # a bug must not leave callers waiting forever
+                    log.exception("append_many failed unexpectedly")
+                    results = [JournalUnavailable(f"{type(exc).__name__}: {exc}")] * len(batch)
+                for (_, answer), result in zip(batch, results, strict=True):
+                    if not answer.done():
+                        answer.set_result(result)
+        finally:
+            self._running = False
 
 
 def _fail(future: asyncio.Future[CommandOutcome] | asyncio.Future[_PoolSlot], error: BaseException) -> None:

@@ -27,7 +27,14 @@ from capacity_service.domain import (
     decide,
     view_of,
 )
-from capacity_service.journal import Journal, JournalError, JournalUnavailable, NewEvent, WriterFenced
+from capacity_service.journal import (
+    AppendRequest,
+    Journal,
+    JournalError,
+    JournalUnavailable,
+    NewEvent,
+    WriterFenced,
+)
 from capacity_service.publishing import PersistedEvent
 from capacity_service.recovery import SnapshotPolicy, recover_pool, save_snapshot
 from capacity_service.serialization import Codec
@@ -40,6 +47,14 @@ log = logging.getLogger(__name__)
 class BatchResult:
     outcomes: list[CommandOutcome]
     persisted: list[PersistedEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """Commands decided and applied tentatively; ``append`` is what must become durable (None: nothing)."""
+
+    result: BatchResult
+    append: AppendRequest | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +117,20 @@ class PoolWriter:
     def execute_batch(self, commands: Sequence[PoolCommand]) -> BatchResult:
         """Decide, persist in one append, apply. Raises a ``JournalError`` (and keeps only durable
         state) when the append fails; ``WriterFenced`` marks this writer as fenced for good."""
+        prepared = self.prepare(commands)
+        if prepared.append is not None:
+            try:
+                new_seq_nr = self._journal.append(*prepared.append)
+            except JournalError as exc:
+                self.settle_failure(prepared, exc)
+                return prepared.result
+            self.settle_success(prepared, new_seq_nr)
+        return prepared.result
+
+    def prepare(self, commands: Sequence[PoolCommand]) -> PreparedBatch:
+        """Decide each command against the state the ones before it left, apply the events to the
+        in-memory state (tentatively) and encode them: what ``append`` must write, and the answers to give
+        once it is durable. Until ``settle_*`` the state holds events that are not durable yet."""
         if self.fenced:
             raise WriterFenced(self.pool_id, self.epoch, None)
         if self.needs_reload:
@@ -135,29 +164,26 @@ class PoolWriter:
                 )
             view = view_of(state, self._seq_nr + len(pending))
             outcomes.append(CommandOutcome(None, view, self._reservation_of(command), tuple(decision)))
-        if pending:
-            self._persist(pending)
-        return BatchResult(outcomes, persisted)
+        append = AppendRequest(self.pool_id, self._seq_nr, self.epoch, pending) if pending else None
+        return PreparedBatch(BatchResult(outcomes, persisted), append)
 
-    def _persist(self, pending: list[NewEvent]) -> None:
-        expected_after = self._seq_nr + len(pending)
-        try:
-            self._seq_nr = self._journal.append(self.pool_id, self._seq_nr, self.epoch, pending)
-        except WriterFenced:
+    def settle_success(self, prepared: PreparedBatch, new_seq_nr: int) -> None:
+        self._seq_nr = new_seq_nr
+
+    def settle_failure(self, prepared: PreparedBatch, error: JournalError) -> None:
+        """The append of ``prepared`` failed: throw the tentative state away (re-reading the stream).
+        Returns normally if the stream shows the append landed after all; raises ``error`` otherwise."""
+        assert prepared.append is not None
+        expected_after = prepared.append.expected_seq_nr + len(prepared.append.events)
+        if isinstance(error, WriterFenced):
             self.fenced = True
-            self._discard_tentative_state()
-            raise
-        except JournalUnavailable:
-            # The outcome is unknown: the write may have landed. Appends are atomic and we are the only
-            # writer, so if the stream now ends exactly where ours would, it is ours and it is durable.
-            self._discard_tentative_state()
-            if self._seq_nr == expected_after:
-                log.info("pool %s: append reported a failure but is in the journal", self.pool_id)
-                return
-            raise
-        except JournalError:
-            self._discard_tentative_state()
-            raise
+        self._discard_tentative_state()
+        if isinstance(error, JournalUnavailable) and self._seq_nr == expected_after:
+            # The outcome was unknown: appends are atomic and we are the only writer, so if the stream
+            # now ends exactly where ours would, it is ours and it is durable.
+            log.info("pool %s: append reported a failure but is in the journal", self.pool_id)
+            return
+        raise error
 
     def _discard_tentative_state(self) -> None:
         try:

@@ -9,7 +9,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from capacity_service.journal import Journal, NewEvent, SequenceConflict, SnapshotRecord, WriterFenced
+from capacity_service.journal import (
+    AppendRequest,
+    Journal,
+    NewEvent,
+    SequenceConflict,
+    SnapshotRecord,
+    WriterFenced,
+)
 
 JournalFactory = Callable[[], Journal]
 
@@ -93,6 +100,23 @@ class JournalContract:
         with pytest.raises(WriterFenced):
             journal.append(pool_id, 0, 1, events("a"))
         assert list(journal.read(pool_id)) == []
+
+    def test_append_many_is_atomic_per_pool_and_answers_each(self, journal: Journal, pool_id: str) -> None:
+        pools = [f"{pool_id}-{i}" for i in range(4)]
+        epochs = [journal.claim_epoch(p) for p in pools]
+        journal.append(pools[1], 0, epochs[1], events("already"))
+        results = journal.append_many(
+            [
+                AppendRequest(pools[0], 0, epochs[0], events("a1", "a2")),
+                AppendRequest(pools[1], 0, epochs[1], events("stale")),  # the stream is at 1
+                AppendRequest(pools[2], 0, epochs[2] - 1, events("zombie")),  # not the claimed epoch
+                AppendRequest(pools[3], 0, epochs[3], events("d1")),
+            ]
+        )
+        assert results[0] == 2 and results[3] == 1
+        assert isinstance(results[1], SequenceConflict)
+        assert isinstance(results[2], WriterFenced)
+        assert [payloads(journal, p) for p in pools] == [["a1", "a2"], ["already"], [], ["d1"]]
 
     def test_long_stream_reads_back_whole_and_in_order(self, journal: Journal, pool_id: str) -> None:
         epoch = journal.claim_epoch(pool_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from capacity_service.journal.port import (
+    AppendRequest,
     Journal,
     JournalError,
     JournalUnavailable,
@@ -28,6 +29,7 @@ def open_journal(settings: SqlJournalSettings | CassandraJournalSettings) -> Jou
 
 
 __all__ = [
+    "AppendRequest",
     "Journal",
     "JournalError",
     "JournalUnavailable",

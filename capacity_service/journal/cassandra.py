@@ -20,6 +20,7 @@ import contextlib
 import logging
 import zlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
@@ -36,7 +37,9 @@ from cassandra.policies import (
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from capacity_service.journal.port import (
+    AppendRequest,
     Journal,
+    JournalError,
     JournalUnavailable,
     NewEvent,
     SequenceConflict,
@@ -80,6 +83,7 @@ class CassandraJournal(Journal):
         self._settings = settings
         self._partition_size = settings.partition_size
         self._cluster = _make_cluster(settings)
+        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="cassandra-append")
         with self._translated_errors():
             self._session: Session = self._cluster.connect()
             self._create_schema()
@@ -201,6 +205,14 @@ class CassandraJournal(Journal):
                 current = result.one()
                 self._raise_conflict(pool_id, expected_seq_nr, epoch, _head_of(current))
         return new_seq_nr
+
+    def append_many(self, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
+        """Different pools live in different partitions: their appends run concurrently."""
+        if len(appends) <= 1:
+            return super().append_many(appends)
+        return list(
+            self._executor.map(lambda request: super(CassandraJournal, self).append_many([request])[0], appends)
+        )
 
     def _write_rows_fenced(self, pool_id: str, expected_seq_nr: int, epoch: int, rows: list[tuple[Any, ...]]) -> None:
         for _attempt in range(_MAX_ORPHAN_CLEANUPS + 1):
@@ -346,6 +358,7 @@ class CassandraJournal(Journal):
         yield from sorted(ids)
 
     def close(self) -> None:
+        self._executor.shutdown(wait=False)
         self._cluster.shutdown()
 
     @contextlib.contextmanager

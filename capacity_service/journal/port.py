@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -52,6 +52,19 @@ class NewEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """One pool's append, as ``append_many`` takes them; unpacks into ``append``'s arguments."""
+
+    pool_id: str
+    expected_seq_nr: int
+    epoch: int
+    events: Sequence[NewEvent]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.pool_id, self.expected_seq_nr, self.epoch, self.events))
+
+
+@dataclass(frozen=True, slots=True)
 class StoredEvent:
     pool_id: str
     seq_nr: int
@@ -83,6 +96,18 @@ class Journal(ABC):
         ``expected_seq_nr`` and ``epoch`` is the newest claimed. Returns the new highest seq_nr.
         The first append of a stream also registers the pool. Raises ``SequenceConflict``,
         ``WriterFenced`` or ``JournalUnavailable``."""
+
+    def append_many(self, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
+        """Several pools' appends at once; each is atomic and conditional on its own, and gets its own
+        result: the new highest seq_nr, or the error ``append`` would have raised. Adapters override this
+        to share one transaction or round trip among them (group commit across pools)."""
+        results: list[int | JournalError] = []
+        for request in appends:
+            try:
+                results.append(self.append(*request))
+            except JournalError as exc:
+                results.append(exc)
+        return results
 
     @abstractmethod
     def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:

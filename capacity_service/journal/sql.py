@@ -38,7 +38,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from capacity_service.journal.port import (
+    AppendRequest,
     Journal,
+    JournalError,
     JournalUnavailable,
     NewEvent,
     SequenceConflict,
@@ -110,22 +112,40 @@ class SqlJournal(Journal):
             return int(conn.execute(statement).scalar_one())
 
     def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
-        new_seq_nr = expected_seq_nr + len(events)
         if not events:
             return expected_seq_nr
+        with self._translated_errors():
+            try:
+                with self._write_lock, self._engine.begin() as conn:
+                    return self._append_in(conn, AppendRequest(pool_id, expected_seq_nr, epoch, events))
+            except IntegrityError as exc:
+                # Rows beyond the head cannot exist; if they do, someone else wrote this stream.
+                raise SequenceConflict(pool_id, expected_seq_nr, None) from exc
+
+    def append_many(self, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
+        """All appends in ONE transaction (one fsync), each inside its own savepoint so that a conflict
+        of one pool rolls back only that pool's append."""
+        results: list[int | JournalError] = []
+        with self._translated_errors(), self._write_lock, self._engine.begin() as conn:
+            for request in appends:
+                try:
+                    with conn.begin_nested():
+                        results.append(self._append_in(conn, request) if request.events else request.expected_seq_nr)
+                except (SequenceConflict, WriterFenced) as exc:
+                    results.append(exc)
+                except IntegrityError:
+                    results.append(SequenceConflict(request.pool_id, request.expected_seq_nr, None))
+        return results
+
+    def _append_in(self, conn: Connection, request: AppendRequest) -> int:
+        pool_id, expected_seq_nr, epoch, events = (
+            request.pool_id,
+            request.expected_seq_nr,
+            request.epoch,
+            request.events,
+        )
+        new_seq_nr = expected_seq_nr + len(events)
         now = datetime.now(UTC)
-        rows = [
-            {
-                "pool_id": pool_id,
-                "seq_nr": expected_seq_nr + i,
-                "event_type": e.event_type,
-                "schema_version": e.schema_version,
-                "payload": e.payload,
-                "writer_epoch": epoch,
-                "recorded_at": now,
-            }
-            for i, e in enumerate(events, start=1)
-        ]
         advance_head = (
             update(heads_table)
             .where(
@@ -135,15 +155,21 @@ class SqlJournal(Journal):
             )
             .values(seq_nr=new_seq_nr)
         )
-        with self._translated_errors():
-            try:
-                with self._write_lock, self._engine.begin() as conn:
-                    if conn.execute(advance_head).rowcount != 1:
-                        self._raise_conflict(conn, pool_id, expected_seq_nr, epoch)
-                    conn.execute(insert(events_table), rows)
-            except IntegrityError as exc:
-                # Rows beyond the head cannot exist; if they do, someone else wrote this stream.
-                raise SequenceConflict(pool_id, expected_seq_nr, None) from exc
+        if conn.execute(advance_head).rowcount != 1:
+            self._raise_conflict(conn, pool_id, expected_seq_nr, epoch)
+        rows = [
+            {
+                "pool_id": pool_id,
+                "seq_nr": seq_nr,
+                "event_type": e.event_type,
+                "schema_version": e.schema_version,
+                "payload": e.payload,
+                "writer_epoch": epoch,
+                "recorded_at": now,
+            }
+            for seq_nr, e in enumerate(events, start=expected_seq_nr + 1)
+        ]
+        conn.execute(insert(events_table), rows)
         return new_seq_nr
 
     @staticmethod

@@ -1,0 +1,261 @@
+"""Side by side, in one run: capacity_service over HTTP (Ray Serve) and the yardstick (stateless FastAPI +
+asyncpg + PostgreSQL, a conditional UPDATE per reserve), loaded with wrk (2 threads, 16 connections,
+10 s) on this machine: availability over 50 zones, reserves spread over 500 pools, reserves on one hot
+pool, and a 10:2:1 availability:reserve:release mix.
+
+    .venv/bin/python benchmarks/http_load.py [--seconds 10] [--connections 16] [--shards 2]
+
+Both run on the same 2 cores as wrk. capacity_service runs as `capacity-service start` (SQLite journal,
+pools on --shards shard actors: 500 pools as 500 actor processes would need ~38 GB here).
+Results: benchmarks/results/http_load.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+
+from benchmarks._common import REPO, exit_cleanly_on_sigterm, write_results
+from devenv import LocalPostgres
+from devenv._process import free_port
+
+WRK = REPO / "benchmarks" / "wrk"
+SCENARIOS = ["availability", "reserve_spread", "reserve_hot", "mixed"]
+POOLS, ZONES, CAPACITY = 500, 50, 1_000_000_000
+PYTHON = sys.executable
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
+    return shutil.which("wrk") or "wrk"
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: server exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready")
+
+
+def run_wrk(wrk: str, url: str, scenario: str, seconds: float, connections: int) -> dict[str, Any]:
+    command = [
+        wrk,
+        "-t2",
+        f"-c{connections}",
+        f"-d{int(seconds)}s",
+        "--latency",
+        "-s",
+        str(WRK / f"{scenario}.lua"),
+        url,
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    latency = {
+        p: _ms(m.group(2), m.group(3))
+        for p in ("50", "75", "90", "99")
+        if (m := re.search(rf"^\s+({p})%\s+([\d.]+)(us|ms|s)\s*$", out, re.M))
+    }
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)$", out, re.M)
+    total = re.search(r"(\d+) requests in", out)
+    return {
+        "scenario": scenario,
+        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(total.group(1)) if total else 0,
+        "median_ms": latency.get("50"),
+        "p99_ms": latency.get("99"),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": errors.group(1) if errors else None,
+        "command": " ".join(command),
+    }
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+async def seed_over_http(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        gate = asyncio.Semaphore(16)
+
+        async def put(pool_id: str, zone: str) -> None:
+            async with gate:
+                r = await client.put(f"/v1/pools/{pool_id}", json={"capacity": CAPACITY, "zone": zone})
+                r.raise_for_status()
+
+        await asyncio.gather(
+            *(put(f"pool-{i}", f"zone-{i % ZONES}") for i in range(POOLS)), put("pool-hot", "zone-hot")
+        )
+
+
+def seed_postgres(conninfo: str) -> None:
+    import psycopg
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("TRUNCATE pools, reservations")
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO pools (pool_id, zone, capacity) VALUES (%s, %s, %s)",
+                [(f"pool-{i}", f"zone-{i % ZONES}", CAPACITY) for i in range(POOLS)]
+                + [("pool-hot", "zone-hot", CAPACITY)],
+            )
+
+
+def bench_yardstick(wrk: str, args: argparse.Namespace, say: Any) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp:
+        os.chmod(tmp, 0o755)
+        postgres = LocalPostgres(Path(tmp))
+        postgres.start()
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "uvicorn",
+                "benchmarks.yardstick.app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO,
+            env={**os.environ, "YARDSTICK_DSN": postgres.conninfo},
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_http(f"{url}/docs", server)
+            seed_postgres(postgres.conninfo)
+            return [_scenario(wrk, url, "yardstick", s, args, say) for s in SCENARIOS]
+        finally:
+            server.terminate()
+            server.wait(30)
+            postgres.stop()
+
+
+def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="bench-cs-") as tmp:
+        port = free_port()
+        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        server = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "capacity_service",
+                "--data-dir",
+                tmp,
+                "start",
+                "--port",
+                str(port),
+                "--shards",
+                str(args.shards),
+            ],
+            cwd=tmp,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_http(f"{url}/healthz", server)
+            asyncio.run(seed_over_http(url))
+            wait_http(f"{url}/readyz", server)
+            return [_scenario(wrk, url, "capacity_service", s, args, say) for s in SCENARIOS]
+        finally:
+            server.send_signal(2)
+            try:
+                server.wait(90)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def _scenario(wrk: str, url: str, target: str, scenario: str, args: argparse.Namespace, say: Any) -> dict[str, Any]:
+    run_wrk(wrk, url, scenario, 3, args.connections)  # warm-up
+    r = run_wrk(wrk, url, scenario, args.seconds, args.connections)
+    r["target"] = target
+    say(
+        f"{target:17} {scenario:15} {r['requests_per_s']:>8.0f} req/s  median {r['median_ms']:.1f} ms  "
+        f"p99 {r['p99_ms']:.1f} ms  non-2xx {r['non_2xx']}  ({r['command']})"
+    )
+    return r
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    targets = sorted({r["target"] for r in rows})
+    width = 0.8 / len(targets)
+    for i, target in enumerate(targets):
+        mine = [next(r for r in rows if r["target"] == target and r["scenario"] == s) for s in SCENARIOS]
+        bars = ax.bar(
+            [j + i * width for j in range(len(SCENARIOS))], [r["requests_per_s"] for r in mine], width, label=target
+        )
+        for bar, r in zip(bars, mine, strict=True):
+            ax.annotate(
+                f"p99 {r['p99_ms']:.0f} ms",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
+    ax.set_xticks([j + width * (len(targets) - 1) / 2 for j in range(len(SCENARIOS))], SCENARIOS)
+    ax.set_ylabel("requests/s (wrk -t2 -c16)")
+    ax.set_title("HTTP throughput on 2 cores, side by side")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--targets", default="yardstick,capacity_service")
+    args = parser.parse_args()
+    exit_cleanly_on_sigterm()
+    wrk = ensure_wrk()
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    rows: list[dict[str, Any]] = []
+    if "yardstick" in args.targets:
+        rows += bench_yardstick(wrk, args, say)
+    if "capacity_service" in args.targets:
+        rows += bench_capacity_service(wrk, args, say)
+    path = write_results("http_load", {"rows": rows, "shards": args.shards})
+    plot(rows, path.with_suffix(".png"))
+    print(f"results: {path} and {path.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
