@@ -5,8 +5,10 @@ pool, and a 10:2:1 availability:reserve:release mix.
 
     .venv/bin/python benchmarks/http_load.py [--seconds 10] [--connections 16] [--shards 2]
 
-Both run on the same 2 cores as wrk. capacity_service runs as `capacity-service start` (SQLite journal,
-pools on --shards shard actors: 500 pools as 500 actor processes would need ~38 GB here).
+Both run on the same 2 cores as wrk. The yardstick's PostgreSQL fsyncs every commit, as our SQLite journal
+does. capacity_service runs as `capacity-service start` (SQLite journal, pools on --shards shard actors:
+500 pools as 500 actor processes would need ~38 GB here), once with Serve's Python proxy (the default,
+loopback only) and once with `--fast-ingress` (Serve's HAProxy).
 Results: benchmarks/results/http_load.json and .png.
 """
 
@@ -126,7 +128,7 @@ def seed_postgres(conninfo: str) -> None:
 def bench_yardstick(wrk: str, args: argparse.Namespace, say: Any) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp:
         os.chmod(tmp, 0o755)
-        postgres = LocalPostgres(Path(tmp))
+        postgres = LocalPostgres(Path(tmp), durable=True)  # fsync per commit, like our SQLite journal
         postgres.start()
         port = free_port()
         server = subprocess.Popen(
@@ -159,7 +161,8 @@ def bench_yardstick(wrk: str, args: argparse.Namespace, say: Any) -> list[dict[s
             postgres.stop()
 
 
-def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any) -> list[dict[str, Any]]:
+def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any, fast: bool) -> list[dict[str, Any]]:
+    target = "capacity_service (HAProxy)" if fast else "capacity_service"
     with tempfile.TemporaryDirectory(prefix="bench-cs-") as tmp:
         port = free_port()
         env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -175,6 +178,7 @@ def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any) -> list
                 str(port),
                 "--shards",
                 str(args.shards),
+                *(["--fast-ingress"] if fast else []),
             ],
             cwd=tmp,
             env=env,
@@ -187,7 +191,7 @@ def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any) -> list
             wait_http(f"{url}/healthz", server)
             asyncio.run(seed_over_http(url))
             wait_http(f"{url}/readyz", server)
-            return [_scenario(wrk, url, "capacity_service", s, args, say) for s in SCENARIOS]
+            return [_scenario(wrk, url, target, s, args, say) for s in SCENARIOS]
         finally:
             server.send_signal(2)
             try:
@@ -213,7 +217,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     targets = sorted({r["target"] for r in rows})
     width = 0.8 / len(targets)
     for i, target in enumerate(targets):
@@ -242,7 +246,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--shards", type=int, default=2)
-    parser.add_argument("--targets", default="yardstick,capacity_service")
+    parser.add_argument("--targets", default="yardstick,capacity_service,fast")
     args = parser.parse_args()
     exit_cleanly_on_sigterm()
     wrk = ensure_wrk()
@@ -251,7 +255,9 @@ def main() -> None:
     if "yardstick" in args.targets:
         rows += bench_yardstick(wrk, args, say)
     if "capacity_service" in args.targets:
-        rows += bench_capacity_service(wrk, args, say)
+        rows += bench_capacity_service(wrk, args, say, fast=False)
+    if "fast" in args.targets:
+        rows += bench_capacity_service(wrk, args, say, fast=True)
     path = write_results("http_load", {"rows": rows, "shards": args.shards})
     plot(rows, path.with_suffix(".png"))
     print(f"results: {path} and {path.with_suffix('.png')}")
