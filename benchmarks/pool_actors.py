@@ -202,6 +202,8 @@ def journal_for(kind: str) -> Iterator[SqlJournalSettings | CassandraJournalSett
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
+    if not any(data.get("hot_pool") for data in results["journals"].values()):
+        return
     import matplotlib
 
     matplotlib.use("Agg")

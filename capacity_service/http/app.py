@@ -35,11 +35,7 @@ from capacity_service.http.schemas import (
     AvailablePool,
     ErrorBody,
     HealthBody,
-    PoolBody,
     PutPoolRequest,
-    ReleaseBody,
-    ReservationBody,
-    ReservationStatusBody,
     ReserveRequest,
 )
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
@@ -160,24 +156,24 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> BodyLi
 
     @app.put(
         "/v1/pools/{pool_id}",
-        response_model=PoolBody,
-        responses={201: {"model": PoolBody, "description": "created"}},
+        response_model=Pool,
+        responses={201: {"model": Pool, "description": "created"}},
         dependencies=[Depends(require_admin_key)],
     )
-    async def put_pool(pool_id: POOL_ID, body: PutPoolRequest, response: Response) -> PoolBody:
+    async def put_pool(pool_id: POOL_ID, body: PutPoolRequest, response: Response) -> Pool:
         """Create or update a pool. Lowering capacity below what is reserved is allowed."""
         pool, created = await backend.put_pool(pool_id, body.capacity, body.zone, body.slot_start, body.slot_end)
         response.status_code = 201 if created else 200
-        return PoolBody(**pool.model_dump())
+        return pool
 
     @app.get(
         "/v1/pools/{pool_id}",
-        response_model=PoolBody,
+        response_model=Pool,
         responses={404: {"model": ErrorBody, "description": "pool_not_found"}},
         dependencies=[Depends(require_key)],
     )
-    async def get_pool(pool_id: POOL_ID) -> PoolBody:
-        return PoolBody(**(await backend.get_pool(pool_id)).model_dump())
+    async def get_pool(pool_id: POOL_ID) -> Pool:
+        return await backend.get_pool(pool_id)
 
     @app.post("/v1/availability", response_model=AvailabilityBody, dependencies=[Depends(require_key)])
     async def availability(body: AvailabilityRequest) -> AvailabilityBody:
@@ -200,36 +196,35 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> BodyLi
     @app.post(
         "/v1/reservations",
         status_code=201,
-        response_model=ReservationBody,
+        response_model=ReservationReceipt,
         responses={
             404: {"model": ErrorBody, "description": "pool_not_found"},
             409: {"model": ErrorBody, "description": "insufficient_capacity, request_id_conflict"},
         },
         dependencies=[Depends(require_key)],
     )
-    async def reserve(body: ReserveRequest) -> ReservationBody:
+    async def reserve(body: ReserveRequest) -> ReservationReceipt:
         """Take capacity. Idempotent on request_id: the same id returns the same reservation."""
-        receipt = await backend.reserve(body.pool_id, body.quantity, body.request_id)
-        return ReservationBody(**receipt.model_dump())
+        return await backend.reserve(body.pool_id, body.quantity, body.request_id)
 
     @app.delete(
         "/v1/reservations/{reservation_id}",
-        response_model=ReleaseBody,
+        response_model=ReleaseReceipt,
         responses={404: {"model": ErrorBody, "description": "reservation_not_found"}},
         dependencies=[Depends(require_key)],
     )
-    async def release(reservation_id: RESERVATION_ID) -> ReleaseBody:
+    async def release(reservation_id: RESERVATION_ID) -> ReleaseReceipt:
         """Give the capacity back. Releasing twice answers 200 both times."""
-        return ReleaseBody(**(await backend.release(reservation_id)).model_dump())
+        return await backend.release(reservation_id)
 
     @app.get(
         "/v1/reservations/{reservation_id}",
-        response_model=ReservationStatusBody,
+        response_model=ReservationInfo,
         responses={404: {"model": ErrorBody, "description": "reservation_not_found"}},
         dependencies=[Depends(require_key)],
     )
-    async def get_reservation(reservation_id: RESERVATION_ID) -> ReservationStatusBody:
-        return ReservationStatusBody(**(await backend.get_reservation(reservation_id)).model_dump())
+    async def get_reservation(reservation_id: RESERVATION_ID) -> ReservationInfo:
+        return await backend.get_reservation(reservation_id)
 
     @app.get("/healthz", response_model=HealthBody)
     async def healthz() -> HealthBody:

@@ -1,5 +1,6 @@
-"""Request and response bodies of the HTTP contract (v1). Requests are strict: unknown fields, wrong
-types and out-of-range numbers are rejected, never coerced."""
+"""Request bodies of the HTTP contract (v1), and the response bodies that are HTTP's own (the rest are the
+public models of ``capacity_service.models``). Requests are strict: unknown fields, wrong types and
+out-of-range numbers are rejected, never coerced."""
 
 from __future__ import annotations
 
@@ -46,17 +47,6 @@ class ReserveRequest(_Request):
     request_id: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
 
 
-class PoolBody(BaseModel):
-    pool_id: str
-    zone: str
-    slot_start: datetime | None
-    slot_end: datetime | None
-    capacity: int
-    reserved: int
-    remaining: int
-    version: int
-
-
 class AvailablePool(BaseModel):
     pool_id: str
     zone: str
@@ -67,26 +57,6 @@ class AvailablePool(BaseModel):
 
 class AvailabilityBody(BaseModel):
     pools: list[AvailablePool]
-
-
-class ReservationBody(BaseModel):
-    reservation_id: str
-    pool_id: str
-    quantity: int
-    remaining: int
-
-
-class ReleaseBody(BaseModel):
-    reservation_id: str
-    pool_id: str
-    status: Literal["released"] = "released"
-
-
-class ReservationStatusBody(BaseModel):
-    reservation_id: str
-    pool_id: str
-    quantity: int
-    status: Literal["active", "released"]
 
 
 class ErrorDetail(BaseModel):
