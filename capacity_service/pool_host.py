@@ -14,6 +14,7 @@ host stop serving: this process is a zombie.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -129,6 +130,14 @@ class PoolHost:
             log.warning("pool %s: journal write failed: %s", slot.writer.pool_id, exc)
             for pending in batch:
                 _fail(pending.reply, Unavailable(f"journal unavailable: {exc}"))
+            return
+        except Exception as exc:  # a bug: answer the callers, and keep only durable state
+            log.exception("pool %s: writing a batch failed unexpectedly", slot.writer.pool_id)
+            with contextlib.suppress(JournalError):
+                await asyncio.to_thread(slot.writer.reload)
+            slot.settle()
+            for pending in batch:
+                _fail(pending.reply, Unavailable(f"internal error: {type(exc).__name__}"))
             return
         self.breaker.record_success()
         slot.settle()

@@ -203,3 +203,22 @@ def test_recoveries_are_bounded() -> None:
         assert len(host.pool_ids) == 12
 
     asyncio.run(scenario())
+
+
+def test_an_unexpected_error_answers_the_callers_and_keeps_only_durable_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from capacity_service.serialization import Codec
+
+    async def scenario() -> None:
+        journal = InMemoryJournal()
+        host = await configured_host(journal, capacity=10)
+        original = Codec.encode_event
+        monkeypatch.setattr(Codec, "encode_event", lambda self, event: (_ for _ in ()).throw(RuntimeError("bug")))
+        with pytest.raises(Unavailable):
+            await host.execute("p", reserve(quantity=4))
+        monkeypatch.setattr(Codec, "encode_event", original)
+        outcome = await host.execute("p", reserve(quantity=10))
+        assert outcome.rejection is None and outcome.view.reserved == 10  # the failed 4 was never taken
+
+    asyncio.run(scenario())
