@@ -128,6 +128,10 @@ class ReadSideSettings(_Settings):
     push_interval_s: float = Field(default=0.005, ge=0)
     # How often publishers and the supervisor look for replicas on new or gone nodes.
     membership_interval_s: float = Field(default=2.0, gt=0)
+    # Serve replicas mirror their node's cache replica (pulling its changes this often) and answer
+    # availability from the mirror while it synced within mirror_stale_after_s; else they ask the replica.
+    mirror_interval_s: float = Field(default=0.02, gt=0)
+    mirror_stale_after_s: float = Field(default=1.0, gt=0)
 
 
 class ServiceSettings(_Settings):

@@ -1,10 +1,13 @@
 """The service behind the HTTP app: writes go to the pool actors through ``AsyncCapacityClient``;
-availability is read from the cache replica on this node (any replica if there is none here)."""
+availability is read from the cache replica on this node (any replica if there is none here), through a
+mirror of it kept in this process: a Ray call per availability request cost half of a 2-core machine."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import time
 from datetime import datetime
 
 from capacity_service.client import AsyncCapacityClient
@@ -14,9 +17,11 @@ from capacity_service.domain import PoolView
 from capacity_service.errors import Unavailable
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
 from capacity_service.read_side import CACHE_PREFIX, cache_name
+from capacity_service.read_side.availability_index import AvailabilityIndex
 from capacity_service.settings import ServiceSettings
 
 _CACHE_TIMEOUT_S = 5.0
+log = logging.getLogger(__name__)
 
 
 class ServiceBackend:
@@ -25,12 +30,42 @@ class ServiceBackend:
         self._client = AsyncCapacityClient(settings)
         self._cache: _ray.Handle | None = None
         self._started = False
+        self._mirror = AvailabilityIndex()
+        self._mirror_incarnation = ""
+        self._mirror_change_nr = 0
+        self._mirror_synced_at: float | None = None
+        self._mirror_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Make sure the supervisor (watchdog, cache replicas per node) runs. Idempotent."""
+        """Make sure the supervisor (watchdog, cache replicas per node) runs, and the mirror. Idempotent."""
+        if self._mirror_task is None:
+            self._mirror_task = asyncio.ensure_future(self._follow_cache())
         if not self._started:
             await self._client.start_watchdog()
             self._started = True
+
+    async def _follow_cache(self) -> None:
+        """Pull the local cache replica's changes into the mirror. Views merge last-writer-wins, so a new
+        incarnation of the replica (which starts its change numbers anew) is simply merged in."""
+        while True:
+            try:
+                cache = await self._local_cache()
+                incarnation, change_nr, views, ready = await _ray.ask(
+                    cache, "changes_since", self._mirror_incarnation, self._mirror_change_nr, timeout=_CACHE_TIMEOUT_S
+                )
+                self._mirror.update_all(views)
+                self._mirror_incarnation, self._mirror_change_nr = incarnation, change_nr
+                if ready:
+                    self._mirror_synced_at = time.monotonic()
+            except (Unavailable, _ray.ActorGone):
+                self._cache = None
+            except Exception:
+                log.exception("mirroring the availability cache failed")
+            await asyncio.sleep(self._settings.read_side.mirror_interval_s)
+
+    def _mirror_fresh(self) -> bool:
+        synced = self._mirror_synced_at
+        return synced is not None and time.monotonic() - synced < self._settings.read_side.mirror_stale_after_s
 
     async def put_pool(
         self, pool_id: str, capacity: int, zone: str, slot_start: datetime | None, slot_end: datetime | None
@@ -43,6 +78,9 @@ class ServiceBackend:
     async def availability(
         self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
     ) -> list[PoolView]:
+        if self._mirror_fresh():
+            return self._mirror.query(zone, slot_from, slot_to, quantity)
+        await self.start()
         for _attempt in range(2):
             cache = await self._local_cache()
             try:

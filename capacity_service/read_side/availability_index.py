@@ -6,6 +6,7 @@ so pushes, anti-entropy pulls and bootstraps can arrive in any order.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -16,6 +17,9 @@ class AvailabilityIndex:
     def __init__(self) -> None:
         self._views: dict[str, PoolView] = {}
         self._by_zone: dict[str, dict[str, PoolView]] = {}
+        # Change feed for mirrors: pools in the order they last changed, each with its change number.
+        self._changes: OrderedDict[str, int] = OrderedDict()
+        self._change_nr = 0
 
     def __len__(self) -> int:
         return len(self._views)
@@ -37,7 +41,20 @@ class AvailabilityIndex:
             if not self._by_zone[current.zone]:
                 del self._by_zone[current.zone]
         self._by_zone.setdefault(view.zone, {})[view.pool_id] = view
+        self._change_nr += 1
+        self._changes[view.pool_id] = self._change_nr
+        self._changes.move_to_end(view.pool_id)
         return True
+
+    def changes_since(self, change_nr: int) -> tuple[int, list[PoolView]]:
+        """The views changed after ``change_nr`` (0: all), and the change number to ask from next time.
+        Costs in proportion to the changes, not to all pools."""
+        changed: list[PoolView] = []
+        for pool_id in reversed(self._changes):
+            if self._changes[pool_id] <= change_nr:
+                break
+            changed.append(self._views[pool_id])
+        return self._change_nr, changed
 
     def update_all(self, views: Iterable[PoolView]) -> int:
         return sum(self.update(view) for view in views)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import time
+import uuid
 from datetime import datetime
 
 from capacity_service.cluster.router import PoolRouter
@@ -31,6 +32,7 @@ class AvailabilityCache:
         self._sync_task: asyncio.Task[None] | None = None
         self._last_sync: float | None = None
         self._last_error: str | None = None
+        self._incarnation = uuid.uuid4().hex
 
     async def start(self) -> None:
         """Start bootstrapping and anti-entropy (idempotent; every method calls it)."""
@@ -81,6 +83,15 @@ class AvailabilityCache:
             "last_error": self._last_error,
             "pid": os.getpid(),
         }
+
+    async def changes_since(self, incarnation: str, change_nr: int) -> tuple[str, int, list[PoolView], bool]:
+        """For mirrors in Serve replicas: (this replica's incarnation, next change number, changed views,
+        ready). A mirror that knew another incarnation gets everything (its change numbers mean nothing
+        here)."""
+        await self.start()
+        since = change_nr if incarnation == self._incarnation else 0
+        next_nr, views = self._index.changes_since(since)
+        return self._incarnation, next_nr, views, self._last_sync is not None
 
     async def version_of(self, pool_id: str) -> int:
         return self._index.version_of(pool_id)

@@ -175,9 +175,16 @@ def test_a_killed_cache_replica_comes_back_complete(http: httpx.Client, service:
     assert handle is not None
     pid = asyncio.run(_ray.ask(handle, "status", timeout=10))["pid"]
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: availability(http, zone) == dict.fromkeys(pools, 4), 30, "replica back with every pool")
-    status = asyncio.run(_ray.ask(handle, "status", timeout=10))
-    assert status["pid"] != pid and status["ready"]
+    # Serve replicas answer from their mirror meanwhile; the replica itself must come back complete.
+    assert availability(http, zone) == dict.fromkeys(pools, 4)
+
+    def replica_back_complete() -> bool:
+        status = asyncio.run(_ray.ask(handle, "status", timeout=10))
+        return bool(status["pid"] != pid and status["ready"] and status["pools"] >= len(pools))
+
+    wait_until(replica_back_complete, 30, "replica back with every pool")
+    found = asyncio.run(_ray.ask(handle, "query", zone, None, None, 1, timeout=10))
+    assert {v.pool_id: v.remaining for v in found} == dict.fromkeys(pools, 4)
 
 
 def test_the_service_restarted_on_the_same_journal_has_everything(http: httpx.Client, service: Service) -> None:
