@@ -3,7 +3,7 @@ asyncpg + PostgreSQL, a conditional UPDATE per reserve), loaded with wrk (2 thre
 10 s) on this machine: availability over 50 zones, reserves spread over 500 pools, reserves on one hot
 pool, and a 10:2:1 availability:reserve:release mix.
 
-    .venv/bin/python benchmarks/http_load.py [--seconds 10] [--connections 16] [--shards 2]
+    .venv/bin/python benchmarks/http_load.py [--seconds 10] [--connections 16] [--shards 1]
 
 Both run on the same 2 cores as wrk. The yardstick's PostgreSQL fsyncs every commit, as our SQLite journal
 does. capacity_service runs as `capacity-service start` (SQLite journal, pools on --shards shard actors:
@@ -115,7 +115,10 @@ async def seed_over_http(url: str) -> None:
 def seed_postgres(conninfo: str) -> None:
     import psycopg
 
+    from benchmarks.yardstick.app import SCHEMA
+
     with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(SCHEMA)
         conn.execute("TRUNCATE pools, reservations")
         with conn.cursor() as cur:
             cur.executemany(
@@ -130,6 +133,7 @@ def bench_yardstick(wrk: str, args: argparse.Namespace, say: Any) -> list[dict[s
         os.chmod(tmp, 0o755)
         postgres = LocalPostgres(Path(tmp), durable=True)  # fsync per commit, like our SQLite journal
         postgres.start()
+        seed_postgres(postgres.conninfo)
         port = free_port()
         server = subprocess.Popen(
             [
@@ -153,7 +157,6 @@ def bench_yardstick(wrk: str, args: argparse.Namespace, say: Any) -> list[dict[s
         try:
             url = f"http://127.0.0.1:{port}"
             wait_http(f"{url}/docs", server)
-            seed_postgres(postgres.conninfo)
             return [_scenario(wrk, url, "yardstick", s, args, say) for s in SCENARIOS]
         finally:
             server.terminate()
@@ -245,7 +248,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--targets", default="yardstick,capacity_service,fast")
     args = parser.parse_args()
     exit_cleanly_on_sigterm()

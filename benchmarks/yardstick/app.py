@@ -31,9 +31,8 @@ pool: asyncpg.Pool | None = None
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     global pool
+    # The schema is created by whoever starts the workers (two workers creating it at once race).
     pool = await asyncpg.create_pool(os.environ["YARDSTICK_DSN"], min_size=4, max_size=16)
-    async with pool.acquire() as conn:
-        await conn.execute(SCHEMA)
     yield
     await pool.close()
 
