@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import exit_cleanly_on_sigterm, local_cassandra, summarize, write_results
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.cluster import _ray
+from capacity_service.cluster._ray import kill_namespace
 from capacity_service.cluster.router import actor_name
 from capacity_service.errors import InsufficientCapacity
 from capacity_service.settings import (
@@ -43,14 +44,6 @@ def pss_mb(pid: int) -> float:
         if line.startswith("Pss:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no Pss for {pid}")
-
-
-def kill_namespace(namespace: str) -> None:
-    import ray
-
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if actor["namespace"] == namespace:
-            ray.kill(ray.get_actor(actor["name"], namespace=namespace), no_restart=True)
 
 
 async def drive(client: AsyncCapacityClient, pools: list[str], callers: int, seconds: float) -> dict[str, Any]:

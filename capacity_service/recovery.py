@@ -21,16 +21,14 @@ class RecoveredPool:
     events_replayed: int
 
 
-def recover_pool(journal: Journal, codec: Codec, pool_id: str, use_snapshots: bool = True) -> RecoveredPool:
-    """``use_snapshots=False`` replays the whole stream (to rebuild state independently of snapshots)."""
-
+def recover_pool(journal: Journal, codec: Codec, pool_id: str) -> RecoveredPool:
     def decode(record: SnapshotRecord) -> PoolState:
         state = codec.decode_snapshot(record.schema_version, record.payload)
         if state.pool_id != pool_id:
             raise JournalCorrupt(f"snapshot of pool {state.pool_id!r} stored under {pool_id!r}")
         return state
 
-    loaded = journal.load_snapshot(pool_id, decode) if use_snapshots else None
+    loaded = journal.load_snapshot(pool_id, decode)
     state, snapshot_seq_nr = loaded if loaded is not None else (PoolState(pool_id), 0)
     seq_nr = snapshot_seq_nr
     decode_event = codec.decode_event

@@ -16,6 +16,8 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 LOOPBACK = "127.0.0.1"
 
@@ -362,3 +364,46 @@ def terminate_tree(
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout)
     kill_tree(proc)
+
+
+class ServerProcess:
+    """What LocalCassandra and LocalPostgres share: one server process (tree) started by ``start()``."""
+
+    _proc: "subprocess.Popen[bytes] | None" = None
+
+    def start(self, timeout: float = 60) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 30) -> None:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def is_running(self) -> bool:
+        """True while the server process exists (also while paused)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def pause(self) -> None:
+        """Freeze the server and every process it started (SIGSTOP): connections stay open, nothing answers."""
+        if self._proc is not None:
+            signal_tree(self._proc, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Unfreeze a paused server (SIGCONT)."""
+        if self._proc is not None:
+            signal_tree(self._proc, signal.SIGCONT)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -15,19 +15,18 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 from devenv._process import (
     LOOPBACK,
     ServerError,
+    ServerProcess,
     file_size,
     free_ports,
     kill_tree,
     listens_on,
     log_contains,
     port_accepts,
-    signal_tree,
     spawn,
     terminate_tree,
     wait_until,
@@ -115,7 +114,7 @@ def _find_home_in_tarball(tarball: Path) -> tuple[str, PurePosixPath]:
     raise ServerError(f"{tarball} contains no apache-cassandra-* directory")
 
 
-class LocalCassandra:
+class LocalCassandra(ServerProcess):
     """One Cassandra node bound to 127.0.0.1 with its data, config and logs in ``work_dir``.
 
     ``start()`` after ``stop()`` or ``kill()`` reuses the same data, ports and config, so
@@ -169,15 +168,6 @@ class LocalCassandra:
             self._home = unpack_cassandra(self.tarball)
         return self._home
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def is_running(self) -> bool:
-        """True while the JVM process exists (also while paused)."""
-        return self._proc is not None and self._proc.poll() is None
-
     def start(self, timeout: float = 90) -> None:
         """Launch the node and wait until it serves CQL; no-op if already running."""
         if self.is_running:
@@ -212,28 +202,6 @@ class LocalCassandra:
         if self._proc is not None:
             kill_tree(self._proc)
             self._proc = None
-
-    def pause(self) -> None:
-        """Freeze the node (SIGSTOP): connections stay open but nothing answers."""
-        if self._proc is not None:
-            signal_tree(self._proc, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """Unfreeze a paused node (SIGCONT)."""
-        if self._proc is not None:
-            signal_tree(self._proc, signal.SIGCONT)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _jvm_options(self) -> list[str]:
         conf = self.work_dir / "conf"

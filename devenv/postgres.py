@@ -16,17 +16,15 @@ import stat
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from devenv._process import (
     LOOPBACK,
     ServerError,
+    ServerProcess,
     free_port,
     kill_tree,
     listens_on,
     run_logged,
-    signal_tree,
     spawn,
     terminate_tree,
     wait_until,
@@ -60,7 +58,7 @@ def find_bin_dir() -> Path:
     return Path(found).resolve().parent
 
 
-class LocalPostgres:
+class LocalPostgres(ServerProcess):
     """One PostgreSQL cluster listening on 127.0.0.1 only, everything under ``work_dir``.
 
     ``start()`` after ``stop()`` or ``kill()`` reuses the same cluster, so data survives.
@@ -114,15 +112,6 @@ class LocalPostgres:
         """libpq URI, for psycopg.connect() or psql."""
         return f"postgresql://postgres@{LOOPBACK}:{self._port}/{self.database}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def is_running(self) -> bool:
-        """True while the postmaster process exists (also while paused)."""
-        return self._proc is not None and self._proc.poll() is None
-
     def start(self, timeout: float = 60) -> None:
         """Create the cluster if needed, start it, wait until ready, create the database."""
         if self.is_running:
@@ -172,28 +161,6 @@ class LocalPostgres:
             # avoids a refusal to start should its pid have been reused meanwhile.
             with contextlib.suppress(FileNotFoundError):
                 (self.data_dir / "postmaster.pid").unlink()
-
-    def pause(self) -> None:
-        """Freeze the postmaster and every backend (SIGSTOP)."""
-        if self._proc is not None:
-            signal_tree(self._proc, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """Unfreeze a paused server (SIGCONT)."""
-        if self._proc is not None:
-            signal_tree(self._proc, signal.SIGCONT)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _env(self) -> dict[str, str]:
         # PG* variables (PGDATA, PGPORT, ...) from the caller's shell must not redirect us.

@@ -81,12 +81,3 @@ def ray_session() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
-
-
-def kill_namespace(namespace: str) -> None:
-    """Kill every detached actor of a test namespace, so tests do not leak actor processes."""
-    import ray
-
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if actor["namespace"] == namespace:
-            ray.kill(ray.get_actor(actor["name"], namespace=namespace), no_restart=True)

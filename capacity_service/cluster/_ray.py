@@ -27,6 +27,7 @@ __all__ = [
     "ensure_actor",
     "ensure_initialized",
     "kill_actor",
+    "kill_namespace",
     "lookup_actor",
     "named_actors",
     "tell",
@@ -124,6 +125,14 @@ def current_node_id() -> str:
 
 def alive_node_ids() -> list[str]:
     return [node["NodeID"] for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
+
+
+def kill_namespace(namespace: str) -> None:
+    """Kill every named actor of ``namespace`` for good (a deployment's pools, caches, supervisor)."""
+    for name in named_actors(namespace, ""):
+        handle = lookup_actor(name, namespace)
+        if handle is not None:
+            kill_actor(handle, restart=False)
 
 
 def named_actors(namespace: str, prefix: str) -> list[str]:

@@ -24,10 +24,6 @@ class AvailabilityIndex:
     def __len__(self) -> int:
         return len(self._views)
 
-    def version_of(self, pool_id: str) -> int:
-        view = self._views.get(pool_id)
-        return -1 if view is None else view.version
-
     def update(self, view: PoolView) -> bool:
         """Apply one pool's view; False when it is not newer than what we hold."""
         current = self._views.get(view.pool_id)

@@ -92,6 +92,3 @@ class AvailabilityCache:
         since = change_nr if incarnation == self._incarnation else 0
         next_nr, views = self._index.changes_since(since)
         return self._incarnation, next_nr, views, self._last_sync is not None
-
-    async def version_of(self, pool_id: str) -> int:
-        return self._index.version_of(pool_id)

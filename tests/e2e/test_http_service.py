@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from capacity_service.cluster import _ray
+from capacity_service.cluster._ray import kill_namespace
 from capacity_service.read_side import CACHE_PREFIX
 from capacity_service.settings import CassandraJournalSettings
 from devenv._process import free_port
-from tests.conftest import kill_namespace
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

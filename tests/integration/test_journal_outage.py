@@ -12,13 +12,13 @@ from collections.abc import Iterator
 import pytest
 
 from capacity_service.client import CapacityClient
+from capacity_service.cluster._ray import kill_namespace
 from capacity_service.errors import Unavailable
 from capacity_service.journal import open_journal
 from capacity_service.recovery import recover_pool
 from capacity_service.serialization import Codec
 from capacity_service.settings import CassandraJournalSettings, HostingSettings, ServiceSettings
 from devenv import LocalCassandra
-from tests.conftest import kill_namespace
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

@@ -17,6 +17,7 @@ import pytest
 
 from capacity_service.client import CapacityClient
 from capacity_service.cluster import _ray
+from capacity_service.cluster._ray import kill_namespace
 from capacity_service.cluster.pool_actor import PoolActor
 from capacity_service.cluster.router import actor_name
 from capacity_service.domain import PoolState, Reserve, new_reservation_id
@@ -31,7 +32,6 @@ from capacity_service.settings import (
     ServiceSettings,
     SqlJournalSettings,
 )
-from tests.conftest import kill_namespace
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
