@@ -134,6 +134,74 @@ class ReadSideSettings(_Settings):
     mirror_stale_after_s: float = Field(default=1.0, gt=0)
 
 
+class ParquetSinkSettings(_Settings):
+    """The embedded warehouse: a Parquet dataset partitioned by event date, in a local folder or at any
+    pyarrow filesystem URI (``s3://bucket/prefix``, ``gs://...``)."""
+
+    kind: Literal["parquet"] = "parquet"
+    path: str = "data/warehouse"
+    # Compaction merges a date partition's files once it holds at least this many.
+    compact_min_files: int = Field(default=16, ge=2)
+
+
+class SqlSinkSettings(_Settings):
+    """A SQL warehouse through SQLAlchemy Core: PostgreSQL (COPY into staging, then INSERT ... ON CONFLICT
+    DO NOTHING), or SQLite for small setups. The password belongs in the URL from the environment
+    (``CAPACITY_WAREHOUSE_URL``), never in a config file."""
+
+    kind: Literal["sql"] = "sql"
+    url: str
+    table: str = Field(default="capacity_events", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    deliveries_table: str = Field(default="capacity_event_deliveries", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    pool_size: int = Field(default=2, ge=1)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+
+
+class RedshiftSinkSettings(_Settings):
+    """Amazon Redshift through redshift-connector. With ``s3_staging_uri`` each batch goes as a Parquet file
+    to S3 and in with ``COPY ... FORMAT AS PARQUET`` (the bulk path); without it, by multi-row INSERT into
+    the staging table. Either way ``MERGE`` moves staging into the target, in one transaction with the
+    delivery offsets. The password comes from ``CAPACITY_REDSHIFT_PASSWORD`` only."""
+
+    kind: Literal["redshift"] = "redshift"
+    host: str
+    port: int = Field(default=5439, ge=1, le=65535)
+    database: str = "dev"
+    user: str = "capacity_service"
+    password: SecretStr | None = None
+    schema_name: str = Field(default="public", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    table: str = Field(default="capacity_events", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    deliveries_table: str = Field(default="capacity_event_deliveries", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    s3_staging_uri: str | None = Field(default=None, pattern=r"^s3://[^/]+(/.*)?$")
+    iam_role_arn: str | None = None
+    region: str | None = None
+
+
+SinkSettings = Annotated[ParquetSinkSettings | SqlSinkSettings | RedshiftSinkSettings, Field(discriminator="kind")]
+
+
+class WarehouseSettings(_Settings):
+    """The analytics stream: every journal event becomes one warehouse row, exactly once."""
+
+    enabled: bool = True
+    sink: SinkSettings = Field(default_factory=ParquetSinkSettings)
+    # Pools are hashed onto this many stream actors; each owns its pools' delivery cursors alone.
+    streams: int = Field(default=1, ge=1, le=64)
+    # A batch is flushed when it holds flush_rows rows or its oldest row waited flush_interval_s.
+    flush_rows: int = Field(default=5000, ge=1)
+    flush_interval_s: float = Field(default=1.0, gt=0)
+    # Rows held in memory at most; beyond that, events are left in the journal and caught up later.
+    max_buffered_rows: int = Field(default=50_000, ge=1)
+    # A full sweep of the journal for pools whose delivery lags, besides the catch-up of pools known to lag.
+    catch_up_interval_s: float = Field(default=10.0, gt=0)
+    # Sink retries back off up to this long.
+    max_retry_backoff_s: float = Field(default=5.0, gt=0)
+    # Pool actors coalesce events for this long: one message per stream carries many events.
+    push_interval_s: float = Field(default=0.01, ge=0)
+    # How often the sink's upkeep runs (Parquet: compaction of small files).
+    maintenance_interval_s: float = Field(default=60.0, gt=0)
+
+
 class ServiceSettings(_Settings):
     journal: SqlJournalSettings | CassandraJournalSettings = Field(
         default_factory=SqlJournalSettings, discriminator="kind"
@@ -143,6 +211,7 @@ class ServiceSettings(_Settings):
     hosting: HostingSettings = Field(default_factory=HostingSettings)
     read_side: ReadSideSettings = Field(default_factory=ReadSideSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
 
 
 def service_settings(
@@ -151,7 +220,8 @@ def service_settings(
     """Settings from the Serve application ``args`` (or a config file), then the environment on top:
     ``CAPACITY_JOURNAL`` (JSON) or ``CAPACITY_JOURNAL_URL``, and the secrets, which belong in the
     environment only: ``CAPACITY_API_KEYS`` and ``CAPACITY_ADMIN_KEYS`` (comma separated),
-    ``CAPACITY_CASSANDRA_USERNAME`` / ``CAPACITY_CASSANDRA_PASSWORD``."""
+    ``CAPACITY_CASSANDRA_USERNAME`` / ``CAPACITY_CASSANDRA_PASSWORD``, ``CAPACITY_WAREHOUSE_URL`` (a SQL
+    warehouse URL, which may hold a password) and ``CAPACITY_REDSHIFT_PASSWORD``."""
     env = os.environ if environ is None else environ
     settings = ServiceSettings.model_validate(dict(args or {}))
     updates: dict[str, Any] = {}
@@ -165,6 +235,8 @@ def service_settings(
                 "password": SecretStr(env["CAPACITY_CASSANDRA_PASSWORD"]),
             }
         )
+    if warehouse := _warehouse_from_env(settings.warehouse, env):
+        updates["warehouse"] = warehouse
     keys = {
         name: _secret_list(env.get(var))
         for name, var in (("api_keys", "CAPACITY_API_KEYS"), ("admin_keys", "CAPACITY_ADMIN_KEYS"))
@@ -177,3 +249,12 @@ def service_settings(
 
 def _secret_list(raw: str | None) -> list[SecretStr]:
     return [SecretStr(part.strip()) for part in (raw or "").split(",") if part.strip()]
+
+
+def _warehouse_from_env(warehouse: WarehouseSettings, env: Mapping[str, str]) -> WarehouseSettings | None:
+    sink = warehouse.sink
+    if url := env.get("CAPACITY_WAREHOUSE_URL"):
+        sink = sink.model_copy(update={"url": url}) if isinstance(sink, SqlSinkSettings) else SqlSinkSettings(url=url)
+    if isinstance(sink, RedshiftSinkSettings) and env.get("CAPACITY_REDSHIFT_PASSWORD"):
+        sink = sink.model_copy(update={"password": SecretStr(env["CAPACITY_REDSHIFT_PASSWORD"])})
+    return None if sink is warehouse.sink else warehouse.model_copy(update={"sink": sink})

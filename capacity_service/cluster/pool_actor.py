@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TypeVar
 
-from capacity_service.cluster._ray import process_id
+from capacity_service.cluster._ray import current_node_id, process_id
 from capacity_service.domain import PoolCommand, PoolView, Reservation
 from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.journal import Journal, JournalError, open_journal
@@ -18,6 +18,7 @@ from capacity_service.pool_host import PoolHost
 from capacity_service.pool_writer import CommandOutcome
 from capacity_service.read_side.fanout import CacheFanout
 from capacity_service.settings import ServiceSettings
+from capacity_service.warehouse.feed import WarehouseFeed
 
 T = TypeVar("T")
 
@@ -45,6 +46,7 @@ class PoolActor:
                     self._settings.write_side,
                     self._settings.snapshots,
                     views=CacheFanout(self._settings),
+                    events=WarehouseFeed(self._settings) if self._settings.warehouse.enabled else None,
                 )
         return self._host
 
@@ -85,6 +87,7 @@ class PoolActor:
         host = self._host
         return {
             "pid": process_id(),
+            "node_id": current_node_id(),
             "pools": host.pool_ids if host else [],
             "epochs": {p: host.epoch_of(p) for p in host.pool_ids} if host else {},
             "fenced": host.fenced if host else False,

@@ -1,0 +1,286 @@
+"""The embedded warehouse: a Parquet dataset, hive-partitioned by event date, on any pyarrow filesystem.
+
+Layout under the root::
+
+    event_date=2026-12-01/<owner>-<uuid>.parquet   the rows (readers see only these)
+    _delivery/<owner>.json                         each pool's delivery cursor, per owner (stream)
+    _staging/<owner>-<uuid>.parquet                files written but not yet committed
+    _staging/<owner>-<commit>.intent.json          a commit in progress: files to move/delete, cursors
+
+Files are immutable, so "rows and cursors in one transaction" is a redo log: data files are written to
+``_staging``, then the intent is written atomically (that is the commit point), then applied (files moved
+into their partitions, cursors replaced, intent removed). Whoever opens the sink next finishes any intent
+left by a crash and deletes staged files that no intent names. pyarrow's dataset discovery ignores
+``_``-prefixed folders, so readers never see staged or half-committed files. Compaction merges one
+owner's small files of a partition through the same log. During the instant between moving a compacted
+file in and deleting the files it replaces, a reader of the folder may see both (``rows`` dedups).
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from capacity_service.settings import ParquetSinkSettings
+from capacity_service.warehouse.rows import COLUMNS, Delivery, WarehouseRow
+from capacity_service.warehouse.sink import SinkUnavailable, WarehouseSink, last_deliveries, undelivered
+
+_TS = pa.timestamp("us", tz="UTC")
+ARROW_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("pool_id", pa.string()),
+        ("seq_nr", pa.int64()),
+        ("event_type", pa.string()),
+        ("event_version", pa.int32()),
+        ("quantity", pa.int64()),
+        ("reservation_id", pa.string()),
+        ("request_id", pa.string()),
+        ("capacity", pa.int64()),
+        ("reserved", pa.int64()),
+        ("remaining", pa.int64()),
+        ("zone", pa.string()),
+        ("slot_start", _TS),
+        ("slot_end", _TS),
+        ("occurred_at", _TS),
+        ("event_date", pa.date32()),
+    ]
+)
+assert tuple(ARROW_SCHEMA.names) == COLUMNS
+# The partition column lives in the folder name, not in the files.
+FILE_SCHEMA = ARROW_SCHEMA.remove(ARROW_SCHEMA.get_field_index("event_date"))
+PARTITIONING = ds.partitioning(pa.schema([("event_date", pa.date32())]), flavor="hive")
+_row_values = operator.attrgetter(*COLUMNS)
+
+
+def rows_to_table(rows: Sequence[WarehouseRow]) -> pa.Table:
+    """Rows as an Arrow table of ``ARROW_SCHEMA`` (columnar, built in C as far as possible)."""
+    columns = list(zip(*map(_row_values, rows), strict=True)) if rows else [() for _ in COLUMNS]
+    return pa.Table.from_arrays(
+        [pa.array(values, type=field.type) for values, field in zip(columns, ARROW_SCHEMA, strict=True)],
+        schema=ARROW_SCHEMA,
+    )
+
+
+def table_to_rows(table: pa.Table) -> Iterator[WarehouseRow]:
+    columns = [table.column(name).to_pylist() for name in COLUMNS]
+    for values in zip(*columns, strict=True):
+        yield WarehouseRow(*values)
+
+
+class ParquetSink(WarehouseSink):
+    def __init__(self, settings: ParquetSinkSettings, owner: str = "stream-0") -> None:
+        self._settings = settings
+        self._owner = owner
+        self._fs, self._root = _filesystem(settings.path)
+        self._lock = threading.Lock()
+        self._delivered: dict[str, Delivery] = {}
+        self._needs_recovery = True
+        with self._lock, _translated():
+            self._recover()
+
+    # ------------------------------------------------------------------ port
+
+    def deliveries(self) -> dict[str, Delivery]:
+        with self._lock, _translated():
+            if self._needs_recovery:
+                self._recover()
+            return dict(self._delivered)
+
+    def write(self, rows: Sequence[WarehouseRow]) -> None:
+        with self._lock, _translated():
+            if self._needs_recovery:
+                self._recover()
+            fresh = undelivered(rows, self._delivered)
+            if not fresh:
+                return
+            self._needs_recovery = True  # until this commit is applied completely
+            by_date: dict[date, list[WarehouseRow]] = defaultdict(list)
+            for row in fresh:
+                by_date[row.event_date].append(row)
+            moves = [self._stage(rows_of_day, _partition(day)) for day, rows_of_day in sorted(by_date.items())]
+            delivered = {**self._delivered, **last_deliveries(fresh)}
+            self._commit({"moves": moves, "deletes": [], "deliveries": _encode_deliveries(delivered)})
+            self._delivered = delivered
+            self._needs_recovery = False
+
+    def rows(self) -> Iterator[WarehouseRow]:
+        with _translated():
+            table = self.read_table()
+        seen: set[tuple[str, int]] = set()
+        for row in table_to_rows(table):
+            if (row.pool_id, row.seq_nr) not in seen:  # see the module doc on compaction
+                seen.add((row.pool_id, row.seq_nr))
+                yield row
+
+    # ------------------------------------------------------------------ reading and compaction
+
+    def read_table(self) -> pa.Table:
+        """The whole dataset as readers see it (what a query engine pointed at the folder reads)."""
+        self._fs.create_dir(self._root, recursive=True)
+        dataset = ds.dataset(
+            self._root, schema=ARROW_SCHEMA, format="parquet", filesystem=self._fs, partitioning=PARTITIONING
+        )
+        return dataset.to_table()
+
+    def maintain(self) -> None:
+        self.compact()
+
+    def compact(self) -> int:
+        """Merge this owner's files of each partition holding at least ``compact_min_files`` of them into
+        one; returns how many files were replaced."""
+        replaced = 0
+        with self._lock, _translated():
+            if self._needs_recovery:
+                self._recover()
+            for partition in self._partitions():
+                mine = [
+                    info.path
+                    for info in self._fs.get_file_info(pafs.FileSelector(partition))
+                    if info.is_file and info.base_name.startswith(f"{self._owner}-")
+                ]
+                if len(mine) < self._settings.compact_min_files:
+                    continue
+                table = pa.concat_tables(pq.read_table(path, filesystem=self._fs, schema=FILE_SCHEMA) for path in mine)
+                table = table.sort_by([("pool_id", "ascending"), ("seq_nr", "ascending")])
+                staged = f"{self._staging}/{self._owner}-{uuid.uuid4().hex}.parquet"
+                pq.write_table(table, staged, filesystem=self._fs, compression="zstd")
+                final = f"{partition}/{Path(staged).name}"
+                self._needs_recovery = True
+                self._commit({"moves": [[staged, final]], "deletes": mine, "deliveries": None})
+                self._needs_recovery = False
+                replaced += len(mine)
+        return replaced
+
+    # ------------------------------------------------------------------ the redo log
+
+    @property
+    def _staging(self) -> str:
+        return f"{self._root}/_staging"
+
+    @property
+    def _deliveries_path(self) -> str:
+        return f"{self._root}/_delivery/{self._owner}.json"
+
+    def _stage(self, rows: list[WarehouseRow], partition: str) -> list[str]:
+        table = rows_to_table(rows).drop_columns(["event_date"])
+        name = f"{self._owner}-{uuid.uuid4().hex}.parquet"
+        staged = f"{self._staging}/{name}"
+        pq.write_table(table, staged, filesystem=self._fs, compression="zstd")
+        return [staged, f"{self._root}/{partition}/{name}"]
+
+    def _commit(self, intent: dict[str, Any]) -> None:
+        path = f"{self._staging}/{self._owner}-{uuid.uuid4().hex}.intent.json"
+        self._write_atomically(path, json.dumps(intent).encode())
+        self._apply(path, intent)
+
+    def _apply(self, path: str, intent: dict[str, Any]) -> None:
+        """Idempotent: a crash anywhere in here is finished by the next ``_recover``."""
+        for staged, final in intent["moves"]:
+            if self._exists(staged):
+                self._fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+                self._fs.move(staged, final)
+        for old in intent["deletes"]:
+            if self._exists(old):
+                self._fs.delete_file(old)
+        if intent["deliveries"] is not None:
+            self._write_atomically(self._deliveries_path, json.dumps(intent["deliveries"]).encode())
+        self._fs.delete_file(path)
+
+    def _recover(self) -> None:
+        self._fs.create_dir(self._staging, recursive=True)
+        staged = self._fs.get_file_info(pafs.FileSelector(self._staging))
+        mine = sorted((info for info in staged if info.base_name.startswith(f"{self._owner}-")), key=_mtime)
+        for info in mine:  # finish commits in the order they were made
+            if info.base_name.endswith(".intent.json"):
+                self._apply(info.path, json.loads(self._read(info.path)))
+        for info in mine:  # staged files that no intent names were never committed
+            if info.base_name.endswith(".parquet") and self._exists(info.path):
+                self._fs.delete_file(info.path)
+        self._delivered = (
+            _decode_deliveries(json.loads(self._read(self._deliveries_path)))
+            if self._exists(self._deliveries_path)
+            else {}
+        )
+        self._needs_recovery = False
+
+    def _partitions(self) -> list[str]:
+        return [
+            info.path
+            for info in self._fs.get_file_info(pafs.FileSelector(self._root))
+            if info.type == pafs.FileType.Directory and info.base_name.startswith("event_date=")
+        ]
+
+    def _write_atomically(self, path: str, data: bytes) -> None:
+        self._fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with self._fs.open_output_stream(tmp) as out:
+            out.write(data)
+        self._fs.move(tmp, path)
+
+    def _read(self, path: str) -> bytes:
+        with self._fs.open_input_stream(path) as stream:
+            return bytes(stream.read())
+
+    def _exists(self, path: str) -> bool:
+        return bool(self._fs.get_file_info(path).type != pafs.FileType.NotFound)
+
+
+def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in path:
+        fs, root = pafs.FileSystem.from_uri(path)
+        return fs, root.rstrip("/")
+    return pafs.LocalFileSystem(), str(Path(path).resolve())
+
+
+def _partition(day: date) -> str:
+    return f"event_date={day.isoformat()}"
+
+
+def _mtime(info: pafs.FileInfo) -> float:
+    return float(info.mtime_ns or 0)
+
+
+def _encode_deliveries(deliveries: dict[str, Delivery]) -> dict[str, list[Any]]:
+    return {
+        pool_id: [d.seq_nr, d.capacity, d.reserved, d.zone, _iso(d.slot_start), _iso(d.slot_end)]
+        for pool_id, d in deliveries.items()
+    }
+
+
+def _decode_deliveries(data: dict[str, list[Any]]) -> dict[str, Delivery]:
+    return {
+        pool_id: Delivery(pool_id, seq_nr, capacity, reserved, zone, _dt(start), _dt(end))
+        for pool_id, (seq_nr, capacity, reserved, zone, start, end) in data.items()
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+class _translated:
+    """Filesystem and Arrow errors become ``SinkUnavailable``."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        if exc is not None and isinstance(exc, OSError | pa.ArrowException):
+            raise SinkUnavailable(f"parquet warehouse: {type(exc).__name__}: {exc}") from exc

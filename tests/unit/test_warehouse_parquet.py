@@ -1,0 +1,112 @@
+"""The Parquet sink: the contract, and its redo log under crashes (files are immutable, so the commit of
+rows and cursors together is an intent written atomically, applied idempotently)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from capacity_service.settings import ParquetSinkSettings
+from capacity_service.warehouse.parquet import ParquetSink
+from tests.support.warehouse_rows import history
+from tests.warehouse_contract import SinkFactory, WarehouseSinkContract
+
+
+class TestParquetSink(WarehouseSinkContract):
+    @pytest.fixture
+    def sink_factory(self, tmp_path: Path) -> SinkFactory:
+        return lambda: ParquetSink(ParquetSinkSettings(path=str(tmp_path / "warehouse")))
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_rows_are_partitioned_by_event_date_and_readable_by_any_parquet_reader(tmp_path: Path) -> None:
+    root = tmp_path / "warehouse"
+    with ParquetSink(ParquetSinkSettings(path=str(root))) as sink:
+        sink.write(history("pool-a", 8))  # crosses midnight
+    partitions = sorted(p.name for p in root.iterdir() if p.name.startswith("event_date="))
+    assert partitions == ["event_date=2026-12-01", "event_date=2026-12-02"]
+    table = ds.dataset(root, format="parquet", partitioning="hive").to_table()  # a plain reader
+    assert table.num_rows == 8
+    assert not any(p.startswith("_staging/") for p in _files(root))
+
+
+def test_a_crash_before_the_commit_point_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = ParquetSinkSettings(path=str(tmp_path / "w"))
+    sink = ParquetSink(settings)
+    rows = history("pool-a", 5)
+
+    def crash(*_args: object) -> None:
+        raise OSError("power cut")
+
+    monkeypatch.setattr(sink, "_commit", crash)  # data files staged, intent never written
+    with pytest.raises(Exception, match="power cut"):
+        sink.write(rows)
+    monkeypatch.undo()
+    reopened = ParquetSink(settings)
+    assert reopened.deliveries() == {}
+    assert list(reopened.rows()) == []
+    assert _files(tmp_path / "w") == []  # staged files of the failed commit were removed
+    reopened.write(rows)
+    assert len(list(reopened.rows())) == 5
+
+
+def test_a_crash_after_the_commit_point_is_finished_by_the_next_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = ParquetSinkSettings(path=str(tmp_path / "w"))
+    sink = ParquetSink(settings)
+    rows = history("pool-a", 8)
+
+    def crash(*_args: object) -> None:
+        raise OSError("power cut")
+
+    monkeypatch.setattr(sink, "_apply", crash)  # intent written, nothing moved yet
+    with pytest.raises(Exception, match="power cut"):
+        sink.write(rows)
+    monkeypatch.undo()
+    reopened = ParquetSink(settings)
+    assert reopened.deliveries()["pool-a"].seq_nr == 8
+    reopened.write(rows)  # the stream's replay after the crash: no duplicates
+    assert Counter(r.seq_nr for r in reopened.rows()) == Counter(range(1, 9))
+
+
+def test_the_same_sink_retries_a_failed_commit_without_duplicates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = ParquetSink(ParquetSinkSettings(path=str(tmp_path / "w")))
+    rows = history("pool-a", 4)
+    real_apply = sink._apply
+    calls = {"n": 0}
+
+    def apply_then_fail(path: str, intent: dict[str, object]) -> None:
+        calls["n"] += 1
+        real_apply(path, intent)
+        if calls["n"] == 1:
+            raise OSError("the answer was lost")  # committed, but the caller cannot know
+
+    monkeypatch.setattr(sink, "_apply", apply_then_fail)
+    with pytest.raises(Exception, match="answer was lost"):
+        sink.write(rows)
+    sink.write(rows)
+    assert Counter(r.seq_nr for r in sink.rows()) == Counter(range(1, 5))
+
+
+def test_compaction_merges_small_files_and_keeps_every_row_once(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    sink = ParquetSink(ParquetSinkSettings(path=str(root), compact_min_files=4))
+    rows = [row for n in range(6) for row in history(f"pool-{n}", 2)]  # one partition (2026-12-02 00:00)
+    for row in rows:
+        sink.write([row])
+    files_before = [f for f in _files(root) if f.endswith(".parquet")]
+    replaced = sink.compact()
+    files_after = [f for f in _files(root) if f.endswith(".parquet")]
+    assert replaced == len(files_before) and len(files_after) < len(files_before)
+    assert len(files_after) == len({f.split("/")[0] for f in files_before})  # one file per partition
+    assert Counter((r.pool_id, r.seq_nr) for r in sink.rows()) == Counter((r.pool_id, r.seq_nr) for r in rows)
+    assert ds.dataset(root, format="parquet", partitioning="hive").to_table().num_rows == len(rows)
