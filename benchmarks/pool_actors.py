@@ -34,6 +34,7 @@ from capacity_service.settings import (
     HostingSettings,
     ServiceSettings,
     SqlJournalSettings,
+    WarehouseSettings,
     WriteSideSettings,
 )
 
@@ -94,6 +95,7 @@ def settings_for(
         journal=journal,
         write_side=WriteSideSettings(max_batch=256 if group_commit else 1),
         hosting=HostingSettings(mode=mode, shards=shards, namespace=f"bench-{uuid.uuid4().hex[:8]}", call_timeout_s=60),
+        warehouse=WarehouseSettings(enabled=False),  # the write side alone; see benchmarks/warehouse.py
     )
 
 

@@ -200,6 +200,8 @@ def _start(a: argparse.Namespace) -> int:
         args = {}  # service_settings() takes the journal from the environment
     if a.shards:
         args["hosting"] = {"mode": "sharded", "shards": a.shards}
+    if not os.environ.get("CAPACITY_WAREHOUSE_URL"):
+        args["warehouse"] = {"sink": {"kind": "parquet", "path": str(a.data_dir.resolve() / "warehouse")}}
     ray.init(include_dashboard=False, log_to_driver=False, namespace="capacity")
     stop = False
 

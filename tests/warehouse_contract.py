@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 
 import pytest
 
@@ -68,4 +69,4 @@ class WarehouseSinkContract:
         assert back == rows
         assert back[0].quantity is None and back[0].reservation_id is None
         assert back[2].request_id is None and back[2].event_type == "CapacityReleased"
-        assert all(r.occurred_at.utcoffset() is not None and r.occurred_at.utcoffset().total_seconds() == 0 for r in back)
+        assert all(r.occurred_at.utcoffset() == timedelta(0) for r in back)

@@ -13,6 +13,7 @@ from capacity_service.journal import Journal, open_journal
 from capacity_service.read_side import CACHE_PREFIX, cache_name
 from capacity_service.read_side.cache_actor import AvailabilityCache
 from capacity_service.settings import ServiceSettings
+from capacity_service.warehouse.feed import ensure_stream
 
 log = logging.getLogger(__name__)
 SUPERVISOR_NAME = "supervisor"
@@ -26,6 +27,7 @@ class Supervisor:
         self._watchdog = Watchdog(self._registered_pools, self._ping, settings.hosting.watchdog_concurrency)
         self._loop_task: asyncio.Task[None] | None = None
         self._cache_task: asyncio.Task[None] | None = None
+        self._stream_task: asyncio.Task[None] | None = None
 
     def _registered_pools(self) -> list[str]:
         if self._journal is None:
@@ -41,6 +43,8 @@ class Supervisor:
         if self._loop_task is None:
             self._loop_task = asyncio.ensure_future(self._run())
             self._cache_task = asyncio.ensure_future(self._keep_cache_replicas())
+            if self._settings.warehouse.enabled:
+                self._stream_task = asyncio.ensure_future(self._keep_warehouse_streams())
 
     async def _keep_cache_replicas(self) -> None:
         """One availability cache replica per alive node: new nodes get one, gone nodes lose theirs."""
@@ -66,6 +70,18 @@ class Supervisor:
                             _ray.kill_actor(stale, restart=False)
             except Exception:
                 log.exception("keeping availability cache replicas failed")
+            await asyncio.sleep(self._settings.read_side.membership_interval_s)
+
+    async def _keep_warehouse_streams(self) -> None:
+        """Every warehouse stream actor exists and runs, so catch-up happens even with no traffic (and
+        after Ray restarted a stream, before any pool hands it an event)."""
+        while True:
+            try:
+                for shard in range(self._settings.warehouse.streams):
+                    handle = await asyncio.to_thread(ensure_stream, self._settings, shard)
+                    _ray.tell(handle, "start")
+            except Exception:
+                log.exception("keeping warehouse streams failed")
             await asyncio.sleep(self._settings.read_side.membership_interval_s)
 
     async def _run(self) -> None:

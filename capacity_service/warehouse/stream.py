@@ -53,6 +53,7 @@ class WarehouseStream:
         self._last_full_sweep = 0.0
         self._last_maintenance = time.monotonic()
         self._catching_up = asyncio.Lock()
+        self._flushing = asyncio.Lock()  # one flush at a time: a batch leaves the buffer only once
         self._task: asyncio.Task[None] | None = None
         self.stats = {"accepted": 0, "not_taken": 0, "flushed_rows": 0, "flushes": 0, "caught_up_rows": 0}
         self.last_error: str | None = None
@@ -130,6 +131,10 @@ class WarehouseStream:
     async def flush(self) -> int:
         """Write what is buffered, batch by batch; returns the rows written. Raises when the sink fails
         (the rows stay buffered, and go again on the retry)."""
+        async with self._flushing:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         written = 0
         while self._buffer:
             batch = self._buffer[: self._settings.flush_rows]

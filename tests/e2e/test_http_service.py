@@ -76,6 +76,7 @@ def service(request: pytest.FixtureRequest) -> Iterator[Service]:
             "journal": journal,
             "hosting": {"namespace": namespace, "mode": "sharded", "shards": 2, "call_timeout_s": 20},
             "read_side": {"anti_entropy_interval_s": 1.0},
+            "warehouse": {"sink": {"kind": "parquet", "path": str(Path(tmp) / "warehouse")}},
         }
         service = Service(args, free_port())
         service.deploy()

@@ -17,7 +17,12 @@ from capacity_service.errors import Unavailable
 from capacity_service.journal import open_journal
 from capacity_service.recovery import recover_pool
 from capacity_service.serialization import Codec
-from capacity_service.settings import CassandraJournalSettings, HostingSettings, ServiceSettings
+from capacity_service.settings import (
+    CassandraJournalSettings,
+    HostingSettings,
+    ServiceSettings,
+    WarehouseSettings,
+)
 from devenv import LocalCassandra
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -29,6 +34,7 @@ def settings(cassandra_settings: CassandraJournalSettings) -> Iterator[ServiceSe
     yield ServiceSettings(
         journal=cassandra_settings.model_copy(update={"keyspace": "outage", "request_timeout_s": 2.0}),
         hosting=HostingSettings(namespace=namespace, call_timeout_s=20),
+        warehouse=WarehouseSettings(enabled=False),  # tested on its own in test_warehouse_stream.py
     )
     kill_namespace(namespace)
 

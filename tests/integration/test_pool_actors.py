@@ -31,6 +31,7 @@ from capacity_service.settings import (
     HostingSettings,
     ServiceSettings,
     SqlJournalSettings,
+    WarehouseSettings,
 )
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -55,7 +56,8 @@ def settings(
 ) -> Iterator[ServiceSettings]:
     namespace = f"test-{uuid.uuid4().hex[:8]}"
     hosting = HostingSettings(mode=request.param, shards=2, namespace=namespace, call_timeout_s=20)
-    yield ServiceSettings(journal=journal_settings, hosting=hosting)
+    # The warehouse stream is tested on its own (test_warehouse_stream.py).
+    yield ServiceSettings(journal=journal_settings, hosting=hosting, warehouse=WarehouseSettings(enabled=False))
     kill_namespace(namespace)
 
 
