@@ -7,6 +7,7 @@ hashes pools onto more stream actors when one is not enough.
 
 from __future__ import annotations
 
+from capacity_service.cluster._ray import process_id
 from capacity_service.journal import open_journal
 from capacity_service.publishing import PersistedEvent
 from capacity_service.settings import ServiceSettings
@@ -40,4 +41,4 @@ class WarehouseStreamActor:
 
     async def status(self) -> dict[str, object]:
         self._stream.start()
-        return self._stream.status()
+        return {**self._stream.status(), "pid": process_id()}
