@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, model_validator
 
 _SIMPLE_REPLICATION: dict[str, str | int] = {"class": "SimpleStrategy", "replication_factor": 1}
 
@@ -150,7 +150,7 @@ class SqlSinkSettings(_Settings):
     (``CAPACITY_WAREHOUSE_URL``), never in a config file."""
 
     kind: Literal["sql"] = "sql"
-    url: str
+    url: str = Field(repr=False)  # may hold a password: kept out of reprs and logs
     table: str = Field(default="capacity_events", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     deliveries_table: str = Field(default="capacity_event_deliveries", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     pool_size: int = Field(default=2, ge=1)
@@ -175,6 +175,12 @@ class RedshiftSinkSettings(_Settings):
     s3_staging_uri: str | None = Field(default=None, pattern=r"^s3://[^/]+(/.*)?$")
     iam_role_arn: str | None = None
     region: str | None = None
+
+    @model_validator(mode="after")
+    def _bulk_path_can_read_s3(self) -> RedshiftSinkSettings:
+        if self.s3_staging_uri is not None and self.iam_role_arn is None:
+            raise ValueError("s3_staging_uri needs iam_role_arn: Redshift's COPY reads the staged files with it")
+        return self
 
 
 SinkSettings = Annotated[ParquetSinkSettings | SqlSinkSettings | RedshiftSinkSettings, Field(discriminator="kind")]
