@@ -1,5 +1,5 @@
-"""The domain layer imports no infrastructure (checked in a fresh interpreter, where nothing else has
-been imported yet)."""
+"""The domain layer, and the warehouse stream's logic, import no infrastructure (checked in a fresh
+interpreter, where nothing else has been imported yet)."""
 
 import subprocess
 import sys
@@ -9,7 +9,9 @@ import pytest
 INFRASTRUCTURE = ("ray", "cassandra", "sqlalchemy", "pyarrow", "redshift_connector", "psycopg")
 
 
-@pytest.mark.parametrize("module", ["capacity_service.domain", "capacity_service.serialization"])
+@pytest.mark.parametrize(
+    "module", ["capacity_service.domain", "capacity_service.serialization", "capacity_service.warehouse.stream"]
+)
 def test_module_imports_no_infrastructure(module: str) -> None:
     code = (
         f"import sys, {module}\n"
