@@ -70,7 +70,9 @@ def ensure_actor(
     remote_class = _remote_classes.get(actor_class)
     if remote_class is None:
         remote_class = _remote_classes[actor_class] = ray.remote(actor_class)
-    placement: dict[str, Any] = {}
+    # Unpinned actors are spread over the nodes that can host them: Ray's default packs num_cpus=0
+    # actors onto one node, so losing that node would take every pool down at once.
+    placement: dict[str, Any] = {"scheduling_strategy": "SPREAD"}
     if node_id is not None:
         placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
     handle = remote_class.options(
