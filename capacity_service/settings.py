@@ -194,10 +194,10 @@ class WarehouseSettings(_Settings):
     # Pools are hashed onto this many stream actors; each owns its pools' delivery cursors alone.
     streams: int = Field(default=1, ge=1, le=64)
     # A batch is flushed when it holds flush_rows rows or its oldest row waited flush_interval_s.
-    flush_rows: int = Field(default=5000, ge=1)
+    flush_rows: int = Field(default=20_000, ge=1)
     flush_interval_s: float = Field(default=1.0, gt=0)
     # Rows held in memory at most; beyond that, events are left in the journal and caught up later.
-    max_buffered_rows: int = Field(default=50_000, ge=1)
+    max_buffered_rows: int = Field(default=100_000, ge=1)
     # A full sweep of the journal for pools whose delivery lags, besides the catch-up of pools known to lag.
     catch_up_interval_s: float = Field(default=10.0, gt=0)
     # Sink retries back off up to this long.

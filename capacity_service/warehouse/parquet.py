@@ -19,7 +19,6 @@ file in and deleting the files it replaces, a reader of the folder may see both 
 from __future__ import annotations
 
 import json
-import operator
 import threading
 import uuid
 from collections import defaultdict
@@ -62,16 +61,28 @@ assert tuple(ARROW_SCHEMA.names) == COLUMNS
 # The partition column lives in the folder name, not in the files.
 FILE_SCHEMA = ARROW_SCHEMA.remove(ARROW_SCHEMA.get_field_index("event_date"))
 PARTITIONING = ds.partitioning(pa.schema([("event_date", pa.date32())]), flavor="hive")
-_row_values = operator.attrgetter(*COLUMNS)
 
 
-def rows_to_table(rows: Sequence[WarehouseRow]) -> pa.Table:
-    """Rows as an Arrow table of ``ARROW_SCHEMA`` (columnar, built in C as far as possible)."""
-    columns = list(zip(*map(_row_values, rows), strict=True)) if rows else [() for _ in COLUMNS]
-    return pa.Table.from_arrays(
-        [pa.array(values, type=field.type) for values, field in zip(columns, ARROW_SCHEMA, strict=True)],
-        schema=ARROW_SCHEMA,
-    )
+def rows_to_table(rows: Sequence[WarehouseRow], columns: Sequence[str] = COLUMNS) -> pa.Table:
+    """Rows as an Arrow table of ``ARROW_SCHEMA`` (or those ``columns`` of it). Rows are tuples: one ``zip``
+    turns them into columns in C."""
+    transposed = list(zip(*rows, strict=True)) if rows else [() for _ in COLUMNS]
+    arrays = []
+    for name in columns:
+        values, kind = transposed[COLUMNS.index(name)], ARROW_SCHEMA.field(name).type
+        arrays.append(_repeating(values, kind) if name in _REPEATING else pa.array(values, type=kind))
+    return pa.Table.from_arrays(arrays, schema=pa.schema([ARROW_SCHEMA.field(name) for name in columns]))
+
+
+# Converting an aware datetime costs ~1 us; these repeat (a pool's slot; one timestamp per group-commit
+# batch), so each distinct value is converted once.
+_REPEATING = frozenset({"slot_start", "slot_end", "occurred_at"})
+
+
+def _repeating(values: Sequence[object], kind: pa.DataType) -> pa.Array:
+    distinct: dict[object, int] = {}
+    indices = [distinct.setdefault(value, len(distinct)) for value in values]
+    return pa.array(list(distinct), type=kind).take(pa.array(indices, type=pa.int32()))
 
 
 def table_to_rows(table: pa.Table) -> Iterator[WarehouseRow]:
@@ -175,7 +186,7 @@ class ParquetSink(WarehouseSink):
         return f"{self._root}/_delivery/{self._owner}.json"
 
     def _stage(self, rows: list[WarehouseRow], partition: str) -> list[str]:
-        table = rows_to_table(rows).drop_columns(["event_date"])
+        table = rows_to_table(rows, FILE_SCHEMA.names)
         name = f"{self._owner}-{uuid.uuid4().hex}.parquet"
         staged = f"{self._staging}/{name}"
         pq.write_table(table, staged, filesystem=self._fs, compression="zstd")

@@ -157,7 +157,7 @@ class RedshiftSink(WarehouseSink):
             if staged_file is not None:
                 cursor.execute(self._sql.copy_from_s3(staged_file[1]))
             else:
-                cursor.executemany(self._sql.insert_staging(), [row.as_tuple() for row in rows])
+                cursor.executemany(self._sql.insert_staging(), list(rows))
             cursor.executemany(
                 self._sql.insert_staging_cursors(),
                 [tuple(getattr(d, c) for c in DELIVERY_COLUMNS) for d in last_deliveries(rows).values()],

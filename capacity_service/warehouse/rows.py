@@ -9,33 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import NamedTuple
 
 from capacity_service.domain import CapacityReleased, CapacityReserved, PoolConfigured, PoolEvent
 from capacity_service.publishing import PersistedEvent
 
-# Column names and order of every sink (Parquet schema, SQL tables, Redshift COPY).
-COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "pool_id",
-    "seq_nr",
-    "event_type",
-    "event_version",
-    "quantity",
-    "reservation_id",
-    "request_id",
-    "capacity",
-    "reserved",
-    "remaining",
-    "zone",
-    "slot_start",
-    "slot_end",
-    "occurred_at",
-    "event_date",
-)
 
+class WarehouseRow(NamedTuple):
+    """A tuple, so that a batch turns into columns with one ``zip`` (see ``parquet.rows_to_table``)."""
 
-@dataclass(frozen=True, slots=True)
-class WarehouseRow:
     event_id: str  # "<pool_id>/<seq_nr>": unique, stable across replays
     pool_id: str
     seq_nr: int
@@ -52,9 +34,6 @@ class WarehouseRow:
     slot_end: datetime | None
     occurred_at: datetime
     event_date: date  # occurred_at's UTC date: the Parquet partition
-
-    def as_tuple(self) -> tuple[object, ...]:
-        return tuple(getattr(self, column) for column in COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,3 +120,7 @@ def _row(
         occurred_at=occurred_at,
         event_date=occurred_at.date(),
     )
+
+
+# Column names and order of every sink (Parquet schema, SQL tables, Redshift COPY).
+COLUMNS: tuple[str, ...] = WarehouseRow._fields

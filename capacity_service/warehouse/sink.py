@@ -47,8 +47,12 @@ class WarehouseSink(ABC):
 
 
 def last_deliveries(rows: Iterable[WarehouseRow]) -> dict[str, Delivery]:
-    """Each pool's delivery after ``rows``."""
-    return {row.pool_id: Delivery.after(row) for row in rows}
+    """Each pool's delivery after ``rows`` (each pool's rows in seq_nr order)."""
+    found: dict[str, Delivery] = {}
+    for row in reversed(list(rows)):  # a Delivery for each pool's last row only, not for every row
+        if row.pool_id not in found:
+            found[row.pool_id] = Delivery.after(row)
+    return found
 
 
 def undelivered(rows: Sequence[WarehouseRow], delivered: dict[str, Delivery]) -> list[WarehouseRow]:

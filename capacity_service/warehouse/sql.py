@@ -114,7 +114,7 @@ class SqlSink(WarehouseSink):
                 else:
                     conn.execute(
                         sqlite.insert(self._events).on_conflict_do_nothing(),
-                        [dict(zip(COLUMNS, row.as_tuple(), strict=True)) for row in rows],
+                        [row._asdict() for row in rows],
                     )
                 self._advance(conn, list(last_deliveries(rows).values()))
 
@@ -150,7 +150,7 @@ class SqlSink(WarehouseSink):
         cursor = driver_connection.cursor()  # psycopg 3: COPY needs the raw cursor
         with cursor.copy(f'COPY "{staging}" ({columns}) FROM STDIN') as copy:
             for row in rows:
-                copy.write_row(row.as_tuple())
+                copy.write_row(row)
         conn.exec_driver_sql(
             f'INSERT INTO "{self._settings.table}" ({columns}) SELECT {columns} FROM "{staging}" '
             "ON CONFLICT (pool_id, seq_nr) DO NOTHING"
