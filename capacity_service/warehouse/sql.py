@@ -29,11 +29,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from capacity_service.settings import SqlSinkSettings
 from capacity_service.warehouse.rows import COLUMNS, Delivery, WarehouseRow
-from capacity_service.warehouse.sink import SinkUnavailable, WarehouseSink, last_deliveries
+from capacity_service.warehouse.sink import SinkUnavailable, WarehouseSink, last_deliveries, undelivered
 
 
 def events_table(metadata: MetaData, name: str, schema: str | None = None) -> Table:
@@ -96,12 +96,7 @@ class SqlSink(WarehouseSink):
     def deliveries(self) -> dict[str, Delivery]:
         with self._translated(), self._engine.connect() as conn:
             self._ensure_schema(conn)
-            return {
-                r.pool_id: Delivery(
-                    r.pool_id, r.seq_nr, r.capacity, r.reserved, r.zone, _utc(r.slot_start), _utc(r.slot_end)
-                )
-                for r in conn.execute(select(self._deliveries))
-            }
+            return self._cursors(conn, None)
 
     def write(self, rows: Sequence[WarehouseRow]) -> None:
         if not rows:
@@ -109,14 +104,17 @@ class SqlSink(WarehouseSink):
         with self._translated(), self._engine.connect() as conn:
             self._ensure_schema(conn)
             with conn.begin():
+                # The cursors of these pools, locked: rows at or below them are in the table already (they
+                # were committed together), rows above are not. So only the rest is sent, straight into the
+                # table; the primary key still guards against anything else.
+                fresh = undelivered(rows, self._cursors(conn, {row.pool_id for row in rows}))
+                if not fresh:
+                    return
                 if self._dialect == "postgresql":
-                    self._copy_rows(conn, rows)
+                    self._copy_rows(conn, fresh)
                 else:
-                    conn.execute(
-                        sqlite.insert(self._events).on_conflict_do_nothing(),
-                        [row._asdict() for row in rows],
-                    )
-                self._advance(conn, list(last_deliveries(rows).values()))
+                    conn.execute(sqlite.insert(self._events).on_conflict_do_nothing(), [r._asdict() for r in fresh])
+                self._advance(conn, list(last_deliveries(fresh).values()))
 
     def rows(self) -> Iterator[WarehouseRow]:
         query = select(*(self._events.c[name] for name in COLUMNS)).order_by(
@@ -141,20 +139,44 @@ class SqlSink(WarehouseSink):
                 self._metadata.create_all(conn)
             self._schema_ready = True
 
+    def _cursors(self, conn: Connection, pool_ids: set[str] | None) -> dict[str, Delivery]:
+        query = select(self._deliveries)
+        if pool_ids is not None:
+            query = query.where(self._deliveries.c.pool_id.in_(sorted(pool_ids))).with_for_update()
+        return {
+            r.pool_id: Delivery(
+                r.pool_id, r.seq_nr, r.capacity, r.reserved, r.zone, _utc(r.slot_start), _utc(r.slot_end)
+            )
+            for r in conn.execute(query)
+        }
+
     def _copy_rows(self, conn: Connection, rows: Sequence[WarehouseRow]) -> None:
-        staging = f"{self._settings.table}_staging"
-        conn.exec_driver_sql(f'CREATE TEMP TABLE IF NOT EXISTS "{staging}" (LIKE "{self._settings.table}")')
-        conn.exec_driver_sql(f'TRUNCATE "{staging}"')
-        columns = ", ".join(COLUMNS)
+        """COPY the batch as CSV rendered by Arrow in C (several times faster than adapting row by row);
+        should a row exist after all, the batch goes again through a staging table with ON CONFLICT."""
+        conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # the CSV's timestamps are UTC without a zone
+        data = rows_to_csv(rows)
+        try:
+            with conn.begin_nested():
+                self._copy_csv(conn, self._settings.table, data)
+        except IntegrityError:
+            staging = f"{self._settings.table}_staging"
+            conn.exec_driver_sql(f'CREATE TEMP TABLE IF NOT EXISTS "{staging}" (LIKE "{self._settings.table}")')
+            conn.exec_driver_sql(f'TRUNCATE "{staging}"')
+            self._copy_csv(conn, staging, data)
+            columns = ", ".join(COLUMNS)
+            conn.exec_driver_sql(
+                f'INSERT INTO "{self._settings.table}" ({columns}) SELECT {columns} FROM "{staging}" '
+                "ON CONFLICT (pool_id, seq_nr) DO NOTHING"
+            )
+
+    @staticmethod
+    def _copy_csv(conn: Connection, table: str, data: bytes) -> None:
         driver_connection: Any = conn.connection.driver_connection
-        cursor = driver_connection.cursor()  # psycopg 3: COPY needs the raw cursor
-        with cursor.copy(f'COPY "{staging}" ({columns}) FROM STDIN') as copy:
-            for row in rows:
-                copy.write_row(row)
-        conn.exec_driver_sql(
-            f'INSERT INTO "{self._settings.table}" ({columns}) SELECT {columns} FROM "{staging}" '
-            "ON CONFLICT (pool_id, seq_nr) DO NOTHING"
-        )
+        with (
+            driver_connection.cursor() as cursor,  # psycopg 3: COPY needs the driver's cursor
+            cursor.copy(f'COPY "{table}" ({", ".join(COLUMNS)}) FROM STDIN (FORMAT csv)') as copy,
+        ):
+            copy.write(data)
 
     def _advance(self, conn: Connection, deliveries: list[Delivery]) -> None:
         values = [
@@ -187,6 +209,22 @@ class SqlSink(WarehouseSink):
             raise SinkUnavailable(f"{self._dialect} warehouse: {type(exc).__name__}: {exc}") from exc
         except OSError as exc:
             raise SinkUnavailable(f"{self._dialect} warehouse: {exc}") from exc
+
+
+def rows_to_csv(rows: Sequence[WarehouseRow]) -> bytes:
+    """CSV of ``rows`` in ``COLUMNS`` order, no header, timestamps in UTC without a zone; an empty field is
+    NULL (PostgreSQL's CSV COPY)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from capacity_service.warehouse.parquet import rows_to_table
+
+    table = rows_to_table(rows)
+    for name in ("slot_start", "slot_end", "occurred_at"):  # formatting zoned timestamps is 7x slower
+        table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(pa.timestamp("us")))
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False))
+    return bytes(sink.getvalue())
 
 
 def _create_engine(settings: SqlSinkSettings) -> Engine:
