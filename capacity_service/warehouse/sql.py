@@ -153,12 +153,14 @@ class SqlSink(WarehouseSink):
     def _copy_rows(self, conn: Connection, rows: Sequence[WarehouseRow]) -> None:
         """COPY the batch as CSV rendered by Arrow in C (several times faster than adapting row by row);
         should a row exist after all, the batch goes again through a staging table with ON CONFLICT."""
+        from psycopg.errors import UniqueViolation  # COPY runs on the driver's cursor: its own error type
+
         conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # the CSV's timestamps are UTC without a zone
         data = rows_to_csv(rows)
         try:
             with conn.begin_nested():
                 self._copy_csv(conn, self._settings.table, data)
-        except IntegrityError:
+        except (IntegrityError, UniqueViolation):
             staging = f"{self._settings.table}_staging"
             conn.exec_driver_sql(f'CREATE TEMP TABLE IF NOT EXISTS "{staging}" (LIKE "{self._settings.table}")')
             conn.exec_driver_sql(f'TRUNCATE "{staging}"')

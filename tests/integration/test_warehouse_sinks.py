@@ -14,6 +14,7 @@ from capacity_service.settings import RedshiftSinkSettings, SqlSinkSettings
 from capacity_service.warehouse.redshift import RedshiftSink
 from capacity_service.warehouse.sql import SqlSink
 from devenv import LocalPostgres
+from tests.support.warehouse_rows import history
 from tests.warehouse_contract import SinkFactory, WarehouseSinkContract
 
 
@@ -46,3 +47,18 @@ class TestRedshiftMergeOnPostgres(WarehouseSinkContract):
         return lambda: RedshiftSink(
             settings, connect=lambda: psycopg.connect(postgres.conninfo), ddl_dialect=postgresql.dialect()
         )
+
+
+@pytest.mark.postgres
+def test_postgres_rows_present_beyond_the_cursor_are_not_duplicated(postgres: LocalPostgres) -> None:
+    """Should a row exist without its cursor (a table restored from a backup, say), the COPY hits the
+    primary key and the batch goes through staging + ON CONFLICT DO NOTHING instead."""
+    table = _table()
+    with SqlSink(SqlSinkSettings(url=postgres.url, table=table, deliveries_table=f"{table}_deliveries")) as sink:
+        rows = history("pool-a", 6)
+        sink.write(rows[:2])
+        with sink.engine.begin() as conn:  # row 3 lands behind the sink's back
+            conn.execute(sink._events.insert(), [rows[2]._asdict()])
+        sink.write(rows)
+        assert [r.seq_nr for r in sink.rows()] == [1, 2, 3, 4, 5, 6]
+        assert sink.deliveries()["pool-a"].seq_nr == 6
