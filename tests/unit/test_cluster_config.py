@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 from pydantic import BaseModel
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.serve.schema import ServeDeploySchema
@@ -47,7 +47,7 @@ def deployed_serve_config(cluster: dict[str, Any]) -> str:
     commands = " ".join(cluster["head_start_ray_commands"])
     names = set(re.findall(r"~/capacity_service/(serve_config[\w.]*\.yaml)", commands))
     assert len(names) == 1, names
-    return names.pop()
+    return str(names.pop())
 
 
 def test_pools_can_only_run_on_workers(cluster: dict[str, Any]) -> None:

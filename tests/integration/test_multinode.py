@@ -1,0 +1,219 @@
+"""Many machines, on one: a Ray cluster of a head and three worker nodes (``ray.cluster_utils.Cluster``,
+each node its own raylet and worker processes), the journal shared by all of them (SQLite file,
+Cassandra). A worker is killed under load, a node is partitioned (its raylet frozen) while its pool
+keeps running as a zombie, and Cassandra stops under load: every pool serves again by itself, and the
+journal holds every acknowledged reservation, once, with no pool oversold.
+
+Failure detection is tuned as in ``capacity_service.cluster.health``. Times are printed (run with -s),
+never asserted: ``benchmarks/failover.py`` measures them.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from capacity_service.client import CapacityClient
+from capacity_service.cluster import _ray
+from capacity_service.cluster._ray import kill_namespace
+from capacity_service.cluster.router import actor_name
+from capacity_service.read_side import CACHE_PREFIX, cache_name
+from capacity_service.settings import (
+    CassandraJournalSettings,
+    HostingSettings,
+    ServiceSettings,
+    SqlJournalSettings,
+    WarehouseSettings,
+)
+from devenv import LocalCassandra
+from tests.support.multinode import (
+    POOL_RESOURCES,
+    LocalCluster,
+    ReserveStream,
+    actor_info,
+    check_journal,
+    frozen,
+    lose_busiest_worker,
+    multinode_cluster,
+    pools_by_node,
+    raylet_pid,
+    try_actor_info,
+    wait_until,
+    worker_log_mentions,
+    writer_epochs,
+)
+
+FENCED_LOG = "fenced: a newer incarnation"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with multinode_cluster(workers=3) as local:
+        yield local
+
+
+@pytest.fixture
+def sqlite_journal() -> Iterator[SqlJournalSettings]:
+    with tempfile.TemporaryDirectory(prefix="multinode-") as tmp:
+        yield SqlJournalSettings(url=f"sqlite:///{Path(tmp) / 'journal.db'}")
+
+
+def settings_for(journal: SqlJournalSettings | CassandraJournalSettings) -> ServiceSettings:
+    return ServiceSettings(
+        journal=journal,
+        hosting=HostingSettings(
+            namespace=f"mn-{uuid.uuid4().hex[:8]}",
+            actor_resources=POOL_RESOURCES,  # workers only: the head offers no pool_host
+            call_timeout_s=30,  # longer than a failover: callers wait for the new incarnation
+            watchdog_interval_s=1.0,
+        ),
+        warehouse=WarehouseSettings(enabled=False),  # not under test here; saves processes on 2 cores
+    )
+
+
+@pytest.fixture
+def client(cluster: LocalCluster, sqlite_journal: SqlJournalSettings) -> Iterator[CapacityClient]:
+    settings = settings_for(sqlite_journal)
+    with CapacityClient(settings) as client:
+        yield client
+    kill_namespace(settings.hosting.namespace)
+
+
+def make_pools(client: CapacityClient, count: int, capacity: int) -> list[str]:
+    pools = [f"mn-{uuid.uuid4().hex[:8]}" for _ in range(count)]
+    for pool_id in pools:
+        client.configure_pool(pool_id, capacity, "north")
+    return pools
+
+
+def test_a_worker_node_lost_under_load(cluster: LocalCluster, client: CapacityClient) -> None:
+    settings = client.settings
+    namespace = settings.hosting.namespace
+    capacity = 60  # small enough that some pools fill up: "full" must still mean exactly full
+    pools = make_pools(client, 20, capacity)
+    idle_pool = make_pools(client, 1, 5)[0]  # nobody calls it: only the watchdog brings it back
+    client.start_watchdog()
+    head = cluster.head.node_id
+    placed = pools_by_node(settings, pools)
+    assert head not in placed, "a pool runs on the head node"
+    assert len(placed) >= 2, f"pools were not spread over the workers: {placed}"
+
+    stream = ReserveStream(client, pools)
+    stream.start()
+    try:
+        time.sleep(2.0)
+        idle = _ray.lookup_actor(actor_name(settings, idle_pool), namespace)
+        assert idle is not None
+        _ray.kill_actor(idle, restart=False)  # gone for good: Ray will not bring it back
+        failover_s, moved = lose_busiest_worker(cluster, settings, stream)
+        print(f"\nworker node killed: its {moved} pools served again after {failover_s:.2f} s")
+        time.sleep(2.0)  # keep reserving on the relocated pools
+    finally:
+        stream.stop()
+
+    totals = check_journal(settings, stream, capacity)
+    assert totals["acknowledged"] > 100
+    alive = set(_ray.alive_node_ids())
+    relocated = pools_by_node(settings, pools)
+    assert head not in relocated and set(relocated) <= alive
+    # The watchdog revived the pool that Ray gave up on, with nobody calling it.
+    assert wait_until(lambda: _ray.lookup_actor(actor_name(settings, idle_pool), namespace) is not None, 30)
+    assert client.get_pool(idle_pool).capacity == 5
+    # One availability cache replica per alive node: the lost node's is gone, the new node has one.
+    expected = {cache_name(node_id) for node_id in alive}
+    assert wait_until(lambda: set(_ray.named_actors(namespace, CACHE_PREFIX)) == expected, 30)
+
+
+def test_a_partitioned_node_is_fenced_and_heals(cluster: LocalCluster, client: CapacityClient) -> None:
+    """The raylet of the node hosting a pool is frozen (SIGSTOP): Ray declares the node dead and starts
+    the pool's actor elsewhere. The old actor process is frozen too while that happens, with the calls
+    that were under way to it in its inbox; thawed, it handles them with its stale state and old
+    epoch: the journal rejects its writes (it logs that it is fenced and stops serving). With only the
+    raylet frozen, Ray 2.60 stops sending to the old process as soon as the node is declared dead, so
+    the old incarnation never tries to write late: freezing it is how this test makes sure it does."""
+    settings = client.settings
+    pools = make_pools(client, 4, 100_000)
+    stream = ReserveStream(client, pools)
+    stream.start()
+    try:
+        time.sleep(1.5)
+        target = pools[0]
+        before = actor_info(settings, target)
+        node = cluster.worker_of(before["node_id"])
+        old_epoch = before["epochs"][target]
+
+        def new_incarnation_writing() -> bool:
+            info = try_actor_info(settings, target)
+            return info is not None and info["pid"] != before["pid"] and target in info["epochs"]
+
+        with frozen(raylet_pid(node)):
+            with frozen(before["pid"]):
+                began = time.monotonic()
+                assert wait_until(new_incarnation_writing, 90, 0.2), "Ray did not restart the pool elsewhere"
+                print(f"\npartition: the pool's new incarnation serves after {time.monotonic() - began:.2f} s")
+                # Quiet for a moment, so that the zombie's late writes are not stuck behind others' on
+                # SQLite's single write lock (it would then answer "unavailable" and write nothing either).
+                stream.pause()
+            # The zombie runs again (its node still cut off from Ray): its writes are rejected.
+            fenced = wait_until(lambda: worker_log_mentions(cluster, before["pid"], FENCED_LOG), 30)
+            stream.resume()
+            assert fenced, "the old incarnation did not report being fenced"
+        # Healed: the frozen raylet learns it was declared dead and exits; clear the node away.
+        cluster.remove_worker(node)
+        cluster.add_worker()
+        time.sleep(1.0)
+    finally:
+        stream.stop()
+
+    after = actor_info(settings, target)
+    assert after["node_id"] != node.node_id and after["epochs"][target] > old_epoch
+    epochs = writer_epochs(settings, target)
+    # Fenced for real: once the new epoch wrote, nothing of the old one landed after it.
+    assert epochs == sorted(epochs) and epochs[-1] > old_epoch
+    check_journal(settings, stream, 100_000)
+    assert client.reserve(target).remaining == 100_000 - len(stream.acknowledged[target]) - 1
+
+
+@pytest.mark.cassandra
+def test_cassandra_outage_on_many_nodes(
+    cluster: LocalCluster, cassandra: LocalCassandra, cassandra_settings: CassandraJournalSettings
+) -> None:
+    settings = settings_for(cassandra_settings.model_copy(update={"keyspace": "multinode", "request_timeout_s": 2.0}))
+    client = CapacityClient(settings)
+    pools = make_pools(client, 6, 100_000)
+    assert len(pools_by_node(settings, pools)) >= 2
+    stream = ReserveStream(client, pools, callers=3)
+    try:
+        stream.start()
+        time.sleep(1.0)
+        cassandra.stop()
+        stopped_at = time.monotonic()
+        time.sleep(4.0)
+        cassandra.start()
+        stream.mark(time.monotonic())
+        healed = wait_until(lambda: set(stream.answered_after_mark) == set(pools), 120, 0.2)
+        print(f"\nCassandra back: every pool served again {time.monotonic() - stopped_at - 4.0:.1f} s after restart")
+        time.sleep(1.0)
+    finally:
+        stream.stop()
+        cassandra.start()  # for the tests after this one, whatever happened
+        client.close()
+        kill_namespace(settings.hosting.namespace)
+
+    assert healed, "pools did not serve again by themselves after Cassandra came back"
+    during = [f for f in stream.failures if f.at >= stopped_at]
+    assert during, "no call failed while Cassandra was down"
+    assert {f.kind for f in stream.failures} == {"Unavailable"}
+    # Failing fast, structurally: the open circuit breaker answered without waiting on the journal.
+    assert any("not trying for a moment" in f.message for f in during)
+    print(
+        f"during the outage: {len(during)} reserves failed with Unavailable, median "
+        f"{statistics.median(f.seconds for f in during) * 1000:.0f} ms, max {max(f.seconds for f in during):.2f} s"
+    )
+    check_journal(settings, stream, 100_000)

@@ -1,0 +1,329 @@
+"""A multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``: a head and N workers, each
+node its own raylet and processes, all on 127.0.0.1), and what the failover tests and the failover
+benchmark do on it: keep a stream of reserves going, find where a pool lives, freeze or kill a node,
+and check the journal afterwards.
+
+A driver process can be connected to one Ray at a time, so ``multinode_cluster`` disconnects from any
+Ray this process is connected to, and reconnects a local one afterwards if there was one (the test
+session's). Its Ray temp dir is private: a cluster made here writes its address to its own temp dir,
+never to /tmp/ray, where any ``ray.init()`` on this machine would find it and join it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import ray
+from ray._private import ray_constants
+from ray._private.node import Node
+from ray.cluster_utils import Cluster
+
+from capacity_service.client import CapacityClient
+from capacity_service.cluster import _ray
+from capacity_service.cluster.health import FAST_FAILURE_DETECTION
+from capacity_service.cluster.router import actor_name
+from capacity_service.domain import PoolState, ReservationStatus
+from capacity_service.errors import CapacityError, InsufficientCapacity, Unavailable
+from capacity_service.journal import open_journal
+from capacity_service.recovery import recover_pool
+from capacity_service.serialization import Codec
+from capacity_service.settings import ServiceSettings
+
+POOL_RESOURCE = "pool_host"  # only worker nodes offer it; pools ask for a sliver of it
+POOL_RESOURCES = {POOL_RESOURCE: 0.001}
+
+
+@dataclass
+class LocalCluster:
+    cluster: Cluster
+    workers: list[Node]
+
+    @property
+    def head(self) -> Node:
+        return cast(Node, self.cluster.head_node)
+
+    def add_worker(self) -> Node:
+        node: Node = self.cluster.add_node(
+            # 2 CPUs: a raylet starts at most num_cpus worker processes at once, and a failover starts
+            # one per relocated actor.
+            num_cpus=2,
+            resources={POOL_RESOURCE: 1000},
+        )
+        self.workers.append(node)
+        return node
+
+    def remove_worker(self, node: Node) -> None:
+        """Kill every process of the node at once (SIGKILL): a machine that lost power."""
+        self.workers.remove(node)
+        self.cluster.remove_node(node, allow_graceful=False)
+
+    def worker_of(self, node_id: str) -> Node:
+        return next(node for node in self.workers if node.node_id == node_id)
+
+
+@contextmanager
+def multinode_cluster(workers: int = 3) -> Iterator[LocalCluster]:
+    """A head (no pools: it lacks ``pool_host``) and ``workers`` workers, the driver connected to the
+    head. Fast failure detection as in ``capacity_service.cluster.health``."""
+    was_connected = ray.is_initialized()
+    if was_connected:
+        ray.shutdown()
+    previous_tmp = os.environ.get("RAY_TMPDIR")
+    temp_dir = tempfile.mkdtemp(prefix="cs-mn-")  # short: Ray's socket paths live under it
+    os.environ["RAY_TMPDIR"] = temp_dir
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "_system_config": dict(FAST_FAILURE_DETECTION)},
+    )
+    local = LocalCluster(cluster, [])
+    try:
+        for _ in range(workers):
+            local.add_worker()
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        yield local
+    finally:
+        ray.shutdown()
+        cluster.shutdown()  # type: ignore[no-untyped-call]
+        if previous_tmp is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = previous_tmp
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        if was_connected:
+            ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False)
+
+
+def raylet_pid(node: Node) -> int:
+    process = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process
+    return int(process.pid)
+
+
+@contextmanager
+def frozen(pid: int) -> Iterator[None]:
+    """SIGSTOP the process; SIGCONT it afterwards, whatever happens."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def actor_info(settings: ServiceSettings, pool_id: str) -> dict[str, Any]:
+    """What the pool's actor reports: its node id, process id, and the writer epoch of each pool it
+    has started (``describe``)."""
+    handle = _ray.lookup_actor(actor_name(settings, pool_id), settings.hosting.namespace)
+    assert handle is not None
+    described: dict[str, Any] = asyncio.run(_ray.ask(handle, "describe", timeout=30))
+    return described
+
+
+def try_actor_info(settings: ServiceSettings, pool_id: str) -> dict[str, Any] | None:
+    try:
+        return actor_info(settings, pool_id)
+    except (AssertionError, _ray.ActorGone):
+        return None
+
+
+def journal_state(settings: ServiceSettings, pool_id: str) -> PoolState:
+    with open_journal(settings.journal) as journal:
+        return recover_pool(journal, Codec(), pool_id).state
+
+
+def writer_epochs(settings: ServiceSettings, pool_id: str) -> list[int]:
+    """The writer epoch of every event of the pool, in stream order."""
+    with open_journal(settings.journal) as journal:
+        return [event.writer_epoch for event in journal.read(pool_id)]
+
+
+@dataclass(frozen=True)
+class Failure:
+    at: float  # monotonic time the call began
+    seconds: float  # how long it took to fail
+    kind: str
+    message: str
+
+
+@dataclass
+class ReserveStream:
+    """Callers reserving one unit at a time, round robin over the pools, each with its own request ids.
+    What was acknowledged and what was attempted is recorded per pool, to be checked against the
+    journal: every acknowledged request id must be there, and nothing nobody asked for."""
+
+    client: CapacityClient
+    pools: list[str]
+    callers: int = 4
+    acknowledged: dict[str, set[str]] = field(default_factory=dict)
+    attempted: dict[str, set[str]] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    last_ok: dict[str, float] = field(default_factory=dict)  # pool -> monotonic time of its last answer
+    full: set[str] = field(default_factory=set)  # pools that answered "insufficient capacity"
+    # After ``mark(t)``: pool -> when its first call begun after t was answered (reserved or "full").
+    answered_after_mark: dict[str, float] = field(default_factory=dict)
+    _mark: float = float("inf")
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _running: threading.Event = field(default_factory=threading.Event)
+    _in_flight: int = 0
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        for pool_id in self.pools:
+            self.acknowledged[pool_id] = set()
+            self.attempted[pool_id] = set()
+
+    def start(self) -> None:
+        self._running.set()
+        self._threads = [threading.Thread(target=self._run, args=(c,), daemon=True) for c in range(self.callers)]
+        for thread in self._threads:
+            thread.start()
+
+    def pause(self) -> None:
+        """No new calls, and return once the calls under way have been answered."""
+        self._running.clear()
+        wait_until(lambda: self._in_flight == 0, 120, 0.02)
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
+
+    def _run(self, caller: int) -> None:
+        n = 0
+        while not self._stop.is_set():
+            self._running.wait()
+            pool_id = self.pools[(caller + n * self.callers) % len(self.pools)]
+            request_id = f"c{caller}-{n}"
+            n += 1
+            with self._lock:
+                if not self._running.is_set():
+                    continue
+                self.attempted[pool_id].add(request_id)
+                self._in_flight += 1
+            began = time.monotonic()
+            try:
+                self._reserve(pool_id, request_id, began)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+
+    def _reserve(self, pool_id: str, request_id: str, began: float) -> None:
+        try:
+            self.client.reserve(pool_id, request_id=request_id)
+        except InsufficientCapacity:
+            with self._lock:
+                self.full.add(pool_id)
+                self._answered(pool_id, began)  # a pool that answers "full" serves
+            return
+        except Unavailable as exc:
+            failure = Failure(began, time.monotonic() - began, type(exc).__name__, str(exc))
+            with self._lock:
+                self.failures.append(failure)
+            time.sleep(0.05)
+            return
+        with self._lock:
+            self.acknowledged[pool_id].add(request_id)
+            self._answered(pool_id, began)
+
+    def mark(self, at: float) -> None:
+        with self._lock:
+            self._mark = at
+            self.answered_after_mark = {}
+
+    def _answered(self, pool_id: str, began: float) -> None:
+        now = time.monotonic()
+        self.last_ok[pool_id] = now
+        if began > self._mark:
+            self.answered_after_mark.setdefault(pool_id, now)
+
+    def acknowledged_count(self) -> int:
+        with self._lock:
+            return sum(len(ids) for ids in self.acknowledged.values())
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, pause_s: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(pause_s)
+    return condition()
+
+
+def serving(client: CapacityClient, pool_id: str) -> bool:
+    try:
+        client.get_pool(pool_id)
+    except CapacityError:
+        return False
+    return True
+
+
+def check_journal(settings: ServiceSettings, stream: ReserveStream, capacity: int) -> dict[str, int]:
+    """Every acknowledged reservation is in the journal once, nothing nobody asked for is, and no
+    pool holds more than its capacity. Returns totals."""
+    totals = {"acknowledged": 0, "stored": 0}
+    for pool_id in stream.pools:
+        state = journal_state(settings, pool_id)
+        stored = set(state.reservation_by_request)
+        lost = stream.acknowledged[pool_id] - stored
+        assert not lost, f"{pool_id}: acknowledged but not in the journal: {sorted(lost)[:5]}"
+        unasked = stored - stream.attempted[pool_id]
+        assert not unasked, f"{pool_id}: in the journal but never requested: {sorted(unasked)[:5]}"
+        # One reservation per request id (the journal's state is keyed by it; the events must agree).
+        assert len(state.reservations) == len(stored), f"{pool_id}: a request id took capacity twice"
+        assert state.reserved == sum(
+            r.quantity for r in state.reservations.values() if r.status == ReservationStatus.ACTIVE
+        )
+        assert state.reserved <= capacity, f"{pool_id}: oversold, {state.reserved} > {capacity}"
+        if pool_id in stream.full:  # it said "full", and nothing was released since: it is exactly full
+            assert state.reserved == capacity, f"{pool_id}: answered full at {state.reserved} of {capacity}"
+        totals["acknowledged"] += len(stream.acknowledged[pool_id])
+        totals["stored"] += len(stored)
+    return totals
+
+
+def pools_by_node(settings: ServiceSettings, pools: list[str]) -> dict[str, list[str]]:
+    placed: dict[str, list[str]] = {}
+    for pool_id in pools:
+        placed.setdefault(actor_info(settings, pool_id)["node_id"], []).append(pool_id)
+    return placed
+
+
+def lose_busiest_worker(local: LocalCluster, settings: ServiceSettings, stream: ReserveStream) -> tuple[float, int]:
+    """Kill (SIGKILL, all processes) the worker hosting the most of the stream's pools while the stream
+    runs; wait until every one of its pools answered a reserve again. Returns (seconds from the kill
+    to all of them serving, how many pools had been on it). The cluster gets a fresh worker after."""
+    placed = pools_by_node(settings, stream.pools)
+    victim_id = max(placed, key=lambda node_id: len(placed[node_id]))
+    moved = placed[victim_id]
+    killed_at = time.monotonic()
+    stream.mark(killed_at)
+    local.remove_worker(local.worker_of(victim_id))
+    served = wait_until(lambda: all(p in stream.answered_after_mark for p in moved), 120, 0.05)
+    assert served, f"pools of the lost node not serving after 120 s: {moved}"
+    failover_s = max(stream.answered_after_mark[p] for p in moved) - killed_at
+    local.add_worker()
+    return failover_s, len(moved)
+
+
+def worker_log_mentions(local: LocalCluster, pid: int, text: str) -> bool:
+    """Whether the log of the Ray worker process ``pid`` contains ``text`` (its stderr, where Python's
+    logging goes in a Ray worker)."""
+    logs = Path(local.head.get_logs_dir_path())  # type: ignore[no-untyped-call]
+    return any(text in path.read_text(errors="replace") for path in logs.glob(f"worker-*-{pid}.err"))
