@@ -20,7 +20,8 @@ import pytest
 from capacity_service.cluster import _ray
 from capacity_service.cluster._ray import kill_namespace
 from capacity_service.read_side import CACHE_PREFIX
-from capacity_service.settings import CassandraJournalSettings
+from capacity_service.settings import CassandraJournalSettings, ParquetSinkSettings
+from capacity_service.warehouse.parquet import ParquetSink
 from devenv._process import free_port
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -197,3 +198,23 @@ def test_the_service_restarted_on_the_same_journal_has_everything(http: httpx.Cl
         assert fresh.get(f"/v1/pools/{pool_id}").json()["reserved"] == 3
         assert fresh.get(f"/v1/reservations/{rid}").json()["status"] == "active"
         assert fresh.post("/v1/reservations", json={"pool_id": pool_id, "quantity": 7}).status_code == 201
+
+
+def test_reserves_and_releases_over_http_reach_the_warehouse_with_the_state_after_each(
+    http: httpx.Client, service: Service
+) -> None:
+    pool_id = new_pool(http, 10)
+    rid = http.post("/v1/reservations", json={"pool_id": pool_id, "quantity": 4, "request_id": "wh-1"}).json()
+    http.delete(f"/v1/reservations/{rid['reservation_id']}")
+    warehouse = ParquetSink(ParquetSinkSettings(path=service.args["warehouse"]["sink"]["path"]), owner="e2e-reader")
+
+    def rows_of_pool() -> list[tuple[Any, ...]]:
+        rows = sorted((r for r in warehouse.rows() if r.pool_id == pool_id), key=lambda r: r.seq_nr)
+        return [(r.seq_nr, r.event_type, r.quantity, r.request_id, r.capacity, r.reserved, r.remaining) for r in rows]
+
+    expected = [
+        (1, "PoolConfigured", None, None, 10, 0, 10),
+        (2, "CapacityReserved", 4, "wh-1", 10, 4, 6),
+        (3, "CapacityReleased", 4, None, 10, 0, 10),
+    ]
+    wait_until(lambda: rows_of_pool() == expected, 15, "the pool's three events in the warehouse")
