@@ -137,6 +137,21 @@ class JournalContract:
         assert next(stream).payload == b"a"  # a generator: consumers pull page by page
         assert not isinstance(stream, list)
 
+    def test_a_reader_midway_through_a_stream_does_not_block_a_writer(
+        self, journal: Journal, journal_factory: JournalFactory, pool_id: str
+    ) -> None:
+        # Recovery and the warehouse's catch-up read long streams while pools keep writing.
+        epoch = journal.claim_epoch(pool_id)
+        journal.append(pool_id, 0, epoch, events(*(str(i) for i in range(self.long_stream))))
+        reader = journal_factory()
+        try:
+            stream = reader.read(pool_id)
+            assert next(stream).seq_nr == 1  # the read is open, mid-way
+            assert journal.append(pool_id, self.long_stream, epoch, events("x")) == self.long_stream + 1
+            stream.close()
+        finally:
+            reader.close()
+
     def test_registry_lists_pools_with_events(self, journal: Journal, pool_id: str) -> None:
         claimed_only = pool_id + "-claimed"
         journal.claim_epoch(claimed_only)

@@ -187,7 +187,7 @@ class SqlJournal(Journal):
             .where(events_table.c.pool_id == pool_id, events_table.c.seq_nr >= from_seq_nr)
             .order_by(events_table.c.seq_nr)
         )
-        with self._translated_errors(), self._engine.connect() as conn:
+        with self._translated_errors(), self._reader() as conn:
             result = conn.execution_options(yield_per=self._settings.fetch_size).execute(query)
             for row in result:
                 yield StoredEvent(
@@ -202,7 +202,7 @@ class SqlJournal(Journal):
 
     def highest_seq_nr(self, pool_id: str) -> int:
         query = select(heads_table.c.seq_nr).where(heads_table.c.pool_id == pool_id)
-        with self._translated_errors(), self._engine.connect() as conn:
+        with self._translated_errors(), self._reader() as conn:
             return int(conn.execute(query).scalar() or 0)
 
     def save_snapshot(self, snapshot: SnapshotRecord, keep: int) -> None:
@@ -234,19 +234,24 @@ class SqlJournal(Journal):
             .where(snapshots_table.c.pool_id == pool_id)
             .order_by(snapshots_table.c.seq_nr.desc())
         )
-        with self._translated_errors(), self._engine.connect() as conn:
+        with self._translated_errors(), self._reader() as conn:
             for r in conn.execution_options(yield_per=1).execute(query):
                 yield SnapshotRecord(r.pool_id, r.seq_nr, r.schema_version, bytes(r.payload))
 
     def pool_ids(self) -> Iterator[str]:
         query = select(heads_table.c.pool_id).where(heads_table.c.seq_nr > 0).order_by(heads_table.c.pool_id)
-        with self._translated_errors(), self._engine.connect() as conn:
+        with self._translated_errors(), self._reader() as conn:
             yield from conn.execute(query).scalars()
 
     def close(self) -> None:
         self._engine.dispose()
         if isinstance(self._write_lock, _SqliteWriterQueue):
             self._write_lock.close()
+
+    def _reader(self) -> Connection:
+        """A connection for reading only: on SQLite it begins a deferred transaction (a WAL snapshot) instead
+        of taking the write lock, so long reads (recovery, the warehouse's catch-up) never block writers."""
+        return self._engine.connect().execution_options(read_only=True)
 
     @contextlib.contextmanager
     def _translated_errors(self) -> Iterator[None]:
@@ -312,6 +317,6 @@ def _create_engine(settings: SqlJournalSettings) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
 
     return engine
