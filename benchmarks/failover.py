@@ -31,13 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import command_line, exit_cleanly_on_sigterm, summarize, write_results
 from capacity_service.client import CapacityClient
+from capacity_service.cluster.local import POOL_RESOURCES, local_cluster
 from capacity_service.settings import HostingSettings, ServiceSettings, SqlJournalSettings, WarehouseSettings
 from tests.support.multinode import (
-    POOL_RESOURCES,
     ReserveStream,
     check_journal,
     lose_busiest_worker,
-    multinode_cluster,
     pools_by_node,
 )
 
@@ -63,7 +62,7 @@ def failover(journal: SqlJournalSettings, mode: str, pools_count: int, shards: i
     settings = settings_for(journal, mode, shards)
     samples: list[float] = []
     moved: list[int] = []
-    with multinode_cluster(workers=3) as cluster, CapacityClient(settings) as client:
+    with local_cluster(workers=3) as cluster, CapacityClient(settings) as client:
         pools = [f"fo-{uuid.uuid4().hex[:8]}" for _ in range(pools_count)]
         for pool_id in pools:
             client.configure_pool(pool_id, CAPACITY, "north")
@@ -94,7 +93,7 @@ def failover(journal: SqlJournalSettings, mode: str, pools_count: int, shards: i
 
 def cold_start(journal: SqlJournalSettings, pools_count: int, shards: int, repeats: int) -> dict[str, Any]:
     settings = settings_for(journal, "sharded", shards)
-    with multinode_cluster(workers=3), CapacityClient(settings) as client:
+    with local_cluster(workers=3), CapacityClient(settings) as client:
         pools = [f"cs-{uuid.uuid4().hex[:8]}" for _ in range(pools_count)]
         for pool_id in pools:
             client.configure_pool(pool_id, CAPACITY, "north")
@@ -105,7 +104,7 @@ def cold_start(journal: SqlJournalSettings, pools_count: int, shards: int, repea
         fresh = settings.model_copy(
             update={"hosting": settings.hosting.model_copy(update={"namespace": f"bench-{uuid.uuid4().hex[:8]}"})}
         )
-        with multinode_cluster(workers=3), CapacityClient(fresh) as client:
+        with local_cluster(workers=3), CapacityClient(fresh) as client:
             began = time.perf_counter()
             report = client.sweep(timeout_s=600)
             seconds = time.perf_counter() - began

@@ -61,6 +61,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     start.set_defaults(run=_start)
 
+    cluster = commands.add_parser(
+        "cluster",
+        help="the service on a multi-node Ray cluster on this machine: a head (no pools) and N worker nodes, "
+        "all on 127.0.0.1 (Ctrl-C stops it)",
+    )
+    cluster.add_argument("--workers", type=int, default=2)
+    cluster.add_argument("--port", type=int, default=8000)
+    cluster.add_argument("--shards", type=int, help="host pools on this many shard actors (thousands of pools)")
+    cluster.set_defaults(run=_cluster)
+
     pools = commands.add_parser("pools", help="create, show and list pools").add_subparsers(dest="op", required=True)
     put = pools.add_parser("put", help="create or update a pool")
     put.add_argument("pool_id")
@@ -224,4 +234,46 @@ def _start(a: argparse.Namespace) -> int:
         print("stopping...", flush=True)
         serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
+    return 0
+
+
+def _cluster(a: argparse.Namespace) -> int:
+    # Every node on 127.0.0.1 only (see cluster/local.py); must be set before Ray is imported.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray import serve
+
+    from capacity_service.cluster.local import POOL_RESOURCES, local_cluster, raylet_pid
+    from capacity_service.http.deployment import build_app
+
+    args: dict[str, Any] = {
+        "journal": {"kind": "sql", "url": f"sqlite:///{a.data_dir.resolve() / 'capacity.db'}"},
+        "hosting": {"actor_resources": POOL_RESOURCES},  # pools on worker nodes only, never on the head
+    }
+    if os.environ.get("CAPACITY_JOURNAL") or os.environ.get("CAPACITY_JOURNAL_URL"):
+        del args["journal"]  # service_settings() takes the journal from the environment
+    if a.shards:
+        args["hosting"].update({"mode": "sharded", "shards": a.shards})
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with local_cluster(workers=a.workers) as cluster:
+        try:
+            # One HTTP proxy, on the head: the nodes share this machine's ports.
+            serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": a.port})
+            serve.run(build_app(args), name="capacity", route_prefix="/", logging_config={"enable_access_log": False})
+            print(f"capacity_service is listening on http://127.0.0.1:{a.port} (Ctrl-C stops it)")
+            print(f"  head     {cluster.head.node_id[:12]}  raylet pid {raylet_pid(cluster.head)}  (no pools)")
+            for node in cluster.workers:
+                print(f"  worker   {node.node_id[:12]}  raylet pid {raylet_pid(node)}")
+            print("  try a failure: kill -9 (or kill -STOP) a worker's raylet pid, and keep reserving", flush=True)
+            while not stop:
+                time.sleep(0.2)
+        finally:
+            print("stopping...", flush=True)
+            serve.shutdown()  # type: ignore[no-untyped-call]
     return 0

@@ -22,6 +22,7 @@ import pytest
 from capacity_service.client import CapacityClient
 from capacity_service.cluster import _ray
 from capacity_service.cluster._ray import kill_namespace
+from capacity_service.cluster.local import POOL_RESOURCES, LocalCluster, local_cluster, raylet_pid
 from capacity_service.cluster.router import actor_name
 from capacity_service.read_side import CACHE_PREFIX, cache_name
 from capacity_service.settings import (
@@ -33,16 +34,12 @@ from capacity_service.settings import (
 )
 from devenv import LocalCassandra
 from tests.support.multinode import (
-    POOL_RESOURCES,
-    LocalCluster,
     ReserveStream,
     actor_info,
     check_journal,
     frozen,
     lose_busiest_worker,
-    multinode_cluster,
     pools_by_node,
-    raylet_pid,
     try_actor_info,
     wait_until,
     worker_log_mentions,
@@ -54,7 +51,7 @@ FENCED_LOG = "fenced: a newer incarnation"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    with multinode_cluster(workers=3) as local:
+    with local_cluster(workers=3) as local:
         yield local
 
 

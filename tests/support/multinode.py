@@ -3,35 +3,24 @@ node its own raylet and processes, all on 127.0.0.1), and what the failover test
 benchmark do on it: keep a stream of reserves going, find where a pool lives, freeze or kill a node,
 and check the journal afterwards.
 
-A driver process can be connected to one Ray at a time, so ``multinode_cluster`` disconnects from any
-Ray this process is connected to, and reconnects a local one afterwards if there was one (the test
-session's). Its Ray temp dir is private: a cluster made here writes its address to its own temp dir,
-never to /tmp/ray, where any ``ray.init()`` on this machine would find it and join it.
+The cluster itself is ``capacity_service.cluster.local.local_cluster``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, cast
-
-import ray
-from ray._private import ray_constants
-from ray._private.node import Node
-from ray.cluster_utils import Cluster
+from typing import Any
 
 from capacity_service.client import CapacityClient
 from capacity_service.cluster import _ray
-from capacity_service.cluster.health import FAST_FAILURE_DETECTION
+from capacity_service.cluster.local import LocalCluster
 from capacity_service.cluster.router import actor_name
 from capacity_service.domain import PoolState, ReservationStatus
 from capacity_service.errors import CapacityError, InsufficientCapacity, Unavailable
@@ -39,75 +28,6 @@ from capacity_service.journal import open_journal
 from capacity_service.recovery import recover_pool
 from capacity_service.serialization import Codec
 from capacity_service.settings import ServiceSettings
-
-POOL_RESOURCE = "pool_host"  # only worker nodes offer it; pools ask for a sliver of it
-POOL_RESOURCES = {POOL_RESOURCE: 0.001}
-
-
-@dataclass
-class LocalCluster:
-    cluster: Cluster
-    workers: list[Node]
-
-    @property
-    def head(self) -> Node:
-        return cast(Node, self.cluster.head_node)
-
-    def add_worker(self) -> Node:
-        node: Node = self.cluster.add_node(
-            # 2 CPUs: a raylet starts at most num_cpus worker processes at once, and a failover starts
-            # one per relocated actor.
-            num_cpus=2,
-            resources={POOL_RESOURCE: 1000},
-        )
-        self.workers.append(node)
-        return node
-
-    def remove_worker(self, node: Node) -> None:
-        """Kill every process of the node at once (SIGKILL): a machine that lost power."""
-        self.workers.remove(node)
-        self.cluster.remove_node(node, allow_graceful=False)
-
-    def worker_of(self, node_id: str) -> Node:
-        return next(node for node in self.workers if node.node_id == node_id)
-
-
-@contextmanager
-def multinode_cluster(workers: int = 3) -> Iterator[LocalCluster]:
-    """A head (no pools: it lacks ``pool_host``) and ``workers`` workers, the driver connected to the
-    head. Fast failure detection as in ``capacity_service.cluster.health``."""
-    was_connected = ray.is_initialized()
-    if was_connected:
-        ray.shutdown()
-    previous_tmp = os.environ.get("RAY_TMPDIR")
-    temp_dir = tempfile.mkdtemp(prefix="cs-mn-")  # short: Ray's socket paths live under it
-    os.environ["RAY_TMPDIR"] = temp_dir
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 0, "_system_config": dict(FAST_FAILURE_DETECTION)},
-    )
-    local = LocalCluster(cluster, [])
-    try:
-        for _ in range(workers):
-            local.add_worker()
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, log_to_driver=False)
-        yield local
-    finally:
-        ray.shutdown()
-        cluster.shutdown()  # type: ignore[no-untyped-call]
-        if previous_tmp is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = previous_tmp
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        if was_connected:
-            ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False)
-
-
-def raylet_pid(node: Node) -> int:
-    process = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process
-    return int(process.pid)
 
 
 @contextmanager
@@ -325,5 +245,4 @@ def lose_busiest_worker(local: LocalCluster, settings: ServiceSettings, stream: 
 def worker_log_mentions(local: LocalCluster, pid: int, text: str) -> bool:
     """Whether the log of the Ray worker process ``pid`` contains ``text`` (its stderr, where Python's
     logging goes in a Ray worker)."""
-    logs = Path(local.head.get_logs_dir_path())  # type: ignore[no-untyped-call]
-    return any(text in path.read_text(errors="replace") for path in logs.glob(f"worker-*-{pid}.err"))
+    return any(text in path.read_text(errors="replace") for path in local.logs_dir().glob(f"worker-*-{pid}.err"))
