@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from capacity_service.settings import (
     CassandraJournalSettings,
     HostingSettings,
     ServiceSettings,
+    SnapshotSettings,
     SqlJournalSettings,
     WarehouseSettings,
 )
@@ -71,6 +73,7 @@ def settings_for(journal: SqlJournalSettings | CassandraJournalSettings) -> Serv
             watchdog_interval_s=1.0,
         ),
         warehouse=WarehouseSettings(enabled=False),  # not under test here; saves processes on 2 cores
+        snapshots=SnapshotSettings(every_n_events=100_000),  # no journal write but the reserves' own
     )
 
 
@@ -129,11 +132,11 @@ def test_a_worker_node_lost_under_load(cluster: LocalCluster, client: CapacityCl
 
 def test_a_partitioned_node_is_fenced_and_heals(cluster: LocalCluster, client: CapacityClient) -> None:
     """The raylet of the node hosting a pool is frozen (SIGSTOP): Ray declares the node dead and starts
-    the pool's actor elsewhere. The old actor process is frozen too while that happens, with the calls
-    that were under way to it in its inbox; thawed, it handles them with its stale state and old
-    epoch: the journal rejects its writes (it logs that it is fenced and stops serving). With only the
-    raylet frozen, Ray 2.60 stops sending to the old process as soon as the node is declared dead, so
-    the old incarnation never tries to write late: freezing it is how this test makes sure it does."""
+    the pool's actor elsewhere, while the old actor process lives on: a zombie. Ray 2.60 stops sending
+    calls to it once the node is declared dead, so what reaches it late are the calls sent before: the
+    zombie is frozen a moment before its raylet, so that calls sent to it are waiting, unhandled, in its
+    inbox. Thawed (its node still cut off), it handles them with its stale state and old epoch after the
+    new incarnation has written: the journal rejects its writes, and it stops serving."""
     settings = client.settings
     pools = make_pools(client, 4, 100_000)
     stream = ReserveStream(client, pools)
@@ -149,16 +152,25 @@ def test_a_partitioned_node_is_fenced_and_heals(cluster: LocalCluster, client: C
             info = try_actor_info(settings, target)
             return info is not None and info["pid"] != before["pid"] and target in info["epochs"]
 
-        with frozen(raylet_pid(node)):
+        with ExitStack() as raylet_thawed_last:
+            # Frozen between two writes: frozen inside one it would hold the SQLite journal's write lock,
+            # and every pool of the cluster would wait for it (one lock per journal file).
+            stream.pause()
             with frozen(before["pid"]):
-                began = time.monotonic()
+                zombie_frozen_at = time.monotonic()
+                stream.resume()
+                # Calls begun now are sent to a frozen process: none of them can have been handled.
+                assert wait_until(lambda: stream.last_attempt.get(target, 0.0) > zombie_frozen_at, 30)
+                time.sleep(0.5)
+                raylet_thawed_last.enter_context(frozen(raylet_pid(node)))
+                partitioned_at = time.monotonic()
                 assert wait_until(new_incarnation_writing, 90, 0.2), "Ray did not restart the pool elsewhere"
-                print(f"\npartition: the pool's new incarnation serves after {time.monotonic() - began:.2f} s")
+                print(f"\npartition: the pool's new incarnation serves after {time.monotonic() - partitioned_at:.2f} s")
                 # Quiet for a moment, so that the zombie's late writes are not stuck behind others' on
                 # SQLite's single write lock (it would then answer "unavailable" and write nothing either).
                 stream.pause()
-            # The zombie runs again (its node still cut off from Ray): its writes are rejected.
-            fenced = wait_until(lambda: worker_log_mentions(cluster, before["pid"], FENCED_LOG), 30)
+            # The zombie runs again, its node still cut off from Ray: its writes are rejected.
+            fenced = wait_until(lambda: worker_log_mentions(cluster, before["pid"], FENCED_LOG), 60)
             stream.resume()
             assert fenced, "the old incarnation did not report being fenced"
         # Healed: the frozen raylet learns it was declared dead and exits; clear the node away.

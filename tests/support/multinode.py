@@ -90,6 +90,7 @@ class ReserveStream:
     failures: list[Failure] = field(default_factory=list)
     last_ok: dict[str, float] = field(default_factory=dict)  # pool -> monotonic time of its last answer
     full: set[str] = field(default_factory=set)  # pools that answered "insufficient capacity"
+    last_attempt: dict[str, float] = field(default_factory=dict)  # pool -> when its latest call began
     # After ``mark(t)``: pool -> when its first call begun after t was answered (reserved or "full").
     answered_after_mark: dict[str, float] = field(default_factory=dict)
     _mark: float = float("inf")
@@ -128,7 +129,7 @@ class ReserveStream:
         n = 0
         while not self._stop.is_set():
             self._running.wait()
-            pool_id = self.pools[(caller + n * self.callers) % len(self.pools)]
+            pool_id = self.pools[(caller + n) % len(self.pools)]  # every caller goes round every pool
             request_id = f"c{caller}-{n}"
             n += 1
             with self._lock:
@@ -136,7 +137,7 @@ class ReserveStream:
                     continue
                 self.attempted[pool_id].add(request_id)
                 self._in_flight += 1
-            began = time.monotonic()
+                began = self.last_attempt[pool_id] = time.monotonic()
             try:
                 self._reserve(pool_id, request_id, began)
             finally:
