@@ -1,0 +1,113 @@
+"""`capacity-service cluster` as a user runs it: the HTTP service on a head and two worker nodes of one
+machine; what its processes listen on; a worker's raylet killed with the service still answering; Ctrl-C
+stops every process it started."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from devenv._process import free_port
+from tests.e2e.test_start_command import wait_ready
+
+# Ray Serve 2.60 replicas open their inter-deployment gRPC port on [::]:0, hard-coded (README, Known limits).
+KNOWN_WILDCARD = "ray::ServeRepli"
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def listeners(pids: set[int]) -> list[tuple[str, str]]:
+    """(local address, process name) of every listening TCP socket of ``pids``, from ``ss -ltnp``."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        for name, pid in re.findall(r'\("([^"]+)",pid=(\d+)', line):
+            if int(pid) in pids:
+                found.append((line.split()[3], name))
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host.startswith("127.") or host in ("::1", "::ffff:127.0.0.1") or host.startswith("::ffff:127.")
+
+
+def test_cluster_command_serves_on_loopback_survives_a_worker_and_stops(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "cluster.log"
+    command = [sys.executable, "-m", "capacity_service", "--data-dir", str(tmp_path), "cluster", "--workers", "2"]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+    tree: set[int] = set()
+    try:
+        wait_ready(url, process)
+        assert (
+            httpx.put(f"{url}/v1/pools/north:1", json={"capacity": 10, "zone": "north"}, timeout=60).status_code == 201
+        )
+        assert httpx.post(f"{url}/v1/reservations", json={"pool_id": "north:1"}, timeout=60).status_code == 201
+
+        tree = descendants(process.pid) | {process.pid}
+        listening = listeners(tree)
+        assert (f"127.0.0.1:{port}", "ray::ProxyActor") in listening  # the check sees the cluster's sockets
+        assert {name for _, name in listening} >= {"gcs_server", "raylet"}
+        exposed = [(a, n) for a, n in listening if not is_loopback(a) and n != KNOWN_WILDCARD]
+        assert exposed == [], f"listening beyond loopback: {exposed}"
+
+        workers = [int(pid) for pid in re.findall(r"worker\s+\S+\s+raylet pid (\d+)", log.read_text())]
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)  # a worker node's raylet dies: its pools move to the other one
+        deadline = time.monotonic() + 90
+        answered = 0
+        while time.monotonic() < deadline and answered != 201:
+            try:
+                answered = httpx.post(f"{url}/v1/reservations", json={"pool_id": "north:1"}, timeout=40).status_code
+            except httpx.HTTPError:
+                answered = 0
+            if answered != 201:
+                time.sleep(0.5)
+        assert answered == 201, "the pool did not serve again after a worker node died"
+        assert httpx.get(f"{url}/v1/pools/north:1", timeout=60).json()["reserved"] == 2
+        tree |= descendants(process.pid)
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            process.wait(timeout=90)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, log.read_text()[-3000:]
+    time.sleep(2)
+    left = sorted(pid for pid in tree if Path(f"/proc/{pid}").exists() and _state(pid) != "Z")
+    assert left == [], f"processes left after Ctrl-C: {left}"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
