@@ -147,7 +147,7 @@ def lag(sink: ParquetSinkSettings | SqlSinkSettings, journal_dir: Path, rate: fl
         kill_namespace(settings.hosting.namespace)
     lags = [max(0.0, seen[r] - t) for r, t in replied.items() if r in seen]
     return {
-        "sink": sink.kind,
+        "sink": "parquet" if sink.kind == "parquet" else "postgres",
         "reserves": len(replied),
         "rate_per_s": rate,
         "never_seen": len(set(replied) - set(seen)),
@@ -172,10 +172,13 @@ def request_ids_reader(sink: ParquetSinkSettings | SqlSinkSettings) -> Callable[
     if isinstance(sink, ParquetSinkSettings):
         import pyarrow.dataset as ds
 
+        from capacity_service.warehouse.parquet import ARROW_SCHEMA, PARTITIONING
+
         def read_parquet() -> list[str]:
             if not Path(sink.path).exists():
                 return []
-            table = ds.dataset(sink.path, format="parquet", partitioning="hive").to_table(columns=["request_id"])
+            dataset = ds.dataset(sink.path, schema=ARROW_SCHEMA, format="parquet", partitioning=PARTITIONING)
+            table = dataset.to_table(columns=["request_id"])
             return [r for r in table.column("request_id").to_pylist() if r and r.startswith("lag-")]
 
         return read_parquet

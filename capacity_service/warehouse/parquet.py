@@ -80,9 +80,10 @@ _REPEATING = frozenset({"slot_start", "slot_end", "occurred_at"})
 
 
 def _repeating(values: Sequence[object], kind: pa.DataType) -> pa.Array:
-    distinct: dict[object, int] = {}
-    indices = [distinct.setdefault(value, len(distinct)) for value in values]
-    return pa.array(list(distinct), type=kind).take(pa.array(indices, type=pa.int32()))
+    distinct = list(dict.fromkeys(values))
+    position = {value: i for i, value in enumerate(distinct)}
+    indices = list(map(position.__getitem__, values))  # C loops only
+    return pa.array(distinct, type=kind).take(pa.array(indices, type=pa.int32()))
 
 
 def table_to_rows(table: pa.Table) -> Iterator[WarehouseRow]:

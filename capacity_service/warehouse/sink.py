@@ -57,4 +57,7 @@ def last_deliveries(rows: Iterable[WarehouseRow]) -> dict[str, Delivery]:
 
 def undelivered(rows: Sequence[WarehouseRow], delivered: dict[str, Delivery]) -> list[WarehouseRow]:
     """``rows`` without those already delivered (dedup on pool_id, seq_nr)."""
-    return [row for row in rows if row.seq_nr > (d.seq_nr if (d := delivered.get(row.pool_id)) else 0)]
+    if not delivered:
+        return list(rows)
+    floor = {pool_id: d.seq_nr for pool_id, d in delivered.items()}.get
+    return [row for row in rows if row.seq_nr > floor(row.pool_id, 0)]
