@@ -152,8 +152,14 @@ def lag(sink: ParquetSinkSettings | SqlSinkSettings, journal_dir: Path, rate: fl
         "rate_per_s": rate,
         "never_seen": len(set(replied) - set(seen)),
         "lag": summarize(lags),
-        "lags_s": sorted(lags),
+        "lag_percentiles_s": percentiles(lags),
     }
+
+
+def percentiles(samples: list[float]) -> list[float]:
+    """The 0th, 1st, ..., 100th percentile (nearest rank): the CDF, small enough to keep in the results."""
+    ordered = sorted(samples)
+    return [ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] for q in range(101)]
 
 
 def poll_warehouse(sink: ParquetSinkSettings | SqlSinkSettings, seen: dict[str, float], stop: threading.Event) -> None:
@@ -210,10 +216,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
         left.set_title(f"sustained events/s into the sink (batches of {throughput[0]['batch_rows']:,})")
         left.set_ylabel("events per second")
     for r in results.get("lag", []):
-        lags = r["lags_s"]
         right.plot(
-            lags,
-            [(i + 1) / len(lags) for i in range(len(lags))],
+            r["lag_percentiles_s"],
+            [q / 100 for q in range(101)],
             label=f"{r['sink']} (p99 {r['lag']['p99_ms']:.0f} ms)",
         )
     right.set_title("reserve reply -> row queryable (flush interval 1 s)")
