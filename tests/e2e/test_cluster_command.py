@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,14 +40,41 @@ def descendants(pid: int) -> set[int]:
 
 
 def listeners(pids: set[int]) -> list[tuple[str, str]]:
-    """(local address, process name) of every listening TCP socket of ``pids``, from ``ss -ltnp``."""
-    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    """(local address, process name) of every listening TCP socket of ``pids``, read from /proc (what
+    ``ss -ltnp`` shows, without needing iproute2)."""
+    owner: dict[str, int] = {}
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    owner[target[8:-1]] = pid
+        except OSError:
+            continue
     found = []
-    for line in out.splitlines():
-        for name, pid in re.findall(r'\("([^"]+)",pid=(\d+)', line):
-            if int(pid) in pids:
-                found.append((line.split()[3], name))
+    for table, family in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 6)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in owner:  # 0A: LISTEN
+                found.append((_address(local, family), _name(owner[inode])))
     return found
+
+
+def _address(hex_address: str, family: int) -> str:
+    host_hex, port_hex = hex_address.split(":")
+    raw = bytes.fromhex(host_hex)
+    # /proc/net/tcp* print the address as 32-bit words in host (little-endian) order.
+    packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    host = socket.inet_ntop(socket.AF_INET if family == 4 else socket.AF_INET6, packed)
+    return f"[{host}]:{int(port_hex, 16)}" if family == 6 else f"{host}:{int(port_hex, 16)}"
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
 
 
 def is_loopback(address: str) -> bool:
@@ -73,7 +101,7 @@ def test_cluster_command_serves_on_loopback_survives_a_worker_and_stops(tmp_path
 
         tree = descendants(process.pid) | {process.pid}
         listening = listeners(tree)
-        assert (f"127.0.0.1:{port}", "ray::ProxyActor") in listening  # the check sees the cluster's sockets
+        assert (f"127.0.0.1:{port}", "ray::ProxyActor") in listening, listening  # it sees the cluster's sockets
         assert {name for _, name in listening} >= {"gcs_server", "raylet"}
         exposed = [(a, n) for a, n in listening if not is_loopback(a) and n != KNOWN_WILDCARD]
         assert exposed == [], f"listening beyond loopback: {exposed}"
