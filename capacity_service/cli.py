@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import sys
-import time
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -205,22 +205,9 @@ def _start(a: argparse.Namespace) -> int:
 
     from capacity_service.http.deployment import build_app
 
-    args: dict[str, Any] = {"journal": {"kind": "sql", "url": f"sqlite:///{a.data_dir.resolve() / 'capacity.db'}"}}
-    if os.environ.get("CAPACITY_JOURNAL") or os.environ.get("CAPACITY_JOURNAL_URL"):
-        args = {}  # service_settings() takes the journal from the environment
-    if a.shards:
-        args["hosting"] = {"mode": "sharded", "shards": a.shards}
-    if not os.environ.get("CAPACITY_WAREHOUSE_URL"):
-        args["warehouse"] = {"sink": {"kind": "parquet", "path": str(a.data_dir.resolve() / "warehouse")}}
+    args = _service_args(a)
     ray.init(include_dashboard=False, log_to_driver=False, namespace="capacity")
-    stop = False
-
-    def on_signal(*_: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = _stop_on_signal()
     try:
         serve.start(http_options={"host": a.host, "port": a.port})
         # One log line per request costs a large share of a 2-core machine: access logs are off.
@@ -228,13 +215,37 @@ def _start(a: argparse.Namespace) -> int:
         url = f"http://{a.host}:{a.port}"
         print(f"capacity_service is listening on {url} (journal: {args.get('journal', 'from environment')})")
         print(f"  try: curl -s {url}/readyz    docs: {url}/docs    Ctrl-C stops it", flush=True)
-        while not stop:
-            time.sleep(0.2)
+        while not stop.wait(0.2):  # short waits: the signal handler runs between them
+            pass
     finally:
         print("stopping...", flush=True)
         serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
     return 0
+
+
+def _service_args(a: argparse.Namespace, hosting: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The app's settings for a run on this machine: journal and warehouse in --data-dir, unless the
+    environment names them."""
+    args: dict[str, Any] = {"journal": {"kind": "sql", "url": f"sqlite:///{a.data_dir.resolve() / 'capacity.db'}"}}
+    if os.environ.get("CAPACITY_JOURNAL") or os.environ.get("CAPACITY_JOURNAL_URL"):
+        args = {}  # service_settings() takes the journal from the environment
+    hosting = dict(hosting or {})
+    if a.shards:
+        hosting.update({"mode": "sharded", "shards": a.shards})
+    if hosting:
+        args["hosting"] = hosting
+    if not os.environ.get("CAPACITY_WAREHOUSE_URL"):
+        args["warehouse"] = {"sink": {"kind": "parquet", "path": str(a.data_dir.resolve() / "warehouse")}}
+    return args
+
+
+def _stop_on_signal() -> threading.Event:
+    """Set by Ctrl-C or SIGTERM (the main thread then stops what it started, in order)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
 
 
 def _cluster(a: argparse.Namespace) -> int:
@@ -245,22 +256,8 @@ def _cluster(a: argparse.Namespace) -> int:
     from capacity_service.cluster.local import POOL_RESOURCES, local_cluster, raylet_pid
     from capacity_service.http.deployment import build_app
 
-    args: dict[str, Any] = {
-        "journal": {"kind": "sql", "url": f"sqlite:///{a.data_dir.resolve() / 'capacity.db'}"},
-        "hosting": {"actor_resources": POOL_RESOURCES},  # pools on worker nodes only, never on the head
-    }
-    if os.environ.get("CAPACITY_JOURNAL") or os.environ.get("CAPACITY_JOURNAL_URL"):
-        del args["journal"]  # service_settings() takes the journal from the environment
-    if a.shards:
-        args["hosting"].update({"mode": "sharded", "shards": a.shards})
-    stop = False
-
-    def on_signal(*_: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    args = _service_args(a, {"actor_resources": POOL_RESOURCES})  # pools on worker nodes only, not the head
+    stop = _stop_on_signal()
     with local_cluster(workers=a.workers) as cluster:
         try:
             # One HTTP proxy, on the head: the nodes share this machine's ports.
@@ -271,8 +268,8 @@ def _cluster(a: argparse.Namespace) -> int:
             for node in cluster.workers:
                 print(f"  worker   {node.node_id[:12]}  raylet pid {raylet_pid(node)}")
             print("  try a failure: kill -9 (or kill -STOP) a worker's raylet pid, and keep reserving", flush=True)
-            while not stop:
-                time.sleep(0.2)
+            while not stop.wait(0.2):
+                pass
         finally:
             print("stopping...", flush=True)
             serve.shutdown()  # type: ignore[no-untyped-call]

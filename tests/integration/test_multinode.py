@@ -111,8 +111,11 @@ def test_a_worker_node_lost_under_load(cluster: LocalCluster, client: CapacityCl
         idle = _ray.lookup_actor(actor_name(settings, idle_pool), namespace)
         assert idle is not None
         _ray.kill_actor(idle, restart=False)  # gone for good: Ray will not bring it back
-        failover_s, moved = lose_busiest_worker(cluster, settings, stream)
-        print(f"\nworker node killed: its {moved} pools served again after {failover_s:.2f} s")
+        failover = lose_busiest_worker(cluster, settings, stream)
+        print(
+            f"\nworker node killed: declared dead after {failover.detected_s:.2f} s, its "
+            f"{failover.pools_moved} pools served again after {failover.seconds:.2f} s"
+        )
         time.sleep(2.0)  # keep reserving on the relocated pools
     finally:
         stream.stop()

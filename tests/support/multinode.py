@@ -23,7 +23,7 @@ from capacity_service.cluster import _ray
 from capacity_service.cluster.local import LocalCluster
 from capacity_service.cluster.router import actor_name
 from capacity_service.domain import PoolState, ReservationStatus
-from capacity_service.errors import CapacityError, InsufficientCapacity, Unavailable
+from capacity_service.errors import InsufficientCapacity, Unavailable
 from capacity_service.journal import open_journal
 from capacity_service.recovery import recover_pool
 from capacity_service.serialization import Codec
@@ -173,10 +173,6 @@ class ReserveStream:
         if began > self._mark:
             self.answered_after_mark.setdefault(pool_id, now)
 
-    def acknowledged_count(self) -> int:
-        with self._lock:
-            return sum(len(ids) for ids in self.acknowledged.values())
-
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, pause_s: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout_s
@@ -185,14 +181,6 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, pause_s: float =
             return True
         time.sleep(pause_s)
     return condition()
-
-
-def serving(client: CapacityClient, pool_id: str) -> bool:
-    try:
-        client.get_pool(pool_id)
-    except CapacityError:
-        return False
-    return True
 
 
 def check_journal(settings: ServiceSettings, stream: ReserveStream, capacity: int) -> dict[str, int]:
@@ -226,21 +214,35 @@ def pools_by_node(settings: ServiceSettings, pools: list[str]) -> dict[str, list
     return placed
 
 
-def lose_busiest_worker(local: LocalCluster, settings: ServiceSettings, stream: ReserveStream) -> tuple[float, int]:
+@dataclass(frozen=True)
+class Failover:
+    seconds: float  # from the kill to every pool of the lost node having answered a reserve again
+    detected_s: float  # from the kill to Ray listing the node as dead
+    pools_moved: int
+
+
+def lose_busiest_worker(local: LocalCluster, settings: ServiceSettings, stream: ReserveStream) -> Failover:
     """Kill (SIGKILL, all processes) the worker hosting the most of the stream's pools while the stream
-    runs; wait until every one of its pools answered a reserve again. Returns (seconds from the kill
-    to all of them serving, how many pools had been on it). The cluster gets a fresh worker after."""
+    runs; wait until every one of its pools answered a reserve begun after the kill. The cluster gets a
+    fresh worker after."""
     placed = pools_by_node(settings, stream.pools)
     victim_id = max(placed, key=lambda node_id: len(placed[node_id]))
     moved = placed[victim_id]
     killed_at = time.monotonic()
     stream.mark(killed_at)
     local.remove_worker(local.worker_of(victim_id))
-    served = wait_until(lambda: all(p in stream.answered_after_mark for p in moved), 120, 0.05)
+    detected_at: list[float] = []
+
+    def all_served() -> bool:
+        if not detected_at and victim_id not in _ray.alive_node_ids():
+            detected_at.append(time.monotonic())
+        return all(p in stream.answered_after_mark for p in moved)
+
+    served = wait_until(all_served, 120, 0.05)
     assert served, f"pools of the lost node not serving after 120 s: {moved}"
     failover_s = max(stream.answered_after_mark[p] for p in moved) - killed_at
     local.add_worker()
-    return failover_s, len(moved)
+    return Failover(failover_s, (detected_at or [float("nan")])[0] - killed_at, len(moved))
 
 
 def worker_log_mentions(local: LocalCluster, pid: int, text: str) -> bool:
