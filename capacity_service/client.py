@@ -50,6 +50,7 @@ from capacity_service.settings import ServiceSettings
 
 T = TypeVar("T")
 MAX_REQUEST_ID_LENGTH = 128
+MAX_ZONE_LENGTH = 128
 
 
 class Router(Protocol):
@@ -93,6 +94,8 @@ class AsyncCapacityClient:
     ) -> tuple[Pool, bool]:
         """Like ``configure_pool``; also says whether this call created the pool (HTTP 201 vs 200)."""
         _check_pool_id(pool_id)
+        if not (1 <= len(zone) <= MAX_ZONE_LENGTH and zone.isprintable()):
+            raise InvalidRequest(f"zone must be 1-{MAX_ZONE_LENGTH} printable characters")
         outcome = await self._execute(pool_id, ConfigurePool(capacity, zone, slot_start, slot_end))
         created = outcome.view.version == 1 and len(outcome.events) == 1
         return Pool.of(outcome.view), created
@@ -110,8 +113,8 @@ class AsyncCapacityClient:
         """Take ``quantity`` units. The same ``request_id`` on the same pool returns the same reservation
         and takes capacity once; without one, a fresh id is made per call (so our own retries are safe)."""
         _check_pool_id(pool_id)
-        if request_id is not None and not 1 <= len(request_id) <= MAX_REQUEST_ID_LENGTH:
-            raise InvalidRequest(f"request_id must be 1-{MAX_REQUEST_ID_LENGTH} characters")
+        if request_id is not None and not (1 <= len(request_id) <= MAX_REQUEST_ID_LENGTH and request_id.isprintable()):
+            raise InvalidRequest(f"request_id must be 1-{MAX_REQUEST_ID_LENGTH} printable characters")
         reservation_id = new_reservation_id(pool_id)
         command = Reserve(quantity, request_id or f"auto:{uuid.uuid4().hex}", reservation_id)
         outcome = await self._execute(pool_id, command)

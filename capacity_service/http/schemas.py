@@ -11,6 +11,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, St
 
 MAX_QUANTITY = 1_000_000
 MAX_CAPACITY = 1_000_000_000
+# No control characters (NUL above all): zones and request ids end up in logs and in the warehouse, and
+# PostgreSQL's text cannot hold a NUL.
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 
 
 def _as_utc(value: datetime | None) -> datetime | None:
@@ -29,13 +32,13 @@ class _Request(BaseModel):
 
 class PutPoolRequest(_Request):
     capacity: Annotated[StrictInt, Field(ge=0, le=MAX_CAPACITY)]
-    zone: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    zone: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=PRINTABLE)]
     slot_start: UtcDatetime | None = None
     slot_end: UtcDatetime | None = None
 
 
 class AvailabilityRequest(_Request):
-    zone: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    zone: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=PRINTABLE)]
     slot_from: UtcDatetime | None = None
     slot_to: UtcDatetime | None = None
     quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)] = 1
@@ -44,7 +47,7 @@ class AvailabilityRequest(_Request):
 class ReserveRequest(_Request):
     pool_id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
     quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)] = 1
-    request_id: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
+    request_id: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=PRINTABLE)] | None = None
 
 
 class AvailablePool(BaseModel):

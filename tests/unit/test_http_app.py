@@ -158,6 +158,8 @@ BAD_REQUESTS = [
     ("post", "/v1/reservations", b'{"pool_id": "bad/id"}', "bad pool id in body"),
     ("post", "/v1/reservations", b'{"pool_id": "p1", "request_id": ""}', "empty request id"),
     ("post", "/v1/reservations", b'{"quantity": 1}', "missing pool id"),
+    ("post", "/v1/reservations", b'{"pool_id": "p1", "request_id": "a\\u0000b"}', "NUL in request id"),
+    ("put", "/v1/pools/p1", b'{"capacity": 5, "zone": "n\\north"}', "newline in zone"),
     ("post", "/v1/availability", b'{"zone": "n", "quantity": 0}', "zero quantity"),
     ("post", "/v1/availability", b'{"zone": 7}', "number for zone"),
     ("post", "/v1/availability", b'{"zone": "n", "extra": 1}', "unknown field"),
