@@ -140,8 +140,10 @@ class ParquetSinkSettings(_Settings):
 
     kind: Literal["parquet"] = "parquet"
     path: str = "data/warehouse"
-    # Compaction merges a date partition's files once it holds at least this many.
+    # Compaction merges a date partition's small files (below compact_small_file_bytes) once there are
+    # at least compact_min_files of them; bigger files are left alone, which bounds its memory.
     compact_min_files: int = Field(default=16, ge=2)
+    compact_small_file_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
 
 class SqlSinkSettings(_Settings):

@@ -18,7 +18,10 @@ file in and deleting the files it replaces, a reader of the folder may see both 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import threading
 import uuid
 from collections import defaultdict
@@ -97,24 +100,22 @@ class ParquetSink(WarehouseSink):
         self._settings = settings
         self._owner = owner
         self._fs, self._root = _filesystem(settings.path)
+        self._local = isinstance(self._fs, pafs.LocalFileSystem)
         self._lock = threading.Lock()
         self._delivered: dict[str, Delivery] = {}
+        # Recovery runs on the first write (or read of the cursors), never for a mere reader of the rows:
+        # recovering deletes staged files, which must only ever happen while holding the owner's lock.
         self._needs_recovery = True
-        with self._lock, _translated():
-            self._recover()
+        self._cursor_file_version: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ port
 
     def deliveries(self) -> dict[str, Delivery]:
-        with self._lock, _translated():
-            if self._needs_recovery:
-                self._recover()
+        with self._owner_lock():
             return dict(self._delivered)
 
     def write(self, rows: Sequence[WarehouseRow]) -> None:
-        with self._lock, _translated():
-            if self._needs_recovery:
-                self._recover()
+        with self._owner_lock():
             fresh = undelivered(rows, self._delivered)
             if not fresh:
                 return
@@ -151,17 +152,17 @@ class ParquetSink(WarehouseSink):
         self.compact()
 
     def compact(self) -> int:
-        """Merge this owner's files of each partition holding at least ``compact_min_files`` of them into
-        one; returns how many files were replaced."""
+        """Merge this owner's small files of each partition holding at least ``compact_min_files`` of them
+        into one; returns how many files were replaced."""
         replaced = 0
-        with self._lock, _translated():
-            if self._needs_recovery:
-                self._recover()
+        with self._owner_lock():
             for partition in self._partitions():
-                mine = [
+                mine = [  # small files only: memory stays bounded, and big files are not rewritten again
                     info.path
                     for info in self._fs.get_file_info(pafs.FileSelector(partition))
-                    if info.is_file and info.base_name.startswith(f"{self._owner}-")
+                    if info.is_file
+                    and info.base_name.startswith(f"{self._owner}-")
+                    and (info.size or 0) < self._settings.compact_small_file_bytes
                 ]
                 if len(mine) < self._settings.compact_min_files:
                     continue
@@ -169,6 +170,7 @@ class ParquetSink(WarehouseSink):
                 table = table.sort_by([("pool_id", "ascending"), ("seq_nr", "ascending")])
                 staged = f"{self._staging}/{self._owner}-{uuid.uuid4().hex}.parquet"
                 pq.write_table(table, staged, filesystem=self._fs, compression="zstd")
+                self._sync(staged)
                 final = f"{partition}/{Path(staged).name}"
                 self._needs_recovery = True
                 self._commit({"moves": [[staged, final]], "deletes": mine, "deliveries": None})
@@ -177,6 +179,41 @@ class ParquetSink(WarehouseSink):
         return replaced
 
     # ------------------------------------------------------------------ the redo log
+
+    @contextlib.contextmanager
+    def _owner_lock(self) -> Iterator[None]:
+        """This owner's files are changed by one writer at a time: a thread lock, and on a local disk an
+        flock, which also shuts out a zombie incarnation of the stream in another process. Whoever takes
+        the lock and finds the cursor file changed by someone else recovers first (a zombie in between
+        may have committed)."""
+        with self._lock, _translated():
+            lock_file = None
+            if self._local:
+                Path(self._root, "_delivery").mkdir(parents=True, exist_ok=True)
+                lock_file = open(Path(self._root, "_delivery", f"{self._owner}.lock"), "a+b")  # noqa: SIM115
+                fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+            try:
+                if self._needs_recovery or self._cursor_file_changed():
+                    self._recover()
+                yield
+            finally:
+                if lock_file is not None:
+                    lock_file.close()  # releases the flock
+
+    def _cursor_file_changed(self) -> bool:
+        return self._cursor_file_identity() != self._cursor_file_version
+
+    def _cursor_file_identity(self) -> tuple[int, int] | None:
+        """Changes with every commit: on a local disk the inode (each commit renames a new file into place),
+        elsewhere the modification time."""
+        if self._local:
+            try:
+                found = os.stat(self._deliveries_path)
+            except FileNotFoundError:
+                return None
+            return found.st_ino, found.st_mtime_ns
+        info = self._fs.get_file_info(self._deliveries_path)
+        return None if info.type == pafs.FileType.NotFound else (0, info.mtime_ns or 0)
 
     @property
     def _staging(self) -> str:
@@ -191,6 +228,7 @@ class ParquetSink(WarehouseSink):
         name = f"{self._owner}-{uuid.uuid4().hex}.parquet"
         staged = f"{self._staging}/{name}"
         pq.write_table(table, staged, filesystem=self._fs, compression="zstd")
+        self._sync(staged)
         return [staged, f"{self._root}/{partition}/{name}"]
 
     def _commit(self, intent: dict[str, Any]) -> None:
@@ -204,11 +242,14 @@ class ParquetSink(WarehouseSink):
             if self._exists(staged):
                 self._fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
                 self._fs.move(staged, final)
+            elif not self._exists(final):  # never skip silently: the cursors would pass rows never stored
+                raise FileNotFoundError(f"committed file {staged} is neither staged nor in place")
         for old in intent["deletes"]:
             if self._exists(old):
                 self._fs.delete_file(old)
         if intent["deliveries"] is not None:
             self._write_atomically(self._deliveries_path, json.dumps(intent["deliveries"]).encode())
+            self._cursor_file_version = self._cursor_file_identity()
         self._fs.delete_file(path)
 
     def _recover(self) -> None:
@@ -218,14 +259,15 @@ class ParquetSink(WarehouseSink):
         for info in mine:  # finish commits in the order they were made
             if info.base_name.endswith(".intent.json"):
                 self._apply(info.path, json.loads(self._read(info.path)))
-        for info in mine:  # staged files that no intent names were never committed
-            if info.base_name.endswith(".parquet") and self._exists(info.path):
+        for info in mine:  # staged files that no intent names were never committed; temp files of a crash
+            if not info.base_name.endswith(".intent.json") and self._exists(info.path):
                 self._fs.delete_file(info.path)
         self._delivered = (
             _decode_deliveries(json.loads(self._read(self._deliveries_path)))
             if self._exists(self._deliveries_path)
             else {}
         )
+        self._cursor_file_version = self._cursor_file_identity()
         self._needs_recovery = False
 
     def _partitions(self) -> list[str]:
@@ -237,10 +279,22 @@ class ParquetSink(WarehouseSink):
 
     def _write_atomically(self, path: str, data: bytes) -> None:
         self._fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        tmp = f"{self._staging}/{self._owner}-{uuid.uuid4().hex}.tmp"
         with self._fs.open_output_stream(tmp) as out:
             out.write(data)
+        self._sync(tmp)
         self._fs.move(tmp, path)
+        self._sync(path.rsplit("/", 1)[0])
+
+    def _sync(self, path: str) -> None:
+        """On a local disk, make ``path`` (a file or a folder's entries) durable before the commit goes on:
+        after a power cut an intent must never point at an empty file. Object stores are durable on close."""
+        if self._local:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def _read(self, path: str) -> bytes:
         with self._fs.open_input_stream(path) as stream:

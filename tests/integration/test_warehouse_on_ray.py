@@ -98,7 +98,7 @@ def journal_keys(journal: Journal) -> Counter[tuple[str, int]]:
 
 
 def warehouse_keys(settings: ServiceSettings) -> Counter[tuple[str, int]]:
-    with open_sink(settings.warehouse.sink, owner="stream-0") as sink:
+    with open_sink(settings.warehouse.sink, owner="test-reader") as sink:  # reads never recover or write
         return Counter((row.pool_id, row.seq_nr) for row in sink.rows())
 
 
