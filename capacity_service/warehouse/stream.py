@@ -47,15 +47,25 @@ class WarehouseStream:
         self._buffer: list[WarehouseRow] = []
         self._oldest_at = 0.0
         self._lagging: set[str] = set()
+        # Pools whose catch-up failed (e.g. an event this version cannot decode) wait before the next try.
+        self._retry_after: dict[str, float] = {}
         # Pools being caught up: live rows that arrive meanwhile wait here, then continue the cursor.
         self._held: dict[str, list[WarehouseRow]] = {}
         self._sink_healthy = True
         self._last_full_sweep = 0.0
         self._last_maintenance = time.monotonic()
         self._catching_up = asyncio.Lock()
+        self._loading = asyncio.Lock()
         self._flushing = asyncio.Lock()  # one flush at a time: a batch leaves the buffer only once
         self._task: asyncio.Task[None] | None = None
-        self.stats = {"accepted": 0, "not_taken": 0, "flushed_rows": 0, "flushes": 0, "caught_up_rows": 0}
+        self.stats = {
+            "accepted": 0,
+            "not_taken": 0,
+            "flushed_rows": 0,
+            "flushes": 0,
+            "caught_up_rows": 0,
+            "catch_up_failures": 0,
+        }
         self.last_error: str | None = None
 
     # ------------------------------------------------------------------ the live path
@@ -117,10 +127,13 @@ class WarehouseStream:
             await asyncio.sleep(max(backoff, _TICK_S))
 
     async def _load_cursors(self) -> None:
-        sink = await self._sink_opened()
-        delivered = await asyncio.to_thread(sink.deliveries)
-        self._cursors = {pool_id: d for pool_id, d in delivered.items() if self._owns(pool_id)}
-        self._last_full_sweep = 0.0  # catch up everything right away
+        async with self._loading:  # once: loading again would accept rows already buffered a second time
+            if self._cursors is not None:
+                return
+            sink = await self._sink_opened()
+            delivered = await asyncio.to_thread(sink.deliveries)
+            self._cursors = {pool_id: d for pool_id, d in delivered.items() if self._owns(pool_id)}
+            self._last_full_sweep = 0.0  # catch up everything right away
 
     def _flush_due(self) -> bool:
         if not self._buffer:
@@ -175,13 +188,23 @@ class WarehouseStream:
         journal = await self._journal_opened()
         if pool_ids is None:
             pool_ids = [p for p in await asyncio.to_thread(lambda: list(journal.pool_ids())) if self._owns(p)]
-        taken = 0
+        taken, failed = 0, 0
         for pool_id in pool_ids:
             room = self._settings.max_buffered_rows - len(self._buffer)
             if room <= 0:
                 break
-            taken += await self._catch_up_pool(journal, pool_id, room)
+            if self._retry_after.get(pool_id, 0.0) > time.monotonic():
+                continue
+            try:
+                taken += await self._catch_up_pool(journal, pool_id, room)
+                self._retry_after.pop(pool_id, None)
+            except Exception as exc:  # one unreadable pool must not hold up the others; it stays lagging
+                self._retry_after[pool_id] = time.monotonic() + self._settings.catch_up_interval_s
+                failed += 1
+                self.last_error = f"catching up {pool_id}: {type(exc).__name__}: {exc}"
+                log.warning("warehouse stream: %s", self.last_error)
         self.stats["caught_up_rows"] += taken
+        self.stats["catch_up_failures"] += failed
         return taken
 
     async def _catch_up_pool(self, journal: Journal, pool_id: str, room: int) -> int:

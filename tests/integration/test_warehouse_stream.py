@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from capacity_service.domain import ConfigurePool, Release, Reserve, new_reservation_id
-from capacity_service.journal import Journal, open_journal
+from capacity_service.journal import Journal, NewEvent, open_journal
 from capacity_service.pool_writer import PoolWriter
 from capacity_service.settings import ParquetSinkSettings, SqlJournalSettings, WarehouseSettings
 from capacity_service.warehouse.parquet import ParquetSink
@@ -192,3 +192,27 @@ async def _a_failing_sink_keeps_rows_and_catches_up_when_it_returns(
     sink.failing = False
     await settle(stream, journal, sink)
     assert sink_keys(sink) == journal_keys(journal)
+
+
+def test_a_pool_that_cannot_be_read_does_not_hold_up_the_others(
+    tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
+) -> None:
+    asyncio.run(_a_pool_that_cannot_be_read_does_not_hold_up_the_others(tmp_path, journal, journal_settings))
+
+
+async def _a_pool_that_cannot_be_read_does_not_hold_up_the_others(
+    tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
+) -> None:
+    bad = "aaa-undecodable"  # sorts first in the registry
+    journal.append(bad, 0, journal.claim_epoch(bad), [NewEvent("FromANewerRelease", 9, b"{}")])
+    sink = GatedSink(ParquetSinkSettings(path=str(tmp_path / "w")))
+    stream = make_stream(WarehouseSettings(), sink, journal_settings)
+    pools = Pools(journal, 3)
+    pools.configure()
+    for n in range(30):
+        pools.step(n)  # nothing handed over: everything must come from the journal
+    await stream.catch_up(None)
+    await stream.flush()
+    expected = Counter(key for key in journal_keys(journal) if key[0] != bad)
+    assert sink_keys(sink) == expected
+    assert stream.status()["catch_up_failures"] == 1 and stream.status()["lagging"] == 1
