@@ -157,6 +157,9 @@ class SqlSinkSettings(_Settings):
     deliveries_table: str = Field(default="capacity_event_deliveries", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     pool_size: int = Field(default=2, ge=1)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    # A statement (or a connection gone silent: TCP keepalives) fails after this long instead of hanging
+    # the stream; the batch is retried.
+    statement_timeout_s: float = Field(default=60.0, gt=0)
 
 
 class RedshiftSinkSettings(_Settings):
@@ -177,6 +180,8 @@ class RedshiftSinkSettings(_Settings):
     s3_staging_uri: str | None = Field(default=None, pattern=r"^s3://[^/]+(/.*)?$")
     iam_role_arn: str | None = None
     region: str | None = None
+    # Socket timeout of the connection: a silent network fails the batch (retried) instead of hanging.
+    timeout_s: float = Field(default=120.0, gt=0)
 
     @model_validator(mode="after")
     def _bulk_path_can_read_s3(self) -> RedshiftSinkSettings:

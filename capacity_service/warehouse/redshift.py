@@ -77,12 +77,6 @@ class RedshiftStatements:
         region = f" REGION '{self._s.region}'" if self._s.region else ""
         return f"COPY {self.staging} FROM '{uri}' IAM_ROLE '{self._s.iam_role_arn}' FORMAT AS PARQUET{region}"
 
-    def insert_staging(self) -> str:
-        return _insert(self.staging, COLUMNS)
-
-    def insert_staging_cursors(self) -> str:
-        return _insert(self.staging_cursors, DELIVERY_COLUMNS)
-
     def merge_rows(self) -> str:
         # Redshift's MERGE needs both clauses; a matched row is an event delivered before: a no-op update.
         return (
@@ -157,9 +151,11 @@ class RedshiftSink(WarehouseSink):
             if staged_file is not None:
                 cursor.execute(self._sql.copy_from_s3(staged_file[1]))
             else:
-                cursor.executemany(self._sql.insert_staging(), list(rows))
-            cursor.executemany(
-                self._sql.insert_staging_cursors(),
+                _insert_in_chunks(cursor, self._sql.staging, COLUMNS, list(rows))
+            _insert_in_chunks(
+                cursor,
+                self._sql.staging_cursors,
+                DELIVERY_COLUMNS,
                 [tuple(getattr(d, c) for c in DELIVERY_COLUMNS) for d in last_deliveries(rows).values()],
             )
             cursor.execute(self._sql.merge_rows())
@@ -229,8 +225,20 @@ class RedshiftSink(WarehouseSink):
             raise SinkUnavailable(f"redshift warehouse: {type(exc).__name__}: {exc}") from exc
 
 
-def _insert(table: str, columns: Sequence[str]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+def _insert_in_chunks(cursor: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Multi-row INSERTs of ``_INSERT_CHUNK`` rows each: redshift-connector's executemany sends one
+    statement per row, a round trip each."""
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[start : start + _INSERT_CHUNK]
+        cursor.execute(multi_row_insert(table, columns, len(chunk)), [value for row in chunk for value in row])
+
+
+_INSERT_CHUNK = 500
+
+
+def multi_row_insert(table: str, columns: Sequence[str], rows: int) -> str:
+    one_row = f"({', '.join(['%s'] * len(columns))})"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one_row] * rows)}"
 
 
 def _redshift_connect(settings: RedshiftSinkSettings) -> DbApiConnection:
@@ -242,5 +250,6 @@ def _redshift_connect(settings: RedshiftSinkSettings) -> DbApiConnection:
         database=settings.database,
         user=settings.user,
         password=settings.password.get_secret_value() if settings.password else None,
+        timeout=int(settings.timeout_s),
     )
     return connection

@@ -48,11 +48,11 @@ def events_table(metadata: MetaData, name: str, schema: str | None = None) -> Ta
         Column("event_version", Integer, nullable=False),
         Column("quantity", BigInteger),
         Column("reservation_id", String(256)),
-        Column("request_id", String(256)),
+        Column("request_id", String(512)),  # 128 characters of any script: VARCHAR counts bytes on Redshift
         Column("capacity", BigInteger, nullable=False),
         Column("reserved", BigInteger, nullable=False),
         Column("remaining", BigInteger, nullable=False),
-        Column("zone", String(256), nullable=False),
+        Column("zone", String(512), nullable=False),
         Column("slot_start", DateTime(timezone=True)),
         Column("slot_end", DateTime(timezone=True)),
         Column("occurred_at", DateTime(timezone=True), nullable=False),
@@ -70,7 +70,7 @@ def deliveries_table(metadata: MetaData, name: str, schema: str | None = None) -
         Column("seq_nr", BigInteger, nullable=False),
         Column("capacity", BigInteger, nullable=False),
         Column("reserved", BigInteger, nullable=False),
-        Column("zone", String(256), nullable=False),
+        Column("zone", String(512), nullable=False),
         Column("slot_start", DateTime(timezone=True)),
         Column("slot_end", DateTime(timezone=True)),
         schema=schema,
@@ -233,7 +233,16 @@ def _create_engine(settings: SqlSinkSettings) -> Engine:
     url = make_url(settings.url)
     options: dict[str, Any] = {"pool_pre_ping": True}
     if url.get_backend_name() == "postgresql":
-        connect_args = {"connect_timeout": max(1, int(settings.connect_timeout_s))}
+        connect_args = {
+            "connect_timeout": max(1, int(settings.connect_timeout_s)),
+            "options": f"-c statement_timeout={int(settings.statement_timeout_s * 1000)}",
+            # A server or network that goes silent mid-transaction is noticed, not waited on forever.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": int(settings.statement_timeout_s * 1000),
+        }
         options |= {"pool_size": settings.pool_size, "connect_args": connect_args}
     return create_engine(url, **options)
 

@@ -94,7 +94,7 @@ def test_the_bulk_path_stages_one_parquet_file_copies_merges_and_cleans_up(tmp_p
     ]
     copy = next(s for s in conn.statements if s.startswith("COPY"))
     assert "IAM_ROLE 'arn:aws:iam::123456789012:role/copy' FORMAT AS PARQUET REGION 'eu-west-1'" in copy
-    assert conn.statements[5].endswith("x2")  # one cursor row per pool
+    assert conn.statements[5].count("), (") == 1  # one multi-row INSERT, one cursor row per pool
     assert conn.commits == 1 and conn.rollbacks == 0
     [(uri, table)] = staged
     assert uri.startswith("s3://example-bucket/capacity/staging/stream-0/") and uri.endswith(".parquet")
@@ -115,11 +115,12 @@ def test_a_failed_merge_rolls_back_reports_unavailable_and_leaves_no_staged_file
     assert not list((tmp_path / "stream-0").iterdir())
 
 
-def test_without_s3_rows_reach_staging_by_insert() -> None:
+def test_without_s3_rows_reach_staging_by_multi_row_inserts() -> None:
     conn = RecordingConnection()
     sink = RedshiftSink(SETTINGS.model_copy(update={"s3_staging_uri": None}), connect=lambda: conn)
-    sink.write(history("pool-a", 4))
-    assert any(s.startswith('INSERT INTO "capacity_events_staging"') and s.endswith("x4") for s in conn.statements)
+    sink.write(history("pool-a", 1200))
+    inserts = [s for s in conn.statements if s.startswith('INSERT INTO "capacity_events_staging"')]
+    assert [s.count("), (") + 1 for s in inserts] == [500, 500, 200]  # rows per statement, not per row
     assert not any(s.startswith("COPY") for s in conn.statements)
 
 
