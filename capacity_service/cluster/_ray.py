@@ -121,6 +121,11 @@ def process_id() -> int:
     return os.getpid()
 
 
+def actor_was_restarted() -> bool:
+    """Inside an actor: whether Ray restarted it (after its process or node died)."""
+    return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
+
 def current_node_id() -> str:
     return str(ray.get_runtime_context().get_node_id())
 

@@ -20,7 +20,8 @@ SUPERVISOR_NAME = "supervisor"
 
 
 class Supervisor:
-    def __init__(self, settings: ServiceSettings) -> None:
+    # Async: Ray runs an async constructor on the actor's event loop, where the loops can be started.
+    async def __init__(self, settings: ServiceSettings) -> None:  # type: ignore[misc]
         self._settings = settings
         self._router = PoolRouter(settings)
         self._journal: Journal | None = None
@@ -28,6 +29,8 @@ class Supervisor:
         self._loop_task: asyncio.Task[None] | None = None
         self._cache_task: asyncio.Task[None] | None = None
         self._stream_task: asyncio.Task[None] | None = None
+        if _ray.actor_was_restarted():
+            await self.start()  # its node died and Ray restarted it elsewhere: nobody else would resume them
 
     def _registered_pools(self) -> list[str]:
         if self._journal is None:

@@ -19,12 +19,15 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from capacity_service.client import CapacityClient
 from capacity_service.cluster import _ray
 from capacity_service.cluster._ray import kill_namespace
 from capacity_service.cluster.local import POOL_RESOURCES, LocalCluster, local_cluster, raylet_pid
 from capacity_service.cluster.router import actor_name
+from capacity_service.cluster.supervisor import SUPERVISOR_NAME, Supervisor
 from capacity_service.read_side import CACHE_PREFIX, cache_name
 from capacity_service.settings import (
     CassandraJournalSettings,
@@ -85,6 +88,19 @@ def client(cluster: LocalCluster, sqlite_journal: SqlJournalSettings) -> Iterato
     kill_namespace(settings.hosting.namespace)
 
 
+def start_supervisor_on(settings: ServiceSettings, node_id: str) -> None:
+    """The supervisor, as ``CapacityClient.start_watchdog`` makes it, but placed on ``node_id`` (softly:
+    Ray may restart it on another node)."""
+    ray.remote(Supervisor).options(
+        name=SUPERVISOR_NAME,
+        namespace=settings.hosting.namespace,
+        lifetime="detached",
+        max_restarts=-1,
+        num_cpus=0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=True),
+    ).remote(settings)
+
+
 def make_pools(client: CapacityClient, count: int, capacity: int) -> list[str]:
     pools = [f"mn-{uuid.uuid4().hex[:8]}" for _ in range(count)]
     for pool_id in pools:
@@ -98,11 +114,15 @@ def test_a_worker_node_lost_under_load(cluster: LocalCluster, client: CapacityCl
     capacity = 60  # small enough that some pools fill up: "full" must still mean exactly full
     pools = make_pools(client, 20, capacity)
     idle_pool = make_pools(client, 1, 5)[0]  # nobody calls it: only the watchdog brings it back
-    client.start_watchdog()
     head = cluster.head.node_id
     placed = pools_by_node(settings, pools)
     assert head not in placed, "a pool runs on the head node"
     assert len(placed) >= 2, f"pools were not spread over the workers: {placed}"
+    # The supervisor starts on the node about to die (the one with the most pools), so that Ray must
+    # restart it elsewhere and it must resume its loops by itself.
+    doomed = max(placed, key=lambda node_id: len(placed[node_id]))
+    start_supervisor_on(settings, doomed)
+    client.start_watchdog()
 
     stream = ReserveStream(client, pools)
     stream.start()
