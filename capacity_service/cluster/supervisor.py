@@ -95,12 +95,8 @@ class Supervisor:
                 log.exception("watchdog sweep failed")
             await asyncio.sleep(self._settings.hosting.watchdog_interval_s)
 
-    # Asking the supervisor anything (re)starts its loops: after its node died, Ray restarts it on
-    # another node with a fresh constructor, and the next readiness probe or sweep brings the loops back.
     async def sweep_now(self) -> SweepReport:
-        await self.start()
         return await self._watchdog.sweep()
 
     async def last_report(self) -> SweepReport | None:
-        await self.start()
         return self._watchdog.last_report
