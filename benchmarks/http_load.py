@@ -182,6 +182,7 @@ def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any, fast: b
                 "--shards",
                 str(args.shards),
                 *(["--fast-ingress"] if fast else []),
+                *(["--no-warehouse"] if args.no_warehouse else []),
             ],
             cwd=tmp,
             env=env,
@@ -250,6 +251,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--targets", default="yardstick,capacity_service,fast")
+    parser.add_argument("--no-warehouse", action="store_true", help="capacity_service without its analytics stream")
+    parser.add_argument("--results", default="http_load", help="name of the results file")
     args = parser.parse_args()
     exit_cleanly_on_sigterm()
     wrk = ensure_wrk()
@@ -261,7 +264,7 @@ def main() -> None:
         rows += bench_capacity_service(wrk, args, say, fast=False)
     if "fast" in args.targets:
         rows += bench_capacity_service(wrk, args, say, fast=True)
-    path = write_results("http_load", {"rows": rows, "shards": args.shards})
+    path = write_results(args.results, {"rows": rows, "shards": args.shards, "warehouse": not args.no_warehouse})
     plot(rows, path.with_suffix(".png"))
     print(f"results: {path} and {path.with_suffix('.png')}")
 

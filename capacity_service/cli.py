@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--host", default="127.0.0.1", help="bind address (loopback unless you mean it)")
     start.add_argument("--shards", type=int, help="host pools on this many shard actors (thousands of pools)")
     start.add_argument(
+        "--no-warehouse",
+        action="store_true",
+        help="no analytics stream (by default every event goes to DATA_DIR/warehouse)",
+    )
+    start.add_argument(
         "--fast-ingress",
         action="store_true",
         help="Serve's bundled HAProxy instead of its Python proxy: ~10x the requests/s on 2 cores, but Ray 2.60 "
@@ -235,7 +240,9 @@ def _service_args(a: argparse.Namespace, hosting: dict[str, Any] | None = None) 
         hosting.update({"mode": "sharded", "shards": a.shards})
     if hosting:
         args["hosting"] = hosting
-    if not os.environ.get("CAPACITY_WAREHOUSE_URL"):
+    if a.no_warehouse:
+        args["warehouse"] = {"enabled": False}
+    elif not os.environ.get("CAPACITY_WAREHOUSE_URL"):
         args["warehouse"] = {"sink": {"kind": "parquet", "path": str(a.data_dir.resolve() / "warehouse")}}
     return args
 

@@ -209,8 +209,9 @@ class WarehouseSettings(_Settings):
     catch_up_interval_s: float = Field(default=10.0, gt=0)
     # Sink retries back off up to this long.
     max_retry_backoff_s: float = Field(default=5.0, gt=0)
-    # Pool actors coalesce events for this long: one message per stream carries many events.
-    push_interval_s: float = Field(default=0.01, ge=0)
+    # Pool actors coalesce events for this long: one message per stream carries many events (each Ray
+    # message costs CPU on both sides; the flush interval dominates the lag anyway).
+    push_interval_s: float = Field(default=0.1, ge=0)
     # How often the sink's upkeep runs (Parquet: compaction of small files).
     maintenance_interval_s: float = Field(default=60.0, gt=0)
 
