@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     cluster.add_argument("--workers", type=int, default=2)
     cluster.add_argument("--port", type=int, default=8000)
     cluster.add_argument("--shards", type=int, help="host pools on this many shard actors (thousands of pools)")
+    cluster.add_argument("--no-warehouse", action="store_true", help="no analytics stream")
     cluster.set_defaults(run=_cluster)
 
     pools = commands.add_parser("pools", help="create, show and list pools").add_subparsers(dest="op", required=True)
