@@ -104,115 +104,101 @@ def make_stream(
 def test_lost_duplicated_and_reordered_hand_overs_end_exactly_once(
     tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
 ) -> None:
-    asyncio.run(_lost_duplicated_and_reordered_hand_overs_end_exactly_once(tmp_path, journal, journal_settings))
+    async def scenario() -> None:
+        sink = GatedSink(ParquetSinkSettings(path=str(tmp_path / "w")))
+        stream = make_stream(WarehouseSettings(flush_rows=200), sink, journal_settings)
+        await stream.catch_up([])  # loads the (empty) cursors
+        pools = Pools(journal, 5)
+        stream.offer(pools.configure())
+        for n in range(600):
+            rows = pools.step(n)
+            if n % 7 == 0:
+                continue  # lost on the way: a gap in that pool
+            stream.offer(rows)
+            if n % 5 == 0:
+                stream.offer(rows)  # delivered twice
+        assert stream.status()["lagging"] > 0  # the gaps were noticed, not papered over
+        await settle(stream, journal, sink)
+        counts = sink_keys(sink)
+        assert counts == journal_keys(journal)  # every event, each once
+        assert set(counts.values()) == {1}
+        # The states folded by the catch-up path equal the writers' own states.
+        last = {r.pool_id: r for r in sorted(sink.rows(), key=lambda r: r.seq_nr)}
+        for writer in pools.writers:
+            assert (last[writer.pool_id].capacity, last[writer.pool_id].reserved) == (
+                writer.state.capacity,
+                writer.state.reserved,
+            )
 
-
-async def _lost_duplicated_and_reordered_hand_overs_end_exactly_once(
-    tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
-) -> None:
-    sink = GatedSink(ParquetSinkSettings(path=str(tmp_path / "w")))
-    stream = make_stream(WarehouseSettings(flush_rows=200), sink, journal_settings)
-    await stream.catch_up([])  # loads the (empty) cursors
-    pools = Pools(journal, 5)
-    stream.offer(pools.configure())
-    for n in range(600):
-        rows = pools.step(n)
-        if n % 7 == 0:
-            continue  # lost on the way: a gap in that pool
-        stream.offer(rows)
-        if n % 5 == 0:
-            stream.offer(rows)  # delivered twice
-    assert stream.status()["lagging"] > 0  # the gaps were noticed, not papered over
-    await settle(stream, journal, sink)
-    counts = sink_keys(sink)
-    assert counts == journal_keys(journal)  # every event, each once
-    assert set(counts.values()) == {1}
-    # The states folded by the catch-up path equal the writers' own states.
-    last = {r.pool_id: r for r in sorted(sink.rows(), key=lambda r: r.seq_nr)}
-    for writer in pools.writers:
-        assert (last[writer.pool_id].capacity, last[writer.pool_id].reserved) == (
-            writer.state.capacity,
-            writer.state.reserved,
-        )
+    asyncio.run(scenario())
 
 
 def test_the_buffer_stays_bounded_under_a_burst_and_the_rest_comes_from_the_journal(
     tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
 ) -> None:
-    asyncio.run(
-        _the_buffer_stays_bounded_under_a_burst_and_the_rest_comes_from_the_journal(tmp_path, journal, journal_settings)
-    )
+    async def scenario() -> None:
+        sink = GatedSink(ParquetSinkSettings(path=str(tmp_path / "w")))
+        settings = WarehouseSettings(flush_rows=100, max_buffered_rows=300, flush_interval_s=0.01)
+        stream = make_stream(settings, sink, journal_settings)
+        await stream.catch_up([])
+        sink.open.clear()  # the warehouse is slow: nothing drains
+        pools = Pools(journal, 3)
+        stream.offer(pools.configure())
+        stream.start()
+        high_water = 0
+        for n in range(5000):
+            stream.offer(pools.step(n))
+            high_water = max(high_water, int(stream.status()["buffered"]))  # type: ignore[call-overload]
+            if n % 500 == 0:
+                await asyncio.sleep(0)
+        assert high_water <= settings.max_buffered_rows
+        assert stream.status()["not_taken"] > 0
+        sink.open.set()
+        await settle(stream, journal, sink)
+        assert sink_keys(sink) == journal_keys(journal)
+        stream.close()
 
-
-async def _the_buffer_stays_bounded_under_a_burst_and_the_rest_comes_from_the_journal(
-    tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
-) -> None:
-    sink = GatedSink(ParquetSinkSettings(path=str(tmp_path / "w")))
-    settings = WarehouseSettings(flush_rows=100, max_buffered_rows=300, flush_interval_s=0.01)
-    stream = make_stream(settings, sink, journal_settings)
-    await stream.catch_up([])
-    sink.open.clear()  # the warehouse is slow: nothing drains
-    pools = Pools(journal, 3)
-    stream.offer(pools.configure())
-    stream.start()
-    high_water = 0
-    for n in range(5000):
-        stream.offer(pools.step(n))
-        high_water = max(high_water, int(stream.status()["buffered"]))  # type: ignore[call-overload]
-        if n % 500 == 0:
-            await asyncio.sleep(0)
-    assert high_water <= settings.max_buffered_rows
-    assert stream.status()["not_taken"] > 0
-    sink.open.set()
-    await settle(stream, journal, sink)
-    assert sink_keys(sink) == journal_keys(journal)
-    stream.close()
+    asyncio.run(scenario())
 
 
 def test_a_failing_sink_keeps_rows_and_catches_up_when_it_returns(
     tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
 ) -> None:
-    asyncio.run(_a_failing_sink_keeps_rows_and_catches_up_when_it_returns(tmp_path, journal, journal_settings))
+    async def scenario() -> None:
+        sink = GatedSink(ParquetSinkSettings(path=str(tmp_path / "w")))
+        stream = make_stream(WarehouseSettings(flush_rows=50), sink, journal_settings)
+        await stream.catch_up([])
+        pools = Pools(journal, 4)
+        stream.offer(pools.configure())
+        sink.failing = True
+        for n in range(400):
+            stream.offer(pools.step(n))
+        with pytest.raises(SinkUnavailable):
+            await stream.flush()
+        assert stream.status()["sink_healthy"] is False and stream.status()["buffered"] > 0
+        sink.failing = False
+        await settle(stream, journal, sink)
+        assert sink_keys(sink) == journal_keys(journal)
 
-
-async def _a_failing_sink_keeps_rows_and_catches_up_when_it_returns(
-    tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
-) -> None:
-    sink = GatedSink(ParquetSinkSettings(path=str(tmp_path / "w")))
-    stream = make_stream(WarehouseSettings(flush_rows=50), sink, journal_settings)
-    await stream.catch_up([])
-    pools = Pools(journal, 4)
-    stream.offer(pools.configure())
-    sink.failing = True
-    for n in range(400):
-        stream.offer(pools.step(n))
-    with pytest.raises(SinkUnavailable):
-        await stream.flush()
-    assert stream.status()["sink_healthy"] is False and stream.status()["buffered"] > 0
-    sink.failing = False
-    await settle(stream, journal, sink)
-    assert sink_keys(sink) == journal_keys(journal)
+    asyncio.run(scenario())
 
 
 def test_a_pool_that_cannot_be_read_does_not_hold_up_the_others(
     tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
 ) -> None:
-    asyncio.run(_a_pool_that_cannot_be_read_does_not_hold_up_the_others(tmp_path, journal, journal_settings))
+    async def scenario() -> None:
+        bad = "aaa-undecodable"  # sorts first in the registry
+        journal.append(bad, 0, journal.claim_epoch(bad), [NewEvent("FromANewerRelease", 9, b"{}")])
+        sink = GatedSink(ParquetSinkSettings(path=str(tmp_path / "w")))
+        stream = make_stream(WarehouseSettings(), sink, journal_settings)
+        pools = Pools(journal, 3)
+        pools.configure()
+        for n in range(30):
+            pools.step(n)  # nothing handed over: everything must come from the journal
+        await stream.catch_up(None)
+        await stream.flush()
+        expected = Counter(key for key in journal_keys(journal) if key[0] != bad)
+        assert sink_keys(sink) == expected
+        assert stream.status()["catch_up_failures"] == 1 and stream.status()["lagging"] == 1
 
-
-async def _a_pool_that_cannot_be_read_does_not_hold_up_the_others(
-    tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
-) -> None:
-    bad = "aaa-undecodable"  # sorts first in the registry
-    journal.append(bad, 0, journal.claim_epoch(bad), [NewEvent("FromANewerRelease", 9, b"{}")])
-    sink = GatedSink(ParquetSinkSettings(path=str(tmp_path / "w")))
-    stream = make_stream(WarehouseSettings(), sink, journal_settings)
-    pools = Pools(journal, 3)
-    pools.configure()
-    for n in range(30):
-        pools.step(n)  # nothing handed over: everything must come from the journal
-    await stream.catch_up(None)
-    await stream.flush()
-    expected = Counter(key for key in journal_keys(journal) if key[0] != bad)
-    assert sink_keys(sink) == expected
-    assert stream.status()["catch_up_failures"] == 1 and stream.status()["lagging"] == 1
+    asyncio.run(scenario())
