@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import astuple
 from typing import Any, Protocol
 
 import pyarrow.fs as pafs
@@ -23,11 +24,9 @@ from sqlalchemy.schema import CreateTable
 
 from capacity_service.settings import RedshiftSinkSettings
 from capacity_service.warehouse.parquet import rows_to_table
-from capacity_service.warehouse.rows import COLUMNS, Delivery, WarehouseRow
+from capacity_service.warehouse.rows import COLUMNS, DELIVERY_COLUMNS, Delivery, WarehouseRow
 from capacity_service.warehouse.sink import SinkUnavailable, WarehouseSink, last_deliveries
 from capacity_service.warehouse.sql import deliveries_table, events_table
-
-DELIVERY_COLUMNS: tuple[str, ...] = ("pool_id", "seq_nr", "capacity", "reserved", "zone", "slot_start", "slot_end")
 
 
 class DbApiConnection(Protocol):
@@ -156,7 +155,7 @@ class RedshiftSink(WarehouseSink):
                 cursor,
                 self._sql.staging_cursors,
                 DELIVERY_COLUMNS,
-                [tuple(getattr(d, c) for c in DELIVERY_COLUMNS) for d in last_deliveries(rows).values()],
+                [astuple(d) for d in last_deliveries(rows).values()],
             )
             cursor.execute(self._sql.merge_rows())
             cursor.execute(self._sql.merge_cursors())

@@ -7,7 +7,7 @@ start (a release carries its quantity, so ``reserved`` folds forward from the ev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime
 from typing import NamedTuple
 
@@ -124,3 +124,6 @@ def _row(
 
 # Column names and order of every sink (Parquet schema, SQL tables, Redshift COPY).
 COLUMNS: tuple[str, ...] = WarehouseRow._fields
+
+# Column names and order of the cursor tables (SQL, Redshift): the fields of ``Delivery``.
+DELIVERY_COLUMNS: tuple[str, ...] = tuple(field.name for field in fields(Delivery))

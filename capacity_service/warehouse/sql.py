@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -181,18 +182,7 @@ class SqlSink(WarehouseSink):
             copy.write(data)
 
     def _advance(self, conn: Connection, deliveries: list[Delivery]) -> None:
-        values = [
-            {
-                "pool_id": d.pool_id,
-                "seq_nr": d.seq_nr,
-                "capacity": d.capacity,
-                "reserved": d.reserved,
-                "zone": d.zone,
-                "slot_start": d.slot_start,
-                "slot_end": d.slot_end,
-            }
-            for d in deliveries
-        ]
+        values = [asdict(d) for d in deliveries]
         upsert = (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(self._deliveries)
         table = self._deliveries
         statement = upsert.on_conflict_do_update(
@@ -207,7 +197,8 @@ class SqlSink(WarehouseSink):
         try:
             yield
         except SQLAlchemyError as exc:
-            self._schema_ready = False if "does not exist" in str(exc) else self._schema_ready
+            if "does not exist" in str(exc):  # a table dropped under us: create it again next time
+                self._schema_ready = False
             raise SinkUnavailable(f"{self._dialect} warehouse: {type(exc).__name__}: {exc}") from exc
         except OSError as exc:
             raise SinkUnavailable(f"{self._dialect} warehouse: {exc}") from exc
