@@ -176,15 +176,12 @@ def poll_warehouse(sink: ParquetSinkSettings | SqlSinkSettings, seen: dict[str, 
 
 def request_ids_reader(sink: ParquetSinkSettings | SqlSinkSettings) -> Callable[[], list[str]]:
     if isinstance(sink, ParquetSinkSettings):
-        import pyarrow.dataset as ds
+        from capacity_service.warehouse.parquet import ParquetSink
 
-        from capacity_service.warehouse.parquet import ARROW_SCHEMA, PARTITIONING
+        reader = ParquetSink(sink, owner="bench-reader")  # reading never recovers or writes
 
         def read_parquet() -> list[str]:
-            if not Path(sink.path).exists():
-                return []
-            dataset = ds.dataset(sink.path, schema=ARROW_SCHEMA, format="parquet", partitioning=PARTITIONING)
-            table = dataset.to_table(columns=["request_id"])
+            table = reader.read_table(columns=["request_id"])
             return [r for r in table.column("request_id").to_pylist() if r and r.startswith("lag-")]
 
         return read_parquet

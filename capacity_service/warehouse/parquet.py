@@ -140,13 +140,13 @@ class ParquetSink(WarehouseSink):
 
     # ------------------------------------------------------------------ reading and compaction
 
-    def read_table(self) -> pa.Table:
+    def read_table(self, columns: Sequence[str] | None = None) -> pa.Table:
         """The whole dataset as readers see it (what a query engine pointed at the folder reads)."""
         self._fs.create_dir(self._root, recursive=True)
         dataset = ds.dataset(
             self._root, schema=ARROW_SCHEMA, format="parquet", filesystem=self._fs, partitioning=PARTITIONING
         )
-        return dataset.to_table()
+        return dataset.to_table(columns=None if columns is None else list(columns))
 
     def maintain(self) -> None:
         self.compact()
@@ -341,12 +341,10 @@ def _dt(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-class _translated:
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
     """Filesystem and Arrow errors become ``SinkUnavailable``."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
-        if exc is not None and isinstance(exc, OSError | pa.ArrowException):
-            raise SinkUnavailable(f"parquet warehouse: {type(exc).__name__}: {exc}") from exc
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        raise SinkUnavailable(f"parquet warehouse: {type(exc).__name__}: {exc}") from exc
