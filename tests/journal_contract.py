@@ -118,6 +118,20 @@ class JournalContract:
         assert isinstance(results[2], WriterFenced)
         assert [payloads(journal, p) for p in pools] == [["a1", "a2"], ["already"], [], ["d1"]]
 
+    def test_append_many_chains_appends_of_one_pool_in_order(self, journal: Journal, pool_id: str) -> None:
+        epoch = journal.claim_epoch(pool_id)
+        results = journal.append_many(
+            [
+                AppendRequest(pool_id, 0, epoch, events("a")),
+                AppendRequest(pool_id, 1, epoch, events("b", "c")),
+                AppendRequest(pool_id, 1, epoch, events("stale")),  # the first two moved the stream to 3
+            ]
+        )
+        assert results[:2] == [1, 3]
+        assert isinstance(results[2], SequenceConflict)
+        assert payloads(journal, pool_id) == ["a", "b", "c"]
+        assert journal.highest_seq_nr(pool_id) == 3
+
     def test_long_stream_reads_back_whole_and_in_order(self, journal: Journal, pool_id: str) -> None:
         epoch = journal.claim_epoch(pool_id)
         seq_nr = 0

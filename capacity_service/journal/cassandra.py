@@ -207,12 +207,22 @@ class CassandraJournal(Journal):
         return new_seq_nr
 
     def append_many(self, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
-        """Different pools live in different partitions: their appends run concurrently."""
+        """Different pools live in different partitions: their appends run concurrently; one pool's
+        appends run in the order given."""
         if len(appends) <= 1:
             return super().append_many(appends)
-        return list(
-            self._executor.map(lambda request: super(CassandraJournal, self).append_many([request])[0], appends)
-        )
+        by_pool: dict[str, list[int]] = {}
+        for index, request in enumerate(appends):
+            by_pool.setdefault(request.pool_id, []).append(index)
+        results: list[int | JournalError] = [0] * len(appends)
+
+        def append_pools_appends(indexes: list[int]) -> None:
+            answers = super(CassandraJournal, self).append_many([appends[i] for i in indexes])
+            for index, answer in zip(indexes, answers, strict=True):
+                results[index] = answer
+
+        list(self._executor.map(append_pools_appends, by_pool.values()))
+        return results
 
     def _write_rows_fenced(self, pool_id: str, expected_seq_nr: int, epoch: int, rows: list[tuple[Any, ...]]) -> None:
         for _attempt in range(_MAX_ORPHAN_CLEANUPS + 1):

@@ -2,10 +2,11 @@ import pytest
 
 from capacity_service.journal.sql import SqlJournal
 from capacity_service.settings import SqlJournalSettings
-from tests.journal_contract import JournalContract, JournalFactory
+from tests.journal_contract import JournalFactory
+from tests.support.sql_journal import SqlJournalContract
 
 
-class TestPostgresJournal(JournalContract):
+class TestPostgresJournal(SqlJournalContract):
     @pytest.fixture
     def journal_factory(self, postgres_settings: SqlJournalSettings) -> JournalFactory:
         return lambda: SqlJournal(postgres_settings)

@@ -4,10 +4,11 @@ import pytest
 
 from capacity_service.journal.sql import SqlJournal
 from capacity_service.settings import SqlJournalSettings
-from tests.journal_contract import JournalContract, JournalFactory, events
+from tests.journal_contract import JournalFactory, events
+from tests.support.sql_journal import SqlJournalContract
 
 
-class TestSqliteJournal(JournalContract):
+class TestSqliteJournal(SqlJournalContract):
     @pytest.fixture
     def journal_factory(self, tmp_path: Path) -> JournalFactory:
         # A real file, so that two engines are two independent connections racing for SQLite's lock.
