@@ -83,6 +83,10 @@ class PoolActor:
         except CapacityError as exc:
             return exc
 
+    async def ensure_started_many(self, pool_ids: list[str]) -> list[int | CapacityError]:
+        """The watchdog's ping of every pool hosted here, in one call (the host bounds its recoveries)."""
+        return list(await asyncio.gather(*(self.ensure_started(pool_id) for pool_id in pool_ids)))
+
     async def describe(self) -> dict[str, object]:
         host = self._host
         return {

@@ -111,6 +111,17 @@ class PoolRouter:
         """Call ``method(pool_id, *args)`` on the actor hosting ``pool_id``."""
         return await self._call_actor(actor_name(self._settings, pool_id), method, pool_id, *args)
 
+    def host_of(self, pool_id: str) -> str:
+        """The name of the actor hosting ``pool_id``."""
+        return actor_name(self._settings, pool_id)
+
+    async def call_host(self, pool_ids: list[str], method: str, *args: Any) -> Any:
+        """Call ``method(pool_ids, *args)`` on the one actor hosting all of ``pool_ids``."""
+        hosts = {actor_name(self._settings, pool_id) for pool_id in pool_ids}
+        if len(hosts) != 1:
+            raise ValueError(f"pools of {len(hosts)} hosts in one call")
+        return await self._call_actor(hosts.pop(), method, pool_ids, *args)
+
     async def _call_actor(self, name: str, method: str, *args: Any) -> Any:
         """While the actor is dead, restarting, or a fenced old incarnation, retry with a fresh handle
         until ``call_timeout_s``; then ``Unavailable``. Every command carries a request id, so a command

@@ -25,7 +25,9 @@ class Supervisor:
         self._settings = settings
         self._router = PoolRouter(settings)
         self._journal: Journal | None = None
-        self._watchdog = Watchdog(self._registered_pools, self._ping, settings.hosting.watchdog_concurrency)
+        self._watchdog = Watchdog(
+            self._registered_pools, self._ping, settings.hosting.watchdog_concurrency, self._router.host_of
+        )
         self._loop_task: asyncio.Task[None] | None = None
         self._cache_task: asyncio.Task[None] | None = None
         self._stream_task: asyncio.Task[None] | None = None
@@ -37,10 +39,9 @@ class Supervisor:
             self._journal = open_journal(self._settings.journal)
         return list(self._journal.pool_ids())
 
-    async def _ping(self, pool_id: str) -> None:
-        result = await self._router.call(pool_id, "ensure_started")
-        if isinstance(result, CapacityError):
-            raise result
+    async def _ping(self, pool_ids: list[str]) -> dict[str, str]:
+        results = await self._router.call_host(pool_ids, "ensure_started_many")
+        return {p: str(r) for p, r in zip(pool_ids, results, strict=True) if isinstance(r, CapacityError)}
 
     async def start(self) -> None:
         if self._loop_task is None:
