@@ -24,6 +24,9 @@ from typing import Any
 from capacity_service.settings import SqlJournalSettings, journal_settings_from_env
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# As in serve_config.yaml. Serve builds an access log record per request even with access logs off (a
+# filter drops it later); at WARNING it is not built at all.
+SERVE_LOGGING = {"enable_access_log": False, "log_level": "WARNING"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,11 +61,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no analytics stream (by default every event goes to DATA_DIR/warehouse)",
     )
+    start.add_argument("--replicas", type=int, default=1, help="Serve replicas of the HTTP API")
     start.add_argument(
         "--fast-ingress",
         action="store_true",
         help="Serve's bundled HAProxy instead of its Python proxy: ~10x the requests/s on 2 cores, but Ray 2.60 "
-        "binds HAProxy's stats and metrics ports (8404, 9101) on all interfaces",
+        "binds HAProxy's stats and metrics ports (8404, 9101) and the replicas' HTTP ports on all interfaces",
     )
     start.set_defaults(run=_start)
 
@@ -205,7 +209,11 @@ def _start(a: argparse.Namespace) -> int:
         # Read by Ray Serve at import, in this process and the Ray processes it starts.
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
-        print("fast ingress: HAProxy's stats and metrics ports (8404, 9101) listen on all interfaces", flush=True)
+        print(
+            "fast ingress: Ray binds HAProxy's stats and metrics ports (8404, 9101) and the replicas' HTTP ports "
+            "on all interfaces",
+            flush=True,
+        )
     import ray
     from ray import serve
 
@@ -217,7 +225,7 @@ def _start(a: argparse.Namespace) -> int:
     try:
         serve.start(http_options={"host": a.host, "port": a.port})
         # One log line per request costs a large share of a 2-core machine: access logs are off.
-        serve.run(build_app(args), name="capacity", route_prefix="/", logging_config={"enable_access_log": False})
+        serve.run(build_app(args, replicas=a.replicas), name="capacity", route_prefix="/", logging_config=SERVE_LOGGING)
         url = f"http://{a.host}:{a.port}"
         print(f"capacity_service is listening on {url} (journal: {args.get('journal', 'from environment')})")
         print(f"  try: curl -s {url}/readyz    docs: {url}/docs    Ctrl-C stops it", flush=True)
@@ -270,7 +278,7 @@ def _cluster(a: argparse.Namespace) -> int:
         try:
             # One HTTP proxy, on the head: the nodes share this machine's ports.
             serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": a.port})
-            serve.run(build_app(args), name="capacity", route_prefix="/", logging_config={"enable_access_log": False})
+            serve.run(build_app(args), name="capacity", route_prefix="/", logging_config=SERVE_LOGGING)
             print(f"capacity_service is listening on http://127.0.0.1:{a.port} (Ctrl-C stops it)")
             print(f"  head     {cluster.head.node_id[:12]}  raylet pid {raylet_pid(cluster.head)}  (no pools)")
             for node in cluster.workers:

@@ -132,6 +132,16 @@ class JournalContract:
         assert payloads(journal, pool_id) == ["a", "b", "c"]
         assert journal.highest_seq_nr(pool_id) == 3
 
+    def test_heads_are_the_highest_seq_nr_of_every_registered_pool(self, journal: Journal, pool_id: str) -> None:
+        busy, quiet, unregistered = f"{pool_id}-busy", f"{pool_id}-quiet", f"{pool_id}-unregistered"
+        journal.append(busy, 0, journal.claim_epoch(busy), events("a", "b", "c"))
+        journal.append(quiet, 0, journal.claim_epoch(quiet), events("a"))
+        journal.claim_epoch(unregistered)  # an epoch, no events: not registered
+        heads = journal.heads()
+        assert heads[busy] == 3 and heads[quiet] == 1
+        assert unregistered not in heads
+        assert set(heads) == set(journal.pool_ids())
+
     def test_long_stream_reads_back_whole_and_in_order(self, journal: Journal, pool_id: str) -> None:
         epoch = journal.claim_epoch(pool_id)
         seq_nr = 0

@@ -132,6 +132,10 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> BodyLi
         responses=_ERRORS,
     )
     require_key, require_admin_key = _key_checks(settings)
+    # With auth off (no keys) the routes have no dependency at all: resolving one costs every request.
+    auth_on = bool(settings.api_keys or settings.admin_keys)
+    keyed = [Depends(require_key)] if auth_on else []
+    admin_only = [Depends(require_admin_key)] if auth_on else []
 
     @app.exception_handler(CapacityError)
     async def _capacity_error(_: Request, exc: CapacityError) -> JSONResponse:
@@ -158,7 +162,7 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> BodyLi
         "/v1/pools/{pool_id}",
         response_model=Pool,
         responses={201: {"model": Pool, "description": "created"}},
-        dependencies=[Depends(require_admin_key)],
+        dependencies=admin_only,
     )
     async def put_pool(pool_id: POOL_ID, body: PutPoolRequest, response: Response) -> Pool:
         """Create or update a pool. Lowering capacity below what is reserved is allowed."""
@@ -170,12 +174,12 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> BodyLi
         "/v1/pools/{pool_id}",
         response_model=Pool,
         responses={404: {"model": ErrorBody, "description": "pool_not_found"}},
-        dependencies=[Depends(require_key)],
+        dependencies=keyed,
     )
     async def get_pool(pool_id: POOL_ID) -> Pool:
         return await backend.get_pool(pool_id)
 
-    @app.post("/v1/availability", response_model=AvailabilityBody, dependencies=[Depends(require_key)])
+    @app.post("/v1/availability", response_model=AvailabilityBody, dependencies=keyed)
     async def availability(body: AvailabilityRequest) -> AvailabilityBody:
         """Pools of the zone whose slot overlaps [slot_from, slot_to) with at least `quantity` remaining.
         Served from the replicated cache: it may lag a write by a little."""
@@ -201,7 +205,7 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> BodyLi
             404: {"model": ErrorBody, "description": "pool_not_found"},
             409: {"model": ErrorBody, "description": "insufficient_capacity, request_id_conflict"},
         },
-        dependencies=[Depends(require_key)],
+        dependencies=keyed,
     )
     async def reserve(body: ReserveRequest) -> ReservationReceipt:
         """Take capacity. Idempotent on request_id: the same id returns the same reservation."""
@@ -211,7 +215,7 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> BodyLi
         "/v1/reservations/{reservation_id}",
         response_model=ReleaseReceipt,
         responses={404: {"model": ErrorBody, "description": "reservation_not_found"}},
-        dependencies=[Depends(require_key)],
+        dependencies=keyed,
     )
     async def release(reservation_id: RESERVATION_ID) -> ReleaseReceipt:
         """Give the capacity back. Releasing twice answers 200 both times."""
@@ -221,7 +225,7 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> BodyLi
         "/v1/reservations/{reservation_id}",
         response_model=ReservationInfo,
         responses={404: {"model": ErrorBody, "description": "reservation_not_found"}},
-        dependencies=[Depends(require_key)],
+        dependencies=keyed,
     )
     async def get_reservation(reservation_id: RESERVATION_ID) -> ReservationInfo:
         return await backend.get_reservation(reservation_id)
@@ -257,15 +261,11 @@ def _key_checks(
         return any(secrets.compare_digest(token.encode(), c.encode()) for c in candidates)
 
     async def require_key(request: Request) -> None:
-        if not keys and not admin_keys:
-            return  # auth is off (the default on loopback)
         token = presented(request)
         if token is None or not matches(token, keys + admin_keys):
             raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
 
     async def require_admin_key(request: Request) -> None:
-        if not keys and not admin_keys:
-            return
         token = presented(request)
         if token is None:
             raise Unauthorized("an admin API key is required (Authorization: Bearer <key>)")

@@ -35,9 +35,11 @@ class CapacityApi:
         return create_app(self._backend, self._settings.http)
 
 
-def build_app(args: dict[str, Any]) -> Application:
-    """The application builder named by serve_config.yaml's ``import_path``."""
+def build_app(args: dict[str, Any], replicas: int | None = None) -> Application:
+    """The application builder named by serve_config.yaml's ``import_path`` (which sets the replicas)."""
     service_settings(args)  # fail at deploy time, not in every replica, when the args are wrong
     deployment: Any = CapacityApi  # a serve.Deployment at runtime; the decorators hide that from mypy
+    if replicas is not None:
+        deployment = deployment.options(num_replicas=replicas)
     application: Application = deployment.bind(dict(args))
     return application

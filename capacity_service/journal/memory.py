@@ -65,6 +65,10 @@ class InMemoryJournal(Journal):
             stored = list(self._snapshots.get(pool_id, []))
         yield from stored
 
+    def heads(self) -> dict[str, int]:
+        with self._lock:
+            return {pool_id: len(stream) for pool_id, stream in self._streams.items() if stream}
+
     def pool_ids(self) -> Iterator[str]:
         with self._lock:
             ids = [pool_id for pool_id, stream in self._streams.items() if stream]

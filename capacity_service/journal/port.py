@@ -129,6 +129,11 @@ class Journal(ABC):
     def pool_ids(self) -> Iterator[str]:
         """Every pool that has at least one event (the registry used for bootstrap and the watchdog)."""
 
+    def heads(self) -> dict[str, int]:
+        """The highest seq_nr of every registered pool. Adapters whose heads live in one table override
+        this with one query (the warehouse's catch-up sweep compares them with its cursors)."""
+        return {pool_id: self.highest_seq_nr(pool_id) for pool_id in self.pool_ids()}
+
     def close(self) -> None:  # noqa: B027 - optional hook, most adapters hold connections
         """Release connections. Default: nothing to release."""
 

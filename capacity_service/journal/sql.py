@@ -302,6 +302,11 @@ class SqlJournal(Journal):
         with self._translated_errors(), self._reader() as conn:
             yield from conn.execute(query).scalars()
 
+    def heads(self) -> dict[str, int]:
+        query = select(heads_table.c.pool_id, heads_table.c.seq_nr).where(heads_table.c.seq_nr > 0)
+        with self._translated_errors(), self._reader() as conn:
+            return {row.pool_id: row.seq_nr for row in conn.execute(query)}
+
     def close(self) -> None:
         self._engine.dispose()
         if isinstance(self._write_lock, _SqliteWriterQueue):

@@ -186,8 +186,13 @@ class WarehouseStream:
         if self._cursors is None:
             await self._load_cursors()
         journal = await self._journal_opened()
-        if pool_ids is None:
-            pool_ids = [p for p in await asyncio.to_thread(lambda: list(journal.pool_ids())) if self._owns(p)]
+        if pool_ids is None:  # the pools whose journal head is beyond the cursor: one query, not one per pool
+            heads = await asyncio.to_thread(journal.heads)
+            pool_ids = [
+                pool_id
+                for pool_id, seq_nr in sorted(heads.items())
+                if self._owns(pool_id) and seq_nr > self._delivered(pool_id)
+            ]
         taken, failed = 0, 0
         for pool_id in pool_ids:
             room = self._settings.max_buffered_rows - len(self._buffer)
@@ -231,6 +236,10 @@ class WarehouseStream:
             if not self._accept(self._cursors, row):
                 break
         return taken
+
+    def _delivered(self, pool_id: str) -> int:
+        cursor = None if self._cursors is None else self._cursors.get(pool_id)
+        return 0 if cursor is None else cursor.seq_nr
 
     def _journal_rows(self, journal: Journal, before: Delivery, limit: int) -> list[WarehouseRow]:
         rows: list[WarehouseRow] = []
