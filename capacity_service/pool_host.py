@@ -192,6 +192,12 @@ class PoolHost:
             return slot.durable_view
         return (await self._settled_slot(pool_id)).writer.view()
 
+    def durable_view(self, pool_id: str) -> PoolView | None:
+        """The view of a running pool as of its last durable write, without waiting; None when the pool
+        is not running here (or must reload first): ``view`` then starts or settles it."""
+        slot = self._slots.get(pool_id)
+        return None if slot is None or self.fenced else slot.durable_view
+
     async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | None:
         slot = await self._settled_slot(pool_id)
         found = slot.writer.state.reservations.get(reservation_id)
