@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import urllib.error
@@ -61,12 +62,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no analytics stream (by default every event goes to DATA_DIR/warehouse)",
     )
-    start.add_argument("--replicas", type=int, default=1, help="Serve replicas of the HTTP API")
+    start.add_argument(
+        "--replicas", type=int, default=1, help="Serve replicas of the HTTP API (above 1: --fast-ingress)"
+    )
     start.add_argument(
         "--fast-ingress",
         action="store_true",
-        help="Serve's bundled HAProxy instead of its Python proxy: ~10x the requests/s on 2 cores, but Ray 2.60 "
-        "binds HAProxy's stats and metrics ports (8404, 9101) and the replicas' HTTP ports on all interfaces",
+        help="Serve's bundled HAProxy in front of the replicas (without it the one replica answers HTTP itself); "
+        "Ray 2.60 binds HAProxy's stats and metrics ports (8404, 9101) on all interfaces",
     )
     start.set_defaults(run=_start)
 
@@ -205,18 +208,33 @@ def _demo(a: argparse.Namespace) -> int:
 def _start(a: argparse.Namespace) -> int:
     # A local Ray on 127.0.0.1 only; must be set before Ray is imported (see cluster/_ray.py).
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if a.replicas > 1 and not a.fast_ingress:
+        print("--replicas above 1 needs --fast-ingress (HAProxy spreads the requests over them)", file=sys.stderr)
+        return 2
+    try:
+        _bind_check(a.host, a.port)
+    except OSError as exc:
+        print(f"cannot listen on {a.host}:{a.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    # Read by Ray Serve at import, in this process and the Ray processes it starts. Throughput-optimized
+    # Serve lets the replica answer HTTP itself ("direct ingress"): Serve's Python proxy costs ~7 ms of CPU
+    # per request here, ten times the app's own work.
+    os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    # A directly reachable replica keeps serving for 30 s when stopped, for outside load balancers to
+    # notice; here there is none (or only our own HAProxy, told at once), and Ctrl-C took 30 s.
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
+    proxy_port = a.port
     if a.fast_ingress:
-        # Read by Ray Serve at import, in this process and the Ray processes it starts.
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
-        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
-        # A directly reachable replica keeps serving for 30 s when stopped, for outside load balancers to
-        # notice; here the only one is our own HAProxy, which is told at once, and Ctrl-C took 30 s.
-        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
-        print(
-            "fast ingress: Ray binds HAProxy's stats and metrics ports (8404, 9101) and the replicas' HTTP ports "
-            "on all interfaces",
-            flush=True,
-        )
+        print("fast ingress: HAProxy's stats and metrics ports (8404, 9101) listen on all interfaces", flush=True)
+    else:
+        # The one replica listens on --port itself, and a replica restarted by Serve takes it back at once.
+        # Serve's Python proxy cannot be turned off without turning direct ingress off too: it gets a
+        # spare loopback port that nobody is told about.
+        os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(a.port)
+        os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(a.port + 1)
+        os.environ["RAY_SERVE_PORT_QUARANTINE_S"] = "0"
+        proxy_port = _bind_check(a.host, 0)
     import ray
     from ray import serve
 
@@ -226,7 +244,7 @@ def _start(a: argparse.Namespace) -> int:
     ray.init(include_dashboard=False, log_to_driver=False, namespace="capacity")
     stop = _stop_on_signal()
     try:
-        serve.start(http_options={"host": a.host, "port": a.port})
+        serve.start(http_options={"host": a.host, "port": proxy_port})
         # One log line per request costs a large share of a 2-core machine: access logs are off.
         serve.run(build_app(args, replicas=a.replicas), name="capacity", route_prefix="/", logging_config=SERVE_LOGGING)
         url = f"http://{a.host}:{a.port}"
@@ -239,6 +257,15 @@ def _start(a: argparse.Namespace) -> int:
         serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
     return 0
+
+
+def _bind_check(host: str, port: int) -> int:
+    """Whether ``host:port`` can be listened on (port 0: a free one); returns the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        return int(probe.getsockname()[1])
 
 
 def _service_args(a: argparse.Namespace, hosting: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -1,10 +1,11 @@
-"""README command (a)'s service: `capacity-service start` as a user runs it, stopped with Ctrl-C and
-started again on the same data."""
+"""README command (a)'s service: `capacity-service start` as a user runs it, what it listens on, stopped
+with Ctrl-C and started again on the same data."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from devenv._process import free_port
+from tests.support.processes import KNOWN_WILDCARD, descendants, is_loopback, listeners
 
 
 def start(data_dir: Path, port: int) -> subprocess.Popen[str]:
@@ -56,6 +58,11 @@ def test_start_serve_stop_and_start_again_with_the_data(tmp_path: Path) -> None:
         assert created.status_code == 201
         rid = httpx.post(f"{url}/v1/reservations", json={"pool_id": "north:0800", "quantity": 2}, timeout=30)
         assert rid.status_code == 201
+        # The Serve replica answers HTTP itself (no proxy hop), on loopback; nothing else is exposed.
+        listening = listeners(descendants(first.pid) | {first.pid})
+        assert (f"127.0.0.1:{port}", "ray::ServeRepli") in listening, listening
+        exposed = [(a, n) for a, n in listening if not is_loopback(a) and n != KNOWN_WILDCARD]
+        assert exposed == [], f"listening beyond loopback: {exposed}"
     finally:
         output = stop(first)
     assert first.returncode == 0, output
@@ -71,3 +78,15 @@ def test_start_serve_stop_and_start_again_with_the_data(tmp_path: Path) -> None:
         assert reservation["status"] == "active"
     finally:
         stop(second)
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = start(tmp_path, port)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in output
+    assert not (tmp_path / "capacity.db").exists()  # nothing was started
