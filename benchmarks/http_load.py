@@ -7,8 +7,8 @@ pool, and a 10:2:1 availability:reserve:release mix.
 
 Both run on the same 2 cores as wrk. The yardstick's PostgreSQL fsyncs every commit, as our SQLite journal
 does. capacity_service runs as `capacity-service start` (SQLite journal, pools on --shards shard actors:
-500 pools as 500 actor processes would need ~38 GB here), once with Serve's Python proxy (the default,
-loopback only) and once with `--fast-ingress` (Serve's HAProxy).
+500 pools as 500 actor processes would need ~38 GB here), once as it starts by default (the Serve replica
+answers HTTP itself, on loopback) and once with `--fast-ingress` (Serve's HAProxy in front of it).
 Results: benchmarks/results/http_load.json and .png.
 """
 
@@ -165,7 +165,7 @@ def bench_yardstick(wrk: str, args: argparse.Namespace, say: Any) -> list[dict[s
 
 
 def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any, fast: bool) -> list[dict[str, Any]]:
-    target = "capacity_service (HAProxy)" if fast else "capacity_service"
+    target = "capacity_service (HAProxy)" if fast else "capacity_service (direct)"
     with tempfile.TemporaryDirectory(prefix="bench-cs-") as tmp:
         port = free_port()
         env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
