@@ -179,6 +179,25 @@ def test_bad_input_is_a_4xx_with_the_error_body_and_changes_nothing(
     assert http.get("/v1/pools/p1").json()["capacity"] == 5
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", None, "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_declared_json_is_refused(
+    http: TestClient, backend: InProcessBackend, content_type: str | None
+) -> None:
+    put_pool(http, "p1", 5)
+    headers = {} if content_type is None else {"content-type": content_type}
+    for path, body in [("/v1/reservations", b'{"pool_id": "p1"}'), ("/v1/availability", b'{"zone": "north"}')]:
+        response = http.post(path, content=body, headers=headers)
+        assert response.status_code == 422 and error_code(response) == "invalid_request", response.text
+    assert backend.journal.highest_seq_nr("p1") == 1  # only the pool's creation
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/vnd.api+json"])
+def test_json_media_types_with_parameters_or_suffixes_are_accepted(http: TestClient, content_type: str) -> None:
+    put_pool(http, "p1", 5)
+    response = http.post("/v1/reservations", content=b'{"pool_id": "p1"}', headers={"content-type": content_type})
+    assert response.status_code == 201 and response.json()["remaining"] == 4
+
+
 def test_oversized_bodies_are_413(http: TestClient, backend: InProcessBackend) -> None:
     huge = b'{"capacity": 5, "zone": "' + b"n" * 10_000 + b'"}'
     response = http.put("/v1/pools/p1", content=huge, headers={"content-type": "application/json"})
