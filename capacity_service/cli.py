@@ -51,9 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--url", default=os.environ.get("CAPACITY_URL", DEFAULT_URL), help="of a running service")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where the SQLite journal lives")
+    # Also accepted after the command (`capacity-service start --data-dir x`); given there, it wins.
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help="where the SQLite journal lives")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    start = commands.add_parser("start", help="run the service on a local Ray (Ctrl-C stops it)")
+    start = commands.add_parser("start", parents=[data_dir], help="run the service on a local Ray (Ctrl-C stops it)")
     start.add_argument("--port", type=int, default=8000)
     start.add_argument("--host", default="127.0.0.1", help="bind address (loopback unless you mean it)")
     start.add_argument("--shards", type=int, help="host pools on this many shard actors (thousands of pools)")
@@ -75,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cluster = commands.add_parser(
         "cluster",
+        parents=[data_dir],
         help="the service on a multi-node Ray cluster on this machine: a head (no pools) and N worker nodes, "
         "all on 127.0.0.1 (Ctrl-C stops it)",
     )
@@ -95,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     get = pools.add_parser("get", help="show a pool")
     get.add_argument("pool_id")
     get.set_defaults(run=lambda a: _show(_http(a, "GET", f"/v1/pools/{a.pool_id}")))
-    listing = pools.add_parser("list", help="every pool in the journal's registry, as the service sees it")
+    listing = pools.add_parser("list", parents=[data_dir], help="every pool in the journal's registry, as the service sees it")
     listing.set_defaults(run=_list_pools)
 
     reserve = commands.add_parser("reserve", help="take capacity from a pool")
@@ -115,11 +119,13 @@ def _parser() -> argparse.ArgumentParser:
     availability.add_argument("--quantity", type=int, default=1)
     availability.set_defaults(run=_availability)
 
-    events = commands.add_parser("events", help="dump a pool's events from the journal (JSON lines)")
+    events = commands.add_parser(
+        "events", parents=[data_dir], help="dump a pool's events from the journal (JSON lines)"
+    )
     events.add_argument("pool_id")
     events.set_defaults(run=_events)
 
-    demo = commands.add_parser("demo", help="the Python API without Ray: a pool surviving restarts")
+    demo = commands.add_parser("demo", parents=[data_dir], help="the Python API without Ray: a pool surviving restarts")
     demo.set_defaults(run=_demo)
     return parser
 
