@@ -9,12 +9,14 @@ capacity-service events north:0800           # the pool's journal, decoded
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import socket
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -99,7 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     get = pools.add_parser("get", help="show a pool")
     get.add_argument("pool_id")
     get.set_defaults(run=lambda a: _show(_http(a, "GET", f"/v1/pools/{a.pool_id}")))
-    listing = pools.add_parser("list", parents=[data_dir], help="every pool in the journal's registry, as the service sees it")
+    listing = pools.add_parser(
+        "list", parents=[data_dir], help="every pool in the journal's registry, as the service sees it"
+    )
     listing.set_defaults(run=_list_pools)
 
     reserve = commands.add_parser("reserve", help="take capacity from a pool")
@@ -218,7 +222,7 @@ def _start(a: argparse.Namespace) -> int:
         print("--replicas above 1 needs --fast-ingress (HAProxy spreads the requests over them)", file=sys.stderr)
         return 2
     try:
-        _bind_check(a.host, a.port)
+        _bind_check(a.host, a.port, wait_s=5.0)  # a run just stopped may still be letting go of it
     except OSError as exc:
         print(f"cannot listen on {a.host}:{a.port}: {exc.strerror}", file=sys.stderr)
         return 1
@@ -265,16 +269,26 @@ def _start(a: argparse.Namespace) -> int:
         print("stopping...", flush=True)
         serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
+        with contextlib.suppress(OSError):  # Ray's worker processes exit a moment later: wait for the port
+            _bind_check(a.host, a.port, wait_s=15.0)
     return 0
 
 
-def _bind_check(host: str, port: int) -> int:
-    """Whether ``host:port`` can be listened on (port 0: a free one); returns the port."""
+def _bind_check(host: str, port: int, wait_s: float = 0.0) -> int:
+    """Raises ``OSError`` unless ``host:port`` can be listened on within ``wait_s`` (port 0: a free one);
+    returns the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))
-        return int(probe.getsockname()[1])
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host, port))
+                return int(probe.getsockname()[1])
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _service_args(a: argparse.Namespace, hosting: dict[str, Any] | None = None) -> dict[str, Any]:
