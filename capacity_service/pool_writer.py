@@ -203,7 +203,9 @@ class PoolWriter:
 
     @property
     def snapshot_due(self) -> bool:
-        return not self.needs_reload and self._snapshot_policy.due(self._seq_nr, self._last_snapshot_attempt)
+        return not self.needs_reload and self._snapshot_policy.due(
+            self._seq_nr, self._last_snapshot_attempt, len(self._state.reservations)
+        )
 
     def snapshot_if_due(self) -> bool:
         """Take a snapshot when the policy says so. Failure is logged, never raised: a missing

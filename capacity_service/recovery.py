@@ -42,12 +42,16 @@ def recover_pool(journal: Journal, codec: Codec, pool_id: str) -> RecoveredPool:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotPolicy:
-    """Snapshot once ``every_n_events`` events have been written since the last snapshot."""
+    """Snapshot once ``every_n_events`` events have been written since the last snapshot, and at least half
+    as many as the state holds reservations. A snapshot costs time in proportion to the state (40,000
+    reservations: ~0.2 s, during which the pool's writes wait); spacing snapshots by the state's size keeps
+    that cost per event constant (every 1,000 events, a hot pool stalled for a fifth of a second every two
+    seconds), and recovery stays in proportion to the state: a snapshot of size S, then about S/2 events."""
 
     every_n_events: int
 
-    def due(self, seq_nr: int, last_snapshot_seq_nr: int) -> bool:
-        return seq_nr - last_snapshot_seq_nr >= self.every_n_events
+    def due(self, seq_nr: int, last_snapshot_seq_nr: int, state_size: int = 0) -> bool:
+        return seq_nr - last_snapshot_seq_nr >= max(self.every_n_events, state_size // 2)
 
 
 def save_snapshot(journal: Journal, codec: Codec, state: PoolState, seq_nr: int, keep: int) -> None:

@@ -3,6 +3,7 @@ snapshots, and what happens to state when the journal fails."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import pytest
@@ -128,6 +129,23 @@ def test_snapshots_are_taken_every_n_events_and_used_by_recovery() -> None:
     assert [s.seq_nr for s in journal.snapshots("p")] == [10, 5]
     recovered = recover_pool(journal, Codec(), "p")
     assert recovered.snapshot_seq_nr == 10 and recovered.events_replayed == 3
+    assert recovered.state == writer.state
+
+
+def test_snapshots_of_a_growing_pool_are_spaced_by_its_size() -> None:
+    journal = InMemoryJournal()
+    writer = started(journal, every=10, capacity=10_000)
+    taken: list[tuple[int, int]] = []  # (seq_nr, reservations held) of every snapshot
+    for _ in range(2_000):
+        writer.execute([reserve(1)])
+        if writer.snapshot_if_due():
+            taken.append((writer.seq_nr, len(writer.state.reservations)))
+    gaps = [(b - a, held) for (a, _), (b, held) in itertools.pairwise(taken)]
+    assert all(gap >= max(10, held // 2) for gap, held in gaps)
+    assert len(taken) < 12  # spacing grows with the state: ~log2(2000 / 10) snapshots, not 200
+    recovered = recover_pool(journal, Codec(), "p")
+    assert recovered.snapshot_seq_nr == taken[-1][0]
+    assert recovered.events_replayed <= len(writer.state.reservations) // 2 + 10
     assert recovered.state == writer.state
 
 
