@@ -130,6 +130,7 @@ class CassandraJournal(Journal):
         self._write_head = prepare(f"UPDATE {ks}.stream_heads SET seq_nr = ?, epoch = ? WHERE pool_id = ?")
         self._register = prepare(f"INSERT INTO {ks}.pools (bucket, pool_id) VALUES (?, ?)")
         self._select_registry = prepare(f"SELECT pool_id FROM {ks}.pools WHERE bucket = ?")
+        self._select_all_heads = prepare(f"SELECT pool_id, seq_nr FROM {ks}.stream_heads")
         self._insert_snapshot_chunk = prepare(
             f"INSERT INTO {ks}.snapshots (pool_id, seq_nr, chunk_nr, chunk_count, schema_version, payload) "
             "VALUES (?, ?, ?, ?, ?, ?)"
@@ -315,6 +316,13 @@ class CassandraJournal(Journal):
         with self._translated_errors():
             head = self._head(pool_id)
         return 0 if head is None else head[1]
+
+    def heads(self) -> dict[str, int]:
+        """One paged scan of the heads table (small: one row per pool), not a read per pool."""
+        statement = self._select_all_heads.bind(())
+        statement.fetch_size = self._settings.fetch_size
+        with self._translated_errors():
+            return {r.pool_id: r.seq_nr for r in self._session.execute(statement) if r.seq_nr}
 
     # ---------------------------------------------------------------- snapshots and registry
 
