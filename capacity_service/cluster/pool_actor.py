@@ -73,11 +73,11 @@ class PoolActor:
             host = await self._pool_host()
         except CapacityError as exc:
             return [exc] * len(pool_ids)
-        answers: list[PoolView | CapacityError | None] = [host.durable_view(pool_id) for pool_id in pool_ids]
-        waiting = [i for i, answer in enumerate(answers) if answer is None]
-        for i, answer in zip(waiting, await asyncio.gather(*(self.view(pool_ids[i]) for i in waiting)), strict=True):
-            answers[i] = answer
-        return [answer for answer in answers if answer is not None]
+        ready = [host.durable_view(pool_id) for pool_id in pool_ids]
+        waited = iter(
+            await asyncio.gather(*(self.view(p) for p, view in zip(pool_ids, ready, strict=True) if view is None))
+        )
+        return [view if view is not None else next(waited) for view in ready]
 
     async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None:
         try:
