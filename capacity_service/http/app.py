@@ -9,8 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -19,18 +18,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Message, Receive, Scope, Send
 
 from capacity_service.domain import PoolView
-from capacity_service.errors import (
-    CapacityError,
-    InsufficientCapacity,
-    InvalidRequest,
-    PoolNotFound,
-    RequestIdConflict,
-    ReservationNotFound,
-    Unavailable,
-)
+from capacity_service.errors import CapacityError, InvalidRequest
+from capacity_service.http.auth import ApiKeys
+from capacity_service.http.edge import Edge, JsonOperation
+from capacity_service.http.errors import capacity_error_response, error_response, internal_error_response
 from capacity_service.http.schemas import (
     AvailabilityBody,
     AvailabilityRequest,
@@ -75,30 +68,6 @@ class Backend(Protocol):
         ...
 
 
-class Unauthorized(CapacityError):
-    code = "unauthorized"
-
-
-class Forbidden(CapacityError):
-    code = "forbidden"
-
-
-class PayloadTooLarge(CapacityError):
-    code = "payload_too_large"
-
-
-_STATUS: dict[type[CapacityError], int] = {
-    InvalidRequest: 422,
-    PoolNotFound: 404,
-    ReservationNotFound: 404,
-    InsufficientCapacity: 409,
-    RequestIdConflict: 409,
-    Unavailable: 503,
-    Unauthorized: 401,
-    Forbidden: 403,
-    PayloadTooLarge: 413,
-}
-
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in [
@@ -115,14 +84,14 @@ RequestBody = TypeVar("RequestBody", bound=BaseModel)
 _JSON_MEDIA_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json\s*(;|$)", re.IGNORECASE)
 
 
-async def _parse(request: Request, model: type[RequestBody]) -> RequestBody:
-    """The request's JSON body as ``model``, as FastAPI does for a body parameter but in one pydantic call:
+def _parse(body: bytes, content_type: str, model: type[RequestBody]) -> RequestBody:
+    """The JSON request body as ``model``, as FastAPI does for a body parameter but in one pydantic call:
     FastAPI's way (dependency solving, ``json.loads``, validating the dict) was a third of the CPU of an
     availability request. Bad input raises ``InvalidRequest`` (422)."""
-    if not _JSON_MEDIA_TYPE.match(request.headers.get("content-type", "")):
+    if not _JSON_MEDIA_TYPE.match(content_type):
         raise InvalidRequest("body: a JSON object is required (content-type: application/json)")
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(body)
     except ValidationError as exc:
         raise InvalidRequest(_problems(exc.errors())) from exc
 
@@ -145,11 +114,11 @@ def _json(body: BaseModel, status: int = 200) -> Response:
     return Response(body.model_dump_json(), status_code=status, media_type="application/json")
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+async def _json_call(request: Request, operation: JsonOperation) -> Response:
+    return await operation(await request.body(), request.headers.get("content-type", ""))
 
 
-def create_app(backend: Backend, settings: HttpSettings | None = None) -> BodyLimit:
+def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
     settings = settings or HttpSettings()
 
     @contextlib.asynccontextmanager
@@ -167,15 +136,21 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> BodyLi
         description="Sell limited slot capacity without ever overselling.",
         responses=_ERRORS,
     )
-    require_key, require_admin_key = _key_checks(settings)
+    keys = ApiKeys(settings)
+
+    async def require_key(request: Request) -> None:
+        keys.require_key(request.headers.get("authorization"))
+
+    async def require_admin_key(request: Request) -> None:
+        keys.require_admin_key(request.headers.get("authorization"))
+
     # With auth off (no keys) the routes have no dependency at all: resolving one costs every request.
-    auth_on = bool(settings.api_keys or settings.admin_keys)
-    keyed = [Depends(require_key)] if auth_on else []
-    admin_only = [Depends(require_admin_key)] if auth_on else []
+    keyed = [Depends(require_key)] if keys.enabled else []
+    admin_only = [Depends(require_admin_key)] if keys.enabled else []
 
     @app.exception_handler(CapacityError)
     async def _capacity_error(_: Request, exc: CapacityError) -> JSONResponse:
-        return error_response(_STATUS.get(type(exc), 400), exc.code, str(exc))
+        return capacity_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -188,8 +163,31 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> BodyLi
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return error_response(500, "internal_error", "unexpected error; nothing was changed by this request")
+        return internal_error_response(exc)
+
+    # The hot calls are operations on (body, content-type): the FastAPI routes below call them, and the
+    # edge's fast lane calls them directly.
+    async def find_available(body: bytes, content_type: str) -> Response:
+        query = _parse(body, content_type, AvailabilityRequest)
+        views = await backend.availability(query.zone, query.slot_from, query.slot_to, query.quantity)
+        return _json(
+            AvailabilityBody(
+                pools=[
+                    AvailablePool(
+                        pool_id=v.pool_id,
+                        zone=v.zone,
+                        slot_start=v.slot_start,
+                        slot_end=v.slot_end,
+                        remaining=v.remaining,
+                    )
+                    for v in views
+                ]
+            )
+        )
+
+    async def take_capacity(body: bytes, content_type: str) -> Response:
+        order = _parse(body, content_type, ReserveRequest)
+        return _json(await backend.reserve(order.pool_id, order.quantity, order.request_id), status=201)
 
     @app.put(
         "/v1/pools/{pool_id}",
@@ -200,7 +198,7 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> BodyLi
     )
     async def put_pool(pool_id: POOL_ID, request: Request, response: Response) -> Pool:
         """Create or update a pool. Lowering capacity below what is reserved is allowed."""
-        body = await _parse(request, PutPoolRequest)
+        body = _parse(await request.body(), request.headers.get("content-type", ""), PutPoolRequest)
         pool, created = await backend.put_pool(pool_id, body.capacity, body.zone, body.slot_start, body.slot_end)
         response.status_code = 201 if created else 200
         return pool
@@ -223,22 +221,7 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> BodyLi
     async def availability(request: Request) -> Response:
         """Pools of the zone whose slot overlaps [slot_from, slot_to) with at least `quantity` remaining.
         Served from the replicated cache: it may lag a write by a little."""
-        body = await _parse(request, AvailabilityRequest)
-        views = await backend.availability(body.zone, body.slot_from, body.slot_to, body.quantity)
-        return _json(
-            AvailabilityBody(
-                pools=[
-                    AvailablePool(
-                        pool_id=v.pool_id,
-                        zone=v.zone,
-                        slot_start=v.slot_start,
-                        slot_end=v.slot_end,
-                        remaining=v.remaining,
-                    )
-                    for v in views
-                ]
-            )
-        )
+        return await _json_call(request, find_available)
 
     @app.post(
         "/v1/reservations",
@@ -253,8 +236,7 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> BodyLi
     )
     async def reserve(request: Request) -> Response:
         """Take capacity. Idempotent on request_id: the same id returns the same reservation."""
-        body = await _parse(request, ReserveRequest)
-        return _json(await backend.reserve(body.pool_id, body.quantity, body.request_id), status=201)
+        return await _json_call(request, take_capacity)
 
     @app.delete(
         "/v1/reservations/{reservation_id}",
@@ -288,88 +270,9 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> BodyLi
         body = HealthBody(status="ok" if ready else "unavailable", checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
-    return BodyLimit(app, settings.max_body_bytes)
-
-
-def _key_checks(
-    settings: HttpSettings,
-) -> tuple[Callable[..., Awaitable[None]], Callable[..., Awaitable[None]]]:
-    keys = [k.get_secret_value() for k in settings.api_keys]
-    admin_keys = [k.get_secret_value() for k in settings.admin_keys]
-
-    def presented(request: Request) -> str | None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-    def matches(token: str, candidates: list[str]) -> bool:
-        return any(secrets.compare_digest(token.encode(), c.encode()) for c in candidates)
-
-    async def require_key(request: Request) -> None:
-        token = presented(request)
-        if token is None or not matches(token, keys + admin_keys):
-            raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
-
-    async def require_admin_key(request: Request) -> None:
-        token = presented(request)
-        if token is None:
-            raise Unauthorized("an admin API key is required (Authorization: Bearer <key>)")
-        if not matches(token, admin_keys):
-            raise Forbidden("changing pools needs an admin API key")
-
-    return require_key, require_admin_key
-
-
-def _replay(chunks: list[bytes], then: Message | None) -> Receive:
-    """A ``receive`` that hands out an already read body, then waits on the original stream's end."""
-    pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
-    if then is not None:
-        pending = [then]
-
-    async def receive() -> Message:
-        if pending:
-            return pending.pop(0)
-        return {"type": "http.disconnect"}
-
-    return receive
-
-
-class BodyLimit:
-    """ASGI middleware: a request body over ``limit`` bytes gets 413 before the app sees any of it."""
-
-    def __init__(self, app: FastAPI, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    def __getattr__(self, name: str) -> Any:  # openapi(), routes, ... of the wrapped app
-        return getattr(self.app, name)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._reject(scope, receive, send)
-            return
-        # Bodies here are small: read the whole body first (at most limit + one chunk), then replay it.
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay([], message), send)
-                return
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.limit:
-                await self._reject(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        await self.app(scope, _replay(chunks, None), send)
-
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, "payload_too_large", f"request body over {self.limit} bytes")
-        await response(scope, receive, send)
+    fast_lane = {("POST", "/v1/availability"): find_available, ("POST", "/v1/reservations"): take_capacity}
+    # The hot routes first: Serve matches every request against the routes (to name it), and the docs
+    # routes FastAPI puts first made every request try them. No two routes overlap, so order is free.
+    hot = {path for _, path in fast_lane}
+    app.router.routes.sort(key=lambda route: getattr(route, "path", "") not in hot)
+    return Edge(app, settings.max_body_bytes, fast_lane, keys)

@@ -4,6 +4,7 @@ The same contract runs over real HTTP on Ray Serve in tests/e2e."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -255,3 +256,82 @@ def test_api_keys_when_configured() -> None:
         assert http.get("/v1/pools/p1", headers={"authorization": "Bearer wrong"}).status_code == 401
         assert http.get("/v1/pools/p1", headers=user).status_code == 200
         assert http.get("/healthz").status_code == 200  # probes need no key
+
+
+HOT_CALLS = [
+    ("/v1/reservations", b'{"pool_id": "p1", "quantity": 1, "request_id": "r1"}', "application/json", "reserved"),
+    ("/v1/reservations", b'{"pool_id": "p1", "quantity": 1, "request_id": "r1"}', "application/json", "repeated"),
+    ("/v1/reservations", b'{"pool_id": "p1", "quantity": 1, "request_id": "r1", "x": 1}', "application/json", "extra"),
+    ("/v1/reservations", b'{"pool_id": "p1", "quantity": 5}', "application/json", "too much"),
+    ("/v1/reservations", b'{"pool_id": "nope"}', "application/json", "unknown pool"),
+    ("/v1/reservations", b'{"pool_id": ', "application/json", "broken JSON"),
+    ("/v1/reservations", b'{"pool_id": "p1"}', "text/plain", "not JSON"),
+    ("/v1/availability", b'{"zone": "north"}', "application/json; charset=utf-8", "available"),
+    ("/v1/availability", b'{"zone": "north", "quantity": 2}', "application/json", "none left"),
+    ("/v1/availability", b'{"zone": 7}', "application/json", "number for zone"),
+]
+
+
+class _Recorder:
+    """An ASGI app in front of another that records which HTTP paths reach it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.paths: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.paths.append(scope["path"])
+        await self.app(scope, receive, send)
+
+
+def _answer(response: Any) -> tuple[int, str, object]:
+    body = response.json()
+    if isinstance(body, dict):
+        body.pop("reservation_id", None)  # minted anew on each side
+    return response.status_code, response.headers["content-type"], body
+
+
+def test_the_fast_lane_answers_the_hot_calls_exactly_as_the_framework_routes() -> None:
+    """The edge serves availability and reserve itself (they never reach FastAPI), with the same status,
+    content type and body as the FastAPI routes give for the same request, errors included."""
+    fast_backend, framework_backend = InProcessBackend(), InProcessBackend()
+    edge = create_app(fast_backend)
+    recorder = _Recorder(edge.app)
+    edge.app = recorder
+    framework = create_app(framework_backend).app
+    with TestClient(edge) as fast, TestClient(framework) as slow:
+        for http in (fast, slow):
+            put_pool(http, "p1", 2)
+        recorder.paths.clear()
+        for path, body, content_type, why in HOT_CALLS:
+            answers = [
+                _answer(http.post(path, content=body, headers={"content-type": content_type})) for http in (fast, slow)
+            ]
+            assert answers[0] == answers[1], why
+        assert recorder.paths == []
+        assert fast_backend.index.query("north", None, None, 1)[0].remaining == 1
+
+
+def test_an_unexpected_failure_in_the_fast_lane_is_a_500_with_the_error_body(
+    backend: InProcessBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: object) -> None:
+        raise RuntimeError("boom: internal detail")
+
+    monkeypatch.setattr(backend, "availability", broken)
+    with TestClient(create_app(backend), raise_server_exceptions=False) as http:
+        response = http.post("/v1/availability", json={"zone": "north"})
+    assert response.status_code == 500 and error_code(response) == "internal_error"
+    assert "boom" not in response.text
+
+
+def test_the_fast_lane_checks_api_keys() -> None:
+    settings = HttpSettings(api_keys=["user-key"])  # type: ignore[list-item]
+    with TestClient(create_app(InProcessBackend(), settings)) as http:
+        for path, body in [("/v1/reservations", {"pool_id": "p1"}), ("/v1/availability", {"zone": "n"})]:
+            assert error_code(http.post(path, json=body)) == "unauthorized"
+            wrong = http.post(path, json=body, headers={"authorization": "Bearer wrong"})
+            assert wrong.status_code == 401
+            allowed = http.post(path, json=body, headers={"authorization": "Bearer user-key"})
+            assert allowed.status_code in (200, 404), allowed.text  # p1 does not exist: past auth

@@ -1,0 +1,59 @@
+"""The error side of the HTTP contract: every error is ``{"error": {"code", "message"}}`` with the status
+its kind maps to. Used by the FastAPI app's exception handlers and by the edge's fast lane alike."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.responses import JSONResponse
+
+from capacity_service.errors import (
+    CapacityError,
+    InsufficientCapacity,
+    InvalidRequest,
+    PoolNotFound,
+    RequestIdConflict,
+    ReservationNotFound,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Unauthorized(CapacityError):
+    code = "unauthorized"
+
+
+class Forbidden(CapacityError):
+    code = "forbidden"
+
+
+class PayloadTooLarge(CapacityError):
+    code = "payload_too_large"
+
+
+STATUS: dict[type[CapacityError], int] = {
+    InvalidRequest: 422,
+    PoolNotFound: 404,
+    ReservationNotFound: 404,
+    InsufficientCapacity: 409,
+    RequestIdConflict: 409,
+    Unavailable: 503,
+    Unauthorized: 401,
+    Forbidden: 403,
+    PayloadTooLarge: 413,
+}
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def capacity_error_response(exc: CapacityError) -> JSONResponse:
+    return error_response(STATUS.get(type(exc), 400), exc.code, str(exc))
+
+
+def internal_error_response(exc: BaseException) -> JSONResponse:
+    """A 500 that says nothing about the internals (the stack trace goes to the log)."""
+    log.error("unexpected error", exc_info=exc)
+    return error_response(500, "internal_error", "unexpected error; nothing was changed by this request")
