@@ -101,7 +101,8 @@ async def ask(handle: Handle, method: str, *args: Any, timeout: float) -> Any:
     """Call an actor method and await the answer, translating Ray's failures into ``ActorGone``."""
     ref = getattr(handle, method).remote(*args)
     try:
-        return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: that wraps every call in one more task
+            return await asyncio.wrap_future(ref.future())
     except TimeoutError as exc:
         raise ActorGone(f"{method} did not answer within {timeout:.1f} s") from exc
     except (*_ACTOR_ERRORS, GetTimeoutError) as exc:
