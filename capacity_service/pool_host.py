@@ -46,6 +46,8 @@ class _PoolSlot:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     # The view as of the last durable write, served without waiting for an in-flight one.
     durable_view: PoolView | None = None
+    # A snapshot is being stored (one at a time per pool).
+    storing_snapshot: bool = False
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -172,17 +174,25 @@ class PoolHost:
             log.exception("pool %s: publishing failed", slot.writer.pool_id)
 
     async def _snapshot(self, slot: _PoolSlot) -> None:
-        # Runs while the slot is otherwise idle only: the writer's state must not change under it.
+        # Encoding runs while the slot is otherwise idle only: the writer's state must not change under
+        # it. Storing the encoded snapshot (the larger half for a big pool) overlaps the pool's writes.
         await slot.idle.wait()
-        if slot.idle.is_set() and not self.fenced:
-            slot.idle.clear()
+        if not slot.idle.is_set() or self.fenced or slot.storing_snapshot:
+            return
+        slot.idle.clear()
+        try:
+            record = await asyncio.to_thread(slot.writer.take_snapshot_if_due)
+        finally:
+            slot.idle.set()
+            if slot.queue:
+                slot.idle.clear()
+                self._spawn(self._drain(slot))
+        if record is not None:
+            slot.storing_snapshot = True
             try:
-                await asyncio.to_thread(slot.writer.snapshot_if_due)
+                await asyncio.to_thread(slot.writer.store_snapshot, record)
             finally:
-                slot.idle.set()
-                if slot.queue:
-                    slot.idle.clear()
-                    self._spawn(self._drain(slot))
+                slot.storing_snapshot = False
 
     # ------------------------------------------------------------------ reads (durable state only)
 

@@ -33,10 +33,11 @@ from capacity_service.journal import (
     JournalError,
     JournalUnavailable,
     NewEvent,
+    SnapshotRecord,
     WriterFenced,
 )
 from capacity_service.publishing import PersistedEvent
-from capacity_service.recovery import SnapshotPolicy, recover_pool, save_snapshot
+from capacity_service.recovery import SnapshotPolicy, encode_snapshot, recover_pool
 from capacity_service.serialization import Codec
 from capacity_service.settings import SnapshotSettings
 
@@ -210,13 +211,26 @@ class PoolWriter:
     def snapshot_if_due(self) -> bool:
         """Take a snapshot when the policy says so. Failure is logged, never raised: a missing
         snapshot only makes the next recovery longer."""
+        record = self.take_snapshot_if_due()
+        return record is not None and self.store_snapshot(record)
+
+    def take_snapshot_if_due(self) -> SnapshotRecord | None:
+        """The state as a snapshot record, when one is due. The state must hold still meanwhile (no write
+        in flight); storing the record (``store_snapshot``) need not: that half can overlap writes."""
         if not self.snapshot_due:
-            return False
+            return None
         self._last_snapshot_attempt = self._seq_nr
         try:
-            save_snapshot(self._journal, self._codec, self._state, self._seq_nr, self._snapshot_settings.keep)
+            return encode_snapshot(self._codec, self._state, self._seq_nr)
         except Exception as exc:
-            log.warning("pool %s: snapshot at seq_nr %d failed: %s", self.pool_id, self._seq_nr, exc)
+            log.warning("pool %s: encoding a snapshot at seq_nr %d failed: %s", self.pool_id, self._seq_nr, exc)
+            return None
+
+    def store_snapshot(self, record: SnapshotRecord) -> bool:
+        try:
+            self._journal.save_snapshot(record, keep=self._snapshot_settings.keep)
+        except Exception as exc:
+            log.warning("pool %s: snapshot at seq_nr %d failed: %s", self.pool_id, record.seq_nr, exc)
             return False
         return True
 

@@ -54,6 +54,6 @@ class SnapshotPolicy:
         return seq_nr - last_snapshot_seq_nr >= max(self.every_n_events, state_size // 2)
 
 
-def save_snapshot(journal: Journal, codec: Codec, state: PoolState, seq_nr: int, keep: int) -> None:
+def encode_snapshot(codec: Codec, state: PoolState, seq_nr: int) -> SnapshotRecord:
     version, payload = codec.encode_snapshot(state)
-    journal.save_snapshot(SnapshotRecord(state.pool_id, seq_nr, version, payload), keep=keep)
+    return SnapshotRecord(state.pool_id, seq_nr, version, payload)

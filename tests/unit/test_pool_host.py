@@ -18,11 +18,11 @@ from capacity_service.domain import (
     new_reservation_id,
 )
 from capacity_service.errors import Unavailable
-from capacity_service.journal import JournalUnavailable, NewEvent, StoredEvent
+from capacity_service.journal import JournalUnavailable, NewEvent, SnapshotRecord, StoredEvent
 from capacity_service.journal.memory import InMemoryJournal
 from capacity_service.pool_host import HostFenced, PoolHost
 from capacity_service.publishing import PersistedEvent
-from capacity_service.settings import WriteSideSettings
+from capacity_service.settings import SnapshotSettings, WriteSideSettings
 
 
 class SlowJournal(InMemoryJournal):
@@ -220,5 +220,43 @@ def test_an_unexpected_error_answers_the_callers_and_keeps_only_durable_state(
         monkeypatch.setattr(Codec, "encode_event", original)
         outcome = await host.execute("p", reserve(quantity=10))
         assert outcome.rejection is None and outcome.view.reserved == 10  # the failed 4 was never taken
+
+    asyncio.run(scenario())
+
+
+class SlowSnapshotStore(InMemoryJournal):
+    """Storing a snapshot blocks until ``stored`` is set (a big pool's snapshot on a slow store)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.storing = threading.Event()
+        self.stored = threading.Event()
+        self.snapshot_seq_nrs: list[int] = []
+
+    def save_snapshot(self, snapshot: SnapshotRecord, keep: int) -> None:
+        self.storing.set()
+        self.stored.wait(10)
+        super().save_snapshot(snapshot, keep)
+        self.snapshot_seq_nrs.append(snapshot.seq_nr)
+
+
+def test_writes_go_on_while_a_snapshot_is_stored() -> None:
+    async def scenario() -> None:
+        journal = SlowSnapshotStore()
+        host = PoolHost(journal, snapshots=SnapshotSettings(every_n_events=5))
+        await host.execute("p", ConfigurePool(50, "z"))
+        for _ in range(4):
+            await host.execute("p", reserve())
+        await asyncio.to_thread(journal.storing.wait, 5)  # the snapshot at seq_nr 5 is being stored
+        outcome = await asyncio.wait_for(host.execute("p", reserve()), timeout=5)
+        assert outcome.view.version == 6 and journal.snapshot_seq_nrs == []
+        journal.stored.set()
+        for _ in range(100):
+            if journal.snapshot_seq_nrs:
+                break
+            await asyncio.sleep(0.01)
+        assert journal.snapshot_seq_nrs == [5]
+        recovered = PoolHost(journal)
+        assert (await recovered.view("p")).reserved == 5
 
     asyncio.run(scenario())
