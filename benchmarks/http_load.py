@@ -65,7 +65,7 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 120) 
 def run_wrk(wrk: str, url: str, scenario: str, seconds: float, connections: int) -> dict[str, Any]:
     command = [
         wrk,
-        "-t2",
+        f"-t{min(2, connections)}",  # wrk needs a connection per thread
         f"-c{connections}",
         f"-d{int(seconds)}s",
         "--latency",
@@ -222,7 +222,7 @@ def _scenario(wrk: str, url: str, target: str, scenario: str, args: argparse.Nam
     return r
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, connections: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,7 +245,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                 fontsize=7,
             )
     ax.set_xticks([j + width * (len(targets) - 1) / 2 for j in range(len(SCENARIOS))], SCENARIOS)
-    ax.set_ylabel("requests/s (wrk -t2 -c16)")
+    ax.set_ylabel(f"requests/s (wrk -t{min(2, connections)} -c{connections})")
     ax.set_title("HTTP throughput on 2 cores, side by side")
     ax.legend()
     fig.tight_layout()
@@ -272,8 +272,9 @@ def main() -> None:
         rows += bench_capacity_service(wrk, args, say, fast=False)
     if "fast" in args.targets:
         rows += bench_capacity_service(wrk, args, say, fast=True)
-    path = write_results(args.results, {"rows": rows, "shards": args.shards, "warehouse": not args.no_warehouse})
-    plot(rows, path.with_suffix(".png"))
+    results = {"rows": rows, "shards": args.shards, "warehouse": not args.no_warehouse, "connections": args.connections}
+    path = write_results(args.results, results)
+    plot(rows, path.with_suffix(".png"), args.connections)
     print(f"results: {path} and {path.with_suffix('.png')}")
 
 
