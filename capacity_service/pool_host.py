@@ -3,7 +3,8 @@
 Per pool, commands are handled strictly one batch at a time with group commit: while a journal write is
 in flight, arriving commands queue up; when it completes they are decided in order and written together
 in the next append. Every caller is answered only after its events are durable. Journal calls run in a
-worker thread so the event loop keeps accepting commands meanwhile.
+worker thread so the event loop keeps accepting commands meanwhile; only an append the journal can make
+at once (``append_many_now``: a SQLite file no one else is writing) runs inline, as that is cheaper.
 
 Around that: lazy start with a bound on concurrent recoveries, a circuit breaker that makes a journal
 outage fail fast, snapshots off the reply path, and fire-and-forget publishing to the read side and the
@@ -308,8 +309,12 @@ class _Committer:
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
+                requests = [request for request, _ in batch]
                 try:
-                    results = await asyncio.to_thread(self._journal.append_many, [request for request, _ in batch])
+                    # Inline when the journal can answer at once (a local file nobody else is writing):
+                    # the hand-over to a worker thread cost more than the append on a busy loop.
+                    now = self._journal.append_many_now(requests)
+                    results = now if now is not None else await asyncio.to_thread(self._journal.append_many, requests)
                 except JournalError as exc:
                     results = [exc] * len(batch)
                 except Exception as exc:  # a bug must not leave callers waiting forever

@@ -132,6 +132,24 @@ class JournalContract:
         assert payloads(journal, pool_id) == ["a", "b", "c"]
         assert journal.highest_seq_nr(pool_id) == 3
 
+    def test_append_many_now_appends_as_append_many_does_or_declines(self, journal: Journal, pool_id: str) -> None:
+        pools = [f"{pool_id}-{i}" for i in range(3)]
+        epochs = [journal.claim_epoch(p) for p in pools]
+        journal.append(pools[1], 0, epochs[1], events("already"))
+        requests = [
+            AppendRequest(pools[0], 0, epochs[0], events("a1", "a2")),
+            AppendRequest(pools[1], 0, epochs[1], events("stale")),
+            AppendRequest(pools[2], 0, epochs[2] - 1, events("zombie")),
+        ]
+        results = journal.append_many_now(requests)
+        if results is None:  # declined: nothing was written, and append_many does it all
+            assert [payloads(journal, p) for p in pools] == [[], ["already"], []]
+            results = journal.append_many(requests)
+        assert results[0] == 2
+        assert isinstance(results[1], SequenceConflict)
+        assert isinstance(results[2], WriterFenced)
+        assert [payloads(journal, p) for p in pools] == [["a1", "a2"], ["already"], []]
+
     def test_heads_are_the_highest_seq_nr_of_every_registered_pool(self, journal: Journal, pool_id: str) -> None:
         busy, quiet, unregistered = f"{pool_id}-busy", f"{pool_id}-quiet", f"{pool_id}-unregistered"
         journal.append(busy, 0, journal.claim_epoch(busy), events("a", "b", "c"))

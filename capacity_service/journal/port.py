@@ -109,6 +109,13 @@ class Journal(ABC):
                 results.append(exc)
         return results
 
+    def append_many_now(self, appends: Sequence[AppendRequest]) -> list[int | JournalError] | None:
+        """``append_many``, if it can run right now without waiting for another writer or the network;
+        else None, and nothing is written (the caller then runs ``append_many`` on a worker thread). A
+        journal in a local file answers in about a millisecond: less than handing the call to a worker
+        thread costs a busy event loop (the thread's wake-up, then the GIL). Default: None."""
+        return None
+
     @abstractmethod
     def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:
         """The stream from ``from_seq_nr`` on, in order, fetched page by page."""

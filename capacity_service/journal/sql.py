@@ -153,13 +153,27 @@ class SqlJournal(Journal):
         checked here, and the passing appends are written with one UPDATE and one INSERT executemany: the
         cost per pool is a row, not a round of statements. A conflicting append is answered with its error
         and the others still commit."""
+        with self._write_lock:
+            return self._append_many_holding_the_write_lock(appends)
+
+    def append_many_now(self, appends: Sequence[AppendRequest]) -> list[int | JournalError] | None:
+        """On a SQLite file, when no other writer holds it; never on PostgreSQL (a network round trip)."""
+        queue = self._write_lock
+        if not isinstance(queue, _SqliteWriterQueue) or not queue.enter_if_free():
+            return None
+        try:
+            return self._append_many_holding_the_write_lock(appends)
+        finally:
+            queue.__exit__()
+
+    def _append_many_holding_the_write_lock(self, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
         with self._translated_errors():
             try:
-                with self._write_lock, self._engine.begin() as conn:
+                with self._engine.begin() as conn:
                     return self._append_batch(conn, appends)
             except IntegrityError:
                 pass  # rows beyond a head exist: someone wrote around the heads; find out whose, one by one
-            with self._write_lock, self._engine.begin() as conn:
+            with self._engine.begin() as conn:
                 return self._append_each(conn, appends)
 
     def _append_batch(self, conn: Connection, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
@@ -346,6 +360,21 @@ class _SqliteWriterQueue:
         except BaseException:
             self._thread_lock.release()
             raise
+
+    def enter_if_free(self) -> bool:
+        """Take the writer's turn only if nobody, in this process or another, holds it right now; True if
+        taken (leave with ``__exit__``)."""
+        if not self._thread_lock.acquire(blocking=False):
+            return False
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._thread_lock.release()
+            return False
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        return True
 
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)

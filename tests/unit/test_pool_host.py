@@ -1,5 +1,6 @@
 """PoolHost without Ray: group commit, durability before replies, circuit breaker, fencing, publishing,
-bounded recoveries. The journal is the in-memory one, slowed down or broken on purpose."""
+bounded recoveries. The journal is the in-memory one, slowed down or broken on purpose (and a SQLite file
+for the inline appends)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -18,11 +20,19 @@ from capacity_service.domain import (
     new_reservation_id,
 )
 from capacity_service.errors import Unavailable
-from capacity_service.journal import JournalUnavailable, NewEvent, SnapshotRecord, StoredEvent
+from capacity_service.journal import (
+    AppendRequest,
+    JournalError,
+    JournalUnavailable,
+    NewEvent,
+    SnapshotRecord,
+    StoredEvent,
+)
 from capacity_service.journal.memory import InMemoryJournal
+from capacity_service.journal.sql import SqlJournal
 from capacity_service.pool_host import HostFenced, PoolHost
 from capacity_service.publishing import PersistedEvent
-from capacity_service.settings import SnapshotSettings, WriteSideSettings
+from capacity_service.settings import SnapshotSettings, SqlJournalSettings, WriteSideSettings
 
 
 class SlowJournal(InMemoryJournal):
@@ -258,5 +268,33 @@ def test_writes_go_on_while_a_snapshot_is_stored() -> None:
         assert journal.snapshot_seq_nrs == [5]
         recovered = PoolHost(journal)
         assert (await recovered.view("p")).reserved == 5
+
+    asyncio.run(scenario())
+
+
+def test_on_a_sqlite_file_concurrent_reserves_are_committed_inline_and_never_oversell(tmp_path: Path) -> None:
+    """The committer appends inline when the journal can answer at once (a SQLite file no one else is
+    writing): the same group commit, the same answers."""
+
+    class CountingSqlJournal(SqlJournal):
+        inline = threaded = 0
+
+        def append_many_now(self, appends: Sequence[AppendRequest]) -> list[int | JournalError] | None:
+            results = super().append_many_now(appends)
+            self.inline += results is not None
+            return results
+
+        def append_many(self, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
+            self.threaded += 1
+            return super().append_many(appends)
+
+    async def scenario() -> None:
+        journal = CountingSqlJournal(SqlJournalSettings(url=f"sqlite:///{tmp_path / 'journal.db'}"))
+        host = await configured_host(journal, capacity=50)
+        outcomes = await asyncio.gather(*(host.execute("p", reserve()) for _ in range(200)))
+        assert len([o for o in outcomes if o.rejection is None]) == 50
+        assert journal.highest_seq_nr("p") == 51
+        assert journal.inline >= 2 and journal.threaded == 0
+        journal.close()
 
     asyncio.run(scenario())
