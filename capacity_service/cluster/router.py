@@ -23,6 +23,9 @@ from capacity_service.settings import ServiceSettings
 # does not hold back the commands for the actor's other pools.
 _MAX_BATCHES_IN_FLIGHT = 1
 _SLOW_CALL_S = 0.05
+# Slow calls included: while an actor is down every call is slow (it retries until the call timeout), and
+# this bounds how many retry at once.
+_MAX_CALLS_PER_ACTOR = 4
 _MAX_COMMANDS_PER_CALL = 512
 _MAX_PARALLEL_PULLS = 16
 
@@ -39,7 +42,8 @@ class _Outbox:
     """Commands waiting to be sent to one actor, and how many batches to it are in flight."""
 
     waiting: list[tuple[str, PoolCommand, asyncio.Future[Any]]] = field(default_factory=list)
-    in_flight: int = 0
+    in_flight: int = 0  # senders holding the slot
+    calls: int = 0  # calls not answered yet, slow ones included
 
 
 class PoolRouter:
@@ -64,7 +68,7 @@ class PoolRouter:
         return result
 
     def _start_sender(self, name: str, outbox: _Outbox) -> None:
-        if outbox.waiting and outbox.in_flight < _MAX_BATCHES_IN_FLIGHT:
+        if outbox.waiting and outbox.in_flight < _MAX_BATCHES_IN_FLIGHT and outbox.calls < _MAX_CALLS_PER_ACTOR:
             outbox.in_flight += 1
             task = asyncio.ensure_future(self._send(name, outbox))
             self._senders.add(task)
@@ -78,6 +82,7 @@ class PoolRouter:
                 del outbox.waiting[: len(batch)]
                 commands = [(p, c) for p, c, _ in batch]
                 call: asyncio.Task[Any] = asyncio.create_task(self._call_actor(name, "execute_many", commands))
+                outbox.calls += 1
                 done, _ = await asyncio.wait({call}, timeout=_SLOW_CALL_S)
                 if not done:  # slow: let the next batch go meanwhile; this sender ends with this call
                     in_flight = False
@@ -90,12 +95,16 @@ class PoolRouter:
                         if not reply.done():
                             reply.set_exception(exc)
                     continue
+                finally:
+                    outbox.calls -= 1
                 for (*_, reply), result in zip(batch, results, strict=True):
                     if not reply.done():
                         reply.set_result(result)
         finally:
             if in_flight:
                 outbox.in_flight -= 1
+            else:  # commands may have waited for this call to end (the calls cap)
+                self._start_sender(name, outbox)
 
     async def views(self, pool_ids: list[str]) -> list[PoolView]:
         """The current view of each pool whose actor is running and answers (one call per hosting actor,

@@ -11,12 +11,13 @@ from capacity_service.settings import HostingSettings, ServiceSettings
 
 
 class FakeActor:
-    """Answers ``execute_many`` with each command's pool id, after ``delay`` (or when ``gate`` opens for a
-    batch holding ``slow_pool``)."""
+    """Answers ``execute_many`` with each command's pool id, after ``delay``; a batch holding ``slow_pool``,
+    or any batch while ``down``, only once ``gate`` opens."""
 
-    def __init__(self, delay: float = 0.005, slow_pool: str | None = None) -> None:
+    def __init__(self, delay: float = 0.005, slow_pool: str | None = None, down: bool = False) -> None:
         self.delay = delay
         self.slow_pool = slow_pool
+        self.down = down
         self.gate = asyncio.Event()
         self.batches: list[list[str]] = []
         self.in_flight = self.max_in_flight = 0
@@ -28,7 +29,7 @@ class FakeActor:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            if self.slow_pool in pools:
+            if self.down or self.slow_pool in pools:
                 await self.gate.wait()
             await asyncio.sleep(self.delay)
             return pools
@@ -72,5 +73,21 @@ def test_a_slow_call_does_not_hold_back_the_other_pools() -> None:
         actor.gate.set()
         assert await stuck == "recovering"
         assert actor.max_in_flight == 2
+
+    asyncio.run(scenario())
+
+
+def test_while_an_actor_is_down_at_most_four_calls_are_outstanding() -> None:
+    async def scenario() -> None:
+        actor = FakeActor(down=True)
+        router = router_with(actor)
+        waiting = []
+        for i in range(20):  # commands keep arriving during the outage, each after the last call went slow
+            waiting.append(asyncio.ensure_future(router.execute(f"p{i}", reserve(f"p{i}"))))
+            await asyncio.sleep(0.06)
+        assert actor.in_flight == 4
+        actor.gate.set()
+        assert await asyncio.wait_for(asyncio.gather(*waiting), 5) == [f"p{i}" for i in range(20)]
+        assert actor.max_in_flight == 4
 
     asyncio.run(scenario())
