@@ -114,8 +114,13 @@ def _json(body: BaseModel, status: int = 200) -> Response:
     return Response(body.model_dump_json(), status_code=status, media_type="application/json")
 
 
+async def _body_of(request: Request) -> tuple[bytes, str]:
+    """The request's body and its content-type, as the edge hands them to an operation."""
+    return await request.body(), request.headers.get("content-type", "")
+
+
 async def _json_call(request: Request, operation: JsonOperation) -> Response:
-    return await operation(await request.body(), request.headers.get("content-type", ""))
+    return await operation(*await _body_of(request))
 
 
 def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
@@ -198,7 +203,7 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
     )
     async def put_pool(pool_id: POOL_ID, request: Request, response: Response) -> Pool:
         """Create or update a pool. Lowering capacity below what is reserved is allowed."""
-        body = _parse(await request.body(), request.headers.get("content-type", ""), PutPoolRequest)
+        body = _parse(*await _body_of(request), PutPoolRequest)
         pool, created = await backend.put_pool(pool_id, body.capacity, body.zone, body.slot_start, body.slot_end)
         response.status_code = 201 if created else 200
         return pool
