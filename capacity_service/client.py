@@ -60,6 +60,8 @@ class Router(Protocol):
 
     async def call(self, pool_id: str, method: str, *args: Any) -> Any: ...
 
+    async def aclose(self) -> None: ...
+
 
 class AsyncCapacityClient:
     def __init__(
@@ -70,6 +72,9 @@ class AsyncCapacityClient:
             _ray.ensure_initialized(ray_address, self.settings.hosting.namespace)
             router = PoolRouter(self.settings)
         self._router: Router = router
+
+    async def aclose(self) -> None:
+        await self._router.aclose()
 
     # ------------------------------------------------------------------ pools
 
@@ -205,8 +210,11 @@ class CapacityClient:
         return self._run(self._async.sweep(timeout_s))
 
     def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        try:
+            self._run(self._async.aclose())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
 
     def __enter__(self) -> CapacityClient:
         return self

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TypeVar
 
+from capacity_service.cluster import channel
 from capacity_service.cluster._ray import current_node_id, process_id
 from capacity_service.domain import PoolCommand, PoolView, Reservation
 from capacity_service.errors import CapacityError, Unavailable
@@ -29,6 +30,7 @@ class PoolActor:
         self._host: PoolHost | None = None
         self._journal: Journal | None = None
         self._opening = asyncio.Lock()
+        self._channel = channel.ChannelServer({"execute_many": self.execute_many})
 
     async def _pool_host(self) -> PoolHost:
         # Opened on first use, not in __init__: a constructor that fails while the journal is down would
@@ -59,6 +61,12 @@ class PoolActor:
     async def execute_many(self, commands: list[tuple[str, PoolCommand]]) -> list[CommandOutcome | CapacityError]:
         """Several commands in one Ray call (the router batches them); each is answered on its own."""
         return list(await asyncio.gather(*(self.execute(pool_id, command) for pool_id, command in commands)))
+
+    async def open_channel(self) -> channel.ChannelAddress | None:
+        """Where a caller on this node sends ``execute_many`` without Ray's RPC (None: use Ray)."""
+        if not (self._settings.hosting.same_node_channel and channel.supported()):
+            return None
+        return await self._channel.start(current_node_id())
 
     async def view(self, pool_id: str) -> PoolView | CapacityError:
         try:
@@ -105,4 +113,5 @@ class PoolActor:
             "epochs": {p: host.epoch_of(p) for p in host.pool_ids} if host else {},
             "fenced": host.fenced if host else False,
             "breaker": host.breaker.state.value if host else "closed",
+            "channel_calls": self._channel.calls,
         }

@@ -145,6 +145,9 @@ def test_a_worker_node_lost_under_load(cluster: LocalCluster, client: CapacityCl
     alive = set(_ray.alive_node_ids())
     relocated = pools_by_node(settings, pools)
     assert head not in relocated and set(relocated) <= alive
+    # Every call crossed nodes (the caller is on the head), so none took a same-node channel: on one
+    # machine the channel's socket would be reachable anyway, and only the node check keeps it honest.
+    assert all(actor_info(settings, pool_id)["channel_calls"] == 0 for pool_id in pools)
     # The watchdog revived the pool that Ray gave up on, with nobody calling it.
     assert wait_until(lambda: _ray.lookup_actor(actor_name(settings, idle_pool), namespace) is not None, 30)
     assert client.get_pool(idle_pool).capacity == 5

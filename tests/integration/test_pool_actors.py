@@ -72,11 +72,15 @@ def journal_state(settings: ServiceSettings, pool_id: str) -> PoolState:
         return recover_pool(journal, Codec(), pool_id).state
 
 
-def actor_pid(settings: ServiceSettings, pool_id: str) -> int:
+def described(settings: ServiceSettings, pool_id: str) -> dict[str, object]:
     handle = _ray.lookup_actor(actor_name(settings, pool_id), settings.hosting.namespace)
     assert handle is not None
-    described = asyncio.run(_ray.ask(handle, "describe", timeout=30))
-    return int(described["pid"])
+    answer: dict[str, object] = asyncio.run(_ray.ask(handle, "describe", timeout=30))
+    return answer
+
+
+def actor_pid(settings: ServiceSettings, pool_id: str) -> int:
+    return int(str(described(settings, pool_id)["pid"]))
 
 
 def new_pool(client: CapacityClient, capacity: int) -> str:
@@ -109,6 +113,25 @@ def test_200_concurrent_reserves_on_capacity_50_exactly_50_succeed(
     assert state.reserved == 50
     pool = client.get_pool(pool_id)
     assert (pool.reserved, pool.remaining, pool.version) == (50, 0, 51)
+    # The commands came over the same-node channel, not Ray's RPC (one call carries a batch of them).
+    assert int(str(described(settings, pool_id)["channel_calls"])) > 0
+
+
+def test_with_the_same_node_channel_off_commands_go_through_ray() -> None:
+    with tempfile.TemporaryDirectory(prefix="pool-actors-") as tmp:
+        namespace = f"test-{uuid.uuid4().hex[:8]}"
+        settings = ServiceSettings(
+            journal=SqlJournalSettings(url=f"sqlite:///{Path(tmp) / 'journal.db'}"),
+            hosting=HostingSettings(namespace=namespace, call_timeout_s=20, same_node_channel=False),
+            warehouse=WarehouseSettings(enabled=False),
+        )
+        try:
+            with CapacityClient(settings) as client:
+                pool_id = new_pool(client, 5)
+                assert client.reserve(pool_id, 2).remaining == 3
+                assert described(settings, pool_id)["channel_calls"] == 0
+        finally:
+            kill_namespace(namespace)
 
 
 def test_kill_9_during_a_stream_of_reserves_loses_nothing_acknowledged(

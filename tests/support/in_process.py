@@ -32,6 +32,9 @@ class InProcessRouter:
         except CapacityError as exc:
             return exc
 
+    async def aclose(self) -> None:
+        pass
+
 
 class InProcessBackend:
     """Implements the HTTP app's ``Backend``; the availability index is updated on every write."""

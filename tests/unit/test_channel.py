@@ -1,0 +1,168 @@
+"""The same-node channel to a pool actor, without Ray: real Unix sockets, a real process killed mid-call."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable
+
+import pytest
+import uvloop
+
+from capacity_service.cluster.channel import (
+    ChannelAddress,
+    ChannelCallFailed,
+    ChannelClient,
+    ChannelGone,
+    ChannelServer,
+    supported,
+)
+
+pytestmark = pytest.mark.skipif(not supported(), reason="abstract Unix sockets are Linux's")
+
+
+class Calls:
+    """The methods a test server offers, and what they saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+        self.never = asyncio.Event()
+
+    async def echo(self, value: object, delay: float = 0.0) -> object:
+        self.seen.append(value)
+        await asyncio.sleep(delay)
+        return value
+
+    async def broken(self) -> None:
+        raise ValueError("bad state")
+
+    async def hang(self) -> None:
+        await self.never.wait()
+
+
+Scenario = Callable[[ChannelServer, ChannelAddress, Calls], Awaitable[None]]
+
+
+def run_served(scenario: Scenario, run: Callable[[Awaitable[None]], None] = asyncio.run) -> None:
+    async def main() -> None:
+        calls = Calls()
+        server = ChannelServer({"echo": calls.echo, "broken": calls.broken, "hang": calls.hang})
+        address = await server.start("node-a")
+        try:
+            await scenario(server, address, calls)
+        finally:
+            await server.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])  # Serve runs on uvloop
+def test_a_call_returns_the_methods_answer(run: Callable[[Awaitable[None]], None]) -> None:
+    async def scenario(server: ChannelServer, address: ChannelAddress, calls: Calls) -> None:
+        assert address.node_id == "node-a" and address.path.startswith("\0")  # abstract: no file anywhere
+        client = await ChannelClient.connect(address, timeout=1)
+        assert await client.call("echo", {"pool": "p-1", "n": [1, 2]}, timeout=5) == {"pool": "p-1", "n": [1, 2]}
+        assert server.calls == 1
+        client.close()
+
+    run_served(scenario, run)
+
+
+def test_concurrent_calls_each_get_their_own_answer_in_any_order() -> None:
+    async def scenario(server: ChannelServer, address: ChannelAddress, calls: Calls) -> None:
+        client = await ChannelClient.connect(address, timeout=1)
+        delays = [0.05, 0.0, 0.03, 0.01, 0.02]
+        answers = await asyncio.gather(*(client.call("echo", i, d, timeout=5) for i, d in enumerate(delays)))
+        assert answers == list(range(len(delays)))
+        client.close()
+
+    run_served(scenario)
+
+
+def test_a_wrong_secret_is_refused_before_anything_is_decoded() -> None:
+    async def scenario(server: ChannelServer, address: ChannelAddress, calls: Calls) -> None:
+        forged = ChannelAddress(address.node_id, address.path, bytes(len(address.secret)))
+        client = await ChannelClient.connect(forged, timeout=1)
+        with pytest.raises(ChannelGone):
+            await client.call("echo", "let me in", timeout=5)
+        assert calls.seen == [] and server.calls == 0
+        assert client.closed
+
+    run_served(scenario)
+
+
+def test_a_method_that_raises_or_does_not_exist_fails_that_call_only() -> None:
+    async def scenario(server: ChannelServer, address: ChannelAddress, calls: Calls) -> None:
+        client = await ChannelClient.connect(address, timeout=1)
+        with pytest.raises(ChannelCallFailed, match="ValueError: bad state"):
+            await client.call("broken", timeout=5)
+        with pytest.raises(ChannelCallFailed, match="shutdown"):
+            await client.call("shutdown", timeout=5)
+        assert await client.call("echo", "still here", timeout=5) == "still here"
+        client.close()
+
+    run_served(scenario)
+
+
+def test_a_call_that_does_not_answer_in_time_is_gone() -> None:
+    async def scenario(server: ChannelServer, address: ChannelAddress, calls: Calls) -> None:
+        client = await ChannelClient.connect(address, timeout=1)
+        with pytest.raises(ChannelGone, match="did not answer"):
+            await client.call("hang", timeout=0.1)
+        client.close()
+
+    run_served(scenario)
+
+
+def test_nothing_listening_is_gone_at_connect() -> None:
+    async def connect() -> None:
+        with pytest.raises(ChannelGone, match="cannot connect"):
+            await ChannelClient.connect(ChannelAddress("node-a", "\0capacity-service/none", b"x" * 32), timeout=1)
+
+    asyncio.run(connect())
+
+
+SERVER_PROCESS = textwrap.dedent(
+    """
+    import asyncio, sys
+    from capacity_service.cluster.channel import ChannelServer
+
+    async def main():
+        async def hang():
+            await asyncio.Event().wait()
+        address = await ChannelServer({"hang": hang}).start("node-a")
+        print(address.path[1:], address.secret.hex(), flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+    """
+)
+
+
+async def dying_server_scenario() -> None:
+    process = subprocess.Popen([sys.executable, "-c", SERVER_PROCESS], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        path, secret = (await asyncio.to_thread(process.stdout.readline)).split()
+        client = await ChannelClient.connect(ChannelAddress("node-a", "\0" + path, bytes.fromhex(secret)), timeout=5)
+        calls = [asyncio.ensure_future(client.call("hang", timeout=60)) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        assert not any(call.done() for call in calls)
+        os.kill(process.pid, signal.SIGKILL)
+        async with asyncio.timeout(5):  # not the calls' 60 s
+            results = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(r, ChannelGone) for r in results)
+        assert client.closed
+        with pytest.raises(ChannelGone):
+            await client.call("hang", timeout=1)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_calls_in_flight_fail_at_once_when_the_serving_process_dies() -> None:
+    asyncio.run(dying_server_scenario())
