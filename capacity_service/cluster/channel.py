@@ -108,6 +108,8 @@ class ChannelServer:
             pass
         except asyncio.CancelledError:  # the process is shutting down; this connection ends with it
             pass
+        except Exception:  # an undecodable frame from a caller that had the secret: a bug, not an attack
+            log.exception("channel: unreadable call; connection closed")
         finally:
             writer.close()
 
@@ -189,6 +191,8 @@ class ChannelClient:
                     reply.set_result((ok, value))
         except (asyncio.IncompleteReadError, ConnectionError, _FrameTooLarge):
             pass
+        except Exception:
+            log.exception("channel: unreadable reply; connection closed")
         finally:
             self._shut()
 

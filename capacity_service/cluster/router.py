@@ -55,9 +55,10 @@ class _Outbox:
 
 class PoolRouter:
     """Commands to one actor are batched on the way: while a call to it is under way, new commands wait
-    and go together in the next call. One Ray call then carries many
-    commands, which is what lets a hot pool take thousands of reserves a second on two cores (the pool's
-    own group commit then writes them in one append)."""
+    and go together in the next call. One call then carries many commands, which is what lets a hot pool
+    take thousands of reserves a second on two cores (the pool's own group commit then writes them in one
+    append). The call goes over the actor's same-node channel when it runs on this node (``channel.py``),
+    else through Ray; every other method always goes through Ray."""
 
     def __init__(self, settings: ServiceSettings) -> None:
         self._settings = settings
@@ -206,10 +207,16 @@ class PoolRouter:
         opening = self._channels_opening.get(name)
         if opening is None:  # one connection per actor, however many calls wait for it
             opening = self._channels_opening[name] = asyncio.ensure_future(self._open_channel(name, handle))
-            opening.add_done_callback(lambda _: self._channels_opening.pop(name, None))
         return await asyncio.shield(opening)
 
     async def _open_channel(self, name: str, handle: Handle) -> ChannelClient | None:
+        try:
+            return await self._connect_channel(name, handle)
+        finally:
+            if self._channels_opening.get(name) is asyncio.current_task():
+                del self._channels_opening[name]
+
+    async def _connect_channel(self, name: str, handle: Handle) -> ChannelClient | None:
         channel: ChannelClient | None = None
         if self._settings.hosting.same_node_channel:
             address = await ask(handle, "open_channel", timeout=self._settings.hosting.call_timeout_s)
@@ -221,11 +228,10 @@ class PoolRouter:
                 except ChannelGone as exc:  # e.g. not the same network namespace after all: Ray it is
                     log.warning("%s: same-node channel unusable (%s); calling through Ray", name, exc)
             log.info("%s: commands go %s", name, "over the same-node channel" if channel else "through Ray")
-        if self._handles.get(name) is handle:  # not forgotten meanwhile
-            self._channels[name] = channel
-        elif channel is not None:
-            channel.close()
-            raise ChannelGone("the actor was forgotten while its channel opened")
+        # Kept even if the actor was forgotten meanwhile (concurrent first calls each look it up, so the
+        # handle we were given may be superseded at once): a channel to a dead incarnation is closed and
+        # gets reopened; one to a fenced incarnation answers "fenced", which makes the caller forget it.
+        self._channels[name] = channel
         return channel
 
     async def _handle(self, name: str) -> Handle:

@@ -1,10 +1,16 @@
-"""PoolRouter's batching without Ray: the actor call is replaced by a fake that records the batches."""
+"""PoolRouter without Ray: its batching (the actor call replaced by a fake that records the batches), and
+its choice between the same-node channel (a real one) and Ray (the Ray layer replaced by a fake)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+import pytest
+
+from capacity_service.cluster import router as router_module
+from capacity_service.cluster.channel import ChannelServer
 from capacity_service.cluster.router import PoolRouter
 from capacity_service.domain import Reserve, new_reservation_id
 from capacity_service.settings import HostingSettings, ServiceSettings
@@ -89,5 +95,81 @@ def test_while_an_actor_is_down_at_most_four_calls_are_outstanding() -> None:
         actor.gate.set()
         assert await asyncio.wait_for(asyncio.gather(*waiting), 5) == [f"p{i}" for i in range(20)]
         assert actor.max_in_flight == 4
+
+    asyncio.run(scenario())
+
+
+class FakeRay:
+    """Stands in for ``_ray`` under the router: every lookup returns a new handle object (as Ray does),
+    after 0.1 s in a worker thread (creating an actor takes that); ``open_channel`` answers (0.1 s: the
+    actor is starting) with a real channel server's address."""
+
+    def __init__(self, server: ChannelServer, node_id: str = "node-a") -> None:
+        self.server = server
+        self.node_id = node_id
+        self.lookups = 0
+        self.opened = 0
+
+    def ensure_actor(self, *args: Any) -> object:
+        self.lookups += 1
+        time.sleep(0.1)
+        return object()
+
+    async def ask(self, handle: object, method: str, *args: Any, timeout: float) -> Any:
+        assert method == "open_channel"
+        self.opened += 1
+        await asyncio.sleep(0.1)
+        return await self.server.start(self.node_id)
+
+
+def test_a_burst_of_first_commands_to_a_fresh_actor_all_go_over_its_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def execute_many(commands: list[tuple[str, Any]]) -> list[str]:
+        await asyncio.sleep(0.005)
+        return [pool_id for pool_id, _ in commands]
+
+    async def scenario() -> None:
+        server = ChannelServer({"execute_many": execute_many})
+        fake = FakeRay(server)
+        monkeypatch.setattr(router_module, "ensure_actor", fake.ensure_actor)
+        monkeypatch.setattr(router_module, "ask", fake.ask)
+        monkeypatch.setattr(router_module, "current_node_id", lambda: "node-a")
+        router = PoolRouter(ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, call_timeout_s=5)))
+        pools = [f"p{i}" for i in range(16)]
+        # Calls slower than 50 ms each start another sender: up to four look the actor up at once, and each
+        # lookup's handle supersedes the last.
+        calls = []
+        for pool_id in pools:  # arriving one after another, as requests do
+            calls.append(asyncio.ensure_future(router.execute(pool_id, reserve(pool_id))))
+            await asyncio.sleep(0.02)
+        answers = await asyncio.wait_for(asyncio.gather(*calls), 3)
+        assert answers == pools
+        assert 1 < fake.lookups <= 4 and fake.opened == 1  # one channel, opened once, kept
+        assert server.calls >= 1
+        await router.aclose()
+        await server.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_actor_on_another_node_is_called_through_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        server = ChannelServer({})
+        fake = FakeRay(server, node_id="node-b")
+        ray_calls: list[str] = []
+
+        async def ask(handle: object, method: str, *args: Any, timeout: float) -> Any:
+            if method == "open_channel":
+                return await fake.ask(handle, method, timeout=timeout)
+            ray_calls.append(method)
+            return [pool_id for pool_id, _ in args[0]]
+
+        monkeypatch.setattr(router_module, "ensure_actor", fake.ensure_actor)
+        monkeypatch.setattr(router_module, "ask", ask)
+        monkeypatch.setattr(router_module, "current_node_id", lambda: "node-a")
+        router = PoolRouter(ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, call_timeout_s=5)))
+        assert await router.execute("p1", reserve("p1")) == "p1"
+        assert await router.execute("p2", reserve("p2")) == "p2"
+        assert ray_calls == ["execute_many", "execute_many"] and fake.opened == 1 and server.calls == 0
+        await server.close()
 
     asyncio.run(scenario())
