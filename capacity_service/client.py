@@ -210,6 +210,8 @@ class CapacityClient:
         return self._run(self._async.sweep(timeout_s))
 
     def close(self) -> None:
+        if not self._thread.is_alive():  # closed already
+            return
         try:
             self._run(self._async.aclose())
         finally:

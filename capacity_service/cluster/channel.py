@@ -4,11 +4,13 @@ Why: on a small VM a Ray actor call costs ~2 ms round trip when idle and 8-15 ms
 thread hand-overs in each process), and a reserve is one such call around a ~1.4 ms append. A Unix
 socket between a Serve replica and a pool actor on the same node is one hand-over each way.
 
-Ray still owns the actor's life and hands out the way in: the socket's address and a random secret come
-from a Ray call to the actor (``open_channel``), so only a process that may call the actor through Ray can
-use the socket. The socket is in Linux's abstract namespace: no file, nothing on the network, gone with
-the process. A connection must present the secret before anything it sends is decoded. Frames are
-pickled, as Ray's own call arguments are.
+Ray still owns the actor's life and hands out the way in: the socket's address, the actor's pid and a
+random secret come from a Ray call to the actor (``open_channel``), so only a process that may call the
+actor through Ray can use the socket. The socket is in Linux's abstract namespace: no file, nothing on the
+network, gone with the process. Both ends check who is on the other side (``SO_PEERCRED``): the server
+serves only our own user, the client talks only to the actor's pid (a name freed by a dead actor could be
+taken by someone else). A connection must then present the secret before anything it sends is decoded.
+Frames are pickled, as Ray's own call arguments are.
 
 No Ray here: the router and the pool actor use it, and tests run it without a cluster.
 """
@@ -52,6 +54,7 @@ class ChannelAddress:
     node_id: str  # a caller on another node must not use it (the name would mean its own node's socket)
     path: str
     secret: bytes
+    pid: int  # the serving process: the client checks it is the one on the other end
 
 
 class ChannelGone(Exception):
@@ -73,6 +76,7 @@ class ChannelServer:
         self._address: ChannelAddress | None = None
         self._starting = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._connections: set[asyncio.StreamWriter] = set()
         self.calls = 0  # answered, for ``describe`` and tests
 
     async def start(self, node_id: str) -> ChannelAddress:
@@ -81,18 +85,33 @@ class ChannelServer:
             if self._address is None:
                 path = f"\0capacity-service/{os.getpid()}/{secrets.token_hex(8)}"
                 listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                listening.bind(path)
-                self._server = await asyncio.start_unix_server(self._serve, sock=listening)
-                self._address = ChannelAddress(node_id, path, self._secret)
+                try:
+                    listening.bind(path)
+                    self._server = await asyncio.start_unix_server(self._serve, sock=listening)
+                except BaseException:
+                    listening.close()
+                    raise
+                self._address = ChannelAddress(node_id, path, self._secret, os.getpid())
         return self._address
 
     async def close(self) -> None:
+        """Stop listening, end every connection and the calls under way."""
         if self._server is not None:
             self._server.close()
+        for writer in list(self._connections):
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if _peer(writer)[1] != os.getuid():  # another user: not even the handshake
+            writer.close()
+            return
+        self._connections.add(writer)
         try:
             async with asyncio.timeout(_HANDSHAKE_TIMEOUT_S):
                 offered = await reader.readexactly(_SECRET_BYTES)
@@ -111,6 +130,7 @@ class ChannelServer:
         except Exception:  # an undecodable frame from a caller that had the secret: a bug, not an attack
             log.exception("channel: unreadable call; connection closed")
         finally:
+            self._connections.discard(writer)
             writer.close()
 
     async def _answer(self, writer: asyncio.StreamWriter, call_id: int, method: str, args: tuple[Any, ...]) -> None:
@@ -122,8 +142,13 @@ class ChannelServer:
             log.exception("channel: %s failed", method)
             value = f"{method}: {type(exc).__name__}: {exc}"
         self.calls += 1
+        try:
+            reply = pickle.dumps((call_id, ok, value), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # answer anyway: the caller must not wait out its timeout
+            log.exception("channel: the answer of %s cannot be sent", method)
+            reply = pickle.dumps((call_id, False, f"{method}: unsendable answer: {exc}"))
         if not writer.is_closing():
-            writer.write(_frame(pickle.dumps((call_id, ok, value), protocol=pickle.HIGHEST_PROTOCOL)))
+            writer.write(_frame(reply))
 
 
 class ChannelClient:
@@ -148,6 +173,12 @@ class ChannelClient:
         except (OSError, TimeoutError) as exc:
             connecting.close()
             raise ChannelGone(f"cannot connect: {exc}") from exc
+        except BaseException:
+            connecting.close()
+            raise
+        if _peer(writer)[0] != address.pid:  # the actor died and someone else took its socket's name
+            writer.close()
+            raise ChannelGone(f"{address.path[1:]!r} is no longer served by process {address.pid}")
         writer.write(address.secret)
         return cls(reader, writer)
 
@@ -206,7 +237,14 @@ class ChannelClient:
 
 
 class _FrameTooLarge(Exception):
-    pass
+    """A frame's declared size is over ``_MAX_FRAME_BYTES``: the stream is not ours, or broken."""
+
+
+def _peer(writer: asyncio.StreamWriter) -> tuple[int, int]:
+    """The pid and uid of the process at the other end of a Unix socket."""
+    sock = writer.get_extra_info("socket")
+    pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return pid, uid
 
 
 def _frame(payload: bytes) -> bytes:

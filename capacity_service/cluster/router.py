@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ _MAX_PARALLEL_PULLS = 16
 # The methods a pool actor serves on its same-node channel (the hot path; the rest stay on Ray).
 _CHANNEL_METHODS = frozenset({"execute_many"})
 _CHANNEL_CONNECT_TIMEOUT_S = 1.0
+# After a failed connect (the actor restarting meanwhile, a busy moment), calls go through Ray, and the
+# channel is tried again after this long.
+_CHANNEL_RETRY_S = 10.0
 
 
 def actor_name(settings: ServiceSettings, pool_id: str) -> str:
@@ -66,6 +70,7 @@ class PoolRouter:
         # Per actor: its same-node channel, or None when calls to it go through Ray (another node, off).
         self._channels: dict[str, ChannelClient | None] = {}
         self._channels_opening: dict[str, asyncio.Future[ChannelClient | None]] = {}
+        self._channel_retry_at: dict[str, float] = {}
         self._node_id: str | None = None
         self._outboxes: dict[str, _Outbox] = {}
         self._senders: set[asyncio.Task[None]] = set()
@@ -120,6 +125,10 @@ class PoolRouter:
 
     async def aclose(self) -> None:
         """Close the channels to the actors (the actors themselves live on)."""
+        openings = list(self._channels_opening.values())
+        for opening in openings:
+            opening.cancel()
+        await asyncio.gather(*openings, return_exceptions=True)
         channels = [c for c in self._channels.values() if c is not None]
         self._channels.clear()
         await asyncio.gather(*(c.aclose() for c in channels))
@@ -176,37 +185,52 @@ class PoolRouter:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Unavailable(f"{name} did not answer within the call timeout")
+            fenced = False
             try:
                 handle = await self._handle(name)
-                channel = await self._channel(name, handle) if method in _CHANNEL_METHODS else None
+                channel = None
+                if method in _CHANNEL_METHODS:
+                    async with asyncio.timeout(remaining):  # the opening is shared: wait only our time
+                        channel = await self._channel(name, handle)
                 if channel is not None:
                     result = await channel.call(method, *args, timeout=remaining)
                 else:
                     result = await ask(handle, method, *args, timeout=remaining)
-                if not _fenced(result):
+                fenced = _fenced(result)
+                if not fenced:
                     return result
-            except (ActorGone, ChannelGone):
+            except (ActorGone, ChannelGone, TimeoutError):
                 pass
-            self._forget(name)
+            self._forget(name, fenced)
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.5)
 
-    def _forget(self, name: str) -> None:
-        """The actor died, moved or was fenced: look it up (and its channel) again on the next call."""
+    def _forget(self, name: str, fenced: bool) -> None:
+        """The actor died, moved, did not answer or was fenced: look it up again on the next call. Its
+        channel is dropped when fenced (it leads to a zombie) or closed (the actor died), not when a call
+        timed out: other callers' commands are under way on it. Calling through Ray is decided anew (the
+        actor may come back on this node)."""
         self._handles.pop(name, None)
-        channel = self._channels.pop(name, None)
-        if channel is not None:
-            channel.close()
+        if name not in self._channels:
+            return
+        channel = self._channels[name]
+        if channel is None or fenced or channel.closed:
+            del self._channels[name]
+            if channel is not None:
+                channel.close()
 
     async def _channel(self, name: str, handle: Handle) -> ChannelClient | None:
         if name in self._channels:
             channel = self._channels[name]
-            if channel is None or not channel.closed:
+            if channel is not None and not channel.closed:
                 return channel
+            if channel is None and time.monotonic() < self._channel_retry_at.get(name, math.inf):
+                return None  # through Ray: other node, channel off, or a failed connect not due again yet
             del self._channels[name]
         opening = self._channels_opening.get(name)
         if opening is None:  # one connection per actor, however many calls wait for it
             opening = self._channels_opening[name] = asyncio.ensure_future(self._open_channel(name, handle))
+            opening.add_done_callback(_consume)  # its waiters may all have given up before it ended
         return await asyncio.shield(opening)
 
     async def _open_channel(self, name: str, handle: Handle) -> ChannelClient | None:
@@ -225,7 +249,9 @@ class PoolRouter:
             if address is not None and address.node_id == self._node_id:
                 try:
                     channel = await ChannelClient.connect(address, timeout=_CHANNEL_CONNECT_TIMEOUT_S)
-                except ChannelGone as exc:  # e.g. not the same network namespace after all: Ray it is
+                    self._channel_retry_at.pop(name, None)
+                except ChannelGone as exc:  # e.g. the actor restarted meanwhile: Ray for now, retry later
+                    self._channel_retry_at[name] = time.monotonic() + _CHANNEL_RETRY_S
                     log.warning("%s: same-node channel unusable (%s); calling through Ray", name, exc)
             log.info("%s: commands go %s", name, "over the same-node channel" if channel else "through Ray")
         # Kept even if the actor was forgotten meanwhile (concurrent first calls each look it up, so the
@@ -243,6 +269,11 @@ class PoolRouter:
             )
             self._handles[name] = handle
         return handle
+
+
+def _consume(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()
 
 
 def _fenced(result: Any) -> bool:

@@ -76,8 +76,16 @@ def test_concurrent_calls_each_get_their_own_answer_in_any_order() -> None:
     async def scenario(server: ChannelServer, address: ChannelAddress, calls: Calls) -> None:
         client = await ChannelClient.connect(address, timeout=1)
         delays = [0.05, 0.0, 0.03, 0.01, 0.02]
-        answers = await asyncio.gather(*(client.call("echo", i, d, timeout=5) for i, d in enumerate(delays)))
+        finished: list[int] = []
+
+        async def call(i: int, delay: float) -> object:
+            answer = await client.call("echo", i, delay, timeout=5)
+            finished.append(i)
+            return answer
+
+        answers = await asyncio.gather(*(call(i, d) for i, d in enumerate(delays)))
         assert answers == list(range(len(delays)))
+        assert finished == [1, 3, 4, 2, 0]  # as each was done, not one after another
         client.close()
 
     run_served(scenario)
@@ -85,7 +93,7 @@ def test_concurrent_calls_each_get_their_own_answer_in_any_order() -> None:
 
 def test_a_wrong_secret_is_refused_before_anything_is_decoded() -> None:
     async def scenario(server: ChannelServer, address: ChannelAddress, calls: Calls) -> None:
-        forged = ChannelAddress(address.node_id, address.path, bytes(len(address.secret)))
+        forged = ChannelAddress(address.node_id, address.path, bytes(len(address.secret)), address.pid)
         client = await ChannelClient.connect(forged, timeout=1)
         with pytest.raises(ChannelGone):
             await client.call("echo", "let me in", timeout=5)
@@ -118,10 +126,23 @@ def test_a_call_that_does_not_answer_in_time_is_gone() -> None:
     run_served(scenario)
 
 
+def test_a_socket_served_by_another_process_than_the_address_says_is_not_trusted() -> None:
+    async def scenario(server: ChannelServer, address: ChannelAddress, calls: Calls) -> None:
+        impostor_pid = address.pid + 1  # as if the actor died and another process took the name
+        with pytest.raises(ChannelGone, match="no longer served"):
+            await ChannelClient.connect(
+                ChannelAddress(address.node_id, address.path, address.secret, impostor_pid), timeout=1
+            )
+        assert calls.seen == []
+
+    run_served(scenario)
+
+
 def test_nothing_listening_is_gone_at_connect() -> None:
     async def connect() -> None:
         with pytest.raises(ChannelGone, match="cannot connect"):
-            await ChannelClient.connect(ChannelAddress("node-a", "\0capacity-service/none", b"x" * 32), timeout=1)
+            nobody = ChannelAddress("node-a", "\0capacity-service/none", b"x" * 32, os.getpid())
+            await ChannelClient.connect(nobody, timeout=1)
 
     asyncio.run(connect())
 
@@ -148,7 +169,8 @@ async def dying_server_scenario() -> None:
     try:
         assert process.stdout is not None
         path, secret = (await asyncio.to_thread(process.stdout.readline)).split()
-        client = await ChannelClient.connect(ChannelAddress("node-a", "\0" + path, bytes.fromhex(secret)), timeout=5)
+        address = ChannelAddress("node-a", "\0" + path, bytes.fromhex(secret), process.pid)
+        client = await ChannelClient.connect(address, timeout=5)
         calls = [asyncio.ensure_future(client.call("hang", timeout=60)) for _ in range(3)]
         await asyncio.sleep(0.2)
         assert not any(call.done() for call in calls)

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from capacity_service.cluster import router as router_module
+from capacity_service.cluster._ray import ActorGone
 from capacity_service.cluster.channel import ChannelServer
 from capacity_service.cluster.router import PoolRouter
 from capacity_service.domain import Reserve, new_reservation_id
+from capacity_service.errors import Unavailable
 from capacity_service.settings import HostingSettings, ServiceSettings
 
 
@@ -170,6 +173,64 @@ def test_an_actor_on_another_node_is_called_through_ray(monkeypatch: pytest.Monk
         assert await router.execute("p1", reserve("p1")) == "p1"
         assert await router.execute("p2", reserve("p2")) == "p2"
         assert ray_calls == ["execute_many", "execute_many"] and fake.opened == 1 and server.calls == 0
+        await server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_channel_that_cannot_be_opened_in_time_costs_a_caller_no_more_than_its_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def scenario() -> None:
+        async def ask(handle: object, method: str, *args: Any, timeout: float) -> Any:
+            await asyncio.sleep(5)  # the actor does not get to answer open_channel for a long while
+            raise ActorGone("no answer")
+
+        monkeypatch.setattr(router_module, "ensure_actor", lambda *args: object())
+        monkeypatch.setattr(router_module, "ask", ask)
+        router = PoolRouter(ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, call_timeout_s=1)))
+        first = asyncio.ensure_future(router.execute("p1", reserve("p1")))  # starts the shared opening
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            await router.execute("p2", reserve("p2"))
+        assert time.monotonic() - started < 2.5  # its own 1 s, not the opening's 5 s
+        with pytest.raises(Unavailable):
+            await first
+
+    asyncio.run(scenario())
+
+
+def test_after_a_failed_connect_calls_go_through_ray_and_the_channel_is_tried_again_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def execute_many(commands: list[tuple[str, Any]]) -> list[str]:
+        return [pool_id for pool_id, _ in commands]
+
+    async def scenario() -> None:
+        server = ChannelServer({"execute_many": execute_many})
+        live = await server.start("node-a")
+        addresses = [replace(live, path="\0capacity-service/gone"), live]  # the first: the actor restarted
+        ray_calls: list[str] = []
+
+        async def ask(handle: object, method: str, *args: Any, timeout: float) -> Any:
+            if method == "open_channel":
+                return addresses.pop(0)
+            ray_calls.append(method)
+            return await execute_many(*args)
+
+        monkeypatch.setattr(router_module, "ensure_actor", lambda *args: object())
+        monkeypatch.setattr(router_module, "ask", ask)
+        monkeypatch.setattr(router_module, "current_node_id", lambda: "node-a")
+        monkeypatch.setattr(router_module, "_CHANNEL_RETRY_S", 0.2)
+        router = PoolRouter(ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, call_timeout_s=5)))
+        assert await router.execute("p1", reserve("p1")) == "p1"
+        assert await router.execute("p2", reserve("p2")) == "p2"
+        assert ray_calls == ["execute_many", "execute_many"] and server.calls == 0
+        await asyncio.sleep(0.3)
+        assert await router.execute("p3", reserve("p3")) == "p3"
+        assert len(ray_calls) == 2 and server.calls == 1
+        await router.aclose()
         await server.close()
 
     asyncio.run(scenario())
