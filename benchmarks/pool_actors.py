@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/pool_actors.py                       # everything, SQLite and Cassandra
     .venv/bin/python benchmarks/pool_actors.py --journals sqlite --seconds 3
+    .venv/bin/python benchmarks/pool_actors.py --journals sqlite --parts channel   # same-node channel vs Ray
 
 Callers are asyncio tasks in this driver process, each awaiting one reserve at a time through
 ``AsyncCapacityClient`` (Ray actor calls, no HTTP). Results: benchmarks/results/pool_actors-<journals>.json and .png.
@@ -120,6 +121,33 @@ async def hot_pool(journal: Any, seconds: float, say: Any) -> list[dict[str, Any
     return rows
 
 
+async def channel_vs_ray(journal: Any, seconds: float, say: Any) -> list[dict[str, Any]]:
+    """The hot pool with commands over the same-node channel and over Ray's RPC, alternating twice (this
+    machine drifts by ±20% within minutes: side by side is the only fair comparison)."""
+    rows = []
+    for round_nr in (1, 2):
+        for channel in (True, False):
+            settings = settings_for(journal, "actor_per_pool", 1)
+            hosting = settings.hosting.model_copy(update={"same_node_channel": channel})
+            settings = settings.model_copy(update={"hosting": hosting})
+            client = AsyncCapacityClient(settings)
+            [pool_id] = await make_pools(client, 1, 10**9)
+            await drive(client, [pool_id], 16, 1.0)  # warm up
+            for callers in (1, 16, 64):
+                r = await drive(client, [pool_id], callers, seconds)
+                r.update(channel=channel, round=round_nr)
+                rows.append(r)
+                lat = r["latency"]
+                say(
+                    f"  hot pool over {'the channel' if channel else 'Ray RPC   '}, round {round_nr}, "
+                    f"{callers:>2} callers: {r['reserves_per_s']:>6.0f} reserves/s, "
+                    f"median {lat['median_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms"
+                )
+            await client.aclose()
+            kill_namespace(settings.hosting.namespace)
+    return rows
+
+
 async def spread(journal: Any, seconds: float, mode: str, say: Any) -> dict[str, Any]:
     settings = settings_for(journal, mode, 8)
     client = AsyncCapacityClient(settings)
@@ -234,6 +262,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             data: dict[str, Any] = {}
             if "hot" in args.parts:
                 data["hot_pool"] = await hot_pool(journal, args.seconds, say)
+            if "channel" in args.parts:
+                data["channel_vs_ray"] = await channel_vs_ray(journal, args.seconds, say)
             if "spread" in args.parts:
                 data["spread"] = [
                     await spread(journal, args.seconds, mode, say) for mode in ("sharded", "actor_per_pool")
@@ -266,7 +296,8 @@ def main() -> None:
         ray.shutdown()
     path = write_results(f"pool_actors-{args.journals.replace(',', '-')}-{args.parts.replace(',', '-')}", results)
     plot(results, path.with_suffix(".png"))
-    print(f"results: {path} and {path.with_suffix('.png')}")
+    plotted = path.with_suffix(".png").exists()
+    print(f"results: {path}" + (f" and {path.with_suffix('.png')}" if plotted else ""))
 
 
 if __name__ == "__main__":
