@@ -138,6 +138,42 @@ def test_a_socket_served_by_another_process_than_the_address_says_is_not_trusted
     run_served(scenario)
 
 
+OTHER_USER_CLIENT = textwrap.dedent(
+    """
+    import pickle, socket, struct, sys
+    path, secret = sys.argv[1], bytes.fromhex(sys.argv[2])
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect("\\0" + path)
+    try:
+        frame = pickle.dumps((0, "echo", ("from another user",)))
+        sock.sendall(secret + struct.pack("!I", len(frame)) + frame)
+        print("answered" if sock.recv(4096) else "closed")
+    except ConnectionError:
+        print("closed")
+    """
+)
+
+
+# The client runs on the system's Python: only the standard library, and readable by another user.
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another user")
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason=f"needs {SYSTEM_PYTHON}")
+def test_another_user_is_refused_even_with_the_secret() -> None:
+    async def scenario(server: ChannelServer, address: ChannelAddress, calls: Calls) -> None:
+        args = [SYSTEM_PYTHON, "-c", OTHER_USER_CLIENT, address.path[1:], address.secret.hex()]
+        nobody = 65534
+        ran = await asyncio.to_thread(
+            subprocess.run, args, user=nobody, group=nobody, extra_groups=[], capture_output=True, text=True
+        )
+        assert ran.stdout.strip() == "closed", ran.stderr
+        assert calls.seen == [] and server.calls == 0
+
+    run_served(scenario)
+
+
 def test_nothing_listening_is_gone_at_connect() -> None:
     async def connect() -> None:
         with pytest.raises(ChannelGone, match="cannot connect"):
