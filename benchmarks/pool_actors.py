@@ -100,24 +100,31 @@ def settings_for(
     )
 
 
+async def _drive_hot_pool(settings: ServiceSettings, seconds: float, label: str, say: Any) -> list[dict[str, Any]]:
+    """One pool on its own actor, driven by 1, 16 and 64 callers in turn; its namespace removed after."""
+    client = AsyncCapacityClient(settings)
+    [pool_id] = await make_pools(client, 1, 10**9)
+    await drive(client, [pool_id], 16, 1.0)  # warm up
+    rows = []
+    for callers in (1, 16, 64):
+        r = await drive(client, [pool_id], callers, seconds)
+        rows.append(r)
+        lat = r["latency"]
+        say(
+            f"  hot pool, {label}, {callers:>2} callers: {r['reserves_per_s']:>6.0f} reserves/s, "
+            f"median {lat['median_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms"
+        )
+    await client.aclose()
+    kill_namespace(settings.hosting.namespace)
+    return rows
+
+
 async def hot_pool(journal: Any, seconds: float, say: Any) -> list[dict[str, Any]]:
     rows = []
     for group_commit in (True, False):
         settings = settings_for(journal, "actor_per_pool", 1, group_commit)
-        client = AsyncCapacityClient(settings)
-        [pool_id] = await make_pools(client, 1, 10**9)
-        await drive(client, [pool_id], 16, 1.0)  # warm up
-        for callers in (1, 16, 64):
-            r = await drive(client, [pool_id], callers, seconds)
-            r["group_commit"] = group_commit
-            rows.append(r)
-            lat = r["latency"]
-            say(
-                f"  hot pool, group commit {'on ' if group_commit else 'off'}, {callers:>2} callers: "
-                f"{r['reserves_per_s']:>6.0f} reserves/s, "
-                f"median {lat['median_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms"
-            )
-        kill_namespace(settings.hosting.namespace)
+        label = f"group commit {'on ' if group_commit else 'off'}"
+        rows += [{**r, "group_commit": group_commit} for r in await _drive_hot_pool(settings, seconds, label, say)]
     return rows
 
 
@@ -130,21 +137,9 @@ async def channel_vs_ray(journal: Any, seconds: float, say: Any) -> list[dict[st
             settings = settings_for(journal, "actor_per_pool", 1)
             hosting = settings.hosting.model_copy(update={"same_node_channel": channel})
             settings = settings.model_copy(update={"hosting": hosting})
-            client = AsyncCapacityClient(settings)
-            [pool_id] = await make_pools(client, 1, 10**9)
-            await drive(client, [pool_id], 16, 1.0)  # warm up
-            for callers in (1, 16, 64):
-                r = await drive(client, [pool_id], callers, seconds)
-                r.update(channel=channel, round=round_nr)
-                rows.append(r)
-                lat = r["latency"]
-                say(
-                    f"  hot pool over {'the channel' if channel else 'Ray RPC   '}, round {round_nr}, "
-                    f"{callers:>2} callers: {r['reserves_per_s']:>6.0f} reserves/s, "
-                    f"median {lat['median_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms"
-                )
-            await client.aclose()
-            kill_namespace(settings.hosting.namespace)
+            label = f"over {'the channel' if channel else 'Ray RPC   '}, round {round_nr}"
+            driven = await _drive_hot_pool(settings, seconds, label, say)
+            rows += [{**r, "channel": channel, "round": round_nr} for r in driven]
     return rows
 
 

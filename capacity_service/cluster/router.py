@@ -22,8 +22,9 @@ from capacity_service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
-# One call per actor at a time: bigger batches, fewer Ray hops (measured against 2 and 4 with the pool
-# host appending inline: +8% spread reserves, +17% on a hot pool, lower p99). A call slower than
+# One call per actor at a time: bigger batches, fewer hops (measured against 2 and 4 with the pool host
+# appending inline: +8% spread reserves, +17% on a hot pool, lower p99; against 2 again over the same-node
+# channel: 2 was worse on both). A call slower than
 # _SLOW_CALL_S (a pool recovering, a big snapshot being encoded) stops counting as in flight, so that it
 # does not hold back the commands for the actor's other pools.
 _MAX_BATCHES_IN_FLIGHT = 1
