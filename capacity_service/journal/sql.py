@@ -120,6 +120,8 @@ class SqlJournal(Journal):
             self._write_lock = _SqliteWriterQueue(Path(database).with_suffix(".writer-lock"))
         if self._dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported SQL journal backend {self._dialect!r}: use sqlite or postgresql")
+        self._advance_heads = _DriverStatement(_ADVANCE_HEAD, self._engine.dialect)
+        self._insert_events = _DriverStatement(insert(events_table), self._engine.dialect)
         with self._translated_errors():
             metadata.create_all(self._engine)
 
@@ -204,8 +206,8 @@ class SqlJournal(Journal):
                 _event_row(pool_id, seq_nr, e, epoch, now) for seq_nr, e in enumerate(events, expected_seq_nr + 1)
             )
         if rows:
-            conn.execute(_ADVANCE_HEAD, [{"head_id": p, "head_seq_nr": heads[p][1]} for p in advanced])
-            conn.execute(insert(events_table), rows)
+            self._advance_heads.execute_many(conn, [{"head_id": p, "head_seq_nr": heads[p][1]} for p in advanced])
+            self._insert_events.execute_many(conn, rows)
         return results
 
     def _append_each(self, conn: Connection, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
@@ -341,6 +343,36 @@ class SqlJournal(Journal):
             raise JournalUnavailable(f"{self._dialect} journal: {type(exc.orig).__name__}: {exc.orig}") from exc
         except SQLAlchemyError as exc:
             raise JournalUnavailable(f"{self._dialect} journal: {exc}") from exc
+
+
+class _DriverStatement:
+    """A statement compiled once to the driver's SQL and run with the driver's own ``executemany``, inside
+    the connection's SQLAlchemy transaction. Only for the batch append, the hottest path of the service:
+    SQLAlchemy's work per execution cost as much as SQLite's own (an append of 8 pools: 1.6 ms -> 0.8 ms).
+    Driver errors are wrapped as SQLAlchemy wraps them, so callers handle one family of errors."""
+
+    def __init__(self, statement: Any, dialect: Any) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self._sql: str = compiled.string
+        self._names: list[str] = list(compiled.positiontup or [])  # empty: the driver takes named parameters
+        self._processors = {
+            name: processor
+            for name, bind in compiled.binds.items()
+            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        }
+        self._driver_error: type[Exception] = dialect.loaded_dbapi.Error
+
+    def execute_many(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        if self._processors:
+            rows = [{**row, **{k: p(row[k]) for k, p in self._processors.items()}} for row in rows]
+        parameters: Sequence[Any] = [tuple(row[n] for n in self._names) for row in rows] if self._names else rows
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(self._sql, parameters)
+        except self._driver_error as exc:
+            raise DBAPIError.instance(self._sql, None, exc, self._driver_error) from exc
+        finally:
+            cursor.close()
 
 
 class _SqliteWriterQueue:
