@@ -236,6 +236,9 @@ def _start(a: argparse.Namespace) -> int:
     # Ray's metrics feed its dashboard, which `start` does not run; collecting them cost ~5% of the CPU
     # under load (the dashboard agent). RAY_enable_metrics_collection=1 turns them back on.
     os.environ.setdefault("RAY_enable_metrics_collection", "0")
+    # The fast lane (reserve, availability) answered ahead of Serve's per-request wrapper in the replica:
+    # ~0.35 ms less CPU per reserve (http/ingress.py).
+    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "capacity_service.http.ingress:middlewares")
     proxy_port = a.port
     if a.fast_ingress:
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 
 from capacity_service.http.app import create_app
 from capacity_service.http.backend import ServiceBackend
+from capacity_service.http.ingress import serve_fast_lane
 from capacity_service.settings import service_settings
 
 
@@ -32,7 +33,9 @@ class CapacityApi:
         self._backend = ServiceBackend(self._settings)
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
-        return create_app(self._backend, self._settings.http)
+        edge = create_app(self._backend, self._settings.http)
+        serve_fast_lane(edge)
+        return edge
 
 
 def build_app(args: dict[str, Any], replicas: int | None = None) -> Application:
