@@ -59,8 +59,12 @@ class PoolActor:
             return exc
 
     async def execute_many(self, commands: list[tuple[str, PoolCommand]]) -> list[CommandOutcome | CapacityError]:
-        """Several commands in one Ray call (the router batches them); each is answered on its own."""
-        return list(await asyncio.gather(*(self.execute(pool_id, command) for pool_id, command in commands)))
+        """Several commands in one call (the router batches them); each is answered on its own."""
+        try:
+            host = await self._pool_host()
+        except CapacityError as exc:
+            return [exc] * len(commands)
+        return await host.execute_many(commands)
 
     async def open_channel(self) -> channel.ChannelAddress | None:
         """Where a caller on this node sends ``execute_many`` without Ray's RPC (None: use Ray)."""

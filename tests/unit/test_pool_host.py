@@ -114,6 +114,32 @@ def test_a_caller_is_answered_only_after_its_event_is_durable() -> None:
     asyncio.run(scenario())
 
 
+def test_execute_many_answers_each_command_in_order_and_an_error_is_an_answer() -> None:
+    async def scenario() -> None:
+        journal = SlowJournal(delay=0.01)
+        host = await configured_host(journal, capacity=2)  # pool "p" runs; "q" and "r" start on demand
+        answers = await host.execute_many(
+            [
+                ("p", reserve("p")),
+                ("q", ConfigurePool(2, "z")),
+                ("p", reserve("p", quantity=2)),  # over the capacity left
+                ("q", reserve("q")),
+                ("r", reserve("r")),  # never configured
+            ]
+        )
+        outcomes = [a for a in answers if not isinstance(a, Exception)]
+        assert len(outcomes) == 5
+        assert [o.rejection is None for o in outcomes] == [True, True, False, True, False]
+        assert isinstance(outcomes[2].rejection, InsufficientCapacity)
+        assert (outcomes[0].view.reserved, outcomes[3].view.reserved) == (1, 1)
+        journal.failing = True
+        failed = await host.execute_many([("p", reserve("p")), ("q", reserve("q"))])
+        assert all(isinstance(a, Unavailable) for a in failed), failed  # answered, not raised
+        assert (journal.highest_seq_nr("p"), journal.highest_seq_nr("q")) == (2, 2)
+
+    asyncio.run(scenario())
+
+
 def test_reads_never_show_an_event_that_is_not_durable_yet() -> None:
     async def scenario() -> None:
         journal = SlowJournal(delay=0.2)
