@@ -156,7 +156,7 @@ class ChannelClient:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
-        self._pending: dict[int, asyncio.Future[tuple[bool, Any]]] = {}
+        self._pending: dict[int, asyncio.Future[Any]] = {}
         self._call_ids = itertools.count()
         self._closed = False
         self._replies = asyncio.ensure_future(self._read_replies(reader))
@@ -187,22 +187,27 @@ class ChannelClient:
         return self._closed
 
     async def call(self, method: str, *args: Any, timeout: float) -> Any:
+        return await self.submit(method, *args, timeout=timeout)
+
+    def submit(self, method: str, *args: Any, timeout: float) -> asyncio.Future[Any]:
+        """Send a call now; the future resolves to its answer, or fails with ``ChannelGone`` (closed, or
+        no answer within ``timeout``) or ``ChannelCallFailed``. No task: a caller awaiting it directly is
+        woken one event-loop turn after the reply arrives (a busy replica's loop turns are the cost)."""
         if self._closed:
             raise ChannelGone("the channel is closed")
         call_id = next(self._call_ids)
-        reply: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        self._writer.write(_frame(pickle.dumps((call_id, method, args), protocol=pickle.HIGHEST_PROTOCOL)))
         self._pending[call_id] = reply
-        try:
-            self._writer.write(_frame(pickle.dumps((call_id, method, args), protocol=pickle.HIGHEST_PROTOCOL)))
-            async with asyncio.timeout(timeout):
-                ok, value = await reply
-        except TimeoutError as exc:
-            raise ChannelGone(f"{method} did not answer within {timeout:.1f} s") from exc
-        finally:
+        expiry = loop.call_later(timeout, _expire, reply, f"{method} did not answer within {timeout:.1f} s")
+
+        def forget(_: asyncio.Future[Any]) -> None:
+            expiry.cancel()
             self._pending.pop(call_id, None)
-        if not ok:
-            raise ChannelCallFailed(value)
-        return value
+
+        reply.add_done_callback(forget)
+        return reply
 
     def close(self) -> None:
         self._replies.cancel()
@@ -219,7 +224,10 @@ class ChannelClient:
                 call_id, ok, value = pickle.loads(await _read_frame(reader))
                 reply = self._pending.get(call_id)
                 if reply is not None and not reply.done():
-                    reply.set_result((ok, value))
+                    if ok:
+                        reply.set_result(value)
+                    else:
+                        reply.set_exception(ChannelCallFailed(value))
         except (asyncio.IncompleteReadError, ConnectionError, _FrameTooLarge):
             pass
         except Exception:
@@ -234,6 +242,11 @@ class ChannelClient:
         for reply in self._pending.values():
             if not reply.done():
                 reply.set_exception(ChannelGone("the channel closed"))
+
+
+def _expire(reply: asyncio.Future[Any], why: str) -> None:
+    if not reply.done():
+        reply.set_exception(ChannelGone(why))
 
 
 class _FrameTooLarge(Exception):

@@ -16,6 +16,7 @@ from capacity_service.cluster.channel import ChannelServer
 from capacity_service.cluster.router import PoolRouter
 from capacity_service.domain import Reserve, new_reservation_id
 from capacity_service.errors import Unavailable
+from capacity_service.pool_host import HostFenced
 from capacity_service.settings import HostingSettings, ServiceSettings
 
 
@@ -232,5 +233,73 @@ def test_after_a_failed_connect_calls_go_through_ray_and_the_channel_is_tried_ag
         assert len(ray_calls) == 2 and server.calls == 1
         await router.aclose()
         await server.close()
+
+    asyncio.run(scenario())
+
+
+def channel_router(monkeypatch: pytest.MonkeyPatch, servers: list[ChannelServer], timeout: float) -> PoolRouter:
+    """A router whose actor lookups open a channel to the next of ``servers`` each time (incarnations)."""
+    incarnations = iter(servers)
+
+    async def ask(handle: object, method: str, *args: Any, timeout: float) -> Any:
+        assert method == "open_channel"
+        return await next(incarnations).start("node-a")
+
+    monkeypatch.setattr(router_module, "ensure_actor", lambda *args: object())
+    monkeypatch.setattr(router_module, "ask", ask)
+    monkeypatch.setattr(router_module, "current_node_id", lambda: "node-a")
+    return PoolRouter(ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, call_timeout_s=timeout)))
+
+
+def test_a_batch_on_an_open_channel_that_gets_no_answer_costs_one_call_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def scenario() -> None:
+        hung = asyncio.Event()
+
+        async def execute_many(commands: list[tuple[str, Any]]) -> list[str]:
+            if hung.is_set():
+                await asyncio.sleep(60)
+            return [pool_id for pool_id, _ in commands]
+
+        server = ChannelServer({"execute_many": execute_many})
+        router = channel_router(monkeypatch, [server], timeout=1.0)
+        assert await router.execute("p1", reserve("p1")) == "p1"  # the channel is open now
+        hung.set()
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            await router.execute("p2", reserve("p2"))
+        assert time.monotonic() - started < 1.5  # the retry had only what was left of the 1 s
+        await router.aclose()
+        await server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_fenced_answer_on_an_open_channel_sends_the_batch_to_the_new_incarnation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def scenario() -> None:
+        zombie = asyncio.Event()
+
+        async def old_execute_many(commands: list[tuple[str, Any]]) -> list[Any]:
+            if zombie.is_set():
+                return [HostFenced("moved") for _ in commands]
+            return [f"old:{pool_id}" for pool_id, _ in commands]
+
+        async def new_execute_many(commands: list[tuple[str, Any]]) -> list[str]:
+            return [f"new:{pool_id}" for pool_id, _ in commands]
+
+        old = ChannelServer({"execute_many": old_execute_many})
+        new = ChannelServer({"execute_many": new_execute_many})
+        router = channel_router(monkeypatch, [old, new], timeout=5.0)
+        assert await router.execute("p1", reserve("p1")) == "old:p1"
+        zombie.set()
+        assert await router.execute("p2", reserve("p2")) == "new:p2"
+        assert await router.execute("p3", reserve("p3")) == "new:p3"
+        assert (old.calls, new.calls) == (2, 2)
+        await router.aclose()
+        await old.close()
+        await new.close()
 
     asyncio.run(scenario())
