@@ -25,7 +25,7 @@ from capacity_service.circuit_breaker import CircuitBreaker
 from capacity_service.domain import PoolCommand, PoolView, Reservation
 from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.journal import AppendRequest, Journal, JournalError, JournalUnavailable, WriterFenced
-from capacity_service.pool_writer import BatchResult, CommandOutcome, PoolWriter
+from capacity_service.pool_writer import BatchResult, CapturedSnapshot, CommandOutcome, PoolWriter
 from capacity_service.publishing import EventPublisher, NullPublisher, ViewPublisher
 from capacity_service.serialization import Codec
 from capacity_service.settings import SnapshotSettings, WriteSideSettings
@@ -167,8 +167,11 @@ class PoolHost:
                 pending.reply.set_result(outcome)
         if result.persisted:
             self._publish(slot, result)
-            if slot.writer.snapshot_due:
-                self._spawn(self._snapshot(slot))
+            # Right now the state holds only durable events (the next batch is not decided yet): the
+            # moment to copy it for a snapshot (a C-speed copy); encoding and storing overlap the writes.
+            if not slot.storing_snapshot and (captured := slot.writer.take_snapshot_if_due()) is not None:
+                slot.storing_snapshot = True
+                self._spawn(self._store_snapshot(slot, captured))
 
     async def _write_batch(self, writer: PoolWriter, commands: list[PoolCommand]) -> BatchResult:
         """Decide and apply tentatively here, then hand the append to the host's committer, which writes
@@ -192,26 +195,11 @@ class PoolHost:
         except Exception:  # fire-and-forget: publishing never fails a write
             log.exception("pool %s: publishing failed", slot.writer.pool_id)
 
-    async def _snapshot(self, slot: _PoolSlot) -> None:
-        # Encoding runs while the slot is otherwise idle only: the writer's state must not change under
-        # it. Storing the encoded snapshot (the larger half for a big pool) overlaps the pool's writes.
-        await slot.idle.wait()
-        if not slot.idle.is_set() or self.fenced or slot.storing_snapshot:
-            return
-        slot.idle.clear()
+    async def _store_snapshot(self, slot: _PoolSlot, captured: CapturedSnapshot) -> None:
         try:
-            record = await asyncio.to_thread(slot.writer.take_snapshot_if_due)
+            await asyncio.to_thread(slot.writer.store_snapshot, captured)
         finally:
-            slot.idle.set()
-            if slot.queue:
-                slot.idle.clear()
-                self._spawn(self._drain(slot))
-        if record is not None:
-            slot.storing_snapshot = True
-            try:
-                await asyncio.to_thread(slot.writer.store_snapshot, record)
-            finally:
-                slot.storing_snapshot = False
+            slot.storing_snapshot = False
 
     # ------------------------------------------------------------------ reads (durable state only)
 
@@ -229,10 +217,7 @@ class PoolHost:
 
     async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | None:
         slot = await self._settled_slot(pool_id)
-        found = slot.writer.state.reservations.get(reservation_id)
-        if found is None:
-            return None
-        return Reservation(found.reservation_id, found.quantity, found.request_id, found.status)
+        return slot.writer.state.reservations.get(reservation_id)
 
     async def ensure_started(self, pool_id: str) -> int:
         """Recover the pool if it is not running yet; returns its seq_nr (the watchdog's ping)."""

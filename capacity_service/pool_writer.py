@@ -33,7 +33,6 @@ from capacity_service.journal import (
     JournalError,
     JournalUnavailable,
     NewEvent,
-    SnapshotRecord,
     WriterFenced,
 )
 from capacity_service.publishing import PersistedEvent
@@ -56,6 +55,14 @@ class PreparedBatch:
 
     result: BatchResult
     append: AppendRequest | None
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedSnapshot:
+    """A copy of a pool's state at ``seq_nr``, taken for a snapshot, not encoded yet."""
+
+    seq_nr: int
+    state: PoolState
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,23 +221,21 @@ class PoolWriter:
         record = self.take_snapshot_if_due()
         return record is not None and self.store_snapshot(record)
 
-    def take_snapshot_if_due(self) -> SnapshotRecord | None:
-        """The state as a snapshot record, when one is due. The state must hold still meanwhile (no write
-        in flight); storing the record (``store_snapshot``) need not: that half can overlap writes."""
+    def take_snapshot_if_due(self) -> CapturedSnapshot | None:
+        """A copy of the state for a snapshot, when one is due (fast: reservations are immutable, so
+        copying is the dicts' own C copy). Encoding and storing it (``store_snapshot``) then overlap the
+        pool's writes."""
         if not self.snapshot_due:
             return None
         self._last_snapshot_attempt = self._seq_nr
-        try:
-            return encode_snapshot(self._codec, self._state, self._seq_nr)
-        except Exception as exc:
-            log.warning("pool %s: encoding a snapshot at seq_nr %d failed: %s", self.pool_id, self._seq_nr, exc)
-            return None
+        return CapturedSnapshot(self._seq_nr, self._state.copy())
 
-    def store_snapshot(self, record: SnapshotRecord) -> bool:
+    def store_snapshot(self, captured: CapturedSnapshot) -> bool:
         try:
+            record = encode_snapshot(self._codec, captured.state, captured.seq_nr)
             self._journal.save_snapshot(record, keep=self._snapshot_settings.keep)
         except Exception as exc:
-            log.warning("pool %s: snapshot at seq_nr %d failed: %s", self.pool_id, record.seq_nr, exc)
+            log.warning("pool %s: snapshot at seq_nr %d failed: %s", self.pool_id, captured.seq_nr, exc)
             return False
         return True
 
@@ -240,7 +245,4 @@ class PoolWriter:
             found = self._state.reservation_for_request(command.request_id)
         elif isinstance(command, Release):
             found = self._state.reservations.get(command.reservation_id)
-        # A copy: the state's own object changes when the reservation is released later.
-        return (
-            None if found is None else Reservation(found.reservation_id, found.quantity, found.request_id, found.status)
-        )
+        return found  # immutable: a later release replaces it in the state

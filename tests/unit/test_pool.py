@@ -126,3 +126,16 @@ def test_lowering_capacity_below_reserved_is_allowed_and_offers_nothing() -> Non
     assert isinstance(decide(state, reserve(1, "r2")), InsufficientCapacity)
     accept(state, Release(first.reservation_id))
     assert state.remaining == 5
+
+
+def test_a_copy_of_the_state_keeps_its_values_while_the_state_moves_on() -> None:
+    # What a snapshot relies on: it copies the state, then encodes the copy while writes go on.
+    state = configured(10)
+    command = reserve(4)
+    accept(state, command)
+    kept = state.copy()
+    accept(state, Release(command.reservation_id))
+    accept(state, reserve(2, request_id="r2"))
+    assert kept.reserved == 4 and kept.reservations[command.reservation_id].status is ReservationStatus.ACTIVE
+    assert len(kept.reservations) == 1 and "r2" not in kept.reservation_by_request
+    assert state.reserved == 2 and state.reservations[command.reservation_id].status is ReservationStatus.RELEASED
