@@ -224,12 +224,23 @@ class PoolHost:
         return (await self._settled_slot(pool_id)).writer.seq_nr
 
     async def _settled_slot(self, pool_id: str) -> _PoolSlot:
-        # Waiting for the in-flight write means a read never shows an event that is not yet durable.
+        """The slot with no write in flight (a read then never shows an event that is not durable yet) and
+        its state loaded. A reload holds the slot as a write does: a write deciding meanwhile would decide
+        against the state the reload is about to replace, and the journal would accept it."""
         slot = await self._slot(pool_id)
-        await slot.idle.wait()
-        if slot.writer.needs_reload:
-            await self._guarded_reload(slot)
-        return slot
+        while True:
+            while not slot.idle.is_set():
+                await slot.idle.wait()
+            if not slot.writer.needs_reload:
+                return slot
+            slot.idle.clear()
+            try:
+                await self._guarded_reload(slot)
+            finally:
+                slot.idle.set()
+                if slot.queue:  # commands came in meanwhile
+                    slot.idle.clear()
+                    self._spawn(self._drain(slot))
 
     async def _guarded_reload(self, slot: _PoolSlot) -> None:
         try:

@@ -140,6 +140,57 @@ def test_execute_many_answers_each_command_in_order_and_an_error_is_an_answer() 
     asyncio.run(scenario())
 
 
+class ScriptedJournal(InMemoryJournal):
+    """Reads and appends wait as long as the next entry of ``read_delays`` / ``append_delays`` says (then
+    0); appends fail while ``failing``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_delays: list[float] = []
+        self.append_delays: list[float] = []
+        self.failing = False
+
+    def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:
+        if self.failing:
+            raise JournalUnavailable("injected outage")
+        time.sleep(self.read_delays.pop(0) if self.read_delays else 0)
+        yield from super().read(pool_id, from_seq_nr)
+
+    def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
+        time.sleep(self.append_delays.pop(0) if self.append_delays else 0)
+        if self.failing:
+            raise JournalUnavailable("injected outage")
+        return super().append(pool_id, expected_seq_nr, epoch, events)
+
+
+def test_a_read_reloading_the_pool_holds_its_writes_so_they_cannot_oversell() -> None:
+    """After an outage the pool must reload. A read's reload that ends while a write is in flight must not
+    replace the state under it: the write's reservation would vanish from memory (not from the journal),
+    and the next reserve would be decided against too little."""
+
+    async def scenario() -> None:
+        journal = ScriptedJournal()
+        host = PoolHost(journal)
+        await host.execute("p", ConfigurePool(2, "z"))
+        assert (await host.execute("p", reserve())).rejection is None
+        journal.failing = True  # a write fails, and so does the re-read: the pool must reload later
+        with pytest.raises(Unavailable):
+            await host.execute("p", reserve())
+        journal.failing = False
+        journal.read_delays = [0.6]  # the read's reload is slow ...
+        journal.append_delays = [0.9]  # ... and the next append too
+        read = asyncio.ensure_future(host.view("p"))
+        await asyncio.sleep(0.05)
+        second = await host.execute("p", reserve())
+        await read
+        third = await host.execute("p", reserve())
+        assert second.rejection is None and isinstance(third.rejection, InsufficientCapacity)
+        assert (await host.view("p")).reserved == 2
+        assert journal.highest_seq_nr("p") == 3
+
+    asyncio.run(scenario())
+
+
 def test_reads_never_show_an_event_that_is_not_durable_yet() -> None:
     async def scenario() -> None:
         journal = SlowJournal(delay=0.2)
