@@ -198,7 +198,12 @@ class ChannelClient:
         call_id = next(self._call_ids)
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
-        self._writer.write(_frame(pickle.dumps((call_id, method, args), protocol=pickle.HIGHEST_PROTOCOL)))
+        frame = _frame(pickle.dumps((call_id, method, args), protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            self._writer.write(frame)
+        except Exception as exc:  # uvloop raises once the connection broke, before the reader notices
+            self._shut()
+            raise ChannelGone(f"cannot send: {exc}") from exc
         self._pending[call_id] = reply
         expiry = loop.call_later(timeout, _expire, reply, f"{method} did not answer within {timeout:.1f} s")
 

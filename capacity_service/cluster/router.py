@@ -100,19 +100,27 @@ class PoolRouter:
                 batch = outbox.waiting[:_MAX_COMMANDS_PER_CALL]
                 del outbox.waiting[: len(batch)]
                 commands = [(p, c) for p, c, _ in batch]
-                call, channel_deadline = self._start_call(name, commands)
                 outbox.calls += 1
-                done, _ = await asyncio.wait({call}, timeout=_SLOW_CALL_S)
-                if not done:  # slow: let the next batch go meanwhile; this sender ends with this call
-                    in_flight = False
-                    outbox.in_flight -= 1
-                    self._start_sender(name, outbox)
                 try:
+                    call, channel_deadline = self._start_call(name, commands)
+                    done, _ = await asyncio.wait({call}, timeout=_SLOW_CALL_S)
+                    if done and channel_deadline is not None and not self._answered(name, call):
+                        # The channel failed at once (the actor died, or was fenced): the retry is an
+                        # ordinary call, and may be slow like one.
+                        retry = self._call_actor(name, "execute_many", commands, deadline=channel_deadline)
+                        call, channel_deadline = asyncio.ensure_future(retry), None
+                        done, _ = await asyncio.wait({call}, timeout=_SLOW_CALL_S)
+                    if not done:  # slow: let the next batch go meanwhile; this sender ends with this call
+                        in_flight = False
+                        outbox.in_flight -= 1
+                        self._start_sender(name, outbox)
                     results = await self._finish_call(name, commands, call, channel_deadline)
-                except Exception as exc:
+                except BaseException as exc:  # every caller gets an answer, whatever happened
                     for *_, reply in batch:
                         if not reply.done():
-                            reply.set_exception(exc)
+                            reply.set_exception(exc if isinstance(exc, Exception) else Unavailable("shutting down"))
+                    if not isinstance(exc, Exception):
+                        raise
                     continue
                 finally:
                     outbox.calls -= 1
@@ -124,6 +132,18 @@ class PoolRouter:
                 outbox.in_flight -= 1
             else:  # commands may have waited for this call to end (the calls cap)
                 self._start_sender(name, outbox)
+
+    def _answered(self, name: str, call: asyncio.Future[Any]) -> bool:
+        """Whether a finished channel call brought the actor's answer (or its error). When the channel
+        failed or the answer is "fenced", the actor is forgotten and the batch must go again."""
+        error = call.exception()
+        if isinstance(error, ChannelGone):
+            self._forget(name, fenced=False)
+            return False
+        if error is None and _fenced(call.result()):
+            self._forget(name, fenced=True)
+            return False
+        return True
 
     def _start_call(
         self, name: str, commands: list[tuple[str, PoolCommand]]

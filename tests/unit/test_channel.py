@@ -224,3 +224,16 @@ async def dying_server_scenario() -> None:
 
 def test_calls_in_flight_fail_at_once_when_the_serving_process_dies() -> None:
     asyncio.run(dying_server_scenario())
+
+
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_a_call_on_a_connection_that_just_broke_is_gone_at_once(run: Callable[[Awaitable[None]], None]) -> None:
+    # uvloop refuses the write itself; the router must see ChannelGone (and retry), not another error.
+    async def scenario(server: ChannelServer, address: ChannelAddress, calls: Calls) -> None:
+        client = await ChannelClient.connect(address, timeout=1)
+        client._writer.close()  # white box: broken, and the reply reader has not noticed yet
+        with pytest.raises(ChannelGone):
+            await asyncio.wait_for(client.submit("echo", 1, timeout=30), 2)
+        assert client.closed and calls.seen == []
+
+    run_served(scenario, run)

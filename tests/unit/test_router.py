@@ -303,3 +303,43 @@ def test_a_fenced_answer_on_an_open_channel_sends_the_batch_to_the_new_incarnati
         await new.close()
 
     asyncio.run(scenario())
+
+
+def test_a_batch_retrying_after_its_channel_failed_fast_does_not_hold_back_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def scenario() -> None:
+        fenced = asyncio.Event()
+
+        async def execute_many(commands: list[tuple[str, Any]]) -> list[Any]:
+            return [HostFenced("moved") if fenced.is_set() else pool_id for pool_id, _ in commands]
+
+        server = ChannelServer({"execute_many": execute_many})
+        opened = 0
+
+        async def ask(handle: object, method: str, *args: Any, timeout: float) -> Any:
+            nonlocal opened
+            opened += 1
+            if opened == 1:
+                return await server.start("node-a")
+            await asyncio.sleep(60)  # the new incarnation does not come up
+            raise AssertionError("unreachable")
+
+        monkeypatch.setattr(router_module, "ensure_actor", lambda *args: object())
+        monkeypatch.setattr(router_module, "ask", ask)
+        monkeypatch.setattr(router_module, "current_node_id", lambda: "node-a")
+        router = PoolRouter(ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, call_timeout_s=1)))
+        assert await router.execute("p0", reserve("p0")) == "p0"  # the channel is open now
+        fenced.set()
+        first = asyncio.ensure_future(router.execute("p1", reserve("p1")))
+        await asyncio.sleep(0.3)  # p1's channel answered "fenced" at once; its retry waits for the actor
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            await router.execute("p2", reserve("p2"))
+        assert time.monotonic() - started < 1.5  # its own second, not after p1's retry gave up
+        with pytest.raises(Unavailable):
+            await first
+        await router.aclose()
+        await server.close()
+
+    asyncio.run(scenario())
