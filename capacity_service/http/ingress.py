@@ -11,6 +11,9 @@ calls the ``Edge`` answers itself (availability, reserve) straight to the ``Edge
 this process, and everything else to Serve as before. Where no ``Edge`` runs (Serve's proxy process, a
 replica still starting, another event loop), it passes every request on.
 
+The middleware sees paths before Serve applies the application's route prefix: it assumes the app at
+``/``, as ``start`` deploys it. Leave the hook unset for an app under another prefix.
+
 What the fast lane gives up: Serve's request metrics and ``x-request-id`` header for these two calls,
 and ``max_ongoing_requests`` no longer bounds them (the router bounds the calls to each pool actor, and
 ``call_timeout_s`` every call).

@@ -325,9 +325,11 @@ class _BatchAppend:
         self._advance = f"UPDATE journal_heads SET seq_nr = {self._mark} WHERE pool_id = {self._mark}"
 
     def _lock_heads(self, count: int) -> str:
-        # PostgreSQL locks the heads; SQLite holds its write lock already (BEGIN IMMEDIATE).
+        # PostgreSQL locks the heads, in one order for every writer (byte order, as Python sorts the ids
+        # into chunks), so that two batches sharing pools cannot deadlock; SQLite holds its write lock
+        # already (BEGIN IMMEDIATE).
         marks = ", ".join([self._mark] * count)
-        lock = "" if self._sqlite else " FOR UPDATE"
+        lock = "" if self._sqlite else ' ORDER BY pool_id COLLATE "C" FOR UPDATE'
         return f"SELECT pool_id, epoch, seq_nr FROM journal_heads WHERE pool_id IN ({marks}){lock}"
 
     def append(self, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
