@@ -237,13 +237,18 @@ def test_after_a_failed_connect_calls_go_through_ray_and_the_channel_is_tried_ag
     asyncio.run(scenario())
 
 
-def channel_router(monkeypatch: pytest.MonkeyPatch, servers: list[ChannelServer], timeout: float) -> PoolRouter:
-    """A router whose actor lookups open a channel to the next of ``servers`` each time (incarnations)."""
+def channel_router(monkeypatch: pytest.MonkeyPatch, servers: list[ChannelServer | None], timeout: float) -> PoolRouter:
+    """A router whose actor lookups open a channel to the next of ``servers`` each time (incarnations);
+    ``None``: that incarnation never answers."""
     incarnations = iter(servers)
 
     async def ask(handle: object, method: str, *args: Any, timeout: float) -> Any:
         assert method == "open_channel"
-        return await next(incarnations).start("node-a")
+        server = next(incarnations)
+        if server is None:
+            await asyncio.sleep(60)
+            raise ActorGone("never came up")
+        return await server.start("node-a")
 
     monkeypatch.setattr(router_module, "ensure_actor", lambda *args: object())
     monkeypatch.setattr(router_module, "ask", ask)
@@ -315,20 +320,7 @@ def test_a_batch_retrying_after_its_channel_failed_fast_does_not_hold_back_the_n
             return [HostFenced("moved") if fenced.is_set() else pool_id for pool_id, _ in commands]
 
         server = ChannelServer({"execute_many": execute_many})
-        opened = 0
-
-        async def ask(handle: object, method: str, *args: Any, timeout: float) -> Any:
-            nonlocal opened
-            opened += 1
-            if opened == 1:
-                return await server.start("node-a")
-            await asyncio.sleep(60)  # the new incarnation does not come up
-            raise AssertionError("unreachable")
-
-        monkeypatch.setattr(router_module, "ensure_actor", lambda *args: object())
-        monkeypatch.setattr(router_module, "ask", ask)
-        monkeypatch.setattr(router_module, "current_node_id", lambda: "node-a")
-        router = PoolRouter(ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, call_timeout_s=1)))
+        router = channel_router(monkeypatch, [server, None], timeout=1.0)  # the new incarnation never comes up
         assert await router.execute("p0", reserve("p0")) == "p0"  # the channel is open now
         fenced.set()
         first = asyncio.ensure_future(router.execute("p1", reserve("p1")))
