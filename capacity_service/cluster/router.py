@@ -162,19 +162,13 @@ class PoolRouter:
     async def _finish_call(
         self, name: str, commands: list[tuple[str, PoolCommand]], call: asyncio.Future[Any], deadline: float | None
     ) -> Any:
-        if deadline is None:
-            return await call
-        try:
-            results = await call
-        except ChannelGone:
-            self._forget(name, fenced=False)
-        else:
-            if not _fenced(results):
-                return results
-            self._forget(name, fenced=True)
-        # The actor died, timed out or was fenced: the same commands (same request ids) again, retrying
-        # within what is left of the call's time.
-        return await self._call_actor(name, "execute_many", commands, deadline=deadline)
+        if deadline is not None:  # a channel call: finished, failed or fenced?
+            await asyncio.wait({call})
+            if not self._answered(name, call):
+                # The actor died, timed out or was fenced: the same commands (same request ids) again,
+                # retrying within what is left of the call's time.
+                return await self._call_actor(name, "execute_many", commands, deadline=deadline)
+        return await call
 
     async def aclose(self) -> None:
         """Close the channels to the actors (the actors themselves live on)."""
