@@ -115,10 +115,14 @@ class PoolHost:
     def _enqueue(self, slot: _PoolSlot, command: PoolCommand) -> asyncio.Future[CommandOutcome]:
         reply: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
         slot.queue.append(_Pending(command, reply))
-        if slot.idle.is_set():
+        self._drain_if_idle(slot)
+        return reply
+
+    def _drain_if_idle(self, slot: _PoolSlot) -> None:
+        """Start writing the slot's queued commands, unless a write (or reload) holds the slot already."""
+        if slot.queue and slot.idle.is_set():
             slot.idle.clear()
             self._spawn(self._drain(slot))
-        return reply
 
     async def _drain(self, slot: _PoolSlot) -> None:
         """Write queued commands batch by batch until the queue is empty."""
@@ -238,9 +242,7 @@ class PoolHost:
                 await self._guarded_reload(slot)
             finally:
                 slot.idle.set()
-                if slot.queue:  # commands came in meanwhile
-                    slot.idle.clear()
-                    self._spawn(self._drain(slot))
+                self._drain_if_idle(slot)  # commands that came in meanwhile
 
     async def _guarded_reload(self, slot: _PoolSlot) -> None:
         try:
