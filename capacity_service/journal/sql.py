@@ -317,12 +317,11 @@ class _BatchAppend:
             engine.dialect
         ).bind_processor(engine.dialect) or (lambda value: value)
         self._driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
-        marks = ", ".join([self._mark] * 7)
-        self._insert = (
-            "INSERT INTO journal_events (pool_id, seq_nr, event_type, schema_version, payload, writer_epoch,"
-            f" recorded_at) VALUES ({marks})"
-        )
-        self._advance = f"UPDATE journal_heads SET seq_nr = {self._mark} WHERE pool_id = {self._mark}"
+        # Names from the tables' definitions; ``_write`` builds each row in the events table's column order.
+        columns = [column.name for column in events_table.columns]
+        marks = ", ".join([self._mark] * len(columns))
+        self._insert = f"INSERT INTO {events_table.name} ({', '.join(columns)}) VALUES ({marks})"
+        self._advance = f"UPDATE {heads_table.name} SET seq_nr = {self._mark} WHERE pool_id = {self._mark}"
 
     def _lock_heads(self, count: int) -> str:
         # PostgreSQL locks the heads, in one order for every writer (byte order, as Python sorts the ids
@@ -330,18 +329,16 @@ class _BatchAppend:
         # already (BEGIN IMMEDIATE).
         marks = ", ".join([self._mark] * count)
         lock = "" if self._sqlite else ' ORDER BY pool_id COLLATE "C" FOR UPDATE'
-        return f"SELECT pool_id, epoch, seq_nr FROM journal_heads WHERE pool_id IN ({marks}){lock}"
+        return f"SELECT pool_id, epoch, seq_nr FROM {heads_table.name} WHERE pool_id IN ({marks}){lock}"
 
     def append(self, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
         connection = self._engine.raw_connection()  # pooled, with the connect-time settings applied
-        statement = "BEGIN"
         try:
             cursor = connection.cursor()
             try:
                 if self._sqlite:
-                    cursor.execute(statement := "BEGIN IMMEDIATE")
+                    cursor.execute("BEGIN IMMEDIATE")
                 results = self._write(cursor, appends)
-                statement = "COMMIT"
                 connection.commit()
                 return results
             except BaseException:
@@ -351,7 +348,7 @@ class _BatchAppend:
             finally:
                 cursor.close()
         except self._driver_error as exc:
-            raise DBAPIError.instance(statement, None, exc, self._driver_error) from exc
+            raise DBAPIError.instance("append_many", None, exc, self._driver_error) from exc
         finally:
             connection.close()
 
