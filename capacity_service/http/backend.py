@@ -50,8 +50,14 @@ class ServiceBackend:
         while True:
             try:
                 cache = await self._local_cache()
+                wait_s = self._settings.read_side.mirror_wait_s  # the replica answers at the next change
                 incarnation, change_nr, views, ready = await _ray.ask(
-                    cache, "changes_since", self._mirror_incarnation, self._mirror_change_nr, timeout=_CACHE_TIMEOUT_S
+                    cache,
+                    "changes_since",
+                    self._mirror_incarnation,
+                    self._mirror_change_nr,
+                    wait_s,
+                    timeout=_CACHE_TIMEOUT_S + wait_s,
                 )
                 self._mirror.update_all(views)
                 self._mirror_incarnation, self._mirror_change_nr = incarnation, change_nr

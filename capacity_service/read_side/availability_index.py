@@ -24,6 +24,11 @@ class AvailabilityIndex:
     def __len__(self) -> int:
         return len(self._views)
 
+    @property
+    def change_nr(self) -> int:
+        """The number of the latest change (0: none yet)."""
+        return self._change_nr
+
     def update(self, view: PoolView) -> bool:
         """Apply one pool's view; False when it is not newer than what we hold."""
         current = self._views.get(view.pool_id)

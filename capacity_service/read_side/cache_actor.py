@@ -3,11 +3,16 @@
 Pool actors push views to every replica (``CacheFanout``); each replica also pulls every registered
 pool's view every ``anti_entropy_interval_s`` (bootstrap, then repair of lost pushes). It reports ready
 after its first complete pull. Last writer wins by seq_nr, so pushes and pulls may cross.
+
+Mirrors in Serve replicas follow a replica's changes with a long poll (``changes_since`` with a wait): a
+call with nothing new waits for the next change instead of coming back empty, so an idle service does
+not spend a call per ``mirror_interval_s`` on both sides.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -33,6 +38,8 @@ class AvailabilityCache:
         self._last_sync: float | None = None
         self._last_error: str | None = None
         self._incarnation = uuid.uuid4().hex
+        # Set (and replaced) whenever the index changes: wakes the long polls waiting in changes_since.
+        self._changed = asyncio.Event()
 
     async def start(self) -> None:
         """Start bootstrapping and anti-entropy (idempotent; every method calls it)."""
@@ -52,7 +59,7 @@ class AvailabilityCache:
         """Pull the view of every registered pool; returns how many were newer than ours."""
         pool_ids = await asyncio.to_thread(self._registered_pools)
         views = await self._router.views(pool_ids)
-        changed = self._index.update_all(views)
+        changed = self._apply(views)
         if len(views) < len(pool_ids):
             raise RuntimeError(f"{len(pool_ids) - len(views)} of {len(pool_ids)} pools did not answer")
         self._last_sync, self._last_error = time.monotonic(), None
@@ -65,7 +72,14 @@ class AvailabilityCache:
 
     async def update(self, views: list[PoolView]) -> int:
         await self.start()
-        return self._index.update_all(views)
+        return self._apply(views)
+
+    def _apply(self, views: list[PoolView]) -> int:
+        changed = self._index.update_all(views)
+        if changed:
+            self._changed.set()
+            self._changed = asyncio.Event()
+        return changed
 
     async def query(
         self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
@@ -84,11 +98,17 @@ class AvailabilityCache:
             "pid": os.getpid(),
         }
 
-    async def changes_since(self, incarnation: str, change_nr: int) -> tuple[str, int, list[PoolView], bool]:
+    async def changes_since(
+        self, incarnation: str, change_nr: int, wait_s: float = 0.0
+    ) -> tuple[str, int, list[PoolView], bool]:
         """For mirrors in Serve replicas: (this replica's incarnation, next change number, changed views,
         ready). A mirror that knew another incarnation gets everything (its change numbers mean nothing
-        here)."""
+        here). When a ready replica has nothing new, the answer waits for the next change, up to
+        ``wait_s``."""
         await self.start()
         since = change_nr if incarnation == self._incarnation else 0
+        if wait_s > 0 and since == self._index.change_nr and self._last_sync is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), wait_s)
         next_nr, views = self._index.changes_since(since)
         return self._incarnation, next_nr, views, self._last_sync is not None

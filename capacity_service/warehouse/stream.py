@@ -12,6 +12,7 @@ one row per event, whatever crashes, retries and replays happen.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +26,8 @@ from capacity_service.warehouse.sink import WarehouseSink
 
 log = logging.getLogger(__name__)
 
+# The loop sleeps until the next thing is due (a flush, a catch-up, maintenance) or a row arrives; it
+# wakes at most this often, and this often while pools lag behind.
 _TICK_S = 0.05
 
 
@@ -58,6 +61,7 @@ class WarehouseStream:
         self._loading = asyncio.Lock()
         self._flushing = asyncio.Lock()  # one flush at a time: a batch leaves the buffer only once
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # something to do before the loop's planned wake-up
         self.stats = {
             "accepted": 0,
             "not_taken": 0,
@@ -93,7 +97,10 @@ class WarehouseStream:
             return False
         if not self._buffer:
             self._oldest_at = time.monotonic()
+            self._wake.set()  # a flush is now due within flush_interval_s
         self._buffer.append(row)
+        if len(self._buffer) == self._settings.flush_rows:
+            self._wake.set()
         cursors[row.pool_id] = Delivery.after(row)
         self.stats["accepted"] += 1
         return True
@@ -101,6 +108,7 @@ class WarehouseStream:
     def _not_taken(self, pool_id: str) -> None:
         self.stats["not_taken"] += 1
         self._lagging.add(pool_id)
+        self._wake.set()
 
     # ------------------------------------------------------------------ the loop
 
@@ -124,7 +132,27 @@ class WarehouseStream:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 backoff = min(max(backoff * 2, 0.1), self._settings.max_retry_backoff_s)
                 log.warning("warehouse stream: %s; retrying in %.1f s", self.last_error, backoff)
-            await asyncio.sleep(max(backoff, _TICK_S))
+            if backoff:
+                await asyncio.sleep(backoff)
+            else:
+                await self._idle()
+
+    async def _idle(self) -> None:
+        """Sleep until the next flush, catch-up or maintenance is due, or until ``offer`` wakes us: an
+        idle stream then wakes once per catch_up_interval_s, not every tick."""
+        self._wake.clear()
+        now = time.monotonic()
+        settings = self._settings
+        due = [
+            self._last_full_sweep + settings.catch_up_interval_s,
+            self._last_maintenance + settings.maintenance_interval_s,
+        ]
+        if self._buffer:
+            due.append(self._oldest_at + settings.flush_interval_s)
+        if self._lagging or self._cursors is None:
+            due.append(now)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(min(due) - now, _TICK_S))
 
     async def _load_cursors(self) -> None:
         async with self._loading:  # once: loading again would accept rows already buffered a second time

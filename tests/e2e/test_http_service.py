@@ -189,6 +189,35 @@ def test_a_killed_cache_replica_comes_back_complete(http: httpx.Client, service:
     assert {v.pool_id: v.remaining for v in found} == dict.fromkeys(pools, 4)
 
 
+def test_a_mirror_waiting_on_a_quiet_cache_replica_is_answered_by_the_next_change(
+    http: httpx.Client, service: Service
+) -> None:
+    """How Serve replicas follow their cache replica: a pull with nothing new waits (a long poll), and
+    the next change answers it at once."""
+    [name] = _ray.named_actors(service.namespace, CACHE_PREFIX)
+    handle = _ray.lookup_actor(name, service.namespace)
+    assert handle is not None
+
+    async def scenario() -> None:
+        incarnation, change_nr, _, ready = await _ray.ask(handle, "changes_since", "", 0, timeout=10)
+        assert ready
+        while True:  # until the pushes of earlier writes have all arrived
+            answer = await _ray.ask(handle, "changes_since", incarnation, change_nr, 0.3, timeout=10)
+            if not answer[2]:
+                break
+            change_nr = answer[1]
+        assert answer == (incarnation, change_nr, [], True)  # nothing new when the wait ends
+        waiting = asyncio.ensure_future(_ray.ask(handle, "changes_since", incarnation, change_nr, 120.0, timeout=130))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        pool_id = await asyncio.to_thread(new_pool, http, 3)
+        # Answered by the change, not by the end of its wait (the test gives up long before that).
+        _, _, views, _ = await asyncio.wait_for(waiting, 60)
+        assert pool_id in {view.pool_id for view in views}
+
+    asyncio.run(scenario())
+
+
 def test_the_service_restarted_on_the_same_journal_has_everything(http: httpx.Client, service: Service) -> None:
     pool_id = new_pool(http, 10)
     rid = http.post("/v1/reservations", json={"pool_id": pool_id, "quantity": 3}).json()["reservation_id"]

@@ -202,3 +202,38 @@ def test_a_pool_that_cannot_be_read_does_not_hold_up_the_others(
         assert stream.status()["catch_up_failures"] == 1 and stream.status()["lagging"] == 1
 
     asyncio.run(scenario())
+
+
+def test_left_running_an_idle_stream_delivers_new_rows_and_fills_gaps_without_waiting_for_its_sweep(
+    tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
+) -> None:
+    """The loop sleeps while there is nothing to do, but a hand-over wakes it: new rows are flushed after
+    flush_interval_s and a gap is caught up from the journal, long before the next periodic sweep."""
+
+    async def scenario() -> None:
+        sink = GatedSink(ParquetSinkSettings(path=str(tmp_path / "w")))
+        settings = WarehouseSettings(flush_interval_s=0.2, catch_up_interval_s=600, maintenance_interval_s=600)
+        stream = make_stream(settings, sink, journal_settings)
+        stream.start()
+        loop = asyncio.get_running_loop()
+
+        async def until_in_sink(what: str) -> None:
+            deadline = loop.time() + 60  # the sweep would come after 600 s
+            while set(sink_keys(sink)) != set(journal_keys(journal)):
+                assert loop.time() < deadline, f"{what}: {stream.status()}"
+                await asyncio.sleep(0.05)
+
+        await until_in_sink("the first sweep (an empty journal)")
+        await asyncio.sleep(0.5)  # asleep now: nothing buffered, nothing lagging
+        gapped = Pools(journal, 1)
+        rows = gapped.configure() + gapped.step(0)
+        stream.offer(rows[1:])  # its first row was lost: nothing can be taken
+        await until_in_sink("a gap, caught up from the journal")
+        await asyncio.sleep(0.5)
+        fresh = Pools(journal, 2)
+        stream.offer(fresh.configure())
+        await until_in_sink("rows handed over to a sleeping stream")
+        assert sink_keys(sink) == journal_keys(journal)
+        stream.close()
+
+    asyncio.run(scenario())
