@@ -3,13 +3,20 @@ asyncpg + PostgreSQL, a conditional UPDATE per reserve), loaded with wrk (2 thre
 10 s) on this machine: availability over 50 zones, reserves spread over 500 pools, reserves on one hot
 pool, and a 10:2:1 availability:reserve:release mix.
 
-    .venv/bin/python benchmarks/http_load.py [--seconds 10] [--connections 16] [--shards 1] [--runs 3]
+    .venv/bin/python benchmarks/http_load.py [--seconds 10] [--connections 16] [--shards 1] [--runs 3] [--rounds 1]
 
 Both run on the same 2 cores as wrk. The yardstick's PostgreSQL fsyncs every commit, as our SQLite journal
 does. capacity_service runs as `capacity-service start` (SQLite journal, pools on --shards shard actors:
 500 pools as 500 actor processes would need ~38 GB here), once as it starts by default (the Serve replica
 answers HTTP itself, on loopback) and once with `--fast-ingress` (Serve's HAProxy in front of it).
 Results: benchmarks/results/http_load.json and .png.
+
+This machine drifts by ±20% within minutes, and a target measured a few minutes after another may meet a
+faster or slower spell. ``--rounds N`` interleaves: each round starts every target afresh and runs every
+scenario ``--runs`` times, and the rounds alternate the targets (yardstick, capacity_service, yardstick,
+...), so each target's runs spread over the same stretch of time. Reported per target and scenario: the
+median of all its runs (the upper middle one for an even count), each run's requests/s, and the ratio to
+the yardstick.
 """
 
 from __future__ import annotations
@@ -84,7 +91,7 @@ def run_wrk(wrk: str, url: str, scenario: str, seconds: float, connections: int)
     total = re.search(r"(\d+) requests in", out)
     return {
         "scenario": scenario,
-        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests_per_s": float(_found(re.search(r"Requests/sec:\s+([\d.]+)", out), out).group(1)),
         "requests": int(total.group(1)) if total else 0,
         "median_ms": latency.get("50"),
         "p99_ms": latency.get("99"),
@@ -92,6 +99,12 @@ def run_wrk(wrk: str, url: str, scenario: str, seconds: float, connections: int)
         "socket_errors": errors.group(1) if errors else None,
         "command": " ".join(command),
     }
+
+
+def _found(match: re.Match[str] | None, out: str) -> re.Match[str]:
+    if match is None:
+        raise RuntimeError(f"unexpected wrk output: {out!r}")
+    return match
 
 
 def _ms(value: str, unit: str) -> float:
@@ -128,7 +141,10 @@ def seed_postgres(conninfo: str) -> None:
             )
 
 
-def bench_yardstick(wrk: str, args: argparse.Namespace, say: Any) -> list[dict[str, Any]]:
+Runs = dict[str, list[dict[str, Any]]]  # scenario -> wrk runs
+
+
+def bench_yardstick(wrk: str, args: argparse.Namespace, say: Any) -> Runs:
     with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp:
         os.chmod(tmp, 0o755)
         postgres = LocalPostgres(Path(tmp), durable=True)  # fsync per commit, like our SQLite journal
@@ -157,15 +173,15 @@ def bench_yardstick(wrk: str, args: argparse.Namespace, say: Any) -> list[dict[s
         try:
             url = f"http://127.0.0.1:{port}"
             wait_http(f"{url}/docs", server)
-            return [_scenario(wrk, url, "yardstick", s, args, say) for s in SCENARIOS]
+            return {s: _scenario(wrk, url, "yardstick", s, args, say) for s in SCENARIOS}
         finally:
             server.terminate()
             server.wait(30)
             postgres.stop()
 
 
-def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any, fast: bool) -> list[dict[str, Any]]:
-    target = "capacity_service (HAProxy)" if fast else "capacity_service (direct)"
+def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any, fast: bool) -> Runs:
+    target = _target_name("fast" if fast else "capacity_service")
     with tempfile.TemporaryDirectory(prefix="bench-cs-") as tmp:
         port = free_port()
         env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -195,7 +211,7 @@ def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any, fast: b
             wait_http(f"{url}/healthz", server)
             asyncio.run(seed_over_http(url))
             wait_http(f"{url}/readyz", server)
-            return [_scenario(wrk, url, target, s, args, say) for s in SCENARIOS]
+            return {s: _scenario(wrk, url, target, s, args, say) for s in SCENARIOS}
         finally:
             server.send_signal(2)
             try:
@@ -204,22 +220,28 @@ def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any, fast: b
                 server.kill()
 
 
-def _scenario(wrk: str, url: str, target: str, scenario: str, args: argparse.Namespace, say: Any) -> dict[str, Any]:
-    """The median of ``--runs`` wrk runs (by requests/s; this machine drifts by ±20% within minutes), with
-    every run's requests/s kept."""
+def _target_name(target: str) -> str:
+    return {"fast": "capacity_service (HAProxy)", "capacity_service": "capacity_service (direct)"}.get(target, target)
+
+
+def _scenario(
+    wrk: str, url: str, target: str, scenario: str, args: argparse.Namespace, say: Any
+) -> list[dict[str, Any]]:
+    """``--runs`` wrk runs after a warm-up."""
     run_wrk(wrk, url, scenario, 3, args.connections)  # warm-up
-    runs = sorted(
-        (run_wrk(wrk, url, scenario, args.seconds, args.connections) for _ in range(args.runs)),
-        key=lambda run: float(run["requests_per_s"]),
-    )
-    r = runs[len(runs) // 2]
-    r["target"] = target
-    r["runs_requests_per_s"] = [run["requests_per_s"] for run in runs]
-    say(
-        f"{target:17} {scenario:15} {r['requests_per_s']:>8.0f} req/s  median {r['median_ms']:.1f} ms  "
-        f"p99 {r['p99_ms']:.1f} ms  non-2xx {r['non_2xx']}  runs {r['runs_requests_per_s']}  ({r['command']})"
-    )
-    return r
+    runs = [run_wrk(wrk, url, scenario, args.seconds, args.connections) for _ in range(args.runs)]
+    say(f"  {target:26} {scenario:15} runs {[round(run['requests_per_s']) for run in runs]} req/s")
+    return runs
+
+
+def summarize(target: str, scenario: str, runs: list[dict[str, Any]], rounds: int) -> dict[str, Any]:
+    """The median run by requests/s (the upper middle one for an even count), with every run's requests/s."""
+    ordered = sorted(runs, key=lambda run: float(run["requests_per_s"]))
+    row = dict(ordered[len(ordered) // 2])
+    row["target"] = target
+    row["rounds"] = rounds
+    row["runs_requests_per_s"] = [run["requests_per_s"] for run in runs]  # in the order they ran
+    return row
 
 
 def plot(rows: list[dict[str, Any]], path: Path, connections: int) -> None:
@@ -256,7 +278,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--runs", type=int, default=1, help="wrk runs per scenario; the median run is reported")
+    parser.add_argument("--runs", type=int, default=1, help="wrk runs per scenario and round")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="start every target this many times, alternating; medians over all runs"
+    )
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--targets", default="yardstick,capacity_service,fast")
     parser.add_argument("--no-warehouse", action="store_true", help="capacity_service without its analytics stream")
@@ -264,15 +289,41 @@ def main() -> None:
     args = parser.parse_args()
     exit_cleanly_on_sigterm()
     wrk = ensure_wrk()
-    say = lambda line: print(line, flush=True)  # noqa: E731
-    rows: list[dict[str, Any]] = []
-    if "yardstick" in args.targets:
-        rows += bench_yardstick(wrk, args, say)
-    if "capacity_service" in args.targets:
-        rows += bench_capacity_service(wrk, args, say, fast=False)
-    if "fast" in args.targets:
-        rows += bench_capacity_service(wrk, args, say, fast=True)
-    results = {"rows": rows, "shards": args.shards, "warehouse": not args.no_warehouse, "connections": args.connections}
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    benches = {
+        "yardstick": lambda: bench_yardstick(wrk, args, say),
+        "capacity_service": lambda: bench_capacity_service(wrk, args, say, fast=False),
+        "fast": lambda: bench_capacity_service(wrk, args, say, fast=True),
+    }
+    targets = [t for t in benches if t in args.targets.split(",")]
+    collected: dict[str, Runs] = {t: {s: [] for s in SCENARIOS} for t in targets}
+    for round_nr in range(1, args.rounds + 1):
+        for target in targets:
+            say(f"round {round_nr}/{args.rounds}: {_target_name(target)}")
+            for scenario, runs in benches[target]().items():
+                collected[target][scenario] += runs
+    rows = [summarize(_target_name(t), s, collected[t][s], args.rounds) for t in targets for s in SCENARIOS]
+    yardstick = {r["scenario"]: r["requests_per_s"] for r in rows if r["target"] == "yardstick"}
+    for r in rows:
+        if r["target"] != "yardstick" and r["scenario"] in yardstick:
+            r["vs_yardstick"] = round(r["requests_per_s"] / yardstick[r["scenario"]], 2)
+        say(
+            f"{r['target']:26} {r['scenario']:15} {r['requests_per_s']:>8.0f} req/s  median {r['median_ms']:.1f} ms  "
+            f"p99 {r['p99_ms']:.1f} ms  non-2xx {r['non_2xx']}"
+            + (f"  x{r['vs_yardstick']:.2f} of the yardstick" if "vs_yardstick" in r else "")
+            + f"  runs {[round(x) for x in r['runs_requests_per_s']]}  ({r['command']})"
+        )
+    results = {
+        "rows": rows,
+        "shards": args.shards,
+        "warehouse": not args.no_warehouse,
+        "connections": args.connections,
+        "rounds": args.rounds,
+        "runs_per_round": args.runs,
+    }
     path = write_results(args.results, results)
     plot(rows, path.with_suffix(".png"), args.connections)
     print(f"results: {path} and {path.with_suffix('.png')}")
