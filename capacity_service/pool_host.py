@@ -219,6 +219,11 @@ class PoolHost:
         slot = self._slots.get(pool_id)
         return None if slot is None or self.fenced else slot.durable_view
 
+    def durable_versions(self, pool_ids: Sequence[str]) -> list[int | None]:
+        """Each pool's version (seq_nr) as of its last durable write, without waiting; None for a pool
+        whose view only ``view`` can give (not running here, or it must reload first)."""
+        return [None if (view := self.durable_view(pool_id)) is None else view.version for pool_id in pool_ids]
+
     async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | None:
         slot = await self._settled_slot(pool_id)
         return slot.writer.state.reservations.get(reservation_id)

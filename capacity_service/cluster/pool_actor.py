@@ -102,6 +102,15 @@ class PoolActor:
         )
         return [view if view is not None else next(waited) for view in ready]
 
+    async def versions(self, pool_ids: list[str]) -> list[int | None]:
+        """Several pools' versions, answered at once (anti-entropy asks these first, then pulls only the
+        views it is behind on); None where only ``views`` can tell."""
+        try:
+            host = await self._pool_host()
+        except CapacityError:
+            return [None] * len(pool_ids)
+        return host.durable_versions(pool_ids)
+
     async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None:
         try:
             return await (await self._pool_host()).reservation(pool_id, reservation_id)

@@ -9,6 +9,7 @@ import logging
 import math
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,32 +181,43 @@ class PoolRouter:
         self._channels.clear()
         await asyncio.gather(*(c.aclose() for c in channels))
 
-    async def views(self, pool_ids: list[str]) -> list[PoolView]:
+    async def views(self, pool_ids: list[str], held: Callable[[str], int] | None = None) -> tuple[list[PoolView], int]:
         """The current view of each pool whose actor is running and answers (one call per hosting actor,
-        a few at a time). It never creates an actor: reviving pools is the watchdog's job, at its own
-        bounded pace; a cache pulling views must not start a storm of actor processes."""
+        a few at a time), and how many pools answered. With ``held`` (the version the caller holds of a
+        pool, -1 for none) each actor first reports its pools' versions, and only the views the caller is
+        behind on travel: a pool it is current on counts as answered. An idle anti-entropy round then
+        moves a number per pool instead of a view. It never creates an actor: reviving pools is the
+        watchdog's job, at its own bounded pace; a cache pulling views must not start a storm of actor
+        processes."""
         by_actor: dict[str, list[str]] = {}
         for pool_id in pool_ids:
             by_actor.setdefault(actor_name(self._settings, pool_id), []).append(pool_id)
         gate = asyncio.Semaphore(_MAX_PARALLEL_PULLS)
+        timeout = self._settings.hosting.call_timeout_s
 
-        async def pull(name: str, pools: list[str]) -> list[PoolView]:
+        async def pull(name: str, pools: list[str]) -> tuple[list[PoolView], int]:
             async with gate:
                 handle = self._handles.get(name) or await asyncio.to_thread(
                     lookup_actor, name, self._settings.hosting.namespace
                 )
                 if handle is None:
-                    return []
+                    return [], 0
+                current = 0
                 try:
-                    answers = await ask(handle, "views", pools, timeout=self._settings.hosting.call_timeout_s)
+                    if held is not None:
+                        versions = await ask(handle, "versions", pools, timeout=timeout)
+                        behind = [p for p, v in zip(pools, versions, strict=True) if v is None or held(p) < v]
+                        current, pools = len(pools) - len(behind), behind
+                    answers = await ask(handle, "views", pools, timeout=timeout) if pools else []
                 except ActorGone:
                     self._handles.pop(name, None)
-                    return []
+                    return [], 0
                 self._handles[name] = handle
-                return [a for a in answers if isinstance(a, PoolView) and a.exists]
+                views = [a for a in answers if isinstance(a, PoolView) and a.exists]
+                return views, current + len(views)
 
         pulled = await asyncio.gather(*(pull(name, pools) for name, pools in by_actor.items()))
-        return [view for views in pulled for view in views]
+        return [view for views, _ in pulled for view in views], sum(answered for _, answered in pulled)
 
     async def call(self, pool_id: str, method: str, *args: Any) -> Any:
         """Call ``method(pool_id, *args)`` on the actor hosting ``pool_id``."""

@@ -47,6 +47,11 @@ class AvailabilityIndex:
         self._changes.move_to_end(view.pool_id)
         return True
 
+    def version_of(self, pool_id: str) -> int:
+        """The version held of a pool; -1 for none."""
+        view = self._views.get(pool_id)
+        return -1 if view is None else view.version
+
     def changes_since(self, change_nr: int) -> tuple[int, list[PoolView]]:
         """The views changed after ``change_nr`` (0: all), and the change number to ask from next time.
         Costs in proportion to the changes, not to all pools."""

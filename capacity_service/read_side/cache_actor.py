@@ -1,8 +1,9 @@
 """A replica of the availability cache: one per Ray node, holding every pool's view.
 
-Pool actors push views to every replica (``CacheFanout``); each replica also pulls every registered
-pool's view every ``anti_entropy_interval_s`` (bootstrap, then repair of lost pushes). It reports ready
-after its first complete pull. Last writer wins by seq_nr, so pushes and pulls may cross.
+Pool actors push views to every replica (``CacheFanout``); each replica also checks every registered
+pool every ``anti_entropy_interval_s`` (bootstrap, then repair of lost pushes): the actors report their
+pools' versions, and the views it is behind on (all of them, the first time) are pulled. It reports
+ready after its first complete round. Last writer wins by seq_nr, so pushes and pulls may cross.
 
 Mirrors in Serve replicas follow a replica's changes with a long poll (``changes_since`` with a wait): a
 call with nothing new waits for the next change instead of coming back empty, so an idle service does
@@ -58,10 +59,11 @@ class AvailabilityCache:
     async def sync(self) -> int:
         """Pull the view of every registered pool; returns how many were newer than ours."""
         pool_ids = await asyncio.to_thread(self._registered_pools)
-        views = await self._router.views(pool_ids)
+        # The first pull (nothing held yet) takes every view; later ones only those this replica is behind on.
+        views, answered = await self._router.views(pool_ids, held=self._index.version_of)
         changed = self._apply(views)
-        if len(views) < len(pool_ids):
-            raise RuntimeError(f"{len(pool_ids) - len(views)} of {len(pool_ids)} pools did not answer")
+        if answered < len(pool_ids):
+            raise RuntimeError(f"{len(pool_ids) - answered} of {len(pool_ids)} pools did not answer")
         self._last_sync, self._last_error = time.monotonic(), None
         return changed
 

@@ -19,6 +19,7 @@ def test_last_writer_wins_by_version() -> None:
     assert index.update(view("p", 4, remaining=7, zone="south"))  # moved zone
     assert index.query("north", None, None) == []
     assert [v.remaining for v in index.query("south", None, None)] == [7]
+    assert (index.version_of("p"), index.version_of("never-seen")) == (4, -1)  # what anti-entropy compares
 
 
 def test_query_by_slot_overlap_and_quantity() -> None:

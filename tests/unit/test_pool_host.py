@@ -99,6 +99,19 @@ def test_concurrent_reserves_never_oversell_and_are_group_committed() -> None:
     asyncio.run(scenario())
 
 
+def test_a_pools_version_for_anti_entropy_is_its_durable_one_and_none_where_it_does_not_run() -> None:
+    async def scenario() -> None:
+        host = await configured_host(SlowJournal(delay=0.05))
+        assert host.durable_versions(["p", "not-here"]) == [1, None]
+        writing = asyncio.ensure_future(host.execute("p", reserve()))
+        await asyncio.sleep(0.01)  # decided and applied in memory; its append is still under way
+        assert host.durable_versions(["p"]) == [1]
+        await writing
+        assert host.durable_versions(["p"]) == [2]
+
+    asyncio.run(scenario())
+
+
 def test_a_caller_is_answered_only_after_its_event_is_durable() -> None:
     async def scenario() -> None:
         journal = SlowJournal(delay=0.03)

@@ -14,7 +14,7 @@ from capacity_service.cluster import router as router_module
 from capacity_service.cluster._ray import ActorGone
 from capacity_service.cluster.channel import ChannelServer
 from capacity_service.cluster.router import PoolRouter
-from capacity_service.domain import Reserve, new_reservation_id
+from capacity_service.domain import PoolView, Reserve, new_reservation_id
 from capacity_service.errors import Unavailable
 from capacity_service.pool_host import HostFenced
 from capacity_service.settings import HostingSettings, ServiceSettings
@@ -333,5 +333,46 @@ def test_a_batch_retrying_after_its_channel_failed_fast_does_not_hold_back_the_n
             await first
         await router.aclose()
         await server.close()
+
+    asyncio.run(scenario())
+
+
+def test_anti_entropy_pulls_only_the_views_the_caller_is_behind_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Actors report their pools' versions first; only views the caller lacks, holds older, or whose pool
+    must start first travel. A pool the caller is current (or ahead) on counts as answered."""
+    versions: dict[str, int | None] = {f"p{i}": 5 for i in range(10)}
+    versions["p3"] = None  # not running in its actor: only a view can tell
+    held = {p: 5 for p in versions} | {"p1": 4, "p7": 6}  # behind on p1; ahead on p7 (a push crossed)
+    del held["p2"]  # never seen
+    asked_for_views: list[str] = []
+    gone: set[object] = set()
+
+    async def ask(handle: object, method: str, pools: list[str], timeout: float) -> list[Any]:
+        if handle in gone:
+            raise ActorGone("down")
+        if method == "versions":
+            return [versions[p] for p in pools]
+        assert method == "views"
+        asked_for_views.extend(pools)
+        return [PoolView(p, True, "z", None, None, 10, 0, 10, versions[p] or 5) for p in pools]
+
+    handles: dict[str, object] = {}
+    monkeypatch.setattr(router_module, "lookup_actor", lambda name, namespace: handles.setdefault(name, object()))
+    monkeypatch.setattr(router_module, "ask", ask)
+    router = PoolRouter(ServiceSettings(hosting=HostingSettings(mode="sharded", shards=2)))
+
+    async def scenario() -> None:
+        views, answered = await router.views(list(versions), held=lambda p: held.get(p, -1))
+        assert sorted(v.pool_id for v in views) == sorted(asked_for_views) == ["p1", "p2", "p3"]
+        assert answered == 10
+        asked_for_views.clear()
+        views, answered = await router.views(list(versions))  # no versions held: the first pull, every view
+        assert sorted(v.pool_id for v in views) == sorted(asked_for_views) == sorted(versions)
+        assert answered == 10
+        gone.add(handles[router.host_of("p0")])  # one of the two actors is down
+        router._handles.clear()
+        views, answered = await router.views(list(versions), held=lambda p: held.get(p, -1))
+        down = [p for p in versions if router.host_of(p) == router.host_of("p0")]
+        assert 0 < len(down) < 10 and answered == 10 - len(down)
 
     asyncio.run(scenario())
