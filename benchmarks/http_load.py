@@ -13,10 +13,9 @@ Results: benchmarks/results/http_load.json and .png.
 
 This machine drifts by ±20% within minutes, and a target measured a few minutes after another may meet a
 faster or slower spell. ``--rounds N`` interleaves: each round starts every target afresh and runs every
-scenario ``--runs`` times, and the rounds alternate the targets (yardstick, capacity_service, yardstick,
-...), so each target's runs spread over the same stretch of time. Reported per target and scenario: the
-median of all its runs (the upper middle one for an even count), each run's requests/s, and the ratio to
-the yardstick.
+scenario ``--runs`` times, and every other round runs the targets in reverse order, so each target's
+runs spread over the same stretch of time. Reported per target and scenario: the median run of all its
+runs (the lower middle one for an even count), each run's requests/s, and the ratio to the yardstick.
 """
 
 from __future__ import annotations
@@ -235,9 +234,9 @@ def _scenario(
 
 
 def summarize(target: str, scenario: str, runs: list[dict[str, Any]], rounds: int) -> dict[str, Any]:
-    """The median run by requests/s (the upper middle one for an even count), with every run's requests/s."""
+    """The median run by requests/s (the lower middle one for an even count), with every run's requests/s."""
     ordered = sorted(runs, key=lambda run: float(run["requests_per_s"]))
-    row = dict(ordered[len(ordered) // 2])
+    row = dict(ordered[(len(ordered) - 1) // 2])
     row["target"] = target
     row["rounds"] = rounds
     row["runs_requests_per_s"] = [run["requests_per_s"] for run in runs]  # in the order they ran
@@ -287,6 +286,8 @@ def main() -> None:
     parser.add_argument("--no-warehouse", action="store_true", help="capacity_service without its analytics stream")
     parser.add_argument("--results", default="http_load", help="name of the results file")
     args = parser.parse_args()
+    if args.rounds < 1 or args.runs < 1:
+        parser.error("--rounds and --runs must be at least 1")
     exit_cleanly_on_sigterm()
     wrk = ensure_wrk()
 
@@ -298,10 +299,10 @@ def main() -> None:
         "capacity_service": lambda: bench_capacity_service(wrk, args, say, fast=False),
         "fast": lambda: bench_capacity_service(wrk, args, say, fast=True),
     }
-    targets = [t for t in benches if t in args.targets.split(",")]
+    targets = [t for t in benches if t in {name.strip() for name in args.targets.split(",")}]
     collected: dict[str, Runs] = {t: {s: [] for s in SCENARIOS} for t in targets}
     for round_nr in range(1, args.rounds + 1):
-        for target in targets:
+        for target in targets if round_nr % 2 else reversed(targets):
             say(f"round {round_nr}/{args.rounds}: {_target_name(target)}")
             for scenario, runs in benches[target]().items():
                 collected[target][scenario] += runs

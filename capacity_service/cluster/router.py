@@ -204,7 +204,7 @@ class PoolRouter:
                     return [], 0
                 current = 0
                 try:
-                    if held is not None:
+                    if held is not None and any(held(p) >= 0 for p in pools):  # else all are pulled anyway
                         versions = await ask(handle, "versions", pools, timeout=timeout)
                         behind = [p for p, v in zip(pools, versions, strict=True) if v is None or held(p) < v]
                         current, pools = len(pools) - len(behind), behind

@@ -106,7 +106,7 @@ class AvailabilityCache:
         """For mirrors in Serve replicas: (this replica's incarnation, next change number, changed views,
         ready). A mirror that knew another incarnation gets everything (its change numbers mean nothing
         here). When a ready replica has nothing new, the answer waits for the next change, up to
-        ``wait_s``."""
+        ``wait_s`` (one not ready yet answers at once: the mirror keeps asking until it is)."""
         await self.start()
         since = change_nr if incarnation == self._incarnation else 0
         if wait_s > 0 and since == self._index.change_nr and self._last_sync is not None:

@@ -148,9 +148,11 @@ class WarehouseStream:
             self._last_maintenance + settings.maintenance_interval_s,
         ]
         if self._buffer:
-            due.append(self._oldest_at + settings.flush_interval_s)
-        if self._lagging or self._cursors is None:
+            due.append(now if self._flush_due() else self._oldest_at + settings.flush_interval_s)
+        if self._cursors is None:
             due.append(now)
+        # A lagging pool is caught up at once, unless its last catch-up failed (then at its retry time).
+        due.extend(max(now, self._retry_after.get(pool_id, now)) for pool_id in self._lagging)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), max(min(due) - now, _TICK_S))
 

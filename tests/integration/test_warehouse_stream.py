@@ -224,7 +224,17 @@ def test_left_running_an_idle_stream_delivers_new_rows_and_fills_gaps_without_wa
                 await asyncio.sleep(0.05)
 
         await until_in_sink("the first sweep (an empty journal)")
-        await asyncio.sleep(0.5)  # asleep now: nothing buffered, nothing lagging
+        wake_ups = 0
+        idle = stream._idle
+
+        async def counted_idle() -> None:
+            nonlocal wake_ups
+            wake_ups += 1
+            await idle()
+
+        stream._idle = counted_idle  # type: ignore[method-assign]
+        await asyncio.sleep(1.0)  # nothing buffered, nothing lagging: the loop sleeps (it ticked every 50 ms)
+        assert wake_ups <= 2
         gapped = Pools(journal, 1)
         rows = gapped.configure() + gapped.step(0)
         stream.offer(rows[1:])  # its first row was lost: nothing can be taken

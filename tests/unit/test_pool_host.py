@@ -99,13 +99,32 @@ def test_concurrent_reserves_never_oversell_and_are_group_committed() -> None:
     asyncio.run(scenario())
 
 
+class GatedJournal(InMemoryJournal):
+    """Appends wait (in the host's worker thread) until ``release`` is set; ``entered`` tells one began."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
+        self.entered.set()
+        self.release.wait(10)
+        return super().append(pool_id, expected_seq_nr, epoch, events)
+
+
 def test_a_pools_version_for_anti_entropy_is_its_durable_one_and_none_where_it_does_not_run() -> None:
     async def scenario() -> None:
-        host = await configured_host(SlowJournal(delay=0.05))
+        journal = GatedJournal()
+        host = await configured_host(journal)
         assert host.durable_versions(["p", "not-here"]) == [1, None]
+        journal.entered.clear()
+        journal.release.clear()
         writing = asyncio.ensure_future(host.execute("p", reserve()))
-        await asyncio.sleep(0.01)  # decided and applied in memory; its append is still under way
+        await asyncio.to_thread(journal.entered.wait, 10)  # decided and applied in memory, append held
         assert host.durable_versions(["p"]) == [1]
+        journal.release.set()
         await writing
         assert host.durable_versions(["p"]) == [2]
 
