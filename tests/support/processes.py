@@ -7,9 +7,6 @@ import os
 import socket
 from pathlib import Path
 
-# Ray Serve 2.60 replicas open their inter-deployment gRPC port on [::]:0, hard-coded (README, Known limits).
-KNOWN_WILDCARD = "ray::ServeRepli"
-
 
 def descendants(pid: int) -> set[int]:
     children: dict[int, list[int]] = {}
