@@ -57,7 +57,7 @@ def _bind_replica_grpc_to_node_ip() -> None:
         return
     if getattr(bind, "binds_node_ip", False):
         return  # patched already (another replica in this process)
-    node_ip = ray.util.get_node_ip_address()
+    node_ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
     if ":" in node_ip:
         node_ip = f"[{node_ip}]"
 
@@ -68,7 +68,7 @@ def _bind_replica_grpc_to_node_ip() -> None:
         return port
 
     bind_node_ip.binds_node_ip = True  # type: ignore[attr-defined]
-    replica.add_port_to_grpc_server = bind_node_ip
+    setattr(replica, "add_port_to_grpc_server", bind_node_ip)  # noqa: B010 (a private name mypy hides)
 
 
 def build_app(args: dict[str, Any], replicas: int | None = None) -> Application:
