@@ -68,7 +68,7 @@ def _bind_replica_grpc_to_node_ip() -> None:
         return port
 
     bind_node_ip.binds_node_ip = True  # type: ignore[attr-defined]
-    setattr(replica, "add_port_to_grpc_server", bind_node_ip)  # noqa: B010 (a private name mypy hides)
+    replica.add_port_to_grpc_server = bind_node_ip  # type: ignore[attr-defined]
 
 
 def build_app(args: dict[str, Any], replicas: int | None = None) -> Application:
