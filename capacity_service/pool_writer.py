@@ -27,6 +27,7 @@ from capacity_service.domain import (
     decide,
     view_of,
 )
+from capacity_service.domain.values import pickled_by_fields
 from capacity_service.journal import (
     AppendRequest,
     Journal,
@@ -65,6 +66,7 @@ class CapturedSnapshot:
     state: PoolState
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class CommandOutcome:
     """The answer to one command: a rejection, or the pool view after it (and the reservation it

@@ -13,8 +13,10 @@ from datetime import datetime
 from typing import Protocol
 
 from capacity_service.domain import PoolEvent, PoolView
+from capacity_service.domain.values import pickled_by_fields
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class PersistedEvent:
     """One journal event with the pool's state right after it (the warehouse keeps every state)."""

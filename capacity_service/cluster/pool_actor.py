@@ -12,7 +12,7 @@ import gc
 from typing import TypeVar
 
 from capacity_service.cluster import channel
-from capacity_service.cluster._ray import current_node_id, process_id
+from capacity_service.cluster._ray import current_node_id, plain, process_id
 from capacity_service.domain import PoolCommand, PoolView, Reservation
 from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.journal import Journal, JournalError, open_journal
@@ -100,7 +100,7 @@ class PoolActor:
         waited = iter(
             await asyncio.gather(*(self.view(p) for p, view in zip(pool_ids, ready, strict=True) if view is None))
         )
-        return [view if view is not None else next(waited) for view in ready]
+        return plain([view if view is not None else next(waited) for view in ready])
 
     async def versions(self, pool_ids: list[str]) -> list[int | None]:
         """Several pools' versions, answered at once (anti-entropy asks these first, then pulls only the

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from capacity_service.domain.values import pickled_by_fields
 
+
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class ConfigurePool:
     """Create the pool or change it. Lowering capacity below what is reserved is allowed."""
@@ -16,6 +19,7 @@ class ConfigurePool:
     slot_end: datetime | None = None
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Reserve:
     """Take ``quantity`` units. ``request_id`` makes it idempotent; ``reservation_id`` is minted by the
@@ -26,6 +30,7 @@ class Reserve:
     reservation_id: str
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Release:
     reservation_id: str

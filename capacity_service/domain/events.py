@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
+from capacity_service.domain.values import pickled_by_fields
 
+
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class PoolConfigured:
     """The pool was created, or its capacity / zone / slot changed."""
@@ -20,6 +23,7 @@ class PoolConfigured:
     slot_end: datetime | None
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class CapacityReserved:
     TYPE: ClassVar[str] = "CapacityReserved"
@@ -30,6 +34,7 @@ class CapacityReserved:
     request_id: str
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class CapacityReleased:
     TYPE: ClassVar[str] = "CapacityReleased"

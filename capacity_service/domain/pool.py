@@ -15,6 +15,7 @@ from typing import NamedTuple
 from capacity_service.domain.commands import ConfigurePool, PoolCommand, Release, Reserve
 from capacity_service.domain.events import CapacityReleased, CapacityReserved, PoolConfigured, PoolEvent
 from capacity_service.domain.ids import InvalidId, pool_of_reservation
+from capacity_service.domain.values import pickled_by_fields
 
 
 class ReservationStatus(StrEnum):
@@ -68,11 +69,13 @@ class PoolState:
 
 
 # Rejections are values, not exceptions: deciding is a pure function and the edge maps them to errors.
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class PoolNotFound:
     pool_id: str
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class InsufficientCapacity:
     pool_id: str
@@ -80,11 +83,13 @@ class InsufficientCapacity:
     remaining: int
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class ReservationNotFound:
     reservation_id: str
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class RequestIdConflict:
     """The request id was already used on this pool for a reservation of another quantity."""
@@ -93,6 +98,7 @@ class RequestIdConflict:
     reservation_id: str
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class InvalidCommand:
     reason: str
@@ -190,6 +196,7 @@ def apply_all(state: PoolState, events: list[PoolEvent]) -> PoolState:
     return state
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class PoolView:
     """What readers see of a pool: the contract's pool view, plus ``version`` (the stream's seq_nr)."""

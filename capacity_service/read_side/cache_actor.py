@@ -20,6 +20,7 @@ import time
 import uuid
 from datetime import datetime
 
+from capacity_service.cluster import _ray
 from capacity_service.cluster.router import PoolRouter
 from capacity_service.domain import PoolView
 from capacity_service.journal import Journal, open_journal
@@ -113,4 +114,4 @@ class AvailabilityCache:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), wait_s)
         next_nr, views = self._index.changes_since(since)
-        return self._incarnation, next_nr, views, self._last_sync is not None
+        return self._incarnation, next_nr, _ray.plain(views), self._last_sync is not None

@@ -32,7 +32,7 @@ class CacheFanout:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        views, self._pending = list(self._pending.values()), {}
+        views, self._pending = _ray.plain(list(self._pending.values())), {}
         for replica in self._replicas:
             try:
                 _ray.tell(replica, "update", views)

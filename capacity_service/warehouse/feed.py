@@ -59,7 +59,7 @@ class WarehouseFeed:
             if handle is None:
                 handle = await asyncio.to_thread(ensure_stream, self._settings, shard)
                 self._streams[shard] = handle
-            await _ray.ask(handle, "offer", events, timeout=_OFFER_TIMEOUT_S)
+            await _ray.ask(handle, "offer", _ray.plain(events), timeout=_OFFER_TIMEOUT_S)
         except Exception as exc:  # the stream catches up from the journal
             self._streams.pop(shard, None)
             self.left_to_catch_up += len(events)
