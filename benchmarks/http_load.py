@@ -258,16 +258,21 @@ def plot(rows: list[dict[str, Any]], path: Path, connections: int) -> None:
             [j + i * width for j in range(len(SCENARIOS))], [r["requests_per_s"] for r in mine], width, label=target
         )
         for bar, r in zip(bars, mine, strict=True):
+            runs = r["runs_requests_per_s"]  # every run as a dot: the bar alone hides how far they spread
+            center = bar.get_x() + bar.get_width() / 2
+            ax.scatter([center] * len(runs), runs, s=9, color="black", zorder=3, label=None)
             ax.annotate(
                 f"p99 {r['p99_ms']:.0f} ms",
-                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                (center, max([bar.get_height(), *runs])),  # above the highest dot
+                xytext=(0, 3),
+                textcoords="offset points",
                 ha="center",
                 va="bottom",
                 fontsize=7,
             )
     ax.set_xticks([j + width * (len(targets) - 1) / 2 for j in range(len(SCENARIOS))], SCENARIOS)
     ax.set_ylabel(f"requests/s (wrk -t{min(2, connections)} -c{connections})")
-    ax.set_title("HTTP throughput on 2 cores, side by side")
+    ax.set_title("HTTP throughput on 2 cores, side by side (bars: median run; dots: every run)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
