@@ -3,8 +3,8 @@
 Values cross processes all the time (commands and answers over the pool actors' channels, views to the
 cache replicas and on to the Serve replicas, events to the warehouse streams). A slots dataclass pickles
 through ``__getstate__``, which calls ``dataclasses.fields`` for every object, and unpickles through a
-``__setstate__`` loop: ~4 µs per small object each way. Pickled as (class, field values) it costs a
-third of that.
+``__setstate__`` loop: ~5 µs per small object each way, with the C pickler. Pickled as (class, field
+values) it costs ~2 µs.
 """
 
 from __future__ import annotations
