@@ -32,7 +32,10 @@ class CacheFanout:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        views, self._pending = _ray.plain(list(self._pending.values())), {}
+        pending, self._pending = self._pending, {}
+        if not self._replicas:
+            return  # none known (yet): their anti-entropy pulls bring them these views
+        views = _ray.plain(list(pending.values()))  # pickled once, for every replica
         for replica in self._replicas:
             try:
                 _ray.tell(replica, "update", views)
