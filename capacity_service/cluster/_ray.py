@@ -31,6 +31,7 @@ __all__ = [
     "kill_namespace",
     "lookup_actor",
     "named_actors",
+    "node_ip_address",
     "plain",
     "tell",
 ]
@@ -152,6 +153,11 @@ def actor_was_restarted() -> bool:
 
 def current_node_id() -> str:
     return str(ray.get_runtime_context().get_node_id())
+
+
+def node_ip_address() -> str:
+    """The address other nodes reach this one at (127.0.0.1 in a loopback-only local Ray)."""
+    return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
 
 
 def alive_node_ids() -> list[str]:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import ray
 from ray import serve
 from ray.serve import Application
 from starlette.types import ASGIApp
 
+from capacity_service.cluster import _ray
 from capacity_service.http.app import create_app
 from capacity_service.http.backend import ServiceBackend
 from capacity_service.http.ingress import serve_fast_lane
@@ -57,7 +57,7 @@ def _bind_replica_grpc_to_node_ip() -> None:
         return
     if getattr(bind, "binds_node_ip", False):
         return  # patched already (another replica in this process)
-    node_ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+    node_ip = _ray.node_ip_address()
     if ":" in node_ip:
         node_ip = f"[{node_ip}]"
 
