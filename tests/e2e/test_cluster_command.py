@@ -30,7 +30,10 @@ def test_cluster_command_serves_on_loopback_survives_a_worker_and_stops(tmp_path
         )
     tree: set[int] = set()
     try:
-        wait_ready(url, process)
+        try:
+            wait_ready(url, process)
+        except AssertionError as exc:  # its output went to the log: show it
+            raise AssertionError(f"the cluster did not come up; its output:\n{log.read_text()[-3000:]}") from exc
         assert (
             httpx.put(f"{url}/v1/pools/north:1", json={"capacity": 10, "zone": "north"}, timeout=60).status_code == 201
         )
