@@ -264,8 +264,12 @@ def _start(a: argparse.Namespace) -> int:
     stop = _stop_on_signal()
     try:
         serve.start(http_options={"host": a.host, "port": proxy_port})
-        # One log line per request costs a large share of a 2-core machine: access logs are off.
-        serve.run(build_app(args, replicas=a.replicas), name="capacity", route_prefix="/", logging_config=SERVE_LOGGING)
+        app = build_app(args, replicas=a.replicas)
+        try:
+            # One log line per request costs a large share of a 2-core machine: access logs are off.
+            serve.run(app, name="capacity", route_prefix="/", logging_config=SERVE_LOGGING)
+        except RuntimeError as exc:
+            return _did_not_come_up(exc, a.host, a.port)
         url = f"http://{a.host}:{a.port}"
         print(f"capacity_service is listening on {url} (journal: {args.get('journal', 'from environment')})")
         print(f"  try: curl -s {url}/readyz    docs: {url}/docs    Ctrl-C stops it", flush=True)
@@ -278,6 +282,19 @@ def _start(a: argparse.Namespace) -> int:
         with contextlib.suppress(OSError):  # Ray's worker processes exit a moment later: wait for the port
             _bind_check(a.host, a.port, wait_s=15.0)
     return 0
+
+
+def _did_not_come_up(exc: RuntimeError, host: str, port: int) -> int:
+    """Says why Serve could not deploy the app, in the terms of the command line; the exit code."""
+    # Serve's own message names only the deployment; the usual cause at a terminal is the port.
+    try:
+        _bind_check(host, port)
+        cause = ""
+    except OSError:
+        cause = f"\n  port {port} is held by another process (Ray's own, if it is in the kernel's ephemeral range)"
+    print(f"the service did not come up: {exc}{cause}", file=sys.stderr)
+    print("  Ray Serve's logs say more: /tmp/ray/session_latest/logs/serve/", file=sys.stderr)
+    return 1
 
 
 def _bind_check(host: str, port: int, wait_s: float = 0.0) -> int:
@@ -337,7 +354,10 @@ def _cluster(a: argparse.Namespace) -> int:
         try:
             # One HTTP proxy, on the head: the nodes share this machine's ports.
             serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": a.port})
-            serve.run(build_app(args), name="capacity", route_prefix="/", logging_config=SERVE_LOGGING)
+            try:
+                serve.run(build_app(args), name="capacity", route_prefix="/", logging_config=SERVE_LOGGING)
+            except RuntimeError as exc:
+                return _did_not_come_up(exc, "127.0.0.1", a.port)
             print(f"capacity_service is listening on http://127.0.0.1:{a.port} (Ctrl-C stops it)")
             print(f"  head     {cluster.head.node_id[:12]}  raylet pid {raylet_pid(cluster.head)}  (no pools)")
             for node in cluster.workers:

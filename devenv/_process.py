@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -37,12 +38,53 @@ class ServerError(RuntimeError):
     """A local server failed to start, died, or did not stop."""
 
 
+# Ports handed out for our servers come from below the kernel's ephemeral range: Ray's own
+# processes bind port 0 and connect out from ephemeral ports, so a free port chosen there can
+# be taken by Ray between our check and the server's bind (seen in CI: the driver's gRPC server
+# took the port the Serve replica was told to listen on). 20000-29999 also stays clear of Ray's
+# worker ports (10002-19999) and Serve's direct-ingress ranges (30000-31000, 40000-41000).
+_QUIET_PORTS = range(20000, 30000)
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_ports() -> range:
+    """The kernel's range for port-0 binds and outgoing connections (Linux; else an empty range)."""
+    try:
+        low, high = (int(part) for part in _EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return range(0)
+    return range(low, high + 1)
+
+
 def free_ports(count: int) -> list[int]:
     """Return ``count`` distinct TCP ports that are free on loopback right now.
 
-    All sockets are held open until every port is chosen so the kernel cannot hand out
-    the same port twice; another process may still grab one before the server binds it.
+    Chosen at random outside the kernel's ephemeral range where possible (see ``_QUIET_PORTS``);
+    another process may still bind one on purpose before the server does.
     """
+    ephemeral = _ephemeral_ports()
+    candidates = [port for port in _QUIET_PORTS if port not in ephemeral]
+    random.shuffle(candidates)
+    chosen: list[int] = []
+    for port in candidates:
+        if len(chosen) == count:
+            break
+        if _bindable(port):
+            chosen.append(port)
+    return chosen + _kernel_chosen_ports(count - len(chosen))
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _kernel_chosen_ports(count: int) -> list[int]:
+    """Ports the kernel picks (port 0), held open together so it cannot pick one twice."""
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):

@@ -1,11 +1,12 @@
-"""The command lines we tell people to run parse as written (scripts/run is README command (a))."""
+"""The command line: what we tell people to run parses as written, and a failed start says why."""
 
 import shlex
+import socket
 from pathlib import Path
 
 import pytest
 
-from capacity_service.cli import _parser
+from capacity_service.cli import _did_not_come_up, _parser
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,3 +35,19 @@ def test_data_dir_goes_before_or_after_the_command(argv: list[str]) -> None:
 
 def test_data_dir_defaults_to_data() -> None:
     assert _parser().parse_args(["start"]).data_dir == Path("data")
+
+
+def test_a_failed_start_names_the_port_when_another_process_holds_it(capsys: pytest.CaptureFixture[str]) -> None:
+    # Serve's own error names only the deployment ("Failed to update the deployments ['CapacityApi']").
+    failure = RuntimeError("Deploying application capacity failed")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert _did_not_come_up(failure, "127.0.0.1", port) == 1
+    held = capsys.readouterr().err
+    assert _did_not_come_up(failure, "127.0.0.1", port) == 1
+    free = capsys.readouterr().err
+
+    assert "Deploying application capacity failed" in held and f"port {port} is held" in held
+    assert "Deploying application capacity failed" in free and "is held" not in free
