@@ -248,12 +248,13 @@ def _start(a: argparse.Namespace) -> int:
         print("fast ingress: HAProxy's stats and metrics ports (8404, 9101) listen on all interfaces", flush=True)
     else:
         # The one replica listens on --port itself, and a replica restarted by Serve takes it back at once.
-        # Serve's Python proxy cannot be turned off without turning direct ingress off too: it gets a
-        # spare loopback port that nobody is told about.
+        # Serve's Python proxy cannot be turned off without turning direct ingress off too: it listens on
+        # a loopback port the kernel picks at its bind (port 0), and nobody is told about it. (A port
+        # picked here and bound later can be taken in between by Ray's own processes.)
         os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(a.port)
         os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(a.port + 1)
         os.environ["RAY_SERVE_PORT_QUARANTINE_S"] = "0"
-        proxy_port = _bind_check(a.host, 0)
+        proxy_port = 0
     import ray
     from ray import serve
 
