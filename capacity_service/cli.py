@@ -270,7 +270,7 @@ def _start(a: argparse.Namespace) -> int:
             # One log line per request costs a large share of a 2-core machine: access logs are off.
             serve.run(app, name="capacity", route_prefix="/", logging_config=SERVE_LOGGING)
         except RuntimeError as exc:
-            return _did_not_come_up(exc, a.host, a.port)
+            return _did_not_come_up(exc, None if a.fast_ingress else (a.host, a.port))
         url = f"http://{a.host}:{a.port}"
         print(f"capacity_service is listening on {url} (journal: {args.get('journal', 'from environment')})")
         print(f"  try: curl -s {url}/readyz    docs: {url}/docs    Ctrl-C stops it", flush=True)
@@ -285,14 +285,19 @@ def _start(a: argparse.Namespace) -> int:
     return 0
 
 
-def _did_not_come_up(exc: RuntimeError, host: str, port: int) -> int:
-    """Says why Serve could not deploy the app, in the terms of the command line; the exit code."""
+def _did_not_come_up(exc: RuntimeError, replica_address: tuple[str, int] | None = None) -> int:
+    """Says why Serve could not deploy the app, in the terms of the command line; the exit code.
+
+    ``replica_address``: where the replica itself was to listen (direct ingress), checked for another holder.
+    """
     # Serve's own message names only the deployment; the usual cause at a terminal is the port.
-    try:
-        _bind_check(host, port)
-        cause = ""
-    except OSError:
-        cause = f"\n  port {port} is held by another process (Ray's own, if it is in the kernel's ephemeral range)"
+    cause = ""
+    if replica_address is not None:
+        host, port = replica_address
+        try:
+            _bind_check(host, port)
+        except OSError:
+            cause = f"\n  port {port} is held by another process (Ray's own, if it is in the kernel's ephemeral range)"
     print(f"the service did not come up: {exc}{cause}", file=sys.stderr)
     print("  Ray Serve's logs say more: /tmp/ray/session_latest/logs/serve/", file=sys.stderr)
     return 1
@@ -358,7 +363,7 @@ def _cluster(a: argparse.Namespace) -> int:
             try:
                 serve.run(build_app(args), name="capacity", route_prefix="/", logging_config=SERVE_LOGGING)
             except RuntimeError as exc:
-                return _did_not_come_up(exc, "127.0.0.1", a.port)
+                return _did_not_come_up(exc)  # the port is the proxy's, bound by now
             print(f"capacity_service is listening on http://127.0.0.1:{a.port} (Ctrl-C stops it)")
             print(f"  head     {cluster.head.node_id[:12]}  raylet pid {raylet_pid(cluster.head)}  (no pools)")
             for node in cluster.workers:

@@ -44,9 +44,9 @@ def test_a_failed_start_names_the_port_when_another_process_holds_it(capsys: pyt
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        assert _did_not_come_up(failure, "127.0.0.1", port) == 1
+        assert _did_not_come_up(failure, ("127.0.0.1", port)) == 1
     held = capsys.readouterr().err
-    assert _did_not_come_up(failure, "127.0.0.1", port) == 1
+    assert _did_not_come_up(failure, ("127.0.0.1", port)) == 1
     free = capsys.readouterr().err
 
     assert "Deploying application capacity failed" in held and f"port {port} is held" in held
