@@ -22,9 +22,10 @@ T = TypeVar("T", bound=type)
 def pickled_by_fields(cls: T) -> T:
     """Class decorator (below ``@dataclass``): pickle instances as ``cls(*field_values)``. Every field
     must be an ``__init__`` parameter, in order."""
-    names = [f.name for f in fields(cls)]
-    if not all(f.init for f in fields(cls)):
+    cls_fields = fields(cls)
+    if not all(f.init for f in cls_fields):
         raise TypeError(f"{cls.__name__}: every field must be set by __init__ to be pickled by fields")
+    names = [f.name for f in cls_fields]
     values: Callable[[Any], Any] = operator.attrgetter(*names)
     if len(names) == 1:  # attrgetter of one name gives the value itself, not a tuple
 
