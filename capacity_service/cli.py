@@ -61,7 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     start = commands.add_parser("start", parents=[data_dir], help="run the service on a local Ray (Ctrl-C stops it)")
     start.add_argument("--port", type=int, default=8000)
     start.add_argument("--host", default="127.0.0.1", help="bind address (loopback unless you mean it)")
-    start.add_argument("--shards", type=int, help="host pools on this many shard actors (thousands of pools)")
+    start.add_argument(
+        "--shards", type=int, help="shard actors hosting the pools (default: one per CPU of the pool-host nodes)"
+    )
+    start.add_argument(
+        "--actor-per-pool",
+        action="store_true",
+        help="one actor (a process, ~80 MB) per pool instead of shards: for a few heavy pools",
+    )
     start.add_argument(
         "--no-warehouse",
         action="store_true",
@@ -86,9 +93,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     cluster.add_argument("--workers", type=int, default=2)
     cluster.add_argument("--port", type=int, default=8000)
-    cluster.add_argument("--shards", type=int, help="host pools on this many shard actors (thousands of pools)")
+    cluster.add_argument(
+        "--shards", type=int, help="shard actors hosting the pools (default: one per CPU of the pool-host nodes)"
+    )
+    cluster.add_argument(
+        "--actor-per-pool",
+        action="store_true",
+        help="one actor (a process, ~80 MB) per pool instead of shards: for a few heavy pools",
+    )
     cluster.add_argument("--no-warehouse", action="store_true", help="no analytics stream")
     cluster.set_defaults(run=_cluster)
+
+    stop = commands.add_parser(
+        "stop",
+        help="stop a service deployed with `serve run`/`serve deploy`: its Serve app and every actor of its "
+        "namespace (the journal stays; pools recover from it at the next deploy)",
+    )
+    stop.add_argument("--address", default="auto", help="of the Ray cluster (default: the one on this machine)")
+    stop.add_argument("--namespace", default="capacity", help="the service's Ray namespace (hosting.namespace)")
+    stop.add_argument("--app", default="capacity", help="the Serve application's name")
+    stop.set_defaults(run=_stop)
 
     pools = commands.add_parser("pools", help="create, show and list pools").add_subparsers(dest="op", required=True)
     put = pools.add_parser("put", help="create or update a pool")
@@ -258,14 +282,19 @@ def _start(a: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    from capacity_service.http.deployment import build_app
+    from capacity_service.cluster.service import SettingsMismatch
+    from capacity_service.http.deployment import application
 
     args = _service_args(a)
     ray.init(include_dashboard=False, log_to_driver=False, namespace="capacity")
     stop = _stop_on_signal()
     try:
         serve.start(http_options={"host": a.host, "port": proxy_port})
-        app = build_app(args, replicas=a.replicas)
+        try:
+            app = application(args, replicas=a.replicas)
+        except SettingsMismatch as exc:
+            print(exc, file=sys.stderr)
+            return 1
         try:
             # One log line per request costs a large share of a 2-core machine: access logs are off.
             serve.run(app, name="capacity", route_prefix="/", logging_config=SERVE_LOGGING)
@@ -327,6 +356,8 @@ def _service_args(a: argparse.Namespace, hosting: dict[str, Any] | None = None) 
     if os.environ.get("CAPACITY_JOURNAL") or os.environ.get("CAPACITY_JOURNAL_URL"):
         args = {}  # service_settings() takes the journal from the environment
     hosting = dict(hosting or {})
+    if a.actor_per_pool:
+        hosting["mode"] = "actor_per_pool"
     if a.shards:
         hosting.update({"mode": "sharded", "shards": a.shards})
     if hosting:
@@ -336,6 +367,19 @@ def _service_args(a: argparse.Namespace, hosting: dict[str, Any] | None = None) 
     elif not os.environ.get("CAPACITY_WAREHOUSE_URL"):
         args["warehouse"] = {"sink": {"kind": "parquet", "path": str(a.data_dir.resolve() / "warehouse")}}
     return args
+
+
+def _stop(a: argparse.Namespace) -> int:
+    from ray import serve
+
+    from capacity_service.cluster import _ray, service
+
+    _ray.ensure_initialized(a.address)
+    with contextlib.suppress(Exception):  # no Serve running, or no such app: the actors still go
+        serve.delete(a.app)
+    stopped = service.stop(a.namespace)
+    print(f"stopped the Serve app {a.app!r} and {len(stopped)} actors of namespace {a.namespace!r}")
+    return 0
 
 
 def _stop_on_signal() -> threading.Event:
@@ -352,7 +396,7 @@ def _cluster(a: argparse.Namespace) -> int:
     from ray import serve
 
     from capacity_service.cluster.local import POOL_RESOURCES, local_cluster, raylet_pid
-    from capacity_service.http.deployment import build_app
+    from capacity_service.http.deployment import build_app  # the deploy step of cluster.yaml
 
     args = _service_args(a, {"actor_resources": POOL_RESOURCES})  # pools on worker nodes only, not the head
     stop = _stop_on_signal()

@@ -15,7 +15,7 @@ from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from capacity_service.cluster import _ray
+from capacity_service.cluster import _ray, service
 from capacity_service.cluster.router import PoolRouter
 from capacity_service.cluster.supervisor import SUPERVISOR_NAME, Supervisor
 from capacity_service.cluster.watchdog import SweepReport
@@ -64,13 +64,25 @@ class Router(Protocol):
 
 
 class AsyncCapacityClient:
+    """With no ``settings``, the client attaches to the service running in ``namespace`` and routes with
+    its settings (journal, hosting, shard count); settings given must agree with the running service's
+    (``SettingsMismatch`` otherwise), and start it when none runs there yet. ``ray_address``: of the Ray
+    cluster (default: this process's Ray, else a local one; "auto": the one running on this machine)."""
+
     def __init__(
-        self, settings: ServiceSettings | None = None, *, ray_address: str | None = None, router: Router | None = None
+        self,
+        settings: ServiceSettings | None = None,
+        *,
+        namespace: str = service.DEFAULT_NAMESPACE,
+        ray_address: str | None = None,
+        router: Router | None = None,
     ) -> None:
-        self.settings = settings or ServiceSettings()
         if router is None:
-            _ray.ensure_initialized(ray_address, self.settings.hosting.namespace)
-            router = PoolRouter(self.settings)
+            namespace = settings.hosting.namespace if settings is not None else namespace
+            _ray.ensure_initialized(ray_address, namespace)
+            settings = service.attach(settings, namespace)
+            router = PoolRouter(settings)
+        self.settings = settings or ServiceSettings()
         self._router: Router = router
 
     async def aclose(self) -> None:
@@ -168,11 +180,21 @@ class AsyncCapacityClient:
 class CapacityClient:
     """Synchronous facade over ``AsyncCapacityClient`` (it runs its own event loop thread)."""
 
-    def __init__(self, settings: ServiceSettings | None = None, *, ray_address: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings | None = None,
+        *,
+        namespace: str = service.DEFAULT_NAMESPACE,
+        ray_address: str | None = None,
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="capacity-client", daemon=True)
         self._thread.start()
-        self._async = self._run(_make_async_client(settings, ray_address))
+        try:
+            self._async = self._run(_make_async_client(settings, namespace, ray_address))
+        except BaseException:
+            self._stop_loop()
+            raise
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
@@ -215,8 +237,12 @@ class CapacityClient:
         try:
             self._run(self._async.aclose())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
 
     def __enter__(self) -> CapacityClient:
         return self
@@ -225,8 +251,10 @@ class CapacityClient:
         self.close()
 
 
-async def _make_async_client(settings: ServiceSettings | None, ray_address: str | None) -> AsyncCapacityClient:
-    return AsyncCapacityClient(settings, ray_address=ray_address)
+async def _make_async_client(
+    settings: ServiceSettings | None, namespace: str, ray_address: str | None
+) -> AsyncCapacityClient:
+    return AsyncCapacityClient(settings, namespace=namespace, ray_address=ray_address)
 
 
 def _check_pool_id(pool_id: str) -> None:

@@ -22,10 +22,17 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from capacity_service.circuit_breaker import CircuitBreaker
-from capacity_service.domain import PoolCommand, PoolView, Reservation
+from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Reservation
 from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.journal import AppendRequest, Journal, JournalError, JournalUnavailable, WriterFenced
-from capacity_service.pool_writer import BatchResult, CapturedSnapshot, CommandOutcome, PoolWriter
+from capacity_service.pool_writer import (
+    BatchResult,
+    CapturedSnapshot,
+    CommandOutcome,
+    PoolWriter,
+    answer_of_absent_pool,
+    view_of_absent_pool,
+)
 from capacity_service.publishing import EventPublisher, NullPublisher, ViewPublisher
 from capacity_service.serialization import Codec
 from capacity_service.settings import SnapshotSettings, WriteSideSettings
@@ -94,7 +101,10 @@ class PoolHost:
     # ------------------------------------------------------------------ commands
 
     async def execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome:
-        return await self._enqueue(await self._slot(pool_id), command)
+        slot = await self._slot(pool_id, creates=isinstance(command, ConfigurePool))
+        if slot is None:
+            return answer_of_absent_pool(pool_id, command)
+        return await self._enqueue(slot, command)
 
     async def execute_many(self, commands: Sequence[tuple[str, PoolCommand]]) -> list[CommandOutcome | CapacityError]:
         """Several commands (of any pools) at once, each answered on its own: a ``CapacityError`` is an
@@ -208,10 +218,11 @@ class PoolHost:
     # ------------------------------------------------------------------ reads (durable state only)
 
     async def view(self, pool_id: str) -> PoolView:
-        slot = await self._slot(pool_id)
-        if slot.durable_view is not None:
+        slot = self._slots.get(pool_id)
+        if slot is not None and slot.durable_view is not None and not self.fenced:
             return slot.durable_view
-        return (await self._settled_slot(pool_id)).writer.view()
+        settled = await self._settled_slot(pool_id)
+        return view_of_absent_pool(pool_id) if settled is None else settled.writer.view()
 
     def durable_view(self, pool_id: str) -> PoolView | None:
         """The view of a running pool as of its last durable write, without waiting; None when the pool
@@ -226,17 +237,22 @@ class PoolHost:
 
     async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | None:
         slot = await self._settled_slot(pool_id)
-        return slot.writer.state.reservations.get(reservation_id)
+        return None if slot is None else slot.writer.state.reservations.get(reservation_id)
 
     async def ensure_started(self, pool_id: str) -> int:
-        """Recover the pool if it is not running yet; returns its seq_nr (the watchdog's ping)."""
-        return (await self._settled_slot(pool_id)).writer.seq_nr
+        """Recover the pool if it is not running yet; returns its seq_nr (the watchdog's ping; 0 for a pool
+        with no events, which is not started)."""
+        slot = await self._settled_slot(pool_id)
+        return 0 if slot is None else slot.writer.seq_nr
 
-    async def _settled_slot(self, pool_id: str) -> _PoolSlot:
+    async def _settled_slot(self, pool_id: str) -> _PoolSlot | None:
         """The slot with no write in flight (a read then never shows an event that is not durable yet) and
         its state loaded. A reload holds the slot as a write does: a write deciding meanwhile would decide
-        against the state the reload is about to replace, and the journal would accept it."""
+        against the state the reload is about to replace, and the journal would accept it. None: the pool
+        has no events (and is not started)."""
         slot = await self._slot(pool_id)
+        if slot is None:
+            return None
         while True:
             while not slot.idle.is_set():
                 await slot.idle.wait()
@@ -258,9 +274,17 @@ class PoolHost:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def _slot(self, pool_id: str) -> _PoolSlot:
+    async def _slot(self, pool_id: str, creates: bool = False) -> _PoolSlot | None:
+        """The running pool, started (claiming its stream, recovering) if needed. A pool with no events is
+        started only by a command that ``creates`` it: for anything else it is None, and nothing is
+        claimed or written (a request for an unknown pool leaves no trace)."""
         if self.fenced:
             raise HostFenced("this pool moved to a newer incarnation; retry")
+        slot = self._slots.get(pool_id)
+        if slot is not None:
+            return slot
+        if not creates and pool_id not in self._starting and not await self._has_events(pool_id):
+            return self._slots.get(pool_id)  # started meanwhile by a command that creates it, or None
         slot = self._slots.get(pool_id)
         if slot is not None:
             return slot
@@ -270,6 +294,17 @@ class PoolHost:
             self._starting[pool_id] = starting
             self._spawn(self._start(pool_id, starting))
         return await asyncio.shield(starting)
+
+    async def _has_events(self, pool_id: str) -> bool:
+        if not self.breaker.allow():
+            raise Unavailable("the journal is failing; not trying for a moment")
+        try:
+            seq_nr = await asyncio.to_thread(self._journal.highest_seq_nr, pool_id)
+        except JournalError as exc:
+            self.breaker.record_failure()
+            raise Unavailable(f"journal unavailable: {exc}") from exc
+        self.breaker.record_success()
+        return seq_nr > 0
 
     async def _start(self, pool_id: str, starting: asyncio.Future[_PoolSlot]) -> None:
         writer = PoolWriter(pool_id, self._journal, self._codec, self._snapshots)

@@ -78,6 +78,20 @@ class CommandOutcome:
     events: tuple[PoolEvent, ...]
 
 
+def answer_of_absent_pool(pool_id: str, command: PoolCommand) -> CommandOutcome:
+    """How a pool with no events answers a command that does not configure it: decided against the empty
+    state (``PoolNotFound``, ``ReservationNotFound``), with nothing started and nothing written."""
+    state = PoolState(pool_id)
+    decision = decide(state, command)
+    if isinstance(decision, list):
+        raise ValueError(f"{type(command).__name__} would change pool {pool_id!r}, which has no events")
+    return CommandOutcome(decision, view_of(state, 0), None, ())
+
+
+def view_of_absent_pool(pool_id: str) -> PoolView:
+    return view_of(PoolState(pool_id), 0)
+
+
 class PoolWriter:
     def __init__(
         self,

@@ -95,13 +95,15 @@ class WriteSideSettings(_Settings):
 class HostingSettings(_Settings):
     """Where pools live in the Ray cluster.
 
-    ``actor_per_pool``: one named detached actor per pool (the design's default; ~60 MB per actor process).
-    ``sharded``: pools hashed onto ``shards`` named actors, each pool still single-writer inside; for
-    deployments with thousands of pools.
+    ``sharded`` (the default): pools hashed onto ``shards`` named actors (``pool-shard:<k>``), each pool
+    still single-writer inside, with its own journal stream, recovery and fencing. ``shards`` None: one per
+    CPU of the nodes that can host pools, counted when the service is deployed and fixed from then on.
+    ``actor_per_pool``: one named detached actor per pool (``pool:<id>``): a process each (~80 MB, ~1 s of
+    CPU to start), for deployments with few, heavy pools.
     """
 
-    mode: Literal["actor_per_pool", "sharded"] = "actor_per_pool"
-    shards: int = Field(default=16, ge=1)
+    mode: Literal["actor_per_pool", "sharded"] = "sharded"
+    shards: int | None = Field(default=None, ge=1)
     namespace: str = Field(default="capacity", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Custom Ray resources a pool actor needs, e.g. {"pool_host": 0.001} to keep pools off the head node.
     actor_resources: dict[str, float] = Field(default_factory=dict)

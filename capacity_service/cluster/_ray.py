@@ -24,6 +24,7 @@ __all__ = [
     "Handle",
     "alive_node_ids",
     "ask",
+    "ask_now",
     "current_node_id",
     "ensure_actor",
     "ensure_initialized",
@@ -33,6 +34,7 @@ __all__ = [
     "named_actors",
     "node_ip_address",
     "plain",
+    "pool_host_cpus",
     "tell",
 ]
 
@@ -133,6 +135,15 @@ async def ask(handle: Handle, method: str, *args: Any, timeout: float) -> Any:
         raise ActorGone(f"{type(exc).__name__}: {exc}") from exc
 
 
+def ask_now(handle: Handle, method: str, *args: Any, timeout: float) -> Any:
+    """``ask`` for synchronous code (application builders, the CLI): blocks until the answer."""
+    ref = getattr(handle, method).remote(*args)
+    try:
+        return ray.get(ref, timeout=timeout)
+    except (*_ACTOR_ERRORS, GetTimeoutError) as exc:
+        raise ActorGone(f"{type(exc).__name__}: {exc}") from exc
+
+
 def tell(handle: Handle, method: str, *args: Any) -> None:
     """Fire-and-forget: send and never wait; a lost message is repaired elsewhere."""
     getattr(handle, method).remote(*args)
@@ -162,6 +173,16 @@ def node_ip_address() -> str:
 
 def alive_node_ids() -> list[str]:
     return [node["NodeID"] for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
+
+
+def pool_host_cpus(resources: dict[str, float]) -> float:
+    """The CPUs of the alive nodes that offer every one of ``resources`` (all nodes when it is empty)."""
+    total = 0.0
+    for node in ray.nodes():  # type: ignore[no-untyped-call]
+        offered = node.get("Resources", {})
+        if node.get("Alive") and all(offered.get(name, 0) >= need for name, need in resources.items()):
+            total += float(offered.get("CPU", 0))
+    return total
 
 
 def kill_namespace(namespace: str) -> None:

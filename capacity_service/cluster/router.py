@@ -16,10 +16,11 @@ from typing import Any
 from capacity_service.cluster._ray import ActorGone, Handle, ask, current_node_id, ensure_actor, lookup_actor
 from capacity_service.cluster.channel import ChannelClient, ChannelGone
 from capacity_service.cluster.pool_actor import PoolActor
-from capacity_service.domain import PoolCommand, PoolView
+from capacity_service.domain import ConfigurePool, PoolCommand, PoolView
 from capacity_service.errors import CapacityError, Unavailable
+from capacity_service.journal import Journal, JournalError, open_journal
 from capacity_service.pool_host import HostFenced
-from capacity_service.pool_writer import CommandOutcome
+from capacity_service.pool_writer import CommandOutcome, answer_of_absent_pool, view_of_absent_pool
 from capacity_service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,28 @@ _CHANNEL_CONNECT_TIMEOUT_S = 1.0
 # After a failed connect (the actor restarting meanwhile, a busy moment), calls go through Ray, and the
 # channel is tried again after this long.
 _CHANNEL_RETRY_S = 10.0
+_SHARD_PREFIX = "pool-shard:"
 
 
 def actor_name(settings: ServiceSettings, pool_id: str) -> str:
     hosting = settings.hosting
     if hosting.mode == "sharded":
-        return f"pool-shard:{zlib.crc32(pool_id.encode()) % hosting.shards}"
+        return f"{_SHARD_PREFIX}{zlib.crc32(pool_id.encode()) % _shard_count(settings)}"
     return f"pool:{pool_id}"
+
+
+def shard_names(settings: ServiceSettings) -> list[str]:
+    """The names of every shard actor (none in ``actor_per_pool`` hosting)."""
+    if settings.hosting.mode != "sharded":
+        return []
+    return [f"{_SHARD_PREFIX}{k}" for k in range(_shard_count(settings))]
+
+
+def _shard_count(settings: ServiceSettings) -> int:
+    shards = settings.hosting.shards
+    if shards is None:
+        raise ValueError("the shard count is counted when the service is deployed (cluster/service.py)")
+    return shards
 
 
 @dataclass
@@ -67,8 +83,10 @@ class PoolRouter:
     append). The call goes over the actor's same-node channel when it runs on this node (``channel.py``),
     else through Ray; every other method always goes through Ray."""
 
-    def __init__(self, settings: ServiceSettings) -> None:
+    def __init__(self, settings: ServiceSettings, pool_exists: Callable[[str], bool] | None = None) -> None:
         self._settings = settings
+        self._pool_exists = pool_exists or self._pool_has_events
+        self._journal: Journal | None = None
         self._handles: dict[str, Handle] = {}
         # Per actor: its same-node channel, or None when calls to it go through Ray (another node, off).
         self._channels: dict[str, ChannelClient | None] = {}
@@ -80,6 +98,8 @@ class PoolRouter:
 
     async def execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome | CapacityError:
         name = actor_name(self._settings, pool_id)
+        if not isinstance(command, ConfigurePool) and not await self._hosted_or_exists(name, pool_id):
+            return answer_of_absent_pool(pool_id, command)
         outbox = self._outboxes.setdefault(name, _Outbox())
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         outbox.waiting.append((pool_id, command, reply))
@@ -180,6 +200,9 @@ class PoolRouter:
         channels = [c for c in self._channels.values() if c is not None]
         self._channels.clear()
         await asyncio.gather(*(c.aclose() for c in channels))
+        if self._journal is not None:
+            journal, self._journal = self._journal, None
+            await asyncio.to_thread(journal.close)
 
     async def views(self, pool_ids: list[str], held: Callable[[str], int] | None = None) -> tuple[list[PoolView], int]:
         """The current view of each pool whose actor is running and answers (one call per hosting actor,
@@ -220,8 +243,30 @@ class PoolRouter:
         return [view for views, _ in pulled for view in views], sum(answered for _, answered in pulled)
 
     async def call(self, pool_id: str, method: str, *args: Any) -> Any:
-        """Call ``method(pool_id, *args)`` on the actor hosting ``pool_id``."""
-        return await self._call_actor(actor_name(self._settings, pool_id), method, pool_id, *args)
+        """Call ``method(pool_id, *args)`` on the actor hosting ``pool_id``; a read of a pool that was never
+        configured is answered here (``view``: an empty view; ``reservation``: none)."""
+        name = actor_name(self._settings, pool_id)
+        if method in _READS_OF_ABSENT_POOLS and not await self._hosted_or_exists(name, pool_id):
+            return _READS_OF_ABSENT_POOLS[method](pool_id)
+        return await self._call_actor(name, method, pool_id, *args)
+
+    async def _hosted_or_exists(self, name: str, pool_id: str) -> bool:
+        """Whether the pool's actor runs, or else the pool has events: only then may a request start its
+        actor. Requests for unknown pools (a typo, a forged reservation id, a flood of them) start no
+        process and write nothing; the actor's host makes the same check for pools it does not run yet."""
+        if name in self._handles:
+            return True
+        if await asyncio.to_thread(lookup_actor, name, self._settings.hosting.namespace) is not None:
+            return True
+        try:
+            return await asyncio.to_thread(self._pool_exists, pool_id)
+        except JournalError as exc:
+            raise Unavailable(f"journal unavailable: {exc}") from exc
+
+    def _pool_has_events(self, pool_id: str) -> bool:
+        if self._journal is None:
+            self._journal = open_journal(self._settings.journal)
+        return self._journal.highest_seq_nr(pool_id) > 0
 
     def host_of(self, pool_id: str) -> str:
         """The name of the actor hosting ``pool_id``."""
@@ -329,6 +374,12 @@ class PoolRouter:
             )
             self._handles[name] = handle
         return handle
+
+
+_READS_OF_ABSENT_POOLS: dict[str, Callable[[str], Any]] = {
+    "view": view_of_absent_pool,
+    "reservation": lambda _pool_id: None,
+}
 
 
 def _consume(done: asyncio.Future[Any]) -> None:

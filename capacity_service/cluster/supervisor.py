@@ -6,7 +6,8 @@ import asyncio
 import logging
 
 from capacity_service.cluster import _ray
-from capacity_service.cluster.router import PoolRouter
+from capacity_service.cluster.pool_actor import PoolActor
+from capacity_service.cluster.router import PoolRouter, shard_names
 from capacity_service.cluster.watchdog import SweepReport, Watchdog
 from capacity_service.errors import CapacityError
 from capacity_service.journal import Journal, open_journal
@@ -88,9 +89,23 @@ class Supervisor:
                 log.exception("keeping warehouse streams failed")
             await asyncio.sleep(self._settings.read_side.membership_interval_s)
 
+    async def settings(self) -> ServiceSettings:
+        """The service's settings (``service.py``): every process routes to pools with these."""
+        return self._settings
+
+    async def _ensure_shards(self) -> None:
+        """In sharded hosting every shard runs from the start: requests for pools that do not exist must
+        not be what starts one (nor a storm of first requests, all at once)."""
+        hosting = self._settings.hosting
+        for name in shard_names(self._settings):
+            await asyncio.to_thread(
+                _ray.ensure_actor, PoolActor, name, hosting.namespace, (self._settings,), hosting.actor_resources
+            )
+
     async def _run(self) -> None:
         while True:
             try:
+                await self._ensure_shards()
                 await self._watchdog.sweep()
             except Exception:
                 log.exception("watchdog sweep failed")

@@ -1,7 +1,7 @@
 """The Ray Serve deployment of the HTTP API.
 
-    serve run serve_config.yaml                                  # or:
-    serve run capacity_service.http.deployment:build_app journal.url=...
+    serve run serve_config.yaml             # the foreground, on a local Ray
+    serve deploy serve_config.yaml          # onto a running Ray cluster
 
 The deployment's constructor arguments are the non-secret settings (Serve keeps them in its config);
 each replica reads the secrets (API keys, Cassandra password) from its own environment.
@@ -16,7 +16,7 @@ from ray import serve
 from ray.serve import Application
 from starlette.types import ASGIApp
 
-from capacity_service.cluster import _ray
+from capacity_service.cluster import _ray, service
 from capacity_service.http.app import create_app
 from capacity_service.http.backend import ServiceBackend
 from capacity_service.http.ingress import serve_fast_lane
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 class CapacityApi:
     def __init__(self, args: dict[str, Any]) -> None:
         _bind_replica_grpc_to_node_ip()
+        _let_replica_http_reuse_its_port()
         self._settings = service_settings(args)
         self._backend = ServiceBackend(self._settings)
 
@@ -71,11 +72,51 @@ def _bind_replica_grpc_to_node_ip() -> None:
     replica.add_port_to_grpc_server = bind_node_ip  # type: ignore[attr-defined]
 
 
-def build_app(args: dict[str, Any], replicas: int | None = None) -> Application:
-    """The application builder named by serve_config.yaml's ``import_path`` (which sets the replicas)."""
-    service_settings(args)  # fail at deploy time, not in every replica, when the args are wrong
+def _let_replica_http_reuse_its_port() -> None:
+    """A replica answering HTTP itself (``capacity-service start``) binds its port without SO_REUSEADDR, so
+    the connections it closed first (``Connection: close`` clients) sit in TIME-WAIT for a minute and block
+    any new listener on that port: a restart right after a stop failed. Serve's own proxies set it (with
+    SO_REUSEPORT, which Serve's port allocation for replicas expects too); the replica is told to do the
+    same. A Serve without the hook keeps its own behaviour."""
+    from ray.serve._private import replica  # private: checked, and skipped when it changes
+
+    start = getattr(replica, "start_asgi_http_server", None)
+    if start is None:
+        log.warning("Serve changed: its replica HTTP server binds without address reuse")
+        return
+    if getattr(start, "reuses_port", False):
+        return
+
+    async def start_reusing_port(*args: Any, **kwargs: Any) -> Any:
+        kwargs["enable_so_reuseport"] = True
+        return await start(*args, **kwargs)
+
+    start_reusing_port.reuses_port = True  # type: ignore[attr-defined]
+    replica.start_asgi_http_server = start_reusing_port  # type: ignore[attr-defined]
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """The application builder named by the Serve configs' ``import_path``: Serve passes the ``args`` alone
+    (the replicas and other deployment options come from the config's ``deployments`` section)."""
+    return application(args)
+
+
+def application(args: dict[str, Any], replicas: int | None = None) -> Application:
+    """The app on the running Ray cluster. Fixes the service's settings first (the shard count counted
+    from the cluster; ``service.establish`` refuses a redeploy that would change what the pool, cache and
+    warehouse actors were started with), so wrong args fail at deploy time, not in every replica. The
+    replicas are given the args (secrets stay in each node's environment, out of Serve's config) with the
+    shard count fixed."""
+    _ray.ensure_initialized()
+    running = service.establish(service_settings(args))
+    bound = dict(args)
+    bound["hosting"] = {
+        **dict(args.get("hosting") or {}),
+        "mode": running.hosting.mode,
+        "shards": running.hosting.shards,
+    }
     deployment: Any = CapacityApi  # a serve.Deployment at runtime; the decorators hide that from mypy
     if replicas is not None:
         deployment = deployment.options(num_replicas=replicas)
-    application: Application = deployment.bind(dict(args))
-    return application
+    built: Application = deployment.bind(bound)
+    return built

@@ -16,9 +16,12 @@ from capacity_service.domain import (
     ConfigurePool,
     InsufficientCapacity,
     PoolView,
+    Release,
     Reserve,
     new_reservation_id,
 )
+from capacity_service.domain import PoolNotFound as PoolNotFoundRejection
+from capacity_service.domain import ReservationNotFound as ReservationNotFoundRejection
 from capacity_service.errors import Unavailable
 from capacity_service.journal import (
     AppendRequest,
@@ -31,6 +34,7 @@ from capacity_service.journal import (
 from capacity_service.journal.memory import InMemoryJournal
 from capacity_service.journal.sql import SqlJournal
 from capacity_service.pool_host import HostFenced, PoolHost
+from capacity_service.pool_writer import CommandOutcome
 from capacity_service.publishing import PersistedEvent
 from capacity_service.settings import SnapshotSettings, SqlJournalSettings, WriteSideSettings
 
@@ -315,7 +319,10 @@ def test_publishers_get_views_and_events_and_cannot_break_writes() -> None:
 
 def test_recoveries_are_bounded() -> None:
     async def scenario() -> None:
-        journal = SlowJournal(delay=0.05)
+        journal = SlowJournal(delay=0.0)
+        creator = PoolHost(journal)
+        await asyncio.gather(*(creator.execute(f"pool-{i}", ConfigurePool(1, "z")) for i in range(12)))
+        journal.delay, journal.max_parallel_recoveries = 0.05, 0
         host = PoolHost(journal, WriteSideSettings(max_concurrent_recoveries=3))
         await asyncio.gather(*(host.ensure_started(f"pool-{i}") for i in range(12)))
         assert journal.max_parallel_recoveries == 3
@@ -405,5 +412,37 @@ def test_on_a_sqlite_file_concurrent_reserves_are_committed_inline_and_never_ove
         assert journal.highest_seq_nr("p") == 51
         assert journal.inline >= 2 and journal.threaded == 0
         journal.close()
+
+    asyncio.run(scenario())
+
+
+class ClaimCountingJournal(InMemoryJournal):
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims: list[str] = []
+
+    def claim_epoch(self, pool_id: str) -> int:
+        self.claims.append(pool_id)
+        return super().claim_epoch(pool_id)
+
+
+def test_requests_for_unknown_pools_start_nothing_and_write_nothing() -> None:
+    async def scenario() -> None:
+        journal = ClaimCountingJournal()
+        host = PoolHost(journal)
+        forged = new_reservation_id("ghost")
+        answers = await host.execute_many([("ghost", reserve("ghost")), ("ghost", Release(forged))])
+        assert [type(a.rejection) for a in answers if isinstance(a, CommandOutcome)] == [
+            PoolNotFoundRejection,
+            ReservationNotFoundRejection,
+        ]
+        assert not (await host.view("ghost")).exists
+        assert await host.reservation("ghost", forged) is None
+        assert await host.ensure_started("ghost") == 0
+        assert journal.claims == [] and host.pool_ids == [] and journal.heads() == {}
+        # Configuring is what creates a pool; from then on it is hosted and answers.
+        await host.execute("ghost", ConfigurePool(5, "z"))
+        assert journal.claims == ["ghost"]
+        assert (await host.execute("ghost", reserve("ghost", quantity=2))).view.remaining == 3
 
     asyncio.run(scenario())

@@ -14,9 +14,12 @@ from capacity_service.cluster import router as router_module
 from capacity_service.cluster._ray import ActorGone
 from capacity_service.cluster.channel import ChannelServer
 from capacity_service.cluster.router import PoolRouter
-from capacity_service.domain import PoolView, Reserve, new_reservation_id
+from capacity_service.domain import ConfigurePool, PoolView, Release, Reserve, new_reservation_id
+from capacity_service.domain import PoolNotFound as PoolNotFoundRejection
+from capacity_service.domain import ReservationNotFound as ReservationNotFoundRejection
 from capacity_service.errors import Unavailable
 from capacity_service.pool_host import HostFenced
+from capacity_service.pool_writer import CommandOutcome
 from capacity_service.settings import HostingSettings, ServiceSettings
 
 
@@ -45,6 +48,12 @@ class FakeActor:
             return pools
         finally:
             self.in_flight -= 1
+
+
+@pytest.fixture(autouse=True)
+def actors_are_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every actor the router looks up exists (unless a test says otherwise): no Ray in the unit tier."""
+    monkeypatch.setattr(router_module, "lookup_actor", lambda name, namespace: object())
 
 
 def router_with(actor: FakeActor) -> PoolRouter:
@@ -374,5 +383,38 @@ def test_anti_entropy_pulls_only_the_views_the_caller_is_behind_on(monkeypatch: 
         views, answered = await router.views(list(versions), held=lambda p: held.get(p, -1))
         down = [p for p in versions if router.host_of(p) == router.host_of("p0")]
         assert 0 < len(down) < 10 and answered == 10 - len(down)
+
+    asyncio.run(scenario())
+
+
+def test_requests_for_unknown_pools_start_no_actor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool whose actor does not run and which has no events: reads, reserves and releases are answered
+    by the router, and no actor is created; configuring it (or a pool with events) goes to its actor."""
+
+    async def scenario() -> None:
+        created: list[str] = []
+        known = {"real"}
+        monkeypatch.setattr(router_module, "lookup_actor", lambda name, namespace: None)
+        monkeypatch.setattr(router_module, "ensure_actor", lambda _cls, name, *args: created.append(name))
+        router = PoolRouter(ServiceSettings(hosting=HostingSettings(mode="actor_per_pool")), known.__contains__)
+        calls: list[str] = []
+
+        async def call_actor(name: str, method: str, *args: Any, deadline: float | None = None) -> Any:
+            calls.append(name)
+            return ["sent"]
+
+        router._call_actor = call_actor  # type: ignore[method-assign]
+        forged = new_reservation_id("ghost")
+        outcome = await router.execute("ghost", reserve("ghost"))
+        assert isinstance(outcome, CommandOutcome) and isinstance(outcome.rejection, PoolNotFoundRejection)
+        released = await router.execute("ghost", Release(forged))
+        assert isinstance(released, CommandOutcome)
+        assert isinstance(released.rejection, ReservationNotFoundRejection)
+        assert not (await router.call("ghost", "view")).exists
+        assert await router.call("ghost", "reservation", forged) is None
+        assert calls == [] and created == []
+        assert await router.execute("ghost", ConfigurePool(1, "z")) == "sent"
+        assert await router.execute("real", reserve("real")) == "sent"
+        assert calls == ["pool:ghost", "pool:real"]
 
     asyncio.run(scenario())
