@@ -15,10 +15,11 @@ For each N, on a fresh temporary data dir and a fresh service:
    the last answer;
 3. memory: the sum of PSS (/proc/PID/smaps_rollup; MB = 2^20 bytes, as in pool_actors.py) of every process
    of the service: the start process and all its descendants (through /proc/PID/task/*/children, or where
-   the kernel has no such file, the parent pids in /proc/*/stat), plus any process outside that tree whose
-   command line names the service's Ray session directory (found in its descendants' command lines) or its
-   data dir, in case Ray re-parented one; the JSON says how many of each kind were counted and PSS by
-   process name. Sampled after the pools are created, after the latency runs and after the restart; the
+   the kernel has no such file, the parent pids in /proc/*/stat), plus any process outside that tree (one
+   whose parent died, re-parented) that is still in the start process's session (it starts as the leader of
+   a new one) or whose command line names the service's Ray session directory (found in its descendants'
+   command lines) or its data dir; the JSON says how many of each kind were counted, and PSS by process
+   name. Sampled after the pools are created, after the latency runs and after the restart; the
    largest sample is the figure reported;
 4. latency: ``--requests`` (2,000) `POST /v1/availability {"zone": "z3"}` (N/20 pools in that zone), then as
    many `POST /v1/reservations {"pool_id": <random pool>, "quantity": 1}`, ``--in-flight`` (16) at a time,
@@ -172,12 +173,13 @@ def _process_name(pid: int) -> str:
     argv = _cmdline(pid)
     if not argv:
         return (_read(f"/proc/{pid}/comm") or "?").strip()
-    if argv[0].startswith("ray::"):
-        return argv[0].split()[0]
+    if argv[0].startswith("ray::"):  # ray::ServeController.listen_for_change: the actor, not its method
+        return argv[0].split()[0].split(".")[0]
     name = os.path.basename(argv[0].split()[0])
-    if name.startswith("python") and len(argv) > 1:
-        rest = argv[2] if argv[1] == "-m" and len(argv) > 2 else argv[1]
-        return f"{name} {os.path.basename(rest)}"
+    if name.startswith("python"):
+        rest = [arg for arg in argv[1:] if not arg.startswith("-") or arg == "-m"]
+        if rest:
+            return f"{name} {os.path.basename(rest[1] if rest[0] == '-m' and len(rest) > 1 else rest[0])}"
     return name
 
 
@@ -203,6 +205,8 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     session_dirs: set[str] = field(default_factory=set)
+    session_id: int | None = None  # of the last start: its pid (the leader of a new session)
+    session_started: int = 0  # its start time, in clock ticks since boot
 
     @property
     def url(self) -> str:
@@ -221,8 +225,10 @@ class Service:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C at the terminal reaches us, and we stop it in order
+                start_new_session=True,  # a Ctrl-C at the terminal goes to us only; we stop the service in order
             )
+        self.session_id = self.proc.pid
+        self.session_started = int(_start_time(self.proc.pid) or 0)
 
     def check_running(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -232,12 +238,15 @@ class Service:
     def members(self) -> dict[int, tuple[str, str]]:
         """Every process of the service: pid -> (how it was found, start time).
 
-        "tree": the start process or one of its descendants; "session": outside that tree, but its command
-        line names the service's Ray session directory or data dir (a process Ray re-parented).
+        "tree": the start process or one of its descendants. "outside tree": a process Ray re-parented (its
+        parent died), found by what it kept: the start process's session id (the service runs as the leader
+        of its own session, and Ray's processes do not leave it), or a command line naming the service's Ray
+        session directory or data dir.
         """
         found: dict[int, tuple[str, str]] = {}
-        if self.proc is not None and self.proc.poll() is None:
-            for pid in process_tree(self.proc.pid):
+        leader = self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+        if leader is not None:
+            for pid in process_tree(leader):
                 start = _start_time(pid)
                 if start is not None:
                     found[pid] = ("tree", start)
@@ -247,10 +256,16 @@ class Service:
         for pid in _all_pids():
             if pid in found or pid == os.getpid():
                 continue
-            cmdline = " ".join(_cmdline(pid))
-            start = _start_time(pid)
-            if start is not None and any(marker in cmdline for marker in markers):
-                found[pid] = ("session", start)
+            fields = _stat_fields(pid)
+            if fields is None or fields[0] in "ZX":
+                continue
+            same_session = (
+                self.session_id is not None
+                and fields[3] == str(self.session_id)
+                and int(fields[19]) >= self.session_started
+            )
+            if same_session or any(marker in " ".join(_cmdline(pid)) for marker in markers):
+                found[pid] = ("outside tree", fields[19])
         return found
 
     def memory(self) -> dict[str, Any]:
@@ -273,7 +288,7 @@ class Service:
             "swap_pss_mb": swap_kb / 1024,
             "processes": sum(counted.values()),
             "in_process_tree": counted["tree"],
-            "outside_tree_by_session_or_data_dir": counted["session"],
+            "outside_tree": counted["outside tree"],
             "ray_session_dirs": sorted(self.session_dirs),
             "by_name": dict(sorted(by_name.items(), key=lambda item: -item[1]["pss_mb"])),
         }
@@ -604,9 +619,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     target(create_ax, CREATE_500_S, "target: 500 pools < 15 s")
     create_ax.set(title="time to create N pools over HTTP", ylabel="seconds")
 
-    for name, style in (("availability", "o-"), ("reserve", "s-")):
-        p99_ax.plot(sizes, [r["latency"][name]["p99_ms"] for r in ok], style, label=f"{name} p99")
-        p99_ax.plot(sizes, [r["latency"][name]["median_ms"] for r in ok], style[0] + ":", label=f"{name} median")
+    for name, marker, color in (("availability", "o", "tab:blue"), ("reserve", "s", "tab:green")):
+        p99_ax.plot(sizes, [r["latency"][name]["p99_ms"] for r in ok], marker + "-", color=color, label=f"{name} p99")
+        medians = [r["latency"][name]["median_ms"] for r in ok]
+        p99_ax.plot(sizes, medians, marker + ":", color=color, label=f"{name} median")
     at_500 = _row(rows, 500)
     target(
         p99_ax,
@@ -616,6 +632,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     p99_ax.set(title="latency", ylabel="ms")
 
     restart_ax.plot(sizes, [r.get("restart", {}).get("seconds") for r in ok], "o-", label="until every pool serves")
+    first = [r.get("restart", {}).get("first_http_answer_s") for r in ok]
+    restart_ax.plot(sizes, first, "o:", color="tab:blue", label="until the first HTTP answer")
     target(restart_ax, RESTART_10000_S, "target: 10,000 pools < 30 s")
     restart_ax.set(title="cold restart", ylabel="seconds")
 

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy
+from cassandra.cluster import Cluster
 
 from capacity_service.client import CapacityClient
 from capacity_service.cluster import _ray
@@ -21,7 +23,7 @@ from capacity_service.cluster._ray import kill_namespace
 from capacity_service.cluster.pool_actor import PoolActor
 from capacity_service.cluster.router import actor_name
 from capacity_service.domain import PoolState, Reserve, new_reservation_id
-from capacity_service.errors import InsufficientCapacity, Unavailable
+from capacity_service.errors import InsufficientCapacity, PoolNotFound, ReservationNotFound, Unavailable
 from capacity_service.journal import open_journal
 from capacity_service.pool_host import HostFenced
 from capacity_service.recovery import recover_pool
@@ -231,3 +233,68 @@ def test_watchdog_sweep_revives_every_registered_pool(client: CapacityClient, se
     for pool_id in pools:
         assert _ray.lookup_actor(actor_name(settings, pool_id), settings.hosting.namespace) is not None
         assert client.get_pool(pool_id).capacity == 5
+
+
+def journal_rows(settings: SqlJournalSettings | CassandraJournalSettings) -> dict[str, int]:
+    """Rows per table of the journal's store, read with the store's own driver (not the adapter's code)."""
+    if isinstance(settings, SqlJournalSettings):
+        engine = sqlalchemy.create_engine(settings.url)
+        try:
+            with engine.connect() as conn:
+                tables = sqlalchemy.inspect(conn).get_table_names()
+                return {t: conn.execute(sqlalchemy.text(f'SELECT count(*) FROM "{t}"')).scalar_one() for t in tables}
+        finally:
+            engine.dispose()
+    cluster = Cluster(settings.contact_points, port=settings.port, protocol_version=settings.protocol_version)
+    try:
+        session = cluster.connect()
+        rows = session.execute(  # Cassandra 2.1's schema table (system_schema.tables from 3.0 on)
+            "SELECT columnfamily_name FROM system.schema_columnfamilies WHERE keyspace_name = %s", [settings.keyspace]
+        )
+        tables = [r.columnfamily_name for r in rows]
+        return {t: session.execute(f"SELECT count(*) FROM {settings.keyspace}.{t}").one()[0] for t in tables}
+    finally:
+        cluster.shutdown()
+
+
+@pytest.mark.parametrize("mode", ["actor_per_pool", "sharded"])
+@pytest.mark.parametrize("store", ["sqlite", "postgres", "cassandra"])
+def test_requests_for_unknown_ids_start_no_actor_and_write_nothing(
+    request: pytest.FixtureRequest, store: str, mode: str, tmp_path: Path
+) -> None:
+    """200 requests naming pools that were never configured, or forged reservation ids: every one a
+    not-found, and afterwards the same actors run and the journal holds the same rows."""
+    journal: SqlJournalSettings | CassandraJournalSettings
+    if store == "sqlite":
+        journal = SqlJournalSettings(url=f"sqlite:///{tmp_path / 'journal.db'}")
+    elif store == "postgres":
+        journal = request.getfixturevalue("postgres_settings")
+    else:
+        base: CassandraJournalSettings = request.getfixturevalue("cassandra_settings")
+        journal = base.model_copy(update={"keyspace": "unknown_ids"})
+    namespace = f"ghosts-{uuid.uuid4().hex[:8]}"
+    settings = ServiceSettings(
+        journal=journal,
+        hosting=HostingSettings(mode=mode, shards=2, namespace=namespace, call_timeout_s=20),
+        warehouse=WarehouseSettings(enabled=False),
+    )
+    try:
+        with CapacityClient(settings) as client:
+            real = new_pool(client, 5)
+            client.reserve(real, 1)
+            actors, rows = _ray.named_actors(namespace, ""), journal_rows(journal)
+            for i in range(50):
+                ghost = f"ghost-{uuid.uuid4().hex[:8]}-{i}"
+                with pytest.raises(PoolNotFound):
+                    client.get_pool(ghost)
+                with pytest.raises(PoolNotFound):
+                    client.reserve(ghost, 1)
+                with pytest.raises(ReservationNotFound):
+                    client.release(new_reservation_id(ghost))
+                with pytest.raises(ReservationNotFound):
+                    client.get_reservation(new_reservation_id(real if i % 2 else ghost))
+            assert _ray.named_actors(namespace, "") == actors
+            assert journal_rows(journal) == rows
+            assert client.get_pool(real).reserved == 1
+    finally:
+        kill_namespace(namespace)
