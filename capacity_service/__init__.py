@@ -9,6 +9,7 @@ from capacity_service.errors import (
     PoolNotFound,
     RequestIdConflict,
     ReservationNotFound,
+    SettingsMismatch,
     Unavailable,
 )
 from capacity_service.journal import open_journal
@@ -54,6 +55,7 @@ __all__ = [
     "ReservationNotFound",
     "ReservationReceipt",
     "ServiceSettings",
+    "SettingsMismatch",
     "SnapshotSettings",
     "SqlJournalSettings",
     "Unavailable",

@@ -279,14 +279,17 @@ def _start(a: argparse.Namespace) -> int:
         os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(a.port + 1)
         os.environ["RAY_SERVE_PORT_QUARANTINE_S"] = "0"
         proxy_port = 0
+    auth_mode = _local_auth_mode()
     import ray
     from ray import serve
 
+    from capacity_service.cluster import _ray
     from capacity_service.cluster.service import SettingsMismatch
     from capacity_service.http.deployment import application
 
     args = _service_args(a)
-    ray.init(include_dashboard=False, log_to_driver=False, namespace="capacity")
+    # A Ray of its own ("local"), even when another runs on this machine: Ctrl-C stops all of it.
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, namespace="capacity")
     stop = _stop_on_signal()
     try:
         serve.start(http_options={"host": a.host, "port": proxy_port})
@@ -302,7 +305,12 @@ def _start(a: argparse.Namespace) -> int:
             return _did_not_come_up(exc, None if a.fast_ingress else (a.host, a.port))
         url = f"http://{a.host}:{a.port}"
         print(f"capacity_service is listening on {url} (journal: {args.get('journal', 'from environment')})")
-        print(f"  try: curl -s {url}/readyz    docs: {url}/docs    Ctrl-C stops it", flush=True)
+        print(f"  try: curl -s {url}/readyz    docs: {url}/docs    Ctrl-C stops it")
+        print(
+            f"  python, with RAY_AUTH_MODE={auth_mode} in its environment: "
+            f"ray.init(address={_ray.gcs_address()!r}); CapacityClient()",
+            flush=True,
+        )
         while not stop.wait(0.2):  # short waits: the signal handler runs between them
             pass
     finally:
@@ -312,6 +320,13 @@ def _start(a: argparse.Namespace) -> int:
         with contextlib.suppress(OSError):  # Ray's worker processes exit a moment later: wait for the port
             _bind_check(a.host, a.port, wait_s=15.0)
     return 0
+
+
+def _local_auth_mode() -> str:
+    """The auth mode of the local Ray that ``start`` starts: Ray 2.59+ turns token auth on when
+    ``~/.ray/auth_token`` exists, but a process joining the cluster must be told (``RAY_AUTH_MODE=token``)."""
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    return os.environ.get("RAY_AUTH_MODE") or ("token" if token.exists() else "disabled")
 
 
 def _did_not_come_up(exc: RuntimeError, replica_address: tuple[str, int] | None = None) -> int:

@@ -53,3 +53,7 @@ class Unavailable(CapacityError):
     retrying with the same request id is always safe."""
 
     code = "unavailable"
+
+
+class SettingsMismatch(ValueError):
+    """Settings given to a client or a deploy disagree with those of the service running in the namespace."""

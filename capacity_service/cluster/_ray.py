@@ -28,6 +28,7 @@ __all__ = [
     "current_node_id",
     "ensure_actor",
     "ensure_initialized",
+    "gcs_address",
     "kill_actor",
     "kill_namespace",
     "lookup_actor",
@@ -169,6 +170,11 @@ def current_node_id() -> str:
 def node_ip_address() -> str:
     """The address other nodes reach this one at (127.0.0.1 in a loopback-only local Ray)."""
     return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+
+
+def gcs_address() -> str:
+    """The address a process on this machine gives ``ray.init`` to join this process's Ray cluster."""
+    return str(ray.get_runtime_context().gcs_address)
 
 
 def alive_node_ids() -> list[str]:

@@ -12,15 +12,11 @@ import math
 
 from capacity_service.cluster import _ray
 from capacity_service.cluster.supervisor import SUPERVISOR_NAME, Supervisor
-from capacity_service.errors import Unavailable
+from capacity_service.errors import SettingsMismatch, Unavailable
 from capacity_service.settings import ServiceSettings
 
 DEFAULT_NAMESPACE = "capacity"
 _ASK_TIMEOUT_S = 30.0
-
-
-class SettingsMismatch(ValueError):
-    """The settings given disagree with those of the service running in the namespace."""
 
 
 def with_shards_counted(settings: ServiceSettings) -> ServiceSettings:
@@ -28,7 +24,13 @@ def with_shards_counted(settings: ServiceSettings) -> ServiceSettings:
     hosting = settings.hosting
     if hosting.mode != "sharded" or hosting.shards is not None:
         return settings
-    shards = max(1, math.floor(_ray.pool_host_cpus(hosting.actor_resources)))
+    cpus = _ray.pool_host_cpus(hosting.actor_resources)
+    if cpus <= 0:
+        raise SettingsMismatch(
+            f"no alive node of the Ray cluster offers the pool actors' resources {hosting.actor_resources} with "
+            "CPUs to count shards by: start the pool-host nodes first, or set hosting.shards"
+        )
+    shards = max(1, math.floor(cpus))
     return settings.model_copy(update={"hosting": hosting.model_copy(update={"shards": shards})})
 
 
@@ -71,11 +73,12 @@ def establish(settings: ServiceSettings) -> ServiceSettings:
     if differences:
         raise SettingsMismatch(
             f"capacity_service already runs in Ray namespace {namespace!r} with other "
-            f"{', '.join(differences)}. Its pool, cache and warehouse actors keep the settings they were "
-            "started with, so this change cannot be applied to a running service. To apply it: stop the "
-            f"service (`capacity-service stop --address auto --namespace {namespace}`: the Serve app and every "
-            "actor of the namespace; pools recover from the journal when it starts again), then deploy again. "
-            "Only `http` settings (and the Serve deployment options) change on a running service."
+            f"{', '.join(differences)} than given here. A client needs no settings: `CapacityClient()` takes the "
+            "running service's. A deploy cannot change what the service's pool, cache and warehouse actors were "
+            "started with; to apply such a change, stop the service "
+            f"(`capacity-service stop --address auto --namespace {namespace}`: the Serve app and every actor of "
+            "the namespace; pools recover from the journal), then deploy again. Only `http` settings and the Serve "
+            "deployment options change on a running service."
         )
     return running.model_copy(update={"http": settings.http})
 

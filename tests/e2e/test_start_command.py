@@ -3,9 +3,12 @@ with Ctrl-C and started again on the same data."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,16 +20,78 @@ from devenv._process import free_port
 from tests.support.processes import descendants, is_loopback, listeners
 
 
-def start(data_dir: Path, port: int) -> subprocess.Popen[str]:
+def start(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     return subprocess.Popen(
-        [sys.executable, "-m", "capacity_service", "--data-dir", str(data_dir), "start", "--port", str(port)],
+        [sys.executable, "-m", "capacity_service", "--data-dir", str(data_dir), "start", "--port", str(port), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
         start_new_session=True,
     )
+
+
+CLIENT_EXAMPLE = """
+import asyncio, sys
+import ray
+from capacity_service import AsyncCapacityClient, CapacityClient
+
+ray.init(address=sys.argv[1])
+with CapacityClient() as client:  # the running service's settings, taken from it
+    receipt = client.get_reservation(sys.argv[2])
+    print("sync", receipt.pool_id, receipt.quantity)
+
+
+async def main() -> None:
+    client = AsyncCapacityClient()
+    try:
+        await client.reserve("north:0800", 1, request_id="python-example")
+        print("async", "north:0800", (await client.get_pool("north:0800")).reserved)
+    finally:
+        await client.aclose()
+
+
+asyncio.run(main())
+"""
+
+
+def run_client_example(address: str, auth_mode: str, reservation_id: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", CLIENT_EXAMPLE, address, reservation_id],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": auth_mode},
+    )
+
+
+def first_output_so_far(process: subprocess.Popen[str]) -> str:
+    """What the command printed until it said it listens (its stdout is a pipe read line by line)."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    while not any("ray.init(address=" in line for line in lines):
+        line = process.stdout.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+    return "".join(lines)
+
+
+def actor_processes(pid: int) -> list[str]:
+    """The names of the actor processes the command started (Ray's idle pre-started workers aside)."""
+    names = []
+    for child in descendants(pid):
+        with contextlib.suppress(OSError):
+            name = Path(f"/proc/{child}/comm").read_text().strip()
+            if name.startswith("ray::") and name != "ray::IDLE":
+                names.append(name)
+    return sorted(names)
+
+
+def journal_rows(db: Path) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
 
 
 def wait_ready(url: str, process: subprocess.Popen[str]) -> None:
@@ -52,6 +117,7 @@ def test_start_serve_stop_and_start_again_with_the_data(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     first = start(tmp_path, port)
+    early = ""
     try:
         wait_ready(url, first)
         created = httpx.put(f"{url}/v1/pools/north:0800", json={"capacity": 5, "zone": "north"}, timeout=30)
@@ -68,8 +134,30 @@ def test_start_serve_stop_and_start_again_with_the_data(tmp_path: Path) -> None:
         assert (f"127.0.0.1:{port}", "ray::ServeRepli") in listening, listening
         exposed = [(a, n) for a, n in listening if not is_loopback(a)]
         assert exposed == [], f"listening beyond loopback: {exposed}"
+
+        # Unknown pool ids and forged reservation ids: 404s that start no process and write no row.
+        before = actor_processes(first.pid), journal_rows(tmp_path / "capacity.db")
+        for i in range(100):
+            assert httpx.get(f"{url}/v1/pools/ghost-{i}", timeout=30).status_code == 404
+            forged = f"Z2hvc3Qt{i:02d}.AAAAAAAAAAAAAAAAAAAAAA"
+            assert httpx.delete(f"{url}/v1/reservations/{forged}", timeout=30).status_code == 404
+        assert (actor_processes(first.pid), journal_rows(tmp_path / "capacity.db")) == before
+
+        # The README's Python example, run beside the service (sync and async), attaches to it.
+        early = first_output_so_far(first)
+        hint = re.search(r"RAY_AUTH_MODE=(\w+) in its environment: ray\.init\(address='([^']+)'\)", early)
+        assert hint, "start did not say how to reach its Ray"
+        attached = run_client_example(hint.group(2), hint.group(1), rid.json()["reservation_id"])
+        assert attached.returncode == 0, attached.stderr[-3000:]
+        assert "Task was destroyed" not in attached.stderr
+        assert attached.stdout.split() == ["sync", "north:0800", "2", "async", "north:0800", "3"]
+
+        # Clients that close their connections leave the server's side in TIME-WAIT: the restart below
+        # must not wait for the kernel.
+        for _ in range(5):
+            assert httpx.get(f"{url}/healthz", headers={"connection": "close"}, timeout=30).status_code == 200
     finally:
-        output = stop(first)
+        output = early + stop(first)
     assert first.returncode == 0, output
     assert f"listening on {url}" in output
     assert (tmp_path / "capacity.db").exists()
@@ -78,7 +166,7 @@ def test_start_serve_stop_and_start_again_with_the_data(tmp_path: Path) -> None:
     try:
         wait_ready(url, second)
         pool = httpx.get(f"{url}/v1/pools/north:0800", timeout=30).json()
-        assert (pool["capacity"], pool["reserved"]) == (5, 2)
+        assert (pool["capacity"], pool["reserved"]) == (5, 3)  # the client's reserve included
         reservation = httpx.get(f"{url}/v1/reservations/{rid.json()['reservation_id']}", timeout=30).json()
         assert reservation["status"] == "active"
     finally:
