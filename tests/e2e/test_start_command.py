@@ -3,6 +3,7 @@ with Ctrl-C and started again on the same data."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -94,6 +95,23 @@ def journal_rows(db: Path) -> dict[str, int]:
         return {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
 
 
+async def create_and_reserve(url: str, pool_ids: list[str]) -> None:
+    limits = httpx.Limits(max_connections=16)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+        gate = asyncio.Semaphore(16)
+
+        async def one(pool_id: str) -> None:
+            async with gate:
+                created = await http.put(f"/v1/pools/{pool_id}", json={"capacity": 2, "zone": "seed"})
+                assert created.status_code == 201, created.text
+                reserved = await http.post("/v1/reservations", json={"pool_id": pool_id})
+                assert reserved.status_code == 201, reserved.text
+
+        await asyncio.gather(*(one(p) for p in pool_ids))
+        for pool_id in pool_ids[::50]:
+            assert (await http.get(f"/v1/pools/{pool_id}")).json()["reserved"] == 1
+
+
 def wait_ready(url: str, process: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -151,6 +169,9 @@ def test_start_serve_stop_and_start_again_with_the_data(tmp_path: Path) -> None:
         assert attached.returncode == 0, attached.stderr[-3000:]
         assert "Task was destroyed" not in attached.stderr
         assert attached.stdout.split() == ["sync", "north:0800", "2", "async", "north:0800", "3"]
+
+        # The original system's scale on the default settings: 500 pools created and reserved over HTTP.
+        asyncio.run(create_and_reserve(url, [f"seed:{i}" for i in range(500)]))
 
         # Clients that close their connections leave the server's side in TIME-WAIT: the restart below
         # must not wait for the kernel.
