@@ -3,12 +3,14 @@ asyncpg + PostgreSQL, a conditional UPDATE per reserve), loaded with wrk (2 thre
 10 s) on this machine: availability over 50 zones, reserves spread over 500 pools, reserves on one hot
 pool, and a 10:2:1 availability:reserve:release mix.
 
-    .venv/bin/python benchmarks/http_load.py [--seconds 10] [--connections 16] [--shards 1] [--runs 3] [--rounds 1]
+    .venv/bin/python benchmarks/http_load.py [--seconds 10] [--connections 16] [--runs 3] [--rounds 1]
+        [--targets yardstick,capacity_service,shards_1,fast]
 
 Both run on the same 2 cores as wrk. The yardstick's PostgreSQL fsyncs every commit, as our SQLite journal
-does. capacity_service runs as `capacity-service start` (SQLite journal, pools on --shards shard actors:
-500 pools as 500 actor processes would need ~38 GB here), once as it starts by default (the Serve replica
-answers HTTP itself, on loopback) and once with `--fast-ingress` (Serve's HAProxy in front of it).
+does. capacity_service runs as `capacity-service start` (SQLite journal), with pools created over HTTP:
+as it starts by default (pools on one shard actor per CPU; the Serve replica answers HTTP itself, on
+loopback), beside `--shards 1` (the earlier benchmark path) and, when asked, `--fast-ingress` (Serve's
+HAProxy in front of it).
 Results: benchmarks/results/http_load.json and .png.
 
 This machine drifts by ±20% within minutes, and a target measured a few minutes after another may meet a
@@ -179,8 +181,11 @@ def bench_yardstick(wrk: str, args: argparse.Namespace, say: Any) -> Runs:
             postgres.stop()
 
 
-def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any, fast: bool) -> Runs:
-    target = _target_name("fast" if fast else "capacity_service")
+def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any, target_key: str) -> Runs:
+    """``capacity_service``: `capacity-service start` as it starts by default; ``shards_1``: with `--shards 1`
+    (the old benchmark path); ``fast``: with `--fast-ingress`."""
+    target = _target_name(target_key)
+    fast = target_key == "fast"
     with tempfile.TemporaryDirectory(prefix="bench-cs-") as tmp:
         port = free_port()
         env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -194,8 +199,7 @@ def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any, fast: b
                 "start",
                 "--port",
                 str(port),
-                "--shards",
-                str(args.shards),
+                *(["--shards", "1"] if target_key == "shards_1" else []),
                 *(["--fast-ingress"] if fast else []),
                 *(["--no-warehouse"] if args.no_warehouse else []),
             ],
@@ -220,7 +224,11 @@ def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any, fast: b
 
 
 def _target_name(target: str) -> str:
-    return {"fast": "capacity_service (HAProxy)", "capacity_service": "capacity_service (direct)"}.get(target, target)
+    return {
+        "fast": "capacity_service (HAProxy)",
+        "capacity_service": "capacity_service (default)",
+        "shards_1": "capacity_service (--shards 1)",
+    }.get(target, target)
 
 
 def _scenario(
@@ -286,8 +294,7 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=1, help="start every target this many times, alternating; medians over all runs"
     )
-    parser.add_argument("--shards", type=int, default=1)
-    parser.add_argument("--targets", default="yardstick,capacity_service,fast")
+    parser.add_argument("--targets", default="yardstick,capacity_service,shards_1")
     parser.add_argument("--no-warehouse", action="store_true", help="capacity_service without its analytics stream")
     parser.add_argument("--results", default="http_load", help="name of the results file")
     args = parser.parse_args()
@@ -301,8 +308,9 @@ def main() -> None:
 
     benches = {
         "yardstick": lambda: bench_yardstick(wrk, args, say),
-        "capacity_service": lambda: bench_capacity_service(wrk, args, say, fast=False),
-        "fast": lambda: bench_capacity_service(wrk, args, say, fast=True),
+        "capacity_service": lambda: bench_capacity_service(wrk, args, say, "capacity_service"),
+        "shards_1": lambda: bench_capacity_service(wrk, args, say, "shards_1"),
+        "fast": lambda: bench_capacity_service(wrk, args, say, "fast"),
     }
     targets = [t for t in benches if t in {name.strip() for name in args.targets.split(",")}]
     collected: dict[str, Runs] = {t: {s: [] for s in SCENARIOS} for t in targets}
@@ -324,7 +332,6 @@ def main() -> None:
         )
     results = {
         "rows": rows,
-        "shards": args.shards,
         "warehouse": not args.no_warehouse,
         "connections": args.connections,
         "rounds": args.rounds,
