@@ -56,19 +56,22 @@ def _parser() -> argparse.ArgumentParser:
     # Also accepted after the command (`capacity-service start --data-dir x`); given there, it wins.
     data_dir = argparse.ArgumentParser(add_help=False)
     data_dir.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help="where the SQLite journal lives")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    start = commands.add_parser("start", parents=[data_dir], help="run the service on a local Ray (Ctrl-C stops it)")
-    start.add_argument("--port", type=int, default=8000)
-    start.add_argument("--host", default="127.0.0.1", help="bind address (loopback unless you mean it)")
-    start.add_argument(
+    hosting = argparse.ArgumentParser(add_help=False)
+    hosting.add_argument(
         "--shards", type=int, help="shard actors hosting the pools (default: one per CPU of the pool-host nodes)"
     )
-    start.add_argument(
+    hosting.add_argument(
         "--actor-per-pool",
         action="store_true",
         help="one actor (a process, ~80 MB) per pool instead of shards: for a few heavy pools",
     )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    start = commands.add_parser(
+        "start", parents=[data_dir, hosting], help="run the service on a local Ray (Ctrl-C stops it)"
+    )
+    start.add_argument("--port", type=int, default=8000)
+    start.add_argument("--host", default="127.0.0.1", help="bind address (loopback unless you mean it)")
     start.add_argument(
         "--no-warehouse",
         action="store_true",
@@ -87,20 +90,12 @@ def _parser() -> argparse.ArgumentParser:
 
     cluster = commands.add_parser(
         "cluster",
-        parents=[data_dir],
+        parents=[data_dir, hosting],
         help="the service on a multi-node Ray cluster on this machine: a head (no pools) and N worker nodes, "
         "all on 127.0.0.1 (Ctrl-C stops it)",
     )
     cluster.add_argument("--workers", type=int, default=2)
     cluster.add_argument("--port", type=int, default=8000)
-    cluster.add_argument(
-        "--shards", type=int, help="shard actors hosting the pools (default: one per CPU of the pool-host nodes)"
-    )
-    cluster.add_argument(
-        "--actor-per-pool",
-        action="store_true",
-        help="one actor (a process, ~80 MB) per pool instead of shards: for a few heavy pools",
-    )
     cluster.add_argument("--no-warehouse", action="store_true", help="no analytics stream")
     cluster.set_defaults(run=_cluster)
 
