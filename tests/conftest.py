@@ -76,7 +76,8 @@ def ray_session() -> Iterator[None]:
     """One local Ray for the whole session (starting Ray costs seconds and memory on 2 cores)."""
     import ray
 
-    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False)
+    # A Ray of its own ("local"): without an address, ray.init joins any Ray running on this machine.
+    ray.init(address="local", num_cpus=2, log_to_driver=False, include_dashboard=False)
     try:
         yield
     finally:
