@@ -90,6 +90,7 @@ class PoolHost:
         self._starting: dict[str, asyncio.Future[_PoolSlot]] = {}
         self._recoveries = asyncio.Semaphore(self._settings.max_concurrent_recoveries)
         self._committer = _Committer(journal)
+        self._claims = _Claims(journal)
         self.breaker = CircuitBreaker(self._settings.breaker_failure_threshold, self._settings.breaker_reset_s)
         self.fenced = False
         self._background: set[asyncio.Task[None]] = set()
@@ -311,8 +312,9 @@ class PoolHost:
         try:
             if not self.breaker.allow():
                 raise Unavailable("the journal is failing; not trying for a moment")
+            epoch = await self._claims.claim(pool_id)
             async with self._recoveries:
-                await asyncio.to_thread(writer.start)
+                await asyncio.to_thread(writer.start, epoch)
             self.breaker.record_success()
         except JournalError as exc:
             self.breaker.record_failure()
@@ -341,6 +343,36 @@ class PoolHost:
     def epoch_of(self, pool_id: str) -> int | None:
         slot = self._slots.get(pool_id)
         return None if slot is None else slot.writer.epoch
+
+
+class _Claims:
+    """Writer epochs claimed for many pools in one journal call: pools that start while a claim runs (a
+    cold start, the watchdog reviving a host's pools) are claimed together in the next."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._waiting: list[tuple[str, asyncio.Future[int]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def claim(self, pool_id: str) -> int:
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append((pool_id, answer))
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+        return await answer
+
+    async def _run(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                epochs = await asyncio.to_thread(self._journal.claim_epochs, [pool_id for pool_id, _ in batch])
+            except Exception as exc:  # every waiter gets the error (a bug too: none may wait forever)
+                for _, answer in batch:
+                    _fail(answer, exc)
+                continue
+            for (_, answer), epoch in zip(batch, epochs, strict=True):
+                if not answer.done():
+                    answer.set_result(epoch)
 
 
 class _Committer:
@@ -383,6 +415,6 @@ class _Committer:
             self._running = False
 
 
-def _fail(future: asyncio.Future[CommandOutcome] | asyncio.Future[_PoolSlot], error: BaseException) -> None:
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)

@@ -124,9 +124,10 @@ class PoolWriter:
     def view(self) -> PoolView:
         return view_of(self._state, self._seq_nr)
 
-    def start(self) -> None:
-        """Claim a new writer epoch (fencing every earlier incarnation), then recover."""
-        self.epoch = self._journal.claim_epoch(self.pool_id)
+    def start(self, epoch: int | None = None) -> None:
+        """Claim a new writer epoch (fencing every earlier incarnation), then recover. ``epoch``: one
+        claimed for this writer already (``Journal.claim_epochs`` claims many pools at once)."""
+        self.epoch = self._journal.claim_epoch(self.pool_id) if epoch is None else epoch
         self.fenced = False
         self.reload()
 

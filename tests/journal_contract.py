@@ -54,6 +54,17 @@ class JournalContract:
         assert second > first >= 1
         assert journal.claim_epoch(pool_id + "-other") >= 1
 
+    def test_epochs_claimed_together_fence_as_claimed_alone(self, journal: Journal, pool_id: str) -> None:
+        other = pool_id + "-b"
+        old = journal.claim_epoch(pool_id)
+        new, first_of_other = journal.claim_epochs([pool_id, other])
+        assert new > old and first_of_other >= 1
+        assert journal.append(other, 0, first_of_other, events("a")) == 1
+        with pytest.raises(WriterFenced):
+            journal.append(pool_id, 0, old, events("a"))
+        assert journal.append(pool_id, 0, new, events("a")) == 1
+        assert journal.claim_epochs([]) == []
+
     def test_append_then_read_in_order(self, journal: Journal, pool_id: str) -> None:
         epoch = journal.claim_epoch(pool_id)
         assert journal.append(pool_id, 0, epoch, events("a", "b")) == 2

@@ -130,7 +130,8 @@ def local_cluster(workers: int = 3) -> Iterator[LocalCluster]:
 
 def start_local_ray(**options: Any) -> None:
     """The single-node local Ray of the test session (and what ``local_cluster`` reconnects to)."""
-    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False, **options)
+    # "local": without an address, ray.init joins whatever Ray runs on this machine.
+    ray.init(address="local", num_cpus=2, log_to_driver=False, include_dashboard=False, **options)
 
 
 def _ensure_auth_token() -> None:

@@ -90,6 +90,12 @@ class Journal(ABC):
     def claim_epoch(self, pool_id: str) -> int:
         """Claim a writer epoch greater than every earlier one; earlier holders are fenced from now on."""
 
+    def claim_epochs(self, pool_ids: Sequence[str]) -> list[int]:
+        """``claim_epoch`` for several pools, in order. Adapters override this to claim them in one
+        transaction (a cold start claims every pool: one durable write each was most of its time). On an
+        error some may be claimed already, which is harmless: an unused claim only fences older writers."""
+        return [self.claim_epoch(pool_id) for pool_id in pool_ids]
+
     @abstractmethod
     def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
         """Atomically append ``events`` as seq_nrs ``expected_seq_nr + 1 ...``, if the stream is at

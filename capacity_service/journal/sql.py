@@ -119,14 +119,18 @@ class SqlJournal(Journal):
         return self._engine
 
     def claim_epoch(self, pool_id: str) -> int:
+        return self.claim_epochs([pool_id])[0]
+
+    def claim_epochs(self, pool_ids: Sequence[str]) -> list[int]:
         upsert = (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(heads_table)
-        statement = (
+        claims = [
             upsert.values(pool_id=pool_id, epoch=1, seq_nr=0)
             .on_conflict_do_update(index_elements=[heads_table.c.pool_id], set_={"epoch": heads_table.c.epoch + 1})
             .returning(heads_table.c.epoch)
-        )
+            for pool_id in pool_ids
+        ]
         with self._translated_errors(), self._write_lock, self._engine.begin() as conn:
-            return int(conn.execute(statement).scalar_one())
+            return [int(conn.execute(claim).scalar_one()) for claim in claims]
 
     def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
         if not events:

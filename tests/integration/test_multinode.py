@@ -70,6 +70,7 @@ def settings_for(journal: SqlJournalSettings | CassandraJournalSettings) -> Serv
     return ServiceSettings(
         journal=journal,
         hosting=HostingSettings(
+            mode="actor_per_pool",  # what these scenarios were written for: a pool's actor lost on its own
             namespace=f"mn-{uuid.uuid4().hex[:8]}",
             actor_resources=POOL_RESOURCES,  # workers only: the head offers no pool_host
             call_timeout_s=30,  # longer than a failover: callers wait for the new incarnation
@@ -90,7 +91,13 @@ def client(cluster: LocalCluster, sqlite_journal: SqlJournalSettings) -> Iterato
 
 def start_supervisor_on(settings: ServiceSettings, node_id: str) -> None:
     """The supervisor, as ``CapacityClient.start_watchdog`` makes it, but placed on ``node_id`` (softly:
-    Ray may restart it on another node)."""
+    Ray may restart it on another node). The one the client made when it fixed the service's settings
+    goes first (same settings)."""
+    namespace = settings.hosting.namespace
+    existing = _ray.lookup_actor(SUPERVISOR_NAME, namespace)
+    if existing is not None:
+        _ray.kill_actor(existing, restart=False)
+        assert wait_until(lambda: _ray.lookup_actor(SUPERVISOR_NAME, namespace) is None, 30)
     ray.remote(Supervisor).options(
         name=SUPERVISOR_NAME,
         namespace=settings.hosting.namespace,
@@ -221,6 +228,7 @@ def test_cassandra_outage_on_many_nodes(
 ) -> None:
     settings = settings_for(cassandra_settings.model_copy(update={"keyspace": "multinode", "request_timeout_s": 2.0}))
     client = CapacityClient(settings)
+    settings = client.settings  # as the running service fixed them (the shard count counted)
     pools = make_pools(client, 6, 100_000)
     assert len(pools_by_node(settings, pools)) >= 2
     stream = ReserveStream(client, pools, callers=3)

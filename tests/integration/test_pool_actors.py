@@ -131,7 +131,7 @@ def test_with_the_same_node_channel_off_commands_go_through_ray() -> None:
             with CapacityClient(settings) as client:
                 pool_id = new_pool(client, 5)
                 assert client.reserve(pool_id, 2).remaining == 3
-                assert described(settings, pool_id)["channel_calls"] == 0
+                assert described(client.settings, pool_id)["channel_calls"] == 0
         finally:
             kill_namespace(namespace)
 
