@@ -13,17 +13,22 @@ import math
 from capacity_service.cluster import _ray
 from capacity_service.cluster.supervisor import SUPERVISOR_NAME, Supervisor
 from capacity_service.errors import SettingsMismatch, Unavailable
-from capacity_service.settings import ServiceSettings
+from capacity_service.settings import ServiceSettings, SqlJournalSettings
 
 DEFAULT_NAMESPACE = "capacity"
 _ASK_TIMEOUT_S = 30.0
 
 
 def with_shards_counted(settings: ServiceSettings) -> ServiceSettings:
-    """``settings`` with the shard count fixed: as given, or one shard per CPU of the pool-host nodes."""
+    """``settings`` with the shard count fixed: as given, or one shard per CPU of the pool-host nodes (one
+    on a SQLite journal)."""
     hosting = settings.hosting
     if hosting.mode != "sharded" or hosting.shards is not None:
         return settings
+    if isinstance(settings.journal, SqlJournalSettings) and settings.journal.url.startswith("sqlite"):
+        # SQLite takes one writer at a time, across processes too: a second shard process only waits for
+        # the file lock (spread reserves over HTTP: 908 req/s on 2 shards against 1,621 on one).
+        return settings.model_copy(update={"hosting": hosting.model_copy(update={"shards": 1})})
     cpus = _ray.pool_host_cpus(hosting.actor_resources)
     if cpus <= 0:
         raise SettingsMismatch(
