@@ -34,10 +34,14 @@ from capacity_service.pool_writer import (
     view_of_absent_pool,
 )
 from capacity_service.publishing import EventPublisher, NullPublisher, ViewPublisher
+from capacity_service.recovery import recover_pools
 from capacity_service.serialization import Codec
 from capacity_service.settings import SnapshotSettings, WriteSideSettings
 
 log = logging.getLogger(__name__)
+
+# Pools recovered together (``recover_pools``): a few queries and one worker-thread call for all of them.
+_RECOVERY_BATCH = 500
 
 
 @dataclass
@@ -246,6 +250,20 @@ class PoolHost:
         slot = await self._settled_slot(pool_id)
         return 0 if slot is None else slot.writer.seq_nr
 
+    async def ensure_started_many(self, pool_ids: Sequence[str]) -> list[int | CapacityError]:
+        """``ensure_started`` of registered pools (the watchdog's ping; the registry lists only pools with
+        events): those not running start together, ``_RECOVERY_BATCH`` at a time, without asking the
+        journal one by one whether they exist. Each answer on its own, a ``CapacityError`` as a value."""
+        if not self.fenced:
+            new = [p for p in dict.fromkeys(pool_ids) if p not in self._slots and p not in self._starting]
+            for start in range(0, len(new), _RECOVERY_BATCH):
+                self._begin_starting(new[start : start + _RECOVERY_BATCH])
+        answers = await asyncio.gather(*(self.ensure_started(p) for p in pool_ids), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, CapacityError):
+                raise answer
+        return cast(list[int | CapacityError], answers)
+
     async def _settled_slot(self, pool_id: str) -> _PoolSlot | None:
         """The slot with no write in flight (a read then never shows an event that is not durable yet) and
         its state loaded. A reload holds the slot as a write does: a write deciding meanwhile would decide
@@ -289,12 +307,14 @@ class PoolHost:
         slot = self._slots.get(pool_id)
         if slot is not None:
             return slot
-        starting = self._starting.get(pool_id)
-        if starting is None:
-            starting = asyncio.get_running_loop().create_future()
-            self._starting[pool_id] = starting
-            self._spawn(self._start(pool_id, starting))
-        return await asyncio.shield(starting)
+        if pool_id not in self._starting:
+            self._begin_starting([pool_id])
+        return await asyncio.shield(self._starting[pool_id])
+
+    def _begin_starting(self, pool_ids: list[str]) -> None:
+        for pool_id in pool_ids:
+            self._starting[pool_id] = asyncio.get_running_loop().create_future()
+        self._spawn(self._start(pool_ids))
 
     async def _has_events(self, pool_id: str) -> bool:
         if not self.breaker.allow():
@@ -307,26 +327,42 @@ class PoolHost:
         self.breaker.record_success()
         return seq_nr > 0
 
-    async def _start(self, pool_id: str, starting: asyncio.Future[_PoolSlot]) -> None:
-        writer = PoolWriter(pool_id, self._journal, self._codec, self._snapshots)
+    async def _start(self, pool_ids: list[str]) -> None:
+        """Start pools together: one claim of their epochs, then their state read after it in a few
+        queries (``recover_pools``). Each answers through its future in ``_starting``."""
         try:
             if not self.breaker.allow():
                 raise Unavailable("the journal is failing; not trying for a moment")
-            epoch = await self._claims.claim(pool_id)
+            epochs = await self._claims.claim_many(pool_ids)
             async with self._recoveries:
-                await asyncio.to_thread(writer.start, epoch)
+                recovered = await asyncio.to_thread(recover_pools, self._journal, self._codec, pool_ids)
             self.breaker.record_success()
         except JournalError as exc:
             self.breaker.record_failure()
-            _fail(starting, Unavailable(f"cannot recover pool {pool_id!r}: {exc}"))
+            for pool_id in pool_ids:
+                self._started(pool_id, Unavailable(f"cannot recover pool {pool_id!r}: {exc}"))
         except Exception as exc:
-            log.exception("pool %s cannot be recovered", pool_id)
-            _fail(starting, Unavailable(f"pool {pool_id!r} cannot be recovered: {type(exc).__name__}: {exc}"))
+            log.exception("pools %s cannot be recovered", pool_ids[:3])
+            for pool_id in pool_ids:
+                self._started(pool_id, Unavailable(f"pool {pool_id!r} cannot be recovered: {type(exc).__name__}"))
         else:
-            slot = self._slots[pool_id] = _PoolSlot(writer)
-            starting.set_result(slot)
-        finally:
-            del self._starting[pool_id]
+            for pool_id, epoch in zip(pool_ids, epochs, strict=True):
+                state = recovered[pool_id]
+                if isinstance(state, JournalError):
+                    log.error("pool %s cannot be recovered: %s", pool_id, state)
+                    self._started(pool_id, Unavailable(f"pool {pool_id!r} cannot be recovered: {state}"))
+                    continue
+                writer = PoolWriter(pool_id, self._journal, self._codec, self._snapshots)
+                writer.start(epoch, state)
+                self._started(pool_id, _PoolSlot(writer))
+
+    def _started(self, pool_id: str, outcome: _PoolSlot | Unavailable) -> None:
+        starting = self._starting.pop(pool_id)
+        if isinstance(outcome, _PoolSlot):
+            self._slots[pool_id] = outcome
+            starting.set_result(outcome)
+        else:
+            _fail(starting, outcome)
 
     def _become_fenced(self) -> None:
         if not self.fenced:
@@ -354,12 +390,12 @@ class _Claims:
         self._waiting: list[tuple[str, asyncio.Future[int]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def claim(self, pool_id: str) -> int:
-        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting.append((pool_id, answer))
+    async def claim_many(self, pool_ids: list[str]) -> list[int]:
+        answers = [asyncio.get_running_loop().create_future() for _ in pool_ids]
+        self._waiting.extend(zip(pool_ids, answers, strict=True))
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())
-        return await answer
+        return list(await asyncio.gather(*answers))
 
     async def _run(self) -> None:
         while self._waiting:

@@ -37,7 +37,7 @@ from capacity_service.journal import (
     WriterFenced,
 )
 from capacity_service.publishing import PersistedEvent
-from capacity_service.recovery import SnapshotPolicy, encode_snapshot, recover_pool
+from capacity_service.recovery import RecoveredPool, SnapshotPolicy, encode_snapshot, recover_pool
 from capacity_service.serialization import Codec
 from capacity_service.settings import SnapshotSettings
 
@@ -124,15 +124,21 @@ class PoolWriter:
     def view(self) -> PoolView:
         return view_of(self._state, self._seq_nr)
 
-    def start(self, epoch: int | None = None) -> None:
+    def start(self, epoch: int | None = None, recovered: RecoveredPool | None = None) -> None:
         """Claim a new writer epoch (fencing every earlier incarnation), then recover. ``epoch``: one
-        claimed for this writer already (``Journal.claim_epochs`` claims many pools at once)."""
+        claimed for this writer already (``Journal.claim_epochs`` claims many pools at once);
+        ``recovered``: the state read after that claim (``recover_pools`` recovers many at once)."""
         self.epoch = self._journal.claim_epoch(self.pool_id) if epoch is None else epoch
         self.fenced = False
-        self.reload()
+        if recovered is None:
+            self.reload()
+        else:
+            self._install(recovered)
 
     def reload(self) -> None:
-        recovered = recover_pool(self._journal, self._codec, self.pool_id)
+        self._install(recover_pool(self._journal, self._codec, self.pool_id))
+
+    def _install(self, recovered: RecoveredPool) -> None:
         self._state, self._seq_nr = recovered.state, recovered.seq_nr
         self._last_snapshot_attempt = recovered.snapshot_seq_nr
 

@@ -65,6 +65,32 @@ class JournalContract:
         assert journal.append(pool_id, 0, new, events("a")) == 1
         assert journal.claim_epochs([]) == []
 
+    def test_claims_racing_on_new_and_old_pools_never_share_an_epoch(
+        self, journal_factory: JournalFactory, pool_id: str
+    ) -> None:
+        claimers = [journal_factory() for _ in range(4)]
+        fresh = [f"{pool_id}-{k}" for k in range(3)]
+        claimed: list[list[int]] = []
+        try:
+            claimers[0].claim_epoch(pool_id)
+            start = threading.Barrier(len(claimers))
+
+            def claim(journal: Journal) -> None:
+                start.wait()
+                claimed.append(journal.claim_epochs([pool_id, *fresh]))
+
+            threads = [threading.Thread(target=claim, args=(journal,)) for journal in claimers]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            for journal in claimers:
+                journal.close()
+        assert len(claimed) == len(claimers)
+        for column in zip(*claimed, strict=True):  # each pool's epochs, one per claimer
+            assert len(set(column)) == len(claimers), claimed
+
     def test_append_then_read_in_order(self, journal: Journal, pool_id: str) -> None:
         epoch = journal.claim_epoch(pool_id)
         assert journal.append(pool_id, 0, epoch, events("a", "b")) == 2
@@ -204,6 +230,28 @@ class JournalContract:
             stream.close()
         finally:
             reader.close()
+
+    def test_streams_of_many_pools_read_as_each_alone(self, journal: Journal, pool_id: str) -> None:
+        pools = [f"{pool_id}-{k}" for k in range(4)]
+        for k, pool in enumerate(pools):
+            epoch = journal.claim_epoch(pool)
+            journal.append(pool, 0, epoch, events(*(f"{pool}:{n}" for n in range(1, k + 2))))
+        starts = {pools[0]: 1, pools[1]: 2, pools[2]: 1, pools[3]: 3, pool_id + "-none": 1}
+        streams = journal.read_streams(starts)
+        assert streams == {pool: list(journal.read(pool, start)) for pool, start in starts.items()}
+        assert [e.payload for e in streams[pools[3]]] == [f"{pools[3]}:{n}".encode() for n in (3, 4)]
+        assert journal.read_streams({}) == {}
+
+    def test_newest_snapshots_of_many_pools(self, journal: Journal, pool_id: str) -> None:
+        with_two, with_one, without = pool_id + "-two", pool_id + "-one", pool_id + "-none"
+        for seq_nr in (3, 8):
+            journal.save_snapshot(SnapshotRecord(with_two, seq_nr, 1, f"s{seq_nr}".encode()), keep=2)
+        journal.save_snapshot(SnapshotRecord(with_one, 5, 2, b"only"), keep=2)
+        assert journal.newest_snapshots([with_two, with_one, without]) == {
+            with_two: SnapshotRecord(with_two, 8, 1, b"s8"),
+            with_one: SnapshotRecord(with_one, 5, 2, b"only"),
+        }
+        assert journal.newest_snapshots([]) == {}
 
     def test_registry_lists_pools_with_events(self, journal: Journal, pool_id: str) -> None:
         claimed_only = pool_id + "-claimed"

@@ -125,8 +125,13 @@ class PoolActor:
             return exc
 
     async def ensure_started_many(self, pool_ids: list[str]) -> list[int | CapacityError]:
-        """The watchdog's ping of every pool hosted here, in one call (the host bounds its recoveries)."""
-        return list(await asyncio.gather(*(self.ensure_started(pool_id) for pool_id in pool_ids)))
+        """The watchdog's ping of registered pools hosted here, in one call; those not running are
+        recovered together."""
+        try:
+            host = await self._pool_host()
+        except CapacityError as exc:
+            return [exc] * len(pool_ids)
+        return await host.ensure_started_many(pool_ids)
 
     async def describe(self) -> dict[str, object]:
         host = self._host

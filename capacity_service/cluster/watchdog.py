@@ -4,7 +4,7 @@ The original system's hard-won lesson: after restarts and node changes, actors t
 never started again, and starting all of them at once overloads recovery. So the watchdog pings every
 pool in the journal's registry; a ping recovers a pool whose actor is missing (Ray restarts or the router
 recreates it). The cold start of a cluster is one sweep. Pools hosted by one actor are pinged in one call
-of up to ``max_group`` pools (500 pools on a few shards: a handful of calls per sweep, not 500), at most
+of up to ``max_group`` pools (10,000 pools on two shards: 20 calls per sweep, not 10,000), at most
 ``concurrency`` calls at a time; the host bounds its own concurrent recoveries.
 """
 
@@ -39,7 +39,7 @@ class Watchdog:
         ping: Callable[[list[str]], Awaitable[Mapping[str, str]]],
         concurrency: int,
         host_of: Callable[[str], str] = lambda pool_id: pool_id,
-        max_group: int = 64,
+        max_group: int = 500,
     ) -> None:
         """``ping(pool_ids)`` starts the pools (all hosted by one actor, per ``host_of``) and returns why
         each failed one is not serving; raising fails them all."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from itertools import groupby
@@ -83,7 +83,7 @@ class CassandraJournal(Journal):
         self._settings = settings
         self._partition_size = settings.partition_size
         self._cluster = _make_cluster(settings)
-        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="cassandra-append")
+        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="cassandra")
         with self._translated_errors():
             self._session: Session = self._cluster.connect()
             self._create_schema()
@@ -172,6 +172,10 @@ class CassandraJournal(Journal):
                     continue
                 if self._session.execute(self._bump_epoch, (head[0] + 1, pool_id, head[0])).was_applied:
                     return head[0] + 1
+
+    def claim_epochs(self, pool_ids: Sequence[str]) -> list[int]:
+        """Each pool's claim on its own partition, many at once (a cold start claims thousands)."""
+        return list(self._executor.map(self.claim_epoch, pool_ids))
 
     def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
         if not events:
@@ -311,6 +315,16 @@ class CassandraJournal(Journal):
                         r.writer_epoch,
                         r.recorded_at.replace(tzinfo=UTC),
                     )
+
+    def read_streams(self, from_seq_nrs: Mapping[str, int]) -> dict[str, list[StoredEvent]]:
+        """Each stream is its own partitions: many are read at once."""
+        starts = list(from_seq_nrs.items())
+        streams = self._executor.map(lambda start: list(self.read(*start)), starts)
+        return {pool_id: stream for (pool_id, _), stream in zip(starts, streams, strict=True)}
+
+    def newest_snapshots(self, pool_ids: Sequence[str]) -> dict[str, SnapshotRecord]:
+        newest = self._executor.map(lambda pool_id: next(self.snapshots(pool_id), None), pool_ids)
+        return {pool_id: record for pool_id, record in zip(pool_ids, newest, strict=True) if record is not None}
 
     def highest_seq_nr(self, pool_id: str) -> int:
         with self._translated_errors():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -146,6 +146,21 @@ class Journal(ABC):
         """The highest seq_nr of every registered pool. Adapters whose heads live in one table override
         this with one query (the warehouse's catch-up sweep compares them with its cursors)."""
         return {pool_id: self.highest_seq_nr(pool_id) for pool_id in self.pool_ids()}
+
+    def newest_snapshots(self, pool_ids: Sequence[str]) -> dict[str, SnapshotRecord]:
+        """The newest stored snapshot of each of ``pool_ids`` that has one (a cold start recovers
+        thousands of pools: adapters override this with a few queries instead of one per pool)."""
+        found: dict[str, SnapshotRecord] = {}
+        for pool_id in pool_ids:
+            newest = next(self.snapshots(pool_id), None)
+            if newest is not None:
+                found[pool_id] = newest
+        return found
+
+    def read_streams(self, from_seq_nrs: Mapping[str, int]) -> dict[str, list[StoredEvent]]:
+        """Each pool's events from its ``from_seq_nrs`` entry on, in order (``read`` of many pools;
+        adapters override it as ``newest_snapshots``)."""
+        return {pool_id: list(self.read(pool_id, from_seq_nr)) for pool_id, from_seq_nr in from_seq_nrs.items()}
 
     def close(self) -> None:  # noqa: B027 - optional hook, most adapters hold connections
         """Release connections. Default: nothing to release."""

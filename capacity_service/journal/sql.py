@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,13 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Row,
     String,
     Table,
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     update,
@@ -99,6 +101,23 @@ def _event_row(pool_id: str, seq_nr: int, event: NewEvent, epoch: int, now: date
     }
 
 
+def _stored_event(row: Row[Any]) -> StoredEvent:
+    return StoredEvent(
+        row.pool_id,
+        row.seq_nr,
+        row.event_type,
+        row.schema_version,
+        bytes(row.payload),
+        row.writer_epoch,
+        _as_utc(row.recorded_at),
+    )
+
+
+def _chunks(pool_ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(pool_ids), _MAX_IDS_PER_QUERY):
+        yield pool_ids[start : start + _MAX_IDS_PER_QUERY]
+
+
 class SqlJournal(Journal):
     def __init__(self, settings: SqlJournalSettings) -> None:
         self._settings = settings
@@ -122,15 +141,24 @@ class SqlJournal(Journal):
         return self.claim_epochs([pool_id])[0]
 
     def claim_epochs(self, pool_ids: Sequence[str]) -> list[int]:
-        upsert = (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(heads_table)
-        claims = [
-            upsert.values(pool_id=pool_id, epoch=1, seq_nr=0)
-            .on_conflict_do_update(index_elements=[heads_table.c.pool_id], set_={"epoch": heads_table.c.epoch + 1})
-            .returning(heads_table.c.epoch)
-            for pool_id in pool_ids
-        ]
+        """Three statements per few hundred pools, in one transaction: create the missing heads at epoch 0,
+        bump every head's epoch, read them back. A racing claim waits for this one's row locks
+        (PostgreSQL; SQLite: the write lock) and then bumps again, so no two claims share an epoch; a pool
+        named twice here is claimed once. One upsert per pool took 3.3 s for 10,000 (a cold start)."""
+        insert_missing = (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(heads_table)
+        epochs: dict[str, int] = {}
         with self._translated_errors(), self._write_lock, self._engine.begin() as conn:
-            return [int(conn.execute(claim).scalar_one()) for claim in claims]
+            for chunk in _chunks(list(dict.fromkeys(pool_ids))):
+                these = heads_table.c.pool_id.in_(chunk)
+                conn.execute(
+                    insert_missing.values(
+                        [{"pool_id": pool_id, "epoch": 0, "seq_nr": 0} for pool_id in chunk]
+                    ).on_conflict_do_nothing(index_elements=[heads_table.c.pool_id])
+                )
+                conn.execute(update(heads_table).where(these).values(epoch=heads_table.c.epoch + 1))
+                for pool_id, epoch in conn.execute(select(heads_table.c.pool_id, heads_table.c.epoch).where(these)):
+                    epochs[pool_id] = int(epoch)
+        return [epochs[pool_id] for pool_id in pool_ids]
 
     def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
         if not events:
@@ -223,15 +251,7 @@ class SqlJournal(Journal):
         with self._translated_errors(), self._reader() as conn:
             result = conn.execution_options(yield_per=self._settings.fetch_size).execute(query)
             for row in result:
-                yield StoredEvent(
-                    row.pool_id,
-                    row.seq_nr,
-                    row.event_type,
-                    row.schema_version,
-                    bytes(row.payload),
-                    row.writer_epoch,
-                    _as_utc(row.recorded_at),
-                )
+                yield _stored_event(row)
 
     def highest_seq_nr(self, pool_id: str) -> int:
         query = select(heads_table.c.seq_nr).where(heads_table.c.pool_id == pool_id)
@@ -270,6 +290,43 @@ class SqlJournal(Journal):
         with self._translated_errors(), self._reader() as conn:
             for r in conn.execution_options(yield_per=1).execute(query):
                 yield SnapshotRecord(r.pool_id, r.seq_nr, r.schema_version, bytes(r.payload))
+
+    def newest_snapshots(self, pool_ids: Sequence[str]) -> dict[str, SnapshotRecord]:
+        found: dict[str, SnapshotRecord] = {}
+        with self._translated_errors(), self._reader() as conn:
+            for chunk in _chunks(pool_ids):
+                newest = (
+                    select(snapshots_table.c.pool_id, func.max(snapshots_table.c.seq_nr).label("seq_nr"))
+                    .where(snapshots_table.c.pool_id.in_(chunk))
+                    .group_by(snapshots_table.c.pool_id)
+                    .subquery()
+                )
+                query = select(snapshots_table).join(
+                    newest,
+                    (snapshots_table.c.pool_id == newest.c.pool_id) & (snapshots_table.c.seq_nr == newest.c.seq_nr),
+                )
+                for r in conn.execute(query):
+                    found[r.pool_id] = SnapshotRecord(r.pool_id, r.seq_nr, r.schema_version, bytes(r.payload))
+        return found
+
+    def read_streams(self, from_seq_nrs: Mapping[str, int]) -> dict[str, list[StoredEvent]]:
+        """Streams read from their start in one query per few hundred pools; the rest (pools recovered
+        from a snapshot: the busy few) one by one, so that no event before a snapshot is fetched."""
+        streams: dict[str, list[StoredEvent]] = {pool_id: [] for pool_id in from_seq_nrs}
+        whole = [pool_id for pool_id, from_seq_nr in from_seq_nrs.items() if from_seq_nr <= 1]
+        with self._translated_errors(), self._reader() as conn:
+            for chunk in _chunks(whole):
+                query = (
+                    select(events_table)
+                    .where(events_table.c.pool_id.in_(chunk))
+                    .order_by(events_table.c.pool_id, events_table.c.seq_nr)
+                )
+                for row in conn.execute(query):
+                    streams[row.pool_id].append(_stored_event(row))
+        for pool_id, from_seq_nr in from_seq_nrs.items():
+            if from_seq_nr > 1:
+                streams[pool_id] = list(self.read(pool_id, from_seq_nr))
+        return streams
 
     def pool_ids(self) -> Iterator[str]:
         query = select(heads_table.c.pool_id).where(heads_table.c.seq_nr > 0).order_by(heads_table.c.pool_id)
@@ -359,8 +416,7 @@ class _BatchAppend:
     def _write(self, cursor: Any, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
         heads: dict[str, tuple[int, int]] = {}
         pool_ids = sorted({request.pool_id for request in appends if request.events})
-        for start in range(0, len(pool_ids), _MAX_IDS_PER_QUERY):
-            chunk = pool_ids[start : start + _MAX_IDS_PER_QUERY]
+        for chunk in _chunks(pool_ids):
             cursor.execute(self._lock_heads(len(chunk)), chunk)
             heads.update((pool_id, (epoch, seq_nr)) for pool_id, epoch, seq_nr in cursor.fetchall())
         results: list[int | JournalError] = []

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -327,6 +328,62 @@ def test_recoveries_are_bounded() -> None:
         await asyncio.gather(*(host.ensure_started(f"pool-{i}") for i in range(12)))
         assert journal.max_parallel_recoveries == 3
         assert len(host.pool_ids) == 12
+
+    asyncio.run(scenario())
+
+
+def test_registered_pools_start_together_in_a_few_journal_calls_and_a_corrupt_one_fails_alone() -> None:
+    class CountingJournal(InMemoryJournal):
+        """Counts the calls a start makes; the stream of pool "bad" comes back with a gap."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: Counter[str] = Counter()
+
+        def highest_seq_nr(self, pool_id: str) -> int:
+            self.calls["highest_seq_nr"] += 1
+            return super().highest_seq_nr(pool_id)
+
+        def claim_epochs(self, pool_ids: Sequence[str]) -> list[int]:
+            self.calls["claim_epochs"] += 1
+            return super().claim_epochs(pool_ids)
+
+        def newest_snapshots(self, pool_ids: Sequence[str]) -> dict[str, SnapshotRecord]:
+            self.calls["newest_snapshots"] += 1
+            return super().newest_snapshots(pool_ids)
+
+        def read_streams(self, from_seq_nrs: Mapping[str, int]) -> dict[str, list[StoredEvent]]:
+            self.calls["read_streams"] += 1
+            streams = super().read_streams(from_seq_nrs)
+            if "bad" in streams:
+                streams["bad"] = [e for e in streams["bad"] if e.seq_nr != 2]
+            return streams
+
+    async def scenario() -> None:
+        journal = CountingJournal()
+        creator = PoolHost(journal)
+        pool_ids = [f"pool-{i}" for i in range(1200)]
+        await asyncio.gather(*(creator.execute(p, ConfigurePool(5, "z")) for p in [*pool_ids, "bad"]))
+        await creator.execute("bad", reserve("bad"))
+        await creator.execute("bad", reserve("bad"))
+        journal.calls.clear()
+
+        host = PoolHost(journal)
+        answers = await host.ensure_started_many([*pool_ids, "bad"])
+        assert answers[:-1] == [1] * len(pool_ids)
+        assert isinstance(answers[-1], Unavailable) and "expected seq_nr 2" in str(answers[-1])
+        batches = -(-len(pool_ids) // 500)  # whole batches of pools started together
+        assert journal.calls["highest_seq_nr"] == 0  # registered pools are not asked whether they exist
+        assert journal.calls["newest_snapshots"] == journal.calls["read_streams"] == batches
+        assert 1 <= journal.calls["claim_epochs"] <= batches
+        assert sorted(host.pool_ids) == sorted(pool_ids)
+
+        journal.calls.clear()
+        assert (await host.ensure_started_many(pool_ids[:10])) == [1] * 10
+        assert not journal.calls  # running pools cost nothing
+        assert (await host.execute(pool_ids[0], reserve(pool_ids[0]))).view.reserved == 1
+        with pytest.raises(HostFenced):  # the claims fenced the host that ran them before
+            await creator.execute(pool_ids[1], reserve(pool_ids[1]))
 
     asyncio.run(scenario())
 
