@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Coroutine
 from datetime import datetime
@@ -56,7 +57,9 @@ MAX_ZONE_LENGTH = 128
 class Router(Protocol):
     """Where commands and reads for a pool go (``PoolRouter`` in a Ray cluster)."""
 
-    async def execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome | CapacityError: ...
+    async def execute(
+        self, pool_id: str, command: PoolCommand, deadline: float | None = None
+    ) -> CommandOutcome | CapacityError: ...
 
     async def call(self, pool_id: str, method: str, *args: Any) -> Any: ...
 
@@ -132,15 +135,20 @@ class AsyncCapacityClient:
         _check_pool_id(pool_id)
         if request_id is not None and not (1 <= len(request_id) <= MAX_REQUEST_ID_LENGTH and request_id.isprintable()):
             raise InvalidRequest(f"request_id must be 1-{MAX_REQUEST_ID_LENGTH} printable characters")
-        reservation_id = new_reservation_id(pool_id)
-        command = Reserve(quantity, request_id or f"auto:{uuid.uuid4().hex}", reservation_id)
-        outcome = await self._execute(pool_id, command)
+        request_id = request_id or f"auto:{uuid.uuid4().hex}"
+        command = Reserve(quantity, request_id, new_reservation_id(pool_id))
+        try:
+            outcome = await self._execute(pool_id, command)
+        except CapacityError as exc:
+            exc.request_id = request_id  # every answer to a reserve names the id it can be settled with
+            raise
         assert outcome.reservation is not None
         return ReservationReceipt(
             reservation_id=outcome.reservation.reservation_id,
             pool_id=pool_id,
             quantity=outcome.reservation.quantity,
             remaining=outcome.view.remaining,
+            request_id=request_id,
         )
 
     async def release(self, reservation_id: str) -> ReleaseReceipt:
@@ -171,7 +179,9 @@ class AsyncCapacityClient:
         return _ray.ensure_actor(Supervisor, SUPERVISOR_NAME, self.settings.hosting.namespace, (self.settings,), {})
 
     async def _execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome:
-        outcome: CommandOutcome = _raise_error(await self._router.execute(pool_id, command))
+        """The command goes with its deadline: the pool decides it only before then (see ``PoolRouter``)."""
+        deadline = time.time() + self.settings.hosting.call_timeout_s
+        outcome: CommandOutcome = _raise_error(await self._router.execute(pool_id, command, deadline))
         if outcome.rejection is not None:
             raise _error_of(outcome.rejection)
         return outcome

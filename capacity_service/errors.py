@@ -5,9 +5,12 @@ from __future__ import annotations
 
 
 class CapacityError(Exception):
-    """Base of all capacity_service errors. ``code`` is the HTTP contract's snake_case error code."""
+    """Base of all capacity_service errors. ``code`` is the HTTP contract's snake_case error code;
+    ``request_id``: the id a reserve was handled under (the caller's or the one the service made), on
+    every error of a reserve, so that its outcome can always be settled by repeating it."""
 
     code = "error"
+    request_id: str | None = None
 
 
 class InvalidRequest(CapacityError):
@@ -49,10 +52,30 @@ class RequestIdConflict(CapacityError):
 
 
 class Unavailable(CapacityError):
-    """The service could not take the request now (journal outage, pool restarting). Nothing was taken:
-    retrying with the same request id is always safe."""
+    """The service could not take the request now (journal outage, pool restarting, its deadline passed
+    before the pool could decide). Nothing was taken, and nothing will be: retrying with the same request
+    id is always safe."""
 
     code = "unavailable"
+
+
+class OutcomeUnknown(CapacityError):
+    """The service cannot tell whether the command took effect (its pool did not answer in time, or the
+    journal did not confirm its append). Repeating it with the same ``request_id`` settles it: the same
+    reservation if it was taken, else it is decided then; it never takes twice."""
+
+    code = "outcome_unknown"
+
+
+class Overloaded(CapacityError):
+    """More work is waiting than can be done in time (a pool's queue, or the requests in flight, at their
+    bound). Nothing was taken; try again after ``retry_after_s``."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class SettingsMismatch(ValueError):

@@ -39,12 +39,13 @@ class Pool(_Model):
 
 
 class ReservationReceipt(_Model):
-    """The answer to a reserve."""
+    """The answer to a reserve. ``request_id``: the caller's, or the one the service made."""
 
     reservation_id: str
     pool_id: str
     quantity: int
     remaining: int
+    request_id: str
 
 
 class ReleaseReceipt(_Model):

@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from capacity_service.circuit_breaker import CircuitBreaker
-from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Reservation
-from capacity_service.errors import CapacityError, Unavailable
+from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Reservation, Reserve
+from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, Unavailable
 from capacity_service.journal import AppendRequest, Journal, JournalError, JournalUnavailable, WriterFenced
 from capacity_service.pool_writer import (
     BatchResult,
@@ -48,6 +49,12 @@ _RECOVERY_BATCH = 500
 class _Pending:
     command: PoolCommand
     reply: asyncio.Future[CommandOutcome]
+    # Wall-clock time (``time.time()``) after which the command must not be decided; None: no limit.
+    deadline: float | None = None
+
+
+# A command for a pool, as callers hand them in batches: (pool id, command, deadline or None).
+AddressedCommand = tuple[str, PoolCommand, float | None]
 
 
 @dataclass
@@ -105,21 +112,24 @@ class PoolHost:
 
     # ------------------------------------------------------------------ commands
 
-    async def execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome:
+    async def execute(self, pool_id: str, command: PoolCommand, deadline: float | None = None) -> CommandOutcome:
+        """Decide ``command`` and make it durable. Not decided at all (``Unavailable``: nothing taken) once
+        ``deadline`` has passed; ``Overloaded`` when the pool's queue is full; ``OutcomeUnknown`` when the
+        journal did not confirm the append."""
         slot = await self._slot(pool_id, creates=isinstance(command, ConfigurePool))
         if slot is None:
             return answer_of_absent_pool(pool_id, command)
-        return await self._enqueue(slot, command)
+        return await self._enqueue(slot, command, deadline)
 
-    async def execute_many(self, commands: Sequence[tuple[str, PoolCommand]]) -> list[CommandOutcome | CapacityError]:
+    async def execute_many(self, commands: Sequence[AddressedCommand]) -> list[CommandOutcome | CapacityError]:
         """Several commands (of any pools) at once, each answered on its own: a ``CapacityError`` is an
         answer here, not raised. A command to a running pool costs no task of its own (as ``execute``
         would): batches from the router carry many, and the tasks were a tenth of this process's work."""
         replies = [
-            self._enqueue(slot, command)
+            self._enqueue(slot, command, deadline)
             if (slot := self._slots.get(pool_id)) is not None and not self.fenced
-            else asyncio.ensure_future(self.execute(pool_id, command))  # starts the pool first
-            for pool_id, command in commands
+            else asyncio.ensure_future(self.execute(pool_id, command, deadline))  # starts the pool first
+            for pool_id, command, deadline in commands
         ]
         answers = await asyncio.gather(*replies, return_exceptions=True)
         for answer in answers:
@@ -127,9 +137,14 @@ class PoolHost:
                 raise answer
         return cast(list[CommandOutcome | CapacityError], answers)
 
-    def _enqueue(self, slot: _PoolSlot, command: PoolCommand) -> asyncio.Future[CommandOutcome]:
+    def _enqueue(self, slot: _PoolSlot, command: PoolCommand, deadline: float | None) -> asyncio.Future[CommandOutcome]:
         reply: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
-        slot.queue.append(_Pending(command, reply))
+        if len(slot.queue) >= self._settings.max_queued_per_pool:
+            reply.set_exception(
+                Overloaded(f"pool {slot.writer.pool_id!r} has {len(slot.queue)} commands waiting; nothing was taken")
+            )
+            return reply
+        slot.queue.append(_Pending(command, reply, deadline))
         self._drain_if_idle(slot)
         return reply
 
@@ -157,6 +172,18 @@ class PoolHost:
             for pending in batch:
                 _fail(pending.reply, Unavailable("the journal is failing; not trying for a moment"))
             return
+        if slot.writer.needs_reload:  # the state must be known before deciding (and before refusing late ones)
+            try:
+                await asyncio.to_thread(slot.writer.reload)
+            except JournalError as exc:
+                self.breaker.record_failure()
+                for pending in batch:
+                    _fail(pending.reply, Unavailable(f"journal unavailable: {exc}"))
+                return
+            slot.settle()
+        batch = _refuse_late(slot.writer, batch)
+        if not batch:
+            return
         try:
             result = await self._write_batch(slot.writer, [p.command for p in batch])
         except WriterFenced:
@@ -168,8 +195,14 @@ class PoolHost:
             slot.settle()
             self.breaker.record_failure()
             log.warning("pool %s: journal write failed: %s", slot.writer.pool_id, exc)
+            # A refused conditional append wrote nothing; any other failure may have written it.
+            error: CapacityError = (
+                OutcomeUnknown(f"the journal did not confirm the write ({exc}); repeat with the same request_id")
+                if isinstance(exc, JournalUnavailable)
+                else Unavailable(f"journal unavailable: {exc}")
+            )
             for pending in batch:
-                _fail(pending.reply, Unavailable(f"journal unavailable: {exc}"))
+                _fail(pending.reply, error)
             return
         except Exception as exc:  # a bug: answer the callers, and keep only durable state
             log.exception("pool %s: writing a batch failed unexpectedly", slot.writer.pool_id)
@@ -195,8 +228,6 @@ class PoolHost:
     async def _write_batch(self, writer: PoolWriter, commands: list[PoolCommand]) -> BatchResult:
         """Decide and apply tentatively here, then hand the append to the host's committer, which writes
         the appends of all pools that are ready at that moment together (one transaction on SQL)."""
-        if writer.needs_reload:
-            await asyncio.to_thread(writer.reload)
         prepared = writer.prepare(commands)
         if prepared.append is None:
             return prepared.result
@@ -449,6 +480,32 @@ class _Committer:
                         answer.set_result(result)
         finally:
             self._running = False
+
+
+def _refuse_late(writer: PoolWriter, batch: list[_Pending]) -> list[_Pending]:
+    """Answer the commands whose deadline has passed, without deciding them: their callers have stopped
+    waiting and answered 503 or 504, so deciding now could take capacity nobody knows about. A reserve
+    whose request id the pool knows already is answered as usual (that decides nothing new): it is how a
+    caller settles an unknown outcome."""
+    now = time.time()
+    kept: list[_Pending] = []
+    for pending in batch:
+        command = pending.command
+        if (
+            pending.deadline is not None
+            and now > pending.deadline
+            and not (isinstance(command, Reserve) and writer.state.reservation_for_request(command.request_id))
+        ):
+            _fail(
+                pending.reply,
+                Unavailable(
+                    f"pool {writer.pool_id!r}: the deadline passed before the command "
+                    "could be decided; nothing was taken"
+                ),
+            )
+        else:
+            kept.append(pending)
+    return kept
 
 
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:

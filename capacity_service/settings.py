@@ -90,14 +90,18 @@ class WriteSideSettings(_Settings):
     # Consecutive journal failures before the circuit opens, and how long it stays open.
     breaker_failure_threshold: int = Field(default=3, ge=1)
     breaker_reset_s: float = Field(default=1.0, gt=0)
+    # Commands waiting for one pool beyond those being written; more are refused (429 overloaded) at
+    # once rather than answered late.
+    max_queued_per_pool: int = Field(default=512, ge=1)
 
 
 class HostingSettings(_Settings):
     """Where pools live in the Ray cluster.
 
     ``sharded`` (the default): pools hashed onto ``shards`` named actors (``pool-shard:<k>``), each pool
-    still single-writer inside, with its own journal stream, recovery and fencing. ``shards`` None: one per
-    CPU of the nodes that can host pools, counted when the service is deployed and fixed from then on.
+    still single-writer inside, with its own journal stream, recovery and fencing. ``shards`` None: counted
+    when the service is deployed and fixed from then on: one per CPU of the nodes that can host pools, one
+    on a SQLite journal (one writer at a time).
     ``actor_per_pool``: one named detached actor per pool (``pool:<id>``): a process each (~80 MB, ~1 s of
     CPU to start), for deployments with few, heavy pools.
     """
@@ -107,8 +111,15 @@ class HostingSettings(_Settings):
     namespace: str = Field(default="capacity", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Custom Ray resources a pool actor needs, e.g. {"pool_host": 0.001} to keep pools off the head node.
     actor_resources: dict[str, float] = Field(default_factory=dict)
-    # A call to a pool gives up (Unavailable) after this long, retries on a restarting actor included.
+    # A command's deadline: a pool decides it only before this long after the caller sent it (else 503,
+    # nothing taken); retries on a restarting actor included.
     call_timeout_s: float = Field(default=10.0, gt=0)
+    # How long past its deadline a caller still waits for a command's answer (an append under way) before
+    # answering 504 outcome_unknown. Also covers clock differences between nodes (deadlines are wall-clock).
+    answer_grace_s: float = Field(default=5.0, gt=0)
+    # Commands one process (an HTTP replica, a Python client) has sent to pools and not had answered yet;
+    # more are refused (429 overloaded).
+    max_commands_in_flight: int = Field(default=4096, ge=1)
     # Commands to a pool actor on the caller's own node go over a Unix socket the actor serves (Linux),
     # not Ray's RPC: a fraction of its latency. Off: every call goes through Ray.
     same_node_channel: bool = True

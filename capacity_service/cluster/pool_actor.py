@@ -16,7 +16,7 @@ from capacity_service.cluster._ray import current_node_id, plain, process_id
 from capacity_service.domain import PoolCommand, PoolView, Reservation
 from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.journal import Journal, JournalError, open_journal
-from capacity_service.pool_host import PoolHost
+from capacity_service.pool_host import AddressedCommand, PoolHost
 from capacity_service.pool_writer import CommandOutcome
 from capacity_service.read_side.fanout import CacheFanout
 from capacity_service.settings import ServiceSettings
@@ -40,7 +40,9 @@ class PoolActor:
         self._host: PoolHost | None = None
         self._journal: Journal | None = None
         self._opening = asyncio.Lock()
-        self._channel = channel.ChannelServer({"execute_many": self.execute_many})
+        self._channel = channel.ChannelServer(
+            {"execute_many": self.execute_many, "view": self.view, "reservation": self.reservation}
+        )
 
     async def _pool_host(self) -> PoolHost:
         # Opened on first use, not in __init__: a constructor that fails while the journal is down would
@@ -63,14 +65,17 @@ class PoolActor:
                 _settle_the_heap()
         return self._host
 
-    async def execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome | CapacityError:
+    async def execute(
+        self, pool_id: str, command: PoolCommand, deadline: float | None = None
+    ) -> CommandOutcome | CapacityError:
         try:
-            return await (await self._pool_host()).execute(pool_id, command)
+            return await (await self._pool_host()).execute(pool_id, command, deadline)
         except CapacityError as exc:
             return exc
 
-    async def execute_many(self, commands: list[tuple[str, PoolCommand]]) -> list[CommandOutcome | CapacityError]:
-        """Several commands in one call (the router batches them); each is answered on its own."""
+    async def execute_many(self, commands: list[AddressedCommand]) -> list[CommandOutcome | CapacityError]:
+        """Several commands in one call (the router batches them), each with its deadline; each is answered
+        on its own."""
         try:
             host = await self._pool_host()
         except CapacityError as exc:

@@ -17,9 +17,9 @@ from capacity_service.cluster._ray import ActorGone, Handle, ask, current_node_i
 from capacity_service.cluster.channel import ChannelClient, ChannelGone
 from capacity_service.cluster.pool_actor import PoolActor
 from capacity_service.domain import ConfigurePool, PoolCommand, PoolView
-from capacity_service.errors import CapacityError, Unavailable
+from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, Unavailable
 from capacity_service.journal import Journal, JournalError, open_journal
-from capacity_service.pool_host import HostFenced
+from capacity_service.pool_host import AddressedCommand, HostFenced
 from capacity_service.pool_writer import CommandOutcome, answer_of_absent_pool, view_of_absent_pool
 from capacity_service.settings import ServiceSettings
 
@@ -37,13 +37,23 @@ _SLOW_CALL_S = 0.05
 _MAX_CALLS_PER_ACTOR = 4
 _MAX_COMMANDS_PER_CALL = 512
 _MAX_PARALLEL_PULLS = 16
-# The methods a pool actor serves on its same-node channel (the hot path; the rest stay on Ray).
-_CHANNEL_METHODS = frozenset({"execute_many"})
+# The methods a pool actor serves on its same-node channel (the hot path and a pool's reads; the rest stay
+# on Ray). Through Ray a read took ~8 ms here: a cold restart of 10,000 pools was mostly their first GETs.
+_CHANNEL_METHODS = frozenset({"execute_many", "view", "reservation"})
 _CHANNEL_CONNECT_TIMEOUT_S = 1.0
 # After a failed connect (the actor restarting meanwhile, a busy moment), calls go through Ray, and the
 # channel is tried again after this long.
 _CHANNEL_RETRY_S = 10.0
 _SHARD_PREFIX = "pool-shard:"
+# How much longer than its sender a caller waits for a command's answer before answering by itself.
+_BACKSTOP_S = 1.0
+
+
+def _answer_by(settings: ServiceSettings, commands: list[AddressedCommand]) -> float:
+    """The monotonic time until which a batch's answer is waited for: its latest deadline (wall clock)
+    and the grace for an append under way."""
+    latest = max(deadline for _, _, deadline in commands if deadline is not None)
+    return time.monotonic() + (latest - time.time()) + settings.hosting.answer_grace_s
 
 
 def actor_name(settings: ServiceSettings, pool_id: str) -> str:
@@ -71,7 +81,7 @@ def _shard_count(settings: ServiceSettings) -> int:
 class _Outbox:
     """Commands waiting to be sent to one actor, and how many batches to it are in flight."""
 
-    waiting: list[tuple[str, PoolCommand, asyncio.Future[Any]]] = field(default_factory=list)
+    waiting: list[tuple[str, PoolCommand, float, asyncio.Future[Any]]] = field(default_factory=list)
     in_flight: int = 0  # senders holding the slot
     calls: int = 0  # calls not answered yet, slow ones included
 
@@ -95,17 +105,42 @@ class PoolRouter:
         self._node_id: str | None = None
         self._outboxes: dict[str, _Outbox] = {}
         self._senders: set[asyncio.Task[None]] = set()
+        self._commands_in_flight = 0
 
-    async def execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome | CapacityError:
-        name = actor_name(self._settings, pool_id)
-        if not isinstance(command, ConfigurePool) and not await self._hosted_or_exists(name, pool_id):
-            return answer_of_absent_pool(pool_id, command)
-        outbox = self._outboxes.setdefault(name, _Outbox())
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        outbox.waiting.append((pool_id, command, reply))
-        self._start_sender(name, outbox)
-        result: CommandOutcome | CapacityError = await reply
-        return result
+    async def execute(
+        self, pool_id: str, command: PoolCommand, deadline: float | None = None
+    ) -> CommandOutcome | CapacityError:
+        """Send ``command`` to its pool, to be decided before ``deadline`` (wall clock; default: the call
+        timeout from now), and wait for the answer until ``answer_grace_s`` after it. No answer by then:
+        ``Unavailable`` if the command never left this process, else ``OutcomeUnknown`` (the pool may have
+        decided it just in time); the pool refuses to decide it any later, so a 503 took nothing."""
+        hosting = self._settings.hosting
+        if self._commands_in_flight >= hosting.max_commands_in_flight:
+            return Overloaded(f"{self._commands_in_flight} commands are waiting for pools; nothing was taken")
+        if deadline is None:
+            deadline = time.time() + hosting.call_timeout_s
+        self._commands_in_flight += 1
+        try:
+            name = actor_name(self._settings, pool_id)
+            if not isinstance(command, ConfigurePool) and not await self._hosted_or_exists(name, pool_id):
+                return answer_of_absent_pool(pool_id, command)
+            outbox = self._outboxes.setdefault(name, _Outbox())
+            reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            entry = (pool_id, command, deadline, reply)
+            outbox.waiting.append(entry)
+            self._start_sender(name, outbox)
+            # The sender answers first (it knows whether the batch went out); this is the backstop.
+            wait = deadline + hosting.answer_grace_s + _BACKSTOP_S - time.time()
+            try:
+                result: CommandOutcome | CapacityError = await asyncio.wait_for(asyncio.shield(reply), max(0.0, wait))
+            except TimeoutError:
+                if entry in outbox.waiting:
+                    outbox.waiting.remove(entry)
+                    return Unavailable(f"{name} could not be reached before the deadline; nothing was taken")
+                return OutcomeUnknown(f"{name} did not answer in time; repeat with the same request_id")
+            return result
+        finally:
+            self._commands_in_flight -= 1
 
     def _start_sender(self, name: str, outbox: _Outbox) -> None:
         if outbox.waiting and outbox.in_flight < _MAX_BATCHES_IN_FLIGHT and outbox.calls < _MAX_CALLS_PER_ACTOR:
@@ -120,15 +155,17 @@ class PoolRouter:
             while outbox.waiting and in_flight:
                 batch = outbox.waiting[:_MAX_COMMANDS_PER_CALL]
                 del outbox.waiting[: len(batch)]
-                commands = [(p, c) for p, c, _ in batch]
+                commands: list[AddressedCommand] = [(p, c, d) for p, c, d, _ in batch]
                 outbox.calls += 1
                 try:
-                    call, channel_deadline = self._start_call(name, commands)
+                    call, channel_deadline = self._start_call(name, commands, _answer_by(self._settings, commands))
                     done, _ = await asyncio.wait({call}, timeout=_SLOW_CALL_S)
                     if done and channel_deadline is not None and not self._answered(name, call):
                         # The channel failed at once (the actor died, or was fenced): the retry is an
                         # ordinary call, and may be slow like one.
-                        retry = self._call_actor(name, "execute_many", commands, deadline=channel_deadline)
+                        retry = self._call_actor(
+                            name, "execute_many", commands, deadline=channel_deadline, sent=_may_have_decided(call)
+                        )
                         call, channel_deadline = asyncio.ensure_future(retry), None
                         done, _ = await asyncio.wait({call}, timeout=_SLOW_CALL_S)
                     if not done:  # slow: let the next batch go meanwhile; this sender ends with this call
@@ -167,28 +204,30 @@ class PoolRouter:
         return True
 
     def _start_call(
-        self, name: str, commands: list[tuple[str, PoolCommand]]
+        self, name: str, commands: list[AddressedCommand], answer_by: float
     ) -> tuple[asyncio.Future[Any], float | None]:
         """The batch goes out at once over the actor's open channel (the common case: one event-loop turn
         from its answer to the next batch, against three through a task), with the deadline of the call;
         else through ``_call_actor`` (deadline None), which finds the actor, opens the channel, or calls
-        through Ray."""
+        through Ray. ``answer_by``: monotonic time after which no answer is waited for."""
         channel = self._channels.get(name)
         if channel is not None and not channel.closed and name in self._handles:
-            timeout = self._settings.hosting.call_timeout_s
+            timeout = max(0.0, answer_by - time.monotonic())
             with contextlib.suppress(ChannelGone):
-                return channel.submit("execute_many", commands, timeout=timeout), time.monotonic() + timeout
-        return asyncio.ensure_future(self._call_actor(name, "execute_many", commands)), None
+                return channel.submit("execute_many", commands, timeout=timeout), answer_by
+        return asyncio.ensure_future(self._call_actor(name, "execute_many", commands, deadline=answer_by)), None
 
     async def _finish_call(
-        self, name: str, commands: list[tuple[str, PoolCommand]], call: asyncio.Future[Any], deadline: float | None
+        self, name: str, commands: list[AddressedCommand], call: asyncio.Future[Any], deadline: float | None
     ) -> Any:
         if deadline is not None:  # a channel call: finished, failed or fenced?
             await asyncio.wait({call})
             if not self._answered(name, call):
                 # The actor died, timed out or was fenced: the same commands (same request ids) again,
                 # retrying within what is left of the call's time.
-                return await self._call_actor(name, "execute_many", commands, deadline=deadline)
+                return await self._call_actor(
+                    name, "execute_many", commands, deadline=deadline, sent=_may_have_decided(call)
+                )
         return await call
 
     async def aclose(self) -> None:
@@ -279,16 +318,21 @@ class PoolRouter:
             raise ValueError(f"pools of {len(hosts)} hosts in one call")
         return await self._call_actor(hosts.pop(), method, pool_ids, *args)
 
-    async def _call_actor(self, name: str, method: str, *args: Any, deadline: float | None = None) -> Any:
+    async def _call_actor(
+        self, name: str, method: str, *args: Any, deadline: float | None = None, sent: bool = False
+    ) -> Any:
         """While the actor is dead, restarting, or a fenced old incarnation, retry with a fresh handle
-        until ``call_timeout_s``; then ``Unavailable``. Every command carries a request id, so a command
-        sent again is never applied twice."""
+        until ``deadline`` (monotonic; default: ``call_timeout_s`` from now); then ``Unavailable``, or for
+        commands that were ``sent`` at least once, ``OutcomeUnknown``. Every command carries a request id,
+        so a command sent again is never applied twice."""
         if deadline is None:
             deadline = time.monotonic() + self._settings.hosting.call_timeout_s
         pause = 0.05
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                if sent and method == "execute_many":
+                    raise OutcomeUnknown(f"{name} did not answer in time; repeat with the same request_id")
                 raise Unavailable(f"{name} did not answer within the call timeout")
             fenced = False
             try:
@@ -297,6 +341,7 @@ class PoolRouter:
                 if method in _CHANNEL_METHODS:
                     async with asyncio.timeout(remaining):  # the opening is shared: wait only our time
                         channel = await self._channel(name, handle)
+                may_have_been_sent, sent = sent, True
                 if channel is not None:
                     result = await channel.call(method, *args, timeout=remaining)
                 else:
@@ -304,6 +349,7 @@ class PoolRouter:
                 fenced = _fenced(result)
                 if not fenced:
                     return result
+                sent = may_have_been_sent  # a fenced incarnation decided none of them
             except (ActorGone, ChannelGone, TimeoutError):
                 pass
             self._forget(name, fenced)
@@ -385,6 +431,12 @@ _READS_OF_ABSENT_POOLS: dict[str, Callable[[str], Any]] = {
 def _consume(done: asyncio.Future[Any]) -> None:
     if not done.cancelled():
         done.exception()
+
+
+def _may_have_decided(call: asyncio.Future[Any]) -> bool:
+    """Whether a channel call that brought no usable answer may have had its commands decided: unless the
+    answer was "fenced" (a fenced incarnation decides nothing), the actor may have got them."""
+    return call.exception() is not None or not _fenced(call.result())
 
 
 def _fenced(result: Any) -> bool:

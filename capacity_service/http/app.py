@@ -75,7 +75,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (403, "the key may not do this"),
         (413, "request body too large"),
         (422, "invalid_request: malformed JSON, wrong types, unknown fields, out-of-range values"),
+        (429, "overloaded: nothing was taken; try again after the Retry-After header's seconds"),
         (503, "unavailable: nothing was taken; retrying with the same request_id is safe"),
+        (504, "outcome_unknown: repeat with error.request_id to learn whether it was taken (never twice)"),
     ]
 }
 

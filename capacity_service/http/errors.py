@@ -11,6 +11,8 @@ from capacity_service.errors import (
     CapacityError,
     InsufficientCapacity,
     InvalidRequest,
+    OutcomeUnknown,
+    Overloaded,
     PoolNotFound,
     RequestIdConflict,
     ReservationNotFound,
@@ -39,18 +41,30 @@ STATUS: dict[type[CapacityError], int] = {
     InsufficientCapacity: 409,
     RequestIdConflict: 409,
     Unavailable: 503,
+    OutcomeUnknown: 504,
+    Overloaded: 429,
     Unauthorized: 401,
     Forbidden: 403,
     PayloadTooLarge: 413,
 }
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    request_id: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    error: dict[str, str] = {"code": code, "message": message}
+    if request_id is not None:
+        error["request_id"] = request_id
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 def capacity_error_response(exc: CapacityError) -> JSONResponse:
-    return error_response(STATUS.get(type(exc), 400), exc.code, str(exc))
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
+    return error_response(STATUS.get(type(exc), 400), exc.code, str(exc), exc.request_id, headers)
 
 
 def internal_error_response(exc: BaseException) -> JSONResponse:

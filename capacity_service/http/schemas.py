@@ -65,6 +65,8 @@ class AvailabilityBody(BaseModel):
 class ErrorDetail(BaseModel):
     code: str
     message: str
+    # On every error of a reserve: the id to repeat it with (the caller's, or the one the service made).
+    request_id: str | None = None
 
 
 class ErrorBody(BaseModel):

@@ -20,9 +20,11 @@ class InProcessRouter:
     def __init__(self, host: PoolHost) -> None:
         self._host = host
 
-    async def execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome | CapacityError:
+    async def execute(
+        self, pool_id: str, command: PoolCommand, deadline: float | None = None
+    ) -> CommandOutcome | CapacityError:
         try:
-            return await self._host.execute(pool_id, command)
+            return await self._host.execute(pool_id, command, deadline)
         except CapacityError as exc:
             return exc
 

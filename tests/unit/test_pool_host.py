@@ -23,7 +23,7 @@ from capacity_service.domain import (
 )
 from capacity_service.domain import PoolNotFound as PoolNotFoundRejection
 from capacity_service.domain import ReservationNotFound as ReservationNotFoundRejection
-from capacity_service.errors import Unavailable
+from capacity_service.errors import OutcomeUnknown, Unavailable
 from capacity_service.journal import (
     AppendRequest,
     JournalError,
@@ -157,11 +157,11 @@ def test_execute_many_answers_each_command_in_order_and_an_error_is_an_answer() 
         host = await configured_host(journal, capacity=2)  # pool "p" runs; "q" and "r" start on demand
         answers = await host.execute_many(
             [
-                ("p", reserve("p")),
-                ("q", ConfigurePool(2, "z")),
-                ("p", reserve("p", quantity=2)),  # over the capacity left
-                ("q", reserve("q")),
-                ("r", reserve("r")),  # never configured
+                ("p", reserve("p"), None),
+                ("q", ConfigurePool(2, "z"), None),
+                ("p", reserve("p", quantity=2), None),  # over the capacity left
+                ("q", reserve("q"), None),
+                ("r", reserve("r"), None),  # never configured
             ]
         )
         outcomes = [a for a in answers if not isinstance(a, Exception)]
@@ -170,8 +170,9 @@ def test_execute_many_answers_each_command_in_order_and_an_error_is_an_answer() 
         assert isinstance(outcomes[2].rejection, InsufficientCapacity)
         assert (outcomes[0].view.reserved, outcomes[3].view.reserved) == (1, 1)
         journal.failing = True
-        failed = await host.execute_many([("p", reserve("p")), ("q", reserve("q"))])
-        assert all(isinstance(a, Unavailable) for a in failed), failed  # answered, not raised
+        failed = await host.execute_many([("p", reserve("p"), None), ("q", reserve("q"), None)])
+        # Answered, not raised; the journal failed the append without saying whether it landed.
+        assert all(isinstance(a, OutcomeUnknown) for a in failed), failed
         assert (journal.highest_seq_nr("p"), journal.highest_seq_nr("q")) == (2, 2)
 
     asyncio.run(scenario())
@@ -211,7 +212,7 @@ def test_a_read_reloading_the_pool_holds_its_writes_so_they_cannot_oversell() ->
         await host.execute("p", ConfigurePool(2, "z"))
         assert (await host.execute("p", reserve())).rejection is None
         journal.failing = True  # a write fails, and so does the re-read: the pool must reload later
-        with pytest.raises(Unavailable):
+        with pytest.raises(OutcomeUnknown):
             await host.execute("p", reserve())
         journal.failing = False
         journal.read_delays = [0.6]  # the read's reload is slow ...
@@ -247,9 +248,10 @@ def test_journal_outage_fails_fast_through_the_breaker_and_recovers() -> None:
         journal = SlowJournal(delay=0.01)
         host = await configured_host(journal, breaker_failure_threshold=2, breaker_reset_s=0.3)
         journal.failing = True
-        for _ in range(2):
-            with pytest.raises(Unavailable):
-                await host.execute("p", reserve())
+        with pytest.raises(OutcomeUnknown):  # the append failed: the journal did not say whether it landed
+            await host.execute("p", reserve())
+        with pytest.raises(Unavailable):  # the state could not be re-read: nothing was decided
+            await host.execute("p", reserve())
         attempts = journal.append_attempts
         started = time.monotonic()
         for _ in range(20):
@@ -488,7 +490,7 @@ def test_requests_for_unknown_pools_start_nothing_and_write_nothing() -> None:
         journal = ClaimCountingJournal()
         host = PoolHost(journal)
         forged = new_reservation_id("ghost")
-        answers = await host.execute_many([("ghost", reserve("ghost")), ("ghost", Release(forged))])
+        answers = await host.execute_many([("ghost", reserve("ghost"), None), ("ghost", Release(forged), None)])
         assert [type(a.rejection) for a in answers if isinstance(a, CommandOutcome)] == [
             PoolNotFoundRejection,
             ReservationNotFoundRejection,
