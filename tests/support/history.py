@@ -1,0 +1,217 @@
+"""A history checker in Jepsen's manner: record every request with its answer and its time, then check the
+whole history against the journal. The journal is read through the CLI's dump (``capacity-service
+events``), not through the code under test's recovery.
+
+What a history must satisfy:
+- every acknowledged reserve is in the journal, exactly once, with the acknowledged reservation id;
+- a request id whose answers were all refusals (503, 429, 409, 404) took nothing;
+- every unknown outcome (504, or no answer at all) was settled by a later attempt with the same request id
+  that was decided (201 or a 409 rejection), and the journal agrees with that decision;
+- no reservation appears that nobody asked for (each request id at most once);
+- at no sequence number is a pool over its capacity;
+- every acknowledged release is a release event in the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from capacity_service.errors import CapacityError
+
+Outcome = Literal["ok", "refused", "rejected", "unknown"]
+
+# Error codes that prove nothing was taken, and those that are a decision of the pool (also nothing taken).
+_REFUSALS = {"unavailable", "overloaded", "pool_not_found", "invalid_request", "payload_too_large"}
+_REJECTIONS = {"insufficient_capacity", "request_id_conflict"}
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    kind: Literal["reserve", "release"]
+    pool_id: str
+    request_id: str | None
+    quantity: int
+    started: float
+    ended: float
+    outcome: Outcome
+    code: str  # "ok" or the error code (or the exception's name when there was no answer)
+    reservation_id: str | None = None
+
+
+def outcome_of_code(code: str) -> Outcome:
+    if code == "ok":
+        return "ok"
+    if code in _REFUSALS:
+        return "refused"
+    if code in _REJECTIONS:
+        return "rejected"
+    return "unknown"  # outcome_unknown, a timeout, a broken connection: anything that says nothing
+
+
+@dataclass
+class History:
+    operations: list[Operation] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, operation: Operation) -> None:
+        with self._lock:
+            self.operations.append(operation)
+
+    def reserve(self, client: Any, pool_id: str, quantity: int, request_id: str) -> Operation:
+        """``client.reserve`` (a ``CapacityClient``), recorded."""
+        started = time.monotonic()
+        reservation_id = None
+        try:
+            reservation_id = client.reserve(pool_id, quantity, request_id=request_id).reservation_id
+            code = "ok"
+        except CapacityError as exc:
+            code = exc.code
+        except Exception as exc:  # no answer at all
+            code = type(exc).__name__
+        operation = Operation(
+            "reserve",
+            pool_id,
+            request_id,
+            quantity,
+            started,
+            time.monotonic(),
+            outcome_of_code(code),
+            code,
+            reservation_id,
+        )
+        self.record(operation)
+        return operation
+
+    def record_http_reserve(
+        self, pool_id: str, quantity: int, request_id: str | None, started: float, response: Any | None, error: str = ""
+    ) -> Operation:
+        """A reserve over HTTP: ``response`` an httpx response, or None with ``error`` when none came."""
+        reservation_id = None
+        if response is None:
+            code = error or "no_answer"
+        elif response.status_code == 201:
+            code, reservation_id = "ok", response.json()["reservation_id"]
+            request_id = response.json()["request_id"]
+        else:
+            body = response.json().get("error", {})
+            code = str(body.get("code", f"http_{response.status_code}"))
+            request_id = body.get("request_id", request_id)
+        operation = Operation(
+            "reserve",
+            pool_id,
+            request_id,
+            quantity,
+            started,
+            time.monotonic(),
+            outcome_of_code(code),
+            code,
+            reservation_id,
+        )
+        self.record(operation)
+        return operation
+
+    def unsettled(self) -> list[Operation]:
+        """The unknown outcomes no later decided attempt with the same request id settles (retry these)."""
+        by_request = _by_request(self.operations)
+        return [
+            op
+            for op in self.operations
+            if op.outcome == "unknown" and not _settled(op, by_request.get(op.request_id or "", []))
+        ]
+
+
+def _by_request(operations: Iterable[Operation]) -> dict[str, list[Operation]]:
+    grouped: dict[str, list[Operation]] = {}
+    for op in operations:
+        if op.kind == "reserve" and op.request_id is not None:
+            grouped.setdefault(op.request_id, []).append(op)
+    return grouped
+
+
+def _settled(unknown: Operation, attempts: list[Operation]) -> bool:
+    return any(op.started >= unknown.ended and op.outcome in ("ok", "rejected") for op in attempts)
+
+
+def journal_events(
+    pool_id: str, data_dir: Path | None = None, env: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """A pool's events as the CLI dumps them (JSON lines), from the SQLite journal in ``data_dir`` or from
+    the journal ``env`` names (``CAPACITY_JOURNAL``...)."""
+    command = [str(Path(sys.executable).with_name("capacity-service")), "events", pool_id]
+    if data_dir is not None:
+        command += ["--data-dir", str(data_dir)]
+    done = subprocess.run(
+        command, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120, check=True
+    )
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def check(history: History, events_by_pool: Mapping[str, list[dict[str, Any]]]) -> list[str]:
+    """Every way the history and the journal disagree (empty: they agree)."""
+    problems: list[str] = []
+    reserved_by_request: dict[str, dict[str, Any]] = {}
+    released: dict[str, int] = {}
+    for pool_id, events in events_by_pool.items():
+        capacity = reserved = 0
+        live: dict[str, int] = {}
+        for event in events:
+            kind = event["type"]
+            if kind == "PoolConfigured":
+                capacity = int(event["capacity"])
+            elif kind == "CapacityReserved":
+                request_id = str(event["request_id"])
+                if request_id in reserved_by_request:
+                    problems.append(f"request id {request_id!r} took capacity twice (seq_nr {event['seq_nr']})")
+                reserved_by_request[request_id] = {**event, "pool_id": pool_id}
+                live[str(event["reservation_id"])] = int(event["quantity"])
+                reserved += int(event["quantity"])
+                if reserved > capacity:
+                    problems.append(f"pool {pool_id!r} oversold at seq_nr {event['seq_nr']}: {reserved} > {capacity}")
+            elif kind == "CapacityReleased":
+                reservation_id = str(event["reservation_id"])
+                released[reservation_id] = released.get(reservation_id, 0) + 1
+                if reservation_id not in live:
+                    problems.append(f"pool {pool_id!r}: release of {reservation_id!r} that is not held")
+                else:
+                    reserved -= live.pop(reservation_id)
+
+    by_request = _by_request(history.operations)
+    for request_id, attempts in by_request.items():
+        stored = reserved_by_request.get(request_id)
+        acknowledged = [op for op in attempts if op.outcome == "ok"]
+        for op in acknowledged:
+            if stored is None:
+                problems.append(f"lost ack: {request_id!r} was answered 201 and is not in the journal")
+            elif op.reservation_id != stored["reservation_id"] or op.quantity != int(stored["quantity"]):
+                problems.append(f"{request_id!r}: acknowledged {op.reservation_id!r}, journal has {stored}")
+        for op in attempts:
+            if op.outcome == "unknown" and not _settled(op, attempts):
+                problems.append(f"{request_id!r}: outcome {op.code} at {op.ended:.3f} never settled by a retry")
+        if not acknowledged and stored is not None:
+            codes = sorted({op.code for op in attempts})
+            at = stored["seq_nr"]
+            problems.append(f"phantom: {request_id!r} answered only {codes} but took capacity (seq_nr {at})")
+    asked = set(by_request)
+    for request_id, stored in reserved_by_request.items():
+        if request_id not in asked:
+            problems.append(f"phantom: {request_id!r} in pool {stored['pool_id']!r} was never requested")
+    for op in history.operations:
+        if op.kind == "release" and op.outcome == "ok" and op.reservation_id not in released:
+            problems.append(f"lost ack: release of {op.reservation_id!r} was answered and is not in the journal")
+    return problems
+
+
+def events_in(journal: Any, pool_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each pool's events, dumped by the CLI from the journal these settings name (``SqlJournalSettings``
+    or ``CassandraJournalSettings``)."""
+    env = {"CAPACITY_JOURNAL": journal.model_dump_json()}
+    return {pool_id: journal_events(pool_id, env=env) for pool_id in pool_ids}
