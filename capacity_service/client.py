@@ -9,6 +9,7 @@ asyncio code (Serve deployments); ``CapacityClient`` wraps it for plain synchron
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 import uuid
@@ -52,6 +53,7 @@ from capacity_service.settings import ServiceSettings
 T = TypeVar("T")
 MAX_REQUEST_ID_LENGTH = 128
 MAX_ZONE_LENGTH = 128
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class Router(Protocol):
@@ -114,7 +116,7 @@ class AsyncCapacityClient:
     ) -> tuple[Pool, bool]:
         """Like ``configure_pool``; also says whether this call created the pool (HTTP 201 vs 200)."""
         _check_pool_id(pool_id)
-        if not (1 <= len(zone) <= MAX_ZONE_LENGTH and zone.isprintable()):
+        if not (1 <= len(zone) <= MAX_ZONE_LENGTH and _printable(zone)):
             raise InvalidRequest(f"zone must be 1-{MAX_ZONE_LENGTH} printable characters")
         outcome = await self._execute(pool_id, ConfigurePool(capacity, zone, slot_start, slot_end))
         created = outcome.view.version == 1 and len(outcome.events) == 1
@@ -133,7 +135,7 @@ class AsyncCapacityClient:
         """Take ``quantity`` units. The same ``request_id`` on the same pool returns the same reservation
         and takes capacity once; without one, a fresh id is made per call (so our own retries are safe)."""
         _check_pool_id(pool_id)
-        if request_id is not None and not (1 <= len(request_id) <= MAX_REQUEST_ID_LENGTH and request_id.isprintable()):
+        if request_id is not None and not (1 <= len(request_id) <= MAX_REQUEST_ID_LENGTH and _printable(request_id)):
             raise InvalidRequest(f"request_id must be 1-{MAX_REQUEST_ID_LENGTH} printable characters")
         request_id = request_id or f"auto:{uuid.uuid4().hex}"
         command = Reserve(quantity, request_id, new_reservation_id(pool_id))
@@ -279,6 +281,12 @@ def _pool_of(reservation_id: str) -> str:
         return pool_of_reservation(reservation_id)
     except InvalidId as exc:
         raise ReservationNotFound(reservation_id) from exc
+
+
+def _printable(text: str) -> bool:
+    """No control characters (what the HTTP schema's pattern allows): these names reach logs and the
+    warehouse, and PostgreSQL's text cannot hold a NUL."""
+    return _CONTROL_CHARACTER.search(text) is None
 
 
 def _raise_error(result: T | CapacityError) -> T:

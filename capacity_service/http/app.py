@@ -16,8 +16,10 @@ from typing import Annotated, Any, Protocol, TypeVar
 from fastapi import Depends, FastAPI, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from capacity_service.domain import PoolView
 from capacity_service.errors import CapacityError, InvalidRequest
@@ -125,6 +127,15 @@ async def _json_call(request: Request, operation: JsonOperation) -> Response:
     return await operation(*await _body_of(request))
 
 
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE and isinstance(route, APIRoute | Route):
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
 def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
     settings = settings or HttpSettings()
 
@@ -164,9 +175,13 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
         return error_response(422, "invalid_request", _problems(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        code = codes.get(exc.status_code, "http_error")
+        headers = exc.headers
+        if exc.status_code == 405:  # every method of the path (Starlette names only its first route's)
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(app, request))}
+        return error_response(exc.status_code, code, str(exc.detail), headers=dict(headers or {}))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

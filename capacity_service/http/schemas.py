@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictStr
 
 MAX_QUANTITY = 1_000_000
 MAX_CAPACITY = 1_000_000_000
@@ -23,7 +23,20 @@ def _as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+# Strict: an RFC 3339 string, as the schema says (a number is not taken as a Unix time).
+UtcDatetime = Annotated[datetime, Strict(), AfterValidator(_as_utc)]
+
+
+def _integral(value: object) -> int:
+    # JSON Schema's integer: 408 and 408.0 alike; never a string or a boolean (no coercion).
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError("must be an integer")
+
+
+Integral = BeforeValidator(_integral)  # after the Field bounds, so that they stay in the JSON schema
 
 
 class _Request(BaseModel):
@@ -31,7 +44,10 @@ class _Request(BaseModel):
 
 
 class PutPoolRequest(_Request):
-    capacity: Annotated[StrictInt, Field(ge=0, le=MAX_CAPACITY)]
+    """A pool's settings. When both are given, ``slot_end`` must be after ``slot_start`` (422 otherwise):
+    a rule between two fields that JSON Schema cannot express."""
+
+    capacity: Annotated[int, Field(ge=0, le=MAX_CAPACITY), Integral]
     zone: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=PRINTABLE)]
     slot_start: UtcDatetime | None = None
     slot_end: UtcDatetime | None = None
@@ -41,12 +57,12 @@ class AvailabilityRequest(_Request):
     zone: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=PRINTABLE)]
     slot_from: UtcDatetime | None = None
     slot_to: UtcDatetime | None = None
-    quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)] = 1
+    quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY), Integral] = 1
 
 
 class ReserveRequest(_Request):
     pool_id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
-    quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)] = 1
+    quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY), Integral] = 1
     request_id: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=PRINTABLE)] | None = None
 
 

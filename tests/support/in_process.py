@@ -14,6 +14,7 @@ from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, Reser
 from capacity_service.pool_host import PoolHost
 from capacity_service.pool_writer import CommandOutcome
 from capacity_service.read_side.availability_index import AvailabilityIndex
+from capacity_service.settings import WriteSideSettings
 
 
 class InProcessRouter:
@@ -41,11 +42,11 @@ class InProcessRouter:
 class InProcessBackend:
     """Implements the HTTP app's ``Backend``; the availability index is updated on every write."""
 
-    def __init__(self) -> None:
+    def __init__(self, write_side: WriteSideSettings | None = None) -> None:
         self.index = AvailabilityIndex()
         self.journal = InMemoryJournal()
         self.ready_checks = {"cache": "ok", "pools": "ok", "journal": "ok"}
-        host = PoolHost(self.journal, views=self)
+        host = PoolHost(self.journal, write_side, views=self)
         self.client = AsyncCapacityClient(router=InProcessRouter(host))
 
     def publish_view(self, view: PoolView) -> None:

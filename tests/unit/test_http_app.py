@@ -3,14 +3,18 @@ The same contract runs over real HTTP on Ray Serve in tests/e2e."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from capacity_service.http.app import create_app
-from capacity_service.settings import HttpSettings
+from capacity_service.journal import JournalUnavailable
+from capacity_service.settings import HttpSettings, WriteSideSettings
 from tests.support.in_process import InProcessBackend
 
 
@@ -339,3 +343,56 @@ def test_the_fast_lane_checks_api_keys() -> None:
             assert wrong.status_code == 401
             allowed = http.post(path, json=body, headers={"authorization": "Bearer user-key"})
             assert allowed.status_code in (200, 404), allowed.text  # p1 does not exist: past auth
+
+
+def test_an_append_the_journal_did_not_confirm_is_a_504_naming_the_request_id(
+    backend: InProcessBackend, http: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put_pool(http, "p1", 5)
+
+    def broken(appends: Any) -> Any:
+        raise JournalUnavailable("connection lost during commit")
+
+    monkeypatch.setattr(backend.journal, "append_many", broken)
+    unknown = http.post("/v1/reservations", json={"pool_id": "p1", "quantity": 1, "request_id": "order-7"})
+    assert unknown.status_code == 504 and error_code(unknown) == "outcome_unknown"
+    assert unknown.json()["error"]["request_id"] == "order-7"
+    anonymous = http.post("/v1/reservations", json={"pool_id": "p1", "quantity": 1})
+    assert anonymous.json()["error"]["request_id"].startswith("auto:")  # the id to repeat it with
+    monkeypatch.undo()
+    settled = http.post("/v1/reservations", json={"pool_id": "p1", "quantity": 1, "request_id": "order-7"})
+    assert settled.status_code == 201 and settled.json()["request_id"] == "order-7"
+
+
+def test_a_full_pool_queue_is_a_429_with_retry_after_and_takes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = InProcessBackend(WriteSideSettings(max_queued_per_pool=2))
+    slow_append = backend.journal.append_many
+
+    def slow(appends: Any) -> Any:
+        time.sleep(0.2)
+        return slow_append(appends)
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=create_app(backend))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            await http.put("/v1/pools/p1", json={"capacity": 100, "zone": "north"})
+            monkeypatch.setattr(backend.journal, "append_many", slow)
+            answers = await asyncio.gather(
+                *(http.post("/v1/reservations", json={"pool_id": "p1", "quantity": 1}) for _ in range(8))
+            )
+        statuses = sorted(a.status_code for a in answers)
+        assert 201 in statuses and 429 in statuses and set(statuses) == {201, 429}, statuses
+        for answer in answers:
+            if answer.status_code == 429:
+                assert answer.headers["retry-after"] == "1" and error_code(answer) == "overloaded"
+        taken = statuses.count(201)
+        pool = await asyncio.to_thread(lambda: backend.journal.highest_seq_nr("p1"))
+        assert pool == 1 + taken  # the refused ones took nothing
+
+    asyncio.run(scenario())
+
+
+def test_a_405_names_every_method_of_the_path(http: TestClient) -> None:
+    answer = http.patch("/v1/reservations/abc")
+    assert answer.status_code == 405 and answer.headers["allow"] == "DELETE, GET"
+    assert http.get("/v1/availability").headers["allow"] == "POST"

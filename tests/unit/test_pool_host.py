@@ -23,7 +23,7 @@ from capacity_service.domain import (
 )
 from capacity_service.domain import PoolNotFound as PoolNotFoundRejection
 from capacity_service.domain import ReservationNotFound as ReservationNotFoundRejection
-from capacity_service.errors import OutcomeUnknown, Unavailable
+from capacity_service.errors import OutcomeUnknown, Overloaded, Unavailable
 from capacity_service.journal import (
     AppendRequest,
     JournalError,
@@ -503,5 +503,38 @@ def test_requests_for_unknown_pools_start_nothing_and_write_nothing() -> None:
         await host.execute("ghost", ConfigurePool(5, "z"))
         assert journal.claims == ["ghost"]
         assert (await host.execute("ghost", reserve("ghost", quantity=2))).view.remaining == 3
+
+    asyncio.run(scenario())
+
+
+def test_a_command_past_its_deadline_is_not_decided_but_a_known_request_id_is_answered() -> None:
+    async def scenario() -> None:
+        journal = SlowJournal(delay=0.0)
+        host = await configured_host(journal)
+        kept = reserve()
+        assert (await host.execute("p", kept, deadline=time.time() + 5)).rejection is None
+        late = reserve()
+        with pytest.raises(Unavailable, match="deadline passed"):
+            await host.execute("p", late, deadline=time.time() - 0.01)
+        assert journal.highest_seq_nr("p") == 2  # nothing written for it
+        again = await host.execute("p", kept, deadline=time.time() - 0.01)  # settling an unknown outcome
+        assert again.reservation is not None and again.reservation.request_id == kept.request_id
+        assert again.events == () and (await host.view("p")).reserved == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_full_pool_queue_refuses_at_once_and_takes_nothing() -> None:
+    async def scenario() -> None:
+        journal = SlowJournal(delay=0.2)
+        host = await configured_host(journal, capacity=100, max_queued_per_pool=3)
+        started = time.monotonic()
+        answers = await asyncio.gather(*(host.execute("p", reserve()) for _ in range(10)), return_exceptions=True)
+        refused = [a for a in answers if isinstance(a, Overloaded)]
+        taken = [a for a in answers if isinstance(a, CommandOutcome)]
+        # All ten arrive before the pool drains its queue: three wait, seven are refused without waiting.
+        assert (len(taken), len(refused)) == (3, 7)
+        assert time.monotonic() - started < 1.0
+        assert (await host.view("p")).reserved == 3 and journal.highest_seq_nr("p") == 1 + 3
 
     asyncio.run(scenario())

@@ -17,7 +17,7 @@ from capacity_service.cluster.router import PoolRouter
 from capacity_service.domain import ConfigurePool, PoolView, Release, Reserve, new_reservation_id
 from capacity_service.domain import PoolNotFound as PoolNotFoundRejection
 from capacity_service.domain import ReservationNotFound as ReservationNotFoundRejection
-from capacity_service.errors import OutcomeUnknown, Unavailable
+from capacity_service.errors import OutcomeUnknown, Overloaded, Unavailable
 from capacity_service.pool_host import HostFenced
 from capacity_service.pool_writer import CommandOutcome
 from capacity_service.settings import HostingSettings, ServiceSettings
@@ -419,5 +419,53 @@ def test_requests_for_unknown_pools_start_no_actor(monkeypatch: pytest.MonkeyPat
         assert await router.execute("ghost", ConfigurePool(1, "z")) == "sent"
         assert await router.execute("real", reserve("real")) == "sent"
         assert calls == ["pool:ghost", "pool:real"]
+
+    asyncio.run(scenario())
+
+
+def test_commands_in_flight_over_the_bound_are_refused_at_once() -> None:
+    async def scenario() -> None:
+        actor = FakeActor(down=True)
+        router = PoolRouter(
+            ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, max_commands_in_flight=3))
+        )
+        router._call_actor = actor.call  # type: ignore[method-assign]
+        waiting = [asyncio.ensure_future(router.execute(f"p{i}", reserve(f"p{i}"))) for i in range(3)]
+        await asyncio.sleep(0.05)
+        refused = await asyncio.wait_for(router.execute("p9", reserve("p9")), 0.5)
+        assert isinstance(refused, Overloaded) and "p9" not in [p for batch in actor.batches for p in batch]
+        actor.gate.set()
+        assert await asyncio.gather(*waiting) == ["p0", "p1", "p2"]
+        assert await router.execute("p9", reserve("p9")) == "p9"  # room again
+
+    asyncio.run(scenario())
+
+
+def test_a_command_that_never_left_is_503_and_one_that_went_unanswered_is_504(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        hosting = HostingSettings(
+            mode="sharded", shards=1, call_timeout_s=0.3, answer_grace_s=0.2, same_node_channel=False
+        )
+        router = PoolRouter(ServiceSettings(hosting=hosting))
+
+        async def found(name: str) -> object:
+            return object()
+
+        async def not_found(name: str) -> object:
+            raise ActorGone("no such actor yet")
+
+        async def hung_ask(handle: object, method: str, *args: Any, timeout: float) -> Any:
+            await asyncio.sleep(timeout)  # the actor got the call and says nothing
+            raise TimeoutError
+
+        monkeypatch.setattr(router_module, "ask", hung_ask)
+        router._handle = found  # type: ignore[method-assign]
+        started = time.monotonic()
+        with pytest.raises(OutcomeUnknown):
+            await router.execute("p1", reserve("p1"))
+        assert 0.4 < time.monotonic() - started < 1.0  # the deadline and the grace, no longer
+        router._handle = not_found  # type: ignore[method-assign]
+        with pytest.raises(Unavailable):
+            await router.execute("p2", reserve("p2"))
 
     asyncio.run(scenario())
