@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from capacity_service.settings import SqlJournalSettings, journal_settings_from_env
+from capacity_service.settings import SqlJournalSettings, journal_settings_from_env, service_settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # As in serve_config.yaml. Serve builds an access log record per request even with access logs off (a
@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     start.add_argument("--port", type=int, default=8000)
     start.add_argument("--host", default="127.0.0.1", help="bind address (loopback unless you mean it)")
+    start.add_argument(
+        "--allow-remote-without-keys",
+        action="store_true",
+        help="answer clients beyond loopback with no API keys set (refused otherwise)",
+    )
     start.add_argument(
         "--no-warehouse",
         action="store_true",
@@ -240,6 +245,12 @@ def _start(a: argparse.Namespace) -> int:
     if a.replicas > 1 and not a.fast_ingress:
         print("--replicas above 1 needs --fast-ingress (HAProxy spreads the requests over them)", file=sys.stderr)
         return 2
+    from capacity_service.http.auth import NO_KEYS_BEYOND_LOOPBACK, is_remote
+
+    keys = service_settings().http
+    if is_remote(a.host) and not (a.allow_remote_without_keys or keys.api_keys or keys.admin_keys):
+        print(f"refusing to listen on {a.host}: {NO_KEYS_BEYOND_LOOPBACK}", file=sys.stderr)
+        return 2
     try:
         _bind_check(a.host, a.port, wait_s=5.0)  # a run just stopped may still be letting go of it
     except OSError as exc:
@@ -372,6 +383,8 @@ def _service_args(a: argparse.Namespace, hosting: dict[str, Any] | None = None) 
         hosting.update({"mode": "sharded", "shards": a.shards})
     if hosting:
         args["hosting"] = hosting
+    if getattr(a, "allow_remote_without_keys", False):
+        args["http"] = {"allow_remote_without_keys": True}
     if a.no_warehouse:
         args["warehouse"] = {"enabled": False}
     elif not os.environ.get("CAPACITY_WAREHOUSE_URL"):

@@ -135,6 +135,9 @@ class HttpSettings(_Settings):
     api_keys: list[SecretStr] = Field(default_factory=list)
     admin_keys: list[SecretStr] = Field(default_factory=list)
     max_body_bytes: int = Field(default=16 * 1024, ge=256)
+    # Without keys the API answers loopback clients only (403 to others), whatever address it listens
+    # on; True opens it to every client without keys (a trusted network, on purpose).
+    allow_remote_without_keys: bool = False
 
 
 class ReadSideSettings(_Settings):

@@ -49,6 +49,12 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self._keys is not None:
+            try:
+                self._keys.require_reachable((scope.get("client") or (None,))[0])
+            except CapacityError as exc:
+                await capacity_error_response(exc)(scope, receive, send)
+                return
         headers: dict[bytes, bytes] = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:

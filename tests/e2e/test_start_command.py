@@ -204,3 +204,11 @@ def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None
     assert process.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in output
     assert not (tmp_path / "capacity.db").exists()  # nothing was started
+
+
+def test_a_public_address_without_api_keys_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    process = start(tmp_path, free_port(), "--host", "0.0.0.0")
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in output and "CAPACITY_API_KEYS" in output
+    assert not (tmp_path / "capacity.db").exists()  # nothing was started

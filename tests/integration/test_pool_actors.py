@@ -183,12 +183,14 @@ def test_kill_9_during_a_stream_of_reserves_loses_nothing_acknowledged(
     assert client.reserve(pool_id).remaining == 10_000 - taken - 1
 
 
+@pytest.mark.parametrize("ids", ["client_request_ids", "service_made_ids"])
 def test_a_host_paused_past_the_deadline_takes_nothing_it_was_not_asked_again_for(
-    settings: ServiceSettings,
+    settings: ServiceSettings, ids: str
 ) -> None:
     """The pool's host is paused (SIGSTOP) while reserves wait for it, past their deadline, then resumed.
     The answers say 503 (nothing taken) or 504 (unknown), never a silent take: once it resumes, the late
-    commands are not decided, and repeating the 504s with their request ids takes each at most once."""
+    commands are not decided, and repeating the 504s with their request ids (the caller's, or the ones the
+    service made and named in its answers) takes each at most once."""
     quick = settings.model_copy(
         update={"hosting": settings.hosting.model_copy(update={"call_timeout_s": 5.0, "answer_grace_s": 1.0})}
     )
@@ -200,7 +202,11 @@ def test_a_host_paused_past_the_deadline_takes_nothing_it_was_not_asked_again_fo
         os.kill(pid, signal.SIGSTOP)
         try:
             paused = [
-                threading.Thread(target=history.reserve, args=(client, pool_id, 10, f"paused-{k}")) for k in range(5)
+                threading.Thread(
+                    target=history.reserve,
+                    args=(client, pool_id, 10, f"paused-{k}" if ids == "client_request_ids" else None),
+                )
+                for k in range(5)
             ]
             for thread in paused:
                 thread.start()

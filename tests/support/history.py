@@ -66,15 +66,16 @@ class History:
         with self._lock:
             self.operations.append(operation)
 
-    def reserve(self, client: Any, pool_id: str, quantity: int, request_id: str) -> Operation:
-        """``client.reserve`` (a ``CapacityClient``), recorded."""
+    def reserve(self, client: Any, pool_id: str, quantity: int, request_id: str | None) -> Operation:
+        """``client.reserve`` (a ``CapacityClient``), recorded. Without a ``request_id`` the one the service
+        made is recorded, from its answer or its error."""
         started = time.monotonic()
         reservation_id = None
         try:
-            reservation_id = client.reserve(pool_id, quantity, request_id=request_id).reservation_id
-            code = "ok"
+            receipt = client.reserve(pool_id, quantity, request_id=request_id)
+            code, reservation_id, request_id = "ok", receipt.reservation_id, receipt.request_id
         except CapacityError as exc:
-            code = exc.code
+            code, request_id = exc.code, exc.request_id or request_id
         except Exception as exc:  # no answer at all
             code = type(exc).__name__
         operation = Operation(

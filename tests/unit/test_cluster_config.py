@@ -96,6 +96,26 @@ def test_the_deploy_step_opens_the_proxies_and_keeps_the_rest(cluster: dict[str,
     assert deploy.startswith(". ~/capacity.env &&") and "serve deploy ~/serve_config.cluster.yaml" in deploy
 
 
+@pytest.mark.parametrize("secrets", ["", "CAPACITY_API_KEYS=a", "CAPACITY_API_KEYS=a CAPACITY_ADMIN_KEYS=b"])
+def test_the_cluster_does_not_deploy_without_api_keys(cluster: dict[str, Any], tmp_path: Path, secrets: str) -> None:
+    """The head's deploy step, run for real in a fake home directory with ``serve`` stubbed: it deploys
+    only when both kinds of keys are in the secrets file."""
+    (tmp_path / "capacity.env").write_text(". ~/capacity.secrets.env\n")
+    (tmp_path / "capacity.secrets.env").write_text("".join(f"export {pair}\n" for pair in secrets.split()))
+    (tmp_path / "bin").mkdir()
+    stub = tmp_path / "bin" / "serve"
+    stub.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "deployed"}\n')
+    stub.chmod(0o755)
+    env = {"HOME": str(tmp_path), "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
+    deploy = cluster["head_start_ray_commands"][-1]
+    done = subprocess.run(["bash", "-c", deploy], env=env, capture_output=True, text=True)
+    if secrets.count("=") == 2:
+        assert done.returncode == 0 and (tmp_path / "deployed").read_text().startswith("deploy ")
+    else:
+        assert done.returncode != 0 and not (tmp_path / "deployed").exists()
+        assert "CAPACITY_API_KEYS and CAPACITY_ADMIN_KEYS" in done.stderr
+
+
 # ---------------------------------------------------------------------------------------------- Serve
 
 

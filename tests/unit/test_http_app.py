@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from capacity_service.http.app import create_app
 from capacity_service.journal import JournalUnavailable
@@ -396,3 +397,32 @@ def test_a_405_names_every_method_of_the_path(http: TestClient) -> None:
     answer = http.patch("/v1/reservations/abc")
     assert answer.status_code == 405 and answer.headers["allow"] == "DELETE, GET"
     assert http.get("/v1/availability").headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize(
+    ("settings", "client", "status"),
+    [
+        (HttpSettings(), ("10.1.2.3", 4000), 403),  # no keys: a remote client gets nothing
+        (HttpSettings(), ("127.0.0.1", 4000), 200),
+        (HttpSettings(), ("::1", 4000), 200),
+        (HttpSettings(allow_remote_without_keys=True), ("10.1.2.3", 4000), 200),  # said on purpose
+        (HttpSettings(api_keys=[SecretStr("k")]), ("10.1.2.3", 4000), 200),  # keys: the key decides
+    ],
+)
+def test_without_keys_only_loopback_clients_are_answered(
+    settings: HttpSettings, client: tuple[str, int], status: int
+) -> None:
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=create_app(InProcessBackend(), settings), client=client)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            headers = {"authorization": "Bearer k"}
+            for answer in (
+                await http.get("/v1/pools/p1", headers=headers),
+                await http.post("/v1/availability", json={"zone": "north"}, headers=headers),  # the fast lane
+            ):
+                expected = 404 if status == 200 and answer.request.method == "GET" else status
+                assert answer.status_code == expected, answer.text
+                if status == 403:
+                    assert "loopback clients only" in answer.json()["error"]["message"]
+
+    asyncio.run(scenario())
