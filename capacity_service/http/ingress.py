@@ -6,17 +6,18 @@ accounting and metrics. For our hot calls that cost more CPU than the call itsel
 replica's ~0.8 ms per reserve), and the replica's one event loop is what a request waits for.
 
 Serve's documented hook for ingress middlewares (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``, read by
-Serve at import: ``capacity-service start`` sets it) puts ``FastLaneMiddleware`` outermost. It hands the
-calls the ``Edge`` answers itself (availability, reserve) straight to the ``Edge`` of the deployment in
-this process, and everything else to Serve as before. Where no ``Edge`` runs (Serve's proxy process, a
-replica still starting, another event loop), it passes every request on.
+Serve at import: ``capacity-service start`` sets it) puts ``FastLaneMiddleware`` outermost. It hands every
+HTTP request straight to the ``Edge`` of the deployment in this process: the ``Edge`` answers the hot
+calls (availability, reserve) itself and passes the rest to the FastAPI app: Serve's wrapper around the
+app halved the rate of the other calls (a pool's GET, health checks). Where no ``Edge`` runs
+(Serve's proxy process, a replica still starting, another event loop), it passes every request on.
 
 The middleware sees paths before Serve applies the application's route prefix: it assumes the app at
 ``/``, as ``start`` deploys it. Leave the hook unset for an app under another prefix.
 
-What the fast lane gives up: Serve's request metrics and ``x-request-id`` header for these two calls,
-and ``max_ongoing_requests`` no longer bounds them (the router bounds the calls to each pool actor, and
-``call_timeout_s`` every call).
+What the fast lane gives up: Serve's request metrics and ``x-request-id`` header, and
+``max_ongoing_requests`` no longer bounds requests (the router bounds the commands in flight and each
+pool's queue, and every command has its deadline).
 """
 
 from __future__ import annotations
@@ -61,7 +62,6 @@ class FastLaneMiddleware:
         if (
             mounted is not None
             and scope["type"] == "http"
-            and mounted[0].answers_itself(scope)
             and asyncio.get_running_loop() is mounted[1]
         ):
             await mounted[0](scope, receive, send)

@@ -252,7 +252,8 @@ def test_cassandra_outage_on_many_nodes(
     assert healed, "pools did not serve again by themselves after Cassandra came back"
     during = [f for f in stream.failures if f.at >= stopped_at]
     assert during, "no call failed while Cassandra was down"
-    assert {f.kind for f in stream.failures} == {"Unavailable"}
+    # 503s, and 504s for the appends in flight when Cassandra stopped (settled by repeating them).
+    assert {f.kind for f in stream.failures} <= {"unavailable", "outcome_unknown"}
     # Failing fast, structurally: the open circuit breaker answered without waiting on the journal.
     assert any("not trying for a moment" in f.message for f in during)
     print(

@@ -45,6 +45,7 @@ class Operation:
     outcome: Outcome
     code: str  # "ok" or the error code (or the exception's name when there was no answer)
     reservation_id: str | None = None
+    message: str = ""  # the error's
 
 
 def outcome_of_code(code: str) -> Outcome:
@@ -70,14 +71,14 @@ class History:
         """``client.reserve`` (a ``CapacityClient``), recorded. Without a ``request_id`` the one the service
         made is recorded, from its answer or its error."""
         started = time.monotonic()
-        reservation_id = None
+        reservation_id, message = None, ""
         try:
             receipt = client.reserve(pool_id, quantity, request_id=request_id)
             code, reservation_id, request_id = "ok", receipt.reservation_id, receipt.request_id
         except CapacityError as exc:
-            code, request_id = exc.code, exc.request_id or request_id
+            code, request_id, message = exc.code, exc.request_id or request_id, str(exc)
         except Exception as exc:  # no answer at all
-            code = type(exc).__name__
+            code, message = type(exc).__name__, str(exc)
         operation = Operation(
             "reserve",
             pool_id,
@@ -88,6 +89,7 @@ class History:
             outcome_of_code(code),
             code,
             reservation_id,
+            message,
         )
         self.record(operation)
         return operation

@@ -23,11 +23,11 @@ from capacity_service.cluster import _ray
 from capacity_service.cluster.local import LocalCluster
 from capacity_service.cluster.router import actor_name
 from capacity_service.domain import PoolState, ReservationStatus
-from capacity_service.errors import InsufficientCapacity, Unavailable
 from capacity_service.journal import open_journal
 from capacity_service.recovery import recover_pool
 from capacity_service.serialization import Codec
 from capacity_service.settings import ServiceSettings
+from tests.support.history import History, check, events_in
 
 
 @contextmanager
@@ -79,8 +79,8 @@ class Failure:
 @dataclass
 class ReserveStream:
     """Callers reserving one unit at a time, round robin over the pools, each with its own request ids.
-    What was acknowledged and what was attempted is recorded per pool, to be checked against the
-    journal: every acknowledged request id must be there, and nothing nobody asked for."""
+    Every call and its answer goes into ``history`` (``tests/support/history.py``), checked against the
+    journal at the end; what was acknowledged and attempted is also kept per pool."""
 
     client: CapacityClient
     pools: list[str]
@@ -88,6 +88,7 @@ class ReserveStream:
     acknowledged: dict[str, set[str]] = field(default_factory=dict)
     attempted: dict[str, set[str]] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    history: History = field(default_factory=History)
     last_ok: dict[str, float] = field(default_factory=dict)  # pool -> monotonic time of its last answer
     full: set[str] = field(default_factory=set)  # pools that answered "insufficient capacity"
     last_attempt: dict[str, float] = field(default_factory=dict)  # pool -> when its latest call began
@@ -120,10 +121,15 @@ class ReserveStream:
         self._running.set()
 
     def stop(self) -> None:
+        """Stop the callers, then repeat each call whose outcome is unknown until its pool decides it."""
         self._stop.set()
         self._running.set()
         for thread in self._threads:
             thread.join(timeout=120)
+        deadline = time.monotonic() + 120
+        while (unsettled := self.history.unsettled()) and time.monotonic() < deadline:
+            for op in unsettled:
+                self.history.reserve(self.client, op.pool_id, op.quantity, op.request_id)
 
     def _run(self, caller: int) -> None:
         n = 0
@@ -145,15 +151,14 @@ class ReserveStream:
                     self._in_flight -= 1
 
     def _reserve(self, pool_id: str, request_id: str, began: float) -> None:
-        try:
-            self.client.reserve(pool_id, request_id=request_id)
-        except InsufficientCapacity:
+        operation = self.history.reserve(self.client, pool_id, 1, request_id)
+        if operation.code == "insufficient_capacity":
             with self._lock:
                 self.full.add(pool_id)
                 self._answered(pool_id, began)  # a pool that answers "full" serves
             return
-        except Unavailable as exc:
-            failure = Failure(began, time.monotonic() - began, type(exc).__name__, str(exc))
+        if operation.outcome != "ok":
+            failure = Failure(began, operation.ended - began, operation.code, operation.message)
             with self._lock:
                 self.failures.append(failure)
             time.sleep(0.05)
@@ -204,6 +209,8 @@ def check_journal(settings: ServiceSettings, stream: ReserveStream, capacity: in
             assert state.reserved == capacity, f"{pool_id}: answered full at {state.reserved} of {capacity}"
         totals["acknowledged"] += len(stream.acknowledged[pool_id])
         totals["stored"] += len(stored)
+    problems = check(stream.history, events_in(settings.journal, stream.pools))
+    assert not problems, "\n".join(problems[:20])
     return totals
 
 
