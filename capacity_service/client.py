@@ -141,9 +141,8 @@ class AsyncCapacityClient:
         command = Reserve(quantity, request_id, new_reservation_id(pool_id))
         try:
             outcome = await self._execute(pool_id, command)
-        except CapacityError as exc:
-            exc.request_id = request_id  # every answer to a reserve names the id it can be settled with
-            raise
+        except CapacityError as exc:  # every answer to a reserve names the id it can be settled with
+            raise _naming_request(exc, request_id) from exc
         assert outcome.reservation is not None
         return ReservationReceipt(
             reservation_id=outcome.reservation.reservation_id,
@@ -281,6 +280,16 @@ def _pool_of(reservation_id: str) -> str:
         return pool_of_reservation(reservation_id)
     except InvalidId as exc:
         raise ReservationNotFound(reservation_id) from exc
+
+
+def _naming_request(error: CapacityError, request_id: str) -> CapacityError:
+    """A copy of ``error`` that names ``request_id``. A copy, as one error object may answer a whole batch
+    of commands (a journal outage), each with its own request id."""
+    named = type(error).__new__(type(error), *error.args)
+    named.args = error.args
+    named.__dict__.update(error.__dict__)
+    named.request_id = request_id
+    return named
 
 
 def _printable(text: str) -> bool:

@@ -59,11 +59,7 @@ class FastLaneMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         mounted = _mounted
-        if (
-            mounted is not None
-            and scope["type"] == "http"
-            and asyncio.get_running_loop() is mounted[1]
-        ):
+        if mounted is not None and scope["type"] == "http" and asyncio.get_running_loop() is mounted[1]:
             await mounted[0](scope, receive, send)
             return
         await self.app(scope, receive, send)
