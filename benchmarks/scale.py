@@ -11,8 +11,8 @@ For each N, on a fresh temporary data dir and a fresh service:
    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, no other option: the default hosting, journal and warehouse), until
    GET /readyz answers 200;
 2. create: N pools by `PUT /v1/pools/{id}` ({"capacity": 100, "zone": "z<k % 20>", a two-hour slot}), at most
-   ``--create-concurrency`` (32) requests in flight (httpx.AsyncClient); the time from the first request to
-   the last answer;
+   ``--create-concurrency`` (32) connections each sending one request at a time; the time from the first
+   request to the last answer;
 3. memory: the sum of PSS (/proc/PID/smaps_rollup; MB = 2^20 bytes, as in pool_actors.py) of every process
    of the service: the start process and all its descendants (through /proc/PID/task/*/children, or where
    the kernel has no such file, the parent pids in /proc/*/stat), plus any process outside that tree (one
@@ -21,9 +21,10 @@ For each N, on a fresh temporary data dir and a fresh service:
    command lines) or its data dir; the JSON says how many of each kind were counted, and PSS by process
    name. Sampled after the pools are created, after the latency runs and after the restart; the
    largest sample is the figure reported;
-4. latency: ``--requests`` (2,000) `POST /v1/availability {"zone": "z3"}` (N/20 pools in that zone), then as
-   many `POST /v1/reservations {"pool_id": <random pool>, "quantity": 1}`, ``--in-flight`` (16) at a time,
-   after ``--warmup`` (100) of each that are not counted; median and p99 of every answer, in ms;
+4. latency: ``--requests`` (2,000) `POST /v1/availability` for zone z3 and the window of its first 25 slots
+   (the same 25 pools at every N; the zone holds N/20), then as many `POST /v1/reservations {"pool_id":
+   <random pool>, "quantity": 1}`, ``--in-flight`` (16) at a time, after ``--warmup`` (100) of each that are
+   not counted; median and p99 of every answer, in ms;
 5. cold restart: SIGINT to the start process, waited for until it exits; then the same command on the same
    data dir (on a newly chosen free port) and the time from that command until every pool answers
    `GET /v1/pools/{id}` with 200 (``--create-concurrency`` polls in flight); the reserved units of all
@@ -33,7 +34,8 @@ For each N, on a fresh temporary data dir and a fresh service:
 
 Targets, drawn in the plot and checked in the JSON: 500 pools created in < 15 s; < 2 GB (2,048 MB) of PSS at
 10,000 pools; a cold restart of 10,000 pools in < 30 s; availability p99 at 10,000 pools within 1.5x of its
-p99 at 500. The load generator runs on the same 2 cores as the service, so latencies include its own CPU.
+p99 at 500. The load generator runs on the same 2 cores as the service, so latencies include its own CPU;
+it is a lean HTTP/1.1 client (``benchmarks/_common.py``): httpx cost more CPU per request than the service.
 Results: benchmarks/results/scale.json and benchmarks/results/scale.png (one current file each).
 """
 
@@ -62,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 
-from benchmarks._common import command_line, exit_cleanly_on_sigterm, summarize, write_results
+from benchmarks._common import LeanConnection, command_line, exit_cleanly_on_sigterm, summarize, write_results
 from devenv._process import free_ports, log_tail
 
 CAPACITY = 100
@@ -371,43 +373,49 @@ class Outcome:
     statuses: Counter[str] = field(default_factory=Counter)
     last_body: Any = None
 
-    def record(self, began: float, response: httpx.Response | None, error: str | None = None) -> None:
-        if response is None:
+    def record(self, began: float, status: int | None, body: bytes = b"", error: str | None = None) -> None:
+        if status is None:
             self.statuses[error or "error"] += 1
             return
         self.latencies_s.append(time.perf_counter() - began)
-        self.statuses[str(response.status_code)] += 1
-        if response.status_code < 300:
-            self.last_body = response.json()
+        self.statuses[str(status)] += 1
+        if status < 300:
+            self.last_body = body
 
 
 async def run_requests(
-    client: httpx.AsyncClient, method: str, requests: Sequence[tuple[str, dict[str, Any]]], in_flight: int
+    port: int, method: str, requests: Sequence[tuple[str, dict[str, Any]]], in_flight: int
 ) -> Outcome:
-    """Send ``requests`` (path, JSON body) with at most ``in_flight`` outstanding."""
+    """Send ``requests`` (path, JSON body) over ``in_flight`` connections, one request at a time each. The
+    client is lean (``LeanConnection``): with httpx, its own CPU on the 2 shared cores was most of each p99."""
     outcome = Outcome()
     queue: Iterator[tuple[str, dict[str, Any]]] = iter(requests)
 
     async def worker() -> None:
-        for path, body in queue:  # shared iterator: each request is sent once
-            began = time.perf_counter()
-            try:
-                response = await client.request(method, path, json=body)
-            except httpx.HTTPError as exc:
-                outcome.record(began, None, type(exc).__name__)
-                continue
-            outcome.record(began, response)
+        connection = LeanConnection(port)
+        try:
+            for path, body in queue:  # shared iterator: each request is sent once
+                began = time.perf_counter()
+                try:
+                    status, answer = await connection.request(method, path, json.dumps(body).encode())
+                except (OSError, asyncio.IncompleteReadError, StopIteration, ValueError) as exc:
+                    outcome.record(began, None, error=type(exc).__name__)
+                    continue
+                outcome.record(began, status, answer)
+        finally:
+            connection.close()
 
     await asyncio.gather(*(worker() for _ in range(in_flight)))
+    if isinstance(outcome.last_body, bytes):
+        outcome.last_body = json.loads(outcome.last_body)
     return outcome
 
 
 async def create_pools(service: Service, pools: int, concurrency: int) -> dict[str, Any]:
     requests = [(f"/v1/pools/{pool_id(k)}", pool_body(k)) for k in range(pools)]
-    async with _client(service.url, concurrency) as client:
-        began = time.monotonic()
-        outcome = await run_requests(client, "PUT", requests, concurrency)
-        seconds = time.monotonic() - began
+    began = time.monotonic()
+    outcome = await run_requests(service.port, "PUT", requests, concurrency)
+    seconds = time.monotonic() - began
     created = outcome.statuses["201"] + outcome.statuses["200"]
     if created != pools:
         raise RuntimeError(f"{pools - created} of {pools} PUTs failed: {dict(outcome.statuses)}")
@@ -422,16 +430,19 @@ async def create_pools(service: Service, pools: int, concurrency: int) -> dict[s
 
 async def measure_latency(service: Service, pools: int, args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    availability = ("/v1/availability", {"zone": AVAILABILITY_ZONE})
+    # A zone and a time window, as a shop asks: the same slots (and so the same answer) at every size, so
+    # that what grows is the service's pools, not the answer (a whole zone at 10,000 pools is 500 pools).
+    window = {"slot_from": SLOT_BASE.isoformat(), "slot_to": (SLOT_BASE + timedelta(hours=2 * 25)).isoformat()}
+    availability = ("/v1/availability", {"zone": AVAILABILITY_ZONE, **window})
 
     def reserves(count: int) -> list[tuple[str, dict[str, Any]]]:
         return [("/v1/reservations", {"pool_id": pool_id(rng.randrange(pools)), "quantity": 1}) for _ in range(count)]
 
-    async with _client(service.url, args.in_flight) as client:
-        await run_requests(client, "POST", [availability] * args.warmup, args.in_flight)
-        warm = await run_requests(client, "POST", reserves(args.warmup), args.in_flight)
-        avail = await run_requests(client, "POST", [availability] * args.requests, args.in_flight)
-        reserve = await run_requests(client, "POST", reserves(args.requests), args.in_flight)
+    port = service.port
+    await run_requests(port, "POST", [availability] * args.warmup, args.in_flight)
+    warm = await run_requests(port, "POST", reserves(args.warmup), args.in_flight)
+    avail = await run_requests(port, "POST", [availability] * args.requests, args.in_flight)
+    reserve = await run_requests(port, "POST", reserves(args.requests), args.in_flight)
     shown = len(avail.last_body["pools"]) if isinstance(avail.last_body, dict) else None
     return {
         "availability": {**summarize(avail.latencies_s), "statuses": dict(avail.statuses), "pools_shown": shown},
@@ -443,39 +454,6 @@ async def measure_latency(service: Service, pools: int, args: argparse.Namespace
     }
 
 
-class _LeanGet:
-    """GETs on one keep-alive HTTP/1.1 connection, with the least client work: the restart poll asks
-    10,000 pools, and httpx spent more CPU per request (~3 ms here) than the service, on a machine the
-    two share (a 10,000-pool restart measured 90 s, most of it the poller's own time)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._host, self._port = host, port
-        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-
-    async def get(self, path: str) -> tuple[int, bytes]:
-        if self._streams is None:
-            self._streams = await asyncio.open_connection(self._host, self._port)
-        reader, writer = self._streams
-        try:
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: {self._host}\r\n\r\n".encode())
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            return status, await reader.readexactly(length)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        if self._streams is not None:
-            self._streams[1].close()
-            self._streams = None
-
-
 async def cold_restart(service: Service, pools: int, concurrency: int, timeout: float) -> dict[str, Any]:
     """Start the service again on the same data dir; seconds until every pool answers GET with 200."""
     began = time.monotonic()
@@ -485,11 +463,11 @@ async def cold_restart(service: Service, pools: int, concurrency: int, timeout: 
     not_yet: Counter[str] = Counter()  # answers other than 200 while it came up
     todo = iter(range(1, pools))  # pool 0 first, alone
 
-    async def until_served(connection: _LeanGet, k: int) -> None:
+    async def until_served(connection: LeanConnection, k: int) -> None:
         nonlocal first_answer_s, reserved
         while True:
             try:
-                status_code, body = await connection.get(f"/v1/pools/{pool_id(k)}")
+                status_code, body = await connection.request("GET", f"/v1/pools/{pool_id(k)}")
             except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration) as exc:
                 status = type(exc).__name__
             else:
@@ -505,11 +483,12 @@ async def cold_restart(service: Service, pools: int, concurrency: int, timeout: 
                 raise RuntimeError(f"pool {pool_id(k)} not served {timeout:.0f}s after the restart: {status}")
             await asyncio.sleep(0.1)
 
-    connections = [_LeanGet("127.0.0.1", service.port) for _ in range(concurrency)]
+    # A lean client: httpx's own CPU was most of a 10,000-pool restart's time (the two share 2 cores).
+    connections = [LeanConnection(service.port) for _ in range(concurrency)]
     try:
         await until_served(connections[0], 0)  # one poller until the service answers, not `concurrency`
 
-        async def worker(connection: _LeanGet) -> None:
+        async def worker(connection: LeanConnection) -> None:
             for k in todo:
                 await until_served(connection, k)
 

@@ -1,0 +1,244 @@
+"""Offered load rising until it breaks, side by side in one run: capacity_service as `capacity-service start`
+runs it by default (SQLite journal, pools created over HTTP) and the yardstick (FastAPI + asyncpg +
+PostgreSQL, a conditional UPDATE per reserve), on two scenarios: reserves spread over 500 pools, and
+reserves on one hot pool.
+
+    .venv/bin/python benchmarks/ramp.py [--levels 8 32 128 512 1024] [--seconds 6]
+        [--targets capacity_service,yardstick]
+
+At each level, that many connections each send a reserve, wait for its answer, and send the next (a
+closed loop: the offered load rises with the connections). Reported per level: accepted reserves (201)
+per second, their median and p99 latency, refusals (429 overloaded), other errors, and answers that did
+not come within 10 s. The knee: the level with the most accepted reserves per second. What the service
+should do past it: answer 429s at once, keep the accepted ones fast (p99 under the original system's
+100 ms) and keep its throughput instead of collapsing.
+
+The load comes from this script's own lean HTTP/1.1 client (an asyncio connection per client, no HTTP
+library: httpx cost more CPU per request than the service here), in one process on the same 2 cores.
+Results: benchmarks/results/ramp.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import REPO, LeanConnection, command_line, exit_cleanly_on_sigterm, summarize, write_results
+from benchmarks.http_load import POOLS, PYTHON, seed_over_http, seed_postgres, wait_http
+from devenv import LocalPostgres
+from devenv._process import free_port
+
+SCENARIOS = ["reserve_spread", "reserve_hot"]
+ANSWER_TIMEOUT_S = 10.0
+P99_TARGET_MS = 100.0
+
+
+async def run_level(port: int, scenario: str, connections: int, seconds: float) -> dict[str, Any]:
+    rng = random.Random(connections)
+    statuses: Counter[str] = Counter()
+    accepted_s: list[float] = []
+    stop_at = time.monotonic() + seconds
+
+    def body() -> bytes:
+        pool = "pool-hot" if scenario == "reserve_hot" else f"pool-{rng.randrange(POOLS)}"
+        return json.dumps({"pool_id": pool, "quantity": 1}).encode()
+
+    async def client() -> None:
+        connection = LeanConnection(port)
+        try:
+            while time.monotonic() < stop_at:
+                began = time.monotonic()
+                try:
+                    answer = connection.request("POST", "/v1/reservations", body())
+                    status, _ = await asyncio.wait_for(answer, ANSWER_TIMEOUT_S)
+                except TimeoutError:
+                    statuses["timeout"] += 1
+                    connection.close()
+                    continue
+                except (OSError, asyncio.IncompleteReadError, StopIteration, ValueError):
+                    statuses["connection_error"] += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                statuses[str(status)] += 1
+                if status == 201:
+                    accepted_s.append(time.monotonic() - began)
+        finally:
+            connection.close()
+
+    began = time.monotonic()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    elapsed = time.monotonic() - began
+    latency = summarize(accepted_s) if accepted_s else {}
+    return {
+        "connections": connections,
+        "seconds": elapsed,
+        "accepted_per_s": len(accepted_s) / elapsed,
+        "answers_per_s": sum(statuses.values()) / elapsed,
+        "accepted_median_ms": latency.get("median_ms"),
+        "accepted_p99_ms": latency.get("p99_ms"),
+        "statuses": dict(statuses),
+        "refused_share": statuses["429"] / max(1, sum(statuses.values())),
+    }
+
+
+def ramp(port: int, target: str, levels: list[int], seconds: float) -> dict[str, list[dict[str, Any]]]:
+    results: dict[str, list[dict[str, Any]]] = {}
+    for scenario in SCENARIOS:
+        asyncio.run(run_level(port, scenario, 8, 2))  # warm-up
+        rows = []
+        for connections in levels:
+            row = asyncio.run(run_level(port, scenario, connections, seconds))
+            rows.append(row)
+            print(
+                f"  {target:18} {scenario:15} {connections:5} conns: {row['accepted_per_s']:7.0f} accepted/s, "
+                f"p99 {row['accepted_p99_ms'] or float('nan'):7.1f} ms, statuses {row['statuses']}",
+                flush=True,
+            )
+        results[scenario] = rows
+    return results
+
+
+def ramp_capacity_service(levels: list[int], seconds: float) -> dict[str, list[dict[str, Any]]]:
+    with tempfile.TemporaryDirectory(prefix="bench-ramp-") as tmp:
+        port = free_port()
+        server = subprocess.Popen(
+            [PYTHON, "-m", "capacity_service", "--data-dir", tmp, "start", "--port", str(port)],
+            cwd=tmp,
+            env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_http(f"{url}/healthz", server)
+            asyncio.run(seed_over_http(url))
+            wait_http(f"{url}/readyz", server)
+            return ramp(port, "capacity_service", levels, seconds)
+        finally:
+            server.send_signal(2)
+            try:
+                server.wait(90)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def ramp_yardstick(levels: list[int], seconds: float) -> dict[str, list[dict[str, Any]]]:
+    with tempfile.TemporaryDirectory(prefix="bench-ramp-pg-") as tmp:
+        os.chmod(tmp, 0o755)
+        postgres = LocalPostgres(Path(tmp), durable=True)
+        postgres.start()
+        seed_postgres(postgres.conninfo)
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "uvicorn",
+                "benchmarks.yardstick.app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO,
+            env={**os.environ, "YARDSTICK_DSN": postgres.conninfo},
+        )
+        try:
+            wait_http(f"http://127.0.0.1:{port}/docs", server)
+            return ramp(port, "yardstick", levels, seconds)
+        finally:
+            server.terminate()
+            server.wait(30)
+            postgres.stop()
+
+
+def knee(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    best = max(rows, key=lambda row: row["accepted_per_s"])
+    last = rows[-1]
+    return {
+        "connections": best["connections"],
+        "accepted_per_s": best["accepted_per_s"],
+        "accepted_p99_ms": best["accepted_p99_ms"],
+        "at_highest_load": {
+            "connections": last["connections"],
+            "accepted_per_s": last["accepted_per_s"],
+            "share_of_peak": last["accepted_per_s"] / best["accepted_per_s"] if best["accepted_per_s"] else None,
+            "accepted_p99_ms": last["accepted_p99_ms"],
+            "timeouts": last["statuses"].get("timeout", 0),
+            "refused_share": last["refused_share"],
+        },
+    }
+
+
+def plot(results: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(SCENARIOS), figsize=(6 * len(SCENARIOS), 8), squeeze=False)
+    for column, scenario in enumerate(SCENARIOS):
+        top, bottom = axes[0][column], axes[1][column]
+        for target, by_scenario in results.items():
+            rows = by_scenario.get(scenario, [])
+            levels = [row["connections"] for row in rows]
+            top.plot(levels, [row["accepted_per_s"] for row in rows], "o-", label=f"{target}: accepted/s")
+            top.plot(
+                levels, [row["statuses"].get("429", 0) / row["seconds"] for row in rows], "x:", label=f"{target}: 429/s"
+            )
+            bottom.plot(levels, [row["accepted_p99_ms"] for row in rows], "o-", label=target)
+        top.set(title=f"{scenario}: throughput", xscale="log", xlabel="connections", ylabel="answers/s")
+        bottom.axhline(P99_TARGET_MS, color="grey", linestyle="--", label="100 ms")
+        bottom.set(title=f"{scenario}: accepted p99", xscale="log", yscale="log", xlabel="connections", ylabel="ms")
+        top.legend(fontsize=8)
+        bottom.legend(fontsize=8)
+    fig.suptitle(command_line(), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    exit_cleanly_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", type=int, nargs="+", default=[8, 32, 128, 512, 1024])
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--targets", default="capacity_service,yardstick")
+    args = parser.parse_args()
+    runners = {"capacity_service": ramp_capacity_service, "yardstick": ramp_yardstick}
+    results = {target: runners[target](args.levels, args.seconds) for target in args.targets.split(",")}
+    knees = {target: {s: knee(rows) for s, rows in by_scenario.items()} for target, by_scenario in results.items()}
+    print(f"\n{command_line()}")
+    for target, by_scenario in knees.items():
+        for scenario, found in by_scenario.items():
+            high = found["at_highest_load"]
+            print(
+                f"  {target:18} {scenario:15} knee at {found['connections']} conns: {found['accepted_per_s']:.0f} "
+                f"accepted/s (p99 {found['accepted_p99_ms']:.1f} ms); at {high['connections']} conns: "
+                f"{high['share_of_peak']:.0%} of it, p99 {high['accepted_p99_ms'] or float('nan'):.1f} ms, "
+                f"{high['refused_share']:.0%} refused, {high['timeouts']} timeouts"
+            )
+    path = write_results("ramp", {"command": command_line(), "levels": args.levels, "results": results, "knees": knees})
+    plot(results, path.with_suffix(".png"))
+    print(f"results: {path} and {path.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
