@@ -297,4 +297,4 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
     # routes FastAPI puts first made every request try them. No two routes overlap, so order is free.
     hot = {path for _, path in fast_lane}
     app.router.routes.sort(key=lambda route: getattr(route, "path", "") not in hot)
-    return Edge(app, settings.max_body_bytes, fast_lane, keys)
+    return Edge(app, settings.max_body_bytes, fast_lane, keys, settings.max_requests_in_flight)

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from capacity_service.errors import CapacityError
+from capacity_service.errors import CapacityError, Overloaded
 from capacity_service.http.auth import ApiKeys
 from capacity_service.http.errors import capacity_error_response, error_response, internal_error_response
 
@@ -32,11 +32,14 @@ class Edge:
         limit: int,
         fast_lane: Mapping[tuple[str, str], JsonOperation] | None = None,
         keys: ApiKeys | None = None,
+        max_in_flight: int | None = None,
     ) -> None:
         self.app = app
         self.limit = limit
         self._fast_lane = dict(fast_lane or {})
         self._keys = keys
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
 
     def answers_itself(self, scope: Scope) -> bool:
         """Whether this request is one of the fast lane's calls (the FastAPI app answers the rest)."""
@@ -49,6 +52,20 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self._max_in_flight is None or _route_path(scope) in _PROBES:
+            await self._answer(scope, receive, send)
+            return
+        if self._in_flight >= self._max_in_flight:  # refused at once, rather than answered late
+            busy = Overloaded(f"{self._in_flight} requests are being answered; nothing was taken")
+            await capacity_error_response(busy)(scope, receive, send)
+            return
+        self._in_flight += 1
+        try:
+            await self._answer(scope, receive, send)
+        finally:
+            self._in_flight -= 1
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._keys is not None:
             try:
                 self._keys.require_reachable((scope.get("client") or (None,))[0])
@@ -93,6 +110,10 @@ class Edge:
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(413, "payload_too_large", f"request body over {self.limit} bytes")
         await response(scope, receive, send)
+
+
+# Health probes are answered whatever the load: a busy service is not a dead one.
+_PROBES = frozenset({"/healthz", "/readyz"})
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:

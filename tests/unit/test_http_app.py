@@ -426,3 +426,36 @@ def test_without_keys_only_loopback_clients_are_answered(
                     assert "loopback clients only" in answer.json()["error"]["message"]
 
     asyncio.run(scenario())
+
+
+def test_requests_over_the_replicas_bound_are_refused_at_once_and_probes_still_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backend = InProcessBackend()
+    slow_append = backend.journal.append_many
+
+    def slow(appends: Any) -> Any:
+        time.sleep(0.3)
+        return slow_append(appends)
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=create_app(backend, HttpSettings(max_requests_in_flight=3)))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            await http.put("/v1/pools/p1", json={"capacity": 100, "zone": "north"})
+            monkeypatch.setattr(backend.journal, "append_many", slow)
+            reserves = [
+                asyncio.ensure_future(http.post("/v1/reservations", json={"pool_id": "p1", "request_id": f"r{k}"}))
+                for k in range(8)
+            ]
+            await asyncio.sleep(0.1)  # three are in flight now, waiting on the journal
+            started = time.monotonic()
+            assert (await http.get("/healthz")).status_code == 200
+            assert time.monotonic() - started < 0.2  # a probe does not wait for the load
+            answers = await asyncio.gather(*reserves)
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses == [201] * 3 + [429] * 5, statuses
+        refused = [a for a in answers if a.status_code == 429]
+        assert all(a.headers["retry-after"] == "1" and error_code(a) == "overloaded" for a in refused)
+        assert backend.journal.highest_seq_nr("p1") == 1 + 3  # the refused took nothing
+
+    asyncio.run(scenario())
