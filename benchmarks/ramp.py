@@ -7,7 +7,8 @@ reserves on one hot pool.
         [--targets capacity_service,yardstick]
 
 At each level, that many connections each send a reserve, wait for its answer, and send the next (a
-closed loop: the offered load rises with the connections). Reported per level: accepted reserves (201)
+closed loop: the offered load rises with the connections); after a 429 (or 503) a connection waits the
+second its Retry-After asks, as a client of the contract does. Reported per level: accepted reserves (201)
 per second, their median and p99 latency, refusals (429 overloaded), other errors, and answers that did
 not come within 10 s. The knee: the level with the most accepted reserves per second. What the service
 should do past it: answer 429s at once, keep the accepted ones fast (p99 under the original system's
@@ -42,6 +43,9 @@ from devenv._process import free_port
 
 SCENARIOS = ["reserve_spread", "reserve_hot"]
 ANSWER_TIMEOUT_S = 10.0
+# A refused client waits as the 429's Retry-After header says (the service sends 1), as the contract asks;
+# one that did not would be a flood, not more offered load.
+RETRY_AFTER_S = 1.0
 P99_TARGET_MS = 100.0
 
 
@@ -74,6 +78,8 @@ async def run_level(port: int, scenario: str, connections: int, seconds: float) 
                 statuses[str(status)] += 1
                 if status == 201:
                     accepted_s.append(time.monotonic() - began)
+                elif status in (429, 503):
+                    await asyncio.sleep(RETRY_AFTER_S)  # as the answer's Retry-After asks
         finally:
             connection.close()
 

@@ -135,9 +135,9 @@ class HttpSettings(_Settings):
     api_keys: list[SecretStr] = Field(default_factory=list)
     admin_keys: list[SecretStr] = Field(default_factory=list)
     max_body_bytes: int = Field(default=16 * 1024, ge=256)
-    # Requests one replica answers at once; more are refused (429 overloaded) at once. Chosen by
-    # benchmarks/ramp.py: past ~128 in flight, accepted reserves' p99 went over 100 ms on 2 cores.
-    max_requests_in_flight: int = Field(default=128, ge=1)
+    # Requests one replica answers at once; more are refused (429 overloaded) at once. Chosen with
+    # benchmarks/ramp.py: at 128 in flight accepted reserves' p99 reached 100 ms on 2 cores.
+    max_requests_in_flight: int = Field(default=96, ge=1)
     # Without keys the API answers loopback clients only (403 to others), whatever address it listens
     # on; True opens it to every client without keys (a trusted network, on purpose).
     allow_remote_without_keys: bool = False
