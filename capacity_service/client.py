@@ -2,7 +2,8 @@
 
 Calls go through Ray handles straight to the pool actors (no HTTP). Results are pydantic models;
 failures are our typed exceptions (``PoolNotFound``, ``InsufficientCapacity``, ``ReservationNotFound``,
-``RequestIdConflict``, ``InvalidRequest``, ``Unavailable``). ``AsyncCapacityClient`` is the same for
+``RequestIdConflict``, ``InvalidRequest``, ``Unavailable``: nothing taken, ``OutcomeUnknown``: repeat with
+the error's ``request_id``, ``Overloaded``). ``AsyncCapacityClient`` is the same for
 asyncio code (Serve deployments); ``CapacityClient`` wraps it for plain synchronous code.
 """
 

@@ -180,8 +180,8 @@ class ParquetSinkSettings(_Settings):
 
 
 class SqlSinkSettings(_Settings):
-    """A SQL warehouse through SQLAlchemy Core: PostgreSQL (COPY into staging, then INSERT ... ON CONFLICT
-    DO NOTHING), or SQLite for small setups. The password belongs in the URL from the environment
+    """A SQL warehouse through SQLAlchemy Core: PostgreSQL (COPY, and for a batch delivered again, staging
+    then INSERT ... ON CONFLICT DO NOTHING), or SQLite for small setups. The password belongs in the URL from the environment
     (``CAPACITY_WAREHOUSE_URL``), never in a config file."""
 
     kind: Literal["sql"] = "sql"

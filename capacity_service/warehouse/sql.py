@@ -1,9 +1,10 @@
 """A SQL warehouse through SQLAlchemy Core: PostgreSQL (production-grade, tested for real) and SQLite.
 
 One transaction per batch holds the rows and the delivery cursors. On PostgreSQL the rows go in with
-``COPY`` into a temporary staging table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` into the
-target (the fastest statement PostgreSQL offers that also deduplicates on (pool_id, seq_nr)); on SQLite,
-an ``INSERT ... ON CONFLICT DO NOTHING`` of all rows. Cursors are upserted and only ever move forward.
+``COPY`` straight into the target; should one exist already (a batch delivered again), the batch goes
+again through a temporary staging table and ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, which
+deduplicates on (pool_id, seq_nr). On SQLite, an ``INSERT ... ON CONFLICT DO NOTHING`` of all rows.
+Cursors are upserted and only ever move forward.
 """
 
 from __future__ import annotations
