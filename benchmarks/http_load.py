@@ -9,8 +9,8 @@ pool, and a 10:2:1 availability:reserve:release mix.
 Both run on the same 2 cores as wrk. The yardstick's PostgreSQL fsyncs every commit, as our SQLite journal
 does. capacity_service runs as `capacity-service start` (SQLite journal), with pools created over HTTP:
 as it starts by default (pools on one shard actor per CPU, one on this SQLite journal; the Serve replica
-answers HTTP itself, on loopback), beside `--shards 1` (the earlier benchmark path) and, when asked, `--fast-ingress` (Serve's
-HAProxy in front of it).
+answers HTTP itself, on loopback), beside `--shards 1` (the earlier benchmark path) and, when asked,
+`--fast-ingress` (Serve's HAProxy in front of it).
 Results: benchmarks/results/http_load.json and .png.
 
 This machine drifts by ±20% within minutes, and a target measured a few minutes after another may meet a

@@ -58,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     data_dir.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help="where the SQLite journal lives")
     hosting = argparse.ArgumentParser(add_help=False)
     hosting.add_argument(
-        "--shards", type=int, help="shard actors hosting the pools (default: one per CPU of the pool-host nodes; one on SQLite)"
+        "--shards",
+        type=int,
+        help="shard actors hosting the pools (default: one per CPU of the pool-host nodes; one on SQLite)",
     )
     hosting.add_argument(
         "--actor-per-pool",

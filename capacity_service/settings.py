@@ -181,8 +181,8 @@ class ParquetSinkSettings(_Settings):
 
 class SqlSinkSettings(_Settings):
     """A SQL warehouse through SQLAlchemy Core: PostgreSQL (COPY, and for a batch delivered again, staging
-    then INSERT ... ON CONFLICT DO NOTHING), or SQLite for small setups. The password belongs in the URL from the environment
-    (``CAPACITY_WAREHOUSE_URL``), never in a config file."""
+    then INSERT ... ON CONFLICT DO NOTHING), or SQLite for small setups. The password belongs in the URL
+    from the environment (``CAPACITY_WAREHOUSE_URL``), never in a config file."""
 
     kind: Literal["sql"] = "sql"
     url: str = Field(repr=False)  # may hold a password: kept out of reprs and logs
