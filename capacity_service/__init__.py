@@ -1,4 +1,8 @@
-"""capacity_service: an event-sourced capacity reservation service on Ray."""
+"""capacity_service: an event-sourced capacity reservation service on Ray.
+
+The public surface: the clients, their results and errors, and the settings. Everything else is an
+implementation module (``capacity_service.pool_host``, ``capacity_service.journal``, ...) that may change.
+"""
 
 from typing import TYPE_CHECKING, Any
 
@@ -14,16 +18,21 @@ from capacity_service.errors import (
     SettingsMismatch,
     Unavailable,
 )
-from capacity_service.journal import open_journal
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
-from capacity_service.pool_writer import CommandOutcome, PoolWriter
 from capacity_service.settings import (
     CassandraJournalSettings,
     HostingSettings,
+    HttpSettings,
+    ParquetSinkSettings,
+    ReadSideSettings,
+    RedshiftSinkSettings,
     ServiceSettings,
     SnapshotSettings,
     SqlJournalSettings,
+    SqlSinkSettings,
+    WarehouseSettings,
     WriteSideSettings,
+    service_settings,
 )
 
 if TYPE_CHECKING:
@@ -31,7 +40,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # The clients pull in Ray; importing the domain or a journal adapter should not.
+    # The clients pull in Ray; importing the settings or the errors should not.
     if name in ("CapacityClient", "AsyncCapacityClient"):
         from capacity_service import client
 
@@ -44,15 +53,17 @@ __all__ = [
     "CapacityClient",
     "CapacityError",
     "CassandraJournalSettings",
-    "CommandOutcome",
     "HostingSettings",
+    "HttpSettings",
     "InsufficientCapacity",
     "InvalidRequest",
     "OutcomeUnknown",
     "Overloaded",
+    "ParquetSinkSettings",
     "Pool",
     "PoolNotFound",
-    "PoolWriter",
+    "ReadSideSettings",
+    "RedshiftSinkSettings",
     "ReleaseReceipt",
     "RequestIdConflict",
     "ReservationInfo",
@@ -62,7 +73,9 @@ __all__ = [
     "SettingsMismatch",
     "SnapshotSettings",
     "SqlJournalSettings",
+    "SqlSinkSettings",
     "Unavailable",
+    "WarehouseSettings",
     "WriteSideSettings",
-    "open_journal",
+    "service_settings",
 ]

@@ -1,8 +1,10 @@
 """The domain layer, and the warehouse stream's logic, import no infrastructure (checked in a fresh
 interpreter, where nothing else has been imported yet)."""
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +22,44 @@ def test_module_imports_no_infrastructure(module: str) -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == ""
+
+
+PACKAGE = Path(__file__).resolve().parents[2] / "capacity_service"
+# Where Ray may be imported, and why; everything else reaches Ray through cluster/_ray.py (one seam).
+RAY_ALLOWED = {
+    "cluster/_ray.py": "the seam itself",
+    "cluster/local.py": "starts local Ray nodes (ray.cluster_utils) for the multi-node cluster",
+    "http/deployment.py": "the Serve deployment: Serve's decorators and private hooks",
+    "cli.py": "starts Ray and Serve for `start` and `stop`",
+}
+
+
+def _imported_roots(path: Path) -> set[str]:
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_only_the_listed_modules_import_ray() -> None:
+    importing = {str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py") if "ray" in _imported_roots(path)}
+    assert importing == set(RAY_ALLOWED), f"Ray imported beyond the seam: {sorted(importing - set(RAY_ALLOWED))}"
+
+
+def test_the_domain_imports_nothing_but_the_standard_library_and_itself() -> None:
+    for path in (PACKAGE / "domain").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            for name in names:
+                inside = name == "capacity_service.domain" or name.startswith("capacity_service.domain.")
+                standard = name.split(".")[0] in sys.stdlib_module_names or name == "__future__"
+                assert inside or standard, f"domain/{path.name} imports {name}"
