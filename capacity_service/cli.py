@@ -24,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from capacity_service.cluster.names import DEFAULT_NAMESPACE
 from capacity_service.settings import SqlJournalSettings, journal_settings_from_env, service_settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -112,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
         "namespace (the journal stays; pools recover from it at the next deploy)",
     )
     stop.add_argument("--address", default="auto", help="of the Ray cluster (default: the one on this machine)")
-    stop.add_argument("--namespace", default="capacity", help="the service's Ray namespace (hosting.namespace)")
+    stop.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="the service's Ray namespace (hosting.namespace)")
     stop.add_argument("--app", default="capacity", help="the Serve application's name")
     stop.set_defaults(run=_stop)
 
@@ -297,7 +298,7 @@ def _start(a: argparse.Namespace) -> int:
 
     args = _service_args(a)
     # A Ray of its own ("local"), even when another runs on this machine: Ctrl-C stops all of it.
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, namespace="capacity")
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, namespace=DEFAULT_NAMESPACE)
     stop = _stop_on_signal()
     try:
         serve.start(http_options={"host": a.host, "port": proxy_port})

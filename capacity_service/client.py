@@ -19,8 +19,9 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from capacity_service.cluster import _ray, service
+from capacity_service.cluster.names import SUPERVISOR_NAME
 from capacity_service.cluster.router import PoolRouter
-from capacity_service.cluster.supervisor import SUPERVISOR_NAME, Supervisor
+from capacity_service.cluster.supervisor import Supervisor
 from capacity_service.cluster.watchdog import SweepReport
 from capacity_service.domain import (
     ConfigurePool,

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, model_validator
 
+from capacity_service.cluster.names import DEFAULT_NAMESPACE
+
 _SIMPLE_REPLICATION: dict[str, str | int] = {"class": "SimpleStrategy", "replication_factor": 1}
 
 
@@ -108,7 +110,7 @@ class HostingSettings(_Settings):
 
     mode: Literal["actor_per_pool", "sharded"] = "sharded"
     shards: int | None = Field(default=None, ge=1)
-    namespace: str = Field(default="capacity", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    namespace: str = Field(default=DEFAULT_NAMESPACE, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Custom Ray resources a pool actor needs, e.g. {"pool_host": 0.001} to keep pools off the head node.
     actor_resources: dict[str, float] = Field(default_factory=dict)
     # A command's deadline: a pool decides it only before this long after the caller sent it (else 503,

@@ -1,1 +1,2 @@
-"""The Ray layer: pool actors, routing, the watchdog. Only ``_ray`` imports Ray."""
+"""The Ray layer: pool actors, routing, the watchdog. Every Ray call goes through ``_ray``; every name the
+service gives in Ray is in ``names``."""

@@ -8,13 +8,13 @@ import contextlib
 import logging
 import math
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from capacity_service.cluster._ray import ActorGone, Handle, ask, current_node_id, ensure_actor, lookup_actor
 from capacity_service.cluster.channel import ChannelClient, ChannelGone
+from capacity_service.cluster.names import pool_actor_name, shard_name, shard_of
 from capacity_service.cluster.pool_actor import PoolActor
 from capacity_service.domain import ConfigurePool, PoolCommand, PoolView
 from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, Unavailable
@@ -44,7 +44,6 @@ _CHANNEL_CONNECT_TIMEOUT_S = 1.0
 # After a failed connect (the actor restarting meanwhile, a busy moment), calls go through Ray, and the
 # channel is tried again after this long.
 _CHANNEL_RETRY_S = 10.0
-_SHARD_PREFIX = "pool-shard:"
 # How much longer than its sender a caller waits for a command's answer before answering by itself.
 _BACKSTOP_S = 1.0
 
@@ -59,15 +58,15 @@ def _answer_by(settings: ServiceSettings, commands: list[AddressedCommand]) -> f
 def actor_name(settings: ServiceSettings, pool_id: str) -> str:
     hosting = settings.hosting
     if hosting.mode == "sharded":
-        return f"{_SHARD_PREFIX}{zlib.crc32(pool_id.encode()) % _shard_count(settings)}"
-    return f"pool:{pool_id}"
+        return shard_name(shard_of(pool_id, _shard_count(settings)))
+    return pool_actor_name(pool_id)
 
 
 def shard_names(settings: ServiceSettings) -> list[str]:
     """The names of every shard actor (none in ``actor_per_pool`` hosting)."""
     if settings.hosting.mode != "sharded":
         return []
-    return [f"{_SHARD_PREFIX}{k}" for k in range(_shard_count(settings))]
+    return [shard_name(k) for k in range(_shard_count(settings))]
 
 
 def _shard_count(settings: ServiceSettings) -> int:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 
 from capacity_service.cluster import _ray
-from capacity_service.cluster.supervisor import SUPERVISOR_NAME, Supervisor
+from capacity_service.cluster.names import DEFAULT_NAMESPACE, SUPERVISOR_NAME
+from capacity_service.cluster.supervisor import Supervisor
 from capacity_service.errors import SettingsMismatch, Unavailable
 from capacity_service.settings import ServiceSettings, SqlJournalSettings
 
-DEFAULT_NAMESPACE = "capacity"
 _ASK_TIMEOUT_S = 30.0
 
 

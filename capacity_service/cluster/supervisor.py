@@ -6,18 +6,17 @@ import asyncio
 import logging
 
 from capacity_service.cluster import _ray
+from capacity_service.cluster.names import CACHE_PREFIX, cache_name
 from capacity_service.cluster.pool_actor import PoolActor
 from capacity_service.cluster.router import PoolRouter, shard_names
 from capacity_service.cluster.watchdog import SweepReport, Watchdog
 from capacity_service.errors import CapacityError
 from capacity_service.journal import Journal, open_journal
-from capacity_service.read_side import CACHE_PREFIX, cache_name
 from capacity_service.read_side.cache_actor import AvailabilityCache
 from capacity_service.settings import ServiceSettings
 from capacity_service.warehouse.feed import ensure_stream
 
 log = logging.getLogger(__name__)
-SUPERVISOR_NAME = "supervisor"
 
 
 class Supervisor:

@@ -12,11 +12,10 @@ from datetime import datetime
 
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.cluster import _ray
-from capacity_service.cluster.supervisor import SUPERVISOR_NAME
+from capacity_service.cluster.names import CACHE_PREFIX, SUPERVISOR_NAME, cache_name
 from capacity_service.domain import PoolView
 from capacity_service.errors import Unavailable
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
-from capacity_service.read_side import CACHE_PREFIX, cache_name
 from capacity_service.read_side.availability_index import AvailabilityIndex
 from capacity_service.settings import ServiceSettings
 

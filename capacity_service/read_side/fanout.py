@@ -7,8 +7,8 @@ import asyncio
 import logging
 
 from capacity_service.cluster import _ray
+from capacity_service.cluster.names import CACHE_PREFIX
 from capacity_service.domain import PoolView
-from capacity_service.read_side import CACHE_PREFIX
 from capacity_service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)

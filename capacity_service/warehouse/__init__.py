@@ -13,16 +13,10 @@ from capacity_service.settings import ParquetSinkSettings, RedshiftSinkSettings,
 from capacity_service.warehouse.rows import COLUMNS, Delivery, WarehouseRow
 from capacity_service.warehouse.sink import SinkUnavailable, WarehouseSink
 
-STREAM_PREFIX = "warehouse-stream:"
-
 
 def stream_of(pool_id: str, streams: int) -> int:
     """The stream that owns a pool's delivery (one owner per pool keeps its rows contiguous)."""
     return zlib.crc32(pool_id.encode()) % streams
-
-
-def stream_name(shard: int) -> str:
-    return f"{STREAM_PREFIX}{shard}"
 
 
 def open_sink(settings: ParquetSinkSettings | SqlSinkSettings | RedshiftSinkSettings, owner: str) -> WarehouseSink:
@@ -47,6 +41,5 @@ __all__ = [
     "WarehouseRow",
     "WarehouseSink",
     "open_sink",
-    "stream_name",
     "stream_of",
 ]

@@ -11,9 +11,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from capacity_service.cluster import _ray
+from capacity_service.cluster.names import stream_name
 from capacity_service.publishing import PersistedEvent
 from capacity_service.settings import ServiceSettings
-from capacity_service.warehouse import stream_name, stream_of
+from capacity_service.warehouse import stream_of
 
 log = logging.getLogger(__name__)
 

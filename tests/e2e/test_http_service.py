@@ -19,7 +19,7 @@ import pytest
 
 from capacity_service.cluster import _ray
 from capacity_service.cluster._ray import kill_namespace
-from capacity_service.read_side import CACHE_PREFIX
+from capacity_service.cluster.names import CACHE_PREFIX
 from capacity_service.settings import CassandraJournalSettings, ParquetSinkSettings
 from capacity_service.warehouse.parquet import ParquetSink
 from devenv._process import free_port

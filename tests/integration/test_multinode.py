@@ -26,9 +26,9 @@ from capacity_service.client import CapacityClient
 from capacity_service.cluster import _ray
 from capacity_service.cluster._ray import kill_namespace
 from capacity_service.cluster.local import POOL_RESOURCES, LocalCluster, local_cluster, raylet_pid
+from capacity_service.cluster.names import CACHE_PREFIX, SUPERVISOR_NAME, cache_name
 from capacity_service.cluster.router import actor_name
-from capacity_service.cluster.supervisor import SUPERVISOR_NAME, Supervisor
-from capacity_service.read_side import CACHE_PREFIX, cache_name
+from capacity_service.cluster.supervisor import Supervisor
 from capacity_service.settings import (
     CassandraJournalSettings,
     HostingSettings,

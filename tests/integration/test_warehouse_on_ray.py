@@ -21,6 +21,7 @@ import ray
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.cluster import _ray
 from capacity_service.cluster._ray import kill_namespace
+from capacity_service.cluster.names import stream_name
 from capacity_service.journal import Journal, open_journal
 from capacity_service.settings import (
     HostingSettings,
@@ -30,7 +31,7 @@ from capacity_service.settings import (
     SqlSinkSettings,
     WarehouseSettings,
 )
-from capacity_service.warehouse import open_sink, stream_name
+from capacity_service.warehouse import open_sink
 from devenv import LocalPostgres
 
 pytestmark = pytest.mark.usefixtures("ray_session")
