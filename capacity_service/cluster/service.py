@@ -88,6 +88,15 @@ def establish(settings: ServiceSettings) -> ServiceSettings:
     return running.model_copy(update={"http": settings.http})
 
 
+def start_watchdog(namespace: str = DEFAULT_NAMESPACE) -> None:
+    """Start the supervisor's watchdog (idempotent): it recovers every registered pool. A deploy starts it
+    at once, ahead of the HTTP replicas: a cold start of 10,000 pools otherwise began with the first
+    requests recovering their pools one by one."""
+    supervisor = _ray.lookup_actor(SUPERVISOR_NAME, namespace)
+    if supervisor is not None:
+        _ray.tell(supervisor, "start")
+
+
 def actor_setting_differences(running: ServiceSettings, wanted: ServiceSettings) -> list[str]:
     """The settings (dotted names) in which ``wanted`` differs from ``running``, ``http`` aside (only the
     Serve replicas read it). A shard count left unset in ``wanted`` agrees with any."""
@@ -122,6 +131,7 @@ __all__ = [
     "attach",
     "establish",
     "running_settings",
+    "start_watchdog",
     "stop",
     "with_shards_counted",
 ]

@@ -109,6 +109,7 @@ def application(args: dict[str, Any], replicas: int | None = None) -> Applicatio
     shard count fixed."""
     _ray.ensure_initialized()
     running = service.establish(service_settings(args))
+    service.start_watchdog(running.hosting.namespace)
     bound = dict(args)
     bound["hosting"] = {
         **dict(args.get("hosting") or {}),

@@ -1,0 +1,20 @@
+"""What the schemathesis tests share: the one rule of the contract that JSON Schema cannot express."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+def slot_out_of_order(body: Any) -> bool:
+    """A pool's slot must end after it starts (``PutPoolRequest`` says so in words; 422 otherwise):
+    generated data that breaks only this rule is schema-valid, and rightly refused."""
+    if not isinstance(body, dict) or not isinstance(body.get("slot_start"), str):
+        return False
+    try:
+        start, end = (datetime.fromisoformat(str(body[k]).replace("Z", "+00:00")) for k in ("slot_start", "slot_end"))
+    except (KeyError, ValueError, TypeError):
+        return False
+    if start.tzinfo is None or end.tzinfo is None:
+        return False
+    return end <= start
