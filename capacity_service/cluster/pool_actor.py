@@ -95,16 +95,18 @@ class PoolActor:
             return exc
 
     async def views(self, pool_ids: list[str]) -> list[PoolView | CapacityError]:
-        """Several pools' views in one call (anti-entropy of the availability caches). Running pools are
-        answered at once; only the others cost a task each (500 tasks every 2 s stalled this loop)."""
+        """Several registered pools' views in one call (anti-entropy of the availability caches). Running
+        pools are answered at once; the others are started together first, as the watchdog starts them (one
+        by one, a cache bootstrapping beside 10,000 cold pools recovered them one journal read at a time)."""
         try:
             host = await self._pool_host()
         except CapacityError as exc:
             return [exc] * len(pool_ids)
         ready = [host.durable_view(pool_id) for pool_id in pool_ids]
-        waited = iter(
-            await asyncio.gather(*(self.view(p) for p, view in zip(pool_ids, ready, strict=True) if view is None))
-        )
+        missing = [p for p, view in zip(pool_ids, ready, strict=True) if view is None]
+        if missing:
+            await host.ensure_started_many(missing)  # failures are answered by ``view`` below
+        waited = iter(await asyncio.gather(*(self.view(p) for p in missing)))
         return plain([view if view is not None else next(waited) for view in ready])
 
     async def versions(self, pool_ids: list[str]) -> list[int | None]:
