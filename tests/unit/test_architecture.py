@@ -63,3 +63,35 @@ def test_the_domain_imports_nothing_but_the_standard_library_and_itself() -> Non
                 inside = name == "capacity_service.domain" or name.startswith("capacity_service.domain.")
                 standard = name.split(".")[0] in sys.stdlib_module_names or name == "__future__"
                 assert inside or standard, f"domain/{path.name} imports {name}"
+
+
+# Calls that name an actor's method as a string, and the position of that string among their arguments.
+_METHOD_BY_NAME = {"ask": 1, "ask_now": 1, "tell": 1, "call": 1, "call_host": 1, "_call_actor": 1, "submit": 0}
+
+
+def test_every_actor_method_called_by_name_exists() -> None:
+    """Ray calls an actor's method by its name: a renamed method would break only end to end. Every name
+    the package sends must be a method of one of its actors."""
+    from capacity_service.cluster.pool_actor import PoolActor
+    from capacity_service.cluster.supervisor import Supervisor
+    from capacity_service.read_side.cache_actor import AvailabilityCache
+    from capacity_service.warehouse.stream_actor import WarehouseStreamActor
+
+    actors = (PoolActor, Supervisor, AvailabilityCache, WarehouseStreamActor)
+    sent: set[tuple[str, str]] = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            position = _METHOD_BY_NAME.get(called)
+            if position is None or len(node.args) <= position:
+                continue
+            argument = node.args[position]
+            if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+                sent.add((argument.value, f"{path.relative_to(PACKAGE)}:{node.lineno}"))
+    assert len(sent) > 10  # the scan sees the calls (a change in their shape would blind it)
+    missing = [
+        (name, where) for name, where in sorted(sent) if not any(callable(getattr(a, name, None)) for a in actors)
+    ]
+    assert not missing, f"actor methods called by name that no actor has: {missing}"
