@@ -41,10 +41,6 @@ class Edge:
         self._max_in_flight = max_in_flight
         self._in_flight = 0
 
-    def answers_itself(self, scope: Scope) -> bool:
-        """Whether this request is one of the fast lane's calls (the FastAPI app answers the rest)."""
-        return (scope.get("method"), _route_path(scope)) in self._fast_lane
-
     def __getattr__(self, name: str) -> Any:  # openapi(), routes, ... of the wrapped app
         return getattr(self.app, name)
 
