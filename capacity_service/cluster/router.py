@@ -131,7 +131,8 @@ class PoolRouter:
             # The sender answers first (it knows whether the batch went out); this is the backstop.
             wait = deadline + hosting.answer_grace_s + _BACKSTOP_S - time.time()
             try:
-                result: CommandOutcome | CapacityError = await asyncio.wait_for(asyncio.shield(reply), max(0.0, wait))
+                async with asyncio.timeout(max(0.0, wait)):  # one timer: no task, no shield per command
+                    result: CommandOutcome | CapacityError = await reply
             except TimeoutError:
                 if entry in outbox.waiting:
                     outbox.waiting.remove(entry)
