@@ -24,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from capacity_service.cluster import environment
 from capacity_service.cluster.names import DEFAULT_NAMESPACE
 from capacity_service.settings import SqlJournalSettings, journal_settings_from_env, service_settings
 
@@ -243,8 +244,6 @@ def _demo(a: argparse.Namespace) -> int:
 
 
 def _start(a: argparse.Namespace) -> int:
-    # A local Ray on 127.0.0.1 only; must be set before Ray is imported (see cluster/_ray.py).
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if a.replicas > 1 and not a.fast_ingress:
         print("--replicas above 1 needs --fast-ingress (HAProxy spreads the requests over them)", file=sys.stderr)
         return 2
@@ -259,35 +258,10 @@ def _start(a: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"cannot listen on {a.host}:{a.port}: {exc.strerror}", file=sys.stderr)
         return 1
-    # Read by Ray Serve at import, in this process and the Ray processes it starts. Throughput-optimized
-    # Serve lets the replica answer HTTP itself ("direct ingress"): Serve's Python proxy costs ~7 ms of CPU
-    # per request here, ten times the app's own work.
-    os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
-    # A directly reachable replica keeps serving for 30 s when stopped, for outside load balancers to
-    # notice; here there is none (or only our own HAProxy, told at once), and Ctrl-C took 30 s.
-    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
-    # Ray's metrics feed its dashboard, which `start` does not run; collecting them cost ~5% of the CPU
-    # under load (the dashboard agent). RAY_enable_metrics_collection=1 turns them back on.
-    os.environ.setdefault("RAY_enable_metrics_collection", "0")
-    # Serve's controller reconciles every 0.1 s by default, ~4% of a core on an idle service here; a
-    # fixed set of replicas needs no such haste (their health checks run every 10 s anyway).
-    os.environ.setdefault("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5")
-    # The fast lane (reserve, availability) answered ahead of Serve's per-request wrapper in the replica:
-    # ~0.35 ms less CPU per reserve (http/ingress.py).
-    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "capacity_service.http.ingress:middlewares")
-    proxy_port = a.port
+    environment.apply(*environment.start_environment(a.port, a.fast_ingress))  # before Ray is imported
+    proxy_port = 0 if not a.fast_ingress else a.port
     if a.fast_ingress:
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
         print("fast ingress: HAProxy's stats and metrics ports (8404, 9101) listen on all interfaces", flush=True)
-    else:
-        # The one replica listens on --port itself, and a replica restarted by Serve takes it back at once.
-        # Serve's Python proxy cannot be turned off without turning direct ingress off too: it listens on
-        # a loopback port the kernel picks at its bind (port 0), and nobody is told about it. (A port
-        # picked here and bound later can be taken in between by Ray's own processes.)
-        os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(a.port)
-        os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(a.port + 1)
-        os.environ["RAY_SERVE_PORT_QUARANTINE_S"] = "0"
-        proxy_port = 0
     auth_mode = _local_auth_mode()
     import ray
     from ray import serve
@@ -418,7 +392,7 @@ def _stop_on_signal() -> threading.Event:
 
 def _cluster(a: argparse.Namespace) -> int:
     # Every node on 127.0.0.1 only (see cluster/local.py); must be set before Ray is imported.
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    environment.apply(environment.LOCAL_RAY)
     from ray import serve
 
     from capacity_service.cluster.local import POOL_RESOURCES, local_cluster, raylet_pid
