@@ -45,7 +45,7 @@ from capacity_service.journal.port import (
     SequenceConflict,
     SnapshotRecord,
     StoredEvent,
-    WriterFenced,
+    append_refusal,
 )
 from capacity_service.settings import CassandraJournalSettings
 
@@ -283,9 +283,8 @@ class CassandraJournal(Journal):
 
     @staticmethod
     def _raise_conflict(pool_id: str, expected_seq_nr: int, epoch: int, head: tuple[int, int] | None) -> None:
-        if head is None or head[0] != epoch:
-            raise WriterFenced(pool_id, epoch, None if head is None else head[0])
-        raise SequenceConflict(pool_id, expected_seq_nr, head[1])
+        """Called when the conditional write failed: the head shows why."""
+        raise append_refusal(pool_id, expected_seq_nr, epoch, head) or SequenceConflict(pool_id, expected_seq_nr, None)
 
     def _head(self, pool_id: str) -> tuple[int, int] | None:
         return _head_of(self._session.execute(self._select_head, (pool_id,)).one())

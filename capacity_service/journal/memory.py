@@ -10,10 +10,9 @@ from datetime import UTC, datetime
 from capacity_service.journal.port import (
     Journal,
     NewEvent,
-    SequenceConflict,
     SnapshotRecord,
     StoredEvent,
-    WriterFenced,
+    append_refusal,
 )
 
 
@@ -32,11 +31,10 @@ class InMemoryJournal(Journal):
     def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
         with self._lock:
             current_epoch = self._epochs.get(pool_id)
-            if current_epoch != epoch:
-                raise WriterFenced(pool_id, epoch, current_epoch)
             stream = self._streams.setdefault(pool_id, [])
-            if len(stream) != expected_seq_nr:
-                raise SequenceConflict(pool_id, expected_seq_nr, len(stream))
+            head = None if current_epoch is None else (current_epoch, len(stream))
+            if (refusal := append_refusal(pool_id, expected_seq_nr, epoch, head)) is not None:
+                raise refusal
             now = datetime.now(UTC)
             stream.extend(
                 StoredEvent(pool_id, expected_seq_nr + i, e.event_type, e.schema_version, e.payload, epoch, now)

@@ -44,6 +44,20 @@ class JournalUnavailable(JournalError):
     this is unknown: re-read the stream to learn it."""
 
 
+def append_refusal(
+    pool_id: str, expected_seq_nr: int, epoch: int, head: tuple[int, int] | None
+) -> WriterFenced | SequenceConflict | None:
+    """THE fencing rule, for every adapter: an append by ``epoch`` expecting ``expected_seq_nr`` against a
+    stream whose head is ``head`` ((epoch, seq_nr), None for no head) is refused with ``WriterFenced``
+    unless its epoch is the newest claimed, then with ``SequenceConflict`` unless the stream ends where it
+    expects; None: it may be written."""
+    if head is None or head[0] != epoch:
+        return WriterFenced(pool_id, epoch, None if head is None else head[0])
+    if head[1] != expected_seq_nr:
+        return SequenceConflict(pool_id, expected_seq_nr, head[1])
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class NewEvent:
     event_type: str

@@ -49,6 +49,7 @@ from capacity_service.journal.port import (
     SnapshotRecord,
     StoredEvent,
     WriterFenced,
+    append_refusal,
 )
 from capacity_service.settings import SqlJournalSettings
 
@@ -238,9 +239,8 @@ class SqlJournal(Journal):
         head = conn.execute(
             select(heads_table.c.epoch, heads_table.c.seq_nr).where(heads_table.c.pool_id == pool_id)
         ).first()
-        if head is None or head.epoch != epoch:
-            raise WriterFenced(pool_id, epoch, None if head is None else head.epoch)
-        raise SequenceConflict(pool_id, expected_seq_nr, head.seq_nr)
+        found = None if head is None else (int(head.epoch), int(head.seq_nr))
+        raise append_refusal(pool_id, expected_seq_nr, epoch, found) or SequenceConflict(pool_id, expected_seq_nr, None)
 
     def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:
         query = (
@@ -427,12 +427,9 @@ class _BatchAppend:
             if not events:
                 results.append(expected_seq_nr)
                 continue
-            head = heads.get(pool_id)
-            if head is None or head[0] != epoch:
-                results.append(WriterFenced(pool_id, epoch, None if head is None else head[0]))
-                continue
-            if head[1] != expected_seq_nr:
-                results.append(SequenceConflict(pool_id, expected_seq_nr, head[1]))
+            refusal = append_refusal(pool_id, expected_seq_nr, epoch, heads.get(pool_id))
+            if refusal is not None:
+                results.append(refusal)
                 continue
             heads[pool_id] = (epoch, expected_seq_nr + len(events))
             advanced.add(pool_id)
