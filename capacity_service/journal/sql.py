@@ -162,15 +162,11 @@ class SqlJournal(Journal):
         return [epochs[pool_id] for pool_id in pool_ids]
 
     def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
-        if not events:
-            return expected_seq_nr
-        with self._translated_errors():
-            try:
-                with self._write_lock, self._engine.begin() as conn:
-                    return self._append_in(conn, AppendRequest(pool_id, expected_seq_nr, epoch, events))
-            except IntegrityError as exc:
-                # Rows beyond the head cannot exist; if they do, someone else wrote this stream.
-                raise SequenceConflict(pool_id, expected_seq_nr, None) from exc
+        """One pool's append, the way ``append_many`` makes every append (one code path for both)."""
+        [result] = self.append_many([AppendRequest(pool_id, expected_seq_nr, epoch, events)])
+        if isinstance(result, JournalError):
+            raise result
+        return result
 
     def append_many(self, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
         """All appends in ONE transaction (one fsync; ``_BatchAppend``). A conflicting append is answered
