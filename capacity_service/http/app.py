@@ -137,8 +137,26 @@ def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
 
 
 def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
+    """The HTTP app: the FastAPI routes of the contract behind the ``Edge`` (body limit, loopback rule,
+    requests in flight, and the fast lane, which answers the hot calls with the same operations)."""
     settings = settings or HttpSettings()
+    keys = ApiKeys(settings)
+    app = _framework_app(backend)
+    _add_error_handlers(app)
+    operations = _HotOperations(backend)
+    _add_routes(app, backend, operations, keys)
+    fast_lane = {
+        ("POST", "/v1/availability"): operations.find_available,
+        ("POST", "/v1/reservations"): operations.take_capacity,
+    }
+    # The hot routes first: Serve matches every request against the routes (to name it), and the docs
+    # routes FastAPI puts first made every request try them. No two routes overlap, so order is free.
+    hot = {path for _, path in fast_lane}
+    app.router.routes.sort(key=lambda route: getattr(route, "path", "") not in hot)
+    return Edge(app, settings.max_body_bytes, fast_lane, keys, settings.max_requests_in_flight)
 
+
+def _framework_app(backend: Backend) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
@@ -147,24 +165,17 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
             log.exception("starting the service's background parts failed")
         yield
 
-    app = FastAPI(
+    return FastAPI(
         lifespan=lifespan,
         title="capacity_service",
         version="1",
         description="Sell limited slot capacity without ever overselling.",
         responses=_ERRORS,
     )
-    keys = ApiKeys(settings)
 
-    async def require_key(request: Request) -> None:
-        keys.require_key(request.headers.get("authorization"))
 
-    async def require_admin_key(request: Request) -> None:
-        keys.require_admin_key(request.headers.get("authorization"))
-
-    # With auth off (no keys) the routes have no dependency at all: resolving one costs every request.
-    keyed = [Depends(require_key)] if keys.enabled else []
-    admin_only = [Depends(require_admin_key)] if keys.enabled else []
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error is the contract's body (``http/errors.py``), whoever raised it."""
 
     @app.exception_handler(CapacityError)
     async def _capacity_error(_: Request, exc: CapacityError) -> JSONResponse:
@@ -187,29 +198,40 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         return internal_error_response(exc)
 
-    # The hot calls are operations on (body, content-type): the FastAPI routes below call them, and the
-    # edge's fast lane calls them directly.
-    async def find_available(body: bytes, content_type: str) -> Response:
-        query = _parse(body, content_type, AvailabilityRequest)
-        views = await backend.availability(query.zone, query.slot_from, query.slot_to, query.quantity)
-        return _json(
-            AvailabilityBody(
-                pools=[
-                    AvailablePool(
-                        pool_id=v.pool_id,
-                        zone=v.zone,
-                        slot_start=v.slot_start,
-                        slot_end=v.slot_end,
-                        remaining=v.remaining,
-                    )
-                    for v in views
-                ]
-            )
-        )
 
-    async def take_capacity(body: bytes, content_type: str) -> Response:
+class _HotOperations:
+    """The hot calls as operations on (body, content-type): the FastAPI routes call them, and the edge's
+    fast lane calls them directly (one implementation of each)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    async def find_available(self, body: bytes, content_type: str) -> Response:
+        query = _parse(body, content_type, AvailabilityRequest)
+        views = await self._backend.availability(query.zone, query.slot_from, query.slot_to, query.quantity)
+        pools = [
+            AvailablePool(
+                pool_id=v.pool_id, zone=v.zone, slot_start=v.slot_start, slot_end=v.slot_end, remaining=v.remaining
+            )
+            for v in views
+        ]
+        return _json(AvailabilityBody(pools=pools))
+
+    async def take_capacity(self, body: bytes, content_type: str) -> Response:
         order = _parse(body, content_type, ReserveRequest)
-        return _json(await backend.reserve(order.pool_id, order.quantity, order.request_id), status=201)
+        return _json(await self._backend.reserve(order.pool_id, order.quantity, order.request_id), status=201)
+
+
+def _add_routes(app: FastAPI, backend: Backend, operations: _HotOperations, keys: ApiKeys) -> None:
+    async def require_key(request: Request) -> None:
+        keys.require_key(request.headers.get("authorization"))
+
+    async def require_admin_key(request: Request) -> None:
+        keys.require_admin_key(request.headers.get("authorization"))
+
+    # With auth off (no keys) the routes have no dependency at all: resolving one costs every request.
+    keyed = [Depends(require_key)] if keys.enabled else []
+    admin_only = [Depends(require_admin_key)] if keys.enabled else []
 
     @app.put(
         "/v1/pools/{pool_id}",
@@ -243,7 +265,7 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
     async def availability(request: Request) -> Response:
         """Pools of the zone whose slot overlaps [slot_from, slot_to) with at least `quantity` remaining.
         Served from the replicated cache: it may lag a write by a little."""
-        return await _json_call(request, find_available)
+        return await _json_call(request, operations.find_available)
 
     @app.post(
         "/v1/reservations",
@@ -258,7 +280,7 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
     )
     async def reserve(request: Request) -> Response:
         """Take capacity. Idempotent on request_id: the same id returns the same reservation."""
-        return await _json_call(request, take_capacity)
+        return await _json_call(request, operations.take_capacity)
 
     @app.delete(
         "/v1/reservations/{reservation_id}",
@@ -291,10 +313,3 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
         ready = all(v == "ok" for v in checks.values())
         body = HealthBody(status="ok" if ready else "unavailable", checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
-
-    fast_lane = {("POST", "/v1/availability"): find_available, ("POST", "/v1/reservations"): take_capacity}
-    # The hot routes first: Serve matches every request against the routes (to name it), and the docs
-    # routes FastAPI puts first made every request try them. No two routes overlap, so order is free.
-    hot = {path for _, path in fast_lane}
-    app.router.routes.sort(key=lambda route: getattr(route, "path", "") not in hot)
-    return Edge(app, settings.max_body_bytes, fast_lane, keys, settings.max_requests_in_flight)
