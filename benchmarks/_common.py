@@ -76,9 +76,11 @@ class LeanConnection:
     def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self._host, self._port = host, port
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.retry_after = 0.0
 
     async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        """The status and the body. A failure closes the connection (the next request opens a new one)."""
+        """The status and the body (``retry_after`` then holds the answer's Retry-After seconds, 0 for none).
+        A failure closes the connection (the next request opens a new one)."""
         if self._streams is None:
             self._streams = await asyncio.open_connection(self._host, self._port)
         reader, writer = self._streams
@@ -90,6 +92,9 @@ class LeanConnection:
             answer = await reader.readuntil(b"\r\n\r\n")
             lines = answer.split(b"\r\n")
             length = next(int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:"))
+            self.retry_after = next(
+                (float(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"retry-after:")), 0.0
+            )
             return int(lines[0].split(b" ", 2)[1]), await reader.readexactly(length)
         except BaseException:
             self.close()

@@ -9,6 +9,7 @@ FastAPI app.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -52,7 +53,10 @@ class Edge:
             await self._answer(scope, receive, send)
             return
         if self._in_flight >= self._max_in_flight:  # refused at once, rather than answered late
-            busy = Overloaded(f"{self._in_flight} requests are being answered; nothing was taken")
+            # Clients refused together are told different waits, so that they do not all come back at once.
+            busy = Overloaded(
+                f"{self._in_flight} requests are being answered; nothing was taken", retry_after_s=random.randint(1, 3)
+            )
             await capacity_error_response(busy)(scope, receive, send)
             return
         self._in_flight += 1

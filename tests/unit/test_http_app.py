@@ -455,7 +455,7 @@ def test_requests_over_the_replicas_bound_are_refused_at_once_and_probes_still_a
         statuses = sorted(a.status_code for a in answers)
         assert statuses == [201] * 3 + [429] * 5, statuses
         refused = [a for a in answers if a.status_code == 429]
-        assert all(a.headers["retry-after"] == "1" and error_code(a) == "overloaded" for a in refused)
+        assert all(a.headers["retry-after"] in ("1", "2", "3") and error_code(a) == "overloaded" for a in refused)
         assert backend.journal.highest_seq_nr("p1") == 1 + 3  # the refused took nothing
 
     asyncio.run(scenario())
