@@ -206,3 +206,22 @@ def named_actors(namespace: str, prefix: str) -> list[str]:
         for actor in ray.util.list_named_actors(all_namespaces=True)
         if actor["namespace"] == namespace and actor["name"].startswith(prefix)
     )
+
+
+class ActorCalls:
+    """The calls a router makes to Ray, as one object it is given: tests hand it a fake instead of patching
+    this module's functions."""
+
+    async def ask(self, handle: Handle, method: str, *args: Any, timeout: float) -> Any:
+        return await ask(handle, method, *args, timeout=timeout)
+
+    def lookup_actor(self, name: str, namespace: str) -> Handle | None:
+        return lookup_actor(name, namespace)
+
+    def ensure_actor(
+        self, actor_class: type, name: str, namespace: str, args: tuple[Any, ...], resources: dict[str, float]
+    ) -> Handle:
+        return ensure_actor(actor_class, name, namespace, args, resources)
+
+    def current_node_id(self) -> str:
+        return current_node_id()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from capacity_service.cluster._ray import ActorGone, Handle, ask, current_node_id, ensure_actor, lookup_actor
+from capacity_service.cluster._ray import ActorCalls, ActorGone, Handle
 from capacity_service.cluster.channel import ChannelClient, ChannelGone
 from capacity_service.cluster.names import pool_actor_name, shard_name, shard_of
 from capacity_service.cluster.pool_actor import PoolActor
@@ -92,8 +92,14 @@ class PoolRouter:
     append). The call goes over the actor's same-node channel when it runs on this node (``channel.py``),
     else through Ray; every other method always goes through Ray."""
 
-    def __init__(self, settings: ServiceSettings, pool_exists: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        pool_exists: Callable[[str], bool] | None = None,
+        calls: ActorCalls | None = None,
+    ) -> None:
         self._settings = settings
+        self._ray = calls or ActorCalls()
         self._pool_exists = pool_exists or self._pool_has_events
         self._journal: Journal | None = None
         self._handles: dict[str, Handle] = {}
@@ -260,17 +266,17 @@ class PoolRouter:
         async def pull(name: str, pools: list[str]) -> tuple[list[PoolView], int]:
             async with gate:
                 handle = self._handles.get(name) or await asyncio.to_thread(
-                    lookup_actor, name, self._settings.hosting.namespace
+                    self._ray.lookup_actor, name, self._settings.hosting.namespace
                 )
                 if handle is None:
                     return [], 0
                 current = 0
                 try:
                     if held is not None and any(held(p) >= 0 for p in pools):  # else all are pulled anyway
-                        versions = await ask(handle, "versions", pools, timeout=timeout)
+                        versions = await self._ray.ask(handle, "versions", pools, timeout=timeout)
                         behind = [p for p, v in zip(pools, versions, strict=True) if v is None or held(p) < v]
                         current, pools = len(pools) - len(behind), behind
-                    answers = await ask(handle, "views", pools, timeout=timeout) if pools else []
+                    answers = await self._ray.ask(handle, "views", pools, timeout=timeout) if pools else []
                 except ActorGone:
                     self._handles.pop(name, None)
                     return [], 0
@@ -295,7 +301,7 @@ class PoolRouter:
         process and write nothing; the actor's host makes the same check for pools it does not run yet."""
         if name in self._handles:
             return True
-        if await asyncio.to_thread(lookup_actor, name, self._settings.hosting.namespace) is not None:
+        if await asyncio.to_thread(self._ray.lookup_actor, name, self._settings.hosting.namespace) is not None:
             return True
         try:
             return await asyncio.to_thread(self._pool_exists, pool_id)
@@ -345,7 +351,7 @@ class PoolRouter:
                 if channel is not None:
                     result = await channel.call(method, *args, timeout=remaining)
                 else:
-                    result = await ask(handle, method, *args, timeout=remaining)
+                    result = await self._ray.ask(handle, method, *args, timeout=remaining)
                 fenced = _fenced(result)
                 if not fenced:
                     return result
@@ -394,9 +400,9 @@ class PoolRouter:
     async def _connect_channel(self, name: str, handle: Handle) -> ChannelClient | None:
         channel: ChannelClient | None = None
         if self._settings.hosting.same_node_channel:
-            address = await ask(handle, "open_channel", timeout=self._settings.hosting.call_timeout_s)
+            address = await self._ray.ask(handle, "open_channel", timeout=self._settings.hosting.call_timeout_s)
             if self._node_id is None:
-                self._node_id = await asyncio.to_thread(current_node_id)
+                self._node_id = await asyncio.to_thread(self._ray.current_node_id)
             if address is not None and address.node_id == self._node_id:
                 try:
                     channel = await ChannelClient.connect(address, timeout=_CHANNEL_CONNECT_TIMEOUT_S)
@@ -416,7 +422,7 @@ class PoolRouter:
         if handle is None:
             hosting = self._settings.hosting
             handle = await asyncio.to_thread(
-                ensure_actor, PoolActor, name, hosting.namespace, (self._settings,), hosting.actor_resources
+                self._ray.ensure_actor, PoolActor, name, hosting.namespace, (self._settings,), hosting.actor_resources
             )
             self._handles[name] = handle
         return handle

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from capacity_service.cluster import router as router_module
-from capacity_service.cluster._ray import ActorGone
+from capacity_service.cluster._ray import ActorCalls, ActorGone
 from capacity_service.cluster.channel import ChannelServer
 from capacity_service.cluster.router import PoolRouter
 from capacity_service.domain import ConfigurePool, PoolView, Release, Reserve, new_reservation_id
@@ -50,14 +51,36 @@ class FakeActor:
             self.in_flight -= 1
 
 
-@pytest.fixture(autouse=True)
-def actors_are_running(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every actor the router looks up exists (unless a test says otherwise): no Ray in the unit tier."""
-    monkeypatch.setattr(router_module, "lookup_actor", lambda name, namespace: object())
+class FakeCalls(ActorCalls):
+    """Ray, as the router sees it, without Ray (the unit tier has none): every actor exists, and this
+    process runs on "node-a", unless a test says otherwise; ``ask_with`` answers the actor calls."""
+
+    def __init__(
+        self,
+        ask_with: Callable[..., Awaitable[Any]] | None = None,
+        lookup: Callable[[str, str], Any] = lambda name, namespace: object(),
+        ensure: Callable[..., Any] = lambda *args: object(),
+        node_id: str = "node-a",
+    ) -> None:
+        self._ask_with, self._lookup, self._ensure, self._node_id = ask_with, lookup, ensure, node_id
+
+    async def ask(self, handle: Any, method: str, *args: Any, timeout: float) -> Any:
+        if self._ask_with is None:
+            raise AssertionError(f"no actor call expected here: {method}")
+        return await self._ask_with(handle, method, *args, timeout=timeout)
+
+    def lookup_actor(self, name: str, namespace: str) -> Any:
+        return self._lookup(name, namespace)
+
+    def ensure_actor(self, *args: Any) -> Any:  # type: ignore[override]
+        return self._ensure(*args)
+
+    def current_node_id(self) -> str:
+        return self._node_id
 
 
 def router_with(actor: FakeActor) -> PoolRouter:
-    router = PoolRouter(ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1)))
+    router = PoolRouter(ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1)), calls=FakeCalls())
     router._call_actor = actor.call  # type: ignore[method-assign]
     return router
 
@@ -143,10 +166,10 @@ def test_a_burst_of_first_commands_to_a_fresh_actor_all_go_over_its_channel(monk
     async def scenario() -> None:
         server = ChannelServer({"execute_many": execute_many})
         fake = FakeRay(server)
-        monkeypatch.setattr(router_module, "ensure_actor", fake.ensure_actor)
-        monkeypatch.setattr(router_module, "ask", fake.ask)
-        monkeypatch.setattr(router_module, "current_node_id", lambda: "node-a")
-        router = PoolRouter(ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, call_timeout_s=5)))
+        router = PoolRouter(
+            ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, call_timeout_s=5)),
+            calls=FakeCalls(ask_with=fake.ask, ensure=fake.ensure_actor),
+        )
         pools = [f"p{i}" for i in range(16)]
         # Calls slower than 50 ms each start another sender: up to four look the actor up at once, and each
         # lookup's handle supersedes the last.
@@ -176,10 +199,10 @@ def test_an_actor_on_another_node_is_called_through_ray(monkeypatch: pytest.Monk
             ray_calls.append(method)
             return [pool_id for pool_id, *_ in args[0]]
 
-        monkeypatch.setattr(router_module, "ensure_actor", fake.ensure_actor)
-        monkeypatch.setattr(router_module, "ask", ask)
-        monkeypatch.setattr(router_module, "current_node_id", lambda: "node-a")
-        router = PoolRouter(ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, call_timeout_s=5)))
+        router = PoolRouter(
+            ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, call_timeout_s=5)),
+            calls=FakeCalls(ask_with=ask, ensure=fake.ensure_actor),
+        )
         assert await router.execute("p1", reserve("p1")) == "p1"
         assert await router.execute("p2", reserve("p2")) == "p2"
         assert ray_calls == ["execute_many", "execute_many"] and fake.opened == 1 and server.calls == 0
@@ -196,10 +219,8 @@ def test_a_channel_that_cannot_be_opened_in_time_costs_a_caller_no_more_than_its
             await asyncio.sleep(5)  # the actor does not get to answer open_channel for a long while
             raise ActorGone("no answer")
 
-        monkeypatch.setattr(router_module, "ensure_actor", lambda *args: object())
-        monkeypatch.setattr(router_module, "ask", ask)
         hosting = HostingSettings(mode="sharded", shards=1, call_timeout_s=1, answer_grace_s=0.2)
-        router = PoolRouter(ServiceSettings(hosting=hosting))
+        router = PoolRouter(ServiceSettings(hosting=hosting), calls=FakeCalls(ask_with=ask))
         first = asyncio.ensure_future(router.execute("p1", reserve("p1")))  # starts the shared opening
         await asyncio.sleep(0.1)
         started = time.monotonic()
@@ -230,11 +251,11 @@ def test_after_a_failed_connect_calls_go_through_ray_and_the_channel_is_tried_ag
             ray_calls.append(method)
             return await execute_many(*args)
 
-        monkeypatch.setattr(router_module, "ensure_actor", lambda *args: object())
-        monkeypatch.setattr(router_module, "ask", ask)
-        monkeypatch.setattr(router_module, "current_node_id", lambda: "node-a")
         monkeypatch.setattr(router_module, "_CHANNEL_RETRY_S", 0.2)
-        router = PoolRouter(ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, call_timeout_s=5)))
+        router = PoolRouter(
+            ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, call_timeout_s=5)),
+            calls=FakeCalls(ask_with=ask),
+        )
         assert await router.execute("p1", reserve("p1")) == "p1"
         assert await router.execute("p2", reserve("p2")) == "p2"
         assert ray_calls == ["execute_many", "execute_many"] and server.calls == 0
@@ -247,7 +268,7 @@ def test_after_a_failed_connect_calls_go_through_ray_and_the_channel_is_tried_ag
     asyncio.run(scenario())
 
 
-def channel_router(monkeypatch: pytest.MonkeyPatch, servers: list[ChannelServer | None], timeout: float) -> PoolRouter:
+def channel_router(servers: list[ChannelServer | None], timeout: float) -> PoolRouter:
     """A router whose actor lookups open a channel to the next of ``servers`` each time (incarnations);
     ``None``: that incarnation never answers."""
     incarnations = iter(servers)
@@ -260,11 +281,8 @@ def channel_router(monkeypatch: pytest.MonkeyPatch, servers: list[ChannelServer 
             raise ActorGone("never came up")
         return await server.start("node-a")
 
-    monkeypatch.setattr(router_module, "ensure_actor", lambda *args: object())
-    monkeypatch.setattr(router_module, "ask", ask)
-    monkeypatch.setattr(router_module, "current_node_id", lambda: "node-a")
     hosting = HostingSettings(mode="sharded", shards=1, call_timeout_s=timeout, answer_grace_s=0.2)
-    return PoolRouter(ServiceSettings(hosting=hosting))
+    return PoolRouter(ServiceSettings(hosting=hosting), calls=FakeCalls(ask_with=ask))
 
 
 def test_a_batch_on_an_open_channel_that_gets_no_answer_costs_one_call_timeout(
@@ -279,7 +297,7 @@ def test_a_batch_on_an_open_channel_that_gets_no_answer_costs_one_call_timeout(
             return [pool_id for pool_id, *_ in commands]
 
         server = ChannelServer({"execute_many": execute_many})
-        router = channel_router(monkeypatch, [server], timeout=1.0)
+        router = channel_router([server], timeout=1.0)
         assert await router.execute("p1", reserve("p1")) == "p1"  # the channel is open now
         hung.set()
         started = time.monotonic()
@@ -309,7 +327,7 @@ def test_a_fenced_answer_on_an_open_channel_sends_the_batch_to_the_new_incarnati
 
         old = ChannelServer({"execute_many": old_execute_many})
         new = ChannelServer({"execute_many": new_execute_many})
-        router = channel_router(monkeypatch, [old, new], timeout=5.0)
+        router = channel_router([old, new], timeout=5.0)
         assert await router.execute("p1", reserve("p1")) == "old:p1"
         zombie.set()
         assert await router.execute("p2", reserve("p2")) == "new:p2"
@@ -332,7 +350,7 @@ def test_a_batch_retrying_after_its_channel_failed_fast_does_not_hold_back_the_n
             return [HostFenced("moved") if fenced.is_set() else pool_id for pool_id, *_ in commands]
 
         server = ChannelServer({"execute_many": execute_many})
-        router = channel_router(monkeypatch, [server, None], timeout=1.0)  # the new incarnation never comes up
+        router = channel_router([server, None], timeout=1.0)  # the new incarnation never comes up
         assert await router.execute("p0", reserve("p0")) == "p0"  # the channel is open now
         fenced.set()
         first = asyncio.ensure_future(router.execute("p1", reserve("p1")))
@@ -369,9 +387,10 @@ def test_anti_entropy_pulls_only_the_views_the_caller_is_behind_on(monkeypatch: 
         return [PoolView(p, True, "z", None, None, 10, 0, 10, versions[p] or 5) for p in pools]
 
     handles: dict[str, object] = {}
-    monkeypatch.setattr(router_module, "lookup_actor", lambda name, namespace: handles.setdefault(name, object()))
-    monkeypatch.setattr(router_module, "ask", ask)
-    router = PoolRouter(ServiceSettings(hosting=HostingSettings(mode="sharded", shards=2)))
+    router = PoolRouter(
+        ServiceSettings(hosting=HostingSettings(mode="sharded", shards=2)),
+        calls=FakeCalls(ask_with=ask, lookup=lambda name, namespace: handles.setdefault(name, object())),
+    )
 
     async def scenario() -> None:
         views, answered = await router.views(list(versions), held=lambda p: held.get(p, -1))
@@ -397,9 +416,11 @@ def test_requests_for_unknown_pools_start_no_actor(monkeypatch: pytest.MonkeyPat
     async def scenario() -> None:
         created: list[str] = []
         known = {"real"}
-        monkeypatch.setattr(router_module, "lookup_actor", lambda name, namespace: None)
-        monkeypatch.setattr(router_module, "ensure_actor", lambda _cls, name, *args: created.append(name))
-        router = PoolRouter(ServiceSettings(hosting=HostingSettings(mode="actor_per_pool")), known.__contains__)
+        router = PoolRouter(
+            ServiceSettings(hosting=HostingSettings(mode="actor_per_pool")),
+            known.__contains__,
+            FakeCalls(lookup=lambda name, namespace: None, ensure=lambda _cls, name, *args: created.append(name)),
+        )
         calls: list[str] = []
 
         async def call_actor(name: str, method: str, *args: Any, deadline: float | None = None) -> Any:
@@ -427,7 +448,8 @@ def test_commands_in_flight_over_the_bound_are_refused_at_once() -> None:
     async def scenario() -> None:
         actor = FakeActor(down=True)
         router = PoolRouter(
-            ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, max_commands_in_flight=3))
+            ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, max_commands_in_flight=3)),
+            calls=FakeCalls(),
         )
         router._call_actor = actor.call  # type: ignore[method-assign]
         waiting = [asyncio.ensure_future(router.execute(f"p{i}", reserve(f"p{i}"))) for i in range(3)]
@@ -446,26 +468,21 @@ def test_a_command_that_never_left_is_503_and_one_that_went_unanswered_is_504(mo
         hosting = HostingSettings(
             mode="sharded", shards=1, call_timeout_s=0.3, answer_grace_s=0.2, same_node_channel=False
         )
-        router = PoolRouter(ServiceSettings(hosting=hosting))
-
-        async def found(name: str) -> object:
-            return object()
-
-        async def not_found(name: str) -> object:
-            raise ActorGone("no such actor yet")
 
         async def hung_ask(handle: object, method: str, *args: Any, timeout: float) -> Any:
             await asyncio.sleep(timeout)  # the actor got the call and says nothing
             raise TimeoutError
 
-        monkeypatch.setattr(router_module, "ask", hung_ask)
-        router._handle = found  # type: ignore[method-assign]
+        def not_found(*args: Any) -> object:
+            raise ActorGone("no such actor yet")
+
+        router = PoolRouter(ServiceSettings(hosting=hosting), calls=FakeCalls(ask_with=hung_ask))
         started = time.monotonic()
         with pytest.raises(OutcomeUnknown):
             await router.execute("p1", reserve("p1"))
         assert 0.4 < time.monotonic() - started < 1.0  # the deadline and the grace, no longer
-        router._handle = not_found  # type: ignore[method-assign]
+        unreachable = PoolRouter(ServiceSettings(hosting=hosting), calls=FakeCalls(ask_with=hung_ask, ensure=not_found))
         with pytest.raises(Unavailable):
-            await router.execute("p2", reserve("p2"))
+            await unreachable.execute("p2", reserve("p2"))
 
     asyncio.run(scenario())
