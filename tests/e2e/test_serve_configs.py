@@ -59,10 +59,13 @@ def serve_run(config: Path, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
-def stop_serve_run(process: subprocess.Popen[str]) -> None:
+def stop_serve_run(process: subprocess.Popen[str], log: Path | None = None) -> None:
     process.send_signal(signal.SIGINT)  # Ctrl-C
     try:
         process.wait(timeout=90)
+    except subprocess.TimeoutExpired as exc:
+        tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
+        raise AssertionError(f"serve run did not stop within 90 s of Ctrl-C; its log ends:\n{tail}") from exc
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -76,7 +79,7 @@ def test_serve_run_serve_config_yaml(tmp_path: Path) -> None:
         wait_ready(url, process)
         round_trip(url, "north:serve-run")
     finally:
-        stop_serve_run(process)
+        stop_serve_run(process, tmp_path / "serve.log")
     assert process.returncode == 0, (tmp_path / "serve.log").read_text()[-3000:]
     assert (tmp_path / "data" / "capacity.db").exists()  # the config's journal, relative to where Ray runs
 
@@ -112,7 +115,7 @@ def test_serve_run_serve_config_cassandra_yaml(tmp_path: Path, cassandra_setting
         wait_ready(url, process)
         round_trip(url, "north:cassandra")
     finally:
-        stop_serve_run(process)
+        stop_serve_run(process, tmp_path / "serve.log")
     assert process.returncode == 0, (tmp_path / "serve.log").read_text()[-3000:]
 
 
