@@ -14,10 +14,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
 
 from devenv._process import free_port
+from tests.support.openapi import slot_out_of_order
 from tests.support.processes import descendants, is_loopback, listeners
 
 
@@ -212,3 +217,45 @@ def test_a_public_address_without_api_keys_is_refused_before_anything_starts(tmp
     assert process.returncode == 2
     assert "refusing to listen on 0.0.0.0" in output and "CAPACITY_API_KEYS" in output
     assert not (tmp_path / "capacity.db").exists()  # nothing was started
+
+
+# --- schemathesis against the live service, once (the in-process run, tests/unit/test_openapi_schemathesis.py,
+# goes deeper): `start` as a user runs it, its own /openapi.json loaded over HTTP, every operation driven with
+# generated valid and invalid requests and every check schemathesis has. It runs last in the end-to-end tier:
+# after it, `serve run` in test_serve_configs.py did not stop on Ctrl-C within 90 s in the full suite (only
+# there; each passes alone), for a reason not found yet. schemathesis's pytest fixture loader fails on this
+# pytest, so the operations are driven directly.
+
+
+def check_schemathesis_case(case: Any) -> None:  # a schemathesis.Case
+    if case.method == "PUT" and slot_out_of_order(case.body):
+        response = case.call()
+        assert response.status_code == 422, response.text  # this rule, or another of the case's faults
+        return
+    case.call_and_validate()
+
+
+def test_the_live_service_keeps_its_openapi_contract(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    service = start(tmp_path, port)
+    try:
+        wait_ready(url, service)
+        schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+        operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
+        assert len(operations) >= 8  # every route of the contract, probes included
+        for operation in operations:
+            for mode in schemathesis.GenerationMode:
+
+                @given(case=operation.as_strategy(generation_mode=mode))
+                @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+                def drive(case: Any) -> None:
+                    check_schemathesis_case(case)
+
+                try:
+                    drive()
+                except Unsatisfiable:
+                    # Nothing to get wrong (the probes take no input): no invalid request exists.
+                    assert mode is schemathesis.GenerationMode.NEGATIVE, operation.label
+    finally:
+        stop(service)
