@@ -56,7 +56,15 @@ def serve_run(config: Path, cwd: Path) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=_answer_ctrl_c,
     )
+
+
+def _answer_ctrl_c() -> None:
+    """Ctrl-C stops `serve run` as at a terminal, however the tests were started: a shell that runs a job
+    in the background (`... &` without job control) starts it with SIGINT ignored, every child inherits
+    that, and Python then never raises KeyboardInterrupt (`serve run` has no handler of its own)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stop_serve_run(process: subprocess.Popen[str], log: Path | None = None) -> None:

@@ -221,10 +221,8 @@ def test_a_public_address_without_api_keys_is_refused_before_anything_starts(tmp
 
 # --- schemathesis against the live service, once (the in-process run, tests/unit/test_openapi_schemathesis.py,
 # goes deeper): `start` as a user runs it, its own /openapi.json loaded over HTTP, every operation driven with
-# generated valid and invalid requests and every check schemathesis has. It runs last in the end-to-end tier:
-# after it, `serve run` in test_serve_configs.py did not stop on Ctrl-C within 90 s in the full suite (only
-# there; each passes alone), for a reason not found yet. schemathesis's pytest fixture loader fails on this
-# pytest, so the operations are driven directly.
+# generated valid and invalid requests and every check schemathesis has. schemathesis's pytest fixture loader
+# fails on this pytest, so the operations are driven directly.
 
 
 def check_schemathesis_case(case: Any) -> None:  # a schemathesis.Case
