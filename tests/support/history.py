@@ -94,34 +94,6 @@ class History:
         self.record(operation)
         return operation
 
-    def record_http_reserve(
-        self, pool_id: str, quantity: int, request_id: str | None, started: float, response: Any | None, error: str = ""
-    ) -> Operation:
-        """A reserve over HTTP: ``response`` an httpx response, or None with ``error`` when none came."""
-        reservation_id = None
-        if response is None:
-            code = error or "no_answer"
-        elif response.status_code == 201:
-            code, reservation_id = "ok", response.json()["reservation_id"]
-            request_id = response.json()["request_id"]
-        else:
-            body = response.json().get("error", {})
-            code = str(body.get("code", f"http_{response.status_code}"))
-            request_id = body.get("request_id", request_id)
-        operation = Operation(
-            "reserve",
-            pool_id,
-            request_id,
-            quantity,
-            started,
-            time.monotonic(),
-            outcome_of_code(code),
-            code,
-            reservation_id,
-        )
-        self.record(operation)
-        return operation
-
     def unsettled(self) -> list[Operation]:
         """The unknown outcomes no later decided attempt with the same request id settles (retry these)."""
         by_request = _by_request(self.operations)

@@ -1,4 +1,5 @@
-"""What the schemathesis tests share: the one rule of the contract that JSON Schema cannot express."""
+"""What the schemathesis tests share: the one rule of the contract that JSON Schema cannot express, and
+the check of one generated case with it."""
 
 from __future__ import annotations
 
@@ -18,3 +19,13 @@ def slot_out_of_order(body: Any) -> bool:
     if start.tzinfo is None or end.tzinfo is None:
         return False
     return end <= start
+
+
+def check_case(case: Any) -> None:  # a schemathesis.Case
+    """Every schemathesis check on the case's answer; a case that breaks only the slot-order rule must be
+    refused (422), which is all the schema-valid-yet-refused check would object to."""
+    if case.method == "PUT" and slot_out_of_order(case.body):
+        response = case.call()
+        assert response.status_code == 422, response.text  # this rule, or another of the case's faults
+        return
+    case.call_and_validate()
