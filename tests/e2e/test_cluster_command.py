@@ -46,8 +46,8 @@ def test_cluster_command_serves_on_loopback_survives_a_worker_and_stops(tmp_path
         exposed = [(a, n) for a, n in listening if not is_loopback(a)]
         assert exposed == [], f"listening beyond loopback: {exposed}"
 
-        workers = [int(pid) for pid in re.findall(r"worker\s+\S+\s+raylet pid (\d+)", log.read_text())]
-        assert len(workers) == 2
+        workers = _worker_raylets(log)
+        assert len(workers) == 2, log.read_text()[-3000:]
         os.kill(workers[0], signal.SIGKILL)  # a worker node's raylet dies: its pools move to the other one
         deadline = time.monotonic() + 90
         answered = 0
@@ -72,6 +72,17 @@ def test_cluster_command_serves_on_loopback_survives_a_worker_and_stops(tmp_path
     time.sleep(2)
     left = sorted(pid for pid in tree if Path(f"/proc/{pid}").exists() and _state(pid) != "Z")
     assert left == [], f"processes left after Ctrl-C: {left}"
+
+
+def _worker_raylets(log: Path) -> list[int]:
+    """The worker raylet pids the command prints once `serve.run` returns, which can be after the proxy
+    already answers (the app turns RUNNING a controller loop later)."""
+    deadline = time.monotonic() + 60
+    while True:
+        workers = [int(pid) for pid in re.findall(r"worker\s+\S+\s+raylet pid (\d+)", log.read_text())]
+        if len(workers) == 2 or time.monotonic() > deadline:
+            return workers
+        time.sleep(0.2)
 
 
 def _state(pid: int) -> str:
