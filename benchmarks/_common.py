@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-# Before anything imports Ray: a local Ray on 127.0.0.1 only (see capacity_service/cluster/_ray.py).
+# Before anything imports Ray: a local Ray on 127.0.0.1 only (see capacity_service/runtime/_ray.py).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 REPO = Path(__file__).resolve().parents[1]

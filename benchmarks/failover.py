@@ -1,5 +1,5 @@
 """Failover and cold start on a multi-node Ray cluster on this machine (a head and 3 workers,
-``ray.cluster_utils.Cluster``, fast failure detection as in ``capacity_service/cluster/health.py``),
+``ray.cluster_utils.Cluster``, fast failure detection as in ``capacity_service/runtime/health.py``),
 SQLite journal shared by all nodes.
 
     .venv/bin/python benchmarks/failover.py                  # both parts, 3 repeats each
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import command_line, exit_cleanly_on_sigterm, summarize, write_results
 from capacity_service.client import CapacityClient
-from capacity_service.cluster.local import POOL_RESOURCES, local_cluster
+from capacity_service.runtime.local import POOL_RESOURCES, local_cluster
 from capacity_service.settings import HostingSettings, ServiceSettings, SqlJournalSettings, WarehouseSettings
 from tests.support.multinode import (
     ReserveStream,

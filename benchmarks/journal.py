@@ -26,6 +26,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import exit_cleanly_on_sigterm, local_cassandra, summarize, write_results
+from capacity_service.adapters.codec import Codec
+from capacity_service.adapters.journal import Journal, NewEvent, open_journal
+from capacity_service.application.pool_writer import PoolWriter
+from capacity_service.application.recovery import recover_pool
 from capacity_service.domain import (
     CapacityReserved,
     ConfigurePool,
@@ -34,10 +38,6 @@ from capacity_service.domain import (
     Reserve,
     new_reservation_id,
 )
-from capacity_service.journal import Journal, NewEvent, open_journal
-from capacity_service.pool_writer import PoolWriter
-from capacity_service.recovery import recover_pool
-from capacity_service.serialization import Codec
 from capacity_service.settings import CassandraJournalSettings, SnapshotSettings, SqlJournalSettings
 
 GROUP_COMMIT = 64

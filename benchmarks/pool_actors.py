@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import exit_cleanly_on_sigterm, local_cassandra, summarize, write_results
 from capacity_service.client import AsyncCapacityClient
-from capacity_service.cluster import _ray
-from capacity_service.cluster._ray import kill_namespace
-from capacity_service.cluster.router import actor_name
 from capacity_service.errors import InsufficientCapacity
+from capacity_service.runtime import _ray
+from capacity_service.runtime._ray import kill_namespace
+from capacity_service.runtime.router import actor_name
 from capacity_service.settings import (
     CassandraJournalSettings,
     HostingSettings,

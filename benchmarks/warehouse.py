@@ -31,6 +31,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import RESULTS, exit_cleanly_on_sigterm, summarize, write_results
+from capacity_service.adapters.warehouse import WarehouseRow, WarehouseSink, open_sink
+from capacity_service.adapters.warehouse.rows import Delivery, next_row
 from capacity_service.domain import CapacityReleased, CapacityReserved, PoolConfigured, PoolEvent
 from capacity_service.settings import (
     HostingSettings,
@@ -40,8 +42,6 @@ from capacity_service.settings import (
     SqlSinkSettings,
     WarehouseSettings,
 )
-from capacity_service.warehouse import WarehouseRow, WarehouseSink, open_sink
-from capacity_service.warehouse.rows import Delivery, next_row
 
 POOLS = 500
 GROUP_COMMIT = 64
@@ -104,7 +104,7 @@ def local_postgres() -> Iterator[str]:
 def lag(sink: ParquetSinkSettings | SqlSinkSettings, journal_dir: Path, rate: float, seconds: float) -> dict[str, Any]:
     """Reserve at ``rate`` per second for ``seconds``; the time from each reply to its row being seen."""
     from capacity_service.client import AsyncCapacityClient
-    from capacity_service.cluster._ray import kill_namespace
+    from capacity_service.runtime._ray import kill_namespace
 
     settings = ServiceSettings(
         journal=SqlJournalSettings(url=f"sqlite:///{journal_dir / 'journal.db'}"),
@@ -176,7 +176,7 @@ def poll_warehouse(sink: ParquetSinkSettings | SqlSinkSettings, seen: dict[str, 
 
 def request_ids_reader(sink: ParquetSinkSettings | SqlSinkSettings) -> Callable[[], list[str]]:
     if isinstance(sink, ParquetSinkSettings):
-        from capacity_service.warehouse.parquet import ParquetSink
+        from capacity_service.adapters.warehouse.parquet import ParquetSink
 
         reader = ParquetSink(sink, owner="bench-reader")  # reading never recovers or writes
 

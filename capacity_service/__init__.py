@@ -1,7 +1,8 @@
 """capacity_service: an event-sourced capacity reservation service on Ray.
 
 The public surface: the clients, their results and errors, and the settings. Everything else is an
-implementation module (``capacity_service.pool_host``, ``capacity_service.journal``, ...) that may change.
+implementation module (``capacity_service.application.pool_host``, ``capacity_service.adapters.journal``,
+...) that may change.
 """
 
 from typing import TYPE_CHECKING, Any

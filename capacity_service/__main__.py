@@ -2,7 +2,7 @@
 
 import sys
 
-from capacity_service.cli import main
+from capacity_service.entrypoints.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

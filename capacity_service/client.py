@@ -18,11 +18,7 @@ from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from capacity_service.cluster import _ray, service
-from capacity_service.cluster.names import SUPERVISOR_NAME
-from capacity_service.cluster.router import PoolRouter
-from capacity_service.cluster.supervisor import Supervisor
-from capacity_service.cluster.watchdog import SweepReport
+from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import (
     ConfigurePool,
     InvalidId,
@@ -49,7 +45,11 @@ from capacity_service.errors import (
     ReservationNotFound,
 )
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
-from capacity_service.pool_writer import CommandOutcome
+from capacity_service.runtime import _ray, service
+from capacity_service.runtime.names import SUPERVISOR_NAME
+from capacity_service.runtime.router import PoolRouter
+from capacity_service.runtime.supervisor import Supervisor
+from capacity_service.runtime.watchdog import SweepReport
 from capacity_service.settings import ServiceSettings
 
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, model_validator
 
-from capacity_service.cluster.names import DEFAULT_NAMESPACE
+from capacity_service.runtime.names import DEFAULT_NAMESPACE
 
 _SIMPLE_REPLICATION: dict[str, str | int] = {"class": "SimpleStrategy", "replication_factor": 1}
 

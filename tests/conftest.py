@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-# Before anything imports Ray: a local Ray on 127.0.0.1 only (see capacity_service/cluster/_ray.py).
+# Before anything imports Ray: a local Ray on 127.0.0.1 only (see capacity_service/runtime/_ray.py).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import shutil

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from capacity_service.journal import (
+from capacity_service.adapters.journal import (
     AppendRequest,
     Journal,
     NewEvent,

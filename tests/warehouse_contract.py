@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from capacity_service.warehouse import Delivery, WarehouseSink
+from capacity_service.adapters.warehouse import Delivery, WarehouseSink
 from tests.support.warehouse_rows import history
 
 SinkFactory = Callable[[], WarehouseSink]

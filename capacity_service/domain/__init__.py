@@ -9,6 +9,7 @@ from capacity_service.domain.ids import (
     new_reservation_id,
     pool_of_reservation,
 )
+from capacity_service.domain.persisted import PersistedEvent
 from capacity_service.domain.pool import (
     Decision,
     InsufficientCapacity,
@@ -35,6 +36,7 @@ __all__ = [
     "InsufficientCapacity",
     "InvalidCommand",
     "InvalidId",
+    "PersistedEvent",
     "PoolCommand",
     "PoolConfigured",
     "PoolEvent",

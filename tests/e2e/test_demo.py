@@ -4,10 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from capacity_service.demo import DEMO_POOL
-from capacity_service.journal.sql import SqlJournal
-from capacity_service.recovery import recover_pool
-from capacity_service.serialization import Codec
+from capacity_service.adapters.codec import Codec
+from capacity_service.adapters.journal.sql import SqlJournal
+from capacity_service.application.recovery import recover_pool
+from capacity_service.entrypoints.demo import DEMO_POOL
 from capacity_service.settings import SqlJournalSettings
 
 

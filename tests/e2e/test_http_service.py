@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from capacity_service.cluster import _ray
-from capacity_service.cluster._ray import kill_namespace
-from capacity_service.cluster.names import CACHE_PREFIX
+from capacity_service.adapters.warehouse.parquet import ParquetSink
+from capacity_service.runtime import _ray
+from capacity_service.runtime._ray import kill_namespace
+from capacity_service.runtime.names import CACHE_PREFIX
 from capacity_service.settings import CassandraJournalSettings, ParquetSinkSettings
-from capacity_service.warehouse.parquet import ParquetSink
 from devenv._process import free_port
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -38,7 +38,7 @@ class Service:
     def deploy(self) -> None:
         from ray import serve
 
-        from capacity_service.http.deployment import build_app
+        from capacity_service.entrypoints.http.deployment import build_app
 
         serve.start(http_options={"host": "127.0.0.1", "port": self.port})
         serve.run(build_app(self.args), name="capacity", route_prefix="/")

@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from capacity_service.journal.cassandra import CassandraJournal
+from capacity_service.adapters.journal.cassandra import CassandraJournal
 from capacity_service.settings import CassandraJournalSettings
 from tests.journal_contract import JournalContract, JournalFactory, events, payloads
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from capacity_service.client import CapacityClient
-from capacity_service.cluster._ray import kill_namespace
+from capacity_service.runtime._ray import kill_namespace
 from capacity_service.settings import (
     CassandraJournalSettings,
     HostingSettings,

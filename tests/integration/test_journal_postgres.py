@@ -1,6 +1,6 @@
 import pytest
 
-from capacity_service.journal.sql import SqlJournal
+from capacity_service.adapters.journal.sql import SqlJournal
 from capacity_service.settings import SqlJournalSettings
 from tests.journal_contract import JournalFactory
 from tests.support.sql_journal import SqlJournalContract

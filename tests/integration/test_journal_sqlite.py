@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from capacity_service.journal import AppendRequest
-from capacity_service.journal.sql import SqlJournal
+from capacity_service.adapters.journal import AppendRequest
+from capacity_service.adapters.journal.sql import SqlJournal
 from capacity_service.settings import SqlJournalSettings
 from tests.journal_contract import JournalFactory, events, payloads
 from tests.support.sql_journal import SqlJournalContract

@@ -4,7 +4,7 @@ Cassandra). A worker is killed under load, a node is partitioned (its raylet fro
 keeps running as a zombie, and Cassandra stops under load: every pool serves again by itself, and the
 journal holds every acknowledged reservation, once, with no pool oversold.
 
-Failure detection is tuned as in ``capacity_service.cluster.health``. Times are printed (run with -s),
+Failure detection is tuned as in ``capacity_service.runtime.health``. Times are printed (run with -s),
 never asserted: ``benchmarks/failover.py`` measures them.
 """
 
@@ -23,12 +23,12 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from capacity_service.client import CapacityClient
-from capacity_service.cluster import _ray
-from capacity_service.cluster._ray import kill_namespace
-from capacity_service.cluster.local import POOL_RESOURCES, LocalCluster, local_cluster, raylet_pid
-from capacity_service.cluster.names import CACHE_PREFIX, SUPERVISOR_NAME, cache_name
-from capacity_service.cluster.router import actor_name
-from capacity_service.cluster.supervisor import Supervisor
+from capacity_service.runtime import _ray
+from capacity_service.runtime._ray import kill_namespace
+from capacity_service.runtime.local import POOL_RESOURCES, LocalCluster, local_cluster, raylet_pid
+from capacity_service.runtime.names import CACHE_PREFIX, SUPERVISOR_NAME, cache_name
+from capacity_service.runtime.router import actor_name
+from capacity_service.runtime.supervisor import Supervisor
 from capacity_service.settings import (
     CassandraJournalSettings,
     HostingSettings,

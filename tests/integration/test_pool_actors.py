@@ -17,17 +17,17 @@ import pytest
 import sqlalchemy
 from cassandra.cluster import Cluster
 
+from capacity_service.adapters.codec import Codec
+from capacity_service.adapters.journal import open_journal
+from capacity_service.application.pool_host import HostFenced
+from capacity_service.application.recovery import recover_pool
 from capacity_service.client import CapacityClient
-from capacity_service.cluster import _ray
-from capacity_service.cluster._ray import kill_namespace
-from capacity_service.cluster.pool_actor import PoolActor
-from capacity_service.cluster.router import actor_name
 from capacity_service.domain import PoolState, Reserve, new_reservation_id
 from capacity_service.errors import InsufficientCapacity, PoolNotFound, ReservationNotFound
-from capacity_service.journal import open_journal
-from capacity_service.pool_host import HostFenced
-from capacity_service.recovery import recover_pool
-from capacity_service.serialization import Codec
+from capacity_service.runtime import _ray
+from capacity_service.runtime._ray import kill_namespace
+from capacity_service.runtime.pool_actor import PoolActor
+from capacity_service.runtime.router import actor_name
 from capacity_service.settings import (
     CassandraJournalSettings,
     HostingSettings,

@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 import ray
 
+from capacity_service.adapters.journal import Journal, open_journal
+from capacity_service.adapters.warehouse import open_sink
 from capacity_service.client import AsyncCapacityClient
-from capacity_service.cluster import _ray
-from capacity_service.cluster._ray import kill_namespace
-from capacity_service.cluster.names import stream_name
-from capacity_service.journal import Journal, open_journal
+from capacity_service.runtime import _ray
+from capacity_service.runtime._ray import kill_namespace
+from capacity_service.runtime.names import stream_name
 from capacity_service.settings import (
     HostingSettings,
     ParquetSinkSettings,
@@ -31,7 +32,6 @@ from capacity_service.settings import (
     SqlSinkSettings,
     WarehouseSettings,
 )
-from capacity_service.warehouse import open_sink
 from devenv import LocalPostgres
 
 pytestmark = pytest.mark.usefixtures("ray_session")

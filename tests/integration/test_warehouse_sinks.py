@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from sqlalchemy.dialects import postgresql
 
+from capacity_service.adapters.warehouse.redshift import RedshiftSink
+from capacity_service.adapters.warehouse.sql import SqlSink
 from capacity_service.settings import RedshiftSinkSettings, SqlSinkSettings
-from capacity_service.warehouse.redshift import RedshiftSink
-from capacity_service.warehouse.sql import SqlSink
 from devenv import LocalPostgres
 from tests.support.warehouse_rows import history
 from tests.warehouse_contract import SinkFactory, WarehouseSinkContract

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from capacity_service.adapters.journal import Journal, NewEvent, open_journal
+from capacity_service.adapters.warehouse.parquet import ParquetSink
+from capacity_service.adapters.warehouse.rows import WarehouseRow, row_of
+from capacity_service.adapters.warehouse.sink import SinkUnavailable
+from capacity_service.application.pool_writer import PoolWriter
+from capacity_service.application.warehouse_stream import WarehouseStream
 from capacity_service.domain import ConfigurePool, Release, Reserve, new_reservation_id
-from capacity_service.journal import Journal, NewEvent, open_journal
-from capacity_service.pool_writer import PoolWriter
 from capacity_service.settings import ParquetSinkSettings, SqlJournalSettings, WarehouseSettings
-from capacity_service.warehouse.parquet import ParquetSink
-from capacity_service.warehouse.rows import WarehouseRow, row_of
-from capacity_service.warehouse.sink import SinkUnavailable
-from capacity_service.warehouse.stream import WarehouseStream
 
 
 class GatedSink(ParquetSink):

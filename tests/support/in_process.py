@@ -6,14 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from capacity_service.adapters.journal.memory import InMemoryJournal
+from capacity_service.application.availability_index import AvailabilityIndex
+from capacity_service.application.pool_host import PoolHost
+from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.domain import PoolCommand, PoolView
 from capacity_service.errors import CapacityError
-from capacity_service.journal.memory import InMemoryJournal
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
-from capacity_service.pool_host import PoolHost
-from capacity_service.pool_writer import CommandOutcome
-from capacity_service.read_side.availability_index import AvailabilityIndex
 from capacity_service.settings import WriteSideSettings
 
 

@@ -3,7 +3,7 @@ node its own raylet and processes, all on 127.0.0.1), and what the failover test
 benchmark do on it: keep a stream of reserves going, find where a pool lives, freeze or kill a node,
 and check the journal afterwards.
 
-The cluster itself is ``capacity_service.cluster.local.local_cluster``.
+The cluster itself is ``capacity_service.runtime.local.local_cluster``.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from capacity_service.adapters.codec import Codec
+from capacity_service.adapters.journal import open_journal
+from capacity_service.application.recovery import recover_pool
 from capacity_service.client import CapacityClient
-from capacity_service.cluster import _ray
-from capacity_service.cluster.local import LocalCluster
-from capacity_service.cluster.router import actor_name
 from capacity_service.domain import PoolState, ReservationStatus
-from capacity_service.journal import open_journal
-from capacity_service.recovery import recover_pool
-from capacity_service.serialization import Codec
+from capacity_service.runtime import _ray
+from capacity_service.runtime.local import LocalCluster
+from capacity_service.runtime.router import actor_name
 from capacity_service.settings import ServiceSettings
 from tests.support.history import History, check, events_in
 

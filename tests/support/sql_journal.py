@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import insert
 
-from capacity_service.journal import AppendRequest, SequenceConflict
-from capacity_service.journal.sql import SqlJournal, events_table
+from capacity_service.adapters.journal import AppendRequest, SequenceConflict
+from capacity_service.adapters.journal.sql import SqlJournal, events_table
 from tests.journal_contract import JournalContract, events, payloads
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from capacity_service.adapters.warehouse.rows import Delivery, WarehouseRow, next_row
 from capacity_service.domain import CapacityReleased, CapacityReserved, PoolConfigured, PoolEvent
-from capacity_service.warehouse.rows import Delivery, WarehouseRow, next_row
 
 T0 = datetime(2026, 12, 1, 23, 59, 59, tzinfo=UTC)  # histories cross midnight: two date partitions
 

@@ -1,5 +1,6 @@
-"""The domain layer, and the warehouse stream's logic, import no infrastructure (checked in a fresh
-interpreter, where nothing else has been imported yet)."""
+"""The package's layers and who may import whom (the table in docs/architecture.md); where Ray may be
+imported; that the domain and the warehouse stream's logic import no infrastructure (checked in a fresh
+interpreter, where nothing else has been imported yet); that every actor method called by name exists."""
 
 import ast
 import subprocess
@@ -12,7 +13,8 @@ INFRASTRUCTURE = ("ray", "cassandra", "sqlalchemy", "pyarrow", "redshift_connect
 
 
 @pytest.mark.parametrize(
-    "module", ["capacity_service.domain", "capacity_service.serialization", "capacity_service.warehouse.stream"]
+    "module",
+    ["capacity_service.domain", "capacity_service.adapters.codec", "capacity_service.application.warehouse_stream"],
 )
 def test_module_imports_no_infrastructure(module: str) -> None:
     code = (
@@ -25,12 +27,12 @@ def test_module_imports_no_infrastructure(module: str) -> None:
 
 
 PACKAGE = Path(__file__).resolve().parents[2] / "capacity_service"
-# Where Ray may be imported, and why; everything else reaches Ray through cluster/_ray.py (one seam).
+# Where Ray may be imported, and why; everything else reaches Ray through runtime/_ray.py (one seam).
 RAY_ALLOWED = {
-    "cluster/_ray.py": "the seam itself",
-    "cluster/local.py": "starts local Ray nodes (ray.cluster_utils) for the multi-node cluster",
-    "http/deployment.py": "the Serve deployment: Serve's decorators and private hooks",
-    "cli.py": "starts Ray and Serve for `start` and `stop`",
+    "runtime/_ray.py": "the seam itself",
+    "runtime/local.py": "starts local Ray nodes (ray.cluster_utils) for the multi-node cluster",
+    "entrypoints/http/deployment.py": "the Serve deployment: Serve's decorators and private hooks",
+    "entrypoints/cli.py": "starts Ray and Serve for `start` and `stop`",
 }
 
 
@@ -65,6 +67,68 @@ def test_the_domain_imports_nothing_but_the_standard_library_and_itself() -> Non
                 assert inside or standard, f"domain/{path.name} imports {name}"
 
 
+# Each layer and what it may import, besides itself. "shared" is the public vocabulary every layer above
+# the domain uses (settings, errors, result models); ``client`` is an entry point for Python code.
+LAYER_OF_TOP = {
+    "domain": "domain",
+    "adapters": "adapters",
+    "application": "application",
+    "runtime": "runtime",
+    "entrypoints": "entrypoints",
+    "settings": "shared",
+    "errors": "shared",
+    "models": "shared",
+    "client": "entrypoints",
+    "__main__": "entrypoints",
+    "__init__": "entrypoints",
+}
+MAY_IMPORT = {
+    "domain": set(),
+    "shared": {"domain"},
+    "adapters": {"domain", "shared"},
+    "application": {"domain", "shared", "adapters"},
+    "runtime": {"domain", "shared", "adapters", "application"},
+    "entrypoints": {"domain", "shared", "adapters", "application", "runtime"},
+}
+# Leaves any layer may import: constants with no imports of their own.
+ANYONE_MAY_IMPORT = {"capacity_service.runtime.names"}
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return LAYER_OF_TOP[parts[1] if len(parts) > 1 else "__init__"]
+
+
+def _package_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("capacity_service")}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            module = node.module or ""
+            found |= {f"{module}.{alias.name}" for alias in node.names if module.startswith("capacity_service")}
+    return found
+
+
+def test_every_module_imports_only_from_its_own_and_lower_layers() -> None:
+    broken = []
+    checked = 0
+    for path in PACKAGE.rglob("*.py"):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        layer = _layer(module)
+        for imported in _package_imports(path):
+            checked += 1
+            if imported.split(".")[1] not in LAYER_OF_TOP:  # `from capacity_service import client`
+                imported_layer = _layer(imported.rsplit(".", 1)[0]) if imported.count(".") > 1 else "entrypoints"
+            else:
+                imported_layer = _layer(imported)
+            allowed = imported_layer == layer or imported_layer in MAY_IMPORT[layer]
+            if not allowed and not any(imported.startswith(leaf) for leaf in ANYONE_MAY_IMPORT):
+                broken.append(f"{module} ({layer}) imports {imported} ({imported_layer})")
+    assert checked > 100  # the scan sees the imports
+    assert broken == []
+
+
 # Calls that name an actor's method as a string, and the position of that string among their arguments.
 _METHOD_BY_NAME = {"ask": 1, "ask_now": 1, "tell": 1, "call": 1, "call_host": 1, "_call_actor": 1, "submit": 0}
 
@@ -72,10 +136,10 @@ _METHOD_BY_NAME = {"ask": 1, "ask_now": 1, "tell": 1, "call": 1, "call_host": 1,
 def test_every_actor_method_called_by_name_exists() -> None:
     """Ray calls an actor's method by its name: a renamed method would break only end to end. Every name
     the package sends must be a method of one of its actors."""
-    from capacity_service.cluster.pool_actor import PoolActor
-    from capacity_service.cluster.supervisor import Supervisor
-    from capacity_service.read_side.cache_actor import AvailabilityCache
-    from capacity_service.warehouse.stream_actor import WarehouseStreamActor
+    from capacity_service.runtime.cache_actor import AvailabilityCache
+    from capacity_service.runtime.pool_actor import PoolActor
+    from capacity_service.runtime.supervisor import Supervisor
+    from capacity_service.runtime.warehouse_stream_actor import WarehouseStreamActor
 
     actors = (PoolActor, Supervisor, AvailabilityCache, WarehouseStreamActor)
     sent: set[tuple[str, str]] = set()

@@ -1,7 +1,7 @@
 from datetime import UTC, datetime
 
+from capacity_service.application.availability_index import AvailabilityIndex
 from capacity_service.domain import PoolView
-from capacity_service.read_side.availability_index import AvailabilityIndex
 
 
 def view(pool_id: str, version: int, remaining: int = 5, zone: str = "north", hour: int | None = None) -> PoolView:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import uvloop
 
-from capacity_service.cluster.channel import (
+from capacity_service.runtime.channel import (
     ChannelAddress,
     ChannelCallFailed,
     ChannelClient,
@@ -186,7 +186,7 @@ def test_nothing_listening_is_gone_at_connect() -> None:
 SERVER_PROCESS = textwrap.dedent(
     """
     import asyncio, sys
-    from capacity_service.cluster.channel import ChannelServer
+    from capacity_service.runtime.channel import ChannelServer
 
     async def main():
         async def hang():

@@ -1,4 +1,4 @@
-from capacity_service.circuit_breaker import BreakerState, CircuitBreaker
+from capacity_service.application.circuit_breaker import BreakerState, CircuitBreaker
 
 
 class Clock:

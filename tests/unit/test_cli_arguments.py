@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from capacity_service.cli import _did_not_come_up, _parser
+from capacity_service.entrypoints.cli import _did_not_come_up, _parser
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from capacity_service.adapters.journal import JournalUnavailable
 from capacity_service.errors import OutcomeUnknown
-from capacity_service.journal import JournalUnavailable
 from tests.support.in_process import InProcessBackend
 
 

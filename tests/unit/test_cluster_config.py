@@ -22,8 +22,8 @@ from pydantic import BaseModel
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.serve.schema import ServeDeploySchema
 
-from capacity_service.cluster.health import health_check_env
-from capacity_service.http.deployment import CapacityApi
+from capacity_service.entrypoints.http.deployment import CapacityApi
+from capacity_service.runtime.health import health_check_env
 from capacity_service.settings import service_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,7 +158,7 @@ def test_serve_config_uses_only_real_option_names(name: str) -> None:
     assert unknown_keys(ServeDeploySchema, config) == []
     deployments: Any = CapacityApi
     for app in config["applications"]:
-        assert app["import_path"] == "capacity_service.http.deployment:build_app"
+        assert app["import_path"] == "capacity_service.entrypoints.http.deployment:build_app"
         service_settings(app["args"], environ={})  # our settings forbid unknown keys themselves
         assert {d["name"] for d in app.get("deployments", [])} <= {deployments.name}
 

@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from capacity_service.http.app import create_app
-from capacity_service.journal import JournalUnavailable
+from capacity_service.adapters.journal import JournalUnavailable
+from capacity_service.entrypoints.http.app import create_app
 from capacity_service.settings import HttpSettings, WriteSideSettings
 from tests.support.in_process import InProcessBackend
 

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from capacity_service.http import ingress
-from capacity_service.http.app import create_app
-from capacity_service.http.edge import Edge
+from capacity_service.entrypoints.http import ingress
+from capacity_service.entrypoints.http.app import create_app
+from capacity_service.entrypoints.http.edge import Edge
 from tests.support.in_process import InProcessBackend
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from capacity_service.journal.memory import InMemoryJournal
+from capacity_service.adapters.journal.memory import InMemoryJournal
 from tests.journal_contract import JournalContract, JournalFactory
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from capacity_service.http.app import create_app
+from capacity_service.entrypoints.http.app import create_app
 from tests.support.in_process import InProcessBackend
 from tests.support.openapi import check_case
 

@@ -13,9 +13,22 @@ from pathlib import Path
 
 import pytest
 
+from capacity_service.adapters.journal import (
+    AppendRequest,
+    JournalError,
+    JournalUnavailable,
+    NewEvent,
+    SnapshotRecord,
+    StoredEvent,
+)
+from capacity_service.adapters.journal.memory import InMemoryJournal
+from capacity_service.adapters.journal.sql import SqlJournal
+from capacity_service.application.pool_host import HostFenced, PoolHost
+from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import (
     ConfigurePool,
     InsufficientCapacity,
+    PersistedEvent,
     PoolView,
     Release,
     Reserve,
@@ -24,19 +37,6 @@ from capacity_service.domain import (
 from capacity_service.domain import PoolNotFound as PoolNotFoundRejection
 from capacity_service.domain import ReservationNotFound as ReservationNotFoundRejection
 from capacity_service.errors import OutcomeUnknown, Overloaded, Unavailable
-from capacity_service.journal import (
-    AppendRequest,
-    JournalError,
-    JournalUnavailable,
-    NewEvent,
-    SnapshotRecord,
-    StoredEvent,
-)
-from capacity_service.journal.memory import InMemoryJournal
-from capacity_service.journal.sql import SqlJournal
-from capacity_service.pool_host import HostFenced, PoolHost
-from capacity_service.pool_writer import CommandOutcome
-from capacity_service.publishing import PersistedEvent
 from capacity_service.settings import SnapshotSettings, SqlJournalSettings, WriteSideSettings
 
 
@@ -393,7 +393,7 @@ def test_registered_pools_start_together_in_a_few_journal_calls_and_a_corrupt_on
 def test_an_unexpected_error_answers_the_callers_and_keeps_only_durable_state(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from capacity_service.serialization import Codec
+    from capacity_service.adapters.codec import Codec
 
     async def scenario() -> None:
         journal = InMemoryJournal()

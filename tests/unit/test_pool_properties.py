@@ -6,6 +6,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from capacity_service.adapters.codec import Codec
 from capacity_service.domain import (
     CapacityReserved,
     ConfigurePool,
@@ -19,7 +20,6 @@ from capacity_service.domain import (
     decide,
     new_reservation_id,
 )
-from capacity_service.serialization import Codec
 
 REQUEST_IDS = st.sampled_from([f"req-{i}" for i in range(12)])
 

@@ -8,6 +8,11 @@ from collections.abc import Sequence
 
 import pytest
 
+from capacity_service.adapters.codec import Codec
+from capacity_service.adapters.journal import JournalUnavailable, NewEvent, SnapshotRecord, WriterFenced
+from capacity_service.adapters.journal.memory import InMemoryJournal
+from capacity_service.application.pool_writer import PoolWriter
+from capacity_service.application.recovery import recover_pool
 from capacity_service.domain import (
     ConfigurePool,
     InsufficientCapacity,
@@ -17,11 +22,6 @@ from capacity_service.domain import (
     Reserve,
     new_reservation_id,
 )
-from capacity_service.journal import JournalUnavailable, NewEvent, SnapshotRecord, WriterFenced
-from capacity_service.journal.memory import InMemoryJournal
-from capacity_service.pool_writer import PoolWriter
-from capacity_service.recovery import recover_pool
-from capacity_service.serialization import Codec
 from capacity_service.settings import SnapshotSettings
 
 

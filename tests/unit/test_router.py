@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-from capacity_service.cluster import router as router_module
-from capacity_service.cluster._ray import ActorCalls, ActorGone
-from capacity_service.cluster.channel import ChannelServer
-from capacity_service.cluster.router import PoolRouter
+from capacity_service.application.pool_host import HostFenced
+from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import ConfigurePool, PoolView, Release, Reserve, new_reservation_id
 from capacity_service.domain import PoolNotFound as PoolNotFoundRejection
 from capacity_service.domain import ReservationNotFound as ReservationNotFoundRejection
 from capacity_service.errors import OutcomeUnknown, Overloaded, Unavailable
-from capacity_service.pool_host import HostFenced
-from capacity_service.pool_writer import CommandOutcome
+from capacity_service.runtime import router as router_module
+from capacity_service.runtime._ray import ActorCalls, ActorGone
+from capacity_service.runtime.channel import ChannelServer
+from capacity_service.runtime.router import PoolRouter
 from capacity_service.settings import HostingSettings, ServiceSettings
 
 

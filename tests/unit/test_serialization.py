@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from capacity_service.adapters.codec import Codec, DecodingError, Upcasters
 from capacity_service.domain import (
     CapacityReleased,
     CapacityReserved,
@@ -11,7 +12,6 @@ from capacity_service.domain import (
     apply_all,
     new_reservation_id,
 )
-from capacity_service.serialization import Codec, DecodingError, Upcasters
 
 codec = Codec()
 

@@ -1,12 +1,12 @@
 """The running service's settings: how the shard count is fixed, and which differences a redeploy or a
-client may not bring (``cluster/service.py``). No Ray: the cluster's CPUs are a stand-in."""
+client may not bring (``runtime/service.py``). No Ray: the cluster's CPUs are a stand-in."""
 
 from __future__ import annotations
 
 import pytest
 
-from capacity_service.cluster import service
 from capacity_service.errors import SettingsMismatch
+from capacity_service.runtime import service
 from capacity_service.settings import (
     CassandraJournalSettings,
     HostingSettings,

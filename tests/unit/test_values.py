@@ -9,13 +9,14 @@ from datetime import UTC, datetime
 import pytest
 from ray import cloudpickle
 
-from capacity_service.cluster._ray import plain
+from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import (
     CapacityReleased,
     CapacityReserved,
     ConfigurePool,
     InsufficientCapacity,
     InvalidCommand,
+    PersistedEvent,
     PoolConfigured,
     PoolNotFound,
     PoolView,
@@ -27,8 +28,7 @@ from capacity_service.domain import (
     Reserve,
 )
 from capacity_service.domain.values import pickled_by_fields
-from capacity_service.pool_writer import CommandOutcome
-from capacity_service.publishing import PersistedEvent
+from capacity_service.runtime._ray import plain
 
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 VIEW = PoolView("north:0800", True, "north", NOW, None, 20, 3, 17, 9)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
+from capacity_service.adapters.warehouse.parquet import ParquetSink
 from capacity_service.settings import ParquetSinkSettings
-from capacity_service.warehouse.parquet import ParquetSink
 from tests.support.warehouse_rows import history
 from tests.warehouse_contract import SinkFactory, WarehouseSinkContract
 

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+from capacity_service.adapters.warehouse.redshift import RedshiftSink, ddl, redshift_dialect
+from capacity_service.adapters.warehouse.rows import COLUMNS
+from capacity_service.adapters.warehouse.sink import SinkUnavailable
 from capacity_service.settings import RedshiftSinkSettings, ServiceSettings, service_settings
-from capacity_service.warehouse.redshift import RedshiftSink, ddl, redshift_dialect
-from capacity_service.warehouse.rows import COLUMNS
-from capacity_service.warehouse.sink import SinkUnavailable
 from tests.support.warehouse_rows import history
 
 SETTINGS = RedshiftSinkSettings(

@@ -1,7 +1,7 @@
 import asyncio
 from collections.abc import Mapping
 
-from capacity_service.cluster.watchdog import Watchdog
+from capacity_service.runtime.watchdog import Watchdog
 
 
 def test_pools_of_one_host_are_pinged_together_in_bounded_groups() -> None:

@@ -1,0 +1,63 @@
+"""The warehouse sink port: where rows go, written together with how far each pool was delivered.
+
+A sink keeps, durably and atomically with the rows, one ``Delivery`` per pool. ``write`` skips rows at or
+below a pool's delivered seq_nr, so a batch retried after an unknown outcome, or replayed from the journal
+after a crash, leaves exactly one row per (pool_id, seq_nr). Adapters: ``ParquetSink``, ``SqlSink``
+(PostgreSQL, SQLite), ``RedshiftSink``; one contract test suite covers them all.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+
+from capacity_service.adapters.warehouse.rows import Delivery, WarehouseRow
+
+
+class SinkUnavailable(Exception):
+    """The warehouse could not be written or read; the outcome of a write that raised this is unknown
+    (retrying it is safe: delivered rows are skipped)."""
+
+
+class WarehouseSink(ABC):
+    @abstractmethod
+    def deliveries(self) -> dict[str, Delivery]:
+        """The durable delivery cursor of every pool this sink has rows of."""
+
+    @abstractmethod
+    def write(self, rows: Sequence[WarehouseRow]) -> None:
+        """Store ``rows`` (each pool's rows contiguous and in seq_nr order, continuing its delivery) and
+        advance the pools' deliveries to their last row, atomically. Rows already delivered are skipped."""
+
+    @abstractmethod
+    def rows(self) -> Iterator[WarehouseRow]:
+        """Every stored row (for checks and tools; not fast)."""
+
+    def maintain(self) -> None:  # noqa: B027 - optional hook
+        """Periodic upkeep (Parquet: compaction of small files). Default: nothing."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> WarehouseSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def last_deliveries(rows: Iterable[WarehouseRow]) -> dict[str, Delivery]:
+    """Each pool's delivery after ``rows`` (each pool's rows in seq_nr order)."""
+    found: dict[str, Delivery] = {}
+    for row in reversed(list(rows)):  # a Delivery for each pool's last row only, not for every row
+        if row.pool_id not in found:
+            found[row.pool_id] = Delivery.after(row)
+    return found
+
+
+def undelivered(rows: Sequence[WarehouseRow], delivered: dict[str, Delivery]) -> list[WarehouseRow]:
+    """``rows`` without those already delivered (dedup on pool_id, seq_nr)."""
+    if not delivered:
+        return list(rows)
+    floor = {pool_id: d.seq_nr for pool_id, d in delivered.items()}.get
+    return [row for row in rows if row.seq_nr > floor(row.pool_id, 0)]

@@ -1,0 +1,513 @@
+"""Hosts the writers of one or many pools inside one process, without Ray (the Ray actor is a shell).
+
+Per pool, commands are handled strictly one batch at a time with group commit: while a journal write is
+in flight, arriving commands queue up; when it completes they are decided in order and written together
+in the next append. Every caller is answered only after its events are durable. Journal calls run in a
+worker thread so the event loop keeps accepting commands meanwhile; only an append the journal can make
+at once (``append_many_now``: a SQLite file no one else is writing) runs inline, as that is cheaper.
+
+Around that: lazy start with a bound on concurrent recoveries, a circuit breaker that makes a journal
+outage fail fast, snapshots off the reply path, and fire-and-forget publishing to the read side and the
+warehouse. A writer that learns it is fenced (a newer incarnation of its pool exists) makes the whole
+host stop serving: this process is a zombie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from capacity_service.adapters.codec import Codec
+from capacity_service.adapters.journal import AppendRequest, Journal, JournalError, JournalUnavailable, WriterFenced
+from capacity_service.application.circuit_breaker import CircuitBreaker
+from capacity_service.application.pool_writer import (
+    BatchResult,
+    CapturedSnapshot,
+    CommandOutcome,
+    PoolWriter,
+    answer_of_absent_pool,
+    view_of_absent_pool,
+)
+from capacity_service.application.publishing import EventPublisher, NullPublisher, ViewPublisher
+from capacity_service.application.recovery import recover_pools
+from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Reservation, Reserve
+from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, Unavailable
+from capacity_service.settings import SnapshotSettings, WriteSideSettings
+
+log = logging.getLogger(__name__)
+
+# Pools recovered together (``recover_pools``): a few queries and one worker-thread call for all of them.
+_RECOVERY_BATCH = 500
+
+
+@dataclass
+class _Pending:
+    command: PoolCommand
+    reply: asyncio.Future[CommandOutcome]
+    # Wall-clock time (``time.time()``) after which the command must not be decided; None: no limit.
+    deadline: float | None = None
+
+
+# A command for a pool, as callers hand them in batches: (pool id, command, deadline or None).
+AddressedCommand = tuple[str, PoolCommand, float | None]
+
+
+@dataclass
+class _PoolSlot:
+    writer: PoolWriter
+    queue: list[_Pending] = field(default_factory=list)
+    # Set while no journal call of this pool is in flight (the writer's state is settled).
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    # The view as of the last durable write, served without waiting for an in-flight one.
+    durable_view: PoolView | None = None
+    # A snapshot is being stored (one at a time per pool).
+    storing_snapshot: bool = False
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+        self.settle()
+
+    def settle(self) -> None:
+        self.durable_view = None if self.writer.needs_reload else self.writer.view()
+
+
+class HostFenced(Unavailable):
+    """This host was fenced by a newer incarnation and serves nothing any more."""
+
+
+class PoolHost:
+    def __init__(
+        self,
+        journal: Journal,
+        settings: WriteSideSettings | None = None,
+        snapshots: SnapshotSettings | None = None,
+        views: ViewPublisher | None = None,
+        events: EventPublisher | None = None,
+        on_fenced: Callable[[], None] | None = None,
+    ) -> None:
+        self._journal = journal
+        self._settings = settings or WriteSideSettings()
+        self._snapshots = snapshots or SnapshotSettings()
+        self._views: ViewPublisher = views or NullPublisher()
+        self._events: EventPublisher = events or NullPublisher()
+        self._on_fenced = on_fenced
+        self._codec = Codec()
+        self._slots: dict[str, _PoolSlot] = {}
+        self._starting: dict[str, asyncio.Future[_PoolSlot]] = {}
+        self._recoveries = asyncio.Semaphore(self._settings.max_concurrent_recoveries)
+        self._committer = _Committer(journal)
+        self._claims = _Claims(journal)
+        self.breaker = CircuitBreaker(self._settings.breaker_failure_threshold, self._settings.breaker_reset_s)
+        self.fenced = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def pool_ids(self) -> list[str]:
+        return list(self._slots)
+
+    # ------------------------------------------------------------------ commands
+
+    async def execute(self, pool_id: str, command: PoolCommand, deadline: float | None = None) -> CommandOutcome:
+        """Decide ``command`` and make it durable. Not decided at all (``Unavailable``: nothing taken) once
+        ``deadline`` has passed; ``Overloaded`` when the pool's queue is full; ``OutcomeUnknown`` when the
+        journal did not confirm the append."""
+        slot = await self._slot(pool_id, creates=isinstance(command, ConfigurePool))
+        if slot is None:
+            return answer_of_absent_pool(pool_id, command)
+        return await self._enqueue(slot, command, deadline)
+
+    async def execute_many(self, commands: Sequence[AddressedCommand]) -> list[CommandOutcome | CapacityError]:
+        """Several commands (of any pools) at once, each answered on its own: a ``CapacityError`` is an
+        answer here, not raised. A command to a running pool costs no task of its own (as ``execute``
+        would): batches from the router carry many, and the tasks were a tenth of this process's work."""
+        replies = [
+            self._enqueue(slot, command, deadline)
+            if (slot := self._slots.get(pool_id)) is not None and not self.fenced
+            else asyncio.ensure_future(self.execute(pool_id, command, deadline))  # starts the pool first
+            for pool_id, command, deadline in commands
+        ]
+        answers = await asyncio.gather(*replies, return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, CapacityError):
+                raise answer
+        return cast(list[CommandOutcome | CapacityError], answers)
+
+    def _enqueue(self, slot: _PoolSlot, command: PoolCommand, deadline: float | None) -> asyncio.Future[CommandOutcome]:
+        reply: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
+        if len(slot.queue) >= self._settings.max_queued_per_pool:
+            reply.set_exception(
+                Overloaded(f"pool {slot.writer.pool_id!r} has {len(slot.queue)} commands waiting; nothing was taken")
+            )
+            return reply
+        slot.queue.append(_Pending(command, reply, deadline))
+        self._drain_if_idle(slot)
+        return reply
+
+    def _drain_if_idle(self, slot: _PoolSlot) -> None:
+        """Start writing the slot's queued commands, unless a write (or reload) holds the slot already."""
+        if slot.queue and slot.idle.is_set():
+            slot.idle.clear()
+            self._spawn(self._drain(slot))
+
+    async def _drain(self, slot: _PoolSlot) -> None:
+        """Write queued commands batch by batch until the queue is empty."""
+        try:
+            while slot.queue and not self.fenced:
+                batch = slot.queue[: self._settings.max_batch]
+                del slot.queue[: len(batch)]
+                await self._write(slot, batch)
+            for pending in slot.queue:  # only left when fenced
+                _fail(pending.reply, HostFenced("this pool moved to a newer incarnation; retry"))
+            slot.queue.clear()
+        finally:
+            slot.idle.set()
+
+    async def _write(self, slot: _PoolSlot, batch: list[_Pending]) -> None:
+        if not self.breaker.allow():
+            for pending in batch:
+                _fail(pending.reply, Unavailable("the journal is failing; not trying for a moment"))
+            return
+        if slot.writer.needs_reload:  # the state must be known before deciding (and before refusing late ones)
+            try:
+                await asyncio.to_thread(slot.writer.reload)
+            except JournalError as exc:
+                self.breaker.record_failure()
+                for pending in batch:
+                    _fail(pending.reply, Unavailable(f"journal unavailable: {exc}"))
+                return
+            slot.settle()
+        batch = _refuse_late(slot.writer, batch)
+        if not batch:
+            return
+        try:
+            result = await self._write_batch(slot.writer, [p.command for p in batch])
+        except WriterFenced:
+            self._become_fenced()
+            for pending in batch:
+                _fail(pending.reply, HostFenced("this pool moved to a newer incarnation; retry"))
+            return
+        except JournalError as exc:
+            slot.settle()
+            self.breaker.record_failure()
+            log.warning("pool %s: journal write failed: %s", slot.writer.pool_id, exc)
+            # A refused conditional append wrote nothing; any other failure may have written it.
+            error: CapacityError = (
+                OutcomeUnknown(f"the journal did not confirm the write ({exc}); repeat with the same request_id")
+                if isinstance(exc, JournalUnavailable)
+                else Unavailable(f"journal unavailable: {exc}")
+            )
+            for pending in batch:
+                _fail(pending.reply, error)
+            return
+        except Exception as exc:  # a bug: answer the callers, and keep only durable state
+            log.exception("pool %s: writing a batch failed unexpectedly", slot.writer.pool_id)
+            with contextlib.suppress(JournalError):
+                await asyncio.to_thread(slot.writer.reload)
+            slot.settle()
+            for pending in batch:
+                _fail(pending.reply, Unavailable(f"internal error: {type(exc).__name__}"))
+            return
+        self.breaker.record_success()
+        slot.settle()
+        for pending, outcome in zip(batch, result.outcomes, strict=True):
+            if not pending.reply.done():
+                pending.reply.set_result(outcome)
+        if result.persisted:
+            self._publish(slot, result)
+            # Right now the state holds only durable events (the next batch is not decided yet): the
+            # moment to copy it for a snapshot (a C-speed copy); encoding and storing overlap the writes.
+            if not slot.storing_snapshot and (captured := slot.writer.take_snapshot_if_due()) is not None:
+                slot.storing_snapshot = True
+                self._spawn(self._store_snapshot(slot, captured))
+
+    async def _write_batch(self, writer: PoolWriter, commands: list[PoolCommand]) -> BatchResult:
+        """Decide and apply tentatively here, then hand the append to the host's committer, which writes
+        the appends of all pools that are ready at that moment together (one transaction on SQL)."""
+        prepared = writer.prepare(commands)
+        if prepared.append is None:
+            return prepared.result
+        outcome = await self._committer.commit(prepared.append)
+        if isinstance(outcome, JournalError):
+            await asyncio.to_thread(writer.settle_failure, prepared, outcome)  # returns only if it landed
+        else:
+            writer.settle_success(prepared, outcome)
+        return prepared.result
+
+    def _publish(self, slot: _PoolSlot, result: BatchResult) -> None:
+        try:
+            self._views.publish_view(slot.writer.view())
+            self._events.publish_events(result.persisted)
+        except Exception:  # fire-and-forget: publishing never fails a write
+            log.exception("pool %s: publishing failed", slot.writer.pool_id)
+
+    async def _store_snapshot(self, slot: _PoolSlot, captured: CapturedSnapshot) -> None:
+        try:
+            await asyncio.to_thread(slot.writer.store_snapshot, captured)
+        finally:
+            slot.storing_snapshot = False
+
+    # ------------------------------------------------------------------ reads (durable state only)
+
+    async def view(self, pool_id: str) -> PoolView:
+        slot = self._slots.get(pool_id)
+        if slot is not None and slot.durable_view is not None and not self.fenced:
+            return slot.durable_view
+        settled = await self._settled_slot(pool_id)
+        return view_of_absent_pool(pool_id) if settled is None else settled.writer.view()
+
+    def durable_view(self, pool_id: str) -> PoolView | None:
+        """The view of a running pool as of its last durable write, without waiting; None when the pool
+        is not running here (or must reload first): ``view`` then starts or settles it."""
+        slot = self._slots.get(pool_id)
+        return None if slot is None or self.fenced else slot.durable_view
+
+    def durable_versions(self, pool_ids: Sequence[str]) -> list[int | None]:
+        """Each pool's version (seq_nr) as of its last durable write, without waiting; None for a pool
+        whose view only ``view`` can give (not running here, or it must reload first)."""
+        return [None if (view := self.durable_view(pool_id)) is None else view.version for pool_id in pool_ids]
+
+    async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | None:
+        slot = await self._settled_slot(pool_id)
+        return None if slot is None else slot.writer.state.reservations.get(reservation_id)
+
+    async def ensure_started(self, pool_id: str) -> int:
+        """Recover the pool if it is not running yet; returns its seq_nr (the watchdog's ping; 0 for a pool
+        with no events, which is not started)."""
+        slot = await self._settled_slot(pool_id)
+        return 0 if slot is None else slot.writer.seq_nr
+
+    async def ensure_started_many(self, pool_ids: Sequence[str]) -> list[int | CapacityError]:
+        """``ensure_started`` of registered pools (the watchdog's ping; the registry lists only pools with
+        events): those not running start together, ``_RECOVERY_BATCH`` at a time, without asking the
+        journal one by one whether they exist. Each answer on its own, a ``CapacityError`` as a value."""
+        if not self.fenced:
+            new = [p for p in dict.fromkeys(pool_ids) if p not in self._slots and p not in self._starting]
+            for start in range(0, len(new), _RECOVERY_BATCH):
+                self._begin_starting(new[start : start + _RECOVERY_BATCH])
+        answers = await asyncio.gather(*(self.ensure_started(p) for p in pool_ids), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, CapacityError):
+                raise answer
+        return cast(list[int | CapacityError], answers)
+
+    async def _settled_slot(self, pool_id: str) -> _PoolSlot | None:
+        """The slot with no write in flight (a read then never shows an event that is not durable yet) and
+        its state loaded. A reload holds the slot as a write does: a write deciding meanwhile would decide
+        against the state the reload is about to replace, and the journal would accept it. None: the pool
+        has no events (and is not started)."""
+        slot = await self._slot(pool_id)
+        if slot is None:
+            return None
+        while True:
+            while not slot.idle.is_set():
+                await slot.idle.wait()
+            if not slot.writer.needs_reload:
+                return slot
+            slot.idle.clear()
+            try:
+                await self._guarded_reload(slot)
+            finally:
+                slot.idle.set()
+                self._drain_if_idle(slot)  # commands that came in meanwhile
+
+    async def _guarded_reload(self, slot: _PoolSlot) -> None:
+        try:
+            await asyncio.to_thread(slot.writer.reload)
+        except JournalError as exc:
+            raise Unavailable(f"journal unavailable: {exc}") from exc
+        slot.settle()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _slot(self, pool_id: str, creates: bool = False) -> _PoolSlot | None:
+        """The running pool, started (claiming its stream, recovering) if needed. A pool with no events is
+        started only by a command that ``creates`` it: for anything else it is None, and nothing is
+        claimed or written (a request for an unknown pool leaves no trace)."""
+        if self.fenced:
+            raise HostFenced("this pool moved to a newer incarnation; retry")
+        slot = self._slots.get(pool_id)
+        if slot is not None:
+            return slot
+        if not creates and pool_id not in self._starting and not await self._has_events(pool_id):
+            return self._slots.get(pool_id)  # started meanwhile by a command that creates it, or None
+        slot = self._slots.get(pool_id)
+        if slot is not None:
+            return slot
+        if pool_id not in self._starting:
+            self._begin_starting([pool_id])
+        return await asyncio.shield(self._starting[pool_id])
+
+    def _begin_starting(self, pool_ids: list[str]) -> None:
+        for pool_id in pool_ids:
+            self._starting[pool_id] = asyncio.get_running_loop().create_future()
+        self._spawn(self._start(pool_ids))
+
+    async def _has_events(self, pool_id: str) -> bool:
+        if not self.breaker.allow():
+            raise Unavailable("the journal is failing; not trying for a moment")
+        try:
+            seq_nr = await asyncio.to_thread(self._journal.highest_seq_nr, pool_id)
+        except JournalError as exc:
+            self.breaker.record_failure()
+            raise Unavailable(f"journal unavailable: {exc}") from exc
+        self.breaker.record_success()
+        return seq_nr > 0
+
+    async def _start(self, pool_ids: list[str]) -> None:
+        """Start pools together: one claim of their epochs, then their state read after it in a few
+        queries (``recover_pools``). Each answers through its future in ``_starting``."""
+        try:
+            if not self.breaker.allow():
+                raise Unavailable("the journal is failing; not trying for a moment")
+            epochs = await self._claims.claim_many(pool_ids)
+            async with self._recoveries:
+                recovered = await asyncio.to_thread(recover_pools, self._journal, self._codec, pool_ids)
+            self.breaker.record_success()
+        except JournalError as exc:
+            self.breaker.record_failure()
+            for pool_id in pool_ids:
+                self._started(pool_id, Unavailable(f"cannot recover pool {pool_id!r}: {exc}"))
+        except Exception as exc:
+            log.exception("pools %s cannot be recovered", pool_ids[:3])
+            for pool_id in pool_ids:
+                self._started(pool_id, Unavailable(f"pool {pool_id!r} cannot be recovered: {type(exc).__name__}"))
+        else:
+            for pool_id, epoch in zip(pool_ids, epochs, strict=True):
+                state = recovered[pool_id]
+                if isinstance(state, JournalError):
+                    log.error("pool %s cannot be recovered: %s", pool_id, state)
+                    self._started(pool_id, Unavailable(f"pool {pool_id!r} cannot be recovered: {state}"))
+                    continue
+                writer = PoolWriter(pool_id, self._journal, self._codec, self._snapshots)
+                writer.start(epoch, state)
+                self._started(pool_id, _PoolSlot(writer))
+
+    def _started(self, pool_id: str, outcome: _PoolSlot | Unavailable) -> None:
+        starting = self._starting.pop(pool_id)
+        if isinstance(outcome, _PoolSlot):
+            self._slots[pool_id] = outcome
+            starting.set_result(outcome)
+        else:
+            _fail(starting, outcome)
+
+    def _become_fenced(self) -> None:
+        if not self.fenced:
+            self.fenced = True
+            log.error("fenced: a newer incarnation of a pool hosted here exists; this host stops serving")
+            if self._on_fenced is not None:
+                self._on_fenced()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def epoch_of(self, pool_id: str) -> int | None:
+        slot = self._slots.get(pool_id)
+        return None if slot is None else slot.writer.epoch
+
+
+class _Claims:
+    """Writer epochs claimed for many pools in one journal call: pools that start while a claim runs (a
+    cold start, the watchdog reviving a host's pools) are claimed together in the next."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._waiting: list[tuple[str, asyncio.Future[int]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def claim_many(self, pool_ids: list[str]) -> list[int]:
+        answers = [asyncio.get_running_loop().create_future() for _ in pool_ids]
+        self._waiting.extend(zip(pool_ids, answers, strict=True))
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+        return list(await asyncio.gather(*answers))
+
+    async def _run(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                epochs = await asyncio.to_thread(self._journal.claim_epochs, [pool_id for pool_id, _ in batch])
+            except Exception as exc:  # every waiter gets the error (a bug too: none may wait forever)
+                for _, answer in batch:
+                    _fail(answer, exc)
+                continue
+            for (_, answer), epoch in zip(batch, epochs, strict=True):
+                if not answer.done():
+                    answer.set_result(epoch)
+
+
+class _Committer:
+    """Group commit across pools: appends that arrive while one ``append_many`` runs go together in the
+    next. Per pool there is at most one append in flight (its drain loop waits), so order is kept."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._waiting: list[tuple[AppendRequest, asyncio.Future[int | JournalError]]] = []
+        self._running = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def commit(self, request: AppendRequest) -> int | JournalError:
+        answer: asyncio.Future[int | JournalError] = asyncio.get_running_loop().create_future()
+        self._waiting.append((request, answer))
+        if not self._running:
+            self._running = True
+            self._task = asyncio.ensure_future(self._run())
+        return await answer
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                requests = [request for request, _ in batch]
+                try:
+                    # Inline when the journal can answer at once (a local file nobody else is writing):
+                    # the hand-over to a worker thread cost more than the append on a busy loop.
+                    now = self._journal.append_many_now(requests)
+                    results = now if now is not None else await asyncio.to_thread(self._journal.append_many, requests)
+                except JournalError as exc:
+                    results = [exc] * len(batch)
+                except Exception as exc:  # a bug must not leave callers waiting forever
+                    log.exception("append_many failed unexpectedly")
+                    results = [JournalUnavailable(f"{type(exc).__name__}: {exc}")] * len(batch)
+                for (_, answer), result in zip(batch, results, strict=True):
+                    if not answer.done():
+                        answer.set_result(result)
+        finally:
+            self._running = False
+
+
+def _refuse_late(writer: PoolWriter, batch: list[_Pending]) -> list[_Pending]:
+    """Answer the commands whose deadline has passed, without deciding them: their callers have stopped
+    waiting and answered 503 or 504, so deciding now could take capacity nobody knows about. A reserve
+    whose request id the pool knows already is answered as usual (that decides nothing new): it is how a
+    caller settles an unknown outcome."""
+    now = time.time()
+    kept: list[_Pending] = []
+    for pending in batch:
+        command = pending.command
+        if (
+            pending.deadline is not None
+            and now > pending.deadline
+            and not (isinstance(command, Reserve) and writer.state.reservation_for_request(command.request_id))
+        ):
+            _fail(
+                pending.reply,
+                Unavailable(
+                    f"pool {writer.pool_id!r}: the deadline passed before the command "
+                    "could be decided; nothing was taken"
+                ),
+            )
+        else:
+            kept.append(pending)
+    return kept
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)

@@ -1,0 +1,271 @@
+"""The single writer of one pool, without Ray: recover, decide, persist, apply, snapshot.
+
+The Ray pool actor is a thin shell around this, so every rule here is testable without a cluster.
+``execute`` takes a batch of commands (group commit): each is decided in order against the state left
+by the ones before it, all their events go to the journal in ONE append, and only then are outcomes
+returned. If the append fails the in-memory state is rebuilt from the journal, so it never holds an
+event that was not persisted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from capacity_service.adapters.codec import Codec
+from capacity_service.adapters.journal import (
+    AppendRequest,
+    Journal,
+    JournalError,
+    JournalUnavailable,
+    NewEvent,
+    WriterFenced,
+)
+from capacity_service.application.recovery import RecoveredPool, SnapshotPolicy, encode_snapshot, recover_pool
+from capacity_service.domain import (
+    PersistedEvent,
+    PoolCommand,
+    PoolEvent,
+    PoolState,
+    PoolView,
+    Rejection,
+    Release,
+    Reservation,
+    Reserve,
+    apply,
+    decide,
+    view_of,
+)
+from capacity_service.domain.values import pickled_by_fields
+from capacity_service.settings import SnapshotSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    outcomes: list[CommandOutcome]
+    persisted: list[PersistedEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """Commands decided and applied tentatively; ``append`` is what must become durable (None: nothing)."""
+
+    result: BatchResult
+    append: AppendRequest | None
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedSnapshot:
+    """A copy of a pool's state at ``seq_nr``, taken for a snapshot, not encoded yet."""
+
+    seq_nr: int
+    state: PoolState
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    """The answer to one command: a rejection, or the pool view after it (and the reservation it
+    created or released). ``events`` is empty for an idempotent repeat."""
+
+    rejection: Rejection | None
+    view: PoolView
+    reservation: Reservation | None
+    events: tuple[PoolEvent, ...]
+
+
+def answer_of_absent_pool(pool_id: str, command: PoolCommand) -> CommandOutcome:
+    """How a pool with no events answers a command that does not configure it: decided against the empty
+    state (``PoolNotFound``, ``ReservationNotFound``), with nothing started and nothing written."""
+    state = PoolState(pool_id)
+    decision = decide(state, command)
+    if isinstance(decision, list):
+        raise ValueError(f"{type(command).__name__} would change pool {pool_id!r}, which has no events")
+    return CommandOutcome(decision, view_of(state, 0), None, ())
+
+
+def view_of_absent_pool(pool_id: str) -> PoolView:
+    return view_of(PoolState(pool_id), 0)
+
+
+class PoolWriter:
+    def __init__(
+        self,
+        pool_id: str,
+        journal: Journal,
+        codec: Codec | None = None,
+        snapshots: SnapshotSettings | None = None,
+    ) -> None:
+        self.pool_id = pool_id
+        self._journal = journal
+        self._codec = codec or Codec()
+        self._snapshot_settings = snapshots or SnapshotSettings()
+        self._snapshot_policy = SnapshotPolicy(self._snapshot_settings.every_n_events)
+        self._state = PoolState(pool_id)
+        self._seq_nr = 0
+        # seq_nr of the last snapshot attempt: a failed one is retried only N events later, so a
+        # struggling store is not hit by a snapshot after every write.
+        self._last_snapshot_attempt = 0
+        self.epoch = 0
+        self.fenced = False
+
+    @property
+    def seq_nr(self) -> int:
+        return self._seq_nr
+
+    @property
+    def state(self) -> PoolState:
+        return self._state
+
+    def view(self) -> PoolView:
+        return view_of(self._state, self._seq_nr)
+
+    def start(self, epoch: int | None = None, recovered: RecoveredPool | None = None) -> None:
+        """Claim a new writer epoch (fencing every earlier incarnation), then recover. ``epoch``: one
+        claimed for this writer already (``Journal.claim_epochs`` claims many pools at once);
+        ``recovered``: the state read after that claim (``recover_pools`` recovers many at once)."""
+        self.epoch = self._journal.claim_epoch(self.pool_id) if epoch is None else epoch
+        self.fenced = False
+        if recovered is None:
+            self.reload()
+        else:
+            self._install(recovered)
+
+    def reload(self) -> None:
+        self._install(recover_pool(self._journal, self._codec, self.pool_id))
+
+    def _install(self, recovered: RecoveredPool) -> None:
+        self._state, self._seq_nr = recovered.state, recovered.seq_nr
+        self._last_snapshot_attempt = recovered.snapshot_seq_nr
+
+    def execute(self, commands: Sequence[PoolCommand]) -> list[CommandOutcome]:
+        return self.execute_batch(commands).outcomes
+
+    def execute_batch(self, commands: Sequence[PoolCommand]) -> BatchResult:
+        """Decide, persist in one append, apply. Raises a ``JournalError`` (and keeps only durable
+        state) when the append fails; ``WriterFenced`` marks this writer as fenced for good."""
+        prepared = self.prepare(commands)
+        if prepared.append is not None:
+            try:
+                new_seq_nr = self._journal.append(*prepared.append)
+            except JournalError as exc:
+                self.settle_failure(prepared, exc)
+                return prepared.result
+            self.settle_success(prepared, new_seq_nr)
+        return prepared.result
+
+    def prepare(self, commands: Sequence[PoolCommand]) -> PreparedBatch:
+        """Decide each command against the state the ones before it left, apply the events to the
+        in-memory state (tentatively) and encode them: what ``append`` must write, and the answers to give
+        once it is durable. Until ``settle_*`` the state holds events that are not durable yet."""
+        if self.fenced:
+            raise WriterFenced(self.pool_id, self.epoch, None)
+        if self.needs_reload:
+            self.reload()
+        outcomes: list[CommandOutcome] = []
+        pending: list[NewEvent] = []
+        persisted: list[PersistedEvent] = []
+        now = datetime.now(UTC)
+        state = self._state
+        for command in commands:
+            decision = decide(state, command)
+            if not isinstance(decision, list):
+                outcomes.append(CommandOutcome(decision, self.view(), None, ()))
+                continue
+            for event in decision:
+                apply(state, event)
+                encoded = self._codec.encode_event(event)
+                pending.append(NewEvent(encoded.event_type, encoded.schema_version, encoded.payload))
+                persisted.append(
+                    PersistedEvent(
+                        self.pool_id,
+                        self._seq_nr + len(pending),
+                        event,
+                        state.capacity,
+                        state.reserved,
+                        state.zone,
+                        state.slot_start,
+                        state.slot_end,
+                        now,
+                    )
+                )
+            view = view_of(state, self._seq_nr + len(pending))
+            outcomes.append(CommandOutcome(None, view, self._reservation_of(command), tuple(decision)))
+        append = AppendRequest(self.pool_id, self._seq_nr, self.epoch, pending) if pending else None
+        return PreparedBatch(BatchResult(outcomes, persisted), append)
+
+    def settle_success(self, prepared: PreparedBatch, new_seq_nr: int) -> None:
+        self._seq_nr = new_seq_nr
+
+    def settle_failure(self, prepared: PreparedBatch, error: JournalError) -> None:
+        """The append of ``prepared`` failed: throw the tentative state away (re-reading the stream).
+        Returns normally if the stream shows the append landed after all; raises ``error`` otherwise."""
+        assert prepared.append is not None
+        expected_after = prepared.append.expected_seq_nr + len(prepared.append.events)
+        if isinstance(error, WriterFenced):
+            self.fenced = True
+        self._discard_tentative_state()
+        if isinstance(error, JournalUnavailable) and self._seq_nr == expected_after:
+            # The outcome was unknown: appends are atomic and we are the only writer, so if the stream
+            # now ends exactly where ours would, it is ours and it is durable.
+            log.info("pool %s: append reported a failure but is in the journal", self.pool_id)
+            return
+        raise error
+
+    def _discard_tentative_state(self) -> None:
+        try:
+            self.reload()
+        except JournalError:
+            # The journal is still down: keep nothing we cannot prove durable.
+            log.warning(
+                "pool %s: journal unreachable while discarding a failed batch; will reload later",
+                self.pool_id,
+            )
+            self._state = PoolState(self.pool_id)
+            self._seq_nr = -1  # forces a reload before the next write (see needs_reload)
+
+    @property
+    def needs_reload(self) -> bool:
+        return self._seq_nr < 0
+
+    @property
+    def snapshot_due(self) -> bool:
+        return not self.needs_reload and self._snapshot_policy.due(
+            self._seq_nr, self._last_snapshot_attempt, len(self._state.reservations)
+        )
+
+    def snapshot_if_due(self) -> bool:
+        """Take a snapshot when the policy says so. Failure is logged, never raised: a missing
+        snapshot only makes the next recovery longer."""
+        record = self.take_snapshot_if_due()
+        return record is not None and self.store_snapshot(record)
+
+    def take_snapshot_if_due(self) -> CapturedSnapshot | None:
+        """A copy of the state for a snapshot, when one is due (fast: reservations are immutable, so
+        copying is the dicts' own C copy). Encoding and storing it (``store_snapshot``) then overlap the
+        pool's writes."""
+        if not self.snapshot_due:
+            return None
+        self._last_snapshot_attempt = self._seq_nr
+        return CapturedSnapshot(self._seq_nr, self._state.copy())
+
+    def store_snapshot(self, captured: CapturedSnapshot) -> bool:
+        try:
+            record = encode_snapshot(self._codec, captured.state, captured.seq_nr)
+            self._journal.save_snapshot(record, keep=self._snapshot_settings.keep)
+        except Exception as exc:
+            log.warning("pool %s: snapshot at seq_nr %d failed: %s", self.pool_id, captured.seq_nr, exc)
+            return False
+        return True
+
+    def _reservation_of(self, command: PoolCommand) -> Reservation | None:
+        found: Reservation | None = None
+        if isinstance(command, Reserve):
+            found = self._state.reservation_for_request(command.request_id)
+        elif isinstance(command, Release):
+            found = self._state.reservations.get(command.reservation_id)
+        return found  # immutable: a later release replaces it in the state

@@ -1,0 +1,1 @@
+"""How the service is reached: HTTP (``http``, on Ray Serve) and the ``capacity-service`` command."""

@@ -1,0 +1,421 @@
+"""``capacity-service``: start the service, and talk to a running one from a terminal.
+
+capacity-service start                       # local Ray + the HTTP app on the embedded defaults
+capacity-service pools put north:0800 --capacity 20 --zone north
+capacity-service reserve north:0800 --quantity 2
+capacity-service events north:0800           # the pool's journal, decoded
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from capacity_service.runtime import environment
+from capacity_service.runtime.names import DEFAULT_NAMESPACE
+from capacity_service.settings import SqlJournalSettings, journal_settings_from_env, service_settings
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+# As in serve_config.yaml. Serve builds an access log record per request even with access logs off (a
+# filter drops it later); at WARNING it is not built at all.
+SERVE_LOGGING = {"enable_access_log": False, "log_level": "WARNING"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except ServiceError as exc:
+        print(json.dumps(exc.body, indent=2), file=sys.stderr)
+        return 1
+    except urllib.error.URLError as exc:
+        print(
+            f"cannot reach the service at {args.url}: {exc.reason} (is `capacity-service start` running?)",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="capacity-service", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", default=os.environ.get("CAPACITY_URL", DEFAULT_URL), help="of a running service")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where the SQLite journal lives")
+    # Also accepted after the command (`capacity-service start --data-dir x`); given there, it wins.
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help="where the SQLite journal lives")
+    hosting = argparse.ArgumentParser(add_help=False)
+    hosting.add_argument(
+        "--shards",
+        type=int,
+        help="shard actors hosting the pools (default: one per CPU of the pool-host nodes; one on SQLite)",
+    )
+    hosting.add_argument(
+        "--actor-per-pool",
+        action="store_true",
+        help="one actor (a process, ~80 MB) per pool instead of shards: for a few heavy pools",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    start = commands.add_parser(
+        "start", parents=[data_dir, hosting], help="run the service on a local Ray (Ctrl-C stops it)"
+    )
+    start.add_argument("--port", type=int, default=8000)
+    start.add_argument("--host", default="127.0.0.1", help="bind address (loopback unless you mean it)")
+    start.add_argument(
+        "--allow-remote-without-keys",
+        action="store_true",
+        help="answer clients beyond loopback with no API keys set (refused otherwise)",
+    )
+    start.add_argument(
+        "--no-warehouse",
+        action="store_true",
+        help="no analytics stream (by default every event goes to DATA_DIR/warehouse)",
+    )
+    start.add_argument(
+        "--replicas", type=int, default=1, help="Serve replicas of the HTTP API (above 1: --fast-ingress)"
+    )
+    start.add_argument(
+        "--fast-ingress",
+        action="store_true",
+        help="Serve's bundled HAProxy in front of the replicas (without it the one replica answers HTTP itself); "
+        "Ray 2.60 binds HAProxy's stats and metrics ports (8404, 9101) on all interfaces",
+    )
+    start.set_defaults(run=_start)
+
+    cluster = commands.add_parser(
+        "cluster",
+        parents=[data_dir, hosting],
+        help="the service on a multi-node Ray cluster on this machine: a head (no pools) and N worker nodes, "
+        "all on 127.0.0.1 (Ctrl-C stops it)",
+    )
+    cluster.add_argument("--workers", type=int, default=2)
+    cluster.add_argument("--port", type=int, default=8000)
+    cluster.add_argument("--no-warehouse", action="store_true", help="no analytics stream")
+    cluster.set_defaults(run=_cluster)
+
+    stop = commands.add_parser(
+        "stop",
+        help="stop a service deployed with `serve run`/`serve deploy`: its Serve app and every actor of its "
+        "namespace (the journal stays; pools recover from it at the next deploy)",
+    )
+    stop.add_argument("--address", default="auto", help="of the Ray cluster (default: the one on this machine)")
+    stop.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="the service's Ray namespace (hosting.namespace)")
+    stop.add_argument("--app", default="capacity", help="the Serve application's name")
+    stop.set_defaults(run=_stop)
+
+    pools = commands.add_parser("pools", help="create, show and list pools").add_subparsers(dest="op", required=True)
+    put = pools.add_parser("put", help="create or update a pool")
+    put.add_argument("pool_id")
+    put.add_argument("--capacity", type=int, required=True)
+    put.add_argument("--zone", required=True)
+    put.add_argument("--slot-start")
+    put.add_argument("--slot-end")
+    put.set_defaults(run=_put_pool)
+    get = pools.add_parser("get", help="show a pool")
+    get.add_argument("pool_id")
+    get.set_defaults(run=lambda a: _show(_http(a, "GET", f"/v1/pools/{a.pool_id}")))
+    listing = pools.add_parser(
+        "list", parents=[data_dir], help="every pool in the journal's registry, as the service sees it"
+    )
+    listing.set_defaults(run=_list_pools)
+
+    reserve = commands.add_parser("reserve", help="take capacity from a pool")
+    reserve.add_argument("pool_id")
+    reserve.add_argument("--quantity", type=int, default=1)
+    reserve.add_argument("--request-id")
+    reserve.set_defaults(run=_reserve)
+
+    release = commands.add_parser("release", help="give a reservation's capacity back")
+    release.add_argument("reservation_id")
+    release.set_defaults(run=lambda a: _show(_http(a, "DELETE", f"/v1/reservations/{a.reservation_id}")))
+
+    availability = commands.add_parser("availability", help="pools of a zone with room")
+    availability.add_argument("zone")
+    availability.add_argument("--from", dest="slot_from")
+    availability.add_argument("--to", dest="slot_to")
+    availability.add_argument("--quantity", type=int, default=1)
+    availability.set_defaults(run=_availability)
+
+    events = commands.add_parser(
+        "events", parents=[data_dir], help="dump a pool's events from the journal (JSON lines)"
+    )
+    events.add_argument("pool_id")
+    events.set_defaults(run=_events)
+
+    demo = commands.add_parser("demo", parents=[data_dir], help="the Python API without Ray: a pool surviving restarts")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+class ServiceError(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(status)
+        self.body = {"status": status, **(body if isinstance(body, dict) else {"body": body})}
+
+
+def _http(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps({k: v for k, v in body.items() if v is not None}).encode()
+    request = urllib.request.Request(
+        args.url + path, data=data, method=method, headers={"content-type": "application/json"}
+    )
+    if key := os.environ.get("CAPACITY_API_KEY"):
+        request.add_header("authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise ServiceError(exc.code, json.loads(exc.read() or b"null")) from exc
+
+
+def _show(value: Any) -> int:
+    print(json.dumps(value, indent=2, default=str))
+    return 0
+
+
+def _put_pool(a: argparse.Namespace) -> int:
+    body = {"capacity": a.capacity, "zone": a.zone, "slot_start": a.slot_start, "slot_end": a.slot_end}
+    return _show(_http(a, "PUT", f"/v1/pools/{a.pool_id}", body))
+
+
+def _reserve(a: argparse.Namespace) -> int:
+    body = {"pool_id": a.pool_id, "quantity": a.quantity, "request_id": a.request_id}
+    return _show(_http(a, "POST", "/v1/reservations", body))
+
+
+def _availability(a: argparse.Namespace) -> int:
+    body = {"zone": a.zone, "slot_from": a.slot_from, "slot_to": a.slot_to, "quantity": a.quantity}
+    return _show(_http(a, "POST", "/v1/availability", body))
+
+
+def _journal_settings(a: argparse.Namespace) -> Any:
+    if os.environ.get("CAPACITY_JOURNAL") or os.environ.get("CAPACITY_JOURNAL_URL"):
+        return journal_settings_from_env()
+    return SqlJournalSettings(url=f"sqlite:///{a.data_dir / 'capacity.db'}")
+
+
+def _list_pools(a: argparse.Namespace) -> int:
+    from capacity_service.adapters.journal import open_journal
+
+    with open_journal(_journal_settings(a)) as journal:
+        pool_ids = list(journal.pool_ids())
+    return _show([_http(a, "GET", f"/v1/pools/{pool_id}") for pool_id in pool_ids])
+
+
+def _events(a: argparse.Namespace) -> int:
+    from capacity_service.adapters.codec import Codec
+    from capacity_service.adapters.journal import open_journal
+
+    codec = Codec()
+    with open_journal(_journal_settings(a)) as journal:
+        for stored in journal.read(a.pool_id):
+            event = codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
+            line = {
+                "seq_nr": stored.seq_nr,
+                "type": stored.event_type,
+                "version": stored.schema_version,
+                "writer_epoch": stored.writer_epoch,
+                "recorded_at": stored.recorded_at,
+                **asdict(event),
+            }
+            print(json.dumps(line, default=str))
+    return 0
+
+
+def _demo(a: argparse.Namespace) -> int:
+    from capacity_service.entrypoints.demo import run_demo
+
+    run_demo(SqlJournalSettings(url=f"sqlite:///{a.data_dir / 'capacity.db'}"))
+    return 0
+
+
+def _start(a: argparse.Namespace) -> int:
+    if a.replicas > 1 and not a.fast_ingress:
+        print("--replicas above 1 needs --fast-ingress (HAProxy spreads the requests over them)", file=sys.stderr)
+        return 2
+    from capacity_service.entrypoints.http.auth import NO_KEYS_BEYOND_LOOPBACK, is_remote
+
+    keys = service_settings().http
+    if is_remote(a.host) and not (a.allow_remote_without_keys or keys.api_keys or keys.admin_keys):
+        print(f"refusing to listen on {a.host}: {NO_KEYS_BEYOND_LOOPBACK}", file=sys.stderr)
+        return 2
+    try:
+        _bind_check(a.host, a.port, wait_s=5.0)  # a run just stopped may still be letting go of it
+    except OSError as exc:
+        print(f"cannot listen on {a.host}:{a.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    environment.apply(*environment.start_environment(a.port, a.fast_ingress))  # before Ray is imported
+    proxy_port = 0 if not a.fast_ingress else a.port
+    if a.fast_ingress:
+        print("fast ingress: HAProxy's stats and metrics ports (8404, 9101) listen on all interfaces", flush=True)
+    auth_mode = _local_auth_mode()
+    import ray
+    from ray import serve
+
+    from capacity_service.entrypoints.http.deployment import application
+    from capacity_service.runtime import _ray
+    from capacity_service.runtime.service import SettingsMismatch
+
+    args = _service_args(a)
+    # A Ray of its own ("local"), even when another runs on this machine: Ctrl-C stops all of it.
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, namespace=DEFAULT_NAMESPACE)
+    stop = _stop_on_signal()
+    try:
+        serve.start(http_options={"host": a.host, "port": proxy_port})
+        try:
+            app = application(args, replicas=a.replicas)
+        except SettingsMismatch as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        try:
+            # One log line per request costs a large share of a 2-core machine: access logs are off.
+            serve.run(app, name="capacity", route_prefix="/", logging_config=SERVE_LOGGING)
+        except RuntimeError as exc:
+            return _did_not_come_up(exc, None if a.fast_ingress else (a.host, a.port))
+        url = f"http://{a.host}:{a.port}"
+        print(f"capacity_service is listening on {url} (journal: {args.get('journal', 'from environment')})")
+        print(f"  try: curl -s {url}/readyz    docs: {url}/docs    Ctrl-C stops it")
+        print(
+            f"  python, with RAY_AUTH_MODE={auth_mode} in its environment: "
+            f"ray.init(address={_ray.gcs_address()!r}); CapacityClient()",
+            flush=True,
+        )
+        while not stop.wait(0.2):  # short waits: the signal handler runs between them
+            pass
+    finally:
+        print("stopping...", flush=True)
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
+        with contextlib.suppress(OSError):  # Ray's worker processes exit a moment later: wait for the port
+            _bind_check(a.host, a.port, wait_s=15.0)
+    return 0
+
+
+def _local_auth_mode() -> str:
+    """The auth mode of the local Ray that ``start`` starts: Ray 2.59+ turns token auth on when
+    ``~/.ray/auth_token`` exists, but a process joining the cluster must be told (``RAY_AUTH_MODE=token``)."""
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    return os.environ.get("RAY_AUTH_MODE") or ("token" if token.exists() else "disabled")
+
+
+def _did_not_come_up(exc: RuntimeError, replica_address: tuple[str, int] | None = None) -> int:
+    """Says why Serve could not deploy the app, in the terms of the command line; the exit code.
+
+    ``replica_address``: where the replica itself was to listen (direct ingress), checked for another holder.
+    """
+    # Serve's own message names only the deployment; the usual cause at a terminal is the port.
+    cause = ""
+    if replica_address is not None:
+        host, port = replica_address
+        try:
+            _bind_check(host, port)
+        except OSError:
+            cause = f"\n  port {port} is held by another process (Ray's own, if it is in the kernel's ephemeral range)"
+    print(f"the service did not come up: {exc}{cause}", file=sys.stderr)
+    print("  Ray Serve's logs say more: /tmp/ray/session_latest/logs/serve/", file=sys.stderr)
+    return 1
+
+
+def _bind_check(host: str, port: int, wait_s: float = 0.0) -> int:
+    """Raises ``OSError`` unless ``host:port`` can be listened on within ``wait_s`` (port 0: a free one);
+    returns the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host, port))
+                return int(probe.getsockname()[1])
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _service_args(a: argparse.Namespace, hosting: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The app's settings for a run on this machine: journal and warehouse in --data-dir, unless the
+    environment names them."""
+    args: dict[str, Any] = {"journal": {"kind": "sql", "url": f"sqlite:///{a.data_dir.resolve() / 'capacity.db'}"}}
+    if os.environ.get("CAPACITY_JOURNAL") or os.environ.get("CAPACITY_JOURNAL_URL"):
+        args = {}  # service_settings() takes the journal from the environment
+    hosting = dict(hosting or {})
+    if a.actor_per_pool:
+        hosting["mode"] = "actor_per_pool"
+    if a.shards:
+        hosting.update({"mode": "sharded", "shards": a.shards})
+    if hosting:
+        args["hosting"] = hosting
+    if getattr(a, "allow_remote_without_keys", False):
+        args["http"] = {"allow_remote_without_keys": True}
+    if a.no_warehouse:
+        args["warehouse"] = {"enabled": False}
+    elif not os.environ.get("CAPACITY_WAREHOUSE_URL"):
+        args["warehouse"] = {"sink": {"kind": "parquet", "path": str(a.data_dir.resolve() / "warehouse")}}
+    return args
+
+
+def _stop(a: argparse.Namespace) -> int:
+    from ray import serve
+
+    from capacity_service.runtime import _ray, service
+
+    _ray.ensure_initialized(a.address)
+    with contextlib.suppress(Exception):  # no Serve running, or no such app: the actors still go
+        serve.delete(a.app)
+    stopped = service.stop(a.namespace)
+    print(f"stopped the Serve app {a.app!r} and {len(stopped)} actors of namespace {a.namespace!r}")
+    return 0
+
+
+def _stop_on_signal() -> threading.Event:
+    """Set by Ctrl-C or SIGTERM (the main thread then stops what it started, in order)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
+
+
+def _cluster(a: argparse.Namespace) -> int:
+    # Every node on 127.0.0.1 only (see runtime/local.py); must be set before Ray is imported.
+    environment.apply(environment.LOCAL_RAY)
+    from ray import serve
+
+    from capacity_service.entrypoints.http.deployment import build_app  # the deploy step of cluster.yaml
+    from capacity_service.runtime.local import POOL_RESOURCES, local_cluster, raylet_pid
+
+    args = _service_args(a, {"actor_resources": POOL_RESOURCES})  # pools on worker nodes only, not the head
+    stop = _stop_on_signal()
+    with local_cluster(workers=a.workers) as cluster:
+        try:
+            # One HTTP proxy, on the head: the nodes share this machine's ports.
+            serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": a.port})
+            try:
+                serve.run(build_app(args), name="capacity", route_prefix="/", logging_config=SERVE_LOGGING)
+            except RuntimeError as exc:
+                return _did_not_come_up(exc)  # the port is the proxy's, bound by now
+            print(f"capacity_service is listening on http://127.0.0.1:{a.port} (Ctrl-C stops it)")
+            print(f"  head     {cluster.head.node_id[:12]}  raylet pid {raylet_pid(cluster.head)}  (no pools)")
+            for node in cluster.workers:
+                print(f"  worker   {node.node_id[:12]}  raylet pid {raylet_pid(node)}")
+            print("  try a failure: kill -9 (or kill -STOP) a worker's raylet pid, and keep reserving", flush=True)
+            while not stop.wait(0.2):
+                pass
+        finally:
+            print("stopping...", flush=True)
+            serve.shutdown()  # type: ignore[no-untyped-call]
+    return 0

@@ -1,0 +1,315 @@
+"""The FastAPI app of the HTTP contract, built around a ``Backend`` (the service behind it).
+
+Every error has the body ``{"error": {"code", "message"}}``; bad input of any kind is a 4xx and changes
+nothing; an unexpected failure is a 500 with the same shape, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Annotated, Any, Protocol, TypeVar
+
+from fastapi import Depends, FastAPI, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
+
+from capacity_service.domain import PoolView
+from capacity_service.entrypoints.http.auth import ApiKeys
+from capacity_service.entrypoints.http.edge import Edge, JsonOperation
+from capacity_service.entrypoints.http.errors import capacity_error_response, error_response, internal_error_response
+from capacity_service.entrypoints.http.schemas import (
+    AvailabilityBody,
+    AvailabilityRequest,
+    AvailablePool,
+    ErrorBody,
+    HealthBody,
+    PutPoolRequest,
+    ReserveRequest,
+)
+from capacity_service.errors import CapacityError, InvalidRequest
+from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
+from capacity_service.settings import HttpSettings
+
+log = logging.getLogger(__name__)
+
+POOL_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
+RESERVATION_ID = Annotated[str, Path(max_length=256, description="as returned by a reserve")]
+
+
+class Backend(Protocol):
+    async def put_pool(
+        self, pool_id: str, capacity: int, zone: str, slot_start: datetime | None, slot_end: datetime | None
+    ) -> tuple[Pool, bool]: ...
+
+    async def get_pool(self, pool_id: str) -> Pool: ...
+
+    async def availability(
+        self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
+    ) -> list[PoolView]: ...
+
+    async def reserve(self, pool_id: str, quantity: int, request_id: str | None) -> ReservationReceipt: ...
+
+    async def release(self, reservation_id: str) -> ReleaseReceipt: ...
+
+    async def get_reservation(self, reservation_id: str) -> ReservationInfo: ...
+
+    async def readiness(self) -> dict[str, str]:
+        """Each check's name -> "ok" or what is wrong."""
+        ...
+
+    async def start(self) -> None:
+        """Start what the service needs in the background (idempotent)."""
+        ...
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in [
+        (401, "missing or unknown API key"),
+        (403, "the key may not do this"),
+        (413, "request body too large"),
+        (422, "invalid_request: malformed JSON, wrong types, unknown fields, out-of-range values"),
+        (429, "overloaded: nothing was taken; try again after the Retry-After header's seconds"),
+        (503, "unavailable: nothing was taken; retrying with the same request_id is safe"),
+        (504, "outcome_unknown: repeat with error.request_id to learn whether it was taken (never twice)"),
+    ]
+}
+
+
+RequestBody = TypeVar("RequestBody", bound=BaseModel)
+_JSON_MEDIA_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json\s*(;|$)", re.IGNORECASE)
+
+
+def _parse(body: bytes, content_type: str, model: type[RequestBody]) -> RequestBody:
+    """The JSON request body as ``model``, as FastAPI does for a body parameter but in one pydantic call:
+    FastAPI's way (dependency solving, ``json.loads``, validating the dict) was a third of the CPU of an
+    availability request. Bad input raises ``InvalidRequest`` (422)."""
+    if not _JSON_MEDIA_TYPE.match(content_type):
+        raise InvalidRequest("body: a JSON object is required (content-type: application/json)")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise InvalidRequest(_problems(exc.errors())) from exc
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of an endpoint that parses ``model`` itself (``_parse``)."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _problems(errors: Sequence[Any]) -> str:
+    """Up to five validation errors as one message; the location without FastAPI's "body" prefix."""
+    problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in errors[:5]]
+    return "; ".join(problems) or "invalid request"
+
+
+def _json(body: BaseModel, status: int = 200) -> Response:
+    """A response model, validated when it was built, serialized once: returned as a model, FastAPI would
+    validate it a second time first. (``model_construct`` is no shortcut: slower than validating.)"""
+    return Response(body.model_dump_json(), status_code=status, media_type="application/json")
+
+
+async def _body_of(request: Request) -> tuple[bytes, str]:
+    """The request's body and its content-type, as the edge hands them to an operation."""
+    return await request.body(), request.headers.get("content-type", "")
+
+
+async def _json_call(request: Request, operation: JsonOperation) -> Response:
+    return await operation(*await _body_of(request))
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE and isinstance(route, APIRoute | Route):
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
+def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
+    """The HTTP app: the FastAPI routes of the contract behind the ``Edge`` (body limit, loopback rule,
+    requests in flight, and the fast lane, which answers the hot calls with the same operations)."""
+    settings = settings or HttpSettings()
+    keys = ApiKeys(settings)
+    app = _framework_app(backend)
+    _add_error_handlers(app)
+    operations = _HotOperations(backend)
+    _add_routes(app, backend, operations, keys)
+    fast_lane = {
+        ("POST", "/v1/availability"): operations.find_available,
+        ("POST", "/v1/reservations"): operations.take_capacity,
+    }
+    # The hot routes first: Serve matches every request against the routes (to name it), and the docs
+    # routes FastAPI puts first made every request try them. No two routes overlap, so order is free.
+    hot = {path for _, path in fast_lane}
+    app.router.routes.sort(key=lambda route: getattr(route, "path", "") not in hot)
+    return Edge(app, settings.max_body_bytes, fast_lane, keys, settings.max_requests_in_flight)
+
+
+def _framework_app(backend: Backend) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            await backend.start()
+        except Exception:  # not fatal: /readyz reports it and the next request retries
+            log.exception("starting the service's background parts failed")
+        yield
+
+    return FastAPI(
+        lifespan=lifespan,
+        title="capacity_service",
+        version="1",
+        description="Sell limited slot capacity without ever overselling.",
+        responses=_ERRORS,
+    )
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error is the contract's body (``http/errors.py``), whoever raised it."""
+
+    @app.exception_handler(CapacityError)
+    async def _capacity_error(_: Request, exc: CapacityError) -> JSONResponse:
+        return capacity_error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "invalid_request", _problems(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status_code, "http_error")
+        headers = exc.headers
+        if exc.status_code == 405:  # every method of the path (Starlette names only its first route's)
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(app, request))}
+        return error_response(exc.status_code, code, str(exc.detail), headers=dict(headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return internal_error_response(exc)
+
+
+class _HotOperations:
+    """The hot calls as operations on (body, content-type): the FastAPI routes call them, and the edge's
+    fast lane calls them directly (one implementation of each)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    async def find_available(self, body: bytes, content_type: str) -> Response:
+        query = _parse(body, content_type, AvailabilityRequest)
+        views = await self._backend.availability(query.zone, query.slot_from, query.slot_to, query.quantity)
+        pools = [
+            AvailablePool(
+                pool_id=v.pool_id, zone=v.zone, slot_start=v.slot_start, slot_end=v.slot_end, remaining=v.remaining
+            )
+            for v in views
+        ]
+        return _json(AvailabilityBody(pools=pools))
+
+    async def take_capacity(self, body: bytes, content_type: str) -> Response:
+        order = _parse(body, content_type, ReserveRequest)
+        return _json(await self._backend.reserve(order.pool_id, order.quantity, order.request_id), status=201)
+
+
+def _add_routes(app: FastAPI, backend: Backend, operations: _HotOperations, keys: ApiKeys) -> None:
+    async def require_key(request: Request) -> None:
+        keys.require_key(request.headers.get("authorization"))
+
+    async def require_admin_key(request: Request) -> None:
+        keys.require_admin_key(request.headers.get("authorization"))
+
+    # With auth off (no keys) the routes have no dependency at all: resolving one costs every request.
+    keyed = [Depends(require_key)] if keys.enabled else []
+    admin_only = [Depends(require_admin_key)] if keys.enabled else []
+
+    @app.put(
+        "/v1/pools/{pool_id}",
+        openapi_extra=_json_body(PutPoolRequest),
+        response_model=Pool,
+        responses={201: {"model": Pool, "description": "created"}},
+        dependencies=admin_only,
+    )
+    async def put_pool(pool_id: POOL_ID, request: Request, response: Response) -> Pool:
+        """Create or update a pool. Lowering capacity below what is reserved is allowed."""
+        body = _parse(*await _body_of(request), PutPoolRequest)
+        pool, created = await backend.put_pool(pool_id, body.capacity, body.zone, body.slot_start, body.slot_end)
+        response.status_code = 201 if created else 200
+        return pool
+
+    @app.get(
+        "/v1/pools/{pool_id}",
+        response_model=Pool,
+        responses={404: {"model": ErrorBody, "description": "pool_not_found"}},
+        dependencies=keyed,
+    )
+    async def get_pool(pool_id: POOL_ID) -> Pool:
+        return await backend.get_pool(pool_id)
+
+    @app.post(
+        "/v1/availability",
+        openapi_extra=_json_body(AvailabilityRequest),
+        response_model=AvailabilityBody,
+        dependencies=keyed,
+    )
+    async def availability(request: Request) -> Response:
+        """Pools of the zone whose slot overlaps [slot_from, slot_to) with at least `quantity` remaining.
+        Served from the replicated cache: it may lag a write by a little."""
+        return await _json_call(request, operations.find_available)
+
+    @app.post(
+        "/v1/reservations",
+        openapi_extra=_json_body(ReserveRequest),
+        status_code=201,
+        response_model=ReservationReceipt,
+        responses={
+            404: {"model": ErrorBody, "description": "pool_not_found"},
+            409: {"model": ErrorBody, "description": "insufficient_capacity, request_id_conflict"},
+        },
+        dependencies=keyed,
+    )
+    async def reserve(request: Request) -> Response:
+        """Take capacity. Idempotent on request_id: the same id returns the same reservation."""
+        return await _json_call(request, operations.take_capacity)
+
+    @app.delete(
+        "/v1/reservations/{reservation_id}",
+        response_model=ReleaseReceipt,
+        responses={404: {"model": ErrorBody, "description": "reservation_not_found"}},
+        dependencies=keyed,
+    )
+    async def release(reservation_id: RESERVATION_ID) -> ReleaseReceipt:
+        """Give the capacity back. Releasing twice answers 200 both times."""
+        return await backend.release(reservation_id)
+
+    @app.get(
+        "/v1/reservations/{reservation_id}",
+        response_model=ReservationInfo,
+        responses={404: {"model": ErrorBody, "description": "reservation_not_found"}},
+        dependencies=keyed,
+    )
+    async def get_reservation(reservation_id: RESERVATION_ID) -> ReservationInfo:
+        return await backend.get_reservation(reservation_id)
+
+    @app.get("/healthz", response_model=HealthBody)
+    async def healthz() -> HealthBody:
+        """Alive: this process answers."""
+        return HealthBody(status="ok")
+
+    @app.get("/readyz", response_model=HealthBody, responses={503: {"model": HealthBody}})
+    async def readyz() -> JSONResponse:
+        """Ready: journal reachable, availability cache bootstrapped, every registered pool alive."""
+        checks = await backend.readiness()
+        ready = all(v == "ok" for v in checks.values())
+        body = HealthBody(status="ok" if ready else "unavailable", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -1,0 +1,149 @@
+"""The service behind the HTTP app: writes go to the pool actors through ``AsyncCapacityClient``;
+availability is read from the cache replica on this node (any replica if there is none here), through a
+mirror of it kept in this process: a Ray call per availability request cost half of a 2-core machine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from datetime import datetime
+
+from capacity_service.application.availability_index import AvailabilityIndex
+from capacity_service.client import AsyncCapacityClient
+from capacity_service.domain import PoolView
+from capacity_service.errors import Unavailable
+from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
+from capacity_service.runtime import _ray
+from capacity_service.runtime.names import CACHE_PREFIX, SUPERVISOR_NAME, cache_name
+from capacity_service.settings import ServiceSettings
+
+_CACHE_TIMEOUT_S = 5.0
+log = logging.getLogger(__name__)
+
+
+class ServiceBackend:
+    def __init__(self, settings: ServiceSettings) -> None:
+        self._settings = settings
+        self._client = AsyncCapacityClient(settings)
+        self._cache: _ray.Handle | None = None
+        self._started = False
+        self._mirror = AvailabilityIndex()
+        self._mirror_incarnation = ""
+        self._mirror_change_nr = 0
+        self._mirror_synced_at: float | None = None
+        self._mirror_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Make sure the supervisor (watchdog, cache replicas per node) runs, and the mirror. Idempotent."""
+        if self._mirror_task is None:
+            self._mirror_task = asyncio.ensure_future(self._follow_cache())
+        if not self._started:
+            await self._client.start_watchdog()
+            self._started = True
+
+    async def _follow_cache(self) -> None:
+        """Pull the local cache replica's changes into the mirror. Views merge last-writer-wins, so a new
+        incarnation of the replica (which starts its change numbers anew) is simply merged in."""
+        while True:
+            try:
+                cache = await self._local_cache()
+                wait_s = self._settings.read_side.mirror_wait_s  # the replica answers at the next change
+                incarnation, change_nr, views, ready = await _ray.ask(
+                    cache,
+                    "changes_since",
+                    self._mirror_incarnation,
+                    self._mirror_change_nr,
+                    wait_s,
+                    timeout=_CACHE_TIMEOUT_S + wait_s,
+                )
+                self._mirror.update_all(views)
+                self._mirror_incarnation, self._mirror_change_nr = incarnation, change_nr
+                if ready:
+                    self._mirror_synced_at = time.monotonic()
+            except (Unavailable, _ray.ActorGone):
+                self._cache = None
+            except Exception:
+                log.exception("mirroring the availability cache failed")
+            await asyncio.sleep(self._settings.read_side.mirror_interval_s)
+
+    def _mirror_fresh(self) -> bool:
+        synced = self._mirror_synced_at
+        return synced is not None and time.monotonic() - synced < self._settings.read_side.mirror_stale_after_s
+
+    async def put_pool(
+        self, pool_id: str, capacity: int, zone: str, slot_start: datetime | None, slot_end: datetime | None
+    ) -> tuple[Pool, bool]:
+        return await self._client.configure_pool_reporting_creation(pool_id, capacity, zone, slot_start, slot_end)
+
+    async def get_pool(self, pool_id: str) -> Pool:
+        return await self._client.get_pool(pool_id)
+
+    async def availability(
+        self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
+    ) -> list[PoolView]:
+        if self._mirror_fresh():
+            return self._mirror.query(zone, slot_from, slot_to, quantity)
+        await self.start()
+        for _attempt in range(2):
+            cache = await self._local_cache()
+            try:
+                views: list[PoolView] = await _ray.ask(
+                    cache, "query", zone, slot_from, slot_to, quantity, timeout=_CACHE_TIMEOUT_S
+                )
+                return views
+            except _ray.ActorGone:
+                self._cache = None  # restarting or gone: find one again
+        raise Unavailable("no availability cache answered")
+
+    async def reserve(self, pool_id: str, quantity: int, request_id: str | None) -> ReservationReceipt:
+        return await self._client.reserve(pool_id, quantity, request_id)
+
+    async def release(self, reservation_id: str) -> ReleaseReceipt:
+        return await self._client.release(reservation_id)
+
+    async def get_reservation(self, reservation_id: str) -> ReservationInfo:
+        return await self._client.get_reservation(reservation_id)
+
+    async def readiness(self) -> dict[str, str]:
+        await self.start()
+        checks = {"cache": "ok", "pools": "ok", "journal": "ok"}
+        try:
+            status = await _ray.ask(await self._local_cache(), "status", timeout=_CACHE_TIMEOUT_S)
+            if not status["ready"]:
+                checks["cache"] = f"bootstrapping ({status['last_error'] or 'first pull running'})"
+        except (Unavailable, _ray.ActorGone) as exc:
+            checks["cache"] = f"no cache replica answers: {exc}"
+        supervisor = await asyncio.to_thread(_ray.lookup_actor, SUPERVISOR_NAME, self._settings.hosting.namespace)
+        report = None
+        if supervisor is not None:
+            try:
+                report = await _ray.ask(supervisor, "last_report", timeout=_CACHE_TIMEOUT_S)
+            except _ray.ActorGone:
+                report = None
+        if report is None:
+            checks["pools"] = "the watchdog has not completed a sweep yet"
+            checks["journal"] = "not checked yet"
+        elif report.journal_error:
+            checks["journal"] = report.journal_error
+            checks["pools"] = "unknown: the pool registry cannot be read"
+        elif report.failed:
+            checks["pools"] = f"{len(report.failed)} registered pools not serving: {sorted(report.failed)[:5]}"
+        return checks
+
+    async def _local_cache(self) -> _ray.Handle:
+        if self._cache is not None:
+            return self._cache
+        namespace = self._settings.hosting.namespace
+        handle = await asyncio.to_thread(_ray.lookup_actor, cache_name(_ray.current_node_id()), namespace)
+        if handle is None:
+            names = await asyncio.to_thread(_ray.named_actors, namespace, CACHE_PREFIX)
+            if not names:
+                await self.start()
+                raise Unavailable("the availability cache is starting")
+            handle = await asyncio.to_thread(_ray.lookup_actor, random.choice(names), namespace)
+            if handle is None:
+                raise Unavailable("the availability cache is starting")
+        self._cache = handle
+        return handle

@@ -1,0 +1,144 @@
+"""The outermost ASGI layer of the HTTP app: the body size limit, and the fast lane.
+
+The fast lane answers the hot calls (availability and reserve: most of the traffic) itself, with the same
+operation functions the FastAPI routes call, so there is one implementation of each. It skips only the
+framework's per-request machinery (middleware stack, routing, request objects), which cost about as much
+CPU as the call's own work. Everything else, and every request the fast lane does not know, goes to the
+FastAPI app.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from capacity_service.entrypoints.http.auth import ApiKeys
+from capacity_service.entrypoints.http.errors import capacity_error_response, error_response, internal_error_response
+from capacity_service.errors import CapacityError, Overloaded
+
+# A JSON call: (request body, its content-type) -> the response. Contract errors are raised as
+# ``CapacityError``s.
+JsonOperation = Callable[[bytes, str], Awaitable[Response]]
+
+
+class Edge:
+    def __init__(
+        self,
+        app: FastAPI,
+        limit: int,
+        fast_lane: Mapping[tuple[str, str], JsonOperation] | None = None,
+        keys: ApiKeys | None = None,
+        max_in_flight: int | None = None,
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self._fast_lane = dict(fast_lane or {})
+        self._keys = keys
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+
+    def __getattr__(self, name: str) -> Any:  # openapi(), routes, ... of the wrapped app
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._max_in_flight is None or _route_path(scope) in _PROBES:
+            await self._answer(scope, receive, send)
+            return
+        if self._in_flight >= self._max_in_flight:  # refused at once, rather than answered late
+            # Clients refused together are told different waits, so that they do not all come back at once.
+            busy = Overloaded(
+                f"{self._in_flight} requests are being answered; nothing was taken", retry_after_s=random.randint(1, 3)
+            )
+            await capacity_error_response(busy)(scope, receive, send)
+            return
+        self._in_flight += 1
+        try:
+            await self._answer(scope, receive, send)
+        finally:
+            self._in_flight -= 1
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._keys is not None:
+            try:
+                self._keys.require_reachable((scope.get("client") or (None,))[0])
+            except CapacityError as exc:
+                await capacity_error_response(exc)(scope, receive, send)
+                return
+        headers: dict[bytes, bytes] = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._reject(scope, receive, send)
+            return
+        # Bodies here are small: read the whole body first (at most limit + one chunk), then replay it.
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([], message), send)
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await self._reject(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        operation = self._fast_lane.get((scope["method"], _route_path(scope)))
+        if operation is None:
+            await self.app(scope, _replay(chunks, None), send)
+            return
+        try:
+            if self._keys is not None and self._keys.enabled:
+                self._keys.require_key(_header(headers, b"authorization"))
+            response = await operation(b"".join(chunks), _header(headers, b"content-type") or "")
+        except CapacityError as exc:
+            response = capacity_error_response(exc)
+        except Exception as exc:
+            response = internal_error_response(exc)
+        await response(scope, receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(413, "payload_too_large", f"request body over {self.limit} bytes")
+        await response(scope, receive, send)
+
+
+# Health probes are answered whatever the load: a busy service is not a dead one.
+_PROBES = frozenset({"/healthz", "/readyz"})
+
+
+def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return None if value is None else value.decode("latin-1")
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the app routes on: without the root path it is mounted under (as Starlette does)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
+
+
+def _replay(chunks: list[bytes], then: Message | None) -> Receive:
+    """A ``receive`` that hands out an already read body, then waits on the original stream's end."""
+    pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+    if then is not None:
+        pending = [then]
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        return {"type": "http.disconnect"}
+
+    return receive

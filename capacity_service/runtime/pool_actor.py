@@ -1,0 +1,153 @@
+"""The Ray actor that hosts pools: a thin shell around ``PoolHost``.
+
+In ``actor_per_pool`` mode each actor hosts one pool; in ``sharded`` mode it hosts every pool hashed onto
+its shard. Same class, same code path. Errors come back as values (a ``CapacityError``), not raised
+through Ray, so callers get our own exception types without Ray's wrapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import TypeVar
+
+from capacity_service.adapters.journal import Journal, JournalError, open_journal
+from capacity_service.application.pool_host import AddressedCommand, PoolHost
+from capacity_service.application.pool_writer import CommandOutcome
+from capacity_service.domain import PoolCommand, PoolView, Reservation
+from capacity_service.errors import CapacityError, Unavailable
+from capacity_service.runtime import channel
+from capacity_service.runtime._ray import current_node_id, plain, process_id
+from capacity_service.runtime.fanout import CacheFanout
+from capacity_service.runtime.warehouse_feed import WarehouseFeed
+from capacity_service.settings import ServiceSettings
+
+T = TypeVar("T")
+
+
+def _settle_the_heap() -> None:
+    """What is loaded by now (Ray, SQLAlchemy, pydantic: hundreds of thousands of objects) lives as long
+    as the process: out of the garbage collector's way, so that its full collections scan only what the
+    pools hold. One took 131 ms here, in the middle of a hot pool's writes. Once, before the first
+    command is answered; garbage cycles present then would stay (collected first)."""
+    gc.collect()
+    gc.freeze()
+
+
+class PoolActor:
+    def __init__(self, settings: ServiceSettings) -> None:
+        self._settings = settings
+        self._host: PoolHost | None = None
+        self._journal: Journal | None = None
+        self._opening = asyncio.Lock()
+        self._channel = channel.ChannelServer(
+            {"execute_many": self.execute_many, "view": self.view, "reservation": self.reservation}
+        )
+
+    async def _pool_host(self) -> PoolHost:
+        # Opened on first use, not in __init__: a constructor that fails while the journal is down would
+        # make Ray restart the actor in a tight loop instead of answering "unavailable".
+        if self._host is not None:
+            return self._host
+        async with self._opening:
+            if self._host is None:
+                try:
+                    self._journal = await asyncio.to_thread(open_journal, self._settings.journal)
+                except JournalError as exc:
+                    raise Unavailable(f"journal unavailable: {exc}") from exc
+                self._host = PoolHost(
+                    self._journal,
+                    self._settings.write_side,
+                    self._settings.snapshots,
+                    views=CacheFanout(self._settings),
+                    events=WarehouseFeed(self._settings) if self._settings.warehouse.enabled else None,
+                )
+                _settle_the_heap()
+        return self._host
+
+    async def execute(
+        self, pool_id: str, command: PoolCommand, deadline: float | None = None
+    ) -> CommandOutcome | CapacityError:
+        try:
+            return await (await self._pool_host()).execute(pool_id, command, deadline)
+        except CapacityError as exc:
+            return exc
+
+    async def execute_many(self, commands: list[AddressedCommand]) -> list[CommandOutcome | CapacityError]:
+        """Several commands in one call (the router batches them), each with its deadline; each is answered
+        on its own."""
+        try:
+            host = await self._pool_host()
+        except CapacityError as exc:
+            return [exc] * len(commands)
+        return await host.execute_many(commands)
+
+    async def open_channel(self) -> channel.ChannelAddress | None:
+        """Where a caller on this node sends ``execute_many`` without Ray's RPC (None: use Ray)."""
+        if not (self._settings.hosting.same_node_channel and channel.supported()):
+            return None
+        return await self._channel.start(current_node_id())
+
+    async def view(self, pool_id: str) -> PoolView | CapacityError:
+        try:
+            return await (await self._pool_host()).view(pool_id)
+        except CapacityError as exc:
+            return exc
+
+    async def views(self, pool_ids: list[str]) -> list[PoolView | CapacityError]:
+        """Several registered pools' views in one call (anti-entropy of the availability caches). Running
+        pools are answered at once; the others are started together first, as the watchdog starts them (one
+        by one, a cache bootstrapping beside 10,000 cold pools recovered them one journal read at a time)."""
+        try:
+            host = await self._pool_host()
+        except CapacityError as exc:
+            return [exc] * len(pool_ids)
+        ready = [host.durable_view(pool_id) for pool_id in pool_ids]
+        missing = [p for p, view in zip(pool_ids, ready, strict=True) if view is None]
+        if missing:
+            await host.ensure_started_many(missing)  # failures are answered by ``view`` below
+        waited = iter(await asyncio.gather(*(self.view(p) for p in missing)))
+        return plain([view if view is not None else next(waited) for view in ready])
+
+    async def versions(self, pool_ids: list[str]) -> list[int | None]:
+        """Several pools' versions, answered at once (anti-entropy asks these first, then pulls only the
+        views it is behind on); None where only ``views`` can tell."""
+        try:
+            host = await self._pool_host()
+        except CapacityError:
+            return [None] * len(pool_ids)
+        return host.durable_versions(pool_ids)
+
+    async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None:
+        try:
+            return await (await self._pool_host()).reservation(pool_id, reservation_id)
+        except CapacityError as exc:
+            return exc
+
+    async def ensure_started(self, pool_id: str) -> int | CapacityError:
+        """The watchdog's ping: recover the pool if needed; returns its seq_nr."""
+        try:
+            return await (await self._pool_host()).ensure_started(pool_id)
+        except CapacityError as exc:
+            return exc
+
+    async def ensure_started_many(self, pool_ids: list[str]) -> list[int | CapacityError]:
+        """The watchdog's ping of registered pools hosted here, in one call; those not running are
+        recovered together."""
+        try:
+            host = await self._pool_host()
+        except CapacityError as exc:
+            return [exc] * len(pool_ids)
+        return await host.ensure_started_many(pool_ids)
+
+    async def describe(self) -> dict[str, object]:
+        host = self._host
+        return {
+            "pid": process_id(),
+            "node_id": current_node_id(),
+            "pools": host.pool_ids if host else [],
+            "epochs": {p: host.epoch_of(p) for p in host.pool_ids} if host else {},
+            "fenced": host.fenced if host else False,
+            "breaker": host.breaker.state.value if host else "closed",
+            "channel_calls": self._channel.calls,
+        }

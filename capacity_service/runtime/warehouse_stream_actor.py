@@ -1,0 +1,44 @@
+"""The Ray actor around ``WarehouseStream``: one per stream shard (``warehouse-stream:<k>``).
+
+One stream per cluster by default, not one per node: a pool's rows must reach the sink contiguously
+through ONE owner of its cursor, and pools move between nodes on failover. ``WarehouseSettings.streams``
+hashes pools onto more stream actors when one is not enough.
+"""
+
+from __future__ import annotations
+
+from capacity_service.adapters.journal import open_journal
+from capacity_service.adapters.warehouse import open_sink, stream_of
+from capacity_service.adapters.warehouse.rows import row_of
+from capacity_service.application.warehouse_stream import WarehouseStream
+from capacity_service.domain import PersistedEvent
+from capacity_service.runtime._ray import process_id
+from capacity_service.settings import ServiceSettings
+
+
+class WarehouseStreamActor:
+    def __init__(self, settings: ServiceSettings, shard: int) -> None:
+        warehouse = settings.warehouse
+        self._stream = WarehouseStream(
+            warehouse,
+            open_sink=lambda: open_sink(warehouse.sink, owner=f"stream-{shard}"),
+            open_journal=lambda: open_journal(settings.journal),
+            owns=lambda pool_id: stream_of(pool_id, warehouse.streams) == shard,
+        )
+
+    async def start(self) -> None:
+        self._stream.start()
+
+    async def offer(self, events: list[PersistedEvent]) -> None:
+        self._stream.start()
+        self._stream.offer(row_of(event) for event in events)
+
+    async def flush(self) -> int:
+        return await self._stream.flush()
+
+    async def catch_up(self) -> int:
+        return await self._stream.catch_up(None)
+
+    async def status(self) -> dict[str, object]:
+        self._stream.start()
+        return {**self._stream.status(), "pid": process_id()}

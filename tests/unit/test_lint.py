@@ -1,0 +1,36 @@
+"""ruff and mypy run inside the test command, so CI fails on what they find (the package is typed
+strictly; tests and benchmarks are linted)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def test_ruff_finds_nothing() -> None:
+    checked = subprocess.run(
+        [str(BIN / "ruff"), "check", "capacity_service", "tests", "benchmarks", "devenv"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_ruff_format_leaves_the_code_as_it_is() -> None:
+    checked = subprocess.run(
+        [str(BIN / "ruff"), "format", "--check", "capacity_service", "tests", "benchmarks", "devenv"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_mypy_finds_nothing_in_the_package() -> None:
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "capacity_service"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
