@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from capacity_service.errors import (
     CapacityError,
+    HoldExpired,
     InsufficientCapacity,
     InvalidRequest,
     OutcomeUnknown,
@@ -16,6 +17,7 @@ from capacity_service.errors import (
     PoolNotFound,
     RequestIdConflict,
     ReservationNotFound,
+    ReservationReleased,
     SettingsMismatch,
     Unavailable,
 )
@@ -54,6 +56,7 @@ __all__ = [
     "CapacityClient",
     "CapacityError",
     "CassandraJournalSettings",
+    "HoldExpired",
     "HostingSettings",
     "HttpSettings",
     "InsufficientCapacity",
@@ -70,6 +73,7 @@ __all__ = [
     "ReservationInfo",
     "ReservationNotFound",
     "ReservationReceipt",
+    "ReservationReleased",
     "ServiceSettings",
     "SettingsMismatch",
     "SnapshotSettings",

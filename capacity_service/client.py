@@ -20,12 +20,16 @@ from typing import Any, Protocol, TypeVar
 
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import (
+    MAX_HOLD_SECONDS,
     ConfigurePool,
+    Confirm,
+    HoldHasExpired,
     InvalidId,
     PoolCommand,
     PoolView,
     Release,
     Reservation,
+    ReservationWasReleased,
     Reserve,
     check_pool_id,
     new_reservation_id,
@@ -38,11 +42,13 @@ from capacity_service.domain import RequestIdConflict as RequestIdConflictReject
 from capacity_service.domain import ReservationNotFound as ReservationNotFoundRejection
 from capacity_service.errors import (
     CapacityError,
+    HoldExpired,
     InsufficientCapacity,
     InvalidRequest,
     PoolNotFound,
     RequestIdConflict,
     ReservationNotFound,
+    ReservationReleased,
 )
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
 from capacity_service.runtime import _ray, service
@@ -133,14 +139,20 @@ class AsyncCapacityClient:
 
     # ------------------------------------------------------------------ reservations
 
-    async def reserve(self, pool_id: str, quantity: int = 1, request_id: str | None = None) -> ReservationReceipt:
+    async def reserve(
+        self, pool_id: str, quantity: int = 1, request_id: str | None = None, hold_seconds: int | None = None
+    ) -> ReservationReceipt:
         """Take ``quantity`` units. The same ``request_id`` on the same pool returns the same reservation
-        and takes capacity once; without one, a fresh id is made per call (so our own retries are safe)."""
+        and takes capacity once; without one, a fresh id is made per call (so our own retries are safe).
+        With ``hold_seconds`` (1..86400) the units are held: they go back on sale by themselves that long
+        after the pool decided, unless ``confirm`` comes first."""
         _check_pool_id(pool_id)
         if request_id is not None and not (1 <= len(request_id) <= MAX_REQUEST_ID_LENGTH and _printable(request_id)):
             raise InvalidRequest(f"request_id must be 1-{MAX_REQUEST_ID_LENGTH} printable characters")
+        if hold_seconds is not None and not 1 <= hold_seconds <= MAX_HOLD_SECONDS:
+            raise InvalidRequest(f"hold_seconds must be 1..{MAX_HOLD_SECONDS}")
         request_id = request_id or f"auto:{uuid.uuid4().hex}"
-        command = Reserve(quantity, request_id, new_reservation_id(pool_id))
+        command = Reserve(quantity, request_id, new_reservation_id(pool_id), hold_seconds)
         try:
             outcome = await self._execute(pool_id, command)
         except CapacityError as exc:  # every answer to a reserve names the id it can be settled with
@@ -152,7 +164,17 @@ class AsyncCapacityClient:
             quantity=outcome.reservation.quantity,
             remaining=outcome.view.remaining,
             request_id=request_id,
+            status=outcome.reservation.status.value,
+            expires_at=outcome.reservation.expires_at,
         )
+
+    async def confirm(self, reservation_id: str) -> ReservationInfo:
+        """Turn a hold into an active reservation (it then never expires). Confirming twice is fine;
+        ``HoldExpired`` if it expired first, ``ReservationReleased`` if it was released."""
+        pool_id = _pool_of(reservation_id)
+        outcome = await self._execute(pool_id, Confirm(reservation_id))
+        assert outcome.reservation is not None
+        return ReservationInfo.of(pool_id, outcome.reservation)
 
     async def release(self, reservation_id: str) -> ReleaseReceipt:
         """Give the reservation's capacity back. Releasing twice is fine."""
@@ -229,11 +251,16 @@ class CapacityClient:
     def get_pool(self, pool_id: str) -> Pool:
         return self._run(self._async.get_pool(pool_id))
 
-    def reserve(self, pool_id: str, quantity: int = 1, request_id: str | None = None) -> ReservationReceipt:
-        return self._run(self._async.reserve(pool_id, quantity, request_id))
+    def reserve(
+        self, pool_id: str, quantity: int = 1, request_id: str | None = None, hold_seconds: int | None = None
+    ) -> ReservationReceipt:
+        return self._run(self._async.reserve(pool_id, quantity, request_id, hold_seconds))
 
     def release(self, reservation_id: str) -> ReleaseReceipt:
         return self._run(self._async.release(reservation_id))
+
+    def confirm(self, reservation_id: str) -> ReservationInfo:
+        return self._run(self._async.confirm(reservation_id))
 
     def get_reservation(self, reservation_id: str) -> ReservationInfo:
         return self._run(self._async.get_reservation(reservation_id))
@@ -316,6 +343,10 @@ def _error_of(rejection: object) -> CapacityError:
             return ReservationNotFound(reservation_id)
         case RequestIdConflictRejection(request_id=request_id, reservation_id=reservation_id):
             return RequestIdConflict(request_id, reservation_id)
+        case HoldHasExpired(reservation_id=reservation_id):
+            return HoldExpired(reservation_id)
+        case ReservationWasReleased(reservation_id=reservation_id):
+            return ReservationReleased(reservation_id)
         case InvalidCommandRejection(reason=reason):
             return InvalidRequest(reason)
     return CapacityError(str(rejection))

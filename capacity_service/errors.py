@@ -51,6 +51,26 @@ class RequestIdConflict(CapacityError):
         self.request_id, self.reservation_id = request_id, reservation_id
 
 
+class HoldExpired(CapacityError):
+    """The hold expired before it was confirmed: its units went back on sale."""
+
+    code = "hold_expired"
+
+    def __init__(self, reservation_id: str) -> None:
+        super().__init__(f"the hold {reservation_id!r} expired before it was confirmed")
+        self.reservation_id = reservation_id
+
+
+class ReservationReleased(CapacityError):
+    """The reservation was released: it cannot be confirmed."""
+
+    code = "reservation_released"
+
+    def __init__(self, reservation_id: str) -> None:
+        super().__init__(f"reservation {reservation_id!r} was released")
+        self.reservation_id = reservation_id
+
+
 class Unavailable(CapacityError):
     """The service could not take the request now (journal outage, pool restarting, its deadline passed
     before the pool could decide). Nothing was taken, and nothing will be: retrying with the same request

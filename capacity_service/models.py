@@ -46,6 +46,9 @@ class ReservationReceipt(_Model):
     quantity: int
     remaining: int
     request_id: str
+    # "held" with ``expires_at`` for a hold; a repeated request id answers the reservation's status now.
+    status: Literal["held", "active", "released", "expired"] = "active"
+    expires_at: datetime | None = None
 
 
 class ReleaseReceipt(_Model):
@@ -55,10 +58,13 @@ class ReleaseReceipt(_Model):
 
 
 class ReservationInfo(_Model):
+    """A reservation; ``expires_at``: when a hold expires unless confirmed (None otherwise)."""
+
     reservation_id: str
     pool_id: str
     quantity: int
-    status: Literal["active", "released"]
+    status: Literal["held", "active", "released", "expired"]
+    expires_at: datetime | None = None
 
     @classmethod
     def of(cls, pool_id: str, reservation: Reservation) -> ReservationInfo:
@@ -67,4 +73,5 @@ class ReservationInfo(_Model):
             pool_id=pool_id,
             quantity=reservation.quantity,
             status=reservation.status.value,
+            expires_at=reservation.expires_at,
         )

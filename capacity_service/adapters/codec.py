@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from capacity_service.domain import (
+    CapacityHeld,
     CapacityReleased,
     CapacityReserved,
+    HoldConfirmed,
+    HoldExpired,
     PoolConfigured,
     PoolEvent,
     PoolState,
@@ -27,6 +30,8 @@ from capacity_service.domain import (
 )
 
 JsonDict = dict[str, Any]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 Upcaster = Callable[[JsonDict], JsonDict]
 
 
@@ -52,6 +57,22 @@ class CapacityReservedV1(_Schema):
 
 
 class CapacityReleasedV1(_Schema):
+    reservation_id: str
+    quantity: int
+
+
+class CapacityHeldV1(_Schema):
+    reservation_id: str
+    quantity: int
+    request_id: str
+    expires_at: datetime
+
+
+class HoldConfirmedV1(_Schema):
+    reservation_id: str
+
+
+class HoldExpiredV1(_Schema):
     reservation_id: str
     quantity: int
 
@@ -85,6 +106,37 @@ class PoolSnapshotV1(_Schema):
         return self
 
 
+class PoolSnapshotV2(_Schema):
+    """V1 with holds: each reservation's status by name, and a hold's expiry (microseconds since the
+    epoch, exact; None for the others)."""
+
+    VERSION: ClassVar[int] = 2
+
+    pool_id: str
+    exists: bool
+    capacity: int
+    zone: str
+    slot_start: datetime | None
+    slot_end: datetime | None
+    reserved: int
+    reservation_ids: list[str]
+    quantities: list[int]
+    request_ids: list[str]
+    statuses: list[ReservationStatus]
+    expires_at: list[int | None]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PoolSnapshotV2:
+        count = len(self.reservation_ids)
+        columns = (self.quantities, self.request_ids, self.statuses, self.expires_at)
+        if any(len(column) != count for column in columns):
+            raise ValueError("reservation columns differ in length")
+        taken = sum(q for q, status in zip(self.quantities, self.statuses, strict=True) if status.takes_capacity)
+        if taken != self.reserved:
+            raise ValueError("reserved does not match the held and active reservations")
+        return self
+
+
 @dataclass(frozen=True, slots=True)
 class EncodedEvent:
     event_type: str
@@ -94,7 +146,14 @@ class EncodedEvent:
 
 @dataclass(frozen=True, slots=True)
 class _EventSchema:
-    event_class: type[PoolConfigured] | type[CapacityReserved] | type[CapacityReleased]
+    event_class: (
+        type[PoolConfigured]
+        | type[CapacityReserved]
+        | type[CapacityReleased]
+        | type[CapacityHeld]
+        | type[HoldConfirmed]
+        | type[HoldExpired]
+    )
     schema: type[_Schema]
 
 
@@ -102,6 +161,9 @@ _EVENT_SCHEMAS: dict[str, _EventSchema] = {
     PoolConfigured.TYPE: _EventSchema(PoolConfigured, PoolConfiguredV2),
     CapacityReserved.TYPE: _EventSchema(CapacityReserved, CapacityReservedV1),
     CapacityReleased.TYPE: _EventSchema(CapacityReleased, CapacityReleasedV1),
+    CapacityHeld.TYPE: _EventSchema(CapacityHeld, CapacityHeldV1),
+    HoldConfirmed.TYPE: _EventSchema(HoldConfirmed, HoldConfirmedV1),
+    HoldExpired.TYPE: _EventSchema(HoldExpired, HoldExpiredV1),
 }
 
 
@@ -171,7 +233,7 @@ class Codec:
 
     def encode_snapshot(self, state: PoolState) -> tuple[int, bytes]:
         reservations = list(state.reservations.values())
-        snapshot = PoolSnapshotV1.model_construct(
+        snapshot = PoolSnapshotV2.model_construct(
             pool_id=state.pool_id,
             exists=state.exists,
             capacity=state.capacity,
@@ -182,32 +244,59 @@ class Codec:
             reservation_ids=[r.reservation_id for r in reservations],
             quantities=[r.quantity for r in reservations],
             request_ids=[r.request_id for r in reservations],
-            released=[r.status is ReservationStatus.RELEASED for r in reservations],
+            statuses=[r.status for r in reservations],
+            expires_at=[
+                None if r.expires_at is None else (r.expires_at - _EPOCH) // _MICROSECOND for r in reservations
+            ],
         )
-        return PoolSnapshotV1.VERSION, snapshot.model_dump_json().encode()
+        return PoolSnapshotV2.VERSION, snapshot.model_dump_json().encode()
 
     def decode_snapshot(self, schema_version: int, payload: bytes) -> PoolState:
-        if schema_version != PoolSnapshotV1.VERSION:
-            raise DecodingError(f"unknown snapshot version {schema_version}")
         try:
-            snap = PoolSnapshotV1.model_validate_json(payload)
+            if schema_version == PoolSnapshotV2.VERSION:
+                return _state_of(PoolSnapshotV2.model_validate_json(payload))
+            if schema_version == PoolSnapshotV1.VERSION:
+                return _state_of(_upcast_snapshot_v1(PoolSnapshotV1.model_validate_json(payload)))
         except ValidationError as exc:
             raise DecodingError(f"corrupt snapshot: {exc.error_count()} errors") from exc
-        released, active = ReservationStatus.RELEASED, ReservationStatus.ACTIVE
-        reservations = {
-            rid: Reservation(rid, quantity, request_id, released if gone else active)
-            for rid, quantity, request_id, gone in zip(
-                snap.reservation_ids, snap.quantities, snap.request_ids, snap.released, strict=True
-            )
-        }
-        return PoolState(
-            pool_id=snap.pool_id,
-            exists=snap.exists,
-            capacity=snap.capacity,
-            zone=snap.zone,
-            slot_start=snap.slot_start,
-            slot_end=snap.slot_end,
-            reserved=snap.reserved,
-            reservations=reservations,
-            reservation_by_request={r.request_id: rid for rid, r in reservations.items()},
+        raise DecodingError(f"unknown snapshot version {schema_version}")
+
+
+def _upcast_snapshot_v1(snap: PoolSnapshotV1) -> PoolSnapshotV2:
+    # v1 (before holds) knew active and released reservations only.
+    released, active = ReservationStatus.RELEASED, ReservationStatus.ACTIVE
+    return PoolSnapshotV2.model_construct(
+        **snap.model_dump(exclude={"released"}),
+        statuses=[released if gone else active for gone in snap.released],
+        expires_at=[None] * len(snap.released),
+    )
+
+
+def _state_of(snap: PoolSnapshotV2) -> PoolState:
+    reservations = {
+        rid: Reservation(
+            rid, quantity, request_id, status, None if expires_at is None else _EPOCH + expires_at * _MICROSECOND
         )
+        for rid, quantity, request_id, status, expires_at in zip(
+            snap.reservation_ids, snap.quantities, snap.request_ids, snap.statuses, snap.expires_at, strict=True
+        )
+    }
+    return PoolState(
+        pool_id=snap.pool_id,
+        exists=snap.exists,
+        capacity=snap.capacity,
+        zone=snap.zone,
+        slot_start=snap.slot_start,
+        slot_end=snap.slot_end,
+        reserved=snap.reserved,
+        reservations=reservations,
+        reservation_by_request={r.request_id: rid for rid, r in reservations.items()},
+    )
+
+
+def _microseconds(moment: datetime | None) -> int | None:
+    return None if moment is None else (moment - _EPOCH) // _MICROSECOND
+
+
+def _datetime(microseconds: int | None) -> datetime | None:
+    return None if microseconds is None else _EPOCH + microseconds * _MICROSECOND

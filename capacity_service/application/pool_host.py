@@ -6,6 +6,9 @@ in the next append. Every caller is answered only after its events are durable. 
 worker thread so the event loop keeps accepting commands meanwhile; only an append the journal can make
 at once (``append_many_now``: a SQLite file no one else is writing) runs inline, as that is cheaper.
 
+Holds expire on the pool's own timer: the host wakes a pool when its earliest hold is due, and the
+writer expires whatever is due before deciding anything else, in the same group commit as commands.
+
 Around that: lazy start with a bound on concurrent recoveries, a circuit breaker that makes a journal
 outage fail fast, snapshots off the reply path, and fire-and-forget publishing to the read side and the
 warehouse. A writer that learns it is fenced (a newer incarnation of its pool exists) makes the whole
@@ -35,7 +38,7 @@ from capacity_service.application.pool_writer import (
 )
 from capacity_service.application.publishing import EventPublisher, NullPublisher, ViewPublisher
 from capacity_service.application.recovery import recover_pools
-from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Reservation, Reserve
+from capacity_service.domain import ConfigurePool, ExpireHolds, PoolCommand, PoolView, Reservation, Reserve
 from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, Unavailable
 from capacity_service.settings import SnapshotSettings, WriteSideSettings
 
@@ -43,6 +46,9 @@ log = logging.getLogger(__name__)
 
 # Pools recovered together (``recover_pools``): a few queries and one worker-thread call for all of them.
 _RECOVERY_BATCH = 500
+
+# After a wake-up that did not expire the hold it was for (the journal failed), the next one waits this long.
+_EXPIRY_RETRY_S = 1.0
 
 
 @dataclass
@@ -67,6 +73,11 @@ class _PoolSlot:
     durable_view: PoolView | None = None
     # A snapshot is being stored (one at a time per pool).
     storing_snapshot: bool = False
+    # The timer that wakes the pool to expire its earliest hold, and that hold's expiry (epoch seconds).
+    wake: asyncio.TimerHandle | None = None
+    wake_at: float | None = None
+    # The expiry the last wake-up was for: due again afterwards means it failed, and the next waits.
+    woken_for: float | None = None
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -166,6 +177,40 @@ class PoolHost:
             slot.queue.clear()
         finally:
             slot.idle.set()
+            self._schedule_expiry(slot)
+
+    # ------------------------------------------------------------------ hold expiry
+
+    def _schedule_expiry(self, slot: _PoolSlot) -> None:
+        """Set the pool's timer for its earliest hold (once per change of that hold, not per write)."""
+        if self.fenced:
+            return
+        if slot.writer.needs_reload:  # a failed write left the state unknown: try again in a while
+            when = time.time() + _EXPIRY_RETRY_S
+        elif (earliest := slot.writer.next_expiry()) is not None:
+            when = earliest.timestamp()
+        else:
+            return
+        if slot.wake is not None and slot.wake_at is not None and slot.wake_at <= when:
+            return
+        if slot.wake is not None:
+            slot.wake.cancel()
+        delay = max(0.0, when - time.time())
+        if when == slot.woken_for:  # the last wake-up did not expire it (the journal failed): not in a loop
+            delay = max(delay, _EXPIRY_RETRY_S)
+        slot.wake_at = when
+        slot.wake = asyncio.get_running_loop().call_later(delay, self._wake, slot)
+
+    def _wake(self, slot: _PoolSlot) -> None:
+        """The pool's earliest hold is due: a command that decides nothing goes through the queue, and the
+        writer expires what is due before it (``PoolWriter.prepare``)."""
+        slot.woken_for, slot.wake, slot.wake_at = slot.wake_at, None, None
+        if self.fenced:
+            return
+        reply: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
+        reply.add_done_callback(_ignore_answer)
+        slot.queue.append(_Pending(ExpireHolds(), reply, None))
+        self._drain_if_idle(slot)
 
     async def _write(self, slot: _PoolSlot, batch: list[_Pending]) -> None:
         if not self.breaker.allow():
@@ -321,6 +366,7 @@ class PoolHost:
         except JournalError as exc:
             raise Unavailable(f"journal unavailable: {exc}") from exc
         slot.settle()
+        self._schedule_expiry(slot)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -392,6 +438,7 @@ class PoolHost:
         if isinstance(outcome, _PoolSlot):
             self._slots[pool_id] = outcome
             starting.set_result(outcome)
+            self._schedule_expiry(outcome)  # holds that expired while the pool was down go at once
         else:
             _fail(starting, outcome)
 
@@ -506,6 +553,11 @@ def _refuse_late(writer: PoolWriter, batch: list[_Pending]) -> list[_Pending]:
         else:
             kept.append(pending)
     return kept
+
+
+def _ignore_answer(reply: asyncio.Future[CommandOutcome]) -> None:
+    if not reply.cancelled():
+        reply.exception()  # retrieved: a failed wake-up is retried by the timer, not reported
 
 
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:

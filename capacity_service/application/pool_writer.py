@@ -9,8 +9,9 @@ event that was not persisted.
 
 from __future__ import annotations
 
+import heapq
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -25,6 +26,9 @@ from capacity_service.adapters.journal import (
 )
 from capacity_service.application.recovery import RecoveredPool, SnapshotPolicy, encode_snapshot, recover_pool
 from capacity_service.domain import (
+    CapacityHeld,
+    Confirm,
+    ExpireHolds,
     PersistedEvent,
     PoolCommand,
     PoolEvent,
@@ -33,6 +37,7 @@ from capacity_service.domain import (
     Rejection,
     Release,
     Reservation,
+    ReservationStatus,
     Reserve,
     apply,
     decide,
@@ -42,6 +47,10 @@ from capacity_service.domain.values import pickled_by_fields
 from capacity_service.settings import SnapshotSettings
 
 log = logging.getLogger(__name__)
+
+# Holds expired in one batch at most: a storm of expiries goes out in several appends, with the
+# commands that arrive meanwhile decided between them.
+MAX_EXPIRIES_PER_BATCH = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +108,13 @@ class PoolWriter:
         journal: Journal,
         codec: Codec | None = None,
         snapshots: SnapshotSettings | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.pool_id = pool_id
+        self._clock = clock or _utc_now
+        # (expires_at, reservation_id) of the holds, earliest first; an entry whose hold ended since is
+        # skipped when it comes up.
+        self._expiries: list[tuple[datetime, str]] = []
         self._journal = journal
         self._codec = codec or Codec()
         self._snapshot_settings = snapshots or SnapshotSettings()
@@ -141,6 +155,29 @@ class PoolWriter:
     def _install(self, recovered: RecoveredPool) -> None:
         self._state, self._seq_nr = recovered.state, recovered.seq_nr
         self._last_snapshot_attempt = recovered.snapshot_seq_nr
+        self._expiries = [
+            (r.expires_at, r.reservation_id)
+            for r in self._state.reservations.values()
+            if r.status is ReservationStatus.HELD and r.expires_at is not None
+        ]
+        heapq.heapify(self._expiries)
+
+    def next_expiry(self) -> datetime | None:
+        """When the earliest hold expires (the host's timer wakes the pool then); None: no holds."""
+        expiries, reservations = self._expiries, self._state.reservations
+        while expiries:
+            expires_at, reservation_id = expiries[0]
+            held = reservations.get(reservation_id)
+            if held is not None and held.status is ReservationStatus.HELD and held.expires_at == expires_at:
+                return expires_at
+            heapq.heappop(expiries)
+        return None
+
+    def _due_holds(self, now: datetime) -> list[str]:
+        due: list[str] = []
+        while len(due) < MAX_EXPIRIES_PER_BATCH and (earliest := self.next_expiry()) is not None and earliest <= now:
+            due.append(heapq.heappop(self._expiries)[1])
+        return due
 
     def execute(self, commands: Sequence[PoolCommand]) -> list[CommandOutcome]:
         return self.execute_batch(commands).outcomes
@@ -169,15 +206,20 @@ class PoolWriter:
         outcomes: list[CommandOutcome] = []
         pending: list[NewEvent] = []
         persisted: list[PersistedEvent] = []
-        now = datetime.now(UTC)
+        now = self._clock()
         state = self._state
-        for command in commands:
-            decision = decide(state, command)
+        # Holds whose time has come expire before anything else is decided (after a recovery too).
+        due = self._due_holds(now)
+        expiry = [ExpireHolds(tuple(due))] if due else []
+        for command in [*expiry, *commands]:
+            decision = decide(state, command, now)
             if not isinstance(decision, list):
                 outcomes.append(CommandOutcome(decision, self.view(), None, ()))
                 continue
             for event in decision:
                 apply(state, event)
+                if isinstance(event, CapacityHeld):
+                    heapq.heappush(self._expiries, (event.expires_at, event.reservation_id))
                 encoded = self._codec.encode_event(event)
                 pending.append(NewEvent(encoded.event_type, encoded.schema_version, encoded.payload))
                 persisted.append(
@@ -196,7 +238,7 @@ class PoolWriter:
             view = view_of(state, self._seq_nr + len(pending))
             outcomes.append(CommandOutcome(None, view, self._reservation_of(command), tuple(decision)))
         append = AppendRequest(self.pool_id, self._seq_nr, self.epoch, pending) if pending else None
-        return PreparedBatch(BatchResult(outcomes, persisted), append)
+        return PreparedBatch(BatchResult(outcomes[len(expiry) :], persisted), append)
 
     def settle_success(self, prepared: PreparedBatch, new_seq_nr: int) -> None:
         self._seq_nr = new_seq_nr
@@ -266,6 +308,10 @@ class PoolWriter:
         found: Reservation | None = None
         if isinstance(command, Reserve):
             found = self._state.reservation_for_request(command.request_id)
-        elif isinstance(command, Release):
+        elif isinstance(command, Release | Confirm):
             found = self._state.reservations.get(command.reservation_id)
         return found  # immutable: a later release replaces it in the state
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)

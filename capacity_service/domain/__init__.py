@@ -1,7 +1,15 @@
 """The capacity pool domain. Imports nothing from Ray, Cassandra or SQLAlchemy."""
 
-from capacity_service.domain.commands import ConfigurePool, PoolCommand, Release, Reserve
-from capacity_service.domain.events import CapacityReleased, CapacityReserved, PoolConfigured, PoolEvent
+from capacity_service.domain.commands import ConfigurePool, Confirm, ExpireHolds, PoolCommand, Release, Reserve
+from capacity_service.domain.events import (
+    CapacityHeld,
+    CapacityReleased,
+    CapacityReserved,
+    HoldConfirmed,
+    HoldExpired,
+    PoolConfigured,
+    PoolEvent,
+)
 from capacity_service.domain.ids import (
     InvalidId,
     check_pool_id,
@@ -11,7 +19,9 @@ from capacity_service.domain.ids import (
 )
 from capacity_service.domain.persisted import PersistedEvent
 from capacity_service.domain.pool import (
+    MAX_HOLD_SECONDS,
     Decision,
+    HoldHasExpired,
     InsufficientCapacity,
     InvalidCommand,
     PoolNotFound,
@@ -22,17 +32,26 @@ from capacity_service.domain.pool import (
     Reservation,
     ReservationNotFound,
     ReservationStatus,
+    ReservationWasReleased,
     apply,
     apply_all,
     decide,
+    due_holds,
     view_of,
 )
 
 __all__ = [
+    "MAX_HOLD_SECONDS",
+    "CapacityHeld",
     "CapacityReleased",
     "CapacityReserved",
     "ConfigurePool",
+    "Confirm",
     "Decision",
+    "ExpireHolds",
+    "HoldConfirmed",
+    "HoldExpired",
+    "HoldHasExpired",
     "InsufficientCapacity",
     "InvalidCommand",
     "InvalidId",
@@ -49,11 +68,13 @@ __all__ = [
     "Reservation",
     "ReservationNotFound",
     "ReservationStatus",
+    "ReservationWasReleased",
     "Reserve",
     "apply",
     "apply_all",
     "check_pool_id",
     "decide",
+    "due_holds",
     "is_valid_pool_id",
     "new_reservation_id",
     "pool_of_reservation",

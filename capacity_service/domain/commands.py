@@ -23,11 +23,13 @@ class ConfigurePool:
 @dataclass(frozen=True, slots=True)
 class Reserve:
     """Take ``quantity`` units. ``request_id`` makes it idempotent; ``reservation_id`` is minted by the
-    caller (``new_reservation_id``) so that deciding stays deterministic."""
+    caller (``new_reservation_id``) so that deciding stays deterministic. With ``hold_seconds`` the units
+    are held until the pool's clock passes that many seconds from the decision, unless confirmed."""
 
     quantity: int
     request_id: str
     reservation_id: str
+    hold_seconds: int | None = None
 
 
 @pickled_by_fields
@@ -36,4 +38,21 @@ class Release:
     reservation_id: str
 
 
-PoolCommand = ConfigurePool | Reserve | Release
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class Confirm:
+    """Turn a hold into an active reservation (it then never expires). Idempotent."""
+
+    reservation_id: str
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class ExpireHolds:
+    """Expire these holds if they are still held and due: the pool's own timer sends it (an empty tuple
+    only wakes the pool, which expires whatever is due before deciding anything)."""
+
+    reservation_ids: tuple[str, ...] = ()
+
+
+PoolCommand = ConfigurePool | Reserve | Release | Confirm | ExpireHolds

@@ -44,4 +44,39 @@ class CapacityReleased:
     quantity: int
 
 
-PoolEvent = PoolConfigured | CapacityReserved | CapacityReleased
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class CapacityHeld:
+    """Units taken until ``expires_at`` unless confirmed: they count as taken like a reservation's."""
+
+    TYPE: ClassVar[str] = "CapacityHeld"
+    VERSION: ClassVar[int] = 1
+
+    reservation_id: str
+    quantity: int
+    request_id: str
+    expires_at: datetime
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class HoldConfirmed:
+    TYPE: ClassVar[str] = "HoldConfirmed"
+    VERSION: ClassVar[int] = 1
+
+    reservation_id: str
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class HoldExpired:
+    """The hold was neither confirmed nor released in time: its units are back on sale."""
+
+    TYPE: ClassVar[str] = "HoldExpired"
+    VERSION: ClassVar[int] = 1
+
+    reservation_id: str
+    quantity: int
+
+
+PoolEvent = PoolConfigured | CapacityReserved | CapacityReleased | CapacityHeld | HoldConfirmed | HoldExpired

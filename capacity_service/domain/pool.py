@@ -1,26 +1,45 @@
 """The capacity pool aggregate: its state, ``decide`` (command -> events or a rejection) and ``apply``.
 
-Invariants: ``reserved`` is always the sum of the active reservations' quantities, and a reserve is
-accepted only when it fits in ``capacity - reserved``. ``apply`` evolves the state in place (replaying
+Invariants: ``reserved`` is always the sum of the held and active reservations' quantities, a reserve
+(or hold) is accepted only when it fits in ``capacity - reserved``, and a hold ends once: confirmed,
+released or expired. ``decide`` takes the pool's clock (``now``) for holds: their expiry, and when they
+are due. ``apply`` evolves the state in place (replaying
 100k events must not copy a dict per event); take ``copy()`` first to keep an old state.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import NamedTuple
 
-from capacity_service.domain.commands import ConfigurePool, PoolCommand, Release, Reserve
-from capacity_service.domain.events import CapacityReleased, CapacityReserved, PoolConfigured, PoolEvent
+from capacity_service.domain.commands import ConfigurePool, Confirm, ExpireHolds, PoolCommand, Release, Reserve
+from capacity_service.domain.events import (
+    CapacityHeld,
+    CapacityReleased,
+    CapacityReserved,
+    HoldConfirmed,
+    HoldExpired,
+    PoolConfigured,
+    PoolEvent,
+)
 from capacity_service.domain.ids import InvalidId, pool_of_reservation
 from capacity_service.domain.values import pickled_by_fields
 
+# The longest hold the contract allows (a day).
+MAX_HOLD_SECONDS = 86_400
+
 
 class ReservationStatus(StrEnum):
+    HELD = "held"
     ACTIVE = "active"
     RELEASED = "released"
+    EXPIRED = "expired"
+
+    @property
+    def takes_capacity(self) -> bool:
+        return self is ReservationStatus.HELD or self is ReservationStatus.ACTIVE
 
 
 class Reservation(NamedTuple):
@@ -32,6 +51,8 @@ class Reservation(NamedTuple):
     quantity: int
     request_id: str
     status: ReservationStatus = ReservationStatus.ACTIVE
+    # When a hold expires unless confirmed first; None once confirmed, and for plain reservations.
+    expires_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -100,22 +121,51 @@ class RequestIdConflict:
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
+class HoldHasExpired:
+    """A confirm came after the hold's expiry: its units went back on sale."""
+
+    reservation_id: str
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class ReservationWasReleased:
+    """A confirm of a reservation that was released."""
+
+    reservation_id: str
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class InvalidCommand:
     reason: str
 
 
-Rejection = PoolNotFound | InsufficientCapacity | ReservationNotFound | RequestIdConflict | InvalidCommand
+Rejection = (
+    PoolNotFound
+    | InsufficientCapacity
+    | ReservationNotFound
+    | RequestIdConflict
+    | HoldHasExpired
+    | ReservationWasReleased
+    | InvalidCommand
+)
 Decision = list[PoolEvent] | Rejection
 
 
-def decide(state: PoolState, command: PoolCommand) -> Decision:
+def decide(state: PoolState, command: PoolCommand, now: datetime | None = None) -> Decision:
     """The events a command produces against ``state``, or why it is rejected. An empty list means the
-    command is already satisfied (an idempotent repeat)."""
+    command is already satisfied (an idempotent repeat). ``now``: the pool's clock, which holds need
+    (without it a hold is refused and nothing expires)."""
     if isinstance(command, ConfigurePool):
         return _decide_configure(state, command)
     if isinstance(command, Reserve):
-        return _decide_reserve(state, command)
-    return _decide_release(state, command)
+        return _decide_reserve(state, command, now)
+    if isinstance(command, Release):
+        return _decide_release(state, command)
+    if isinstance(command, Confirm):
+        return _decide_confirm(state, command)
+    return _decide_expiry(state, command, now)
 
 
 def _decide_configure(state: PoolState, command: ConfigurePool) -> Decision:
@@ -136,7 +186,7 @@ def _decide_configure(state: PoolState, command: ConfigurePool) -> Decision:
     return [PoolConfigured(command.capacity, command.zone, command.slot_start, command.slot_end)]
 
 
-def _decide_reserve(state: PoolState, command: Reserve) -> Decision:
+def _decide_reserve(state: PoolState, command: Reserve, now: datetime | None) -> Decision:
     if not state.exists:
         return PoolNotFound(state.pool_id)
     previous = state.reservation_for_request(command.request_id)
@@ -150,8 +200,15 @@ def _decide_reserve(state: PoolState, command: Reserve) -> Decision:
         return InvalidCommand("reservation id does not belong to this pool")
     if command.reservation_id in state.reservations:
         return InvalidCommand("reservation id already used")
+    if command.hold_seconds is not None and not 1 <= command.hold_seconds <= MAX_HOLD_SECONDS:
+        return InvalidCommand(f"hold_seconds must be 1..{MAX_HOLD_SECONDS}")
+    if command.hold_seconds is not None and now is None:
+        return InvalidCommand("a hold needs the pool's clock")
     if command.quantity > state.capacity - state.reserved:
         return InsufficientCapacity(state.pool_id, command.quantity, state.remaining)
+    if command.hold_seconds is not None and now is not None:
+        expires_at = now + timedelta(seconds=command.hold_seconds)
+        return [CapacityHeld(command.reservation_id, command.quantity, command.request_id, expires_at)]
     return [CapacityReserved(command.reservation_id, command.quantity, command.request_id)]
 
 
@@ -159,9 +216,43 @@ def _decide_release(state: PoolState, command: Release) -> Decision:
     reservation = state.reservations.get(command.reservation_id)
     if reservation is None:
         return ReservationNotFound(command.reservation_id)
-    if reservation.status is ReservationStatus.RELEASED:
+    if not reservation.status.takes_capacity:  # released already, or expired: nothing to give back
         return []
     return [CapacityReleased(reservation.reservation_id, reservation.quantity)]
+
+
+def _decide_confirm(state: PoolState, command: Confirm) -> Decision:
+    reservation = state.reservations.get(command.reservation_id)
+    if reservation is None:
+        return ReservationNotFound(command.reservation_id)
+    if reservation.status is ReservationStatus.HELD:
+        return [HoldConfirmed(reservation.reservation_id)]
+    if reservation.status is ReservationStatus.ACTIVE:
+        return []
+    if reservation.status is ReservationStatus.EXPIRED:
+        return HoldHasExpired(reservation.reservation_id)
+    return ReservationWasReleased(reservation.reservation_id)
+
+
+def _decide_expiry(state: PoolState, command: ExpireHolds, now: datetime | None) -> Decision:
+    events: list[PoolEvent] = []
+    if now is None:
+        return events
+    for reservation_id in dict.fromkeys(command.reservation_ids):
+        held = state.reservations.get(reservation_id)
+        due = held is not None and held.status is ReservationStatus.HELD and held.expires_at is not None
+        if due and held is not None and held.expires_at is not None and held.expires_at <= now:
+            events.append(HoldExpired(reservation_id, held.quantity))
+    return events
+
+
+def due_holds(state: PoolState, now: datetime) -> list[str]:
+    """Every hold whose expiry has come (a full scan: recovery and tests; the writer keeps a heap)."""
+    return [
+        r.reservation_id
+        for r in state.reservations.values()
+        if r.status is ReservationStatus.HELD and r.expires_at is not None and r.expires_at <= now
+    ]
 
 
 def _owning_pool(reservation_id: str) -> str | None:
@@ -180,6 +271,19 @@ def apply(state: PoolState, event: PoolEvent) -> PoolState:
     elif isinstance(event, CapacityReleased):
         released = state.reservations[event.reservation_id]
         state.reservations[event.reservation_id] = released._replace(status=ReservationStatus.RELEASED)
+        state.reserved -= event.quantity
+    elif isinstance(event, CapacityHeld):
+        state.reservations[event.reservation_id] = Reservation(
+            event.reservation_id, event.quantity, event.request_id, ReservationStatus.HELD, event.expires_at
+        )
+        state.reservation_by_request[event.request_id] = event.reservation_id
+        state.reserved += event.quantity
+    elif isinstance(event, HoldConfirmed):
+        held = state.reservations[event.reservation_id]
+        state.reservations[event.reservation_id] = held._replace(status=ReservationStatus.ACTIVE, expires_at=None)
+    elif isinstance(event, HoldExpired):
+        held = state.reservations[event.reservation_id]
+        state.reservations[event.reservation_id] = held._replace(status=ReservationStatus.EXPIRED)
         state.reserved -= event.quantity
     else:
         state.exists = True

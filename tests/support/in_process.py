@@ -68,8 +68,13 @@ class InProcessBackend:
     ) -> list[PoolView]:
         return self.index.query(zone, slot_from, slot_to, quantity)
 
-    async def reserve(self, pool_id: str, quantity: int, request_id: str | None) -> ReservationReceipt:
-        return await self.client.reserve(pool_id, quantity, request_id)
+    async def reserve(
+        self, pool_id: str, quantity: int, request_id: str | None, hold_seconds: int | None = None
+    ) -> ReservationReceipt:
+        return await self.client.reserve(pool_id, quantity, request_id, hold_seconds)
+
+    async def confirm(self, reservation_id: str) -> ReservationInfo:
+        return await self.client.confirm(reservation_id)
 
     async def release(self, reservation_id: str) -> ReleaseReceipt:
         return await self.client.release(reservation_id)

@@ -80,8 +80,9 @@ def test_reserve_release_and_reservation_status(http: TestClient) -> None:
     reserved = http.post("/v1/reservations", json={"pool_id": "north:0800", "quantity": 2})
     assert reserved.status_code == 201
     body = reserved.json()
-    assert set(body) == {"reservation_id", "pool_id", "quantity", "remaining", "request_id"}
+    assert set(body) == {"reservation_id", "pool_id", "quantity", "remaining", "request_id", "status", "expires_at"}
     assert (body["pool_id"], body["quantity"], body["remaining"]) == ("north:0800", 2, 1)
+    assert (body["status"], body["expires_at"]) == ("active", None)  # v1.1 fields: not a hold
     assert body["request_id"].startswith("auto:")  # made by the service: the id a retry would settle it with
     rid = body["reservation_id"]
     assert http.get(f"/v1/reservations/{rid}").json() == {
@@ -89,6 +90,7 @@ def test_reserve_release_and_reservation_status(http: TestClient) -> None:
         "pool_id": "north:0800",
         "quantity": 2,
         "status": "active",
+        "expires_at": None,
     }
     full = http.post("/v1/reservations", json={"pool_id": "north:0800", "quantity": 2})
     assert full.status_code == 409 and error_code(full) == "insufficient_capacity"

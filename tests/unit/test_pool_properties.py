@@ -1,6 +1,8 @@
-"""Property-based: no sequence of commands breaks the pool's invariants."""
+"""Property-based: no interleaving of reserves, holds, confirms, releases, expiries (the clock moving on)
+and capacity changes breaks the pool's invariants: never oversold, every hold ends exactly once."""
 
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -8,8 +10,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from capacity_service.adapters.codec import Codec
 from capacity_service.domain import (
+    CapacityHeld,
+    CapacityReleased,
     CapacityReserved,
     ConfigurePool,
+    Confirm,
+    ExpireHolds,
+    HoldConfirmed,
+    HoldExpired,
     PoolEvent,
     PoolState,
     Release,
@@ -30,13 +38,14 @@ class PoolMachine(RuleBasedStateMachine):
         self.state = PoolState("pool-prop")
         self.events: list[PoolEvent] = []
         self.issued: list[str] = []
+        self.now = datetime(2026, 12, 3, tzinfo=UTC)
 
-    def _run(self, command: ConfigurePool | Reserve | Release) -> list[PoolEvent] | None:
-        decision = decide(self.state, command)
+    def _run(self, command: ConfigurePool | Reserve | Release | Confirm | ExpireHolds) -> list[PoolEvent] | None:
+        decision = decide(self.state, command, self.now)
         if not isinstance(decision, list):
             return None
         for event in decision:
-            if isinstance(event, CapacityReserved):
+            if isinstance(event, CapacityReserved | CapacityHeld):
                 # The rule under test: a reserve is accepted only if it fits at that moment.
                 assert self.state.reserved + event.quantity <= self.state.capacity
             apply(self.state, event)
@@ -47,12 +56,16 @@ class PoolMachine(RuleBasedStateMachine):
     def configure(self, capacity: int) -> None:
         self._run(ConfigurePool(capacity, "zone-a"))
 
-    @rule(quantity=st.integers(min_value=-1, max_value=8), request_id=REQUEST_IDS)
-    def reserve(self, quantity: int, request_id: str) -> None:
+    @rule(
+        quantity=st.integers(min_value=-1, max_value=8),
+        request_id=REQUEST_IDS,
+        hold_seconds=st.none() | st.integers(min_value=1, max_value=20),
+    )
+    def reserve(self, quantity: int, request_id: str, hold_seconds: int | None) -> None:
         reservation_id = new_reservation_id(self.state.pool_id)
         before = self.state.reserved
         known = self.state.reservation_for_request(request_id)
-        self._run(Reserve(quantity, request_id, reservation_id))
+        self._run(Reserve(quantity, request_id, reservation_id, hold_seconds))
         self.issued.append(reservation_id)
         if known is not None:
             assert self.state.reserved == before  # a repeat never takes capacity again
@@ -63,17 +76,54 @@ class PoolMachine(RuleBasedStateMachine):
             return
         self._run(Release(data.draw(st.sampled_from(self.issued))))
 
+    @rule(data=st.data())
+    def confirm(self, data: st.DataObject) -> None:
+        if self.issued:
+            self._run(Confirm(data.draw(st.sampled_from(self.issued))))
+
+    @rule(seconds=st.integers(min_value=0, max_value=15))
+    def time_passes_and_due_holds_expire(self, seconds: int) -> None:
+        self.now += timedelta(seconds=seconds)
+        due = [
+            r.reservation_id
+            for r in self.state.reservations.values()
+            if r.status is ReservationStatus.HELD and r.expires_at is not None and r.expires_at <= self.now
+        ]
+        self._run(ExpireHolds(tuple(due)))
+        assert not any(
+            r.status is ReservationStatus.HELD and r.expires_at is not None and r.expires_at <= self.now
+            for r in self.state.reservations.values()
+        )
+
     @invariant()
-    def reserved_is_what_active_reservations_hold(self) -> None:
-        active = sum(r.quantity for r in self.state.reservations.values() if r.status is ReservationStatus.ACTIVE)
-        assert self.state.reserved == active
+    def reserved_is_what_held_and_active_reservations_hold(self) -> None:
+        taken = sum(r.quantity for r in self.state.reservations.values() if r.status.takes_capacity)
+        assert self.state.reserved == taken
         assert self.state.reserved >= 0
         assert self.state.remaining == max(0, self.state.capacity - self.state.reserved)
 
     @invariant()
     def a_request_id_takes_capacity_at_most_once(self) -> None:
-        counts = Counter(e.request_id for e in self.events if isinstance(e, CapacityReserved))
+        counts = Counter(e.request_id for e in self.events if isinstance(e, CapacityReserved | CapacityHeld))
         assert all(n == 1 for n in counts.values())
+
+    @invariant()
+    def every_hold_ends_exactly_once(self) -> None:
+        """A hold ends by a confirm, a release while held, or its expiry: one of them, once; until then it
+        is held."""
+        held = {e.reservation_id for e in self.events if isinstance(e, CapacityHeld)}
+        ends: Counter[str] = Counter()
+        still_held = set(held)
+        for event in self.events:
+            if isinstance(event, HoldConfirmed | HoldExpired | CapacityReleased) and event.reservation_id in still_held:
+                ends[event.reservation_id] += 1
+                still_held.discard(event.reservation_id)
+            elif isinstance(event, HoldConfirmed | HoldExpired):
+                raise AssertionError(f"{event} for a reservation that was not held")
+        assert all(n == 1 for n in ends.values())
+        for reservation_id in held:
+            is_held = self.state.reservations[reservation_id].status is ReservationStatus.HELD
+            assert is_held == (reservation_id in still_held)
 
     @invariant()
     def replaying_the_events_reproduces_the_state(self) -> None:

@@ -17,6 +17,8 @@ PUBLIC = {
     "ReservationInfo",
     "ReservationReceipt",
     "CapacityError",
+    "HoldExpired",
+    "ReservationReleased",
     "InsufficientCapacity",
     "InvalidRequest",
     "OutcomeUnknown",

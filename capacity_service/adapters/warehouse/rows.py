@@ -11,7 +11,16 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime
 from typing import NamedTuple
 
-from capacity_service.domain import CapacityReleased, CapacityReserved, PersistedEvent, PoolConfigured, PoolEvent
+from capacity_service.domain import (
+    CapacityHeld,
+    CapacityReleased,
+    CapacityReserved,
+    HoldConfirmed,
+    HoldExpired,
+    PersistedEvent,
+    PoolConfigured,
+    PoolEvent,
+)
 
 
 class WarehouseRow(NamedTuple):
@@ -78,9 +87,9 @@ def next_row(before: Delivery, seq_nr: int, event: PoolEvent, occurred_at: datet
     slot_start, slot_end = before.slot_start, before.slot_end
     if isinstance(event, PoolConfigured):
         capacity, zone, slot_start, slot_end = event.capacity, event.zone, event.slot_start, event.slot_end
-    elif isinstance(event, CapacityReserved):
+    elif isinstance(event, CapacityReserved | CapacityHeld):
         reserved += event.quantity
-    else:
+    elif isinstance(event, CapacityReleased | HoldExpired):
         reserved -= event.quantity
     return _row(before.pool_id, seq_nr, event, capacity, reserved, zone, slot_start, slot_end, occurred_at)
 
@@ -97,10 +106,12 @@ def _row(
     occurred_at: datetime,
 ) -> WarehouseRow:
     quantity = reservation_id = request_id = None
-    if isinstance(event, CapacityReserved):
+    if isinstance(event, CapacityReserved | CapacityHeld):
         quantity, reservation_id, request_id = event.quantity, event.reservation_id, event.request_id
-    elif isinstance(event, CapacityReleased):
+    elif isinstance(event, CapacityReleased | HoldExpired):
         quantity, reservation_id = event.quantity, event.reservation_id
+    elif isinstance(event, HoldConfirmed):
+        reservation_id = event.reservation_id
     return WarehouseRow(
         event_id=event_id(pool_id, seq_nr),
         pool_id=pool_id,

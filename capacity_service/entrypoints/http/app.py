@@ -55,7 +55,11 @@ class Backend(Protocol):
         self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
     ) -> list[PoolView]: ...
 
-    async def reserve(self, pool_id: str, quantity: int, request_id: str | None) -> ReservationReceipt: ...
+    async def reserve(
+        self, pool_id: str, quantity: int, request_id: str | None, hold_seconds: int | None = None
+    ) -> ReservationReceipt: ...
+
+    async def confirm(self, reservation_id: str) -> ReservationInfo: ...
 
     async def release(self, reservation_id: str) -> ReleaseReceipt: ...
 
@@ -219,7 +223,8 @@ class _HotOperations:
 
     async def take_capacity(self, body: bytes, content_type: str) -> Response:
         order = _parse(body, content_type, ReserveRequest)
-        return _json(await self._backend.reserve(order.pool_id, order.quantity, order.request_id), status=201)
+        receipt = await self._backend.reserve(order.pool_id, order.quantity, order.request_id, order.hold_seconds)
+        return _json(receipt, status=201)
 
 
 def _add_routes(app: FastAPI, backend: Backend, operations: _HotOperations, keys: ApiKeys) -> None:
@@ -279,8 +284,22 @@ def _add_routes(app: FastAPI, backend: Backend, operations: _HotOperations, keys
         dependencies=keyed,
     )
     async def reserve(request: Request) -> Response:
-        """Take capacity. Idempotent on request_id: the same id returns the same reservation."""
+        """Take capacity. Idempotent on request_id: the same id returns the same reservation. With
+        hold_seconds it is a hold (status "held", expires_at): confirm it in time or it expires."""
         return await _json_call(request, operations.take_capacity)
+
+    @app.post(
+        "/v1/reservations/{reservation_id}/confirm",
+        response_model=ReservationInfo,
+        responses={
+            404: {"model": ErrorBody, "description": "reservation_not_found"},
+            409: {"model": ErrorBody, "description": "hold_expired, reservation_released"},
+        },
+        dependencies=keyed,
+    )
+    async def confirm(reservation_id: RESERVATION_ID) -> ReservationInfo:
+        """Turn a hold into an active reservation. Confirming twice answers 200 both times."""
+        return await backend.confirm(reservation_id)
 
     @app.delete(
         "/v1/reservations/{reservation_id}",

@@ -97,8 +97,13 @@ class ServiceBackend:
                 self._cache = None  # restarting or gone: find one again
         raise Unavailable("no availability cache answered")
 
-    async def reserve(self, pool_id: str, quantity: int, request_id: str | None) -> ReservationReceipt:
-        return await self._client.reserve(pool_id, quantity, request_id)
+    async def reserve(
+        self, pool_id: str, quantity: int, request_id: str | None, hold_seconds: int | None = None
+    ) -> ReservationReceipt:
+        return await self._client.reserve(pool_id, quantity, request_id, hold_seconds)
+
+    async def confirm(self, reservation_id: str) -> ReservationInfo:
+        return await self._client.confirm(reservation_id)
 
     async def release(self, reservation_id: str) -> ReleaseReceipt:
         return await self._client.release(reservation_id)

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse
 
 from capacity_service.errors import (
     CapacityError,
+    HoldExpired,
     InsufficientCapacity,
     InvalidRequest,
     OutcomeUnknown,
@@ -16,6 +17,7 @@ from capacity_service.errors import (
     PoolNotFound,
     RequestIdConflict,
     ReservationNotFound,
+    ReservationReleased,
     Unavailable,
 )
 
@@ -40,6 +42,8 @@ STATUS: dict[type[CapacityError], int] = {
     ReservationNotFound: 404,
     InsufficientCapacity: 409,
     RequestIdConflict: 409,
+    HoldExpired: 409,
+    ReservationReleased: 409,
     Unavailable: 503,
     OutcomeUnknown: 504,
     Overloaded: 429,

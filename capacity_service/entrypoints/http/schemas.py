@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictStr
 
+from capacity_service.domain import MAX_HOLD_SECONDS
+
 MAX_QUANTITY = 1_000_000
 MAX_CAPACITY = 1_000_000_000
 # No control characters (NUL above all): zones and request ids end up in logs and in the warehouse, and
@@ -64,6 +66,8 @@ class ReserveRequest(_Request):
     pool_id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
     quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY), Integral] = 1
     request_id: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=PRINTABLE)] | None = None
+    # A hold: the units go back on sale this many seconds after the pool decides, unless confirmed first.
+    hold_seconds: Annotated[int, Field(ge=1, le=MAX_HOLD_SECONDS), Integral] | None = None
 
 
 class AvailablePool(BaseModel):
