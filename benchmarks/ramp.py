@@ -36,7 +36,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import REPO, LeanConnection, command_line, exit_cleanly_on_sigterm, summarize, write_results
+from benchmarks._common import (
+    REPO,
+    LeanConnection,
+    command_line,
+    exit_cleanly_on_sigterm,
+    started_service,
+    summarize,
+    write_results,
+)
 from benchmarks.http_load import POOLS, PYTHON, seed_over_http, seed_postgres, wait_http
 from devenv import LocalPostgres
 from devenv._process import free_port
@@ -117,28 +125,9 @@ def ramp(port: int, target: str, levels: list[int], seconds: float) -> dict[str,
 
 
 def ramp_capacity_service(levels: list[int], seconds: float) -> dict[str, list[dict[str, Any]]]:
-    with tempfile.TemporaryDirectory(prefix="bench-ramp-") as tmp:
-        port = free_port()
-        server = subprocess.Popen(
-            [PYTHON, "-m", "capacity_service", "--data-dir", tmp, "start", "--port", str(port)],
-            cwd=tmp,
-            env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_http(f"{url}/healthz", server)
-            asyncio.run(seed_over_http(url))
-            wait_http(f"{url}/readyz", server)
-            return ramp(port, "capacity_service", levels, seconds)
-        finally:
-            server.send_signal(2)
-            try:
-                server.wait(90)
-            except subprocess.TimeoutExpired:
-                server.kill()
+    with tempfile.TemporaryDirectory(prefix="bench-ramp-") as tmp, started_service(Path(tmp)) as port:
+        asyncio.run(seed_over_http(f"http://127.0.0.1:{port}"))
+        return ramp(port, "capacity_service", levels, seconds)
 
 
 def ramp_yardstick(levels: list[int], seconds: float) -> dict[str, list[dict[str, Any]]]:

@@ -138,7 +138,18 @@ def _parser() -> argparse.ArgumentParser:
     reserve.add_argument("pool_id")
     reserve.add_argument("--quantity", type=int, default=1)
     reserve.add_argument("--request-id")
+    reserve.add_argument(
+        "--hold-seconds", type=int, help="hold the units this long (1..86400) unless confirmed, then they go back"
+    )
     reserve.set_defaults(run=_reserve)
+
+    confirm = commands.add_parser("confirm", help="turn a hold into an active reservation")
+    confirm.add_argument("reservation_id")
+    confirm.set_defaults(run=lambda a: _show(_http(a, "POST", f"/v1/reservations/{a.reservation_id}/confirm")))
+
+    show = commands.add_parser("reservation", help="show a reservation: held, active, released or expired")
+    show.add_argument("reservation_id")
+    show.set_defaults(run=lambda a: _show(_http(a, "GET", f"/v1/reservations/{a.reservation_id}")))
 
     release = commands.add_parser("release", help="give a reservation's capacity back")
     release.add_argument("reservation_id")
@@ -194,6 +205,8 @@ def _put_pool(a: argparse.Namespace) -> int:
 
 def _reserve(a: argparse.Namespace) -> int:
     body = {"pool_id": a.pool_id, "quantity": a.quantity, "request_id": a.request_id}
+    if a.hold_seconds is not None:
+        body["hold_seconds"] = a.hold_seconds
     return _show(_http(a, "POST", "/v1/reservations", body))
 
 

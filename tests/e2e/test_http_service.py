@@ -123,6 +123,30 @@ def test_contract_round_trip(http: httpx.Client) -> None:
     assert "/v1/availability" in http.get("/openapi.json").json()["paths"]
 
 
+def test_holds_over_http(http: httpx.Client) -> None:
+    """A checkout: one hold confirmed in time, one left to expire, its units back on sale by themselves."""
+    pool_id = new_pool(http, 3)
+    kept = http.post("/v1/reservations", json={"pool_id": pool_id, "quantity": 2, "hold_seconds": 600})
+    left = http.post("/v1/reservations", json={"pool_id": pool_id, "quantity": 1, "hold_seconds": 1})
+    assert (kept.status_code, left.status_code) == (201, 201), (kept.text, left.text)
+    assert kept.json()["status"] == "held" and kept.json()["expires_at"]
+    assert left.json()["remaining"] == 0  # held units are taken
+    full = http.post("/v1/reservations", json={"pool_id": pool_id})
+    assert full.status_code == 409 and full.json()["error"]["code"] == "insufficient_capacity"
+    confirmed = http.post(f"/v1/reservations/{kept.json()['reservation_id']}/confirm")
+    assert confirmed.status_code == 200 and confirmed.json()["status"] == "active"
+    deadline = time.monotonic() + 10
+    while http.get(f"/v1/pools/{pool_id}").json()["remaining"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert http.get(f"/v1/pools/{pool_id}").json()["remaining"] == 1  # the hold expired by itself
+    left_id = left.json()["reservation_id"]
+    assert http.get(f"/v1/reservations/{left_id}").json()["status"] == "expired"
+    late = http.post(f"/v1/reservations/{left_id}/confirm")
+    assert late.status_code == 409 and late.json()["error"]["code"] == "hold_expired"
+    bad = http.post("/v1/reservations", json={"pool_id": pool_id, "hold_seconds": 0})
+    assert bad.status_code == 422
+
+
 @pytest.mark.parametrize(
     "body",
     [b'{"pool_id": ', b'{"pool_id": 5}', b'{"pool_id": "x", "quantity": -1}', b'{"pool_id": "x", "zzz": 1}'],

@@ -219,6 +219,40 @@ def test_a_public_address_without_api_keys_is_refused_before_anything_starts(tmp
     assert not (tmp_path / "capacity.db").exists()  # nothing was started
 
 
+def readme_quickstart() -> str:
+    """The README's quickstart commands, as written (the first bash block after "## Quickstart")."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("## Quickstart", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    assert "capacity-service" in block and "curl" in block
+    return block
+
+
+def test_the_readme_quickstart_runs_against_start_as_written(tmp_path: Path) -> None:
+    """Every command of the quickstart, run by bash as a user pastes it, against `start` with its data in
+    ./data (as `scripts/run` has it): each answers without an error."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    service = start(tmp_path / "data", port)
+    try:
+        wait_ready(url, service)
+        script = "set -euo pipefail\n" + readme_quickstart().replace("http://127.0.0.1:8000", url)
+        done = subprocess.run(
+            ["bash", "-c", script],
+            cwd=tmp_path,
+            env={**os.environ, "CAPACITY_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        stop(service)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '"error"' not in done.stdout, done.stdout
+    assert '"status": "held"' in done.stdout.replace('":"', '": "'), done.stdout  # curl's and the CLI's holds
+    assert "PoolConfigured" in done.stdout and "CapacityHeld" in done.stdout  # the events dump
+
+
 # --- schemathesis against the live service, once (the in-process run, tests/unit/test_openapi_schemathesis.py,
 # goes deeper): `start` as a user runs it, its own /openapi.json loaded over HTTP, every operation driven with
 # generated valid and invalid requests and every check schemathesis has. schemathesis's pytest fixture loader

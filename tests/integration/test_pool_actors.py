@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -223,6 +224,40 @@ def test_a_host_paused_past_the_deadline_takes_nothing_it_was_not_asked_again_fo
         assert client.get_pool(pool_id).reserved == 1 + 10 * sum(
             1 for op in history.operations if op.outcome == "ok" and op.request_id != "before"
         )
+
+
+def test_holds_that_expire_while_their_host_is_down_expire_once_at_recovery(
+    client: CapacityClient, settings: ServiceSettings
+) -> None:
+    """Holds whose host is frozen past their expiry and then killed -9: the next incarnation expires each
+    of them once, at recovery; confirmed ones stay; a late confirm is 409 hold_expired; the history
+    checker agrees with the journal."""
+    pool_id = new_pool(client, 10)
+    history = History()
+    holds = [history.reserve(client, pool_id, 1, f"hold-{k}", hold_seconds=2) for k in range(6)]
+    assert all(op.outcome == "ok" for op in holds), holds
+    for op in holds[:2]:
+        history.confirm(client, pool_id, str(op.reservation_id))
+    pid = actor_pid(settings, pool_id)
+    os.kill(pid, signal.SIGSTOP)  # down from before the expiry until after it...
+    time.sleep(3.0)
+    os.kill(pid, signal.SIGKILL)  # ...and then gone: Ray starts a new incarnation
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if client.get_pool(pool_id).reserved == 2:
+                break
+        except Exception:  # restarting
+            pass
+        time.sleep(0.2)
+    assert client.get_pool(pool_id).reserved == 2
+    assert actor_pid(settings, pool_id) != pid
+    history.confirm(client, pool_id, str(holds[-1].reservation_id))
+    assert history.operations[-1].code == "hold_expired"
+    events = events_in(settings.journal, [pool_id])
+    assert check(history, events, now=datetime.now(UTC)) == []
+    kinds = [e["type"] for e in events[pool_id]]
+    assert (kinds.count("HoldConfirmed"), kinds.count("HoldExpired")) == (2, 4)
 
 
 def test_a_stale_incarnation_is_fenced_and_stops(client: CapacityClient, settings: ServiceSettings) -> None:

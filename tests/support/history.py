@@ -8,8 +8,11 @@ What a history must satisfy:
 - every unknown outcome (504, or no answer at all) was settled by a later attempt with the same request id
   that was decided (201 or a 409 rejection), and the journal agrees with that decision;
 - no reservation appears that nobody asked for (each request id at most once);
-- at no sequence number is a pool over its capacity;
-- every acknowledged release is a release event in the journal.
+- at no sequence number is a pool over its capacity (holds count as taken until they end);
+- every acknowledged release is a release event in the journal;
+- holds: every hold ends at most once (confirmed, released or expired), an expiry or a confirm only of a
+  hold that is still held; an acknowledged confirm is a confirm in the journal, a confirm answered
+  ``hold_expired`` an expiry; and (given ``now``) every hold whose expiry is over a second past has ended.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,12 +35,12 @@ Outcome = Literal["ok", "refused", "rejected", "unknown"]
 
 # Error codes that prove nothing was taken, and those that are a decision of the pool (also nothing taken).
 _REFUSALS = {"unavailable", "overloaded", "pool_not_found", "invalid_request", "payload_too_large"}
-_REJECTIONS = {"insufficient_capacity", "request_id_conflict"}
+_REJECTIONS = {"insufficient_capacity", "request_id_conflict", "hold_expired", "reservation_released"}
 
 
 @dataclass(frozen=True, slots=True)
 class Operation:
-    kind: Literal["reserve", "release"]
+    kind: Literal["reserve", "release", "confirm"]
     pool_id: str
     request_id: str | None
     quantity: int
@@ -67,13 +71,15 @@ class History:
         with self._lock:
             self.operations.append(operation)
 
-    def reserve(self, client: Any, pool_id: str, quantity: int, request_id: str | None) -> Operation:
+    def reserve(
+        self, client: Any, pool_id: str, quantity: int, request_id: str | None, hold_seconds: int | None = None
+    ) -> Operation:
         """``client.reserve`` (a ``CapacityClient``), recorded. Without a ``request_id`` the one the service
         made is recorded, from its answer or its error."""
         started = time.monotonic()
         reservation_id, message = None, ""
         try:
-            receipt = client.reserve(pool_id, quantity, request_id=request_id)
+            receipt = client.reserve(pool_id, quantity, request_id=request_id, hold_seconds=hold_seconds)
             code, reservation_id, request_id = "ok", receipt.reservation_id, receipt.request_id
         except CapacityError as exc:
             code, request_id, message = exc.code, exc.request_id or request_id, str(exc)
@@ -90,6 +96,23 @@ class History:
             code,
             reservation_id,
             message,
+        )
+        self.record(operation)
+        return operation
+
+    def confirm(self, client: Any, pool_id: str, reservation_id: str) -> Operation:
+        """``client.confirm``, recorded."""
+        started = time.monotonic()
+        message = ""
+        try:
+            client.confirm(reservation_id)
+            code = "ok"
+        except CapacityError as exc:
+            code, message = exc.code, str(exc)
+        except Exception as exc:
+            code, message = type(exc).__name__, str(exc)
+        operation = Operation(
+            "confirm", pool_id, None, 0, started, time.monotonic(), outcome_of_code(code), code, reservation_id, message
         )
         self.record(operation)
         return operation
@@ -130,19 +153,37 @@ def journal_events(
     return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
 
-def check(history: History, events_by_pool: Mapping[str, list[dict[str, Any]]]) -> list[str]:
-    """Every way the history and the journal disagree (empty: they agree)."""
+def check(
+    history: History, events_by_pool: Mapping[str, list[dict[str, Any]]], now: datetime | None = None
+) -> list[str]:
+    """Every way the history and the journal disagree (empty: they agree). ``now``: the wall-clock time the
+    journal was read at; holds due over a second before it must have ended."""
     problems: list[str] = []
     reserved_by_request: dict[str, dict[str, Any]] = {}
     released: dict[str, int] = {}
+    hold_ends: dict[str, str] = {}  # reservation id -> how its hold ended
+    hold_ids: set[str] = set()
     for pool_id, events in events_by_pool.items():
         capacity = reserved = 0
         live: dict[str, int] = {}
+        held: dict[str, datetime] = {}
         for event in events:
             kind = event["type"]
+            if kind in ("HoldConfirmed", "HoldExpired"):
+                reservation_id = str(event["reservation_id"])
+                if reservation_id not in held:
+                    problems.append(f"pool {pool_id!r}: {kind} of {reservation_id!r}, which is not held")
+                    continue
+                del held[reservation_id]
+                hold_ends[reservation_id] = kind
+                if kind == "HoldExpired":
+                    reserved -= live.pop(reservation_id)
             if kind == "PoolConfigured":
                 capacity = int(event["capacity"])
-            elif kind == "CapacityReserved":
+            elif kind in ("CapacityReserved", "CapacityHeld"):
+                if kind == "CapacityHeld":
+                    held[str(event["reservation_id"])] = datetime.fromisoformat(str(event["expires_at"]))
+                    hold_ids.add(str(event["reservation_id"]))
                 request_id = str(event["request_id"])
                 if request_id in reserved_by_request:
                     problems.append(f"request id {request_id!r} took capacity twice (seq_nr {event['seq_nr']})")
@@ -158,6 +199,12 @@ def check(history: History, events_by_pool: Mapping[str, list[dict[str, Any]]]) 
                     problems.append(f"pool {pool_id!r}: release of {reservation_id!r} that is not held")
                 else:
                     reserved -= live.pop(reservation_id)
+                if held.pop(reservation_id, None) is not None:
+                    hold_ends[reservation_id] = kind
+        if now is not None:
+            overdue = sorted(rid for rid, expires_at in held.items() if expires_at < now - timedelta(seconds=1))
+            if overdue:
+                problems.append(f"pool {pool_id!r}: holds past their expiry that never ended: {overdue[:5]}")
 
     by_request = _by_request(history.operations)
     for request_id, attempts in by_request.items():
@@ -182,6 +229,11 @@ def check(history: History, events_by_pool: Mapping[str, list[dict[str, Any]]]) 
     for op in history.operations:
         if op.kind == "release" and op.outcome == "ok" and op.reservation_id not in released:
             problems.append(f"lost ack: release of {op.reservation_id!r} was answered and is not in the journal")
+        ended = hold_ends.get(op.reservation_id or "")
+        if op.kind == "confirm" and op.code == "ok" and op.reservation_id in hold_ids and ended != "HoldConfirmed":
+            problems.append(f"confirm of {op.reservation_id!r} was answered 200 but the hold ended by {ended}")
+        if op.kind == "confirm" and op.code == "hold_expired" and ended != "HoldExpired":
+            problems.append(f"confirm of {op.reservation_id!r} was answered hold_expired, the journal says {ended}")
     return problems
 
 

@@ -3,6 +3,7 @@ they agree): a checker that cannot fail would prove nothing in the fault tests t
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.support.history import History, Operation, check, outcome_of_code
@@ -75,3 +76,68 @@ def test_each_kind_of_disagreement_is_found() -> None:
     assert "oversold at seq_nr 5: 4 > 3" in problems
     assert "'nobody-asked' in pool 'p' was never requested" in problems
     assert [o.request_id for o in answers.unsettled()] == ["open"]
+
+
+def held(seq_nr: int, request_id: str, expires_at: str = "2026-12-03 12:00:05+00:00") -> dict[str, Any]:
+    return {**reserved(seq_nr, request_id), "type": "CapacityHeld", "expires_at": expires_at}
+
+
+def hold_end(seq_nr: int, kind: str, request_id: str) -> dict[str, Any]:
+    return {"seq_nr": seq_nr, "type": kind, "reservation_id": f"res-{request_id}", "quantity": 1}
+
+
+def confirm(request_id: str, code: str) -> Operation:
+    return Operation("confirm", "p", None, 0, 5, 6, outcome_of_code(code), code, f"res-{request_id}")
+
+
+def test_holds_that_agree_with_the_journal_have_no_problems() -> None:
+    answers = history(
+        op("kept", "ok", 0, 1),
+        op("late", "ok", 0, 1),
+        op("let-go", "ok", 0, 1),
+        confirm("kept", "ok"),
+        confirm("late", "hold_expired"),
+    )
+    events = {
+        "p": [
+            configured(2),
+            held(2, "kept"),
+            held(3, "late"),
+            hold_end(4, "HoldConfirmed", "kept"),
+            hold_end(5, "HoldExpired", "late"),
+            held(6, "let-go"),  # fits: the expired hold gave its unit back
+            hold_end(7, "CapacityReleased", "let-go"),
+        ]
+    }
+    assert check(answers, events, now=datetime(2026, 12, 3, 13, tzinfo=UTC)) == []
+
+
+def test_each_kind_of_hold_disagreement_is_found() -> None:
+    answers = history(
+        op("twice", "ok", 0, 1),
+        op("lost-confirm", "ok", 0, 1),
+        op("wrong-expiry", "ok", 0, 1),
+        op("overdue", "ok", 0, 1),
+        confirm("lost-confirm", "ok"),
+        confirm("wrong-expiry", "hold_expired"),
+    )
+    events = {
+        "p": [
+            configured(9),
+            held(2, "twice"),
+            hold_end(3, "HoldExpired", "twice"),
+            hold_end(4, "HoldConfirmed", "twice"),  # a second end
+            held(5, "lost-confirm"),
+            hold_end(6, "HoldExpired", "lost-confirm"),
+            held(7, "wrong-expiry"),
+            hold_end(8, "HoldConfirmed", "wrong-expiry"),
+            held(9, "overdue"),
+            hold_end(10, "HoldExpired", "never-held"),
+        ]
+    }
+    problems = "\n".join(check(answers, events, now=datetime(2026, 12, 3, 13, tzinfo=UTC)))
+    assert "HoldConfirmed of 'res-twice', which is not held" in problems
+    assert "confirm of 'res-lost-confirm' was answered 200 but the hold ended by HoldExpired" in problems
+    assert "'res-wrong-expiry' was answered hold_expired, the journal says HoldConfirmed" in problems
+    assert "holds past their expiry that never ended: ['res-overdue']" in problems
+    assert "HoldExpired of 'res-never-held', which is not held" in problems

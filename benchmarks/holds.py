@@ -1,0 +1,267 @@
+"""Holds at scale, on `capacity-service start` as a user runs it (defaults: SQLite journal, warehouse on),
+everything created over HTTP:
+
+    .venv/bin/python benchmarks/holds.py [--holds 100000] [--baseline-commit 56d7de6]
+
+1. The storm. One pool; ``--holds`` holds are placed on it over HTTP, each with the ``hold_seconds`` that
+   makes it expire within the same wall-clock second T. From two seconds before T until the last hold has
+   expired, 8 connections keep reserving on the same pool. Reported: the reserves' median and p99 during
+   the storm (target: p99 under 50 ms), and the expiry lag of every hold, from its ``expires_at`` to the
+   time its ``HoldExpired`` event was recorded in the journal (target: p99 under 1 s). The journal is
+   read through the CLI's dump (``capacity-service events``).
+2. What the hold machinery costs plain reserves, side by side with the code before holds (a git worktree of
+   ``--baseline-commit``): each started the same way, 100 pools, 16 connections reserving for ``--seconds``,
+   rounds alternating so that the machine's drift falls on both (target: under 5%).
+
+The load comes from the benchmarks' lean HTTP/1.1 client (``_common.LeanConnection``) on the same 2
+cores. Results: benchmarks/results/holds.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import (
+    REPO,
+    LeanConnection,
+    command_line,
+    exit_cleanly_on_sigterm,
+    started_service,
+    summarize,
+    write_results,
+)
+
+STORM_POOL = "storm"
+RESERVE_CONNECTIONS = 8
+P99_RESERVE_TARGET_MS = 50.0
+P99_LAG_TARGET_S = 1.0
+OVERHEAD_TARGET = 0.05
+
+
+async def place_holds(port: int, count: int, expire_at: float) -> float:
+    """``count`` holds on the storm pool, each expiring within the second after ``expire_at``; returns how
+    long placing them took."""
+    began = time.monotonic()
+    next_index = 0
+
+    async def placer() -> None:
+        nonlocal next_index
+        connection = LeanConnection(port)
+        try:
+            while next_index < count:
+                next_index += 1
+                hold_seconds = math.ceil(expire_at - time.time())
+                body = json.dumps({"pool_id": STORM_POOL, "hold_seconds": hold_seconds}).encode()
+                status, answer = await connection.request("POST", "/v1/reservations", body)
+                if status != 201:
+                    raise RuntimeError(f"placing a hold: {status} {answer[:200]!r}")
+        finally:
+            connection.close()
+
+    await asyncio.gather(*(placer() for _ in range(16)))
+    return time.monotonic() - began
+
+
+async def reserve_during(
+    port: int, pool_ids: list[str], until: float, connections: int = RESERVE_CONNECTIONS
+) -> list[float]:
+    """Reserves (one unit, a random pool of ``pool_ids``) over ``connections`` connections until the
+    wall-clock time ``until``; each accepted one's latency in seconds."""
+    latencies: list[float] = []
+
+    async def reserver() -> None:
+        connection = LeanConnection(port)
+        try:
+            while time.time() < until:
+                body = json.dumps({"pool_id": random.choice(pool_ids)}).encode()
+                began = time.monotonic()
+                status, answer = await connection.request("POST", "/v1/reservations", body)
+                if status != 201:
+                    raise RuntimeError(f"reserve: {status} {answer[:200]!r}")
+                latencies.append(time.monotonic() - began)
+        finally:
+            connection.close()
+
+    await asyncio.gather(*(reserver() for _ in range(connections)))
+    return latencies
+
+
+async def put_pool(port: int, pool_id: str, capacity: int) -> None:
+    connection = LeanConnection(port)
+    try:
+        status, answer = await connection.request(
+            "PUT", f"/v1/pools/{pool_id}", json.dumps({"capacity": capacity, "zone": "bench"}).encode()
+        )
+        if status not in (200, 201):
+            raise RuntimeError(f"PUT {pool_id}: {status} {answer[:200]!r}")
+    finally:
+        connection.close()
+
+
+def expiry_lags(data_dir: Path) -> list[float]:
+    """Seconds from each hold's ``expires_at`` to its ``HoldExpired`` event's ``recorded_at``."""
+    dump = subprocess.run(
+        [str(Path(sys.executable).with_name("capacity-service")), "--data-dir", str(data_dir), "events", STORM_POOL],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    ).stdout
+    expires: dict[str, datetime] = {}
+    lags: list[float] = []
+    for line in dump.splitlines():
+        event = json.loads(line)
+        if event["type"] == "CapacityHeld":
+            expires[event["reservation_id"]] = datetime.fromisoformat(event["expires_at"])
+        elif event["type"] == "HoldExpired":
+            recorded = datetime.fromisoformat(event["recorded_at"])
+            lags.append((recorded - expires[event["reservation_id"]]).total_seconds())
+    return lags
+
+
+def storm(holds: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-holds-") as tmp, started_service(Path(tmp)) as port:
+        asyncio.run(put_pool(port, STORM_POOL, holds * 2))
+        # Time to place them all at ~2,000/s on this machine, and a margin: no hold expires while placing.
+        expire_at = math.ceil(time.time() + 20 + holds / 1_500)
+        placing_s = asyncio.run(place_holds(port, holds, expire_at))
+        print(f"  placed {holds} holds in {placing_s:.1f} s; they expire at T = {expire_at} (+1 s)", flush=True)
+        if time.time() > expire_at - 2:
+            raise RuntimeError("placing the holds took longer than the margin: rerun with fewer --holds")
+        time.sleep(max(0.0, expire_at - 2 - time.time()))
+        during = asyncio.run(reserve_during(port, [STORM_POOL], expire_at + 8))
+        lags = expiry_lags(Path(tmp))
+    lag_summary = summarize(lags) if lags else {}
+    reserve_summary = summarize(during)
+    return {
+        "holds": holds,
+        "placing_s": placing_s,
+        "expired": len(lags),
+        "reserves_during_storm": {**reserve_summary, "per_s": len(during) / 10.0},
+        "expiry_lag_ms": lag_summary,
+        "lags_s": sorted(lags)[:: max(1, len(lags) // 2_000)],  # a sample, for the plot
+        "targets": {
+            "reserve_p99_ms_under": P99_RESERVE_TARGET_MS,
+            "reserve_p99_met": reserve_summary["p99_ms"] < P99_RESERVE_TARGET_MS,
+            "lag_p99_s_under": P99_LAG_TARGET_S,
+            "lag_p99_met": bool(lags) and lag_summary["p99_ms"] / 1000 < P99_LAG_TARGET_S,
+            "every_hold_expired": len(lags) == holds,
+        },
+    }
+
+
+def plain_reserves(code: Path, seconds: float) -> dict[str, float]:
+    pools = [f"plain-{i}" for i in range(100)]
+    with tempfile.TemporaryDirectory(prefix="bench-plain-") as tmp, started_service(Path(tmp), code=code) as port:
+
+        async def seed() -> None:
+            for pool_id in pools:
+                await put_pool(port, pool_id, 10_000_000)
+
+        asyncio.run(seed())
+        asyncio.run(reserve_during(port, pools, time.time() + 2))  # warm-up
+        latencies = asyncio.run(reserve_during(port, pools, time.time() + seconds, connections=16))
+    return {**summarize(latencies), "per_s": len(latencies) / seconds}
+
+
+def overhead(baseline_commit: str, seconds: float, rounds: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
+        baseline = Path(tmp) / "code"
+        subprocess.run(
+            ["git", "worktree", "add", "-q", "--detach", str(baseline), baseline_commit], cwd=REPO, check=True
+        )
+        try:
+            runs: dict[str, list[dict[str, float]]] = {"with_holds": [], "before_holds": []}
+            for round_number in range(rounds):
+                for name, code in (("with_holds", REPO), ("before_holds", baseline)):
+                    row = plain_reserves(code, seconds)
+                    runs[name].append(row)
+                    print(
+                        f"  round {round_number + 1} {name:12}: {row['per_s']:7.0f} reserves/s, "
+                        f"median {row['median_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms",
+                        flush=True,
+                    )
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=REPO, check=False)
+    mean = {name: sum(r["per_s"] for r in rows) / len(rows) for name, rows in runs.items()}
+    cost = 1 - mean["with_holds"] / mean["before_holds"]
+    return {
+        "baseline_commit": baseline_commit,
+        "runs": runs,
+        "mean_per_s": mean,
+        "throughput_cost": cost,
+        "target_under": OVERHEAD_TARGET,
+        "met": cost < OVERHEAD_TARGET,
+    }
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    lags = results["storm"]["lags_s"]
+    left.plot([100 * i / max(1, len(lags) - 1) for i in range(len(lags))], lags)
+    left.axhline(P99_LAG_TARGET_S, color="grey", linestyle="--", label="1 s")
+    left.set(
+        title=f"expiry lag of {results['storm']['holds']} holds due in one second", xlabel="percentile", ylabel="s"
+    )
+    left.legend()
+    runs = results["overhead"]["runs"]
+    for name, rows in runs.items():
+        right.plot(range(1, len(rows) + 1), [r["per_s"] for r in rows], "o-", label=name)
+    right.set(title="plain reserves/s, 16 connections, 100 pools", xlabel="round", ylabel="reserves/s", ylim=(0, None))
+    right.legend()
+    fig.suptitle(command_line(), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    exit_cleanly_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--holds", type=int, default=100_000)
+    parser.add_argument("--baseline-commit", default="56d7de6", help="the code before holds, to compare with")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    print("storm:", flush=True)
+    storm_results = storm(args.holds)
+    print("plain reserves, side by side:", flush=True)
+    overhead_results = overhead(args.baseline_commit, args.seconds, args.rounds)
+    results = {"storm": storm_results, "overhead": overhead_results}
+    during, lag = storm_results["reserves_during_storm"], storm_results["expiry_lag_ms"]
+    print(f"\n{command_line()}")
+    print(
+        f"  storm: {storm_results['expired']} of {args.holds} holds expired; reserves during it: median "
+        f"{during['median_ms']:.1f} ms, p99 {during['p99_ms']:.1f} ms (target < {P99_RESERVE_TARGET_MS:.0f}); "
+        f"expiry lag median {lag.get('median_ms', float('nan')) / 1000:.2f} s, "
+        f"p99 {lag.get('p99_ms', float('nan')) / 1000:.2f} s (target < {P99_LAG_TARGET_S:.0f})"
+    )
+    mean = overhead_results["mean_per_s"]
+    print(
+        f"  plain reserves: {mean['with_holds']:.0f}/s with holds, {mean['before_holds']:.0f}/s before holds: "
+        f"cost {overhead_results['throughput_cost']:+.1%} (target < {OVERHEAD_TARGET:.0%})"
+    )
+    path = write_results("holds", results)
+    plot(results, path.with_suffix(".png"))
+    print(f"results: {path} and {path.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
