@@ -52,6 +52,7 @@ from capacity_service.errors import (
 )
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
 from capacity_service.runtime import _ray, service
+from capacity_service.runtime.cache_finder import CacheFinder
 from capacity_service.runtime.names import SUPERVISOR_NAME
 from capacity_service.runtime.router import PoolRouter
 from capacity_service.runtime.supervisor import Supervisor
@@ -97,6 +98,8 @@ class AsyncCapacityClient:
             router = PoolRouter(settings)
         self.settings = settings or ServiceSettings()
         self._router: Router = router
+        # The availability cache replicas (found lazily: a client that never asks never looks).
+        self.caches = CacheFinder(self.settings.hosting.namespace, self.start_watchdog)
 
     async def aclose(self) -> None:
         await self._router.aclose()
@@ -136,6 +139,21 @@ class AsyncCapacityClient:
         if not view.exists:
             raise PoolNotFound(pool_id)
         return Pool.of(view)
+
+    async def availability(
+        self,
+        zone: str,
+        slot_from: datetime | None = None,
+        slot_to: datetime | None = None,
+        quantity: int = 1,
+    ) -> list[Pool]:
+        """Pools of ``zone`` whose slot overlaps ``[slot_from, slot_to)`` with at least ``quantity``
+        remaining, from the replicated cache (it may lag a write by a little, as over HTTP)."""
+        if not (1 <= len(zone) <= MAX_ZONE_LENGTH and _printable(zone)):
+            raise InvalidRequest(f"zone must be 1-{MAX_ZONE_LENGTH} printable characters")
+        if quantity < 1:
+            raise InvalidRequest("quantity must be >= 1")
+        return [Pool.of(view) for view in await self.caches.query(zone, slot_from, slot_to, quantity)]
 
     # ------------------------------------------------------------------ reservations
 
@@ -250,6 +268,15 @@ class CapacityClient:
 
     def get_pool(self, pool_id: str) -> Pool:
         return self._run(self._async.get_pool(pool_id))
+
+    def availability(
+        self,
+        zone: str,
+        slot_from: datetime | None = None,
+        slot_to: datetime | None = None,
+        quantity: int = 1,
+    ) -> list[Pool]:
+        return self._run(self._async.availability(zone, slot_from, slot_to, quantity))
 
     def reserve(
         self, pool_id: str, quantity: int = 1, request_id: str | None = None, hold_seconds: int | None = None

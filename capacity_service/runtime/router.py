@@ -144,6 +144,13 @@ class PoolRouter:
                     outbox.waiting.remove(entry)
                     return Unavailable(f"{name} could not be reached before the deadline; nothing was taken")
                 return OutcomeUnknown(f"{name} did not answer in time; repeat with the same request_id")
+            except CapacityError:
+                raise
+            except Exception as exc:  # the batch went out and its call failed oddly: it may have been decided
+                log.warning("%s: a call failed unexpectedly: %r", name, exc)
+                return OutcomeUnknown(
+                    f"{name}: the call failed ({type(exc).__name__}); repeat with the same request_id"
+                )
             return result
         finally:
             self._commands_in_flight -= 1

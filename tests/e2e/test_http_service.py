@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from capacity_service.adapters.warehouse.parquet import ParquetSink
+from capacity_service.client import CapacityClient
 from capacity_service.runtime import _ray
 from capacity_service.runtime._ray import kill_namespace
 from capacity_service.runtime.names import CACHE_PREFIX
@@ -190,6 +191,27 @@ def test_availability_reflects_a_reserve_within_the_anti_entropy_bound(http: htt
     http.post("/v1/reservations", json={"pool_id": pools[0], "quantity": 5})
     wait_until(lambda: availability(http, zone) == {pools[1]: 5, pools[2]: 5}, 5, "drained pool hidden")
     assert availability(http, zone, quantity=6) == {}
+
+
+def test_the_python_client_gives_the_http_operations_with_the_same_answers(
+    http: httpx.Client, service: Service
+) -> None:
+    """The client attached to the running service: availability (from the same cache replicas) and holds
+    included, agreeing with what HTTP answers."""
+    zone = f"z-{uuid.uuid4().hex[:6]}"
+    with CapacityClient(namespace=service.namespace) as client:
+        pool_id = f"p-{uuid.uuid4().hex[:10]}"
+        client.configure_pool(pool_id, 3, zone)
+        wait_until(lambda: [p.pool_id for p in client.availability(zone)] == [pool_id], 5, "the pool in availability")
+        assert availability(http, zone) == {p.pool_id: p.remaining for p in client.availability(zone)}
+        receipt = client.reserve(pool_id, 2, hold_seconds=600)
+        assert (receipt.status, receipt.remaining) == ("held", 1) and receipt.expires_at is not None
+        assert http.get(f"/v1/reservations/{receipt.reservation_id}").json()["status"] == "held"
+        assert client.confirm(receipt.reservation_id).status == "active"
+        wait_until(lambda: client.availability(zone, quantity=2) == [], 5, "the pool leaves availability for 2")
+        assert client.get_pool(pool_id).model_dump(mode="json") == http.get(f"/v1/pools/{pool_id}").json()
+        client.release(receipt.reservation_id)
+        assert client.get_reservation(receipt.reservation_id).status == "released"
 
 
 def test_a_killed_cache_replica_comes_back_complete(http: httpx.Client, service: Service) -> None:

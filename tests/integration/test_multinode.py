@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from capacity_service.client import CapacityClient
+from capacity_service.errors import CapacityError
 from capacity_service.runtime import _ray
 from capacity_service.runtime._ray import kill_namespace
 from capacity_service.runtime.local import POOL_RESOURCES, LocalCluster, local_cluster, raylet_pid
@@ -38,6 +40,7 @@ from capacity_service.settings import (
     WarehouseSettings,
 )
 from devenv import LocalCassandra
+from tests.support.history import History, check, events_in
 from tests.support.multinode import (
     ReserveStream,
     actor_info,
@@ -130,6 +133,14 @@ def test_a_worker_node_lost_under_load(cluster: LocalCluster, client: CapacityCl
     doomed = max(placed, key=lambda node_id: len(placed[node_id]))
     start_supervisor_on(settings, doomed)
     client.start_watchdog()
+    # Checkouts in flight when the node goes: holds on pools of their own (every node), half confirmed.
+    hold_pools = make_pools(client, 6, 10)
+    holds = History()
+    for pool_id in hold_pools:
+        placed_holds = [holds.reserve(client, pool_id, 1, f"{pool_id}-hold-{k}", hold_seconds=4) for k in range(4)]
+        for op in placed_holds[:2]:
+            holds.confirm(client, pool_id, str(op.reservation_id))
+    assert all(op.code == "ok" for op in holds.operations), holds.operations
 
     stream = ReserveStream(client, pools)
     stream.start()
@@ -149,6 +160,20 @@ def test_a_worker_node_lost_under_load(cluster: LocalCluster, client: CapacityCl
 
     totals = check_journal(settings, stream, capacity)
     assert totals["acknowledged"] > 100
+
+    # Each hold ended once, wherever its pool went: the confirmed ones confirmed, the others expired.
+    def holds_settled() -> bool:
+        try:
+            return all(client.get_pool(pool_id).reserved == 2 for pool_id in hold_pools)
+        except CapacityError:  # a pool still starting on its new node
+            return False
+
+    assert wait_until(holds_settled, 60)
+    hold_events = events_in(settings.journal, hold_pools)
+    assert check(holds, hold_events, now=datetime.now(UTC)) == []
+    for pool_id, events in hold_events.items():
+        kinds = [e["type"] for e in events]
+        assert (kinds.count("HoldConfirmed"), kinds.count("HoldExpired")) == (2, 2), (pool_id, kinds)
     alive = set(_ray.alive_node_ids())
     relocated = pools_by_node(settings, pools)
     assert head not in relocated and set(relocated) <= alive

@@ -18,7 +18,7 @@ from capacity_service.adapters.warehouse.rows import WarehouseRow, row_of
 from capacity_service.adapters.warehouse.sink import SinkUnavailable
 from capacity_service.application.pool_writer import PoolWriter
 from capacity_service.application.warehouse_stream import WarehouseStream
-from capacity_service.domain import ConfigurePool, Release, Reserve, new_reservation_id
+from capacity_service.domain import ConfigurePool, Confirm, Release, Reserve, new_reservation_id
 from capacity_service.settings import ParquetSinkSettings, SqlJournalSettings, WarehouseSettings
 
 
@@ -66,12 +66,15 @@ class Pools:
         held = self.active[writer.pool_id]
         if n % 3 == 2 and held:
             return self._run(writer, Release(held.pop()))
+        if n % 8 == 5 and held:
+            return self._run(writer, Confirm(held[-1]))  # a plain reservation's confirm writes nothing
         reservation_id = new_reservation_id(writer.pool_id)
         held.append(reservation_id)
-        return self._run(writer, Reserve(1, f"req-{n}", reservation_id))
+        hold_seconds = 600 if n % 4 == 1 else None  # holds and their confirms go to the warehouse too
+        return self._run(writer, Reserve(1, f"req-{n}", reservation_id, hold_seconds))
 
     @staticmethod
-    def _run(writer: PoolWriter, command: ConfigurePool | Reserve | Release) -> list[WarehouseRow]:
+    def _run(writer: PoolWriter, command: ConfigurePool | Reserve | Release | Confirm) -> list[WarehouseRow]:
         return [row_of(event) for event in writer.execute_batch([command]).persisted]
 
 

@@ -22,7 +22,7 @@ from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal import open_journal
 from capacity_service.application.recovery import recover_pool
 from capacity_service.client import CapacityClient
-from capacity_service.domain import PoolState, ReservationStatus
+from capacity_service.domain import PoolState
 from capacity_service.runtime import _ray
 from capacity_service.runtime.local import LocalCluster
 from capacity_service.runtime.router import actor_name
@@ -201,9 +201,7 @@ def check_journal(settings: ServiceSettings, stream: ReserveStream, capacity: in
         assert not unasked, f"{pool_id}: in the journal but never requested: {sorted(unasked)[:5]}"
         # One reservation per request id (the journal's state is keyed by it; the events must agree).
         assert len(state.reservations) == len(stored), f"{pool_id}: a request id took capacity twice"
-        assert state.reserved == sum(
-            r.quantity for r in state.reservations.values() if r.status == ReservationStatus.ACTIVE
-        )
+        assert state.reserved == sum(r.quantity for r in state.reservations.values() if r.status.takes_capacity)
         assert state.reserved <= capacity, f"{pool_id}: oversold, {state.reserved} > {capacity}"
         if pool_id in stream.full:  # it said "full", and nothing was released since: it is exactly full
             assert state.reserved == capacity, f"{pool_id}: answered full at {state.reserved} of {capacity}"

@@ -130,7 +130,16 @@ def test_every_module_imports_only_from_its_own_and_lower_layers() -> None:
 
 
 # Calls that name an actor's method as a string, and the position of that string among their arguments.
-_METHOD_BY_NAME = {"ask": 1, "ask_now": 1, "tell": 1, "call": 1, "call_host": 1, "_call_actor": 1, "submit": 0}
+_METHOD_BY_NAME = {
+    "ask": 1,
+    "ask_now": 1,
+    "tell": 1,
+    "call": 1,
+    "call_host": 1,
+    "_call_actor": 1,
+    "submit": 0,
+    "ask_replica": 0,
+}
 
 
 def test_every_actor_method_called_by_name_exists() -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 
 from capacity_service.adapters.codec import Codec, PoolSnapshotV1
+from capacity_service.adapters.journal import AppendRequest, JournalError, JournalUnavailable, StoredEvent
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import PoolWriter
@@ -269,24 +270,24 @@ def test_the_host_expires_a_hold_on_its_own_within_a_second_of_its_expiry() -> N
 
 
 class FailingJournal(InMemoryJournal):
+    """Appends and reads fail while ``failing`` (and none is made inline, so every append goes this way)."""
+
     failing = False
 
-    def append_many(self, requests):  # type: ignore[no-untyped-def]
-        if self.failing:
-            from capacity_service.adapters.journal import JournalUnavailable
-
-            raise JournalUnavailable("injected outage")
+    def append_many(self, requests: Sequence[AppendRequest]) -> list[int | JournalError]:
+        self._fail_if_failing()
         return super().append_many(requests)
 
-    def append_many_now(self, requests):  # type: ignore[no-untyped-def]
+    def append_many_now(self, requests: Sequence[AppendRequest]) -> list[int | JournalError] | None:
         return None
 
-    def read(self, pool_id, from_seq_nr=1):  # type: ignore[no-untyped-def]
-        if self.failing:
-            from capacity_service.adapters.journal import JournalUnavailable
-
-            raise JournalUnavailable("injected outage")
+    def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:
+        self._fail_if_failing()
         return super().read(pool_id, from_seq_nr)
+
+    def _fail_if_failing(self) -> None:
+        if self.failing:
+            raise JournalUnavailable("injected outage")
 
 
 def test_an_expiry_the_journal_refused_is_retried_and_lands_once() -> None:
@@ -315,7 +316,7 @@ def test_an_expiry_the_journal_refused_is_retried_and_lands_once() -> None:
 
 
 @pytest.fixture
-def http() -> TestClient:
+def http() -> Iterator[TestClient]:
     app = create_app(InProcessBackend(), HttpSettings())
     with TestClient(app) as client:
         assert client.put("/v1/pools/north:1", json={"capacity": 2, "zone": "north"}).status_code == 201

@@ -486,3 +486,22 @@ def test_a_command_that_never_left_is_503_and_one_that_went_unanswered_is_504(mo
             await unreachable.execute("p2", reserve("p2"))
 
     asyncio.run(scenario())
+
+
+def test_an_actor_call_that_fails_oddly_is_504_never_a_raw_error() -> None:
+    """Whatever fails on the way (here the Ray layer raises something unexpected), the caller gets an answer
+    of the contract: the batch went out, so it may have been decided, and only the request id can settle it."""
+
+    async def scenario() -> None:
+        hosting = HostingSettings(mode="sharded", shards=1, call_timeout_s=5, same_node_channel=False)
+
+        async def odd_ask(handle: object, method: str, *args: Any, timeout: float) -> Any:
+            raise RuntimeError("a Ray internal error")
+
+        router = PoolRouter(ServiceSettings(hosting=hosting), calls=FakeCalls(ask_with=odd_ask))
+        started = time.monotonic()
+        answer = await router.execute("p1", reserve("p1"))
+        assert isinstance(answer, OutcomeUnknown) and "RuntimeError" in str(answer)
+        assert time.monotonic() - started < 1.0
+
+    asyncio.run(scenario())

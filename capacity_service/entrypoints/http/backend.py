@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from datetime import datetime
 
@@ -16,10 +15,10 @@ from capacity_service.domain import PoolView
 from capacity_service.errors import Unavailable
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
 from capacity_service.runtime import _ray
-from capacity_service.runtime.names import CACHE_PREFIX, SUPERVISOR_NAME, cache_name
+from capacity_service.runtime.cache_finder import CACHE_TIMEOUT_S
+from capacity_service.runtime.names import SUPERVISOR_NAME
 from capacity_service.settings import ServiceSettings
 
-_CACHE_TIMEOUT_S = 5.0
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +26,7 @@ class ServiceBackend:
     def __init__(self, settings: ServiceSettings) -> None:
         self._settings = settings
         self._client = AsyncCapacityClient(settings)
-        self._cache: _ray.Handle | None = None
+        self._caches = self._client.caches
         self._started = False
         self._mirror = AvailabilityIndex()
         self._mirror_incarnation = ""
@@ -48,7 +47,7 @@ class ServiceBackend:
         incarnation of the replica (which starts its change numbers anew) is simply merged in."""
         while True:
             try:
-                cache = await self._local_cache()
+                cache = await self._caches.handle()
                 wait_s = self._settings.read_side.mirror_wait_s  # the replica answers at the next change
                 incarnation, change_nr, views, ready = await _ray.ask(
                     cache,
@@ -56,14 +55,14 @@ class ServiceBackend:
                     self._mirror_incarnation,
                     self._mirror_change_nr,
                     wait_s,
-                    timeout=_CACHE_TIMEOUT_S + wait_s,
+                    timeout=CACHE_TIMEOUT_S + wait_s,
                 )
                 self._mirror.update_all(views)
                 self._mirror_incarnation, self._mirror_change_nr = incarnation, change_nr
                 if ready:
                     self._mirror_synced_at = time.monotonic()
             except (Unavailable, _ray.ActorGone):
-                self._cache = None
+                self._caches.forget()
             except Exception:
                 log.exception("mirroring the availability cache failed")
             await asyncio.sleep(self._settings.read_side.mirror_interval_s)
@@ -86,16 +85,7 @@ class ServiceBackend:
         if self._mirror_fresh():
             return self._mirror.query(zone, slot_from, slot_to, quantity)
         await self.start()
-        for _attempt in range(2):
-            cache = await self._local_cache()
-            try:
-                views: list[PoolView] = await _ray.ask(
-                    cache, "query", zone, slot_from, slot_to, quantity, timeout=_CACHE_TIMEOUT_S
-                )
-                return views
-            except _ray.ActorGone:
-                self._cache = None  # restarting or gone: find one again
-        raise Unavailable("no availability cache answered")
+        return await self._caches.query(zone, slot_from, slot_to, quantity)
 
     async def reserve(
         self, pool_id: str, quantity: int, request_id: str | None, hold_seconds: int | None = None
@@ -115,7 +105,7 @@ class ServiceBackend:
         await self.start()
         checks = {"cache": "ok", "pools": "ok", "journal": "ok"}
         try:
-            status = await _ray.ask(await self._local_cache(), "status", timeout=_CACHE_TIMEOUT_S)
+            status = await _ray.ask(await self._caches.handle(), "status", timeout=CACHE_TIMEOUT_S)
             if not status["ready"]:
                 checks["cache"] = f"bootstrapping ({status['last_error'] or 'first pull running'})"
         except (Unavailable, _ray.ActorGone) as exc:
@@ -124,7 +114,7 @@ class ServiceBackend:
         report = None
         if supervisor is not None:
             try:
-                report = await _ray.ask(supervisor, "last_report", timeout=_CACHE_TIMEOUT_S)
+                report = await _ray.ask(supervisor, "last_report", timeout=CACHE_TIMEOUT_S)
             except _ray.ActorGone:
                 report = None
         if report is None:
@@ -136,19 +126,3 @@ class ServiceBackend:
         elif report.failed:
             checks["pools"] = f"{len(report.failed)} registered pools not serving: {sorted(report.failed)[:5]}"
         return checks
-
-    async def _local_cache(self) -> _ray.Handle:
-        if self._cache is not None:
-            return self._cache
-        namespace = self._settings.hosting.namespace
-        handle = await asyncio.to_thread(_ray.lookup_actor, cache_name(_ray.current_node_id()), namespace)
-        if handle is None:
-            names = await asyncio.to_thread(_ray.named_actors, namespace, CACHE_PREFIX)
-            if not names:
-                await self.start()
-                raise Unavailable("the availability cache is starting")
-            handle = await asyncio.to_thread(_ray.lookup_actor, random.choice(names), namespace)
-            if handle is None:
-                raise Unavailable("the availability cache is starting")
-        self._cache = handle
-        return handle
