@@ -70,7 +70,17 @@ def _parser() -> argparse.ArgumentParser:
         help="one actor (a process, ~80 MB) per pool instead of shards: for a few heavy pools",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_service_commands(commands, data_dir, hosting)
+    _add_client_commands(commands, data_dir)
+    return parser
 
+
+def _add_service_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    data_dir: argparse.ArgumentParser,
+    hosting: argparse.ArgumentParser,
+) -> None:
+    """The commands that run or stop the service."""
     start = commands.add_parser(
         "start", parents=[data_dir, hosting], help="run the service on a local Ray (Ctrl-C stops it)"
     )
@@ -118,6 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     stop.add_argument("--app", default="capacity", help="the Serve application's name")
     stop.set_defaults(run=_stop)
 
+
+def _add_client_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], data_dir: argparse.ArgumentParser
+) -> None:
+    """The commands that call a running service over HTTP, or read its journal."""
     pools = commands.add_parser("pools", help="create, show and list pools").add_subparsers(dest="op", required=True)
     put = pools.add_parser("put", help="create or update a pool")
     put.add_argument("pool_id")
@@ -170,7 +185,6 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", parents=[data_dir], help="the Python API without Ray: a pool surviving restarts")
     demo.set_defaults(run=_demo)
-    return parser
 
 
 class ServiceError(Exception):
