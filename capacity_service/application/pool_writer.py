@@ -112,9 +112,10 @@ class PoolWriter:
     ) -> None:
         self.pool_id = pool_id
         self._clock = clock or _utc_now
-        # (expires_at, reservation_id) of the holds, earliest first; an entry whose hold ended since is
-        # skipped when it comes up.
-        self._expiries: list[tuple[datetime, str]] = []
+        # (expiry as a timestamp, reservation_id, expires_at) of the holds, earliest first: floats compare
+        # several times faster than datetimes in the heap. An entry whose hold ended since is skipped
+        # when it comes up.
+        self._expiries: list[tuple[float, str, datetime]] = []
         self._journal = journal
         self._codec = codec or Codec()
         self._snapshot_settings = snapshots or SnapshotSettings()
@@ -156,7 +157,7 @@ class PoolWriter:
         self._state, self._seq_nr = recovered.state, recovered.seq_nr
         self._last_snapshot_attempt = recovered.snapshot_seq_nr
         self._expiries = [
-            (r.expires_at, r.reservation_id)
+            (r.expires_at.timestamp(), r.reservation_id, r.expires_at)
             for r in self._state.reservations.values()
             if r.status is ReservationStatus.HELD and r.expires_at is not None
         ]
@@ -166,7 +167,7 @@ class PoolWriter:
         """When the earliest hold expires (the host's timer wakes the pool then); None: no holds."""
         expiries, reservations = self._expiries, self._state.reservations
         while expiries:
-            expires_at, reservation_id = expiries[0]
+            _, reservation_id, expires_at = expiries[0]
             held = reservations.get(reservation_id)
             if held is not None and held.status is ReservationStatus.HELD and held.expires_at == expires_at:
                 return expires_at
@@ -219,7 +220,8 @@ class PoolWriter:
             for event in decision:
                 apply(state, event)
                 if isinstance(event, CapacityHeld):
-                    heapq.heappush(self._expiries, (event.expires_at, event.reservation_id))
+                    entry = (event.expires_at.timestamp(), event.reservation_id, event.expires_at)
+                    heapq.heappush(self._expiries, entry)
                 encoded = self._codec.encode_event(event)
                 pending.append(NewEvent(encoded.event_type, encoded.schema_version, encoded.payload))
                 persisted.append(

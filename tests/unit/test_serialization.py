@@ -73,3 +73,24 @@ def test_snapshot_round_trip_and_corruption_is_detected() -> None:
         codec.decode_snapshot(version, json.dumps(tampered).encode())
     with pytest.raises(DecodingError):
         codec.decode_snapshot(version, payload[: len(payload) // 2])
+
+
+def test_events_encoded_as_plain_json_are_the_bytes_their_schema_writes() -> None:
+    """The codec writes string-and-integer events with ``json.dumps`` (faster): the bytes must be exactly
+    those of the pydantic schema, for any text (non-ASCII, quotes, backslashes, control characters)."""
+    from capacity_service.adapters.codec import _EVENT_SCHEMAS
+    from capacity_service.domain import CapacityReleased, CapacityReserved, HoldConfirmed, HoldExpired
+
+    codec = Codec()
+    tricky = 'p~é"\\\u0001\u2028x'
+    for event in (
+        CapacityReserved(tricky, 3, "req-ü\t"),
+        CapacityReleased(tricky, 2),
+        HoldConfirmed(tricky),
+        HoldExpired(tricky, 5),
+    ):
+        schema = _EVENT_SCHEMAS[event.TYPE].schema
+        expected = schema.model_construct(**{n: getattr(event, n) for n in schema.model_fields}).model_dump_json()
+        encoded = codec.encode_event(event)
+        assert encoded.payload == expected.encode(), event
+        assert codec.decode_event(encoded.event_type, encoded.schema_version, encoded.payload) == event
