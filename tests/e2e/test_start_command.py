@@ -147,9 +147,11 @@ def test_start_serve_stop_and_start_again_with_the_data(tmp_path: Path) -> None:
         assert created.status_code == 201
         rid = httpx.post(f"{url}/v1/reservations", json={"pool_id": "north:0800", "quantity": 2}, timeout=30)
         assert rid.status_code == 201
-        # Every request is answered ahead of Serve's per-request wrapper (http/ingress.py), which would
-        # stamp an x-request-id of its own; bad input there is still the contract's 422.
-        assert "x-request-id" not in rid.headers and "x-request-id" not in created.headers
+        # Every request is answered ahead of Serve's per-request wrapper (http/ingress.py): the answer's
+        # x-request-id is the Edge's (the client's when it sends one); bad input there is still a 422.
+        assert len(rid.headers["x-request-id"]) == 32 and rid.headers["x-request-id"] != created.headers["x-request-id"]
+        traced = httpx.get(f"{url}/v1/pools/north:0800", headers={"x-request-id": "trace-42"}, timeout=30)
+        assert traced.headers["x-request-id"] == "trace-42"
         bad = httpx.post(f"{url}/v1/reservations", json={"pool_id": "north:0800", "quantity": 0}, timeout=30)
         assert (bad.status_code, set(bad.json())) == (422, {"error"})
         # The Serve replica answers HTTP itself (no proxy hop), on loopback; nothing else is exposed.

@@ -4,6 +4,7 @@ The same contract runs over real HTTP on Ray Serve in tests/e2e."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -461,3 +462,29 @@ def test_requests_over_the_replicas_bound_are_refused_at_once_and_probes_still_a
         assert backend.journal.highest_seq_nr("p1") == 1 + 3  # the refused took nothing
 
     asyncio.run(scenario())
+
+
+def test_every_answer_carries_a_request_id_the_clients_when_usable(http: TestClient) -> None:
+    made = http.get("/healthz").headers["x-request-id"]
+    assert len(made) == 32 and made != http.get("/healthz").headers["x-request-id"]
+    assert http.get("/v1/pools/nope", headers={"x-request-id": "trace-7"}).headers["x-request-id"] == "trace-7"
+    fast = http.post("/v1/reservations", json={"pool_id": "nope"}, headers={"x-request-id": "trace-8"})
+    assert fast.status_code == 404 and fast.headers["x-request-id"] == "trace-8"  # the fast lane too
+    unusable = http.get("/healthz", headers={"x-request-id": "x" * 200}).headers["x-request-id"]
+    assert len(unusable) == 32  # too long: replaced, not echoed
+
+
+def test_log_lines_written_while_answering_name_the_request(
+    backend: InProcessBackend, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(backend, "get_pool", broken)
+    app = create_app(backend, HttpSettings())
+    with caplog.at_level("ERROR"), TestClient(app, raise_server_exceptions=False) as http:
+        answer = http.get("/v1/pools/north:0800", headers={"x-request-id": "trace-500"})
+    assert answer.status_code == 500 and answer.headers["x-request-id"] == "trace-500"
+    assert any(r.getMessage().startswith("request_id=trace-500 ") for r in caplog.records), caplog.records
+    logging.getLogger("capacity_service.test").error("outside any request")
+    assert caplog.records[-1].getMessage() == "outside any request"

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
 from capacity_service.domain import PoolView
+from capacity_service.entrypoints.http import request_ids
 from capacity_service.entrypoints.http.auth import ApiKeys
 from capacity_service.entrypoints.http.edge import Edge, JsonOperation
 from capacity_service.entrypoints.http.errors import capacity_error_response, error_response, internal_error_response
@@ -157,6 +158,7 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
     # routes FastAPI puts first made every request try them. No two routes overlap, so order is free.
     hot = {path for _, path in fast_lane}
     app.router.routes.sort(key=lambda route: getattr(route, "path", "") not in hot)
+    request_ids.install_log_stamp()
     return Edge(app, settings.max_body_bytes, fast_lane, keys, settings.max_requests_in_flight)
 
 

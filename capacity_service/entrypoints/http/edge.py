@@ -1,4 +1,5 @@
-"""The outermost ASGI layer of the HTTP app: the body size limit, and the fast lane.
+"""The outermost ASGI layer of the HTTP app: request ids, the bound on requests in flight, the body size
+limit, and the fast lane.
 
 The fast lane answers the hot calls (availability and reserve: most of the traffic) itself, with the same
 operation functions the FastAPI routes call, so there is one implementation of each. It skips only the
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from capacity_service.entrypoints.http import request_ids
 from capacity_service.entrypoints.http.auth import ApiKeys
 from capacity_service.entrypoints.http.errors import capacity_error_response, error_response, internal_error_response
 from capacity_service.errors import CapacityError, Overloaded
@@ -49,6 +51,14 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        request_id = request_ids.request_id_of(_first_header(scope, request_ids.HEADER))
+        token = request_ids.current.set(request_id)
+        try:
+            await self._admit(scope, receive, _with_request_id(send, request_id.encode()))
+        finally:
+            request_ids.current.reset(token)
+
+    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._max_in_flight is None or _route_path(scope) in _PROBES:
             await self._answer(scope, receive, send)
             return
@@ -114,6 +124,25 @@ class Edge:
 
 # Health probes are answered whatever the load: a busy service is not a dead one.
 _PROBES = frozenset({"/healthz", "/readyz"})
+
+
+def _first_header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _with_request_id(send: Send, request_id: bytes) -> Send:
+    """``send``, with the request's id added to the answer's headers."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != request_ids.HEADER]
+            message = {**message, "headers": [*headers, (request_ids.HEADER, request_id)]}
+        await send(message)
+
+    return sending
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:

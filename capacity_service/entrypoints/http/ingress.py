@@ -15,7 +15,8 @@ app halved the rate of the other calls (a pool's GET, health checks). Where no `
 The middleware sees paths before Serve applies the application's route prefix: it assumes the app at
 ``/``, as ``start`` deploys it. Leave the hook unset for an app under another prefix.
 
-What the fast lane gives up: Serve's request metrics and ``x-request-id`` header, and
+What the fast lane gives up: Serve's request metrics and its own ``x-request-id`` header (the ``Edge``
+gives every answer one, see ``request_ids.py``), and
 ``max_ongoing_requests`` no longer bounds requests (the router bounds the commands in flight and each
 pool's queue, and every command has its deadline).
 """
