@@ -205,12 +205,9 @@ class PoolHost:
         """The pool's earliest hold is due: a command that decides nothing goes through the queue, and the
         writer expires what is due before it (``PoolWriter.prepare``)."""
         slot.woken_for, slot.wake, slot.wake_at = slot.wake_at, None, None
-        if self.fenced:
-            return
-        reply: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
-        reply.add_done_callback(_ignore_answer)
-        slot.queue.append(_Pending(ExpireHolds(), reply, None))
-        self._drain_if_idle(slot)
+        if not self.fenced:
+            # Refused only when the queue is full: its drain expires what is due before each batch anyway.
+            self._enqueue(slot, ExpireHolds(), None).add_done_callback(_ignore_answer)
 
     async def _write(self, slot: _PoolSlot, batch: list[_Pending]) -> None:
         if not self.breaker.allow():

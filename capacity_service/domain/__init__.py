@@ -36,7 +36,6 @@ from capacity_service.domain.pool import (
     apply,
     apply_all,
     decide,
-    due_holds,
     view_of,
 )
 
@@ -74,7 +73,6 @@ __all__ = [
     "apply_all",
     "check_pool_id",
     "decide",
-    "due_holds",
     "is_valid_pool_id",
     "new_reservation_id",
     "pool_of_reservation",

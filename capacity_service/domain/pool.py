@@ -54,6 +54,10 @@ class Reservation(NamedTuple):
     # When a hold expires unless confirmed first; None once confirmed, and for plain reservations.
     expires_at: datetime | None = None
 
+    def is_due(self, now: datetime) -> bool:
+        """A hold whose expiry has come."""
+        return self.status is ReservationStatus.HELD and self.expires_at is not None and self.expires_at <= now
+
 
 @dataclass(slots=True)
 class PoolState:
@@ -240,19 +244,9 @@ def _decide_expiry(state: PoolState, command: ExpireHolds, now: datetime | None)
         return events
     for reservation_id in dict.fromkeys(command.reservation_ids):
         held = state.reservations.get(reservation_id)
-        due = held is not None and held.status is ReservationStatus.HELD and held.expires_at is not None
-        if due and held is not None and held.expires_at is not None and held.expires_at <= now:
+        if held is not None and held.is_due(now):
             events.append(HoldExpired(reservation_id, held.quantity))
     return events
-
-
-def due_holds(state: PoolState, now: datetime) -> list[str]:
-    """Every hold whose expiry has come (a full scan: recovery and tests; the writer keeps a heap)."""
-    return [
-        r.reservation_id
-        for r in state.reservations.values()
-        if r.status is ReservationStatus.HELD and r.expires_at is not None and r.expires_at <= now
-    ]
 
 
 def _owning_pool(reservation_id: str) -> str | None:
