@@ -459,6 +459,9 @@ def test_requests_over_the_replicas_bound_are_refused_at_once_and_probes_still_a
         assert statuses == [201] * 3 + [429] * 5, statuses
         refused = [a for a in answers if a.status_code == 429]
         assert all(a.headers["retry-after"] in ("1", "2", "3") and error_code(a) == "overloaded" for a in refused)
+        # Every reserve answer names the request_id it was handled under, refusals at the door included.
+        assert {a.json()["error"]["request_id"] for a in refused} <= {f"r{k}" for k in range(8)}
+        assert len({a.json()["error"]["request_id"] for a in refused}) == 5
         assert backend.journal.highest_seq_nr("p1") == 1 + 3  # the refused took nothing
 
     asyncio.run(scenario())

@@ -10,7 +10,9 @@ FastAPI app.
 
 from __future__ import annotations
 
+import json
 import random
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -67,6 +69,8 @@ class Edge:
             busy = Overloaded(
                 f"{self._in_flight} requests are being answered; nothing was taken", retry_after_s=random.randint(1, 3)
             )
+            if (scope["method"], _route_path(scope)) == _RESERVE:
+                busy.request_id = await _reserve_request_id(receive, self.limit)
             await capacity_error_response(busy)(scope, receive, send)
             return
         self._in_flight += 1
@@ -124,6 +128,23 @@ class Edge:
 
 # Health probes are answered whatever the load: a busy service is not a dead one.
 _PROBES = frozenset({"/healthz", "/readyz"})
+_RESERVE = ("POST", "/v1/reservations")
+
+
+async def _reserve_request_id(receive: Receive, limit: int) -> str:
+    """The id a refused reserve was handled under, which every reserve answer carries: its own, or one made
+    as the client makes them (nothing was taken under it)."""
+    body = b""
+    while len(body) <= limit:
+        message = await receive()
+        body += message.get("body", b"")
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+    try:
+        given = json.loads(body).get("request_id")
+    except (ValueError, AttributeError):
+        given = None
+    return given if isinstance(given, str) and given else f"auto:{uuid.uuid4().hex}"
 
 
 def _first_header(scope: Scope, name: bytes) -> bytes | None:
