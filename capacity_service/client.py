@@ -31,12 +31,14 @@ from capacity_service.domain import (
     Reservation,
     ReservationWasReleased,
     Reserve,
+    RetirePool,
     check_pool_id,
     new_reservation_id,
     pool_of_reservation,
 )
 from capacity_service.domain import InsufficientCapacity as InsufficientCapacityRejection
 from capacity_service.domain import InvalidCommand as InvalidCommandRejection
+from capacity_service.domain import PoolIsRetired as PoolIsRetiredRejection
 from capacity_service.domain import PoolNotFound as PoolNotFoundRejection
 from capacity_service.domain import RequestIdConflict as RequestIdConflictRejection
 from capacity_service.domain import ReservationNotFound as ReservationNotFoundRejection
@@ -46,6 +48,7 @@ from capacity_service.errors import (
     InsufficientCapacity,
     InvalidRequest,
     PoolNotFound,
+    PoolRetired,
     RequestIdConflict,
     ReservationNotFound,
     ReservationReleased,
@@ -154,6 +157,13 @@ class AsyncCapacityClient:
         if quantity < 1:
             raise InvalidRequest("quantity must be >= 1")
         return [Pool.of(view) for view in await self.caches.query(zone, slot_from, slot_to, quantity)]
+
+    async def retire_pool(self, pool_id: str) -> Pool:
+        """Retire the pool: it takes no new reservations (``PoolRetired``) and leaves availability; releases,
+        confirms and reads go on, and it stops being hosted once nothing in it is held or active. Its
+        journal stays. Retiring twice is fine."""
+        _check_pool_id(pool_id)
+        return Pool.of((await self._execute(pool_id, RetirePool())).view)
 
     # ------------------------------------------------------------------ reservations
 
@@ -269,6 +279,9 @@ class CapacityClient:
     def get_pool(self, pool_id: str) -> Pool:
         return self._run(self._async.get_pool(pool_id))
 
+    def retire_pool(self, pool_id: str) -> Pool:
+        return self._run(self._async.retire_pool(pool_id))
+
     def availability(
         self,
         zone: str,
@@ -374,6 +387,8 @@ def _error_of(rejection: object) -> CapacityError:
             return HoldExpired(reservation_id)
         case ReservationWasReleased(reservation_id=reservation_id):
             return ReservationReleased(reservation_id)
+        case PoolIsRetiredRejection(pool_id=pool_id):
+            return PoolRetired(pool_id)
         case InvalidCommandRejection(reason=reason):
             return InvalidRequest(reason)
     return CapacityError(str(rejection))

@@ -71,6 +71,16 @@ class ReservationReleased(CapacityError):
         self.reservation_id = reservation_id
 
 
+class PoolRetired(CapacityError):
+    """The pool was retired: it takes no new reservations (releases and reads still work)."""
+
+    code = "pool_retired"
+
+    def __init__(self, pool_id: str) -> None:
+        super().__init__(f"pool {pool_id!r} is retired: it takes no new reservations")
+        self.pool_id = pool_id
+
+
 class Unavailable(CapacityError):
     """The service could not take the request now (journal outage, pool restarting, its deadline passed
     before the pool could decide). Nothing was taken, and nothing will be: retrying with the same request

@@ -23,6 +23,8 @@ class Pool(_Model):
     reserved: int
     remaining: int
     version: int
+    # "active", or "retired": a retired pool takes no new reservations and is left out of availability.
+    state: Literal["active", "retired"] = "active"
 
     @classmethod
     def of(cls, view: PoolView) -> Pool:
@@ -35,6 +37,7 @@ class Pool(_Model):
             reserved=view.reserved,
             remaining=view.remaining,
             version=view.version,
+            state="retired" if view.retired else "active",
         )
 
 

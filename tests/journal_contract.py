@@ -262,6 +262,18 @@ class JournalContract:
         assert pool_id in known
         assert claimed_only not in known
 
+    def test_dormant_pools_stay_registered_but_leave_the_live_ones(self, journal: Journal, pool_id: str) -> None:
+        retired, live = pool_id + "-retired", pool_id + "-live"
+        for each in (retired, live):
+            journal.append(each, 0, journal.claim_epoch(each), events("a"))
+        journal.mark_dormant(retired)
+        journal.mark_dormant(retired)  # idempotent
+        assert {retired, live} <= set(journal.pool_ids())
+        assert retired in set(journal.dormant_pool_ids()) and live not in set(journal.dormant_pool_ids())
+        live_ids = journal.live_pool_ids()
+        assert live in live_ids and retired not in live_ids
+        assert payloads(journal, retired) == ["a"]  # its history stays
+
     # ------------------------------------------------------------------ snapshots
 
     def test_snapshots_newest_first_and_only_the_last_k_kept(self, journal: Journal, pool_id: str) -> None:

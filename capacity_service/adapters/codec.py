@@ -25,6 +25,7 @@ from capacity_service.domain import (
     HoldExpired,
     PoolConfigured,
     PoolEvent,
+    PoolRetired,
     PoolState,
     Reservation,
     ReservationStatus,
@@ -76,6 +77,10 @@ class HoldConfirmedV1(_Schema):
 class HoldExpiredV1(_Schema):
     reservation_id: str
     quantity: int
+
+
+class PoolRetiredV1(_Schema):
+    pass
 
 
 class PoolSnapshotV1(_Schema):
@@ -138,6 +143,14 @@ class PoolSnapshotV2(_Schema):
         return self
 
 
+class PoolSnapshotV3(PoolSnapshotV2):
+    """V2 with retirement."""
+
+    VERSION: ClassVar[int] = 3
+
+    retired: bool
+
+
 @dataclass(frozen=True, slots=True)
 class EncodedEvent:
     event_type: str
@@ -154,6 +167,7 @@ class _EventSchema:
         | type[CapacityHeld]
         | type[HoldConfirmed]
         | type[HoldExpired]
+        | type[PoolRetired]
     )
     schema: type[_Schema]
 
@@ -165,11 +179,14 @@ _EVENT_SCHEMAS: dict[str, _EventSchema] = {
     CapacityHeld.TYPE: _EventSchema(CapacityHeld, CapacityHeldV1),
     HoldConfirmed.TYPE: _EventSchema(HoldConfirmed, HoldConfirmedV1),
     HoldExpired.TYPE: _EventSchema(HoldExpired, HoldExpiredV1),
+    PoolRetired.TYPE: _EventSchema(PoolRetired, PoolRetiredV1),
 }
 
 
 # Events whose fields are all strings and integers: plain JSON encodes them exactly as their schema does.
-_PLAIN_JSON_EVENTS = frozenset({CapacityReserved.TYPE, CapacityReleased.TYPE, HoldConfirmed.TYPE, HoldExpired.TYPE})
+_PLAIN_JSON_EVENTS = frozenset(
+    {CapacityReserved.TYPE, CapacityReleased.TYPE, HoldConfirmed.TYPE, HoldExpired.TYPE, PoolRetired.TYPE}
+)
 _FIELDS = {name: tuple(known.schema.model_fields) for name, known in _EVENT_SCHEMAS.items()}
 
 
@@ -252,7 +269,7 @@ class Codec:
 
     def encode_snapshot(self, state: PoolState) -> tuple[int, bytes]:
         reservations = list(state.reservations.values())
-        snapshot = PoolSnapshotV2.model_construct(
+        snapshot = PoolSnapshotV3.model_construct(
             pool_id=state.pool_id,
             exists=state.exists,
             capacity=state.capacity,
@@ -267,15 +284,19 @@ class Codec:
             expires_at=[
                 None if r.expires_at is None else (r.expires_at - _EPOCH) // _MICROSECOND for r in reservations
             ],
+            retired=state.retired,
         )
-        return PoolSnapshotV2.VERSION, snapshot.model_dump_json().encode()
+        return PoolSnapshotV3.VERSION, snapshot.model_dump_json().encode()
 
     def decode_snapshot(self, schema_version: int, payload: bytes) -> PoolState:
         try:
+            if schema_version == PoolSnapshotV3.VERSION:
+                return _state_of(PoolSnapshotV3.model_validate_json(payload))
             if schema_version == PoolSnapshotV2.VERSION:
-                return _state_of(PoolSnapshotV2.model_validate_json(payload))
+                return _state_of(_upcast_snapshot_v2(PoolSnapshotV2.model_validate_json(payload)))
             if schema_version == PoolSnapshotV1.VERSION:
-                return _state_of(_upcast_snapshot_v1(PoolSnapshotV1.model_validate_json(payload)))
+                v2 = _upcast_snapshot_v1(PoolSnapshotV1.model_validate_json(payload))
+                return _state_of(_upcast_snapshot_v2(v2))
         except ValidationError as exc:
             raise DecodingError(f"corrupt snapshot: {exc.error_count()} errors") from exc
         raise DecodingError(f"unknown snapshot version {schema_version}")
@@ -291,7 +312,12 @@ def _upcast_snapshot_v1(snap: PoolSnapshotV1) -> PoolSnapshotV2:
     )
 
 
-def _state_of(snap: PoolSnapshotV2) -> PoolState:
+def _upcast_snapshot_v2(snap: PoolSnapshotV2) -> PoolSnapshotV3:
+    # v2 (before retirement): no pool was retired.
+    return PoolSnapshotV3.model_construct(**dict(snap), retired=False)
+
+
+def _state_of(snap: PoolSnapshotV3) -> PoolState:
     reservations = {
         rid: Reservation(
             rid, quantity, request_id, status, None if expires_at is None else _EPOCH + expires_at * _MICROSECOND
@@ -310,6 +336,7 @@ def _state_of(snap: PoolSnapshotV2) -> PoolState:
         reserved=snap.reserved,
         reservations=reservations,
         reservation_by_request={r.request_id: rid for rid, r in reservations.items()},
+        retired=snap.retired,
     )
 
 

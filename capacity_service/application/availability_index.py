@@ -37,15 +37,19 @@ class AvailabilityIndex:
         if not view.exists:
             return False
         self._views[view.pool_id] = view
-        if current is not None and current.zone != view.zone:
-            self._by_zone[current.zone].pop(view.pool_id, None)
-            if not self._by_zone[current.zone]:
-                del self._by_zone[current.zone]
-        self._by_zone.setdefault(view.zone, {})[view.pool_id] = view
+        if current is not None and (current.zone != view.zone or view.retired):
+            self._unlist(current)
+        if not view.retired:  # a retired pool keeps its version here (no older view revives it), unlisted
+            self._by_zone.setdefault(view.zone, {})[view.pool_id] = view
         self._change_nr += 1
         self._changes[view.pool_id] = self._change_nr
         self._changes.move_to_end(view.pool_id)
         return True
+
+    def _unlist(self, view: PoolView) -> None:
+        listed = self._by_zone.get(view.zone)
+        if listed is not None and listed.pop(view.pool_id, None) is not None and not listed:
+            del self._by_zone[view.zone]
 
     def version_of(self, pool_id: str) -> int:
         """The version held of a pool; -1 for none."""

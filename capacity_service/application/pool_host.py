@@ -78,6 +78,10 @@ class _PoolSlot:
     wake_at: float | None = None
     # The expiry the last wake-up was for: due again afterwards means it failed, and the next waits.
     woken_for: float | None = None
+    # Retired with nothing held or active: being handed back (``unhosting``), then no longer hosted here
+    # (``unhosted``: a command that still reaches this slot starts the pool anew).
+    unhosting: bool = False
+    unhosted: bool = False
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -149,6 +153,8 @@ class PoolHost:
         return cast(list[CommandOutcome | CapacityError], answers)
 
     def _enqueue(self, slot: _PoolSlot, command: PoolCommand, deadline: float | None) -> asyncio.Future[CommandOutcome]:
+        if slot.unhosted:
+            return asyncio.ensure_future(self.execute(slot.writer.pool_id, command, deadline))
         reply: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
         if len(slot.queue) >= self._settings.max_queued_per_pool:
             reply.set_exception(
@@ -178,6 +184,7 @@ class PoolHost:
         finally:
             slot.idle.set()
             self._schedule_expiry(slot)
+            self._unhost_if_dormant(slot)
 
     # ------------------------------------------------------------------ hold expiry
 
@@ -208,6 +215,31 @@ class PoolHost:
         if not self.fenced:
             # Refused only when the queue is full: its drain expires what is due before each batch anyway.
             self._enqueue(slot, ExpireHolds(), None).add_done_callback(_ignore_answer)
+
+    # ------------------------------------------------------------------ retirement
+
+    def _unhost_if_dormant(self, slot: _PoolSlot) -> None:
+        """A retired pool with nothing held or active will never change by itself again: record it as
+        dormant (the watchdog and the caches then leave it out) and stop hosting it."""
+        if slot.writer.state.dormant and not slot.unhosting and not slot.unhosted and not self.fenced:
+            slot.unhosting = True
+            self._spawn(self._unhost(slot))
+
+    async def _unhost(self, slot: _PoolSlot) -> None:
+        pool_id = slot.writer.pool_id
+        try:
+            await asyncio.to_thread(self._journal.mark_dormant, pool_id)
+        except JournalError as exc:  # tried again after its next write or recovery
+            log.warning("pool %s: cannot record it as dormant, still hosting it: %s", pool_id, exc)
+            slot.unhosting = False
+            return
+        slot.unhosting = False
+        if self._slots.get(pool_id) is slot and slot.idle.is_set() and not slot.queue:
+            del self._slots[pool_id]
+            slot.unhosted = True
+            if slot.wake is not None:
+                slot.wake.cancel()
+            log.info("pool %s: retired with nothing held or active; no longer hosted", pool_id)
 
     async def _write(self, slot: _PoolSlot, batch: list[_Pending]) -> None:
         if not self.breaker.allow():
@@ -436,6 +468,7 @@ class PoolHost:
             self._slots[pool_id] = outcome
             starting.set_result(outcome)
             self._schedule_expiry(outcome)  # holds that expired while the pool was down go at once
+            self._unhost_if_dormant(outcome)
         else:
             _fail(starting, outcome)
 

@@ -1,6 +1,14 @@
 """The capacity pool domain. Imports nothing from Ray, Cassandra or SQLAlchemy."""
 
-from capacity_service.domain.commands import ConfigurePool, Confirm, ExpireHolds, PoolCommand, Release, Reserve
+from capacity_service.domain.commands import (
+    ConfigurePool,
+    Confirm,
+    ExpireHolds,
+    PoolCommand,
+    Release,
+    Reserve,
+    RetirePool,
+)
 from capacity_service.domain.events import (
     CapacityHeld,
     CapacityReleased,
@@ -9,6 +17,7 @@ from capacity_service.domain.events import (
     HoldExpired,
     PoolConfigured,
     PoolEvent,
+    PoolRetired,
 )
 from capacity_service.domain.ids import (
     InvalidId,
@@ -24,6 +33,7 @@ from capacity_service.domain.pool import (
     HoldHasExpired,
     InsufficientCapacity,
     InvalidCommand,
+    PoolIsRetired,
     PoolNotFound,
     PoolState,
     PoolView,
@@ -58,7 +68,9 @@ __all__ = [
     "PoolCommand",
     "PoolConfigured",
     "PoolEvent",
+    "PoolIsRetired",
     "PoolNotFound",
+    "PoolRetired",
     "PoolState",
     "PoolView",
     "Rejection",
@@ -69,6 +81,7 @@ __all__ = [
     "ReservationStatus",
     "ReservationWasReleased",
     "Reserve",
+    "RetirePool",
     "apply",
     "apply_all",
     "check_pool_id",

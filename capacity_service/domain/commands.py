@@ -55,4 +55,9 @@ class ExpireHolds:
     reservation_ids: tuple[str, ...] = ()
 
 
-PoolCommand = ConfigurePool | Reserve | Release | Confirm | ExpireHolds
+@dataclass(frozen=True, slots=True)
+class RetirePool:
+    """Stop selling the pool's capacity for good (its slot is over, or it was made by mistake). Idempotent."""
+
+
+PoolCommand = ConfigurePool | Reserve | Release | Confirm | ExpireHolds | RetirePool

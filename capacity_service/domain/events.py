@@ -79,4 +79,14 @@ class HoldExpired:
     quantity: int
 
 
-PoolEvent = PoolConfigured | CapacityReserved | CapacityReleased | CapacityHeld | HoldConfirmed | HoldExpired
+@dataclass(frozen=True, slots=True)
+class PoolRetired:
+    """The pool takes no new reservations from now on; what it holds still ends as usual."""
+
+    TYPE: ClassVar[str] = "PoolRetired"
+    VERSION: ClassVar[int] = 1
+
+
+PoolEvent = (
+    PoolConfigured | CapacityReserved | CapacityReleased | CapacityHeld | HoldConfirmed | HoldExpired | PoolRetired
+)

@@ -14,7 +14,15 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import NamedTuple
 
-from capacity_service.domain.commands import ConfigurePool, Confirm, ExpireHolds, PoolCommand, Release, Reserve
+from capacity_service.domain.commands import (
+    ConfigurePool,
+    Confirm,
+    ExpireHolds,
+    PoolCommand,
+    Release,
+    Reserve,
+    RetirePool,
+)
 from capacity_service.domain.events import (
     CapacityHeld,
     CapacityReleased,
@@ -23,6 +31,7 @@ from capacity_service.domain.events import (
     HoldExpired,
     PoolConfigured,
     PoolEvent,
+    PoolRetired,
 )
 from capacity_service.domain.ids import InvalidId, pool_of_reservation
 from capacity_service.domain.values import pickled_by_fields
@@ -70,10 +79,18 @@ class PoolState:
     reserved: int = 0
     reservations: dict[str, Reservation] = field(default_factory=dict)
     reservation_by_request: dict[str, str] = field(default_factory=dict)
+    retired: bool = False
 
     @property
     def remaining(self) -> int:
         return max(0, self.capacity - self.reserved)
+
+    @property
+    def dormant(self) -> bool:
+        """Retired with nothing held or active: nothing will ever change it again by itself, so it need
+        not be hosted (a command for it recovers it from the journal). Quantities are at least 1, so
+        nothing is held or active exactly when nothing is reserved."""
+        return self.retired and self.reserved == 0
 
     def reservation_for_request(self, request_id: str) -> Reservation | None:
         reservation_id = self.reservation_by_request.get(request_id)
@@ -90,6 +107,7 @@ class PoolState:
             reserved=self.reserved,
             reservations=dict(self.reservations),
             reservation_by_request=dict(self.reservation_by_request),
+            retired=self.retired,
         )
 
 
@@ -141,6 +159,14 @@ class ReservationWasReleased:
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
+class PoolIsRetired:
+    """A reserve or a change of a retired pool."""
+
+    pool_id: str
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class InvalidCommand:
     reason: str
 
@@ -152,6 +178,7 @@ Rejection = (
     | RequestIdConflict
     | HoldHasExpired
     | ReservationWasReleased
+    | PoolIsRetired
     | InvalidCommand
 )
 Decision = list[PoolEvent] | Rejection
@@ -169,6 +196,8 @@ def decide(state: PoolState, command: PoolCommand, now: datetime | None = None) 
         return _decide_release(state, command)
     if isinstance(command, Confirm):
         return _decide_confirm(state, command)
+    if isinstance(command, RetirePool):
+        return _decide_retire(state)
     return _decide_expiry(state, command, now)
 
 
@@ -179,6 +208,8 @@ def _decide_configure(state: PoolState, command: ConfigurePool) -> Decision:
         return InvalidCommand("zone must not be empty")
     if command.slot_start and command.slot_end and command.slot_end <= command.slot_start:
         return InvalidCommand("slot_end must be after slot_start")
+    if state.retired:
+        return PoolIsRetired(state.pool_id)
     unchanged = state.exists and (state.capacity, state.zone, state.slot_start, state.slot_end) == (
         command.capacity,
         command.zone,
@@ -194,10 +225,12 @@ def _decide_reserve(state: PoolState, command: Reserve, now: datetime | None) ->
     if not state.exists:
         return PoolNotFound(state.pool_id)
     previous = state.reservation_for_request(command.request_id)
-    if previous is not None:
+    if previous is not None:  # a retry is answered as before, retired or not
         if previous.quantity != command.quantity:
             return RequestIdConflict(command.request_id, previous.reservation_id)
         return []
+    if state.retired:
+        return PoolIsRetired(state.pool_id)
     if command.quantity < 1:
         return InvalidCommand("quantity must be >= 1")
     if _owning_pool(command.reservation_id) != state.pool_id:
@@ -236,6 +269,12 @@ def _decide_confirm(state: PoolState, command: Confirm) -> Decision:
     if reservation.status is ReservationStatus.EXPIRED:
         return HoldHasExpired(reservation.reservation_id)
     return ReservationWasReleased(reservation.reservation_id)
+
+
+def _decide_retire(state: PoolState) -> Decision:
+    if not state.exists:
+        return PoolNotFound(state.pool_id)
+    return [] if state.retired else [PoolRetired()]
 
 
 def _decide_expiry(state: PoolState, command: ExpireHolds, now: datetime | None) -> Decision:
@@ -280,6 +319,8 @@ def apply(state: PoolState, event: PoolEvent) -> PoolState:
         rid, quantity, request_id, _, expires_at = state.reservations[event.reservation_id]
         state.reservations[rid] = Reservation(rid, quantity, request_id, ReservationStatus.EXPIRED, expires_at)
         state.reserved -= event.quantity
+    elif isinstance(event, PoolRetired):
+        state.retired = True
     else:
         state.exists = True
         state.capacity = event.capacity
@@ -309,6 +350,7 @@ class PoolView:
     reserved: int
     remaining: int
     version: int
+    retired: bool = False
 
 
 def view_of(state: PoolState, version: int) -> PoolView:
@@ -322,4 +364,5 @@ def view_of(state: PoolState, version: int) -> PoolView:
         state.reserved,
         state.remaining,
         version,
+        state.retired,
     )

@@ -144,9 +144,13 @@ def _add_client_commands(
     get = pools.add_parser("get", help="show a pool")
     get.add_argument("pool_id")
     get.set_defaults(run=lambda a: _show(_http(a, "GET", f"/v1/pools/{a.pool_id}")))
+    retire = pools.add_parser("retire", help="stop selling a pool's capacity for good (its history stays)")
+    retire.add_argument("pool_id")
+    retire.set_defaults(run=lambda a: _show(_http(a, "DELETE", f"/v1/pools/{a.pool_id}")))
     listing = pools.add_parser(
         "list", parents=[data_dir], help="every pool in the journal's registry, as the service sees it"
     )
+    listing.add_argument("--state", choices=("active", "retired", "all"), default="all")
     listing.set_defaults(run=_list_pools)
 
     reserve = commands.add_parser("reserve", help="take capacity from a pool")
@@ -240,7 +244,8 @@ def _list_pools(a: argparse.Namespace) -> int:
 
     with open_journal(_journal_settings(a)) as journal:
         pool_ids = list(journal.pool_ids())
-    return _show([_http(a, "GET", f"/v1/pools/{pool_id}") for pool_id in pool_ids])
+    pools = [_http(a, "GET", f"/v1/pools/{pool_id}") for pool_id in pool_ids]
+    return _show([pool for pool in pools if a.state in ("all", pool["state"])])
 
 
 def _events(a: argparse.Namespace) -> int:

@@ -58,7 +58,7 @@ class AvailabilityCache:
             await asyncio.sleep(self._settings.read_side.anti_entropy_interval_s)
 
     async def sync(self) -> int:
-        """Pull the view of every registered pool; returns how many were newer than ours."""
+        """Pull the view of every live pool (registered, not dormant); returns how many were newer than ours."""
         pool_ids = await asyncio.to_thread(self._registered_pools)
         # The first pull (nothing held yet) takes every view; later ones only those this replica is behind on.
         views, answered = await self._router.views(pool_ids, held=self._index.version_of)
@@ -71,7 +71,7 @@ class AvailabilityCache:
     def _registered_pools(self) -> list[str]:
         if self._journal is None:
             self._journal = open_journal(self._settings.journal)
-        return list(self._journal.pool_ids())
+        return self._journal.live_pool_ids()
 
     async def update(self, views: list[PoolView]) -> int:
         await self.start()

@@ -37,7 +37,7 @@ class Supervisor:
     def _registered_pools(self) -> list[str]:
         if self._journal is None:
             self._journal = open_journal(self._settings.journal)
-        return list(self._journal.pool_ids())
+        return self._journal.live_pool_ids()
 
     async def _ping(self, pool_ids: list[str]) -> dict[str, str]:
         results = await self._router.call_host(pool_ids, "ensure_started_many")

@@ -1,4 +1,4 @@
-"""The watchdog: every registered pool must have a live, recovered actor.
+"""The watchdog: every live pool (registered, not dormant) must have a live, recovered actor.
 
 The original system's hard-won lesson: after restarts and node changes, actors that nobody messages are
 never started again, and starting all of them at once overloads recovery. So the watchdog pings every

@@ -17,12 +17,14 @@ from typing import Any
 import httpx
 import pytest
 
+from capacity_service.adapters.journal import open_journal
 from capacity_service.adapters.warehouse.parquet import ParquetSink
 from capacity_service.client import CapacityClient
+from capacity_service.errors import PoolRetired
 from capacity_service.runtime import _ray
 from capacity_service.runtime._ray import kill_namespace
 from capacity_service.runtime.names import CACHE_PREFIX
-from capacity_service.settings import CassandraJournalSettings, ParquetSinkSettings
+from capacity_service.settings import CassandraJournalSettings, ParquetSinkSettings, SqlJournalSettings
 from devenv._process import free_port
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -297,3 +299,49 @@ def test_reserves_and_releases_over_http_reach_the_warehouse_with_the_state_afte
         (3, "CapacityReleased", 4, None, 10, 0, 10),
     ]
     wait_until(lambda: rows_of_pool() == expected, 15, "the pool's three events in the warehouse")
+
+
+def test_a_retired_pool_end_to_end(http: httpx.Client, service: Service) -> None:
+    """Retired over HTTP: reserves refused (410), out of availability, releases and reads go on; once its
+    last hold is released it is dormant (no longer hosted, out of the watchdog's sweep), and its events,
+    the retirement included, reach the warehouse."""
+    zone = f"z-{uuid.uuid4().hex[:6]}"
+    pool_id = new_pool(http, 5, zone=zone)
+    held = http.post("/v1/reservations", json={"pool_id": pool_id, "quantity": 2, "hold_seconds": 600}).json()
+    wait_until(lambda: pool_id in availability(http, zone), 10, "the pool in availability")
+    retired = http.delete(f"/v1/pools/{pool_id}")
+    assert retired.status_code == 200 and retired.json()["state"] == "retired", retired.text
+    refused = http.post("/v1/reservations", json={"pool_id": pool_id, "request_id": "too-late"})
+    assert refused.status_code == 410 and refused.json()["error"] == {
+        "code": "pool_retired",
+        "message": f"pool {pool_id!r} is retired: it takes no new reservations",
+        "request_id": "too-late",
+    }
+    wait_until(lambda: availability(http, zone) == {}, 10, "the retired pool out of availability")
+    with open_journal(journal_settings(service)) as journal:
+        assert pool_id in journal.live_pool_ids()  # a hold is still running in it
+        assert http.delete(f"/v1/reservations/{held['reservation_id']}").status_code == 200
+        wait_until(lambda: pool_id not in journal.live_pool_ids(), 10, "the pool dormant")
+        assert pool_id in list(journal.pool_ids())  # its history stays
+    assert http.get(f"/v1/pools/{pool_id}").json()["state"] == "retired"  # read back from the journal
+    assert http.delete(f"/v1/reservations/{held['reservation_id']}").status_code == 200
+    with CapacityClient(namespace=service.namespace) as client:
+        with pytest.raises(PoolRetired):
+            client.reserve(pool_id)
+        assert client.retire_pool(pool_id).state == "retired"  # twice is fine
+    warehouse = ParquetSink(ParquetSinkSettings(path=service.args["warehouse"]["sink"]["path"]), owner="e2e-reader")
+    kinds = ["PoolConfigured", "CapacityHeld", "PoolRetired", "CapacityReleased"]
+    wait_until(
+        lambda: (
+            [r.event_type for r in sorted(warehouse.rows(), key=lambda r: r.seq_nr) if r.pool_id == pool_id] == kinds
+        ),
+        15,
+        "the pool's events in the warehouse",
+    )
+
+
+def journal_settings(service: Service) -> SqlJournalSettings | CassandraJournalSettings:
+    journal = service.args["journal"]
+    if journal["kind"] == "sql":
+        return SqlJournalSettings(url=journal["url"])
+    return CassandraJournalSettings.model_validate(journal)

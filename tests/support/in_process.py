@@ -46,8 +46,8 @@ class InProcessBackend:
         self.index = AvailabilityIndex()
         self.journal = InMemoryJournal()
         self.ready_checks = {"cache": "ok", "pools": "ok", "journal": "ok"}
-        host = PoolHost(self.journal, write_side, views=self)
-        self.client = AsyncCapacityClient(router=InProcessRouter(host))
+        self.host = PoolHost(self.journal, write_side, views=self)
+        self.client = AsyncCapacityClient(router=InProcessRouter(self.host))
 
     def publish_view(self, view: PoolView) -> None:
         self.index.update(view)
@@ -62,6 +62,9 @@ class InProcessBackend:
 
     async def get_pool(self, pool_id: str) -> Pool:
         return await self.client.get_pool(pool_id)
+
+    async def retire_pool(self, pool_id: str) -> Pool:
+        return await self.client.retire_pool(pool_id)
 
     async def availability(
         self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int

@@ -63,6 +63,7 @@ def test_put_pool_creates_then_updates(http: TestClient) -> None:
         "reserved": 0,
         "remaining": 5,
         "version": 1,
+        "state": "active",
     }
     again = http.put("/v1/pools/p1", json={"capacity": 7, "zone": "north"})
     assert again.status_code == 200 and again.json()["capacity"] == 7
@@ -245,9 +246,9 @@ def test_openapi_document_describes_the_contract(http: TestClient) -> None:
         "/healthz",
         "/readyz",
     }
-    assert set(paths["/v1/pools/{pool_id}"]) == {"get", "put"}
+    assert set(paths["/v1/pools/{pool_id}"]) == {"get", "put", "delete"}
     assert set(paths["/v1/reservations/{reservation_id}"]) == {"get", "delete"}
-    assert "409" in paths["/v1/reservations"]["post"]["responses"]
+    assert {"409", "410"} <= set(paths["/v1/reservations"]["post"]["responses"])
     assert "ErrorBody" in spec["components"]["schemas"]
 
 

@@ -24,6 +24,7 @@ PUBLIC = {
     "OutcomeUnknown",
     "Overloaded",
     "PoolNotFound",
+    "PoolRetired",
     "RequestIdConflict",
     "ReservationNotFound",
     "SettingsMismatch",

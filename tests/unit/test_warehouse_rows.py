@@ -17,6 +17,7 @@ from capacity_service.domain import (
     PoolCommand,
     Release,
     Reserve,
+    RetirePool,
     new_reservation_id,
 )
 
@@ -42,6 +43,7 @@ def test_live_and_caught_up_rows_agree_for_every_event_holds_included() -> None:
         Confirm(ids[1]),
         Release(ids[3]),
         Release(ids[0]),
+        RetirePool(),
     ]
     live = [row_of(e) for command in commands for e in writer.execute_batch([command]).persisted]
     now[0] = T0 + timedelta(seconds=10)
@@ -55,9 +57,10 @@ def test_live_and_caught_up_rows_agree_for_every_event_holds_included() -> None:
         "HoldConfirmed",
         "CapacityReleased",
         "CapacityReleased",
+        "PoolRetired",
         "HoldExpired",
     ]
-    assert [r.reserved for r in live] == [0, 2, 5, 6, 7, 7, 6, 4, 3]
+    assert [r.reserved for r in live] == [0, 2, 5, 6, 7, 7, 6, 4, 4, 3]
 
     codec, delivered, caught_up = Codec(), Delivery("p"), []
     for stored in journal.read("p"):

@@ -71,6 +71,8 @@ def _schema(keyspace: str) -> list[str]:
             ) WITH CLUSTERING ORDER BY (seq_nr DESC, chunk_nr ASC)""",
         f"""CREATE TABLE IF NOT EXISTS {keyspace}.pools (
               bucket int, pool_id text, PRIMARY KEY (bucket, pool_id))""",
+        f"""CREATE TABLE IF NOT EXISTS {keyspace}.dormant_pools (
+              bucket int, pool_id text, PRIMARY KEY (bucket, pool_id))""",
     ]
 
 
@@ -130,6 +132,8 @@ class CassandraJournal(Journal):
         self._write_head = prepare(f"UPDATE {ks}.stream_heads SET seq_nr = ?, epoch = ? WHERE pool_id = ?")
         self._register = prepare(f"INSERT INTO {ks}.pools (bucket, pool_id) VALUES (?, ?)")
         self._select_registry = prepare(f"SELECT pool_id FROM {ks}.pools WHERE bucket = ?")
+        self._mark_dormant = prepare(f"INSERT INTO {ks}.dormant_pools (bucket, pool_id) VALUES (?, ?)")
+        self._select_dormant = prepare(f"SELECT pool_id FROM {ks}.dormant_pools WHERE bucket = ?")
         self._select_all_heads = prepare(f"SELECT pool_id, seq_nr FROM {ks}.stream_heads")
         self._insert_snapshot_chunk = prepare(
             f"INSERT INTO {ks}.snapshots (pool_id, seq_nr, chunk_nr, chunk_count, schema_version, payload) "
@@ -385,6 +389,19 @@ class CassandraJournal(Journal):
                 r.pool_id
                 for bucket in range(_REGISTRY_BUCKETS)
                 for r in self._session.execute(self._select_registry, (bucket,))
+            ]
+        yield from sorted(ids)
+
+    def mark_dormant(self, pool_id: str) -> None:
+        with self._translated_errors():
+            self._session.execute(self._mark_dormant, (_registry_bucket(pool_id), pool_id))
+
+    def dormant_pool_ids(self) -> Iterator[str]:
+        with self._translated_errors():
+            ids = [
+                r.pool_id
+                for bucket in range(_REGISTRY_BUCKETS)
+                for r in self._session.execute(self._select_dormant, (bucket,))
             ]
         yield from sorted(ids)
 

@@ -22,6 +22,7 @@ class InMemoryJournal(Journal):
         self._streams: dict[str, list[StoredEvent]] = {}
         self._epochs: dict[str, int] = {}
         self._snapshots: dict[str, list[SnapshotRecord]] = {}
+        self._dormant: set[str] = set()
 
     def claim_epoch(self, pool_id: str) -> int:
         with self._lock:
@@ -71,3 +72,12 @@ class InMemoryJournal(Journal):
         with self._lock:
             ids = [pool_id for pool_id, stream in self._streams.items() if stream]
         yield from sorted(ids)
+
+    def mark_dormant(self, pool_id: str) -> None:
+        with self._lock:
+            self._dormant.add(pool_id)
+
+    def dormant_pool_ids(self) -> Iterator[str]:
+        with self._lock:
+            ids = sorted(self._dormant)
+        yield from ids

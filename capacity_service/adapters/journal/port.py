@@ -156,6 +156,20 @@ class Journal(ABC):
     def pool_ids(self) -> Iterator[str]:
         """Every pool that has at least one event (the registry used for bootstrap and the watchdog)."""
 
+    @abstractmethod
+    def mark_dormant(self, pool_id: str) -> None:
+        """Record that the pool needs no hosting any more (retired, with nothing held or active): the
+        watchdog and the caches' sweeps leave it out (``live_pool_ids``). For good; its events stay."""
+
+    @abstractmethod
+    def dormant_pool_ids(self) -> Iterator[str]:
+        """The pools ``mark_dormant`` recorded."""
+
+    def live_pool_ids(self) -> list[str]:
+        """The registered pools that are not dormant: those the service keeps hosted."""
+        dormant = set(self.dormant_pool_ids())
+        return [pool_id for pool_id in self.pool_ids() if pool_id not in dormant]
+
     def heads(self) -> dict[str, int]:
         """The highest seq_nr of every registered pool. Adapters whose heads live in one table override
         this with one query (the warehouse's catch-up sweep compares them with its cursors)."""

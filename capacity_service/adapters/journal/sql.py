@@ -76,6 +76,13 @@ heads_table = Table(
     Column("seq_nr", BigInteger, nullable=False),
 )
 
+# Pools that need no hosting any more (retired, nothing held or active): see ``Journal.mark_dormant``.
+dormant_table = Table(
+    "journal_dormant_pools",
+    metadata,
+    Column("pool_id", String(128), primary_key=True),
+)
+
 snapshots_table = Table(
     "journal_snapshots",
     metadata,
@@ -328,6 +335,28 @@ class SqlJournal(Journal):
         query = select(heads_table.c.pool_id).where(heads_table.c.seq_nr > 0).order_by(heads_table.c.pool_id)
         with self._translated_errors(), self._reader() as conn:
             yield from conn.execute(query).scalars()
+
+    def mark_dormant(self, pool_id: str) -> None:
+        insert = (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(dormant_table)
+        with self._translated_errors(), self._write_lock, self._engine.begin() as conn:
+            conn.execute(
+                insert.values(pool_id=pool_id).on_conflict_do_nothing(index_elements=[dormant_table.c.pool_id])
+            )
+
+    def dormant_pool_ids(self) -> Iterator[str]:
+        query = select(dormant_table.c.pool_id).order_by(dormant_table.c.pool_id)
+        with self._translated_errors(), self._reader() as conn:
+            yield from conn.execute(query).scalars()
+
+    def live_pool_ids(self) -> list[str]:
+        dormant = select(dormant_table.c.pool_id).where(dormant_table.c.pool_id == heads_table.c.pool_id)
+        query = (
+            select(heads_table.c.pool_id)
+            .where(heads_table.c.seq_nr > 0, ~dormant.exists())
+            .order_by(heads_table.c.pool_id)
+        )
+        with self._translated_errors(), self._reader() as conn:
+            return list(conn.execute(query).scalars())
 
     def heads(self) -> dict[str, int]:
         query = select(heads_table.c.pool_id, heads_table.c.seq_nr).where(heads_table.c.seq_nr > 0)

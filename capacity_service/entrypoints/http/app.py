@@ -52,6 +52,8 @@ class Backend(Protocol):
 
     async def get_pool(self, pool_id: str) -> Pool: ...
 
+    async def retire_pool(self, pool_id: str) -> Pool: ...
+
     async def availability(
         self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
     ) -> list[PoolView]: ...
@@ -244,7 +246,10 @@ def _add_routes(app: FastAPI, backend: Backend, operations: _HotOperations, keys
         "/v1/pools/{pool_id}",
         openapi_extra=_json_body(PutPoolRequest),
         response_model=Pool,
-        responses={201: {"model": Pool, "description": "created"}},
+        responses={
+            201: {"model": Pool, "description": "created"},
+            410: {"model": ErrorBody, "description": "pool_retired"},
+        },
         dependencies=admin_only,
     )
     async def put_pool(pool_id: POOL_ID, request: Request, response: Response) -> Pool:
@@ -262,6 +267,17 @@ def _add_routes(app: FastAPI, backend: Backend, operations: _HotOperations, keys
     )
     async def get_pool(pool_id: POOL_ID) -> Pool:
         return await backend.get_pool(pool_id)
+
+    @app.delete(
+        "/v1/pools/{pool_id}",
+        response_model=Pool,
+        responses={404: {"model": ErrorBody, "description": "pool_not_found"}},
+        dependencies=admin_only,
+    )
+    async def retire_pool(pool_id: POOL_ID) -> Pool:
+        """Retire the pool: reserves are refused (410 pool_retired) and it leaves availability; releases,
+        confirms and reads go on. Its history stays. Retiring twice answers 200 both times."""
+        return await backend.retire_pool(pool_id)
 
     @app.post(
         "/v1/availability",
@@ -282,6 +298,7 @@ def _add_routes(app: FastAPI, backend: Backend, operations: _HotOperations, keys
         responses={
             404: {"model": ErrorBody, "description": "pool_not_found"},
             409: {"model": ErrorBody, "description": "insufficient_capacity, request_id_conflict"},
+            410: {"model": ErrorBody, "description": "pool_retired"},
         },
         dependencies=keyed,
     )

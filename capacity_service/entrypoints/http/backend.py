@@ -79,6 +79,9 @@ class ServiceBackend:
     async def get_pool(self, pool_id: str) -> Pool:
         return await self._client.get_pool(pool_id)
 
+    async def retire_pool(self, pool_id: str) -> Pool:
+        return await self._client.retire_pool(pool_id)
+
     async def availability(
         self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
     ) -> list[PoolView]:
