@@ -25,12 +25,15 @@ from capacity_service.domain import (
     Confirm,
     HoldHasExpired,
     InvalidId,
+    PausePool,
     PoolCommand,
     PoolView,
     Release,
     Reservation,
+    ReservationStatus,
     ReservationWasReleased,
     Reserve,
+    ResumePool,
     RetirePool,
     check_pool_id,
     new_reservation_id,
@@ -38,6 +41,7 @@ from capacity_service.domain import (
 )
 from capacity_service.domain import InsufficientCapacity as InsufficientCapacityRejection
 from capacity_service.domain import InvalidCommand as InvalidCommandRejection
+from capacity_service.domain import PoolIsPaused as PoolIsPausedRejection
 from capacity_service.domain import PoolIsRetired as PoolIsRetiredRejection
 from capacity_service.domain import PoolNotFound as PoolNotFoundRejection
 from capacity_service.domain import RequestIdConflict as RequestIdConflictRejection
@@ -47,13 +51,21 @@ from capacity_service.errors import (
     HoldExpired,
     InsufficientCapacity,
     InvalidRequest,
+    Paused,
     PoolNotFound,
     PoolRetired,
     RequestIdConflict,
     ReservationNotFound,
     ReservationReleased,
 )
-from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
+from capacity_service.models import (
+    Pool,
+    PoolCheck,
+    PoolsChanged,
+    ReleaseReceipt,
+    ReservationInfo,
+    ReservationReceipt,
+)
 from capacity_service.runtime import _ray, service
 from capacity_service.runtime.cache_finder import CacheFinder
 from capacity_service.runtime.names import SUPERVISOR_NAME
@@ -65,6 +77,7 @@ from capacity_service.settings import ServiceSettings
 T = TypeVar("T")
 MAX_REQUEST_ID_LENGTH = 128
 MAX_ZONE_LENGTH = 128
+MAX_LISTED_RESERVATIONS = 10_000
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -76,6 +89,8 @@ class Router(Protocol):
     ) -> CommandOutcome | CapacityError: ...
 
     async def call(self, pool_id: str, method: str, *args: Any) -> Any: ...
+
+    async def live_pool_ids(self) -> list[str]: ...
 
     async def aclose(self) -> None: ...
 
@@ -219,6 +234,52 @@ class AsyncCapacityClient:
 
     # ------------------------------------------------------------------ operations
 
+    async def pause_pool(self, pool_id: str, reason: str) -> Pool:
+        """Stop the pool's writes (reserves, releases, confirms, changes: ``Paused``, nothing taken) until
+        ``resume_pool``; reads and hold expiry go on. Recorded as an event; pausing twice is fine."""
+        _check_pool_id(pool_id)
+        return Pool.of((await self._execute(pool_id, PausePool(reason))).view)
+
+    async def resume_pool(self, pool_id: str) -> Pool:
+        _check_pool_id(pool_id)
+        return Pool.of((await self._execute(pool_id, ResumePool())).view)
+
+    async def pause_all(self, reason: str) -> PoolsChanged:
+        """The kill switch: pause every live pool (a pool created afterwards is not paused)."""
+        return await self._on_every_live_pool(PausePool(reason))
+
+    async def resume_all(self) -> PoolsChanged:
+        return await self._on_every_live_pool(ResumePool())
+
+    async def _on_every_live_pool(self, command: PausePool | ResumePool) -> PoolsChanged:
+        pool_ids = await self._router.live_pool_ids()
+        answers = await asyncio.gather(*(self._execute(p, command) for p in pool_ids), return_exceptions=True)
+        failed = {
+            p: f"{type(a).__name__}: {a}"
+            for p, a in zip(pool_ids, answers, strict=True)
+            if isinstance(a, BaseException)
+        }
+        return PoolsChanged(done=[p for p in pool_ids if p not in failed], failed=failed)
+
+    async def reservations(self, pool_id: str, status: str | None = None, limit: int = 1_000) -> list[ReservationInfo]:
+        """The pool's reservations (only those of ``status``: held, active, released or expired), at most
+        ``limit`` (1..10,000), in the order they were made."""
+        _check_pool_id(pool_id)
+        if not 1 <= limit <= MAX_LISTED_RESERVATIONS:
+            raise InvalidRequest(f"limit must be 1..{MAX_LISTED_RESERVATIONS}")
+        try:
+            wanted = None if status is None else ReservationStatus(status)
+        except ValueError:
+            raise InvalidRequest(f"status must be one of {[s.value for s in ReservationStatus]}") from None
+        found: list[Reservation] = _raise_error(await self._router.call(pool_id, "reservations", wanted, limit))
+        return [ReservationInfo.of(pool_id, r) for r in found]
+
+    async def check_pool(self, pool_id: str) -> PoolCheck:
+        """Replay the pool from its journal, every event from the first, and compare with its live state."""
+        _check_pool_id(pool_id)
+        seq_nr, differences = _raise_error(await self._router.call(pool_id, "check"))
+        return PoolCheck(pool_id=pool_id, seq_nr=seq_nr, matches=not differences, differences=differences)
+
     async def start_watchdog(self) -> None:
         """Start the cluster's watchdog (idempotent): it keeps every registered pool's actor alive."""
         await _ray.ask(self._supervisor(), "start", timeout=self.settings.hosting.call_timeout_s)
@@ -305,6 +366,24 @@ class CapacityClient:
     def get_reservation(self, reservation_id: str) -> ReservationInfo:
         return self._run(self._async.get_reservation(reservation_id))
 
+    def pause_pool(self, pool_id: str, reason: str) -> Pool:
+        return self._run(self._async.pause_pool(pool_id, reason))
+
+    def resume_pool(self, pool_id: str) -> Pool:
+        return self._run(self._async.resume_pool(pool_id))
+
+    def pause_all(self, reason: str) -> PoolsChanged:
+        return self._run(self._async.pause_all(reason))
+
+    def resume_all(self) -> PoolsChanged:
+        return self._run(self._async.resume_all())
+
+    def reservations(self, pool_id: str, status: str | None = None, limit: int = 1_000) -> list[ReservationInfo]:
+        return self._run(self._async.reservations(pool_id, status, limit))
+
+    def check_pool(self, pool_id: str) -> PoolCheck:
+        return self._run(self._async.check_pool(pool_id))
+
     def start_watchdog(self) -> None:
         self._run(self._async.start_watchdog())
 
@@ -389,6 +468,8 @@ def _error_of(rejection: object) -> CapacityError:
             return ReservationReleased(reservation_id)
         case PoolIsRetiredRejection(pool_id=pool_id):
             return PoolRetired(pool_id)
+        case PoolIsPausedRejection(pool_id=pool_id, reason=reason):
+            return Paused(pool_id, reason)
         case InvalidCommandRejection(reason=reason):
             return InvalidRequest(reason)
     return CapacityError(str(rejection))

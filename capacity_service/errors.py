@@ -89,6 +89,16 @@ class Unavailable(CapacityError):
     code = "unavailable"
 
 
+class Paused(Unavailable):
+    """An operator paused the pool's writes (the kill switch): nothing was taken. Reads go on."""
+
+    code = "paused"
+
+    def __init__(self, pool_id: str, reason: str) -> None:
+        super().__init__(f"pool {pool_id!r} is paused by an operator: {reason}")
+        self.pool_id, self.reason = pool_id, reason
+
+
 class OutcomeUnknown(CapacityError):
     """The service cannot tell whether the command took effect (its pool did not answer in time, or the
     journal did not confirm its append). Repeating it with the same ``request_id`` settles it: the same

@@ -25,6 +25,8 @@ class Pool(_Model):
     version: int
     # "active", or "retired": a retired pool takes no new reservations and is left out of availability.
     state: Literal["active", "retired"] = "active"
+    # An operator paused its writes (answered 503 paused); reads go on.
+    paused: bool = False
 
     @classmethod
     def of(cls, view: PoolView) -> Pool:
@@ -38,6 +40,7 @@ class Pool(_Model):
             remaining=view.remaining,
             version=view.version,
             state="retired" if view.retired else "active",
+            paused=view.paused,
         )
 
 
@@ -60,6 +63,10 @@ class ReleaseReceipt(_Model):
     status: Literal["released"] = "released"
 
 
+class ReservationList(_Model):
+    reservations: list[ReservationInfo]
+
+
 class ReservationInfo(_Model):
     """A reservation; ``expires_at``: when a hold expires unless confirmed (None otherwise)."""
 
@@ -78,3 +85,20 @@ class ReservationInfo(_Model):
             status=reservation.status.value,
             expires_at=reservation.expires_at,
         )
+
+
+class PoolCheck(_Model):
+    """An operator's check of a pool: its events replayed from the journal against its live state."""
+
+    pool_id: str
+    seq_nr: int
+    matches: bool
+    differences: list[str]
+
+
+class PoolsChanged(_Model):
+    """The answer to an operation on every live pool: those it changed or found so, and those it could not
+    reach (with why)."""
+
+    done: list[str]
+    failed: dict[str, str]

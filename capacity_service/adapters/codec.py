@@ -25,6 +25,8 @@ from capacity_service.domain import (
     HoldExpired,
     PoolConfigured,
     PoolEvent,
+    PoolPaused,
+    PoolResumed,
     PoolRetired,
     PoolState,
     Reservation,
@@ -80,6 +82,14 @@ class HoldExpiredV1(_Schema):
 
 
 class PoolRetiredV1(_Schema):
+    pass
+
+
+class PoolPausedV1(_Schema):
+    reason: str
+
+
+class PoolResumedV1(_Schema):
     pass
 
 
@@ -144,11 +154,12 @@ class PoolSnapshotV2(_Schema):
 
 
 class PoolSnapshotV3(PoolSnapshotV2):
-    """V2 with retirement."""
+    """V2 with retirement and an operator's pause."""
 
     VERSION: ClassVar[int] = 3
 
     retired: bool
+    paused_reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +179,8 @@ class _EventSchema:
         | type[HoldConfirmed]
         | type[HoldExpired]
         | type[PoolRetired]
+        | type[PoolPaused]
+        | type[PoolResumed]
     )
     schema: type[_Schema]
 
@@ -180,12 +193,22 @@ _EVENT_SCHEMAS: dict[str, _EventSchema] = {
     HoldConfirmed.TYPE: _EventSchema(HoldConfirmed, HoldConfirmedV1),
     HoldExpired.TYPE: _EventSchema(HoldExpired, HoldExpiredV1),
     PoolRetired.TYPE: _EventSchema(PoolRetired, PoolRetiredV1),
+    PoolPaused.TYPE: _EventSchema(PoolPaused, PoolPausedV1),
+    PoolResumed.TYPE: _EventSchema(PoolResumed, PoolResumedV1),
 }
 
 
 # Events whose fields are all strings and integers: plain JSON encodes them exactly as their schema does.
 _PLAIN_JSON_EVENTS = frozenset(
-    {CapacityReserved.TYPE, CapacityReleased.TYPE, HoldConfirmed.TYPE, HoldExpired.TYPE, PoolRetired.TYPE}
+    {
+        CapacityReserved.TYPE,
+        CapacityReleased.TYPE,
+        HoldConfirmed.TYPE,
+        HoldExpired.TYPE,
+        PoolRetired.TYPE,
+        PoolPaused.TYPE,
+        PoolResumed.TYPE,
+    }
 )
 _FIELDS = {name: tuple(known.schema.model_fields) for name, known in _EVENT_SCHEMAS.items()}
 
@@ -285,6 +308,7 @@ class Codec:
                 None if r.expires_at is None else (r.expires_at - _EPOCH) // _MICROSECOND for r in reservations
             ],
             retired=state.retired,
+            paused_reason=state.paused_reason,
         )
         return PoolSnapshotV3.VERSION, snapshot.model_dump_json().encode()
 
@@ -313,8 +337,8 @@ def _upcast_snapshot_v1(snap: PoolSnapshotV1) -> PoolSnapshotV2:
 
 
 def _upcast_snapshot_v2(snap: PoolSnapshotV2) -> PoolSnapshotV3:
-    # v2 (before retirement): no pool was retired.
-    return PoolSnapshotV3.model_construct(**dict(snap), retired=False)
+    # v2 (before retirement and pauses): no pool was retired or paused.
+    return PoolSnapshotV3.model_construct(**dict(snap), retired=False, paused_reason=None)
 
 
 def _state_of(snap: PoolSnapshotV3) -> PoolState:
@@ -337,6 +361,7 @@ def _state_of(snap: PoolSnapshotV3) -> PoolState:
         reservations=reservations,
         reservation_by_request={r.request_id: rid for rid, r in reservations.items()},
         retired=snap.retired,
+        paused_reason=snap.paused_reason,
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -37,9 +38,17 @@ from capacity_service.application.pool_writer import (
     view_of_absent_pool,
 )
 from capacity_service.application.publishing import EventPublisher, NullPublisher, ViewPublisher
-from capacity_service.application.recovery import recover_pools
-from capacity_service.domain import ConfigurePool, ExpireHolds, PoolCommand, PoolView, Reservation, Reserve
-from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, Unavailable
+from capacity_service.application.recovery import differences, recover_pools, replay_pool
+from capacity_service.domain import (
+    ConfigurePool,
+    ExpireHolds,
+    PoolCommand,
+    PoolView,
+    Reservation,
+    ReservationStatus,
+    Reserve,
+)
+from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, PoolNotFound, Unavailable
 from capacity_service.settings import SnapshotSettings, WriteSideSettings
 
 log = logging.getLogger(__name__)
@@ -348,6 +357,37 @@ class PoolHost:
     async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | None:
         slot = await self._settled_slot(pool_id)
         return None if slot is None else slot.writer.state.reservations.get(reservation_id)
+
+    async def reservations(
+        self, pool_id: str, status: ReservationStatus | None = None, limit: int = 1_000
+    ) -> list[Reservation]:
+        """The pool's reservations (of ``status``, when given), at most ``limit``, in the order they were made."""
+        slot = await self._settled_slot(pool_id)
+        if slot is None:
+            return []
+        found = (r for r in slot.writer.state.reservations.values() if status is None or r.status is status)
+        return list(itertools.islice(found, limit))
+
+    async def check(self, pool_id: str) -> tuple[int, list[str]]:
+        """Replay the pool from the journal, every event from the first, and compare with the live state:
+        (the seq_nr compared at, the differences; none when they agree). The pool's writes wait meanwhile."""
+        slot = await self._settled_slot(pool_id)
+        if slot is None:
+            raise PoolNotFound(pool_id)
+        slot.idle.clear()  # held like a write, so the state compared is the one replayed up to
+        try:
+            replayed = await asyncio.to_thread(replay_pool, self._journal, self._codec, pool_id)
+        except JournalUnavailable as exc:
+            raise Unavailable(f"journal unavailable: {exc}") from exc
+        except Exception as exc:  # a corrupt stream, or events that do not apply: that is the finding
+            return slot.writer.seq_nr, [f"the journal does not replay: {type(exc).__name__}: {exc}"]
+        finally:
+            slot.idle.set()
+            self._drain_if_idle(slot)
+        found = differences(slot.writer.state, replayed.state)
+        if replayed.seq_nr != slot.writer.seq_nr:
+            found.insert(0, f"seq_nr: live {slot.writer.seq_nr}, journal {replayed.seq_nr}")
+        return slot.writer.seq_nr, found
 
     async def ensure_started(self, pool_id: str) -> int:
         """Recover the pool if it is not running yet; returns its seq_nr (the watchdog's ping; 0 for a pool

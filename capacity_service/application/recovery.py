@@ -28,6 +28,30 @@ def recover_pool(journal: Journal, codec: Codec, pool_id: str) -> RecoveredPool:
     return _replayed(codec, pool_id, state, snapshot_seq_nr, journal.read(pool_id, snapshot_seq_nr + 1))
 
 
+def replay_pool(journal: Journal, codec: Codec, pool_id: str) -> RecoveredPool:
+    """The pool's state from its events alone, every one from the first (no snapshot): what an operator's
+    check compares the live state with."""
+    return _replayed(codec, pool_id, PoolState(pool_id), 0, journal.read(pool_id))
+
+
+def differences(live: PoolState, replayed: PoolState) -> list[str]:
+    """Where two states of one pool disagree, in words (empty: they agree)."""
+    found = [
+        f"{name}: live {getattr(live, name)!r}, replayed {getattr(replayed, name)!r}"
+        for name in ("exists", "capacity", "zone", "slot_start", "slot_end", "reserved", "retired", "paused_reason")
+        if getattr(live, name) != getattr(replayed, name)
+    ]
+    ids = sorted(set(live.reservations) | set(replayed.reservations))
+    for reservation_id in [i for i in ids if live.reservations.get(i) != replayed.reservations.get(i)][:20]:
+        found.append(
+            f"reservation {reservation_id!r}: live {live.reservations.get(reservation_id)!r}, "
+            f"replayed {replayed.reservations.get(reservation_id)!r}"
+        )
+    if live.reservation_by_request != replayed.reservation_by_request:
+        found.append("the request ids of the reservations differ")
+    return found
+
+
 def recover_pools(journal: Journal, codec: Codec, pool_ids: Sequence[str]) -> dict[str, RecoveredPool | JournalCorrupt]:
     """``recover_pool`` of many pools with a few queries for all of them (a cold start recovers thousands).
     A pool whose newest snapshot does not decode takes ``recover_pool``'s path, which tries older ones; a

@@ -60,4 +60,17 @@ class RetirePool:
     """Stop selling the pool's capacity for good (its slot is over, or it was made by mistake). Idempotent."""
 
 
-PoolCommand = ConfigurePool | Reserve | Release | Confirm | ExpireHolds | RetirePool
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class PausePool:
+    """Stop the pool's writes until ``ResumePool`` (an operator's kill switch). Idempotent."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePool:
+    """Take writes again. Idempotent."""
+
+
+PoolCommand = ConfigurePool | Reserve | Release | Confirm | ExpireHolds | RetirePool | PausePool | ResumePool

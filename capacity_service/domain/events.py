@@ -87,6 +87,32 @@ class PoolRetired:
     VERSION: ClassVar[int] = 1
 
 
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class PoolPaused:
+    """An operator stopped the pool's writes (reserves, releases, confirms, changes) until resumed; reads
+    and hold expiry go on."""
+
+    TYPE: ClassVar[str] = "PoolPaused"
+    VERSION: ClassVar[int] = 1
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PoolResumed:
+    TYPE: ClassVar[str] = "PoolResumed"
+    VERSION: ClassVar[int] = 1
+
+
 PoolEvent = (
-    PoolConfigured | CapacityReserved | CapacityReleased | CapacityHeld | HoldConfirmed | HoldExpired | PoolRetired
+    PoolConfigured
+    | CapacityReserved
+    | CapacityReleased
+    | CapacityHeld
+    | HoldConfirmed
+    | HoldExpired
+    | PoolRetired
+    | PoolPaused
+    | PoolResumed
 )

@@ -18,9 +18,11 @@ from capacity_service.domain.commands import (
     ConfigurePool,
     Confirm,
     ExpireHolds,
+    PausePool,
     PoolCommand,
     Release,
     Reserve,
+    ResumePool,
     RetirePool,
 )
 from capacity_service.domain.events import (
@@ -31,6 +33,8 @@ from capacity_service.domain.events import (
     HoldExpired,
     PoolConfigured,
     PoolEvent,
+    PoolPaused,
+    PoolResumed,
     PoolRetired,
 )
 from capacity_service.domain.ids import InvalidId, pool_of_reservation
@@ -80,6 +84,8 @@ class PoolState:
     reservations: dict[str, Reservation] = field(default_factory=dict)
     reservation_by_request: dict[str, str] = field(default_factory=dict)
     retired: bool = False
+    # Why an operator paused the pool's writes; None: not paused.
+    paused_reason: str | None = None
 
     @property
     def remaining(self) -> int:
@@ -108,6 +114,7 @@ class PoolState:
             reservations=dict(self.reservations),
             reservation_by_request=dict(self.reservation_by_request),
             retired=self.retired,
+            paused_reason=self.paused_reason,
         )
 
 
@@ -167,6 +174,15 @@ class PoolIsRetired:
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
+class PoolIsPaused:
+    """A write to a paused pool: nothing was decided."""
+
+    pool_id: str
+    reason: str
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class InvalidCommand:
     reason: str
 
@@ -179,6 +195,7 @@ Rejection = (
     | HoldHasExpired
     | ReservationWasReleased
     | PoolIsRetired
+    | PoolIsPaused
     | InvalidCommand
 )
 Decision = list[PoolEvent] | Rejection
@@ -188,6 +205,10 @@ def decide(state: PoolState, command: PoolCommand, now: datetime | None = None) 
     """The events a command produces against ``state``, or why it is rejected. An empty list means the
     command is already satisfied (an idempotent repeat). ``now``: the pool's clock, which holds need
     (without it a hold is refused and nothing expires)."""
+    if isinstance(command, PausePool | ResumePool):
+        return _decide_pause(state, command)
+    if state.paused_reason is not None and _stopped_by_a_pause(state, command):
+        return PoolIsPaused(state.pool_id, state.paused_reason)
     if isinstance(command, ConfigurePool):
         return _decide_configure(state, command)
     if isinstance(command, Reserve):
@@ -271,6 +292,23 @@ def _decide_confirm(state: PoolState, command: Confirm) -> Decision:
     return ReservationWasReleased(reservation.reservation_id)
 
 
+def _stopped_by_a_pause(state: PoolState, command: PoolCommand) -> bool:
+    """Every write but the pool's own expiry of holds, and a retried reserve (answered as before)."""
+    if isinstance(command, ExpireHolds):
+        return False
+    return not (isinstance(command, Reserve) and state.reservation_for_request(command.request_id) is not None)
+
+
+def _decide_pause(state: PoolState, command: PausePool | ResumePool) -> Decision:
+    if not state.exists:
+        return PoolNotFound(state.pool_id)
+    if isinstance(command, ResumePool):
+        return [] if state.paused_reason is None else [PoolResumed()]
+    if not command.reason or len(command.reason) > 500:
+        return InvalidCommand("reason must be 1-500 characters")
+    return [] if state.paused_reason is not None else [PoolPaused(command.reason)]
+
+
 def _decide_retire(state: PoolState) -> Decision:
     if not state.exists:
         return PoolNotFound(state.pool_id)
@@ -321,6 +359,10 @@ def apply(state: PoolState, event: PoolEvent) -> PoolState:
         state.reserved -= event.quantity
     elif isinstance(event, PoolRetired):
         state.retired = True
+    elif isinstance(event, PoolPaused):
+        state.paused_reason = event.reason
+    elif isinstance(event, PoolResumed):
+        state.paused_reason = None
     else:
         state.exists = True
         state.capacity = event.capacity
@@ -351,6 +393,7 @@ class PoolView:
     remaining: int
     version: int
     retired: bool = False
+    paused: bool = False
 
 
 def view_of(state: PoolState, version: int) -> PoolView:
@@ -365,4 +408,5 @@ def view_of(state: PoolState, version: int) -> PoolView:
         state.remaining,
         version,
         state.retired,
+        state.paused_reason is not None,
     )

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -189,6 +190,36 @@ def _add_client_commands(
 
     demo = commands.add_parser("demo", parents=[data_dir], help="the Python API without Ray: a pool surviving restarts")
     demo.set_defaults(run=_demo)
+    _add_admin_commands(commands)
+
+
+def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The operator's tools, over HTTP (an admin key in $CAPACITY_API_KEY when keys are configured)."""
+    admin = commands.add_parser("admin", help="operate the service: pause, resume, list, check").add_subparsers(
+        dest="op", required=True
+    )
+    pause = admin.add_parser("pause", help="stop a pool's writes (503 paused) until resumed; reads go on")
+    pause.add_argument("pool_id")
+    pause.add_argument("--reason", required=True)
+    pause.set_defaults(
+        run=lambda a: _show(_http(a, "POST", f"/v1/admin/pools/{a.pool_id}/pause", {"reason": a.reason}))
+    )
+    resume = admin.add_parser("resume", help="take a paused pool's writes again")
+    resume.add_argument("pool_id")
+    resume.set_defaults(run=lambda a: _show(_http(a, "POST", f"/v1/admin/pools/{a.pool_id}/resume")))
+    pause_all = admin.add_parser("pause-all", help="the kill switch: pause every live pool")
+    pause_all.add_argument("--reason", required=True)
+    pause_all.set_defaults(run=lambda a: _show(_http(a, "POST", "/v1/admin/pause", {"reason": a.reason})))
+    resume_all = admin.add_parser("resume-all", help="resume every live pool")
+    resume_all.set_defaults(run=lambda a: _show(_http(a, "POST", "/v1/admin/resume")))
+    listing = admin.add_parser("reservations", help="a pool's reservations, of one status if given")
+    listing.add_argument("pool_id")
+    listing.add_argument("--status", choices=("held", "active", "released", "expired"))
+    listing.add_argument("--limit", type=int, default=1_000)
+    listing.set_defaults(run=_list_reservations)
+    check = admin.add_parser("check", help="replay a pool from its journal and compare with its live state")
+    check.add_argument("pool_id")
+    check.set_defaults(run=_check_pool)
 
 
 class ServiceError(Exception):
@@ -246,6 +277,18 @@ def _list_pools(a: argparse.Namespace) -> int:
         pool_ids = list(journal.pool_ids())
     pools = [_http(a, "GET", f"/v1/pools/{pool_id}") for pool_id in pool_ids]
     return _show([pool for pool in pools if a.state in ("all", pool["state"])])
+
+
+def _list_reservations(a: argparse.Namespace) -> int:
+    query = urllib.parse.urlencode({k: v for k, v in {"status": a.status, "limit": a.limit}.items() if v is not None})
+    return _show(_http(a, "GET", f"/v1/admin/pools/{a.pool_id}/reservations?{query}"))
+
+
+def _check_pool(a: argparse.Namespace) -> int:
+    """Exit code 1 when the replayed state differs from the live one."""
+    report = _http(a, "POST", f"/v1/admin/pools/{a.pool_id}/check")
+    _show(report)
+    return 0 if report["matches"] else 1
 
 
 def _events(a: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from typing import TypeVar
 from capacity_service.adapters.journal import Journal, JournalError, open_journal
 from capacity_service.application.pool_host import AddressedCommand, PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
-from capacity_service.domain import PoolCommand, PoolView, Reservation
+from capacity_service.domain import PoolCommand, PoolView, Reservation, ReservationStatus
 from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.runtime import channel
 from capacity_service.runtime._ray import current_node_id, plain, process_id
@@ -121,6 +121,21 @@ class PoolActor:
     async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None:
         try:
             return await (await self._pool_host()).reservation(pool_id, reservation_id)
+        except CapacityError as exc:
+            return exc
+
+    async def reservations(
+        self, pool_id: str, status: ReservationStatus | None, limit: int
+    ) -> list[Reservation] | CapacityError:
+        try:
+            return await (await self._pool_host()).reservations(pool_id, status, limit)
+        except CapacityError as exc:
+            return exc
+
+    async def check(self, pool_id: str) -> tuple[int, list[str]] | CapacityError:
+        """Replay the pool from its journal and compare with the live state (an operator's check)."""
+        try:
+            return await (await self._pool_host()).check(pool_id)
         except CapacityError as exc:
             return exc
 

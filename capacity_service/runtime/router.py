@@ -16,7 +16,7 @@ from capacity_service.adapters.journal import Journal, JournalError, open_journa
 from capacity_service.application.pool_host import AddressedCommand, HostFenced
 from capacity_service.application.pool_writer import CommandOutcome, answer_of_absent_pool, view_of_absent_pool
 from capacity_service.domain import ConfigurePool, PoolCommand, PoolView
-from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, Unavailable
+from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, PoolNotFound, Unavailable
 from capacity_service.runtime._ray import ActorCalls, ActorGone, Handle
 from capacity_service.runtime.channel import ChannelClient, ChannelGone
 from capacity_service.runtime.names import pool_actor_name, shard_name, shard_of
@@ -316,9 +316,19 @@ class PoolRouter:
             raise Unavailable(f"journal unavailable: {exc}") from exc
 
     def _pool_has_events(self, pool_id: str) -> bool:
+        return self._opened_journal().highest_seq_nr(pool_id) > 0
+
+    async def live_pool_ids(self) -> list[str]:
+        """The pools the service keeps hosted: registered, not dormant (an operator's pause of them all)."""
+        try:
+            return await asyncio.to_thread(lambda: self._opened_journal().live_pool_ids())
+        except JournalError as exc:
+            raise Unavailable(f"journal unavailable: {exc}") from exc
+
+    def _opened_journal(self) -> Journal:
         if self._journal is None:
             self._journal = open_journal(self._settings.journal)
-        return self._journal.highest_seq_nr(pool_id) > 0
+        return self._journal
 
     def host_of(self, pool_id: str) -> str:
         """The name of the actor hosting ``pool_id``."""
@@ -438,6 +448,8 @@ class PoolRouter:
 _READS_OF_ABSENT_POOLS: dict[str, Callable[[str], Any]] = {
     "view": view_of_absent_pool,
     "reservation": lambda _pool_id: None,
+    "reservations": lambda _pool_id: [],
+    "check": PoolNotFound,
 }
 
 

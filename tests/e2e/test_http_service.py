@@ -4,8 +4,11 @@ journal: status codes and bodies, bad input, concurrency, the availability cache
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -345,3 +348,55 @@ def journal_settings(service: Service) -> SqlJournalSettings | CassandraJournalS
     if journal["kind"] == "sql":
         return SqlJournalSettings(url=journal["url"])
     return CassandraJournalSettings.model_validate(journal)
+
+
+def admin(service: Service, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """The operator's CLI, as an operator runs it against this service."""
+    command = [str(Path(sys.executable).with_name("capacity-service")), "admin", *arguments]
+    env = {**os.environ, "CAPACITY_URL": service.url}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_operators_tools_on_a_live_service(http: httpx.Client, service: Service) -> None:
+    """Each admin command through the CLI: a pause answered 503 paused and recorded as events (journal and
+    warehouse), the kill switch, the reservations of a pool by status, and a check against the journal."""
+    pool_id = new_pool(http, 5)
+    held = http.post("/v1/reservations", json={"pool_id": pool_id, "quantity": 2, "hold_seconds": 600}).json()
+    paused = admin(service, "pause", pool_id, "--reason", "incident 7")
+    assert paused.returncode == 0 and json.loads(paused.stdout)["paused"] is True, paused.stderr
+    refused = http.post("/v1/reservations", json={"pool_id": pool_id})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (503, "paused")
+    assert admin(service, "resume", pool_id).returncode == 0
+    assert http.post("/v1/reservations", json={"pool_id": pool_id}).status_code == 201
+
+    switched = admin(service, "pause-all", "--reason", "stop all sales")
+    assert switched.returncode == 0 and pool_id in json.loads(switched.stdout)["done"], switched.stderr
+    assert http.post("/v1/reservations", json={"pool_id": pool_id}).status_code == 503
+    resumed = admin(service, "resume-all")
+    assert resumed.returncode == 0 and not json.loads(resumed.stdout)["failed"], resumed.stdout
+
+    listed = admin(service, "reservations", pool_id, "--status", "held")
+    assert listed.returncode == 0, listed.stderr
+    assert [r["reservation_id"] for r in json.loads(listed.stdout)["reservations"]] == [held["reservation_id"]]
+    checked = admin(service, "check", pool_id)
+    assert checked.returncode == 0 and json.loads(checked.stdout)["matches"] is True, checked.stdout
+
+    with open_journal(journal_settings(service)) as journal:
+        kinds = [e.event_type for e in journal.read(pool_id)]
+    assert kinds == [
+        "PoolConfigured",
+        "CapacityHeld",
+        "PoolPaused",
+        "PoolResumed",
+        "CapacityReserved",
+        "PoolPaused",
+        "PoolResumed",
+    ]
+    warehouse = ParquetSink(ParquetSinkSettings(path=service.args["warehouse"]["sink"]["path"]), owner="e2e-reader")
+    wait_until(
+        lambda: (
+            [r.event_type for r in sorted(warehouse.rows(), key=lambda r: r.seq_nr) if r.pool_id == pool_id] == kinds
+        ),
+        15,
+        "the pauses in the warehouse",
+    )

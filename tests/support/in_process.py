@@ -18,8 +18,9 @@ from capacity_service.settings import WriteSideSettings
 
 
 class InProcessRouter:
-    def __init__(self, host: PoolHost) -> None:
+    def __init__(self, host: PoolHost, journal: InMemoryJournal) -> None:
         self._host = host
+        self._host_journal = journal
 
     async def execute(
         self, pool_id: str, command: PoolCommand, deadline: float | None = None
@@ -35,6 +36,9 @@ class InProcessRouter:
         except CapacityError as exc:
             return exc
 
+    async def live_pool_ids(self) -> list[str]:
+        return self._host_journal.live_pool_ids()
+
     async def aclose(self) -> None:
         pass
 
@@ -47,7 +51,7 @@ class InProcessBackend:
         self.journal = InMemoryJournal()
         self.ready_checks = {"cache": "ok", "pools": "ok", "journal": "ok"}
         self.host = PoolHost(self.journal, write_side, views=self)
-        self.client = AsyncCapacityClient(router=InProcessRouter(self.host))
+        self.client = AsyncCapacityClient(router=InProcessRouter(self.host, self.journal))
 
     def publish_view(self, view: PoolView) -> None:
         self.index.update(view)

@@ -64,6 +64,7 @@ def test_put_pool_creates_then_updates(http: TestClient) -> None:
         "remaining": 5,
         "version": 1,
         "state": "active",
+        "paused": False,
     }
     again = http.put("/v1/pools/p1", json={"capacity": 7, "zone": "north"})
     assert again.status_code == 200 and again.json()["capacity"] == 7

@@ -23,6 +23,7 @@ PUBLIC = {
     "InvalidRequest",
     "OutcomeUnknown",
     "Overloaded",
+    "Paused",
     "PoolNotFound",
     "PoolRetired",
     "RequestIdConflict",

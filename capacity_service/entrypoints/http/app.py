@@ -11,9 +11,9 @@ import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from fastapi import Depends, FastAPI, Path, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -21,12 +21,16 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
+from capacity_service.client import AsyncCapacityClient
 from capacity_service.domain import PoolView
 from capacity_service.entrypoints.http import request_ids
+from capacity_service.entrypoints.http.admin import add_admin_routes
 from capacity_service.entrypoints.http.auth import ApiKeys
 from capacity_service.entrypoints.http.edge import Edge, JsonOperation
 from capacity_service.entrypoints.http.errors import capacity_error_response, error_response, internal_error_response
 from capacity_service.entrypoints.http.schemas import (
+    POOL_ID,
+    RESERVATION_ID,
     AvailabilityBody,
     AvailabilityRequest,
     AvailablePool,
@@ -41,11 +45,11 @@ from capacity_service.settings import HttpSettings
 
 log = logging.getLogger(__name__)
 
-POOL_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
-RESERVATION_ID = Annotated[str, Path(max_length=256, description="as returned by a reserve")]
-
 
 class Backend(Protocol):
+    # The operator's calls (``admin.py``) go to the client as they are.
+    client: AsyncCapacityClient
+
     async def put_pool(
         self, pool_id: str, capacity: int, zone: str, slot_start: datetime | None, slot_end: datetime | None
     ) -> tuple[Pool, bool]: ...
@@ -151,7 +155,9 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
     app = _framework_app(backend)
     _add_error_handlers(app)
     operations = _HotOperations(backend)
-    _add_routes(app, backend, operations, keys)
+    keyed, admin_only = _key_checks(keys)
+    _add_routes(app, backend, operations, keyed, admin_only)
+    add_admin_routes(app, backend.client, admin_only)
     fast_lane = {
         ("POST", "/v1/availability"): operations.find_available,
         ("POST", "/v1/reservations"): operations.take_capacity,
@@ -195,6 +201,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's answer to a body that is not JSON: the contract's 422
+            return error_response(422, "invalid_request", f"body: {exc.detail}")
         codes = {404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "http_error")
         headers = exc.headers
@@ -231,16 +239,24 @@ class _HotOperations:
         return _json(receipt, status=201)
 
 
-def _add_routes(app: FastAPI, backend: Backend, operations: _HotOperations, keys: ApiKeys) -> None:
+def _key_checks(keys: ApiKeys) -> tuple[list[Any], list[Any]]:
+    """The route dependencies that check a key, and an admin key. With auth off (no keys) the routes have
+    no dependency at all: resolving one costs every request."""
+
     async def require_key(request: Request) -> None:
         keys.require_key(request.headers.get("authorization"))
 
     async def require_admin_key(request: Request) -> None:
         keys.require_admin_key(request.headers.get("authorization"))
 
-    # With auth off (no keys) the routes have no dependency at all: resolving one costs every request.
-    keyed = [Depends(require_key)] if keys.enabled else []
-    admin_only = [Depends(require_admin_key)] if keys.enabled else []
+    if not keys.enabled:
+        return [], []
+    return [Depends(require_key)], [Depends(require_admin_key)]
+
+
+def _add_routes(
+    app: FastAPI, backend: Backend, operations: _HotOperations, keyed: list[Any], admin_only: list[Any]
+) -> None:
 
     @app.put(
         "/v1/pools/{pool_id}",

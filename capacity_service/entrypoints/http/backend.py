@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 class ServiceBackend:
     def __init__(self, settings: ServiceSettings) -> None:
         self._settings = settings
-        self._client = AsyncCapacityClient(settings)
-        self._caches = self._client.caches
+        self.client = AsyncCapacityClient(settings)
+        self._caches = self.client.caches
         self._started = False
         self._mirror = AvailabilityIndex()
         self._mirror_incarnation = ""
@@ -39,7 +39,7 @@ class ServiceBackend:
         if self._mirror_task is None:
             self._mirror_task = asyncio.ensure_future(self._follow_cache())
         if not self._started:
-            await self._client.start_watchdog()
+            await self.client.start_watchdog()
             self._started = True
 
     async def _follow_cache(self) -> None:
@@ -74,13 +74,13 @@ class ServiceBackend:
     async def put_pool(
         self, pool_id: str, capacity: int, zone: str, slot_start: datetime | None, slot_end: datetime | None
     ) -> tuple[Pool, bool]:
-        return await self._client.configure_pool_reporting_creation(pool_id, capacity, zone, slot_start, slot_end)
+        return await self.client.configure_pool_reporting_creation(pool_id, capacity, zone, slot_start, slot_end)
 
     async def get_pool(self, pool_id: str) -> Pool:
-        return await self._client.get_pool(pool_id)
+        return await self.client.get_pool(pool_id)
 
     async def retire_pool(self, pool_id: str) -> Pool:
-        return await self._client.retire_pool(pool_id)
+        return await self.client.retire_pool(pool_id)
 
     async def availability(
         self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
@@ -93,16 +93,16 @@ class ServiceBackend:
     async def reserve(
         self, pool_id: str, quantity: int, request_id: str | None, hold_seconds: int | None = None
     ) -> ReservationReceipt:
-        return await self._client.reserve(pool_id, quantity, request_id, hold_seconds)
+        return await self.client.reserve(pool_id, quantity, request_id, hold_seconds)
 
     async def confirm(self, reservation_id: str) -> ReservationInfo:
-        return await self._client.confirm(reservation_id)
+        return await self.client.confirm(reservation_id)
 
     async def release(self, reservation_id: str) -> ReleaseReceipt:
-        return await self._client.release(reservation_id)
+        return await self.client.release(reservation_id)
 
     async def get_reservation(self, reservation_id: str) -> ReservationInfo:
-        return await self._client.get_reservation(reservation_id)
+        return await self.client.get_reservation(reservation_id)
 
     async def readiness(self) -> dict[str, str]:
         await self.start()

@@ -7,10 +7,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
+from fastapi import Path
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictStr
 
 from capacity_service.domain import MAX_HOLD_SECONDS
 
+POOL_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
+RESERVATION_ID = Annotated[str, Path(max_length=256, description="as returned by a reserve")]
 MAX_QUANTITY = 1_000_000
 MAX_CAPACITY = 1_000_000_000
 # No control characters (NUL above all): zones and request ids end up in logs and in the warehouse, and
@@ -96,3 +99,7 @@ class ErrorBody(BaseModel):
 class HealthBody(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = {}
+
+
+class PauseRequest(_Request):
+    reason: Annotated[StrictStr, Field(min_length=1, max_length=500, pattern=PRINTABLE)]

@@ -1,0 +1,59 @@
+"""The operator's calls, under ``/v1/admin`` (an admin key when keys are configured): pause and resume a
+pool or every live pool (the kill switch), list a pool's reservations, check a pool against its journal.
+Each acts through the pool's single writer; a pause and a resume are events in the pool's journal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import FastAPI, Query
+
+from capacity_service.client import MAX_LISTED_RESERVATIONS, AsyncCapacityClient
+from capacity_service.entrypoints.http.schemas import POOL_ID, ErrorBody, PauseRequest
+from capacity_service.models import Pool, PoolCheck, PoolsChanged, ReservationList
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "pool_not_found"}}
+Status = Literal["held", "active", "released", "expired"]
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def add_admin_routes(app: FastAPI, client: AsyncCapacityClient, admin_only: list[Any]) -> None:
+    def route(method: str, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        decorator: Callable[[Handler], Handler] = app.api_route(
+            path, methods=[method], dependencies=admin_only, tags=["admin"], responses=_NOT_FOUND, **options
+        )
+        return decorator
+
+    @route("POST", "/v1/admin/pools/{pool_id}/pause", response_model=Pool)
+    async def pause_pool(pool_id: POOL_ID, body: PauseRequest) -> Pool:
+        """Stop the pool's writes (answered 503 `paused`, nothing taken) until resumed; reads and hold
+        expiry go on. Pausing a paused pool changes nothing."""
+        return await client.pause_pool(pool_id, body.reason)
+
+    @route("POST", "/v1/admin/pools/{pool_id}/resume", response_model=Pool)
+    async def resume_pool(pool_id: POOL_ID) -> Pool:
+        return await client.resume_pool(pool_id)
+
+    @route("POST", "/v1/admin/pause", response_model=PoolsChanged)
+    async def pause_all(body: PauseRequest) -> PoolsChanged:
+        """The kill switch: pause every live pool (one created afterwards is not paused)."""
+        return await client.pause_all(body.reason)
+
+    @route("POST", "/v1/admin/resume", response_model=PoolsChanged)
+    async def resume_all() -> PoolsChanged:
+        return await client.resume_all()
+
+    @route("GET", "/v1/admin/pools/{pool_id}/reservations", response_model=ReservationList)
+    async def reservations(
+        pool_id: POOL_ID,
+        status: Status | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LISTED_RESERVATIONS)] = 1_000,
+    ) -> ReservationList:
+        """The pool's reservations, of one status when given, in the order they were made."""
+        return ReservationList(reservations=await client.reservations(pool_id, status, limit))
+
+    @route("POST", "/v1/admin/pools/{pool_id}/check", response_model=PoolCheck)
+    async def check_pool(pool_id: POOL_ID) -> PoolCheck:
+        """Replay the pool from its journal, every event from the first, and compare with its live state."""
+        return await client.check_pool(pool_id)
