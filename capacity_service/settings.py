@@ -261,6 +261,9 @@ class ServiceSettings(_Settings):
     read_side: ReadSideSettings = Field(default_factory=ReadSideSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
+    # The service's log lines (each naming its request id): text, or one JSON object per line.
+    # Environment: CAPACITY_LOG_FORMAT.
+    log_format: Literal["text", "json"] = "text"
 
 
 def service_settings(
@@ -284,6 +287,8 @@ def service_settings(
                 "password": SecretStr(env["CAPACITY_CASSANDRA_PASSWORD"]),
             }
         )
+    if (log_format := env.get("CAPACITY_LOG_FORMAT")) in ("text", "json"):
+        updates["log_format"] = log_format
     if warehouse := _warehouse_from_env(settings.warehouse, env):
         updates["warehouse"] = warehouse
     keys = {

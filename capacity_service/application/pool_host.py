@@ -28,7 +28,9 @@ from typing import Any, cast
 
 from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal import AppendRequest, Journal, JournalError, JournalUnavailable, WriterFenced
-from capacity_service.application.circuit_breaker import CircuitBreaker
+from capacity_service.application import tracing
+from capacity_service.application.circuit_breaker import BreakerState, CircuitBreaker
+from capacity_service.application.metrics import NO_METRICS, HostMetrics, HostStats
 from capacity_service.application.pool_writer import (
     BatchResult,
     CapturedSnapshot,
@@ -42,7 +44,11 @@ from capacity_service.application.recovery import differences, recover_pools, re
 from capacity_service.domain import (
     ConfigurePool,
     ExpireHolds,
+    HoldExpired,
     PoolCommand,
+    PoolPaused,
+    PoolResumed,
+    PoolRetired,
     PoolView,
     Reservation,
     ReservationStatus,
@@ -66,10 +72,13 @@ class _Pending:
     reply: asyncio.Future[CommandOutcome]
     # Wall-clock time (``time.time()``) after which the command must not be decided; None: no limit.
     deadline: float | None = None
+    # The id of the request it answers (``tracing``), named in the log lines written about it.
+    request_id: str | None = None
 
 
-# A command for a pool, as callers hand them in batches: (pool id, command, deadline or None).
-AddressedCommand = tuple[str, PoolCommand, float | None]
+# A command for a pool, as callers hand them in batches: (pool id, command, deadline or None, the id of the
+# request it answers or None).
+AddressedCommand = tuple[str, PoolCommand, float | None, str | None]
 
 
 @dataclass
@@ -113,8 +122,10 @@ class PoolHost:
         views: ViewPublisher | None = None,
         events: EventPublisher | None = None,
         on_fenced: Callable[[], None] | None = None,
+        metrics: HostMetrics = NO_METRICS,
     ) -> None:
         self._journal = journal
+        self._metrics = metrics
         self._settings = settings or WriteSideSettings()
         self._snapshots = snapshots or SnapshotSettings()
         self._views: ViewPublisher = views or NullPublisher()
@@ -124,7 +135,7 @@ class PoolHost:
         self._slots: dict[str, _PoolSlot] = {}
         self._starting: dict[str, asyncio.Future[_PoolSlot]] = {}
         self._recoveries = asyncio.Semaphore(self._settings.max_concurrent_recoveries)
-        self._committer = _Committer(journal)
+        self._committer = _Committer(journal, metrics)
         self._claims = _Claims(journal)
         self.breaker = CircuitBreaker(self._settings.breaker_failure_threshold, self._settings.breaker_reset_s)
         self.fenced = False
@@ -133,6 +144,20 @@ class PoolHost:
     @property
     def pool_ids(self) -> list[str]:
         return list(self._slots)
+
+    def stats(self) -> HostStats:
+        """The host's gauges. Counting pending holds walks every reservation: call it every few seconds."""
+        held = ReservationStatus.HELD
+        return HostStats(
+            pools_hosted=len(self._slots),
+            pools_recovering=len(self._starting),
+            commands_queued=sum(len(slot.queue) for slot in self._slots.values()),
+            holds_pending=sum(
+                sum(1 for r in slot.writer.state.reservations.values() if r.status is held)
+                for slot in self._slots.values()
+            ),
+            breaker_open=self.breaker.state is not BreakerState.CLOSED,
+        )
 
     # ------------------------------------------------------------------ commands
 
@@ -143,17 +168,17 @@ class PoolHost:
         slot = await self._slot(pool_id, creates=isinstance(command, ConfigurePool))
         if slot is None:
             return answer_of_absent_pool(pool_id, command)
-        return await self._enqueue(slot, command, deadline)
+        return await self._enqueue(slot, command, deadline, tracing.current.get())
 
     async def execute_many(self, commands: Sequence[AddressedCommand]) -> list[CommandOutcome | CapacityError]:
         """Several commands (of any pools) at once, each answered on its own: a ``CapacityError`` is an
         answer here, not raised. A command to a running pool costs no task of its own (as ``execute``
         would): batches from the router carry many, and the tasks were a tenth of this process's work."""
         replies = [
-            self._enqueue(slot, command, deadline)
+            self._enqueue(slot, command, deadline, request_id)
             if (slot := self._slots.get(pool_id)) is not None and not self.fenced
-            else asyncio.ensure_future(self.execute(pool_id, command, deadline))  # starts the pool first
-            for pool_id, command, deadline in commands
+            else self._execute_traced(pool_id, command, deadline, request_id)  # starts the pool first
+            for pool_id, command, deadline, request_id in commands
         ]
         answers = await asyncio.gather(*replies, return_exceptions=True)
         for answer in answers:
@@ -161,16 +186,27 @@ class PoolHost:
                 raise answer
         return cast(list[CommandOutcome | CapacityError], answers)
 
-    def _enqueue(self, slot: _PoolSlot, command: PoolCommand, deadline: float | None) -> asyncio.Future[CommandOutcome]:
+    def _execute_traced(
+        self, pool_id: str, command: PoolCommand, deadline: float | None, request_id: str | None
+    ) -> asyncio.Future[CommandOutcome]:
+        token = tracing.current.set(request_id)  # the task made here copies the context, with the id
+        try:
+            return asyncio.ensure_future(self.execute(pool_id, command, deadline))
+        finally:
+            tracing.current.reset(token)
+
+    def _enqueue(
+        self, slot: _PoolSlot, command: PoolCommand, deadline: float | None, request_id: str | None = None
+    ) -> asyncio.Future[CommandOutcome]:
         if slot.unhosted:
-            return asyncio.ensure_future(self.execute(slot.writer.pool_id, command, deadline))
+            return self._execute_traced(slot.writer.pool_id, command, deadline, request_id)
         reply: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
         if len(slot.queue) >= self._settings.max_queued_per_pool:
             reply.set_exception(
                 Overloaded(f"pool {slot.writer.pool_id!r} has {len(slot.queue)} commands waiting; nothing was taken")
             )
             return reply
-        slot.queue.append(_Pending(command, reply, deadline))
+        slot.queue.append(_Pending(command, reply, deadline, request_id))
         self._drain_if_idle(slot)
         return reply
 
@@ -186,7 +222,11 @@ class PoolHost:
             while slot.queue and not self.fenced:
                 batch = slot.queue[: self._settings.max_batch]
                 del slot.queue[: len(batch)]
-                await self._write(slot, batch)
+                token = tracing.current.set(_request_ids_of(batch))  # log lines of this write name them
+                try:
+                    await self._write(slot, batch)
+                finally:
+                    tracing.current.reset(token)
             for pending in slot.queue:  # only left when fenced
                 _fail(pending.reply, HostFenced("this pool moved to a newer incarnation; retry"))
             slot.queue.clear()
@@ -302,6 +342,10 @@ class PoolHost:
                 pending.reply.set_result(outcome)
         if result.persisted:
             self._publish(slot, result)
+            if expired := sum(isinstance(p.event, HoldExpired) for p in result.persisted):
+                self._metrics.holds_expired(expired)
+            for operated in (p.event for p in result.persisted if isinstance(p.event, _OPERATORS_EVENTS)):
+                log.info("pool %s: %s", slot.writer.pool_id, operated)
             # Right now the state holds only durable events (the next batch is not decided yet): the
             # moment to copy it for a snapshot (a C-speed copy); encoding and storing overlap the writes.
             if not slot.storing_snapshot and (captured := slot.writer.take_snapshot_if_due()) is not None:
@@ -563,8 +607,9 @@ class _Committer:
     """Group commit across pools: appends that arrive while one ``append_many`` runs go together in the
     next. Per pool there is at most one append in flight (its drain loop waits), so order is kept."""
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, metrics: HostMetrics) -> None:
         self._journal = journal
+        self._metrics = metrics
         self._waiting: list[tuple[AppendRequest, asyncio.Future[int | JournalError]]] = []
         self._running = False
         self._task: asyncio.Task[None] | None = None
@@ -582,6 +627,7 @@ class _Committer:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
                 requests = [request for request, _ in batch]
+                started = time.perf_counter()
                 try:
                     # Inline when the journal can answer at once (a local file nobody else is writing):
                     # the hand-over to a worker thread cost more than the append on a busy loop.
@@ -592,6 +638,8 @@ class _Committer:
                 except Exception as exc:  # a bug must not leave callers waiting forever
                     log.exception("append_many failed unexpectedly")
                     results = [JournalUnavailable(f"{type(exc).__name__}: {exc}")] * len(batch)
+                failures = sum(isinstance(result, JournalError) for result in results)
+                self._metrics.appended(time.perf_counter() - started, len(batch), failures)
                 for (_, answer), result in zip(batch, results, strict=True):
                     if not answer.done():
                         answer.set_result(result)
@@ -623,6 +671,20 @@ def _refuse_late(writer: PoolWriter, batch: list[_Pending]) -> list[_Pending]:
         else:
             kept.append(pending)
     return kept
+
+
+# Events an operator's command wrote: each gets a log line (naming the request, like every line of a write).
+_OPERATORS_EVENTS = (PoolPaused, PoolResumed, PoolRetired)
+# Request ids named in one log line at most; a batch can hold hundreds.
+_MAX_IDS_LOGGED = 10
+
+
+def _request_ids_of(batch: list[_Pending]) -> str | None:
+    ids = list(dict.fromkeys(p.request_id for p in batch if p.request_id is not None))
+    if not ids:
+        return None
+    more = f" (+{len(ids) - _MAX_IDS_LOGGED} more)" if len(ids) > _MAX_IDS_LOGGED else ""
+    return ",".join(ids[:_MAX_IDS_LOGGED]) + more
 
 
 def _ignore_answer(reply: asyncio.Future[CommandOutcome]) -> None:

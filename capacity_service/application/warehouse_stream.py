@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from itertools import islice
 
 from capacity_service.adapters.codec import Codec
@@ -297,6 +298,18 @@ class WarehouseStream:
         if self._journal is None:
             self._journal = await asyncio.to_thread(self._open_journal)
         return self._journal
+
+    @property
+    def pools_lagging(self) -> int:
+        """Pools whose next events the catch-up must read from the journal."""
+        return len(self._lagging)
+
+    def lag(self) -> tuple[int, float]:
+        """(rows accepted and not in the sink yet, seconds since the oldest of them happened; 0 when none)."""
+        if not self._buffer:
+            return 0, 0.0
+        oldest = self._buffer[0].occurred_at
+        return len(self._buffer), max(0.0, (datetime.now(UTC) - oldest).total_seconds())
 
     def status(self) -> dict[str, object]:
         return {

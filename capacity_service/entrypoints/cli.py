@@ -93,6 +93,13 @@ def _add_service_commands(
         help="answer clients beyond loopback with no API keys set (refused otherwise)",
     )
     start.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="where Prometheus scrapes the metrics, on 127.0.0.1 (default: a free port, printed at start)",
+    )
+    start.add_argument("--no-metrics", action="store_true", help="collect no metrics (Ray's and the service's)")
+    start.add_argument(
         "--no-warehouse",
         action="store_true",
         help="no analytics stream (by default every event goes to DATA_DIR/warehouse)",
@@ -333,7 +340,8 @@ def _start(a: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"cannot listen on {a.host}:{a.port}: {exc.strerror}", file=sys.stderr)
         return 1
-    environment.apply(*environment.start_environment(a.port, a.fast_ingress))  # before Ray is imported
+    metrics_port = None if a.no_metrics else _bind_check("127.0.0.1", a.metrics_port)
+    environment.apply(*environment.start_environment(a.port, a.fast_ingress, metrics_port is not None))
     proxy_port = 0 if not a.fast_ingress else a.port
     if a.fast_ingress:
         print("fast ingress: HAProxy's stats and metrics ports (8404, 9101) listen on all interfaces", flush=True)
@@ -347,7 +355,13 @@ def _start(a: argparse.Namespace) -> int:
 
     args = _service_args(a)
     # A Ray of its own ("local"), even when another runs on this machine: Ctrl-C stops all of it.
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, namespace=DEFAULT_NAMESPACE)
+    ray.init(
+        address="local",
+        include_dashboard=False,
+        log_to_driver=False,
+        namespace=DEFAULT_NAMESPACE,
+        _metrics_export_port=metrics_port,
+    )
     stop = _stop_on_signal()
     try:
         serve.start(http_options={"host": a.host, "port": proxy_port})
@@ -364,6 +378,10 @@ def _start(a: argparse.Namespace) -> int:
         url = f"http://{a.host}:{a.port}"
         print(f"capacity_service is listening on {url} (journal: {args.get('journal', 'from environment')})")
         print(f"  try: curl -s {url}/readyz    docs: {url}/docs    Ctrl-C stops it")
+        if metrics_port is not None:
+            print(
+                f"  metrics (Prometheus, the service's named ray_capacity_*): http://127.0.0.1:{metrics_port}/metrics"
+            )
         print(
             f"  python, with RAY_AUTH_MODE={auth_mode} in its environment: "
             f"ray.init(address={_ray.gcs_address()!r}); CapacityClient()",

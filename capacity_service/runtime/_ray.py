@@ -17,6 +17,7 @@ from ray.exceptions import (
     RayActorError,
     RaySystemError,
 )
+from ray.util import metrics as ray_metrics
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 __all__ = [
@@ -25,10 +26,13 @@ __all__ = [
     "alive_node_ids",
     "ask",
     "ask_now",
+    "counter",
     "current_node_id",
     "ensure_actor",
     "ensure_initialized",
+    "gauge",
     "gcs_address",
+    "histogram",
     "kill_actor",
     "kill_namespace",
     "lookup_actor",
@@ -225,3 +229,20 @@ class ActorCalls:
 
     def current_node_id(self) -> str:
         return current_node_id()
+
+
+# Metrics, exported by Ray's metrics agent on each node for Prometheus (names get Ray's "ray_" prefix).
+
+
+def counter(name: str, description: str, tag_keys: tuple[str, ...] = ()) -> ray_metrics.Counter:
+    return ray_metrics.Counter(name, description, tag_keys=tag_keys)
+
+
+def gauge(name: str, description: str, tag_keys: tuple[str, ...] = ()) -> ray_metrics.Gauge:
+    return ray_metrics.Gauge(name, description, tag_keys=tag_keys)
+
+
+def histogram(
+    name: str, description: str, boundaries: list[float], tag_keys: tuple[str, ...] = ()
+) -> ray_metrics.Histogram:
+    return ray_metrics.Histogram(name, description, boundaries=boundaries, tag_keys=tag_keys)

@@ -24,6 +24,7 @@ from capacity_service.adapters.journal import Journal, open_journal
 from capacity_service.application.availability_index import AvailabilityIndex
 from capacity_service.domain import PoolView
 from capacity_service.runtime import _ray
+from capacity_service.runtime.metrics import GAUGE_INTERVAL_S, RayCacheMetrics
 from capacity_service.runtime.router import PoolRouter
 from capacity_service.settings import ServiceSettings
 
@@ -37,6 +38,7 @@ class AvailabilityCache:
         self._router = PoolRouter(settings)
         self._journal: Journal | None = None
         self._sync_task: asyncio.Task[None] | None = None
+        self._metrics_task: asyncio.Task[None] | None = None
         self._last_sync: float | None = None
         self._last_error: str | None = None
         self._incarnation = uuid.uuid4().hex
@@ -47,6 +49,14 @@ class AvailabilityCache:
         """Start bootstrapping and anti-entropy (idempotent; every method calls it)."""
         if self._sync_task is None:
             self._sync_task = asyncio.ensure_future(self._sync_forever())
+            self._metrics_task = asyncio.ensure_future(self._show_metrics())
+
+    async def _show_metrics(self) -> None:
+        metrics = RayCacheMetrics()
+        while True:
+            age = None if self._last_sync is None else time.monotonic() - self._last_sync
+            metrics.show(age, len(self._index))
+            await asyncio.sleep(GAUGE_INTERVAL_S)
 
     async def _sync_forever(self) -> None:
         while True:

@@ -12,6 +12,7 @@ import gc
 from typing import TypeVar
 
 from capacity_service.adapters.journal import Journal, JournalError, open_journal
+from capacity_service.application import tracing
 from capacity_service.application.pool_host import AddressedCommand, PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import PoolCommand, PoolView, Reservation, ReservationStatus
@@ -19,8 +20,9 @@ from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.runtime import channel
 from capacity_service.runtime._ray import current_node_id, plain, process_id
 from capacity_service.runtime.fanout import CacheFanout
+from capacity_service.runtime.metrics import GAUGE_INTERVAL_S, RayHostMetrics
 from capacity_service.runtime.warehouse_feed import WarehouseFeed
-from capacity_service.settings import ServiceSettings
+from capacity_service.settings import ServiceSettings, SqlJournalSettings
 
 T = TypeVar("T")
 
@@ -34,12 +36,28 @@ def _settle_the_heap() -> None:
     gc.freeze()
 
 
+async def _show_stats(host: PoolHost, metrics: RayHostMetrics) -> None:
+    while True:
+        metrics.show(host.stats())
+        await asyncio.sleep(GAUGE_INTERVAL_S)
+
+
+def _store_of(settings: ServiceSettings) -> str:
+    """The journal's kind, as a metric label: "cassandra", or the SQL dialect ("sqlite", "postgresql")."""
+    journal = settings.journal
+    if isinstance(journal, SqlJournalSettings):
+        return journal.url.split(":", 1)[0].split("+", 1)[0]
+    return "cassandra"
+
+
 class PoolActor:
     def __init__(self, settings: ServiceSettings) -> None:
+        tracing.log_to_stderr(json_lines=settings.log_format == "json")
         self._settings = settings
         self._host: PoolHost | None = None
         self._journal: Journal | None = None
         self._opening = asyncio.Lock()
+        self._gauges: asyncio.Future[None] | None = None
         self._channel = channel.ChannelServer(
             {"execute_many": self.execute_many, "view": self.view, "reservation": self.reservation}
         )
@@ -55,13 +73,16 @@ class PoolActor:
                     self._journal = await asyncio.to_thread(open_journal, self._settings.journal)
                 except JournalError as exc:
                     raise Unavailable(f"journal unavailable: {exc}") from exc
+                metrics = RayHostMetrics(store=_store_of(self._settings))
                 self._host = PoolHost(
                     self._journal,
                     self._settings.write_side,
                     self._settings.snapshots,
                     views=CacheFanout(self._settings),
                     events=WarehouseFeed(self._settings) if self._settings.warehouse.enabled else None,
+                    metrics=metrics,
                 )
+                self._gauges = asyncio.ensure_future(_show_stats(self._host, metrics))
                 _settle_the_heap()
         return self._host
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from capacity_service.adapters.journal import Journal, JournalError, open_journal
+from capacity_service.application import tracing
 from capacity_service.application.pool_host import AddressedCommand, HostFenced
 from capacity_service.application.pool_writer import CommandOutcome, answer_of_absent_pool, view_of_absent_pool
 from capacity_service.domain import ConfigurePool, PoolCommand, PoolView
@@ -51,7 +52,7 @@ _BACKSTOP_S = 1.0
 def _answer_by(settings: ServiceSettings, commands: list[AddressedCommand]) -> float:
     """The monotonic time until which a batch's answer is waited for: its latest deadline (wall clock)
     and the grace for an append under way."""
-    latest = max(deadline for _, _, deadline in commands if deadline is not None)
+    latest = max(deadline for _, _, deadline, _ in commands if deadline is not None)
     return time.monotonic() + (latest - time.time()) + settings.hosting.answer_grace_s
 
 
@@ -80,7 +81,7 @@ def _shard_count(settings: ServiceSettings) -> int:
 class _Outbox:
     """Commands waiting to be sent to one actor, and how many batches to it are in flight."""
 
-    waiting: list[tuple[str, PoolCommand, float, asyncio.Future[Any]]] = field(default_factory=list)
+    waiting: list[tuple[str, PoolCommand, float, str | None, asyncio.Future[Any]]] = field(default_factory=list)
     in_flight: int = 0  # senders holding the slot
     calls: int = 0  # calls not answered yet, slow ones included
 
@@ -131,7 +132,7 @@ class PoolRouter:
                 return answer_of_absent_pool(pool_id, command)
             outbox = self._outboxes.setdefault(name, _Outbox())
             reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            entry = (pool_id, command, deadline, reply)
+            entry = (pool_id, command, deadline, tracing.current.get(), reply)
             outbox.waiting.append(entry)
             self._start_sender(name, outbox)
             # The sender answers first (it knows whether the batch went out); this is the backstop.
@@ -168,7 +169,7 @@ class PoolRouter:
             while outbox.waiting and in_flight:
                 batch = outbox.waiting[:_MAX_COMMANDS_PER_CALL]
                 del outbox.waiting[: len(batch)]
-                commands: list[AddressedCommand] = [(p, c, d) for p, c, d, _ in batch]
+                commands: list[AddressedCommand] = [(p, c, d, t) for p, c, d, t, _ in batch]
                 outbox.calls += 1
                 try:
                     call, channel_deadline = self._start_call(name, commands, _answer_by(self._settings, commands))

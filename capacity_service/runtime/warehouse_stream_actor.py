@@ -7,12 +7,15 @@ hashes pools onto more stream actors when one is not enough.
 
 from __future__ import annotations
 
+import asyncio
+
 from capacity_service.adapters.journal import open_journal
 from capacity_service.adapters.warehouse import open_sink, stream_of
 from capacity_service.adapters.warehouse.rows import row_of
 from capacity_service.application.warehouse_stream import WarehouseStream
 from capacity_service.domain import PersistedEvent
 from capacity_service.runtime._ray import process_id
+from capacity_service.runtime.metrics import GAUGE_INTERVAL_S, RayWarehouseMetrics
 from capacity_service.settings import ServiceSettings
 
 
@@ -26,11 +29,22 @@ class WarehouseStreamActor:
             owns=lambda pool_id: stream_of(pool_id, warehouse.streams) == shard,
         )
 
+        self._metrics: asyncio.Task[None] | None = None
+
     async def start(self) -> None:
         self._stream.start()
+        if self._metrics is None:
+            self._metrics = asyncio.ensure_future(self._show_metrics())
+
+    async def _show_metrics(self) -> None:
+        metrics = RayWarehouseMetrics()
+        while True:
+            rows, seconds = self._stream.lag()
+            metrics.show(rows, seconds, self._stream.pools_lagging, self._stream.stats["flushed_rows"])
+            await asyncio.sleep(GAUGE_INTERVAL_S)
 
     async def offer(self, events: list[PersistedEvent]) -> None:
-        self._stream.start()
+        await self.start()
         self._stream.offer(row_of(event) for event in events)
 
     async def flush(self) -> int:

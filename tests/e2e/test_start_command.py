@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -285,5 +286,82 @@ def test_the_live_service_keeps_its_openapi_contract(tmp_path: Path) -> None:
                 except Unsatisfiable:
                     # Nothing to get wrong (the probes take no input): no invalid request exists.
                     assert mode is schemathesis.GenerationMode.NEGATIVE, operation.label
+    finally:
+        stop(service)
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """A Prometheus scrape, as (metric name, its labels) -> value (the service's own metrics only)."""
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for line in httpx.get(url, timeout=10).text.splitlines():
+        found = re.match(r"^(ray_capacity_\w+)(?:\{(.*)\})? (\S+)$", line)
+        if found:
+            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', found.group(2) or ""))
+            samples[(found.group(1), labels)] = float(found.group(3))
+    return samples
+
+
+def total(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    wanted = set(labels.items())
+    return sum(value for (metric, have), value in samples.items() if metric == name and wanted <= have)
+
+
+def test_start_prints_its_metrics_url_and_the_metrics_move_with_traffic(tmp_path: Path) -> None:
+    """Metrics on by default: the URL `start` prints serves Prometheus text, on loopback, and the service's
+    series move as requests, writes and hold expiries happen."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    service = start(tmp_path, port)
+    try:
+        printed = first_output_so_far(service)
+        metrics_url = re.search(r"(http://127\.0\.0\.1:\d+/metrics)", printed)
+        assert metrics_url, printed
+        wait_ready(url, service)
+        with httpx.Client(base_url=url, timeout=30) as http:
+            http.put("/v1/pools/m1", json={"capacity": 100, "zone": "north"})
+            for k in range(7):
+                assert http.post("/v1/reservations", json={"pool_id": "m1", "request_id": f"m-{k}"}).status_code == 201
+            assert http.get("/v1/pools/ghost").status_code == 404
+            held = http.post("/v1/reservations", json={"pool_id": "m1", "hold_seconds": 1})
+            assert held.status_code == 201
+            # An operator's pause, traced: its id is in the HTTP replica's log line and in the pool's.
+            trace = f"trace-{uuid.uuid4().hex}"
+            paused = http.post("/v1/admin/pools/m1/pause", json={"reason": "e2e"}, headers={"x-request-id": trace})
+            assert paused.status_code == 200 and paused.headers["x-request-id"] == trace
+            assert http.post("/v1/admin/pools/m1/resume").status_code == 200
+
+        def moved() -> bool:
+            samples = scrape(metrics_url.group(1))
+            return (
+                total(samples, "ray_capacity_http_requests_total", route="/v1/reservations", status="201") >= 8
+                and total(samples, "ray_capacity_http_requests_total", route="/v1/pools/{pool_id}", status="404") >= 1
+                and total(samples, "ray_capacity_http_request_seconds_count", route="/v1/reservations") >= 8
+                and total(samples, "ray_capacity_journal_appends_total", store="sqlite", outcome="ok") >= 9
+                and total(samples, "ray_capacity_holds_expired_total") >= 1
+                and total(samples, "ray_capacity_pools_hosted") >= 1
+            )
+
+        deadline = time.monotonic() + 60  # Ray's agent exports what the processes report every few seconds
+        while not moved():
+            assert time.monotonic() < deadline, sorted(scrape(metrics_url.group(1)).items())[:40]
+            time.sleep(2)
+        listening = listeners(descendants(service.pid) | {service.pid})
+        exposed = [(a, n) for a, n in listening if not is_loopback(a)]
+        assert exposed == [], f"listening beyond loopback: {exposed}"
+
+        def traced_lines() -> list[str]:
+            lines = []
+            for log in Path("/tmp/ray").glob("session_*/logs/worker-*"):
+                with contextlib.suppress(OSError):
+                    lines += [line for line in log.read_text(errors="replace").splitlines() if trace in line]
+            return lines
+
+        deadline = time.monotonic() + 30
+        while not (
+            any("operator: pause pool m1" in line for line in traced_lines())
+            and any("PoolPaused(reason='e2e')" in line for line in traced_lines())
+        ):
+            assert time.monotonic() < deadline, traced_lines()
+            time.sleep(1)
     finally:
         stop(service)

@@ -5,6 +5,7 @@ for the inline appends)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import Counter
@@ -157,11 +158,11 @@ def test_execute_many_answers_each_command_in_order_and_an_error_is_an_answer() 
         host = await configured_host(journal, capacity=2)  # pool "p" runs; "q" and "r" start on demand
         answers = await host.execute_many(
             [
-                ("p", reserve("p"), None),
-                ("q", ConfigurePool(2, "z"), None),
-                ("p", reserve("p", quantity=2), None),  # over the capacity left
-                ("q", reserve("q"), None),
-                ("r", reserve("r"), None),  # never configured
+                ("p", reserve("p"), None, None),
+                ("q", ConfigurePool(2, "z"), None, None),
+                ("p", reserve("p", quantity=2), None, None),  # over the capacity left
+                ("q", reserve("q"), None, None),
+                ("r", reserve("r"), None, None),  # never configured
             ]
         )
         outcomes = [a for a in answers if not isinstance(a, Exception)]
@@ -170,7 +171,7 @@ def test_execute_many_answers_each_command_in_order_and_an_error_is_an_answer() 
         assert isinstance(outcomes[2].rejection, InsufficientCapacity)
         assert (outcomes[0].view.reserved, outcomes[3].view.reserved) == (1, 1)
         journal.failing = True
-        failed = await host.execute_many([("p", reserve("p"), None), ("q", reserve("q"), None)])
+        failed = await host.execute_many([("p", reserve("p"), None, "trace-p"), ("q", reserve("q"), None, "trace-q")])
         # Answered, not raised; the journal failed the append without saying whether it landed.
         assert all(isinstance(a, OutcomeUnknown) for a in failed), failed
         assert (journal.highest_seq_nr("p"), journal.highest_seq_nr("q")) == (2, 2)
@@ -490,7 +491,9 @@ def test_requests_for_unknown_pools_start_nothing_and_write_nothing() -> None:
         journal = ClaimCountingJournal()
         host = PoolHost(journal)
         forged = new_reservation_id("ghost")
-        answers = await host.execute_many([("ghost", reserve("ghost"), None), ("ghost", Release(forged), None)])
+        answers = await host.execute_many(
+            [("ghost", reserve("ghost"), None, None), ("ghost", Release(forged), None, None)]
+        )
         assert [type(a.rejection) for a in answers if isinstance(a, CommandOutcome)] == [
             PoolNotFoundRejection,
             ReservationNotFoundRejection,
@@ -536,5 +539,30 @@ def test_a_full_pool_queue_refuses_at_once_and_takes_nothing() -> None:
         assert (len(taken), len(refused)) == (3, 7)
         assert time.monotonic() - started < 1.0
         assert (await host.view("p")).reserved == 3 and journal.highest_seq_nr("p") == 1 + 3
+
+    asyncio.run(scenario())
+
+
+def test_the_log_lines_of_a_write_name_the_requests_it_answers(caplog: pytest.LogCaptureFixture) -> None:
+    """The request id the router carries with each command (HTTP's X-Request-ID) is in every log line the
+    host writes about the batch: a failed append here, an operator's pause there."""
+    from capacity_service.application import tracing
+    from capacity_service.domain import PausePool
+
+    tracing.install_log_stamp()
+
+    async def scenario() -> None:
+        journal = SlowJournal(delay=0.0)
+        host = await configured_host(journal, capacity=5)
+        with caplog.at_level(logging.INFO, logger="capacity_service"):
+            journal.failing = True
+            await host.execute_many([("p", reserve("p"), None, "trace-a"), ("p", reserve("p"), None, "trace-b")])
+            journal.failing = False
+            await host.execute_many([("p", PausePool("incident 9"), None, "trace-pause")])
+        lines = [r.getMessage() for r in caplog.records]
+        failed = [line for line in lines if "journal write failed" in line]
+        assert failed and failed[0].startswith("request_id=trace-a,trace-b "), lines
+        paused = [line for line in lines if "PoolPaused" in line]
+        assert paused and paused[0].startswith("request_id=trace-pause "), lines
 
     asyncio.run(scenario())

@@ -4,6 +4,7 @@ Each acts through the pool's single writer; a pause and a resume are events in t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -12,6 +13,8 @@ from fastapi import FastAPI, Query
 from capacity_service.client import MAX_LISTED_RESERVATIONS, AsyncCapacityClient
 from capacity_service.entrypoints.http.schemas import POOL_ID, ErrorBody, PauseRequest
 from capacity_service.models import Pool, PoolCheck, PoolsChanged, ReservationList
+
+log = logging.getLogger(__name__)
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "pool_not_found"}}
 Status = Literal["held", "active", "released", "expired"]
@@ -29,19 +32,23 @@ def add_admin_routes(app: FastAPI, client: AsyncCapacityClient, admin_only: list
     async def pause_pool(pool_id: POOL_ID, body: PauseRequest) -> Pool:
         """Stop the pool's writes (answered 503 `paused`, nothing taken) until resumed; reads and hold
         expiry go on. Pausing a paused pool changes nothing."""
+        log.info("operator: pause pool %s (%s)", pool_id, body.reason)
         return await client.pause_pool(pool_id, body.reason)
 
     @route("POST", "/v1/admin/pools/{pool_id}/resume", response_model=Pool)
     async def resume_pool(pool_id: POOL_ID) -> Pool:
+        log.info("operator: resume pool %s", pool_id)
         return await client.resume_pool(pool_id)
 
     @route("POST", "/v1/admin/pause", response_model=PoolsChanged)
     async def pause_all(body: PauseRequest) -> PoolsChanged:
         """The kill switch: pause every live pool (one created afterwards is not paused)."""
+        log.info("operator: pause every live pool (%s)", body.reason)
         return await client.pause_all(body.reason)
 
     @route("POST", "/v1/admin/resume", response_model=PoolsChanged)
     async def resume_all() -> PoolsChanged:
+        log.info("operator: resume every live pool")
         return await client.resume_all()
 
     @route("GET", "/v1/admin/pools/{pool_id}/reservations", response_model=ReservationList)

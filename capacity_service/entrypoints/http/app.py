@@ -26,7 +26,7 @@ from capacity_service.domain import PoolView
 from capacity_service.entrypoints.http import request_ids
 from capacity_service.entrypoints.http.admin import add_admin_routes
 from capacity_service.entrypoints.http.auth import ApiKeys
-from capacity_service.entrypoints.http.edge import Edge, JsonOperation
+from capacity_service.entrypoints.http.edge import Edge, JsonOperation, RequestMetrics
 from capacity_service.entrypoints.http.errors import capacity_error_response, error_response, internal_error_response
 from capacity_service.entrypoints.http.schemas import (
     POOL_ID,
@@ -147,9 +147,10 @@ def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
     return sorted(methods)
 
 
-def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
+def create_app(backend: Backend, settings: HttpSettings | None = None, metrics: RequestMetrics | None = None) -> Edge:
     """The HTTP app: the FastAPI routes of the contract behind the ``Edge`` (body limit, loopback rule,
-    requests in flight, and the fast lane, which answers the hot calls with the same operations)."""
+    requests in flight, and the fast lane, which answers the hot calls with the same operations).
+    ``metrics``: where every answer is counted and timed."""
     settings = settings or HttpSettings()
     keys = ApiKeys(settings)
     app = _framework_app(backend)
@@ -167,7 +168,7 @@ def create_app(backend: Backend, settings: HttpSettings | None = None) -> Edge:
     hot = {path for _, path in fast_lane}
     app.router.routes.sort(key=lambda route: getattr(route, "path", "") not in hot)
     request_ids.install_log_stamp()
-    return Edge(app, settings.max_body_bytes, fast_lane, keys, settings.max_requests_in_flight)
+    return Edge(app, settings.max_body_bytes, fast_lane, keys, settings.max_requests_in_flight, metrics)
 
 
 def _framework_app(backend: Backend) -> FastAPI:

@@ -16,10 +16,12 @@ from ray import serve
 from ray.serve import Application
 from starlette.types import ASGIApp
 
+from capacity_service.application import tracing
 from capacity_service.entrypoints.http.app import create_app
 from capacity_service.entrypoints.http.backend import ServiceBackend
 from capacity_service.entrypoints.http.ingress import serve_fast_lane
 from capacity_service.runtime import _ray, service
+from capacity_service.runtime.metrics import RayRequestMetrics
 from capacity_service.settings import service_settings
 
 log = logging.getLogger(__name__)
@@ -36,10 +38,11 @@ class CapacityApi:
         _bind_replica_grpc_to_node_ip()
         _let_replica_http_reuse_its_port()
         self._settings = service_settings(args)
+        tracing.log_to_stderr(json_lines=self._settings.log_format == "json")
         self._backend = ServiceBackend(self._settings)
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
-        edge = create_app(self._backend, self._settings.http)
+        edge = create_app(self._backend, self._settings.http, RayRequestMetrics())
         serve_fast_lane(edge)
         return edge
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI
 from starlette.responses import Response
@@ -30,6 +32,11 @@ from capacity_service.errors import CapacityError, Overloaded
 JsonOperation = Callable[[bytes, str], Awaitable[Response]]
 
 
+class RequestMetrics(Protocol):
+    def answered(self, route: str, status: int, seconds: float) -> None:
+        """A request to ``route`` (its template: ids never become label values) was answered."""
+
+
 class Edge:
     def __init__(
         self,
@@ -38,8 +45,10 @@ class Edge:
         fast_lane: Mapping[tuple[str, str], JsonOperation] | None = None,
         keys: ApiKeys | None = None,
         max_in_flight: int | None = None,
+        metrics: RequestMetrics | None = None,
     ) -> None:
         self.app = app
+        self._metrics = metrics
         self.limit = limit
         self._fast_lane = dict(fast_lane or {})
         self._keys = keys
@@ -55,10 +64,14 @@ class Edge:
             return
         request_id = request_ids.request_id_of(_first_header(scope, request_ids.HEADER))
         token = request_ids.current.set(request_id)
+        answer = _Answer(send, request_id.encode())
+        started = time.perf_counter()
         try:
-            await self._admit(scope, receive, _with_request_id(send, request_id.encode()))
+            await self._admit(scope, receive, answer.send)
         finally:
             request_ids.current.reset(token)
+            if self._metrics is not None:
+                self._metrics.answered(route_of(_route_path(scope)), answer.status, time.perf_counter() - started)
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._max_in_flight is None or _route_path(scope) in _PROBES:
@@ -154,16 +167,42 @@ def _first_header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-def _with_request_id(send: Send, request_id: bytes) -> Send:
-    """``send``, with the request's id added to the answer's headers."""
+class _Answer:
+    """``send``, with the request's id added to the answer's headers, and the status it was given kept
+    (0: none was sent, the client went away first)."""
 
-    async def sending(message: Message) -> None:
+    __slots__ = ("_request_id", "_send", "status")
+
+    def __init__(self, send: Send, request_id: bytes) -> None:
+        self._send, self._request_id, self.status = send, request_id, 0
+
+    async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
+            self.status = message["status"]
             headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != request_ids.HEADER]
-            message = {**message, "headers": [*headers, (request_ids.HEADER, request_id)]}
-        await send(message)
+            message = {**message, "headers": [*headers, (request_ids.HEADER, self._request_id)]}
+        await self._send(message)
 
-    return sending
+
+_FIXED_ROUTES = frozenset(
+    {"/v1/availability", "/v1/reservations", "/v1/admin/pause", "/v1/admin/resume", "/healthz", "/readyz"}
+)
+_ROUTE_TEMPLATES = [
+    (re.compile(r"^/v1/pools/[^/]+$"), "/v1/pools/{pool_id}"),
+    (re.compile(r"^/v1/reservations/[^/]+/confirm$"), "/v1/reservations/{reservation_id}/confirm"),
+    (re.compile(r"^/v1/reservations/[^/]+$"), "/v1/reservations/{reservation_id}"),
+    (re.compile(r"^/v1/admin/pools/[^/]+/(pause|resume|reservations|check)$"), "/v1/admin/pools/{pool_id}/"),
+]
+
+
+def route_of(path: str) -> str:
+    """The route template of a path, for metrics: a bounded set of values whatever clients send."""
+    if path in _FIXED_ROUTES:
+        return path
+    for pattern, template in _ROUTE_TEMPLATES:
+        if (found := pattern.match(path)) is not None:
+            return template + found.group(1) if found.groups() else template
+    return "other"
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:

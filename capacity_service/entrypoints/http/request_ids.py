@@ -5,11 +5,10 @@ apart from a reserve's ``request_id``, which is the idempotency key.)"""
 
 from __future__ import annotations
 
-import logging
 import re
 import uuid
-from contextvars import ContextVar
-from typing import Any
+
+from capacity_service.application import tracing
 
 HEADER = b"x-request-id"
 
@@ -17,29 +16,12 @@ HEADER = b"x-request-id"
 # replaced, so that log lines and answers never carry control characters or unbounded text.
 _USABLE = re.compile(rb"^[\x21-\x7e]{1,128}$")
 
-current: ContextVar[str | None] = ContextVar("capacity_http_request_id", default=None)
+# The request being answered: the one context variable the router and the pool hosts read too.
+current = tracing.current
+install_log_stamp = tracing.install_log_stamp
 
 
 def request_id_of(header: bytes | None) -> str:
     if header is not None and _USABLE.match(header):
         return header.decode("ascii")
     return uuid.uuid4().hex
-
-
-def install_log_stamp() -> None:
-    """Make every log record created while a request is answered carry its id (in its message, so that any
-    log format shows it). Idempotent."""
-    factory = logging.getLogRecordFactory()
-    if getattr(factory, "_stamps_request_ids", False):
-        return
-
-    def stamped(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = factory(*args, **kwargs)
-        request_id = current.get()
-        if request_id is not None:
-            record.request_id = request_id
-            record.msg = f"request_id={request_id} {record.msg}"
-        return record
-
-    stamped._stamps_request_ids = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(stamped)

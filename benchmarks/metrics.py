@@ -1,0 +1,238 @@
+"""What metrics cost, and what they show, on `capacity-service start` as a user runs it (defaults: SQLite
+journal, warehouse on, metrics on), everything created over HTTP:
+
+    .venv/bin/python benchmarks/metrics.py [--seconds 20] [--rounds 3]
+
+1. The cost on the reserve path, side by side: `start` (metrics on) and `start --no-metrics`, each with 100
+   pools and 16 connections reserving for ``--seconds``, rounds alternating so that the machine's drift
+   falls on both (target: under 5% of throughput).
+2. The series, as a dashboard shows them: during the last round with metrics on, the metrics endpoint is
+   scraped every 2 s (requests/s by status, answer p99 from the histogram, journal append time, commands
+   queued, holds pending while holds are placed) and plotted.
+
+The load comes from the benchmarks' lean HTTP/1.1 client (``_common.LeanConnection``) on the same 2
+cores. Results: benchmarks/results/metrics.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import contextlib
+import itertools
+
+from benchmarks._common import (
+    LeanConnection,
+    command_line,
+    exit_cleanly_on_sigterm,
+    started_service,
+    summarize,
+    write_results,
+)
+from benchmarks.holds import put_pool, reserve_during
+
+OVERHEAD_TARGET = 0.05
+POOLS = [f"m-{i}" for i in range(100)]
+SCRAPE_EVERY_S = 2.0
+
+
+def scrape(url: str) -> dict[str, float]:
+    """The service's series (``ray_capacity_*``), summed over their labels but the ones named in the key:
+    ``name{label=value}`` for the few kept apart, ``name`` for the rest."""
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    series: dict[str, float] = {}
+    for line in text.splitlines():
+        found = re.match(r"^(ray_capacity_\w+)(?:\{(.*)\})? (\S+)$", line)
+        if not found:
+            continue
+        name, labels, value = found.group(1), dict(re.findall(r'(\w+)="([^"]*)"', found.group(2) or "")), found.group(3)
+        kept = {k: labels[k] for k in ("status", "le", "route") if k in labels}
+        if name == "ray_capacity_http_requests_total":
+            kept.pop("route", None)
+        elif "route" in kept and kept["route"] != "/v1/reservations":
+            continue
+        key = name + ("{" + ",".join(f"{k}={v}" for k, v in sorted(kept.items())) + "}" if kept else "")
+        series[key] = series.get(key, 0.0) + float(value)
+    return series
+
+
+def quantile_from_buckets(buckets: dict[float, float], q: float) -> float | None:
+    """The ``q`` quantile (seconds) of a cumulative Prometheus histogram's bucket increments."""
+    total = buckets.get(float("inf"), 0.0)
+    if total <= 0:
+        return None
+    for bound in sorted(buckets):
+        if buckets[bound] >= q * total:
+            return bound
+    return None
+
+
+def watch(url: str, until: float, into: list[dict[str, Any]]) -> None:
+    while time.time() < until:
+        with contextlib.suppress(OSError):
+            into.append({"t": time.time(), "series": scrape(url)})
+        time.sleep(SCRAPE_EVERY_S)
+
+
+def place_holds_meanwhile(port: int, until: float) -> None:
+    """A trickle of 10-second holds on one pool, so that the holds' series move too."""
+
+    async def run() -> None:
+        connection = LeanConnection(port)
+        try:
+            while time.time() < until:
+                body = b'{"pool_id": "m-0", "hold_seconds": 10}'
+                await connection.request("POST", "/v1/reservations", body)
+                await asyncio.sleep(0.05)
+        finally:
+            connection.close()
+
+    asyncio.run(run())
+
+
+def one_round(metrics_on: bool, seconds: float, watch_series: list[dict[str, Any]] | None) -> dict[str, float]:
+    from devenv._process import free_port
+
+    metrics_port = free_port()
+    options = ["--metrics-port", str(metrics_port)] if metrics_on else ["--no-metrics"]
+    with tempfile.TemporaryDirectory(prefix="bench-metrics-") as tmp, started_service(Path(tmp), *options) as port:
+
+        async def seed() -> None:
+            for pool_id in POOLS:
+                await put_pool(port, pool_id, 10_000_000)
+
+        asyncio.run(seed())
+        asyncio.run(reserve_during(port, POOLS, time.time() + 2))  # warm-up
+        until = time.time() + seconds
+        helpers: list[threading.Thread] = []
+        if watch_series is not None:
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            helpers = [
+                threading.Thread(target=watch, args=(url, until + 6, watch_series)),
+                threading.Thread(target=place_holds_meanwhile, args=(port, until)),
+            ]
+            for helper in helpers:
+                helper.start()
+        latencies = asyncio.run(reserve_during(port, POOLS, until, connections=16))
+        for helper in helpers:
+            helper.join()
+    return {**summarize(latencies), "per_s": len(latencies) / seconds}
+
+
+def series_over_time(scrapes: list[dict[str, Any]]) -> dict[str, list[float | None]]:
+    """Rates and levels between consecutive scrapes, as a dashboard plots them."""
+    out: dict[str, list[float | None]] = {k: [] for k in ("t", "ok_per_s", "refused_per_s", "p99_ms", "append_ms")}
+    out.update({"queued": [], "holds_pending": []})
+    start = scrapes[0]["t"] if scrapes else 0.0
+    for before, after in itertools.pairwise(scrapes):
+        dt = after["t"] - before["t"]
+        a, b = after["series"], before["series"]
+
+        def delta(key: str, a: dict[str, float] = a, b: dict[str, float] = b) -> float:
+            return a.get(key, 0.0) - b.get(key, 0.0)
+
+        out["t"].append(after["t"] - start)
+        out["ok_per_s"].append(delta("ray_capacity_http_requests_total{status=201}") / dt)
+        refused = sum(delta(k) for k in a if k.startswith("ray_capacity_http_requests_total{status=") and "=2" not in k)
+        out["refused_per_s"].append(refused / dt)
+        prefix = "ray_capacity_http_request_seconds_bucket{le="
+        buckets = {
+            float(k[len(prefix) : k.index(",")].replace("+Inf", "inf")): delta(k)
+            for k in a
+            if k.startswith(prefix) and "route=/v1/reservations" in k
+        }
+        p99 = quantile_from_buckets(buckets, 0.99)
+        out["p99_ms"].append(None if p99 is None else p99 * 1000)
+        count = delta("ray_capacity_journal_append_seconds_count")
+        out["append_ms"].append(delta("ray_capacity_journal_append_seconds_sum") / count * 1000 if count else None)
+        out["queued"].append(a.get("ray_capacity_commands_queued", 0.0))
+        out["holds_pending"].append(a.get("ray_capacity_holds_pending", 0.0))
+    return out
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = results["series"]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
+    panels = [
+        ("answered reserves /s (201) and refusals /s (4xx, 5xx)", ["ok_per_s", "refused_per_s"], "/s"),
+        ("reserve answer p99 (histogram bucket)", ["p99_ms"], "ms"),
+        ("journal group commit, mean", ["append_ms"], "ms"),
+        ("commands queued for pool writers", ["queued"], "commands"),
+        ("holds pending", ["holds_pending"], "holds"),
+    ]
+    for axis, (title, keys, unit) in zip(axes.flat, panels, strict=False):
+        for key in keys:
+            axis.plot(series["t"], series[key], label=key)
+        axis.set(title=title, xlabel="s", ylabel=unit)
+        axis.legend(fontsize=7)
+    cost = axes.flat[5]
+    for name, rows in results["overhead"]["runs"].items():
+        cost.plot(range(1, len(rows) + 1), [r["per_s"] for r in rows], "o-", label=name)
+    cost.set(title="reserves/s, 16 connections, 100 pools", xlabel="round", ylabel="reserves/s", ylim=(0, None))
+    cost.legend(fontsize=7)
+    fig.suptitle(command_line(), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    exit_cleanly_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    a = parser.parse_args()
+    print(command_line(), flush=True)
+    runs: dict[str, list[dict[str, float]]] = {"metrics_on": [], "metrics_off": []}
+    scrapes: list[dict[str, Any]] = []
+    for round_number in range(a.rounds):
+        for name in ("metrics_on", "metrics_off"):
+            last_on = name == "metrics_on" and round_number == a.rounds - 1
+            row = one_round(name == "metrics_on", a.seconds, scrapes if last_on else None)
+            runs[name].append(row)
+            print(
+                f"  round {round_number + 1} {name:11}: {row['per_s']:7.0f} reserves/s, "
+                f"median {row['median_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms",
+                flush=True,
+            )
+    mean = {name: sum(r["per_s"] for r in rows) / len(rows) for name, rows in runs.items()}
+    cost = 1 - mean["metrics_on"] / mean["metrics_off"]
+    results = {
+        "overhead": {
+            "runs": runs,
+            "mean_per_s": mean,
+            "throughput_cost": cost,
+            "target_under": OVERHEAD_TARGET,
+            "met": cost < OVERHEAD_TARGET,
+        },
+        "series": series_over_time(scrapes),
+        "scrapes": len(scrapes),
+    }
+    print(
+        f"  metrics cost {cost:.1%} of reserves/s ({mean['metrics_on']:.0f} on vs {mean['metrics_off']:.0f} off; "
+        f"target < {OVERHEAD_TARGET:.0%})",
+        flush=True,
+    )
+    path = write_results("metrics", results)
+    plot(results, path.with_suffix(".png"))
+    print(f"  wrote {path} and {path.with_suffix('.png').name}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

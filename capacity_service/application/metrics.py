@@ -1,0 +1,36 @@
+"""What the service layer reports for monitoring, as a port: the runtime gives Ray's metrics
+(``runtime/metrics.py``), tests a recorder, and everything else ``NO_METRICS``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class HostMetrics(Protocol):
+    def appended(self, seconds: float, appends: int, failures: int) -> None:
+        """One ``append_many`` of ``appends`` pools' appends took ``seconds``; ``failures`` of them failed."""
+
+    def holds_expired(self, count: int) -> None: ...
+
+
+class _NoMetrics:
+    def appended(self, seconds: float, appends: int, failures: int) -> None:
+        pass
+
+    def holds_expired(self, count: int) -> None:
+        pass
+
+
+NO_METRICS: HostMetrics = _NoMetrics()
+
+
+@dataclass(frozen=True, slots=True)
+class HostStats:
+    """A host's state at one moment (gauges)."""
+
+    pools_hosted: int
+    pools_recovering: int
+    commands_queued: int
+    holds_pending: int
+    breaker_open: bool

@@ -1,0 +1,122 @@
+"""What the service reports for monitoring moves as traffic, failures and expiries happen: the HTTP edge's
+requests (fast lane included) by route template and status, a host's appends, failures, expiries and gauges.
+(The Ray metrics behind them are scraped end to end in tests/e2e/test_start_command.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from capacity_service.adapters.journal import AppendRequest, JournalError, JournalUnavailable
+from capacity_service.adapters.journal.memory import InMemoryJournal
+from capacity_service.application.pool_host import PoolHost
+from capacity_service.domain import ConfigurePool, Reserve, new_reservation_id
+from capacity_service.entrypoints.http.app import create_app
+from capacity_service.entrypoints.http.edge import route_of
+from capacity_service.settings import HttpSettings, WriteSideSettings
+from tests.support.in_process import InProcessBackend
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.answers: list[tuple[str, int, float]] = []
+        self.appends: list[tuple[float, int, int]] = []
+        self.expired = 0
+
+    def answered(self, route: str, status: int, seconds: float) -> None:
+        self.answers.append((route, status, seconds))
+
+    def appended(self, seconds: float, appends: int, failures: int) -> None:
+        self.appends.append((seconds, appends, failures))
+
+    def holds_expired(self, count: int) -> None:
+        self.expired += count
+
+
+def test_every_answer_is_counted_by_route_template_and_status() -> None:
+    recorder = Recorder()
+    with TestClient(create_app(InProcessBackend(), HttpSettings(), recorder)) as http:
+        http.put("/v1/pools/p1", json={"capacity": 1, "zone": "north"})
+        taken = http.post("/v1/reservations", json={"pool_id": "p1"}).json()  # the fast lane
+        http.post("/v1/reservations", json={"pool_id": "p1"})  # none left: 409
+        http.get(f"/v1/reservations/{taken['reservation_id']}")
+        http.get("/v1/pools/ghost")
+        http.get("/wp-admin/setup.php")
+        http.post("/v1/admin/pools/p1/check")
+    routes = [(route, status) for route, status, _ in recorder.answers]
+    assert routes == [
+        ("/v1/pools/{pool_id}", 201),
+        ("/v1/reservations", 201),
+        ("/v1/reservations", 409),
+        ("/v1/reservations/{reservation_id}", 200),
+        ("/v1/pools/{pool_id}", 404),
+        ("other", 404),
+        ("/v1/admin/pools/{pool_id}/check", 200),
+    ]
+    assert all(seconds > 0 for _, _, seconds in recorder.answers)
+
+
+def test_route_templates_are_a_bounded_set_whatever_the_path() -> None:
+    assert route_of("/v1/reservations/abc/confirm") == "/v1/reservations/{reservation_id}/confirm"
+    assert route_of("/v1/admin/pools/x/drop-table") == "other"
+    assert route_of("/v1/pools/a/b") == "other"
+    assert route_of("/healthz") == "/healthz"
+
+
+class FailingJournal(InMemoryJournal):
+    failing = False
+
+    def append_many(self, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
+        if self.failing:
+            raise JournalUnavailable("down")
+        return super().append_many(appends)
+
+
+def test_a_hosts_appends_failures_expiries_and_gauges() -> None:
+    journal, recorder = FailingJournal(), Recorder()
+
+    async def scenario() -> None:
+        host = PoolHost(journal, WriteSideSettings(breaker_failure_threshold=1), metrics=recorder)
+        await host.execute("p", ConfigurePool(10, "z"))
+        rid = new_reservation_id("p")
+        await host.execute("p", Reserve(2, "held", rid, hold_seconds=1))
+        stats = host.stats()
+        assert (stats.pools_hosted, stats.holds_pending, stats.commands_queued, stats.breaker_open) == (1, 1, 0, False)
+        assert [(appends, failures) for _, appends, failures in recorder.appends] == [(1, 0), (1, 0)]
+        for _ in range(40):  # the pool's own timer expires the hold about a second later
+            if recorder.expired:
+                break
+            await asyncio.sleep(0.05)
+        assert recorder.expired == 1 and host.stats().holds_pending == 0
+        journal.failing = True
+        answer: Any = await asyncio.gather(
+            host.execute("p", Reserve(1, "r", new_reservation_id("p"))), return_exceptions=True
+        )
+        assert isinstance(answer[0], Exception)
+        assert recorder.appends[-1][1:] == (1, 1)  # the failed append is counted as failed
+        assert host.stats().breaker_open
+
+    asyncio.run(scenario())
+
+
+def test_the_dashboard_plots_only_series_the_service_exports() -> None:
+    """docs/grafana/capacity_service.json names each series; a renamed metric would leave a panel empty."""
+    import json
+    import re
+    from pathlib import Path
+
+    source = Path("capacity_service/runtime/metrics.py").read_text()
+    exported = set(re.findall(r'"(capacity_\w+)"', source)) | set(re.findall(r'f"capacity_\{name\}"', source))
+    exported |= {f"capacity_{name}" for name in re.findall(r'\("(\w+)", "', source)}
+    dashboard = json.loads(Path("docs/grafana/capacity_service.json").read_text())
+    plotted = {
+        re.sub(r"_(bucket|count|sum)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"ray_(capacity_\w+)", target["expr"])
+    }
+    assert len(plotted) >= 10
+    assert plotted <= exported, plotted - exported
