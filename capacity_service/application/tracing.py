@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from contextvars import ContextVar
 from typing import Any
 
@@ -56,7 +57,8 @@ def log_to_stderr(json_lines: bool) -> None:
     logger = logging.getLogger("capacity_service")
     if any(getattr(h, "_capacity_service", False) for h in logger.handlers):
         return
-    handler = logging.StreamHandler()
+    # The process's own stderr: Serve replaces sys.stderr in a replica with a logger at Serve's level.
+    handler: logging.Handler = logging.StreamHandler(sys.__stderr__ or sys.stderr)
     handler.setFormatter(
         JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
