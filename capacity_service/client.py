@@ -274,6 +274,16 @@ class AsyncCapacityClient:
         found: list[Reservation] = _raise_error(await self._router.call(pool_id, "reservations", wanted, limit))
         return [ReservationInfo.of(pool_id, r) for r in found]
 
+    async def reset_pool(self, pool_id: str, to_seq_nr: int) -> Pool:
+        """Set the pool back to its state after its event ``to_seq_nr`` (pause it first, check it after):
+        one more event, ``PoolReset``, carries that state; the history stays. Reservations made since are
+        gone, and their request ids free again; holds of that state are pending again."""
+        _check_pool_id(pool_id)
+        outcome: CommandOutcome = _raise_error(await self._router.call(pool_id, "reset", to_seq_nr))
+        if outcome.rejection is not None:
+            raise _error_of(outcome.rejection)
+        return Pool.of(outcome.view)
+
     async def check_pool(self, pool_id: str) -> PoolCheck:
         """Replay the pool from its journal, every event from the first, and compare with its live state."""
         _check_pool_id(pool_id)
@@ -383,6 +393,9 @@ class CapacityClient:
 
     def check_pool(self, pool_id: str) -> PoolCheck:
         return self._run(self._async.check_pool(pool_id))
+
+    def reset_pool(self, pool_id: str, to_seq_nr: int) -> Pool:
+        return self._run(self._async.reset_pool(pool_id, to_seq_nr))
 
     def start_watchdog(self) -> None:
         self._run(self._async.start_watchdog())

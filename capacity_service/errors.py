@@ -81,6 +81,12 @@ class PoolRetired(CapacityError):
         self.pool_id = pool_id
 
 
+class SeqNrOutOfRange(CapacityError):
+    """An operator's reset named a seq_nr the pool has not reached (or its last one)."""
+
+    code = "seq_nr_out_of_range"
+
+
 class Unavailable(CapacityError):
     """The service could not take the request now (journal outage, pool restarting, its deadline passed
     before the pool could decide). Nothing was taken, and nothing will be: retrying with the same request

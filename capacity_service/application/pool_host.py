@@ -53,8 +53,16 @@ from capacity_service.domain import (
     Reservation,
     ReservationStatus,
     Reserve,
+    ResetPool,
 )
-from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, PoolNotFound, Unavailable
+from capacity_service.errors import (
+    CapacityError,
+    OutcomeUnknown,
+    Overloaded,
+    PoolNotFound,
+    SeqNrOutOfRange,
+    Unavailable,
+)
 from capacity_service.settings import SnapshotSettings, WriteSideSettings
 
 log = logging.getLogger(__name__)
@@ -411,6 +419,22 @@ class PoolHost:
             return []
         found = (r for r in slot.writer.state.reservations.values() if status is None or r.status is status)
         return list(itertools.islice(found, limit))
+
+    async def reset(self, pool_id: str, to_seq_nr: int) -> CommandOutcome:
+        """Set the pool back to its state after event ``to_seq_nr`` (read from the journal), as one more
+        event: history stays. Holds of that state are pending again (and expire at once if due)."""
+        slot = await self._settled_slot(pool_id)
+        if slot is None:
+            raise PoolNotFound(pool_id)
+        if not 1 <= to_seq_nr < slot.writer.seq_nr:
+            raise SeqNrOutOfRange(
+                f"to_seq_nr must be 1..{slot.writer.seq_nr - 1} (the pool is at {slot.writer.seq_nr})"
+            )
+        try:
+            target = await asyncio.to_thread(replay_pool, self._journal, self._codec, pool_id, to_seq_nr)
+        except JournalError as exc:
+            raise Unavailable(f"journal unavailable: {exc}") from exc
+        return await self._enqueue(slot, ResetPool(to_seq_nr, target.state), None, tracing.current.get())
 
     async def check(self, pool_id: str) -> tuple[int, list[str]]:
         """Replay the pool from the journal, every event from the first, and compare with the live state:

@@ -32,6 +32,7 @@ from capacity_service.domain import (
     PersistedEvent,
     PoolCommand,
     PoolEvent,
+    PoolReset,
     PoolState,
     PoolView,
     Rejection,
@@ -156,6 +157,9 @@ class PoolWriter:
     def _install(self, recovered: RecoveredPool) -> None:
         self._state, self._seq_nr = recovered.state, recovered.seq_nr
         self._last_snapshot_attempt = recovered.snapshot_seq_nr
+        self._rebuild_expiries()
+
+    def _rebuild_expiries(self) -> None:
         self._expiries = [
             (r.expires_at.timestamp(), r.reservation_id, r.expires_at)
             for r in self._state.reservations.values()
@@ -222,6 +226,8 @@ class PoolWriter:
                 if isinstance(event, CapacityHeld):
                     entry = (event.expires_at.timestamp(), event.reservation_id, event.expires_at)
                     heapq.heappush(self._expiries, entry)
+                elif isinstance(event, PoolReset):  # holds of the state set back to are pending again
+                    self._rebuild_expiries()
                 encoded = self._codec.encode_event(event)
                 pending.append(NewEvent(encoded.event_type, encoded.schema_version, encoded.payload))
                 persisted.append(

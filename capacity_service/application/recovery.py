@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal import Journal, JournalError, SnapshotRecord, StoredEvent
@@ -28,10 +29,11 @@ def recover_pool(journal: Journal, codec: Codec, pool_id: str) -> RecoveredPool:
     return _replayed(codec, pool_id, state, snapshot_seq_nr, journal.read(pool_id, snapshot_seq_nr + 1))
 
 
-def replay_pool(journal: Journal, codec: Codec, pool_id: str) -> RecoveredPool:
-    """The pool's state from its events alone, every one from the first (no snapshot): what an operator's
-    check compares the live state with."""
-    return _replayed(codec, pool_id, PoolState(pool_id), 0, journal.read(pool_id))
+def replay_pool(journal: Journal, codec: Codec, pool_id: str, up_to: int | None = None) -> RecoveredPool:
+    """The pool's state from its events alone, every one from the first (no snapshot), up to seq_nr
+    ``up_to`` (None: all): what an operator's check compares with, and what a reset sets a pool back to."""
+    events = journal.read(pool_id) if up_to is None else islice(journal.read(pool_id), up_to)
+    return _replayed(codec, pool_id, PoolState(pool_id), 0, events)
 
 
 def differences(live: PoolState, replayed: PoolState) -> list[str]:

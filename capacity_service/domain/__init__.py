@@ -8,6 +8,7 @@ from capacity_service.domain.commands import (
     PoolCommand,
     Release,
     Reserve,
+    ResetPool,
     ResumePool,
     RetirePool,
 )
@@ -20,6 +21,7 @@ from capacity_service.domain.events import (
     PoolConfigured,
     PoolEvent,
     PoolPaused,
+    PoolReset,
     PoolResumed,
     PoolRetired,
 )
@@ -78,6 +80,7 @@ __all__ = [
     "PoolIsRetired",
     "PoolNotFound",
     "PoolPaused",
+    "PoolReset",
     "PoolResumed",
     "PoolRetired",
     "PoolState",
@@ -90,6 +93,7 @@ __all__ = [
     "ReservationStatus",
     "ReservationWasReleased",
     "Reserve",
+    "ResetPool",
     "ResumePool",
     "RetirePool",
     "apply",

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from capacity_service.domain.values import pickled_by_fields
+
+if TYPE_CHECKING:
+    from capacity_service.domain.pool import PoolState
 
 
 @pickled_by_fields
@@ -73,4 +77,15 @@ class ResumePool:
     """Take writes again. Idempotent."""
 
 
-PoolCommand = ConfigurePool | Reserve | Release | Confirm | ExpireHolds | RetirePool | PausePool | ResumePool
+@dataclass(frozen=True, slots=True)
+class ResetPool:
+    """Set the pool back to ``state``, its state after event ``to_seq_nr`` (the host reads it from the
+    journal). An operator's repair: history stays, and this is recorded as one more event."""
+
+    to_seq_nr: int
+    state: PoolState
+
+
+PoolCommand = (
+    ConfigurePool | Reserve | Release | Confirm | ExpireHolds | RetirePool | PausePool | ResumePool | ResetPool
+)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from capacity_service.domain.values import pickled_by_fields
+
+if TYPE_CHECKING:  # the pool's state is made of its events: only the type is needed here
+    from capacity_service.domain.pool import PoolState
 
 
 @pickled_by_fields
@@ -105,6 +108,19 @@ class PoolResumed:
     VERSION: ClassVar[int] = 1
 
 
+@dataclass(frozen=True, slots=True)
+class PoolReset:
+    """An operator set the pool back to its state after event ``to_seq_nr``: ``state`` is that state (its
+    settings and reservations; whether it is paused or retired stays as it was). History is kept: the events
+    after ``to_seq_nr`` stay in the journal, and this one follows them."""
+
+    TYPE: ClassVar[str] = "PoolReset"
+    VERSION: ClassVar[int] = 1
+
+    to_seq_nr: int
+    state: PoolState
+
+
 PoolEvent = (
     PoolConfigured
     | CapacityReserved
@@ -115,4 +131,5 @@ PoolEvent = (
     | PoolRetired
     | PoolPaused
     | PoolResumed
+    | PoolReset
 )

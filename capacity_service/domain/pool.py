@@ -22,6 +22,7 @@ from capacity_service.domain.commands import (
     PoolCommand,
     Release,
     Reserve,
+    ResetPool,
     ResumePool,
     RetirePool,
 )
@@ -34,6 +35,7 @@ from capacity_service.domain.events import (
     PoolConfigured,
     PoolEvent,
     PoolPaused,
+    PoolReset,
     PoolResumed,
     PoolRetired,
 )
@@ -207,6 +209,8 @@ def decide(state: PoolState, command: PoolCommand, now: datetime | None = None) 
     (without it a hold is refused and nothing expires)."""
     if isinstance(command, PausePool | ResumePool):
         return _decide_pause(state, command)
+    if isinstance(command, ResetPool):
+        return _decide_reset(state, command)
     if state.paused_reason is not None and _stopped_by_a_pause(state, command):
         return PoolIsPaused(state.pool_id, state.paused_reason)
     if isinstance(command, ConfigurePool):
@@ -309,6 +313,15 @@ def _decide_pause(state: PoolState, command: PausePool | ResumePool) -> Decision
     return [] if state.paused_reason is not None else [PoolPaused(command.reason)]
 
 
+def _decide_reset(state: PoolState, command: ResetPool) -> Decision:
+    """Allowed paused (the way to repair a pool is to pause it, reset it, check it, resume it)."""
+    if not state.exists:
+        return PoolNotFound(state.pool_id)
+    if command.to_seq_nr < 1 or command.state.pool_id != state.pool_id or not command.state.exists:
+        return InvalidCommand("reset to a state of this pool after one of its events")
+    return [PoolReset(command.to_seq_nr, command.state.copy())]
+
+
 def _decide_retire(state: PoolState) -> Decision:
     if not state.exists:
         return PoolNotFound(state.pool_id)
@@ -363,6 +376,12 @@ def apply(state: PoolState, event: PoolEvent) -> PoolState:
         state.paused_reason = event.reason
     elif isinstance(event, PoolResumed):
         state.paused_reason = None
+    elif isinstance(event, PoolReset):
+        target = event.state
+        state.capacity, state.zone, state.reserved = target.capacity, target.zone, target.reserved
+        state.slot_start, state.slot_end = target.slot_start, target.slot_end
+        state.reservations = dict(target.reservations)
+        state.reservation_by_request = dict(target.reservation_by_request)
     else:
         state.exists = True
         state.capacity = event.capacity

@@ -202,7 +202,7 @@ def _add_client_commands(
 
 def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The operator's tools, over HTTP (an admin key in $CAPACITY_API_KEY when keys are configured)."""
-    admin = commands.add_parser("admin", help="operate the service: pause, resume, list, check").add_subparsers(
+    admin = commands.add_parser("admin", help="operate the service: pause, resume, reset, list, check").add_subparsers(
         dest="op", required=True
     )
     pause = admin.add_parser("pause", help="stop a pool's writes (503 paused) until resumed; reads go on")
@@ -224,6 +224,12 @@ def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     listing.add_argument("--status", choices=("held", "active", "released", "expired"))
     listing.add_argument("--limit", type=int, default=1_000)
     listing.set_defaults(run=_list_reservations)
+    reset = admin.add_parser("reset", help="set a pool back to its state after an earlier event (history stays)")
+    reset.add_argument("pool_id")
+    reset.add_argument("--to-seq-nr", type=int, required=True)
+    reset.set_defaults(
+        run=lambda a: _show(_http(a, "POST", f"/v1/admin/pools/{a.pool_id}/reset", {"to_seq_nr": a.to_seq_nr}))
+    )
     check = admin.add_parser("check", help="replay a pool from its journal and compare with its live state")
     check.add_argument("pool_id")
     check.set_defaults(run=_check_pool)

@@ -153,6 +153,13 @@ class PoolActor:
         except CapacityError as exc:
             return exc
 
+    async def reset(self, pool_id: str, to_seq_nr: int) -> CommandOutcome | CapacityError:
+        """Set the pool back to its state after event ``to_seq_nr`` (an operator's repair)."""
+        try:
+            return await (await self._pool_host()).reset(pool_id, to_seq_nr)
+        except CapacityError as exc:
+            return exc
+
     async def check(self, pool_id: str) -> tuple[int, list[str]] | CapacityError:
         """Replay the pool from its journal and compare with the live state (an operator's check)."""
         try:

@@ -451,6 +451,7 @@ _READS_OF_ABSENT_POOLS: dict[str, Callable[[str], Any]] = {
     "reservation": lambda _pool_id: None,
     "reservations": lambda _pool_id: [],
     "check": PoolNotFound,
+    "reset": PoolNotFound,
 }
 
 

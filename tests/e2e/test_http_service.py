@@ -380,6 +380,9 @@ def test_the_operators_tools_on_a_live_service(http: httpx.Client, service: Serv
     assert [r["reservation_id"] for r in json.loads(listed.stdout)["reservations"]] == [held["reservation_id"]]
     checked = admin(service, "check", pool_id)
     assert checked.returncode == 0 and json.loads(checked.stdout)["matches"] is True, checked.stdout
+    reset = admin(service, "reset", pool_id, "--to-seq-nr", "2")  # back to the hold alone
+    assert reset.returncode == 0 and json.loads(reset.stdout)["reserved"] == 2, reset.stderr
+    assert json.loads(admin(service, "check", pool_id).stdout)["matches"] is True
 
     with open_journal(journal_settings(service)) as journal:
         kinds = [e.event_type for e in journal.read(pool_id)]
@@ -391,6 +394,7 @@ def test_the_operators_tools_on_a_live_service(http: httpx.Client, service: Serv
         "CapacityReserved",
         "PoolPaused",
         "PoolResumed",
+        "PoolReset",
     ]
     warehouse = ParquetSink(ParquetSinkSettings(path=service.args["warehouse"]["sink"]["path"]), owner="e2e-reader")
     wait_until(

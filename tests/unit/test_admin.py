@@ -156,3 +156,67 @@ def test_the_operators_calls_need_the_admin_key_when_keys_are_configured() -> No
         assert http.get("/v1/admin/pools/p1/reservations", headers=user).status_code == 403
         assert http.post("/v1/admin/pause", json={"reason": "x"}).status_code == 401
         assert http.post("/v1/admin/pools/p1/check", headers=admin).json()["matches"] is True
+
+
+def test_resetting_a_pool_to_an_earlier_state_is_one_more_event(http: TestClient, backend: InProcessBackend) -> None:
+    """Pause, reset to seq_nr 2, check, resume: what was taken after event 2 is free again (its request
+    ids too), the hold of that state is pending again, and the history keeps every event."""
+    http.put("/v1/pools/p1", json={"capacity": 10, "zone": "north"})
+    kept = reserve(http, "p1", quantity=2, request_id="kept")  # seq_nr 2
+    held = reserve(http, "p1", quantity=1, hold_seconds=600)  # 3
+    http.post(f"/v1/reservations/{held['reservation_id']}/confirm")  # 4
+    reserve(http, "p1", quantity=5, request_id="mistake")  # 5
+    http.delete(f"/v1/reservations/{kept['reservation_id']}")  # 6
+    http.post("/v1/admin/pools/p1/pause", json={"reason": "repair"})  # 7
+    reset = http.post("/v1/admin/pools/p1/reset", json={"to_seq_nr": 3})  # 8
+    assert reset.status_code == 200, reset.text
+    assert (reset.json()["reserved"], reset.json()["version"], reset.json()["paused"]) == (3, 8, True)
+    assert http.get(f"/v1/reservations/{kept['reservation_id']}").json()["status"] == "active"
+    assert http.get(f"/v1/reservations/{held['reservation_id']}").json()["status"] == "held"
+    assert http.post("/v1/admin/pools/p1/check").json()["matches"] is True
+    http.post("/v1/admin/pools/p1/resume")
+    again = reserve(http, "p1", quantity=5, request_id="mistake")  # its id is free again: taken anew
+    assert again["remaining"] == 2
+    kinds = [e.event_type for e in backend.journal.read("p1")]
+    assert kinds[5:] == ["CapacityReleased", "PoolPaused", "PoolReset", "PoolResumed", "CapacityReserved"]
+    beyond = http.post("/v1/admin/pools/p1/reset", json={"to_seq_nr": 99})
+    assert (beyond.status_code, beyond.json()["error"]["code"]) == (409, "seq_nr_out_of_range")
+    assert http.post("/v1/admin/pools/p1/reset", json={"to_seq_nr": 0}).status_code == 422
+    assert http.post("/v1/admin/pools/nope/reset", json={"to_seq_nr": 1}).status_code == 404
+
+
+def test_a_reset_survives_recovery_and_reaches_the_warehouse_rows() -> None:
+    from capacity_service.adapters.codec import Codec
+    from capacity_service.adapters.journal.memory import InMemoryJournal
+    from capacity_service.adapters.warehouse.rows import Delivery, next_row, row_of
+    from capacity_service.application.pool_writer import PoolWriter
+    from capacity_service.domain import ResetPool
+
+    journal = InMemoryJournal()
+    writer = PoolWriter("p", journal, clock=lambda: T0)
+    writer.start()
+    writer.execute([ConfigurePool(10, "z")])
+    first = new_reservation_id("p")
+    writer.execute([Reserve(3, "a", first)])
+    writer.execute([Reserve(4, "b", new_reservation_id("p"), hold_seconds=60)])
+    target = PoolState("p")
+    apply_all(
+        target,
+        [e for s in journal.read("p") for e in [Codec().decode_event(s.event_type, s.schema_version, s.payload)]][:2],
+    )
+    [persisted] = writer.execute_batch([ResetPool(2, target)]).persisted
+    assert row_of(persisted).reserved == 3 and writer.state.reserved == 3
+    assert writer.next_expiry() is None  # the hold made after event 2 is gone with it
+    recovered = PoolWriter("p", journal)
+    recovered.start()
+    assert recovered.state == writer.state and recovered.seq_nr == 4
+    delivered, codec = Delivery("p"), Codec()
+    for stored in journal.read("p"):
+        row = next_row(
+            delivered,
+            stored.seq_nr,
+            codec.decode_event(stored.event_type, stored.schema_version, stored.payload),
+            stored.recorded_at,
+        )
+        delivered = Delivery.after(row)
+    assert (row.event_type, row.reserved, row.capacity) == ("PoolReset", 3, 10)

@@ -20,6 +20,7 @@ from capacity_service.domain import (
     PersistedEvent,
     PoolConfigured,
     PoolEvent,
+    PoolReset,
 )
 
 
@@ -87,6 +88,10 @@ def next_row(before: Delivery, seq_nr: int, event: PoolEvent, occurred_at: datet
     slot_start, slot_end = before.slot_start, before.slot_end
     if isinstance(event, PoolConfigured):
         capacity, zone, slot_start, slot_end = event.capacity, event.zone, event.slot_start, event.slot_end
+    elif isinstance(event, PoolReset):
+        target = event.state
+        capacity, reserved, zone = target.capacity, target.reserved, target.zone
+        slot_start, slot_end = target.slot_start, target.slot_end
     elif isinstance(event, CapacityReserved | CapacityHeld):
         reserved += event.quantity
     elif isinstance(event, CapacityReleased | HoldExpired):

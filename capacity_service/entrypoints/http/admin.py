@@ -1,6 +1,7 @@
 """The operator's calls, under ``/v1/admin`` (an admin key when keys are configured): pause and resume a
-pool or every live pool (the kill switch), list a pool's reservations, check a pool against its journal.
-Each acts through the pool's single writer; a pause and a resume are events in the pool's journal."""
+pool or every live pool (the kill switch), reset a pool to an earlier state, list a pool's reservations,
+check a pool against its journal. Each acts through the pool's single writer; pauses, resumes and resets
+are events in the pool's journal."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import FastAPI, Query
 
 from capacity_service.client import MAX_LISTED_RESERVATIONS, AsyncCapacityClient
-from capacity_service.entrypoints.http.schemas import POOL_ID, ErrorBody, PauseRequest
+from capacity_service.entrypoints.http.schemas import POOL_ID, ErrorBody, PauseRequest, ResetRequest
 from capacity_service.models import Pool, PoolCheck, PoolsChanged, ReservationList
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,9 @@ Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 def add_admin_routes(app: FastAPI, client: AsyncCapacityClient, admin_only: list[Any]) -> None:
     def route(method: str, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        options = {"responses": _NOT_FOUND, **options}
         decorator: Callable[[Handler], Handler] = app.api_route(
-            path, methods=[method], dependencies=admin_only, tags=["admin"], responses=_NOT_FOUND, **options
+            path, methods=[method], dependencies=admin_only, tags=["admin"], **options
         )
         return decorator
 
@@ -59,6 +61,18 @@ def add_admin_routes(app: FastAPI, client: AsyncCapacityClient, admin_only: list
     ) -> ReservationList:
         """The pool's reservations, of one status when given, in the order they were made."""
         return ReservationList(reservations=await client.reservations(pool_id, status, limit))
+
+    @route(
+        "POST",
+        "/v1/admin/pools/{pool_id}/reset",
+        response_model=Pool,
+        responses={**_NOT_FOUND, 409: {"model": ErrorBody, "description": "seq_nr_out_of_range"}},
+    )
+    async def reset_pool(pool_id: POOL_ID, body: ResetRequest) -> Pool:
+        """Set the pool back to its state after its event `to_seq_nr`, as one more event (history stays).
+        Pause the pool first, check it after, then resume it."""
+        log.info("operator: reset pool %s to seq_nr %d", pool_id, body.to_seq_nr)
+        return await client.reset_pool(pool_id, body.to_seq_nr)
 
     @route("POST", "/v1/admin/pools/{pool_id}/check", response_model=PoolCheck)
     async def check_pool(pool_id: POOL_ID) -> PoolCheck:

@@ -20,6 +20,7 @@ from capacity_service.errors import (
     RequestIdConflict,
     ReservationNotFound,
     ReservationReleased,
+    SeqNrOutOfRange,
     Unavailable,
 )
 
@@ -44,6 +45,7 @@ STATUS: dict[type[CapacityError], int] = {
     ReservationNotFound: 404,
     InsufficientCapacity: 409,
     RequestIdConflict: 409,
+    SeqNrOutOfRange: 409,
     HoldExpired: 409,
     PoolRetired: 410,
     ReservationReleased: 409,

@@ -103,3 +103,7 @@ class HealthBody(BaseModel):
 
 class PauseRequest(_Request):
     reason: Annotated[StrictStr, Field(min_length=1, max_length=500, pattern=PRINTABLE)]
+
+
+class ResetRequest(_Request):
+    to_seq_nr: Annotated[int, Field(ge=1), Integral]
