@@ -1,12 +1,12 @@
 """What metrics cost, and what they show, on `capacity-service start` as a user runs it (defaults: SQLite
 journal, warehouse on, metrics on), everything created over HTTP:
 
-    .venv/bin/python benchmarks/metrics.py [--seconds 20] [--rounds 3]
+    .venv/bin/python benchmarks/metrics.py [--seconds 20] [--rounds 4]
 
 1. The cost on the reserve path, side by side: `start` (metrics on) and `start --no-metrics`, each with 100
-   pools and 16 connections reserving for ``--seconds``, rounds alternating so that the machine's drift
-   falls on both (target: under 5% of throughput).
-2. The series, as a dashboard shows them: during the last round with metrics on, the metrics endpoint is
+   pools and 16 connections reserving for ``--seconds``, rounds alternating (and the order within them) so
+   that the machine's drift falls on both (target: under 5% of throughput).
+2. The series, as a dashboard shows them: in one more round with metrics on, the metrics endpoint is
    scraped every 2 s (requests/s by status, answer p99 from the histogram, journal append time, commands
    queued, holds pending while holds are placed) and plotted.
 
@@ -196,21 +196,23 @@ def main() -> None:
     exit_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     a = parser.parse_args()
     print(command_line(), flush=True)
     runs: dict[str, list[dict[str, float]]] = {"metrics_on": [], "metrics_off": []}
-    scrapes: list[dict[str, Any]] = []
     for round_number in range(a.rounds):
-        for name in ("metrics_on", "metrics_off"):
-            last_on = name == "metrics_on" and round_number == a.rounds - 1
-            row = one_round(name == "metrics_on", a.seconds, scrapes if last_on else None)
+        # The order alternates too, so that neither side always runs on the warmer machine.
+        order = ("metrics_on", "metrics_off") if round_number % 2 == 0 else ("metrics_off", "metrics_on")
+        for name in order:
+            row = one_round(name == "metrics_on", a.seconds, None)
             runs[name].append(row)
             print(
                 f"  round {round_number + 1} {name:11}: {row['per_s']:7.0f} reserves/s, "
                 f"median {row['median_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms",
                 flush=True,
             )
+    scrapes: list[dict[str, Any]] = []  # a round of its own: the scrapes and the holds are extra load
+    one_round(True, a.seconds, scrapes)
     mean = {name: sum(r["per_s"] for r in rows) / len(rows) for name, rows in runs.items()}
     cost = 1 - mean["metrics_on"] / mean["metrics_off"]
     results = {
