@@ -72,19 +72,21 @@ def local_cassandra() -> Iterator[tuple[str, int]]:
 
 
 @contextmanager
-def started_service(data_dir: Path, *options: str, code: Path = REPO) -> Iterator[int]:
+def started_service(data_dir: Path, *options: str, code: Path = REPO, output: Path | None = None) -> Iterator[int]:
     """``capacity-service start`` as a user runs it (defaults, plus ``options``), on a free loopback port,
     ready (``/readyz``); its port. ``code``: the checkout to run (another commit's worktree, to compare
-    side by side). Stopped with Ctrl-C (SIGINT), as a user stops it."""
+    side by side). ``output``: where what it prints goes (how to reach its Ray, its metrics URL). Stopped
+    with Ctrl-C (SIGINT), as a user stops it."""
     from devenv._process import free_port
 
     port = free_port()
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(code)}
+    printed = output.open("w") if output is not None else None
     server = subprocess.Popen(
         [sys.executable, "-m", "capacity_service", "--data-dir", str(data_dir), "start", "--port", str(port), *options],
         cwd=data_dir,
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=printed or subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -109,6 +111,8 @@ def started_service(data_dir: Path, *options: str, code: Path = REPO) -> Iterato
             server.wait(90)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+        if printed is not None:
+            printed.close()
 
 
 class LeanConnection:

@@ -6,8 +6,8 @@ journal, warehouse on, metrics on), everything created over HTTP:
 1. The cost on the reserve path, side by side: `start` (metrics on) and `start --no-metrics`, each with 100
    pools and 16 connections reserving for ``--seconds``, rounds alternating (and the order within them) so
    that the machine's drift falls on both (target: under 5% of throughput).
-2. The series, as a dashboard shows them: in one more round with metrics on, the metrics endpoint is
-   scraped every 2 s (requests/s by status, answer p99 from the histogram, journal append time, commands
+2. The series, as a dashboard shows them: in one more round with metrics on (``--series-seconds``), the
+   metrics endpoint is scraped every 2 s (requests/s by status, answer p99 from the histogram, journal append time, commands
    queued, holds pending while holds are placed) and plotted.
 
 The load comes from the benchmarks' lean HTTP/1.1 client (``_common.LeanConnection``) on the same 2
@@ -132,10 +132,12 @@ def one_round(metrics_on: bool, seconds: float, watch_series: list[dict[str, Any
 
 
 def series_over_time(scrapes: list[dict[str, Any]]) -> dict[str, list[float | None]]:
-    """Rates and levels between consecutive scrapes, as a dashboard plots them."""
+    """Rates and levels between consecutive exports, as a dashboard plots them. Ray's agent updates what it
+    exports every ~10 s: scrapes that saw no new export are dropped first."""
     out: dict[str, list[float | None]] = {k: [] for k in ("t", "ok_per_s", "refused_per_s", "p99_ms", "append_ms")}
     out.update({"queued": [], "holds_pending": []})
     start = scrapes[0]["t"] if scrapes else 0.0
+    scrapes = [s for i, s in enumerate(scrapes) if i == 0 or s["series"] != scrapes[i - 1]["series"]]
     for before, after in itertools.pairwise(scrapes):
         dt = after["t"] - before["t"]
         a, b = after["series"], before["series"]
@@ -197,6 +199,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--series-seconds", type=float, default=60.0)
     a = parser.parse_args()
     print(command_line(), flush=True)
     runs: dict[str, list[dict[str, float]]] = {"metrics_on": [], "metrics_off": []}
@@ -212,7 +215,7 @@ def main() -> None:
                 flush=True,
             )
     scrapes: list[dict[str, Any]] = []  # a round of its own: the scrapes and the holds are extra load
-    one_round(True, a.seconds, scrapes)
+    one_round(True, a.series_seconds, scrapes)
     mean = {name: sum(r["per_s"] for r in rows) / len(rows) for name, rows in runs.items()}
     cost = 1 - mean["metrics_on"] / mean["metrics_off"]
     results = {
