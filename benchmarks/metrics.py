@@ -7,8 +7,8 @@ journal, warehouse on, metrics on), everything created over HTTP:
    pools and 16 connections reserving for ``--seconds``, rounds alternating (and the order within them) so
    that the machine's drift falls on both (target: under 5% of throughput).
 2. The series, as a dashboard shows them: in one more round with metrics on (``--series-seconds``), the
-   metrics endpoint is scraped every 2 s (requests/s by status, answer p99 from the histogram, journal append time, commands
-   queued, holds pending while holds are placed) and plotted.
+   metrics endpoint is scraped every 2 s (requests/s by status, answer p99 from the histogram, journal
+   append time, commands queued, holds pending while holds are placed) and plotted.
 
 The load comes from the benchmarks' lean HTTP/1.1 client (``_common.LeanConnection``) on the same 2
 cores. Results: benchmarks/results/metrics.json and .png.
