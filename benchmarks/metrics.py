@@ -1,9 +1,9 @@
 """What metrics cost, and what they show, on `capacity-service start` as a user runs it (defaults: SQLite
-journal, warehouse on, metrics on), everything created over HTTP:
+journal, warehouse on) with and without `--metrics`, everything created over HTTP:
 
     .venv/bin/python benchmarks/metrics.py [--seconds 20] [--rounds 4]
 
-1. The cost on the reserve path, side by side: `start` (metrics on) and `start --no-metrics`, each with 100
+1. The cost on the reserve path, side by side: `start --metrics` and `start` (the default: no metrics), each with 100
    pools and 16 connections reserving for ``--seconds``, rounds alternating (and the order within them) so
    that the machine's drift falls on both (target: under 5% of throughput).
 2. The series, as a dashboard shows them: in one more round with metrics on (``--series-seconds``), the
@@ -106,7 +106,7 @@ def one_round(metrics_on: bool, seconds: float, watch_series: list[dict[str, Any
     from devenv._process import free_port
 
     metrics_port = free_port()
-    options = ["--metrics-port", str(metrics_port)] if metrics_on else ["--no-metrics"]
+    options = ["--metrics", "--metrics-port", str(metrics_port)] if metrics_on else []
     with tempfile.TemporaryDirectory(prefix="bench-metrics-") as tmp, started_service(Path(tmp), *options) as port:
 
         async def seed() -> None:

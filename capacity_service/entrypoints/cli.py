@@ -93,12 +93,14 @@ def _add_service_commands(
         help="answer clients beyond loopback with no API keys set (refused otherwise)",
     )
     start.add_argument(
-        "--metrics-port",
-        type=int,
-        default=0,
-        help="where Prometheus scrapes the metrics, on 127.0.0.1 (default: a free port, printed at start)",
+        "--metrics",
+        action="store_true",
+        help="collect metrics (Ray's and the service's) for Prometheus, on 127.0.0.1; they cost throughput "
+        "(docs/performance.md)",
     )
-    start.add_argument("--no-metrics", action="store_true", help="collect no metrics (Ray's and the service's)")
+    start.add_argument(
+        "--metrics-port", type=int, default=0, help="with --metrics: the port (default: a free one, printed)"
+    )
     start.add_argument(
         "--no-warehouse",
         action="store_true",
@@ -346,7 +348,7 @@ def _start(a: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"cannot listen on {a.host}:{a.port}: {exc.strerror}", file=sys.stderr)
         return 1
-    metrics_port = None if a.no_metrics else _bind_check("127.0.0.1", a.metrics_port)
+    metrics_port = _bind_check("127.0.0.1", a.metrics_port) if a.metrics else None
     environment.apply(*environment.start_environment(a.port, a.fast_ingress, metrics_port is not None))
     proxy_port = 0 if not a.fast_ingress else a.port
     if a.fast_ingress:

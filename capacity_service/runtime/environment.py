@@ -11,7 +11,7 @@ from collections.abc import MutableMapping
 LOCAL_RAY: dict[str, str] = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
-def start_environment(port: int, fast_ingress: bool, metrics: bool = True) -> tuple[dict[str, str], dict[str, str]]:
+def start_environment(port: int, fast_ingress: bool, metrics: bool = False) -> tuple[dict[str, str], dict[str, str]]:
     """What ``capacity-service start`` sets: (always, unless already set)."""
     always = {
         # Serve lets the replica answer HTTP itself ("direct ingress"): Serve's Python proxy costs ~7 ms
@@ -23,8 +23,9 @@ def start_environment(port: int, fast_ingress: bool, metrics: bool = True) -> tu
         # A directly reachable replica keeps serving for 30 s when stopped, for outside load balancers to
         # notice; here there is none (or only our own HAProxy, told at once), and Ctrl-C took 30 s.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
-        # Metrics (Ray's and the service's) are exported by Ray's metrics agent; `start --no-metrics` turns
-        # their collection off (see docs/performance.md for what it costs).
+        # Metrics (Ray's and the service's) are exported by Ray's metrics agent, with `start --metrics` only:
+        # Ray's collection costs 7-16% of the reserves per second here, more under overload
+        # (docs/performance.md).
         "RAY_enable_metrics_collection": "1" if metrics else "0",
         # Serve's controller reconciles every 0.1 s by default, ~4% of a core on an idle service here; a
         # fixed set of replicas needs no such haste (their health checks run every 10 s anyway).

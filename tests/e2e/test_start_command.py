@@ -306,12 +306,12 @@ def total(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: st
     return sum(value for (metric, have), value in samples.items() if metric == name and wanted <= have)
 
 
-def test_start_prints_its_metrics_url_and_the_metrics_move_with_traffic(tmp_path: Path) -> None:
-    """Metrics on by default: the URL `start` prints serves Prometheus text, on loopback, and the service's
-    series move as requests, writes and hold expiries happen."""
+def test_start_with_metrics_prints_their_url_and_they_move_with_traffic(tmp_path: Path) -> None:
+    """`start --metrics`: the URL it prints serves Prometheus text, on loopback, and the service's series move
+    as requests, writes and hold expiries happen."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    service = start(tmp_path, port)
+    service = start(tmp_path, port, "--metrics")
     try:
         printed = first_output_so_far(service)
         metrics_url = re.search(r"(http://127\.0\.0\.1:\d+/metrics)", printed)
