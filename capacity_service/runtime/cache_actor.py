@@ -24,6 +24,7 @@ from capacity_service.adapters.journal import Journal, open_journal
 from capacity_service.application.availability_index import AvailabilityIndex
 from capacity_service.domain import PoolView
 from capacity_service.runtime import _ray
+from capacity_service.runtime.environment import metrics_collected
 from capacity_service.runtime.metrics import GAUGE_INTERVAL_S, RayCacheMetrics
 from capacity_service.runtime.router import PoolRouter
 from capacity_service.settings import ServiceSettings
@@ -49,7 +50,7 @@ class AvailabilityCache:
         """Start bootstrapping and anti-entropy (idempotent; every method calls it)."""
         if self._sync_task is None:
             self._sync_task = asyncio.ensure_future(self._sync_forever())
-            self._metrics_task = asyncio.ensure_future(self._show_metrics())
+            self._metrics_task = asyncio.ensure_future(self._show_metrics()) if metrics_collected() else None
 
     async def _show_metrics(self) -> None:
         metrics = RayCacheMetrics()

@@ -5,7 +5,10 @@ entry points apply them before importing Ray (``apply``)."""
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
+
+# Whether Ray collects metrics (its own and ray.util.metrics): on unless "0".
+METRICS_COLLECTION = "RAY_enable_metrics_collection"
 
 # A single-node Ray listens on 127.0.0.1 only (see runtime/_ray.py); set for every local run.
 LOCAL_RAY: dict[str, str] = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -26,7 +29,7 @@ def start_environment(port: int, fast_ingress: bool, metrics: bool = False) -> t
         # Metrics (Ray's and the service's) are exported by Ray's metrics agent, with `start --metrics` only:
         # Ray's collection costs 7-16% of the reserves per second here, more under overload
         # (docs/performance.md).
-        "RAY_enable_metrics_collection": "1" if metrics else "0",
+        METRICS_COLLECTION: "1" if metrics else "0",
         # Serve's controller reconciles every 0.1 s by default, ~4% of a core on an idle service here; a
         # fixed set of replicas needs no such haste (their health checks run every 10 s anyway).
         "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
@@ -54,3 +57,9 @@ def apply(
     env.update(always)
     for name, value in (defaults or {}).items():
         env.setdefault(name, value)
+
+
+def metrics_collected(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this process's Ray collects metrics (``start`` sets it from ``--metrics``). When it does
+    not, the service records and refreshes nothing: the hot paths skip the calls, the gauge loops do not run."""
+    return (os.environ if environ is None else environ).get(METRICS_COLLECTION, "1") != "0"

@@ -13,12 +13,14 @@ from typing import TypeVar
 
 from capacity_service.adapters.journal import Journal, JournalError, open_journal
 from capacity_service.application import tracing
+from capacity_service.application.metrics import NO_METRICS
 from capacity_service.application.pool_host import AddressedCommand, PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import PoolCommand, PoolView, Reservation, ReservationStatus
 from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.runtime import channel
 from capacity_service.runtime._ray import current_node_id, plain, process_id
+from capacity_service.runtime.environment import metrics_collected
 from capacity_service.runtime.fanout import CacheFanout
 from capacity_service.runtime.metrics import GAUGE_INTERVAL_S, RayHostMetrics
 from capacity_service.runtime.warehouse_feed import WarehouseFeed
@@ -73,16 +75,17 @@ class PoolActor:
                     self._journal = await asyncio.to_thread(open_journal, self._settings.journal)
                 except JournalError as exc:
                     raise Unavailable(f"journal unavailable: {exc}") from exc
-                metrics = RayHostMetrics(store=_store_of(self._settings))
+                metrics = RayHostMetrics(store=_store_of(self._settings)) if metrics_collected() else None
                 self._host = PoolHost(
                     self._journal,
                     self._settings.write_side,
                     self._settings.snapshots,
                     views=CacheFanout(self._settings),
                     events=WarehouseFeed(self._settings) if self._settings.warehouse.enabled else None,
-                    metrics=metrics,
+                    metrics=metrics or NO_METRICS,
                 )
-                self._gauges = asyncio.ensure_future(_show_stats(self._host, metrics))
+                if metrics is not None:
+                    self._gauges = asyncio.ensure_future(_show_stats(self._host, metrics))
                 _settle_the_heap()
         return self._host
 

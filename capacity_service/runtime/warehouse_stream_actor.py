@@ -15,6 +15,7 @@ from capacity_service.adapters.warehouse.rows import row_of
 from capacity_service.application.warehouse_stream import WarehouseStream
 from capacity_service.domain import PersistedEvent
 from capacity_service.runtime._ray import process_id
+from capacity_service.runtime.environment import metrics_collected
 from capacity_service.runtime.metrics import GAUGE_INTERVAL_S, RayWarehouseMetrics
 from capacity_service.settings import ServiceSettings
 
@@ -30,10 +31,11 @@ class WarehouseStreamActor:
         )
 
         self._metrics: asyncio.Task[None] | None = None
+        self._metrics_on = metrics_collected()
 
     async def start(self) -> None:
         self._stream.start()
-        if self._metrics is None:
+        if self._metrics is None and self._metrics_on:
             self._metrics = asyncio.ensure_future(self._show_metrics())
 
     async def _show_metrics(self) -> None:

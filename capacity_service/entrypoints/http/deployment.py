@@ -21,6 +21,7 @@ from capacity_service.entrypoints.http.app import create_app
 from capacity_service.entrypoints.http.backend import ServiceBackend
 from capacity_service.entrypoints.http.ingress import serve_fast_lane
 from capacity_service.runtime import _ray, service
+from capacity_service.runtime.environment import metrics_collected
 from capacity_service.runtime.metrics import RayRequestMetrics
 from capacity_service.settings import service_settings
 
@@ -42,7 +43,7 @@ class CapacityApi:
         self._backend = ServiceBackend(self._settings)
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
-        edge = create_app(self._backend, self._settings.http, RayRequestMetrics())
+        edge = create_app(self._backend, self._settings.http, RayRequestMetrics() if metrics_collected() else None)
         serve_fast_lane(edge)
         return edge
 
