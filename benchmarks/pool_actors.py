@@ -29,6 +29,7 @@ from capacity_service.client import AsyncCapacityClient
 from capacity_service.errors import InsufficientCapacity
 from capacity_service.runtime import _ray
 from capacity_service.runtime._ray import kill_namespace
+from capacity_service.runtime.actor_api import PoolApi, call
 from capacity_service.runtime.router import actor_name
 from capacity_service.settings import (
     CassandraJournalSettings,
@@ -176,7 +177,7 @@ async def memory_and_cold_start(journal: Any, mode: str, pools_count: int, shard
     for name in names:
         handle = _ray.lookup_actor(name, settings.hosting.namespace)
         assert handle is not None
-        pids.append(int((await _ray.ask(handle, "describe", timeout=60))["pid"]))
+        pids.append(int((await _ray.ask(handle, call(PoolApi.describe), 60))["pid"]))
     total_pss = sum(pss_mb(pid) for pid in pids)
     say(
         f"  {mode}: {pools_count} pools on {len(names)} actors: PSS {total_pss:.0f} MB = "

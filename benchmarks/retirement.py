@@ -59,6 +59,7 @@ async def over_http(port: int, method: str, paths: list[str], body: bytes | None
 def timed_sweeps(namespace: str) -> dict[str, Any]:
     """The three background passes, each timed ``REPEATS`` times (median seconds), with what they covered."""
     from capacity_service.runtime import _ray
+    from capacity_service.runtime.actor_api import CacheApi, Call, SupervisorApi, WarehouseStreamApi, call
     from capacity_service.runtime.names import CACHE_PREFIX, STREAM_PREFIX, SUPERVISOR_NAME
 
     supervisor = _ray.lookup_actor(SUPERVISOR_NAME, namespace)
@@ -66,19 +67,20 @@ def timed_sweeps(namespace: str) -> dict[str, Any]:
     stream = _ray.lookup_actor(_ray.named_actors(namespace, STREAM_PREFIX)[0], namespace)
     assert supervisor is not None and cache is not None and stream is not None
 
-    async def timed(handle: Any, method: str) -> tuple[float, Any]:
+    async def timed(handle: Any, request: Call[Any]) -> tuple[float, Any]:
         began = time.monotonic()
-        answer = await _ray.ask(handle, method, timeout=600)
+        answer = await _ray.ask(handle, request, 600)
         return time.monotonic() - began, answer
 
     async def run() -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for label, handle, method in (
-            ("watchdog_sweep", supervisor, "sweep_now"),
-            ("cache_anti_entropy", cache, "sync"),
-            ("warehouse_catch_up", stream, "catch_up"),
-        ):
-            runs = [await timed(handle, method) for _ in range(REPEATS)]
+        sweeps: tuple[tuple[str, Any, Call[Any]], ...] = (
+            ("watchdog_sweep", supervisor, call(SupervisorApi.sweep_now)),
+            ("cache_anti_entropy", cache, call(CacheApi.sync)),
+            ("warehouse_catch_up", stream, call(WarehouseStreamApi.catch_up)),
+        )
+        for label, handle, request in sweeps:
+            runs = [await timed(handle, request) for _ in range(REPEATS)]
             out[label] = {"median_s": statistics.median(s for s, _ in runs), "runs_s": [s for s, _ in runs]}
             if label == "watchdog_sweep":
                 out[label]["pools_pinged"] = runs[-1][1].alive
@@ -89,12 +91,13 @@ def timed_sweeps(namespace: str) -> dict[str, Any]:
 
 def hosted_pools(namespace: str) -> int:
     from capacity_service.runtime import _ray
+    from capacity_service.runtime.actor_api import PoolApi, call
     from capacity_service.runtime.names import SHARD_PREFIX
 
     async def count() -> int:
         total = 0
         for name in _ray.named_actors(namespace, SHARD_PREFIX):
-            described = await _ray.ask(_ray.lookup_actor(name, namespace), "describe", timeout=60)
+            described = await _ray.ask(_ray.lookup_actor(name, namespace), call(PoolApi.describe), 60)
             total += len(described["pools"])
         return total
 

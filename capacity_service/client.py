@@ -67,6 +67,7 @@ from capacity_service.models import (
     ReservationReceipt,
 )
 from capacity_service.runtime import _ray, service
+from capacity_service.runtime.actor_api import SupervisorApi, call
 from capacity_service.runtime.cache_finder import CacheFinder
 from capacity_service.runtime.names import SUPERVISOR_NAME
 from capacity_service.runtime.router import PoolRouter
@@ -88,7 +89,17 @@ class Router(Protocol):
         self, pool_id: str, command: PoolCommand, deadline: float | None = None
     ) -> CommandOutcome | CapacityError: ...
 
-    async def call(self, pool_id: str, method: str, *args: Any) -> Any: ...
+    async def view(self, pool_id: str) -> PoolView | CapacityError: ...
+
+    async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None: ...
+
+    async def reservations(
+        self, pool_id: str, status: ReservationStatus | None, limit: int
+    ) -> list[Reservation] | CapacityError: ...
+
+    async def reset(self, pool_id: str, to_seq_nr: int) -> CommandOutcome | CapacityError: ...
+
+    async def check(self, pool_id: str) -> tuple[int, list[str]] | CapacityError: ...
 
     async def live_pool_ids(self) -> list[str]: ...
 
@@ -153,7 +164,7 @@ class AsyncCapacityClient:
 
     async def get_pool(self, pool_id: str) -> Pool:
         _check_pool_id(pool_id)
-        view: PoolView = _raise_error(await self._router.call(pool_id, "view"))
+        view = _raise_error(await self._router.view(pool_id))
         if not view.exists:
             raise PoolNotFound(pool_id)
         return Pool.of(view)
@@ -227,7 +238,7 @@ class AsyncCapacityClient:
 
     async def get_reservation(self, reservation_id: str) -> ReservationInfo:
         pool_id = _pool_of(reservation_id)
-        found: Reservation | None = _raise_error(await self._router.call(pool_id, "reservation", reservation_id))
+        found = _raise_error(await self._router.reservation(pool_id, reservation_id))
         if found is None:
             raise ReservationNotFound(reservation_id)
         return ReservationInfo.of(pool_id, found)
@@ -271,7 +282,7 @@ class AsyncCapacityClient:
             wanted = None if status is None else ReservationStatus(status)
         except ValueError:
             raise InvalidRequest(f"status must be one of {[s.value for s in ReservationStatus]}") from None
-        found: list[Reservation] = _raise_error(await self._router.call(pool_id, "reservations", wanted, limit))
+        found = _raise_error(await self._router.reservations(pool_id, wanted, limit))
         return [ReservationInfo.of(pool_id, r) for r in found]
 
     async def reset_pool(self, pool_id: str, to_seq_nr: int) -> Pool:
@@ -279,25 +290,21 @@ class AsyncCapacityClient:
         one more event, ``PoolReset``, carries that state; the history stays. Reservations made since are
         gone, and their request ids free again; holds of that state are pending again."""
         _check_pool_id(pool_id)
-        outcome: CommandOutcome = _raise_error(await self._router.call(pool_id, "reset", to_seq_nr))
-        if outcome.rejection is not None:
-            raise _error_of(outcome.rejection)
-        return Pool.of(outcome.view)
+        return Pool.of(_decided(await self._router.reset(pool_id, to_seq_nr)).view)
 
     async def check_pool(self, pool_id: str) -> PoolCheck:
         """Replay the pool from its journal, every event from the first, and compare with its live state."""
         _check_pool_id(pool_id)
-        seq_nr, differences = _raise_error(await self._router.call(pool_id, "check"))
+        seq_nr, differences = _raise_error(await self._router.check(pool_id))
         return PoolCheck(pool_id=pool_id, seq_nr=seq_nr, matches=not differences, differences=differences)
 
     async def start_watchdog(self) -> None:
         """Start the cluster's watchdog (idempotent): it keeps every registered pool's actor alive."""
-        await _ray.ask(self._supervisor(), "start", timeout=self.settings.hosting.call_timeout_s)
+        await _ray.ask(self._supervisor(), call(SupervisorApi.start), self.settings.hosting.call_timeout_s)
 
     async def sweep(self, timeout_s: float = 300.0) -> SweepReport:
         """Run one watchdog sweep now: recover every registered pool (bounded concurrency)."""
-        report: SweepReport = await _ray.ask(self._supervisor(), "sweep_now", timeout=timeout_s)
-        return report
+        return await _ray.ask(self._supervisor(), call(SupervisorApi.sweep_now), timeout_s)
 
     def _supervisor(self) -> _ray.Handle:
         return _ray.ensure_actor(Supervisor, SUPERVISOR_NAME, self.settings.hosting.namespace, (self.settings,), {})
@@ -305,10 +312,7 @@ class AsyncCapacityClient:
     async def _execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome:
         """The command goes with its deadline: the pool decides it only before then (see ``PoolRouter``)."""
         deadline = time.time() + self.settings.hosting.call_timeout_s
-        outcome: CommandOutcome = _raise_error(await self._router.execute(pool_id, command, deadline))
-        if outcome.rejection is not None:
-            raise _error_of(outcome.rejection)
-        return outcome
+        return _decided(await self._router.execute(pool_id, command, deadline))
 
 
 class CapacityClient:
@@ -463,6 +467,14 @@ def _raise_error(result: T | CapacityError) -> T:
     if isinstance(result, CapacityError):
         raise result
     return result
+
+
+def _decided(answer: CommandOutcome | CapacityError) -> CommandOutcome:
+    """The outcome of a command the pool accepted; its error, or the error of its rejection, raised."""
+    outcome = _raise_error(answer)
+    if outcome.rejection is not None:
+        raise _error_of(outcome.rejection)
+    return outcome
 
 
 def _error_of(rejection: object) -> CapacityError:

@@ -20,6 +20,8 @@ from ray.exceptions import (
 from ray.util import metrics as ray_metrics
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from capacity_service.runtime.actor_api import Call
+
 __all__ = [
     "ActorGone",
     "Handle",
@@ -128,30 +130,30 @@ def lookup_actor(name: str, namespace: str) -> Handle | None:
         return None
 
 
-async def ask(handle: Handle, method: str, *args: Any, timeout: float) -> Any:
-    """Call an actor method and await the answer, translating Ray's failures into ``ActorGone``."""
-    ref = getattr(handle, method).remote(*args)
+async def ask(handle: Handle, call: Call[T], timeout: float) -> T:
+    """Make ``call`` on the actor and await the answer, translating Ray's failures into ``ActorGone``."""
+    ref = getattr(handle, call.method).remote(*call.args)
     try:
         async with asyncio.timeout(timeout):  # not wait_for: that wraps every call in one more task
-            return await asyncio.wrap_future(ref.future())
+            return cast(T, await asyncio.wrap_future(ref.future()))
     except TimeoutError as exc:
-        raise ActorGone(f"{method} did not answer within {timeout:.1f} s") from exc
+        raise ActorGone(f"{call.method} did not answer within {timeout:.1f} s") from exc
     except (*_ACTOR_ERRORS, GetTimeoutError) as exc:
         raise ActorGone(f"{type(exc).__name__}: {exc}") from exc
 
 
-def ask_now(handle: Handle, method: str, *args: Any, timeout: float) -> Any:
+def ask_now(handle: Handle, call: Call[T], timeout: float) -> T:
     """``ask`` for synchronous code (application builders, the CLI): blocks until the answer."""
-    ref = getattr(handle, method).remote(*args)
+    ref = getattr(handle, call.method).remote(*call.args)
     try:
-        return ray.get(ref, timeout=timeout)
+        return cast(T, ray.get(ref, timeout=timeout))
     except (*_ACTOR_ERRORS, GetTimeoutError) as exc:
         raise ActorGone(f"{type(exc).__name__}: {exc}") from exc
 
 
-def tell(handle: Handle, method: str, *args: Any) -> None:
+def tell(handle: Handle, call: Call[Any]) -> None:
     """Fire-and-forget: send and never wait; a lost message is repaired elsewhere."""
-    getattr(handle, method).remote(*args)
+    getattr(handle, call.method).remote(*call.args)
 
 
 def kill_actor(handle: Handle, restart: bool) -> None:
@@ -216,8 +218,8 @@ class ActorCalls:
     """The calls a router makes to Ray, as one object it is given: tests hand it a fake instead of patching
     this module's functions."""
 
-    async def ask(self, handle: Handle, method: str, *args: Any, timeout: float) -> Any:
-        return await ask(handle, method, *args, timeout=timeout)
+    async def ask(self, handle: Handle, call: Call[T], timeout: float) -> T:
+        return await ask(handle, call, timeout)
 
     def lookup_actor(self, name: str, namespace: str) -> Handle | None:
         return lookup_actor(name, namespace)

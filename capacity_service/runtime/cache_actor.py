@@ -24,6 +24,7 @@ from capacity_service.adapters.journal import Journal, open_journal
 from capacity_service.application.availability_index import AvailabilityIndex
 from capacity_service.domain import PoolView
 from capacity_service.runtime import _ray
+from capacity_service.runtime.actor_api import CacheApi
 from capacity_service.runtime.environment import metrics_collected
 from capacity_service.runtime.metrics import GAUGE_INTERVAL_S, RayCacheMetrics
 from capacity_service.runtime.router import PoolRouter
@@ -32,7 +33,7 @@ from capacity_service.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 
-class AvailabilityCache:
+class AvailabilityCache(CacheApi):
     def __init__(self, settings: ServiceSettings) -> None:
         self._settings = settings
         self._index = AvailabilityIndex()

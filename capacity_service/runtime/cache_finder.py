@@ -7,12 +7,15 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import TypeVar
 
 from capacity_service.domain import PoolView
 from capacity_service.errors import Unavailable
 from capacity_service.runtime import _ray
+from capacity_service.runtime.actor_api import CacheApi, Call, call
 from capacity_service.runtime.names import CACHE_PREFIX, cache_name
+
+R = TypeVar("R")
 
 # A cache replica answers from memory: waiting longer means it is gone or its node is in trouble.
 CACHE_TIMEOUT_S = 5.0
@@ -43,12 +46,12 @@ class CacheFinder:
         """The replica did not answer (restarting, or its node is gone): find one again next time."""
         self._cache = None
 
-    async def ask_replica(self, method: str, *args: Any, timeout: float = CACHE_TIMEOUT_S) -> Any:
-        """``method`` of a replica, trying a second one if the first is gone."""
+    async def ask_replica(self, request: Call[R], timeout: float = CACHE_TIMEOUT_S) -> R:
+        """``request`` to a replica, trying a second one if the first is gone."""
         for _attempt in range(2):
             cache = await self.handle()
             try:
-                return await _ray.ask(cache, method, *args, timeout=timeout)
+                return await _ray.ask(cache, request, timeout)
             except _ray.ActorGone:
                 self.forget()
         raise Unavailable("no availability cache answered")
@@ -56,5 +59,4 @@ class CacheFinder:
     async def query(
         self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
     ) -> list[PoolView]:
-        views: list[PoolView] = await self.ask_replica("query", zone, slot_from, slot_to, quantity)
-        return views
+        return await self.ask_replica(call(CacheApi.query, zone, slot_from, slot_to, quantity))

@@ -30,7 +30,9 @@ import struct
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from capacity_service.runtime.actor_api import Call
 
 __all__ = ["ChannelAddress", "ChannelCallFailed", "ChannelClient", "ChannelGone", "ChannelServer", "supported"]
 
@@ -42,6 +44,7 @@ _SECRET_BYTES = 32
 _HANDSHAKE_TIMEOUT_S = 5.0
 
 Method = Callable[..., Awaitable[Any]]
+R = TypeVar("R")
 
 
 def supported() -> bool:
@@ -186,10 +189,10 @@ class ChannelClient:
     def closed(self) -> bool:
         return self._closed
 
-    async def call(self, method: str, *args: Any, timeout: float) -> Any:
-        return await self.submit(method, *args, timeout=timeout)
+    async def call(self, call: Call[R], timeout: float) -> R:
+        return await self.submit(call, timeout)
 
-    def submit(self, method: str, *args: Any, timeout: float) -> asyncio.Future[Any]:
+    def submit(self, call: Call[R], timeout: float) -> asyncio.Future[R]:
         """Send a call now; the future resolves to its answer, or fails with ``ChannelGone`` (closed, or
         no answer within ``timeout``) or ``ChannelCallFailed``. No task: a caller awaiting it directly is
         woken one event-loop turn after the reply arrives (a busy replica's loop turns are the cost)."""
@@ -197,17 +200,17 @@ class ChannelClient:
             raise ChannelGone("the channel is closed")
         call_id = next(self._call_ids)
         loop = asyncio.get_running_loop()
-        reply: asyncio.Future[Any] = loop.create_future()
-        frame = _frame(pickle.dumps((call_id, method, args), protocol=pickle.HIGHEST_PROTOCOL))
+        reply: asyncio.Future[R] = loop.create_future()
+        frame = _frame(pickle.dumps((call_id, call.method, call.args), protocol=pickle.HIGHEST_PROTOCOL))
         try:
             self._writer.write(frame)
         except Exception as exc:  # uvloop raises once the connection broke, before the reader notices
             self._shut()
             raise ChannelGone(f"cannot send: {exc}") from exc
         self._pending[call_id] = reply
-        expiry = loop.call_later(timeout, _expire, reply, f"{method} did not answer within {timeout:.1f} s")
+        expiry = loop.call_later(timeout, _expire, reply, f"{call.method} did not answer within {timeout:.1f} s")
 
-        def forget(_: asyncio.Future[Any]) -> None:
+        def forget(_: asyncio.Future[R]) -> None:
             expiry.cancel()
             self._pending.pop(call_id, None)
 

@@ -8,6 +8,7 @@ import logging
 
 from capacity_service.domain import PoolView
 from capacity_service.runtime import _ray
+from capacity_service.runtime.actor_api import CacheApi, call
 from capacity_service.runtime.names import CACHE_PREFIX
 from capacity_service.settings import ServiceSettings
 
@@ -35,10 +36,10 @@ class CacheFanout:
         pending, self._pending = self._pending, {}
         if not self._replicas:
             return  # none known (yet): their anti-entropy pulls bring them these views
-        views = _ray.plain(list(pending.values()))  # pickled once, for every replica
+        update = call(CacheApi.update, _ray.plain(list(pending.values())))  # pickled once, for every replica
         for replica in self._replicas:
             try:
-                _ray.tell(replica, "update", views)
+                _ray.tell(replica, update)
             except Exception as exc:  # a lost push is repaired by the replica's anti-entropy pull
                 log.debug("push to an availability cache failed: %s", exc)
 

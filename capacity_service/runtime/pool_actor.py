@@ -20,6 +20,7 @@ from capacity_service.domain import PoolCommand, PoolView, Reservation, Reservat
 from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.runtime import channel
 from capacity_service.runtime._ray import current_node_id, plain, process_id
+from capacity_service.runtime.actor_api import PoolApi
 from capacity_service.runtime.environment import metrics_collected
 from capacity_service.runtime.fanout import CacheFanout
 from capacity_service.runtime.metrics import GAUGE_INTERVAL_S, RayHostMetrics
@@ -52,7 +53,11 @@ def _store_of(settings: ServiceSettings) -> str:
     return "cassandra"
 
 
-class PoolActor:
+# What a caller on this node may send over the same-node channel: the hot path and a pool's reads.
+_SAME_NODE_METHODS = (PoolApi.execute_many, PoolApi.view, PoolApi.reservation)
+
+
+class PoolActor(PoolApi):
     def __init__(self, settings: ServiceSettings) -> None:
         tracing.log_to_stderr(json_lines=settings.log_format == "json")
         self._settings = settings
@@ -61,7 +66,7 @@ class PoolActor:
         self._opening = asyncio.Lock()
         self._gauges: asyncio.Future[None] | None = None
         self._channel = channel.ChannelServer(
-            {"execute_many": self.execute_many, "view": self.view, "reservation": self.reservation}
+            {method.__name__: getattr(self, method.__name__) for method in _SAME_NODE_METHODS}
         )
 
     async def _pool_host(self) -> PoolHost:

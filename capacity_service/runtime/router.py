@@ -10,21 +10,23 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from capacity_service.adapters.journal import Journal, JournalError, open_journal
 from capacity_service.application import tracing
 from capacity_service.application.pool_host import AddressedCommand, HostFenced
 from capacity_service.application.pool_writer import CommandOutcome, answer_of_absent_pool, view_of_absent_pool
-from capacity_service.domain import ConfigurePool, PoolCommand, PoolView
+from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Reservation, ReservationStatus
 from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, PoolNotFound, Unavailable
 from capacity_service.runtime._ray import ActorCalls, ActorGone, Handle
+from capacity_service.runtime.actor_api import Call, PoolApi, call
 from capacity_service.runtime.channel import ChannelClient, ChannelGone
 from capacity_service.runtime.names import pool_actor_name, shard_name, shard_of
 from capacity_service.runtime.pool_actor import PoolActor
 from capacity_service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 # One call per actor at a time: bigger batches, fewer hops (measured against 2 and 4 with the pool host
 # appending inline: +8% spread reserves, +17% on a hot pool, lower p99; against 2 again over the same-node
@@ -40,7 +42,8 @@ _MAX_COMMANDS_PER_CALL = 512
 _MAX_PARALLEL_PULLS = 16
 # The methods a pool actor serves on its same-node channel (the hot path and a pool's reads; the rest stay
 # on Ray). Through Ray a read took ~8 ms here: a cold restart of 10,000 pools was mostly their first GETs.
-_CHANNEL_METHODS = frozenset({"execute_many", "view", "reservation"})
+_EXECUTE_MANY = PoolApi.execute_many.__name__
+_CHANNEL_METHODS = frozenset({_EXECUTE_MANY, PoolApi.view.__name__, PoolApi.reservation.__name__})
 _CHANNEL_CONNECT_TIMEOUT_S = 1.0
 # After a failed connect (the actor restarting meanwhile, a busy moment), calls go through Ray, and the
 # channel is tried again after this long.
@@ -172,21 +175,24 @@ class PoolRouter:
                 commands: list[AddressedCommand] = [(p, c, d, t) for p, c, d, t, _ in batch]
                 outbox.calls += 1
                 try:
-                    call, channel_deadline = self._start_call(name, commands, _answer_by(self._settings, commands))
-                    done, _ = await asyncio.wait({call}, timeout=_SLOW_CALL_S)
-                    if done and channel_deadline is not None and not self._answered(name, call):
+                    pending, channel_deadline = self._start_call(name, commands, _answer_by(self._settings, commands))
+                    done, _ = await asyncio.wait({pending}, timeout=_SLOW_CALL_S)
+                    if done and channel_deadline is not None and not self._answered(name, pending):
                         # The channel failed at once (the actor died, or was fenced): the retry is an
                         # ordinary call, and may be slow like one.
                         retry = self._call_actor(
-                            name, "execute_many", commands, deadline=channel_deadline, sent=_may_have_decided(call)
+                            name,
+                            call(PoolApi.execute_many, commands),
+                            deadline=channel_deadline,
+                            sent=_may_have_decided(pending),
                         )
-                        call, channel_deadline = asyncio.ensure_future(retry), None
-                        done, _ = await asyncio.wait({call}, timeout=_SLOW_CALL_S)
+                        pending, channel_deadline = asyncio.ensure_future(retry), None
+                        done, _ = await asyncio.wait({pending}, timeout=_SLOW_CALL_S)
                     if not done:  # slow: let the next batch go meanwhile; this sender ends with this call
                         in_flight = False
                         outbox.in_flight -= 1
                         self._start_sender(name, outbox)
-                    results = await self._finish_call(name, commands, call, channel_deadline)
+                    results = await self._finish_call(name, commands, pending, channel_deadline)
                 except BaseException as exc:  # every caller gets an answer, whatever happened
                     for *_, reply in batch:
                         if not reply.done():
@@ -205,14 +211,14 @@ class PoolRouter:
             else:  # commands may have waited for this call to end (the calls cap)
                 self._start_sender(name, outbox)
 
-    def _answered(self, name: str, call: asyncio.Future[Any]) -> bool:
+    def _answered(self, name: str, pending: asyncio.Future[Any]) -> bool:
         """Whether a finished channel call brought the actor's answer (or its error). When the channel
         failed or the answer is "fenced", the actor is forgotten and the batch must go again."""
-        error = call.exception()
+        error = pending.exception()
         if isinstance(error, ChannelGone):
             self._forget(name, fenced=False)
             return False
-        if error is None and _fenced(call.result()):
+        if error is None and _fenced(pending.result()):
             self._forget(name, fenced=True)
             return False
         return True
@@ -228,21 +234,22 @@ class PoolRouter:
         if channel is not None and not channel.closed and name in self._handles:
             timeout = max(0.0, answer_by - time.monotonic())
             with contextlib.suppress(ChannelGone):
-                return channel.submit("execute_many", commands, timeout=timeout), answer_by
-        return asyncio.ensure_future(self._call_actor(name, "execute_many", commands, deadline=answer_by)), None
+                return channel.submit(call(PoolApi.execute_many, commands), timeout), answer_by
+        batch = call(PoolApi.execute_many, commands)
+        return asyncio.ensure_future(self._call_actor(name, batch, deadline=answer_by)), None
 
     async def _finish_call(
-        self, name: str, commands: list[AddressedCommand], call: asyncio.Future[Any], deadline: float | None
+        self, name: str, commands: list[AddressedCommand], pending: asyncio.Future[Any], deadline: float | None
     ) -> Any:
         if deadline is not None:  # a channel call: finished, failed or fenced?
-            await asyncio.wait({call})
-            if not self._answered(name, call):
+            await asyncio.wait({pending})
+            if not self._answered(name, pending):
                 # The actor died, timed out or was fenced: the same commands (same request ids) again,
                 # retrying within what is left of the call's time.
                 return await self._call_actor(
-                    name, "execute_many", commands, deadline=deadline, sent=_may_have_decided(call)
+                    name, call(PoolApi.execute_many, commands), deadline=deadline, sent=_may_have_decided(pending)
                 )
-        return await call
+        return await pending
 
     async def aclose(self) -> None:
         """Close the channels to the actors (the actors themselves live on)."""
@@ -281,10 +288,10 @@ class PoolRouter:
                 current = 0
                 try:
                     if held is not None and any(held(p) >= 0 for p in pools):  # else all are pulled anyway
-                        versions = await self._ray.ask(handle, "versions", pools, timeout=timeout)
+                        versions = await self._ray.ask(handle, call(PoolApi.versions, pools), timeout)
                         behind = [p for p, v in zip(pools, versions, strict=True) if v is None or held(p) < v]
                         current, pools = len(pools) - len(behind), behind
-                    answers = await self._ray.ask(handle, "views", pools, timeout=timeout) if pools else []
+                    answers = await self._ray.ask(handle, call(PoolApi.views, pools), timeout) if pools else []
                 except ActorGone:
                     self._handles.pop(name, None)
                     return [], 0
@@ -295,13 +302,38 @@ class PoolRouter:
         pulled = await asyncio.gather(*(pull(name, pools) for name, pools in by_actor.items()))
         return [view for views, _ in pulled for view in views], sum(answered for _, answered in pulled)
 
-    async def call(self, pool_id: str, method: str, *args: Any) -> Any:
-        """Call ``method(pool_id, *args)`` on the actor hosting ``pool_id``; a read of a pool that was never
-        configured is answered here (``view``: an empty view; ``reservation``: none)."""
+    async def view(self, pool_id: str) -> PoolView | CapacityError:
+        """The pool's view; an empty one for a pool that was never configured."""
+        return await self._ask_pool(pool_id, call(PoolApi.view, pool_id), view_of_absent_pool)
+
+    async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None:
+        return await self._ask_pool(pool_id, call(PoolApi.reservation, pool_id, reservation_id), lambda _: None)
+
+    async def reservations(
+        self, pool_id: str, status: ReservationStatus | None, limit: int
+    ) -> list[Reservation] | CapacityError:
+        return await self._ask_pool(pool_id, call(PoolApi.reservations, pool_id, status, limit), lambda _: [])
+
+    async def reset(self, pool_id: str, to_seq_nr: int) -> CommandOutcome | CapacityError:
+        return await self._ask_pool(pool_id, call(PoolApi.reset, pool_id, to_seq_nr), PoolNotFound)
+
+    async def check(self, pool_id: str) -> tuple[int, list[str]] | CapacityError:
+        return await self._ask_pool(pool_id, call(PoolApi.check, pool_id), PoolNotFound)
+
+    async def ensure_started(self, pool_ids: list[str]) -> list[int | CapacityError]:
+        """The watchdog's ping of ``pool_ids``, which one actor hosts: recovers those not running."""
+        hosts = {actor_name(self._settings, pool_id) for pool_id in pool_ids}
+        if len(hosts) != 1:
+            raise ValueError(f"pools of {len(hosts)} hosts in one call")
+        return await self._call_actor(hosts.pop(), call(PoolApi.ensure_started_many, pool_ids))
+
+    async def _ask_pool(self, pool_id: str, request: Call[R], if_absent: Callable[[str], R]) -> R:
+        """``request`` to the actor hosting ``pool_id``; for a pool that was never configured, the answer
+        is ``if_absent(pool_id)``, and no actor is started for it."""
         name = actor_name(self._settings, pool_id)
-        if method in _READS_OF_ABSENT_POOLS and not await self._hosted_or_exists(name, pool_id):
-            return _READS_OF_ABSENT_POOLS[method](pool_id)
-        return await self._call_actor(name, method, pool_id, *args)
+        if not await self._hosted_or_exists(name, pool_id):
+            return if_absent(pool_id)
+        return await self._call_actor(name, request)
 
     async def _hosted_or_exists(self, name: str, pool_id: str) -> bool:
         """Whether the pool's actor runs, or else the pool has events: only then may a request start its
@@ -335,16 +367,7 @@ class PoolRouter:
         """The name of the actor hosting ``pool_id``."""
         return actor_name(self._settings, pool_id)
 
-    async def call_host(self, pool_ids: list[str], method: str, *args: Any) -> Any:
-        """Call ``method(pool_ids, *args)`` on the one actor hosting all of ``pool_ids``."""
-        hosts = {actor_name(self._settings, pool_id) for pool_id in pool_ids}
-        if len(hosts) != 1:
-            raise ValueError(f"pools of {len(hosts)} hosts in one call")
-        return await self._call_actor(hosts.pop(), method, pool_ids, *args)
-
-    async def _call_actor(
-        self, name: str, method: str, *args: Any, deadline: float | None = None, sent: bool = False
-    ) -> Any:
+    async def _call_actor(self, name: str, request: Call[R], deadline: float | None = None, sent: bool = False) -> R:
         """While the actor is dead, restarting, or a fenced old incarnation, retry with a fresh handle
         until ``deadline`` (monotonic; default: ``call_timeout_s`` from now); then ``Unavailable``, or for
         commands that were ``sent`` at least once, ``OutcomeUnknown``. Every command carries a request id,
@@ -355,21 +378,21 @@ class PoolRouter:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                if sent and method == "execute_many":
+                if sent and request.method == _EXECUTE_MANY:
                     raise OutcomeUnknown(f"{name} did not answer in time; repeat with the same request_id")
                 raise Unavailable(f"{name} did not answer within the call timeout")
             fenced = False
             try:
                 handle = await self._handle(name)
                 channel = None
-                if method in _CHANNEL_METHODS:
+                if request.method in _CHANNEL_METHODS:
                     async with asyncio.timeout(remaining):  # the opening is shared: wait only our time
                         channel = await self._channel(name, handle)
                 may_have_been_sent, sent = sent, True
                 if channel is not None:
-                    result = await channel.call(method, *args, timeout=remaining)
+                    result = await channel.call(request, remaining)
                 else:
-                    result = await self._ray.ask(handle, method, *args, timeout=remaining)
+                    result = await self._ray.ask(handle, request, remaining)
                 fenced = _fenced(result)
                 if not fenced:
                     return result
@@ -418,7 +441,7 @@ class PoolRouter:
     async def _connect_channel(self, name: str, handle: Handle) -> ChannelClient | None:
         channel: ChannelClient | None = None
         if self._settings.hosting.same_node_channel:
-            address = await self._ray.ask(handle, "open_channel", timeout=self._settings.hosting.call_timeout_s)
+            address = await self._ray.ask(handle, call(PoolApi.open_channel), self._settings.hosting.call_timeout_s)
             if self._node_id is None:
                 self._node_id = await asyncio.to_thread(self._ray.current_node_id)
             if address is not None and address.node_id == self._node_id:
@@ -444,15 +467,6 @@ class PoolRouter:
             )
             self._handles[name] = handle
         return handle
-
-
-_READS_OF_ABSENT_POOLS: dict[str, Callable[[str], Any]] = {
-    "view": view_of_absent_pool,
-    "reservation": lambda _pool_id: None,
-    "reservations": lambda _pool_id: [],
-    "check": PoolNotFound,
-    "reset": PoolNotFound,
-}
 
 
 def _consume(done: asyncio.Future[Any]) -> None:

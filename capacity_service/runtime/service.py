@@ -12,6 +12,7 @@ import math
 
 from capacity_service.errors import SettingsMismatch, Unavailable
 from capacity_service.runtime import _ray
+from capacity_service.runtime.actor_api import SupervisorApi, call
 from capacity_service.runtime.names import DEFAULT_NAMESPACE, SUPERVISOR_NAME
 from capacity_service.runtime.supervisor import Supervisor
 from capacity_service.settings import ServiceSettings, SqlJournalSettings
@@ -44,7 +45,7 @@ def running_settings(namespace: str = DEFAULT_NAMESPACE) -> ServiceSettings | No
     supervisor = _ray.lookup_actor(SUPERVISOR_NAME, namespace)
     if supervisor is None:
         return None
-    settings: ServiceSettings = _ray.ask_now(supervisor, "settings", timeout=_ASK_TIMEOUT_S)
+    settings: ServiceSettings = _ray.ask_now(supervisor, call(SupervisorApi.settings), _ASK_TIMEOUT_S)
     return settings
 
 
@@ -72,7 +73,7 @@ def establish(settings: ServiceSettings) -> ServiceSettings:
         fixed = with_shards_counted(settings)
         supervisor = _ray.ensure_actor(Supervisor, SUPERVISOR_NAME, namespace, (fixed,), {})
         # Two deploys racing: the first supervisor's settings win, and the loser must agree with them.
-        running = _ray.ask_now(supervisor, "settings", timeout=_ASK_TIMEOUT_S)
+        running = _ray.ask_now(supervisor, call(SupervisorApi.settings), _ASK_TIMEOUT_S)
         assert running is not None
     differences = actor_setting_differences(running, settings)
     if differences:
@@ -94,7 +95,7 @@ def start_watchdog(namespace: str = DEFAULT_NAMESPACE) -> None:
     requests recovering their pools one by one."""
     supervisor = _ray.lookup_actor(SUPERVISOR_NAME, namespace)
     if supervisor is not None:
-        _ray.tell(supervisor, "start")
+        _ray.tell(supervisor, call(SupervisorApi.start))
 
 
 def actor_setting_differences(running: ServiceSettings, wanted: ServiceSettings) -> list[str]:

@@ -8,6 +8,7 @@ import logging
 from capacity_service.adapters.journal import Journal, open_journal
 from capacity_service.errors import CapacityError
 from capacity_service.runtime import _ray
+from capacity_service.runtime.actor_api import CacheApi, SupervisorApi, WarehouseStreamApi, call
 from capacity_service.runtime.cache_actor import AvailabilityCache
 from capacity_service.runtime.names import CACHE_PREFIX, cache_name
 from capacity_service.runtime.pool_actor import PoolActor
@@ -19,7 +20,7 @@ from capacity_service.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 
-class Supervisor:
+class Supervisor(SupervisorApi):
     # Async: Ray runs an async constructor on the actor's event loop, where the loops can be started.
     async def __init__(self, settings: ServiceSettings) -> None:  # type: ignore[misc]
         self._settings = settings
@@ -40,7 +41,7 @@ class Supervisor:
         return self._journal.live_pool_ids()
 
     async def _ping(self, pool_ids: list[str]) -> dict[str, str]:
-        results = await self._router.call_host(pool_ids, "ensure_started_many")
+        results = await self._router.ensure_started(pool_ids)
         return {p: str(r) for p, r in zip(pool_ids, results, strict=True) if isinstance(r, CapacityError)}
 
     async def start(self) -> None:
@@ -66,7 +67,7 @@ class Supervisor:
                         {},
                         node_id,
                     )
-                    _ray.tell(handle, "start")
+                    _ray.tell(handle, call(CacheApi.start))
                 for name in await asyncio.to_thread(_ray.named_actors, namespace, CACHE_PREFIX):
                     if name.removeprefix(CACHE_PREFIX) not in nodes:
                         stale = await asyncio.to_thread(_ray.lookup_actor, name, namespace)
@@ -83,7 +84,7 @@ class Supervisor:
             try:
                 for shard in range(self._settings.warehouse.streams):
                     handle = await asyncio.to_thread(ensure_stream, self._settings, shard)
-                    _ray.tell(handle, "start")
+                    _ray.tell(handle, call(WarehouseStreamApi.start))
             except Exception:
                 log.exception("keeping warehouse streams failed")
             await asyncio.sleep(self._settings.read_side.membership_interval_s)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from capacity_service.adapters.warehouse import stream_of
 from capacity_service.domain import PersistedEvent
 from capacity_service.runtime import _ray
+from capacity_service.runtime.actor_api import WarehouseStreamApi, call
 from capacity_service.runtime.names import stream_name
 from capacity_service.settings import ServiceSettings
 
@@ -60,7 +61,7 @@ class WarehouseFeed:
             if handle is None:
                 handle = await asyncio.to_thread(ensure_stream, self._settings, shard)
                 self._streams[shard] = handle
-            await _ray.ask(handle, "offer", _ray.plain(events), timeout=_OFFER_TIMEOUT_S)
+            await _ray.ask(handle, call(WarehouseStreamApi.offer, _ray.plain(events)), _OFFER_TIMEOUT_S)
         except Exception as exc:  # the stream catches up from the journal
             self._streams.pop(shard, None)
             self.left_to_catch_up += len(events)

@@ -15,12 +15,13 @@ from capacity_service.adapters.warehouse.rows import row_of
 from capacity_service.application.warehouse_stream import WarehouseStream
 from capacity_service.domain import PersistedEvent
 from capacity_service.runtime._ray import process_id
+from capacity_service.runtime.actor_api import WarehouseStreamApi
 from capacity_service.runtime.environment import metrics_collected
 from capacity_service.runtime.metrics import GAUGE_INTERVAL_S, RayWarehouseMetrics
 from capacity_service.settings import ServiceSettings
 
 
-class WarehouseStreamActor:
+class WarehouseStreamActor(WarehouseStreamApi):
     def __init__(self, settings: ServiceSettings, shard: int) -> None:
         warehouse = settings.warehouse
         self._stream = WarehouseStream(

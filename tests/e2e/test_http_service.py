@@ -26,6 +26,7 @@ from capacity_service.client import CapacityClient
 from capacity_service.errors import PoolRetired
 from capacity_service.runtime import _ray
 from capacity_service.runtime._ray import kill_namespace
+from capacity_service.runtime.actor_api import CacheApi, call
 from capacity_service.runtime.names import CACHE_PREFIX
 from capacity_service.settings import CassandraJournalSettings, ParquetSinkSettings, SqlJournalSettings
 from devenv._process import free_port
@@ -226,17 +227,17 @@ def test_a_killed_cache_replica_comes_back_complete(http: httpx.Client, service:
     [name] = _ray.named_actors(service.namespace, CACHE_PREFIX)
     handle = _ray.lookup_actor(name, service.namespace)
     assert handle is not None
-    pid = asyncio.run(_ray.ask(handle, "status", timeout=10))["pid"]
+    pid = asyncio.run(_ray.ask(handle, call(CacheApi.status), 10))["pid"]
     os.kill(pid, signal.SIGKILL)
     # Serve replicas answer from their mirror meanwhile; the replica itself must come back complete.
     assert availability(http, zone) == dict.fromkeys(pools, 4)
 
     def replica_back_complete() -> bool:
-        status = asyncio.run(_ray.ask(handle, "status", timeout=10))
+        status = asyncio.run(_ray.ask(handle, call(CacheApi.status), 10))
         return bool(status["pid"] != pid and status["ready"] and status["pools"] >= len(pools))
 
     wait_until(replica_back_complete, 30, "replica back with every pool")
-    found = asyncio.run(_ray.ask(handle, "query", zone, None, None, 1, timeout=10))
+    found = asyncio.run(_ray.ask(handle, call(CacheApi.query, zone, None, None, 1), 10))
     assert {v.pool_id: v.remaining for v in found} == dict.fromkeys(pools, 4)
 
 
@@ -250,15 +251,17 @@ def test_a_mirror_waiting_on_a_quiet_cache_replica_is_answered_by_the_next_chang
     assert handle is not None
 
     async def scenario() -> None:
-        incarnation, change_nr, _, ready = await _ray.ask(handle, "changes_since", "", 0, timeout=10)
+        incarnation, change_nr, _, ready = await _ray.ask(handle, call(CacheApi.changes_since, "", 0), 10)
         assert ready
         while True:  # until the pushes of earlier writes have all arrived
-            answer = await _ray.ask(handle, "changes_since", incarnation, change_nr, 0.3, timeout=10)
+            answer = await _ray.ask(handle, call(CacheApi.changes_since, incarnation, change_nr, 0.3), 10)
             if not answer[2]:
                 break
             change_nr = answer[1]
         assert answer == (incarnation, change_nr, [], True)  # nothing new when the wait ends
-        waiting = asyncio.ensure_future(_ray.ask(handle, "changes_since", incarnation, change_nr, 120.0, timeout=130))
+        waiting = asyncio.ensure_future(
+            _ray.ask(handle, call(CacheApi.changes_since, incarnation, change_nr, 120.0), 130)
+        )
         pool_id = await asyncio.to_thread(new_pool, http, 3)
         # Answered by a change, not by the end of its wait (the test gives up long before that); a stray
         # change of another pool may come first.
@@ -267,7 +270,7 @@ def test_a_mirror_waiting_on_a_quiet_cache_replica_is_answered_by_the_next_chang
             if pool_id in {view.pool_id for view in views}:
                 break
             waiting = asyncio.ensure_future(
-                _ray.ask(handle, "changes_since", incarnation, change_nr, 120.0, timeout=130)
+                _ray.ask(handle, call(CacheApi.changes_since, incarnation, change_nr, 120.0), 130)
             )
 
     asyncio.run(scenario())

@@ -27,6 +27,7 @@ from capacity_service.domain import PoolState, Reserve, new_reservation_id
 from capacity_service.errors import InsufficientCapacity, PoolNotFound, ReservationNotFound
 from capacity_service.runtime import _ray
 from capacity_service.runtime._ray import kill_namespace
+from capacity_service.runtime.actor_api import PoolApi, call
 from capacity_service.runtime.pool_actor import PoolActor
 from capacity_service.runtime.router import actor_name
 from capacity_service.settings import (
@@ -79,7 +80,7 @@ def journal_state(settings: ServiceSettings, pool_id: str) -> PoolState:
 def described(settings: ServiceSettings, pool_id: str) -> dict[str, object]:
     handle = _ray.lookup_actor(actor_name(settings, pool_id), settings.hosting.namespace)
     assert handle is not None
-    answer: dict[str, object] = asyncio.run(_ray.ask(handle, "describe", timeout=30))
+    answer: dict[str, object] = asyncio.run(_ray.ask(handle, call(PoolApi.describe), 30))
     return answer
 
 
@@ -268,17 +269,17 @@ def test_a_stale_incarnation_is_fenced_and_stops(client: CapacityClient, setting
     namespace = settings.hosting.namespace
     # The zombie: a second incarnation of the pool that claimed its epoch before the current one.
     zombie = _ray.ensure_actor(PoolActor, f"zombie:{pool_id}", namespace, (settings,), {})
-    assert isinstance(asyncio.run(_ray.ask(zombie, "ensure_started", pool_id, timeout=60)), int)
+    assert isinstance(asyncio.run(_ray.ask(zombie, call(PoolApi.ensure_started, pool_id), 60)), int)
     canonical = _ray.lookup_actor(actor_name(settings, pool_id), namespace)
     assert canonical is not None
-    asyncio.run(_ray.ask(canonical, "describe", timeout=30))
+    asyncio.run(_ray.ask(canonical, call(PoolApi.describe), 30))
     _ray.kill_actor(canonical, restart=True)  # the current one restarts and claims a newer epoch
     client.reserve(pool_id, 2)
 
     rid = new_reservation_id(pool_id)
-    answer = asyncio.run(_ray.ask(zombie, "execute", pool_id, Reserve(5, rid, rid), timeout=60))
+    answer = asyncio.run(_ray.ask(zombie, call(PoolApi.execute, pool_id, Reserve(5, rid, rid)), 60))
     assert isinstance(answer, HostFenced)
-    again = asyncio.run(_ray.ask(zombie, "view", pool_id, timeout=60))
+    again = asyncio.run(_ray.ask(zombie, call(PoolApi.view, pool_id), 60))
     assert isinstance(again, HostFenced)  # it stopped serving altogether
     assert client.reserve(pool_id, 3).remaining == 5
     state = journal_state(settings, pool_id)

@@ -3,18 +3,29 @@ in-memory journal stands in for the pool actors, an ``AvailabilityIndex`` for th
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
-from typing import Any
+from typing import TypeVar
 
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.application.availability_index import AvailabilityIndex
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.client import AsyncCapacityClient
-from capacity_service.domain import PoolCommand, PoolView
+from capacity_service.domain import PoolCommand, PoolView, Reservation, ReservationStatus
 from capacity_service.errors import CapacityError
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
 from capacity_service.settings import WriteSideSettings
+
+T = TypeVar("T")
+
+
+async def _as_value(answer: Awaitable[T]) -> T | CapacityError:
+    """The answer, or its error as a value: what the pool actors send back."""
+    try:
+        return await answer
+    except CapacityError as exc:
+        return exc
 
 
 class InProcessRouter:
@@ -30,11 +41,22 @@ class InProcessRouter:
         except CapacityError as exc:
             return exc
 
-    async def call(self, pool_id: str, method: str, *args: Any) -> Any:
-        try:
-            return await getattr(self._host, method)(pool_id, *args)
-        except CapacityError as exc:
-            return exc
+    async def view(self, pool_id: str) -> PoolView | CapacityError:
+        return await _as_value(self._host.view(pool_id))
+
+    async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None:
+        return await _as_value(self._host.reservation(pool_id, reservation_id))
+
+    async def reservations(
+        self, pool_id: str, status: ReservationStatus | None, limit: int
+    ) -> list[Reservation] | CapacityError:
+        return await _as_value(self._host.reservations(pool_id, status, limit))
+
+    async def reset(self, pool_id: str, to_seq_nr: int) -> CommandOutcome | CapacityError:
+        return await _as_value(self._host.reset(pool_id, to_seq_nr))
+
+    async def check(self, pool_id: str) -> tuple[int, list[str]] | CapacityError:
+        return await _as_value(self._host.check(pool_id))
 
     async def live_pool_ids(self) -> list[str]:
         return self._host_journal.live_pool_ids()

@@ -24,6 +24,7 @@ from capacity_service.application.recovery import recover_pool
 from capacity_service.client import CapacityClient
 from capacity_service.domain import PoolState
 from capacity_service.runtime import _ray
+from capacity_service.runtime.actor_api import PoolApi, call
 from capacity_service.runtime.local import LocalCluster
 from capacity_service.runtime.router import actor_name
 from capacity_service.settings import ServiceSettings
@@ -46,7 +47,7 @@ def actor_info(settings: ServiceSettings, pool_id: str) -> dict[str, Any]:
     has started (``describe``)."""
     handle = _ray.lookup_actor(actor_name(settings, pool_id), settings.hosting.namespace)
     assert handle is not None
-    described: dict[str, Any] = asyncio.run(_ray.ask(handle, "describe", timeout=30))
+    described: dict[str, Any] = asyncio.run(_ray.ask(handle, call(PoolApi.describe), 30))
     return described
 
 

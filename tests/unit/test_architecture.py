@@ -129,42 +129,45 @@ def test_every_module_imports_only_from_its_own_and_lower_layers() -> None:
     assert broken == []
 
 
-# Calls that name an actor's method as a string, and the position of that string among their arguments.
-_METHOD_BY_NAME = {
-    "ask": 1,
-    "ask_now": 1,
-    "tell": 1,
-    "call": 1,
-    "call_host": 1,
-    "_call_actor": 1,
-    "submit": 0,
-    "ask_replica": 0,
-}
+# The seam's calls that take an actor call, and that call's position among their arguments.
+_TAKES_AN_ACTOR_CALL = {"ask": 1, "ask_now": 1, "tell": 1, "_call_actor": 1, "submit": 0, "ask_replica": 0}
 
 
-def test_every_actor_method_called_by_name_exists() -> None:
-    """Ray calls an actor's method by its name: a renamed method would break only end to end. Every name
-    the package sends must be a method of one of its actors."""
-    from capacity_service.runtime.cache_actor import AvailabilityCache
-    from capacity_service.runtime.pool_actor import PoolActor
-    from capacity_service.runtime.supervisor import Supervisor
-    from capacity_service.runtime.warehouse_stream_actor import WarehouseStreamActor
-
-    actors = (PoolActor, Supervisor, AvailabilityCache, WarehouseStreamActor)
-    sent: set[tuple[str, str]] = set()
+def test_actor_methods_are_named_through_their_protocols_never_as_strings() -> None:
+    """Ray calls an actor's method by its name: a name typed as a string would break only end to end.
+    Every call names its method as ``call(SomeApi.method, ...)``, which mypy checks."""
+    calls, by_string = 0, []
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call):
                 continue
             called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-            position = _METHOD_BY_NAME.get(called)
-            if position is None or len(node.args) <= position:
-                continue
-            argument = node.args[position]
-            if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
-                sent.add((argument.value, f"{path.relative_to(PACKAGE)}:{node.lineno}"))
-    assert len(sent) > 10  # the scan sees the calls (a change in their shape would blind it)
-    missing = [
-        (name, where) for name, where in sorted(sent) if not any(callable(getattr(a, name, None)) for a in actors)
-    ]
-    assert not missing, f"actor methods called by name that no actor has: {missing}"
+            if called == "call" and node.args and isinstance(node.args[0], ast.Attribute):
+                calls += 1
+            position = _TAKES_AN_ACTOR_CALL.get(called)
+            if position is not None and len(node.args) > position:
+                argument = node.args[position]
+                if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+                    by_string.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert calls > 15  # the scan sees the calls (a change in their shape would blind it)
+    assert by_string == []
+
+
+def test_every_actor_implements_every_method_of_its_protocol() -> None:
+    """An actor that renamed a method would inherit its Protocol's empty stub, which mypy accepts and
+    Ray would serve: each method must be the actor's own."""
+    from capacity_service.runtime.actor_api import CacheApi, PoolApi, SupervisorApi, WarehouseStreamApi
+    from capacity_service.runtime.cache_actor import AvailabilityCache
+    from capacity_service.runtime.pool_actor import PoolActor
+    from capacity_service.runtime.supervisor import Supervisor
+    from capacity_service.runtime.warehouse_stream_actor import WarehouseStreamActor
+
+    pairs = ((PoolActor, PoolApi), (AvailabilityCache, CacheApi), (Supervisor, SupervisorApi))
+    pairs += ((WarehouseStreamActor, WarehouseStreamApi),)
+    stubs = []
+    for actor, protocol in pairs:
+        assert protocol in actor.__mro__
+        methods = [name for name in vars(protocol) if not name.startswith("_") and callable(vars(protocol)[name])]
+        assert methods
+        stubs += [f"{actor.__name__}.{name}" for name in methods if name not in vars(actor)]
+    assert stubs == []

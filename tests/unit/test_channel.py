@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import uvloop
 
+from capacity_service.runtime.actor_api import Call
 from capacity_service.runtime.channel import (
     ChannelAddress,
     ChannelCallFailed,
@@ -65,7 +66,7 @@ def test_a_call_returns_the_methods_answer(run: Callable[[Awaitable[None]], None
     async def scenario(server: ChannelServer, address: ChannelAddress, calls: Calls) -> None:
         assert address.node_id == "node-a" and address.path.startswith("\0")  # abstract: no file anywhere
         client = await ChannelClient.connect(address, timeout=1)
-        assert await client.call("echo", {"pool": "p-1", "n": [1, 2]}, timeout=5) == {"pool": "p-1", "n": [1, 2]}
+        assert await client.call(Call("echo", ({"pool": "p-1", "n": [1, 2]},)), 5) == {"pool": "p-1", "n": [1, 2]}
         assert server.calls == 1
         client.close()
 
@@ -79,7 +80,7 @@ def test_concurrent_calls_each_get_their_own_answer_in_any_order() -> None:
         finished: list[int] = []
 
         async def call(i: int, delay: float) -> object:
-            answer = await client.call("echo", i, delay, timeout=5)
+            answer = await client.call(Call("echo", (i, delay)), 5)
             finished.append(i)
             return answer
 
@@ -96,7 +97,7 @@ def test_a_wrong_secret_is_refused_before_anything_is_decoded() -> None:
         forged = ChannelAddress(address.node_id, address.path, bytes(len(address.secret)), address.pid)
         client = await ChannelClient.connect(forged, timeout=1)
         with pytest.raises(ChannelGone):
-            await client.call("echo", "let me in", timeout=5)
+            await client.call(Call("echo", ("let me in",)), 5)
         assert calls.seen == [] and server.calls == 0
         assert client.closed
 
@@ -107,10 +108,10 @@ def test_a_method_that_raises_or_does_not_exist_fails_that_call_only() -> None:
     async def scenario(server: ChannelServer, address: ChannelAddress, calls: Calls) -> None:
         client = await ChannelClient.connect(address, timeout=1)
         with pytest.raises(ChannelCallFailed, match="ValueError: bad state"):
-            await client.call("broken", timeout=5)
+            await client.call(Call("broken", ()), 5)
         with pytest.raises(ChannelCallFailed, match="shutdown"):
-            await client.call("shutdown", timeout=5)
-        assert await client.call("echo", "still here", timeout=5) == "still here"
+            await client.call(Call("shutdown", ()), 5)
+        assert await client.call(Call("echo", ("still here",)), 5) == "still here"
         client.close()
 
     run_served(scenario)
@@ -120,7 +121,7 @@ def test_a_call_that_does_not_answer_in_time_is_gone() -> None:
     async def scenario(server: ChannelServer, address: ChannelAddress, calls: Calls) -> None:
         client = await ChannelClient.connect(address, timeout=1)
         with pytest.raises(ChannelGone, match="did not answer"):
-            await client.call("hang", timeout=0.1)
+            await client.call(Call("hang", ()), 0.1)
         client.close()
 
     run_served(scenario)
@@ -207,7 +208,7 @@ async def dying_server_scenario() -> None:
         path, secret = (await asyncio.to_thread(process.stdout.readline)).split()
         address = ChannelAddress("node-a", "\0" + path, bytes.fromhex(secret), process.pid)
         client = await ChannelClient.connect(address, timeout=5)
-        calls = [asyncio.ensure_future(client.call("hang", timeout=60)) for _ in range(3)]
+        calls = [asyncio.ensure_future(client.call(Call("hang", ()), 60)) for _ in range(3)]
         await asyncio.sleep(0.2)
         assert not any(call.done() for call in calls)
         os.kill(process.pid, signal.SIGKILL)
@@ -216,7 +217,7 @@ async def dying_server_scenario() -> None:
         assert all(isinstance(r, ChannelGone) for r in results)
         assert client.closed
         with pytest.raises(ChannelGone):
-            await client.call("hang", timeout=1)
+            await client.call(Call("hang", ()), 1)
     finally:
         process.kill()
         process.wait()
@@ -235,7 +236,7 @@ def test_a_send_on_a_connection_that_just_broke_is_gone() -> None:
         await asyncio.sleep(0.05)  # uvloop has closed the connection's handle by now
         client._closed = False  # white box: as if the reply reader had not noticed yet
         with pytest.raises(ChannelGone):
-            client.submit("echo", 1, timeout=30)
+            client.submit(Call("echo", (1,)), 30)
         assert client.closed and calls.seen == []
 
     run_served(scenario, uvloop.run)

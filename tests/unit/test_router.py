@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -19,9 +19,12 @@ from capacity_service.domain import ReservationNotFound as ReservationNotFoundRe
 from capacity_service.errors import OutcomeUnknown, Overloaded, Unavailable
 from capacity_service.runtime import router as router_module
 from capacity_service.runtime._ray import ActorCalls, ActorGone
+from capacity_service.runtime.actor_api import Call
 from capacity_service.runtime.channel import ChannelServer
 from capacity_service.runtime.router import PoolRouter
 from capacity_service.settings import HostingSettings, ServiceSettings
+
+T = TypeVar("T")
 
 
 class FakeActor:
@@ -36,8 +39,9 @@ class FakeActor:
         self.batches: list[list[str]] = []
         self.in_flight = self.max_in_flight = 0
 
-    async def call(self, name: str, method: str, commands: list[Any], **_: Any) -> list[str]:
-        assert method == "execute_many"
+    async def call(self, name: str, request: Call[Any], **_: Any) -> list[str]:
+        assert request.method == "execute_many"
+        (commands,) = request.args
         pools = [pool_id for pool_id, *_ in commands]
         self.batches.append(pools)
         self.in_flight += 1
@@ -64,10 +68,11 @@ class FakeCalls(ActorCalls):
     ) -> None:
         self._ask_with, self._lookup, self._ensure, self._node_id = ask_with, lookup, ensure, node_id
 
-    async def ask(self, handle: Any, method: str, *args: Any, timeout: float) -> Any:
+    async def ask(self, handle: Any, call: Call[T], timeout: float) -> T:
         if self._ask_with is None:
-            raise AssertionError(f"no actor call expected here: {method}")
-        return await self._ask_with(handle, method, *args, timeout=timeout)
+            raise AssertionError(f"no actor call expected here: {call.method}")
+        answer: T = await self._ask_with(handle, call.method, *call.args, timeout=timeout)
+        return answer
 
     def lookup_actor(self, name: str, namespace: str) -> Any:
         return self._lookup(name, namespace)
@@ -423,7 +428,7 @@ def test_requests_for_unknown_pools_start_no_actor(monkeypatch: pytest.MonkeyPat
         )
         calls: list[str] = []
 
-        async def call_actor(name: str, method: str, *args: Any, deadline: float | None = None) -> Any:
+        async def call_actor(name: str, request: Call[Any], deadline: float | None = None) -> Any:
             calls.append(name)
             return ["sent"]
 
@@ -434,8 +439,9 @@ def test_requests_for_unknown_pools_start_no_actor(monkeypatch: pytest.MonkeyPat
         released = await router.execute("ghost", Release(forged))
         assert isinstance(released, CommandOutcome)
         assert isinstance(released.rejection, ReservationNotFoundRejection)
-        assert not (await router.call("ghost", "view")).exists
-        assert await router.call("ghost", "reservation", forged) is None
+        view = await router.view("ghost")
+        assert isinstance(view, PoolView) and not view.exists
+        assert await router.reservation("ghost", forged) is None
         assert calls == [] and created == []
         assert await router.execute("ghost", ConfigurePool(1, "z")) == "sent"
         assert await router.execute("real", reserve("real")) == "sent"

@@ -15,6 +15,7 @@ from capacity_service.domain import PoolView
 from capacity_service.errors import Unavailable
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
 from capacity_service.runtime import _ray
+from capacity_service.runtime.actor_api import CacheApi, SupervisorApi, call
 from capacity_service.runtime.cache_finder import CACHE_TIMEOUT_S
 from capacity_service.runtime.names import SUPERVISOR_NAME
 from capacity_service.settings import ServiceSettings
@@ -49,14 +50,8 @@ class ServiceBackend:
             try:
                 cache = await self._caches.handle()
                 wait_s = self._settings.read_side.mirror_wait_s  # the replica answers at the next change
-                incarnation, change_nr, views, ready = await _ray.ask(
-                    cache,
-                    "changes_since",
-                    self._mirror_incarnation,
-                    self._mirror_change_nr,
-                    wait_s,
-                    timeout=CACHE_TIMEOUT_S + wait_s,
-                )
+                changes = call(CacheApi.changes_since, self._mirror_incarnation, self._mirror_change_nr, wait_s)
+                incarnation, change_nr, views, ready = await _ray.ask(cache, changes, CACHE_TIMEOUT_S + wait_s)
                 self._mirror.update_all(views)
                 self._mirror_incarnation, self._mirror_change_nr = incarnation, change_nr
                 if ready:
@@ -108,7 +103,7 @@ class ServiceBackend:
         await self.start()
         checks = {"cache": "ok", "pools": "ok", "journal": "ok"}
         try:
-            status = await _ray.ask(await self._caches.handle(), "status", timeout=CACHE_TIMEOUT_S)
+            status = await _ray.ask(await self._caches.handle(), call(CacheApi.status), CACHE_TIMEOUT_S)
             if not status["ready"]:
                 checks["cache"] = f"bootstrapping ({status['last_error'] or 'first pull running'})"
         except (Unavailable, _ray.ActorGone) as exc:
@@ -117,7 +112,7 @@ class ServiceBackend:
         report = None
         if supervisor is not None:
             try:
-                report = await _ray.ask(supervisor, "last_report", timeout=CACHE_TIMEOUT_S)
+                report = await _ray.ask(supervisor, call(SupervisorApi.last_report), CACHE_TIMEOUT_S)
             except _ray.ActorGone:
                 report = None
         if report is None:
