@@ -1,5 +1,5 @@
 """The journal contract plus what only the SQL adapter (SQLite and PostgreSQL) has: its batched
-``append_many`` falls back to one savepoint per append when a row already sits beyond a head."""
+``append_many`` falls back to one transaction per append when a row already sits beyond a head."""
 
 from __future__ import annotations
 

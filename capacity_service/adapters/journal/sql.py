@@ -48,7 +48,6 @@ from capacity_service.adapters.journal.port import (
     SequenceConflict,
     SnapshotRecord,
     StoredEvent,
-    WriterFenced,
     append_refusal,
 )
 from capacity_service.settings import SqlJournalSettings
@@ -196,54 +195,15 @@ class SqlJournal(Journal):
             try:
                 return self._batch.append(appends)
             except IntegrityError:
-                pass  # rows beyond a head exist: someone wrote around the heads; find out whose, one by one
-            with self._engine.begin() as conn:
-                return self._append_each(conn, appends)
+                # Rows beyond a head exist (someone wrote around the heads): find out whose, one by one.
+                return [self._append_alone(request) for request in appends]
 
-    def _append_each(self, conn: Connection, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
-        """The slow path: each append in its own savepoint, so a conflict rolls back only that pool's."""
-        results: list[int | JournalError] = []
-        for request in appends:
-            try:
-                with conn.begin_nested():
-                    results.append(self._append_in(conn, request) if request.events else request.expected_seq_nr)
-            except (SequenceConflict, WriterFenced) as exc:
-                results.append(exc)
-            except IntegrityError:
-                results.append(SequenceConflict(request.pool_id, request.expected_seq_nr, None))
-        return results
-
-    def _append_in(self, conn: Connection, request: AppendRequest) -> int:
-        pool_id, expected_seq_nr, epoch, events = (
-            request.pool_id,
-            request.expected_seq_nr,
-            request.epoch,
-            request.events,
-        )
-        new_seq_nr = expected_seq_nr + len(events)
-        now = datetime.now(UTC)
-        advance_head = (
-            update(heads_table)
-            .where(
-                heads_table.c.pool_id == pool_id,
-                heads_table.c.epoch == epoch,
-                heads_table.c.seq_nr == expected_seq_nr,
-            )
-            .values(seq_nr=new_seq_nr)
-        )
-        if conn.execute(advance_head).rowcount != 1:
-            self._raise_conflict(conn, pool_id, expected_seq_nr, epoch)
-        rows = [_event_row(pool_id, seq_nr, e, epoch, now) for seq_nr, e in enumerate(events, expected_seq_nr + 1)]
-        conn.execute(insert(events_table), rows)
-        return new_seq_nr
-
-    @staticmethod
-    def _raise_conflict(conn: Connection, pool_id: str, expected_seq_nr: int, epoch: int) -> None:
-        head = conn.execute(
-            select(heads_table.c.epoch, heads_table.c.seq_nr).where(heads_table.c.pool_id == pool_id)
-        ).first()
-        found = None if head is None else (int(head.epoch), int(head.seq_nr))
-        raise append_refusal(pool_id, expected_seq_nr, epoch, found) or SequenceConflict(pool_id, expected_seq_nr, None)
+    def _append_alone(self, request: AppendRequest) -> int | JournalError:
+        try:
+            [result] = self._batch.append([request])
+        except IntegrityError:
+            return SequenceConflict(request.pool_id, request.expected_seq_nr, None)
+        return result
 
     def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:
         query = (
