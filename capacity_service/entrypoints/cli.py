@@ -333,7 +333,8 @@ def _demo(a: argparse.Namespace) -> int:
     return 0
 
 
-def _start(a: argparse.Namespace) -> int:
+def _start_refused(a: argparse.Namespace) -> int | None:
+    """The exit code when ``start`` must not go on (settings that contradict, an open door, a taken port)."""
     if a.replicas > 1 and not a.fast_ingress:
         print("--replicas above 1 needs --fast-ingress (HAProxy spreads the requests over them)", file=sys.stderr)
         return 2
@@ -348,6 +349,13 @@ def _start(a: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"cannot listen on {a.host}:{a.port}: {exc.strerror}", file=sys.stderr)
         return 1
+    return None
+
+
+def _start(a: argparse.Namespace) -> int:
+    refused = _start_refused(a)
+    if refused is not None:
+        return refused
     metrics_port = _bind_check("127.0.0.1", a.metrics_port) if a.metrics else None
     environment.apply(*environment.start_environment(a.port, a.fast_ingress, metrics_port is not None))
     proxy_port = 0 if not a.fast_ingress else a.port
@@ -358,7 +366,6 @@ def _start(a: argparse.Namespace) -> int:
     from ray import serve
 
     from capacity_service.entrypoints.http.deployment import application
-    from capacity_service.runtime import _ray
     from capacity_service.runtime.service import SettingsMismatch
 
     args = _service_args(a)
@@ -383,18 +390,7 @@ def _start(a: argparse.Namespace) -> int:
             serve.run(app, name="capacity", route_prefix="/", logging_config=SERVE_LOGGING)
         except RuntimeError as exc:
             return _did_not_come_up(exc, None if a.fast_ingress else (a.host, a.port))
-        url = f"http://{a.host}:{a.port}"
-        print(f"capacity_service is listening on {url} (journal: {args.get('journal', 'from environment')})")
-        print(f"  try: curl -s {url}/readyz    docs: {url}/docs    Ctrl-C stops it")
-        if metrics_port is not None:
-            print(
-                f"  metrics (Prometheus, the service's named ray_capacity_*): http://127.0.0.1:{metrics_port}/metrics"
-            )
-        print(
-            f"  python, with RAY_AUTH_MODE={auth_mode} in its environment: "
-            f"ray.init(address={_ray.gcs_address()!r}); CapacityClient()",
-            flush=True,
-        )
+        _say_where_it_listens(a, str(args.get("journal", "from environment")), metrics_port, auth_mode)
         while not stop.wait(0.2):  # short waits: the signal handler runs between them
             pass
     finally:
@@ -404,6 +400,21 @@ def _start(a: argparse.Namespace) -> int:
         with contextlib.suppress(OSError):  # Ray's worker processes exit a moment later: wait for the port
             _bind_check(a.host, a.port, wait_s=15.0)
     return 0
+
+
+def _say_where_it_listens(a: argparse.Namespace, journal: str, metrics_port: int | None, auth_mode: str) -> None:
+    from capacity_service.runtime import _ray
+
+    url = f"http://{a.host}:{a.port}"
+    print(f"capacity_service is listening on {url} (journal: {journal})")
+    print(f"  try: curl -s {url}/readyz    docs: {url}/docs    Ctrl-C stops it")
+    if metrics_port is not None:
+        print(f"  metrics (Prometheus, the service's named ray_capacity_*): http://127.0.0.1:{metrics_port}/metrics")
+    print(
+        f"  python, with RAY_AUTH_MODE={auth_mode} in its environment: "
+        f"ray.init(address={_ray.gcs_address()!r}); CapacityClient()",
+        flush=True,
+    )
 
 
 def _local_auth_mode() -> str:

@@ -258,7 +258,14 @@ def _key_checks(keys: ApiKeys) -> tuple[list[Any], list[Any]]:
 def _add_routes(
     app: FastAPI, backend: Backend, operations: _HotOperations, keyed: list[Any], admin_only: list[Any]
 ) -> None:
+    _add_pool_routes(app, backend, operations, keyed, admin_only)
+    _add_reservation_routes(app, backend, operations, keyed)
+    _add_health_routes(app, backend)
 
+
+def _add_pool_routes(
+    app: FastAPI, backend: Backend, operations: _HotOperations, keyed: list[Any], admin_only: list[Any]
+) -> None:
     @app.put(
         "/v1/pools/{pool_id}",
         openapi_extra=_json_body(PutPoolRequest),
@@ -307,6 +314,8 @@ def _add_routes(
         Served from the replicated cache: it may lag a write by a little."""
         return await _json_call(request, operations.find_available)
 
+
+def _add_reservation_routes(app: FastAPI, backend: Backend, operations: _HotOperations, keyed: list[Any]) -> None:
     @app.post(
         "/v1/reservations",
         openapi_extra=_json_body(ReserveRequest),
@@ -356,6 +365,8 @@ def _add_routes(
     async def get_reservation(reservation_id: RESERVATION_ID) -> ReservationInfo:
         return await backend.get_reservation(reservation_id)
 
+
+def _add_health_routes(app: FastAPI, backend: Backend) -> None:
     @app.get("/healthz", response_model=HealthBody)
     async def healthz() -> HealthBody:
         """Alive: this process answers."""
