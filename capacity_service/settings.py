@@ -137,8 +137,8 @@ class HttpSettings(_Settings):
     api_keys: list[SecretStr] = Field(default_factory=list)
     admin_keys: list[SecretStr] = Field(default_factory=list)
     max_body_bytes: int = Field(default=16 * 1024, ge=256)
-    # Requests one replica answers at once; more are refused (429 overloaded) at once. Chosen with
-    # benchmarks/ramp.py: at 128 in flight accepted reserves' p99 reached 100 ms on 2 cores.
+    # Requests one replica answers at once; more are refused (429 overloaded) at once, so that accepted
+    # requests do not queue past the 100 ms target (chosen with benchmarks/ramp.py: docs/performance.md).
     max_requests_in_flight: int = Field(default=96, ge=1)
     # Without keys the API answers loopback clients only (403 to others), whatever address it listens
     # on; True opens it to every client without keys (a trusted network, on purpose).
@@ -149,7 +149,7 @@ class ReadSideSettings(_Settings):
     # How often each cache replica pulls every pool's view to repair lost pushes (the staleness bound).
     anti_entropy_interval_s: float = Field(default=2.0, gt=0)
     # Pool actors coalesce view pushes for this long: one message per replica carries many pools. Every
-    # message costs both processes Ray's fixed overhead (at 5 ms they were the most frequent call of all).
+    # message costs both processes Ray's fixed overhead per call.
     push_interval_s: float = Field(default=0.05, ge=0)
     # How often publishers and the supervisor look for replicas on new or gone nodes.
     membership_interval_s: float = Field(default=2.0, gt=0)

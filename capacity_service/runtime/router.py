@@ -28,11 +28,10 @@ from capacity_service.settings import ServiceSettings
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
-# One call per actor at a time: bigger batches, fewer hops (measured against 2 and 4 with the pool host
-# appending inline: +8% spread reserves, +17% on a hot pool, lower p99; against 2 again over the same-node
-# channel: 2 was worse on both). A call slower than
-# _SLOW_CALL_S (a pool recovering, a big snapshot being encoded) stops counting as in flight, so that it
-# does not hold back the commands for the actor's other pools.
+# One call per actor at a time: what waits meanwhile goes in the next call, so batches grow with the load
+# (2 and 4 at a time were slower, spread and hot). A call slower than _SLOW_CALL_S (a pool
+# recovering, a big snapshot being encoded) stops counting as in flight, so that it does not hold back
+# the commands for the actor's other pools.
 _MAX_BATCHES_IN_FLIGHT = 1
 _SLOW_CALL_S = 0.05
 # Slow calls included: while an actor is down every call is slow (it retries until the call timeout), and
@@ -40,8 +39,8 @@ _SLOW_CALL_S = 0.05
 _MAX_CALLS_PER_ACTOR = 4
 _MAX_COMMANDS_PER_CALL = 512
 _MAX_PARALLEL_PULLS = 16
-# The methods a pool actor serves on its same-node channel (the hot path and a pool's reads; the rest stay
-# on Ray). Through Ray a read took ~8 ms here: a cold restart of 10,000 pools was mostly their first GETs.
+# The methods a pool actor serves on its same-node channel: the hot path, and a pool's reads, which a cold
+# restart's first GETs make many of at once; the rest stay on Ray.
 _EXECUTE_MANY = PoolApi.execute_many.__name__
 _CHANNEL_METHODS = frozenset({_EXECUTE_MANY, PoolApi.view.__name__, PoolApi.reservation.__name__})
 _CHANNEL_CONNECT_TIMEOUT_S = 1.0
