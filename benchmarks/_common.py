@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from capacity_service.runtime.environment import LOCAL_RAY
+
 # Before anything imports Ray: a local Ray on 127.0.0.1 only (see capacity_service/runtime/_ray.py).
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.update({name: os.environ.get(name, value) for name, value in LOCAL_RAY.items()})
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -80,7 +82,7 @@ def started_service(data_dir: Path, *options: str, code: Path = REPO, output: Pa
     from devenv._process import free_port
 
     port = free_port()
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(code)}
+    env = {**os.environ, **LOCAL_RAY, "PYTHONPATH": str(code)}
     printed = output.open("w") if output is not None else None
     server = subprocess.Popen(
         [sys.executable, "-m", "capacity_service", "--data-dir", str(data_dir), "start", "--port", str(port), *options],

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 
 from benchmarks._common import REPO, exit_cleanly_on_sigterm, write_results
+from capacity_service.runtime.environment import LOCAL_RAY
 from devenv import LocalPostgres
 from devenv._process import free_port
 
@@ -188,7 +189,7 @@ def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any, target_
     fast = target_key == "fast"
     with tempfile.TemporaryDirectory(prefix="bench-cs-") as tmp:
         port = free_port()
-        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        env = {**os.environ, **LOCAL_RAY}
         server = subprocess.Popen(
             [
                 PYTHON,

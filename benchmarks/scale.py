@@ -65,6 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 
 from benchmarks._common import LeanConnection, command_line, exit_cleanly_on_sigterm, summarize, write_results
+from capacity_service.runtime.environment import LOCAL_RAY
 from devenv._process import free_ports, log_tail
 
 CAPACITY = 100
@@ -224,7 +225,7 @@ class Service:
             self.proc = subprocess.Popen(
                 self.command(),
                 cwd=self.data_dir.parent,
-                env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
+                env={**os.environ, **LOCAL_RAY},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

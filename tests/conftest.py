@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 
+from capacity_service.runtime.environment import LOCAL_RAY  # imports no Ray
+
 # Before anything imports Ray: a local Ray on 127.0.0.1 only (see capacity_service/runtime/_ray.py).
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.update({name: os.environ.get(name, value) for name, value in LOCAL_RAY.items()})
 
 import shutil
 import tempfile

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import yaml
 
+from capacity_service.runtime.environment import LOCAL_RAY
 from capacity_service.settings import CassandraJournalSettings
 from devenv._process import free_ports
 from tests.e2e.test_start_command import wait_ready
@@ -26,7 +27,7 @@ BIN = Path(sys.executable).parent
 # One auth mode for every process of a cluster: Ray turns token auth on where ~/.ray/auth_token exists.
 AUTH_MODE = "token" if (Path.home() / ".ray" / "auth_token").exists() else "disabled"
 # A Ray of the command's own even when the test session runs one ("local"), on loopback only.
-ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_ADDRESS": "local", "RAY_AUTH_MODE": AUTH_MODE}
+ENV = {**os.environ, **LOCAL_RAY, "RAY_ADDRESS": "local", "RAY_AUTH_MODE": AUTH_MODE}
 
 
 def config_copy(name: str, work_dir: Path, port: int, **app_args: Any) -> Path:

@@ -22,13 +22,14 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 
+from capacity_service.runtime.environment import LOCAL_RAY
 from devenv._process import free_port
 from tests.support.openapi import check_case
 from tests.support.processes import descendants, is_loopback, listeners
 
 
 def start(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env = {**os.environ, **LOCAL_RAY}
     return subprocess.Popen(
         [sys.executable, "-m", "capacity_service", "--data-dir", str(data_dir), "start", "--port", str(port), *extra],
         stdout=subprocess.PIPE,
@@ -69,7 +70,7 @@ def run_client_example(address: str, auth_mode: str, reservation_id: str) -> sub
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": auth_mode},
+        env={**os.environ, **LOCAL_RAY, "RAY_AUTH_MODE": auth_mode},
     )
 
 
