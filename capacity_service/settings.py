@@ -30,6 +30,11 @@ class SqlJournalSettings(_Settings):
     pool_size: int = Field(default=5, ge=1)
     fetch_size: int = Field(default=2000, ge=1)
 
+    @property
+    def store(self) -> str:
+        """The database, as logs and metrics name it: the URL's dialect ("sqlite", "postgresql")."""
+        return self.url.split(":", 1)[0].split("+", 1)[0]
+
 
 class CassandraJournalSettings(_Settings):
     """Cassandra journal; the layout follows akka-persistence-cassandra."""
@@ -44,6 +49,11 @@ class CassandraJournalSettings(_Settings):
     local_datacenter: str | None = None
     consistency: Literal["ONE", "LOCAL_QUORUM", "QUORUM", "ALL"] = "QUORUM"
     serial_consistency: Literal["SERIAL", "LOCAL_SERIAL"] = "SERIAL"
+
+    @property
+    def store(self) -> str:
+        """The database, as logs and metrics name it."""
+        return "cassandra"
     # Conditional (Paxos) appends fence zombie writers. Off = plain writes: faster, but only safe when
     # nothing can ever run two writers of one pool.
     lwt_fencing: bool = True

@@ -25,7 +25,7 @@ from capacity_service.runtime.environment import metrics_collected
 from capacity_service.runtime.fanout import CacheFanout
 from capacity_service.runtime.metrics import GAUGE_INTERVAL_S, RayHostMetrics
 from capacity_service.runtime.warehouse_feed import WarehouseFeed
-from capacity_service.settings import ServiceSettings, SqlJournalSettings
+from capacity_service.settings import ServiceSettings
 
 T = TypeVar("T")
 
@@ -43,14 +43,6 @@ async def _show_stats(host: PoolHost, metrics: RayHostMetrics) -> None:
     while True:
         metrics.show(host.stats())
         await asyncio.sleep(GAUGE_INTERVAL_S)
-
-
-def _store_of(settings: ServiceSettings) -> str:
-    """The journal's kind, as a metric label: "cassandra", or the SQL dialect ("sqlite", "postgresql")."""
-    journal = settings.journal
-    if isinstance(journal, SqlJournalSettings):
-        return journal.url.split(":", 1)[0].split("+", 1)[0]
-    return "cassandra"
 
 
 # What a caller on this node may send over the same-node channel: the hot path and a pool's reads.
@@ -80,7 +72,7 @@ class PoolActor(PoolApi):
                     self._journal = await asyncio.to_thread(open_journal, self._settings.journal)
                 except JournalError as exc:
                     raise Unavailable(f"journal unavailable: {exc}") from exc
-                metrics = RayHostMetrics(store=_store_of(self._settings)) if metrics_collected() else None
+                metrics = RayHostMetrics(store=self._settings.journal.store) if metrics_collected() else None
                 self._host = PoolHost(
                     self._journal,
                     self._settings.write_side,
