@@ -54,6 +54,7 @@ class CassandraJournalSettings(_Settings):
     def store(self) -> str:
         """The database, as logs and metrics name it."""
         return "cassandra"
+
     # Conditional (Paxos) appends fence zombie writers. Off = plain writes: faster, but only safe when
     # nothing can ever run two writers of one pool.
     lwt_fencing: bool = True
