@@ -126,9 +126,9 @@ def expiry_lags(data_dir: Path) -> list[float]:
         event = json.loads(line)
         if event["type"] == "CapacityHeld":
             expires[event["reservation_id"]] = datetime.fromisoformat(event["expires_at"])
-        elif event["type"] == "HoldExpired":
+        elif event["type"] == "HoldExpired":  # every hold the pool expired at once
             recorded = datetime.fromisoformat(event["recorded_at"])
-            lags.append((recorded - expires[event["reservation_id"]]).total_seconds())
+            lags += [(recorded - expires[rid]).total_seconds() for rid in event["reservation_ids"]]
     return lags
 
 

@@ -10,6 +10,8 @@ from datetime import timedelta
 import pytest
 
 from capacity_service.adapters.warehouse import Delivery, WarehouseSink
+from capacity_service.adapters.warehouse.rows import next_rows
+from capacity_service.domain import HoldExpired
 from tests.support.warehouse_rows import history
 
 SinkFactory = Callable[[], WarehouseSink]
@@ -45,6 +47,21 @@ class WarehouseSinkContract:
         counts = Counter((r.pool_id, r.seq_nr) for r in sink.rows())
         assert counts == Counter(("pool-a", n) for n in range(1, 7))
         assert sink.deliveries()["pool-a"].seq_nr == 6
+
+    def test_the_rows_of_an_event_of_several_parts_are_kept_and_written_once(self, sink: WarehouseSink) -> None:
+        rows = history("pool-a", 4)
+        expiry = next_rows(
+            Delivery.after(rows[-1]),
+            5,
+            HoldExpired(("r-2", "r-4"), (2, 2)),
+            rows[-1].occurred_at + timedelta(seconds=1),
+        )
+        sink.write(rows + expiry)
+        sink.write(expiry)  # delivered again: skipped
+        stored = sorted(sink.rows(), key=lambda r: (r.seq_nr, r.part))
+        assert stored == rows + expiry
+        assert [(r.event_id, r.reservation_id) for r in stored[-2:]] == [("pool-a/5/1", "r-2"), ("pool-a/5/2", "r-4")]
+        assert sink.deliveries()["pool-a"] == Delivery.after(expiry[-1])
 
     def test_an_overlapping_batch_adds_only_the_new_rows(self, sink: WarehouseSink) -> None:
         rows = history("pool-a", 10)

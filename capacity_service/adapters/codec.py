@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring as _json_string
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from capacity_service.domain import (
     CapacityHeld,
@@ -77,9 +77,17 @@ class HoldConfirmedV1(_Schema):
     reservation_id: str
 
 
-class HoldExpiredV1(_Schema):
-    reservation_id: str
-    quantity: int
+class HoldExpiredV2(_Schema):
+    """Every hold the pool expired at once; v1 (one hold: ``reservation_id``, ``quantity``) is upcast."""
+
+    reservation_ids: tuple[str, ...] = Field(min_length=1)
+    quantities: tuple[int, ...]
+
+    @model_validator(mode="after")
+    def _one_quantity_per_hold(self) -> HoldExpiredV2:
+        if len(self.quantities) != len(self.reservation_ids):
+            raise ValueError("one quantity per expired hold")
+        return self
 
 
 class PoolRetiredV1(_Schema):
@@ -199,7 +207,7 @@ _EVENT_SCHEMAS: dict[str, _EventSchema] = {
     CapacityReleased.TYPE: _EventSchema(CapacityReleased, CapacityReleasedV1),
     CapacityHeld.TYPE: _EventSchema(CapacityHeld, CapacityHeldV1),
     HoldConfirmed.TYPE: _EventSchema(HoldConfirmed, HoldConfirmedV1),
-    HoldExpired.TYPE: _EventSchema(HoldExpired, HoldExpiredV1),
+    HoldExpired.TYPE: _EventSchema(HoldExpired, HoldExpiredV2),
     PoolRetired.TYPE: _EventSchema(PoolRetired, PoolRetiredV1),
     PoolPaused.TYPE: _EventSchema(PoolPaused, PoolPausedV1),
     PoolResumed.TYPE: _EventSchema(PoolResumed, PoolResumedV1),
@@ -212,7 +220,6 @@ _PLAIN_JSON_EVENTS = frozenset(
         CapacityReserved.TYPE,
         CapacityReleased.TYPE,
         HoldConfirmed.TYPE,
-        HoldExpired.TYPE,
         PoolRetired.TYPE,
         PoolPaused.TYPE,
         PoolResumed.TYPE,
@@ -258,9 +265,15 @@ def _pool_configured_v1_to_v2(data: JsonDict) -> JsonDict:
     return {**data, "slot_start": None, "slot_end": None}
 
 
+def _hold_expired_v1_to_v2(data: JsonDict) -> JsonDict:
+    # v1 carried one hold; v2 carries every hold expired at once.
+    return {"reservation_ids": [data["reservation_id"]], "quantities": [data["quantity"]]}
+
+
 def default_upcasters() -> Upcasters:
     upcasters = Upcasters()
     upcasters.register(PoolConfigured.TYPE, 1, _pool_configured_v1_to_v2)
+    upcasters.register(HoldExpired.TYPE, 1, _hold_expired_v1_to_v2)
     return upcasters
 
 

@@ -350,8 +350,9 @@ class PoolHost:
                 pending.reply.set_result(outcome)
         if result.persisted:
             self._publish(slot, result)
-            if expired := sum(isinstance(p.event, HoldExpired) for p in result.persisted):
-                self._metrics.holds_expired(expired)
+            expiries = [p.event for p in result.persisted if isinstance(p.event, HoldExpired)]
+            if expiries:
+                self._metrics.holds_expired(sum(len(e.reservation_ids) for e in expiries))
             for operated in (p.event for p in result.persisted if isinstance(p.event, _OPERATORS_EVENTS)):
                 log.info("pool %s: %s", slot.writer.pool_id, operated)
             # Right now the state holds only durable events (the next batch is not decided yet): the

@@ -6,7 +6,8 @@ continue that cursor exactly; anything else (a duplicate, a gap left by a lost m
 bounded buffer) is not taken, and the pool is marked as lagging. Lagging pools, and every pool once per
 ``catch_up_interval_s``, are caught up by reading the journal after the cursor. So each pool's rows reach
 the sink contiguously and in order, and the sink skips anything at or below its durable cursor: exactly
-one row per event, whatever crashes, retries and replays happen.
+one row per event, whatever crashes, retries and replays happen. The rows of an event of several parts
+(``HoldExpired``) travel together: taken together, flushed in one batch, or not at all.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from itertools import islice
 
 from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal import Journal
-from capacity_service.adapters.warehouse.rows import Delivery, WarehouseRow, next_row
+from capacity_service.adapters.warehouse.rows import Delivery, WarehouseRow, next_rows
 from capacity_service.adapters.warehouse.sink import WarehouseSink
 from capacity_service.settings import WarehouseSettings
 
@@ -53,8 +54,8 @@ class WarehouseStream:
         self._lagging: set[str] = set()
         # Pools whose catch-up failed (e.g. an event this version cannot decode) wait before the next try.
         self._retry_after: dict[str, float] = {}
-        # Pools being caught up: live rows that arrive meanwhile wait here, then continue the cursor.
-        self._held: dict[str, list[WarehouseRow]] = {}
+        # Pools being caught up: live events' rows that arrive meanwhile wait here, then continue the cursor.
+        self._held: dict[str, list[Sequence[WarehouseRow]]] = {}
         self._sink_healthy = True
         self._last_full_sweep = 0.0
         self._last_maintenance = time.monotonic()
@@ -75,35 +76,41 @@ class WarehouseStream:
 
     # ------------------------------------------------------------------ the live path
 
-    def offer(self, rows: Iterable[WarehouseRow]) -> None:
-        """Fire-and-forget hand-over; never blocks, never fails. Rows not taken are caught up later."""
+    def offer(self, events: Iterable[Sequence[WarehouseRow]]) -> None:
+        """Fire-and-forget hand-over of events' rows (``rows_of`` each); never blocks, never fails. Events
+        not taken are caught up later."""
         cursors = self._cursors
-        for row in rows:
+        for rows in events:
+            pool_id = rows[0].pool_id
             if cursors is None:
-                self._not_taken(row.pool_id)
+                self._not_taken(pool_id)
                 continue
-            held = self._held.get(row.pool_id)
+            held = self._held.get(pool_id)
             if held is not None:
-                held.append(row)
+                held.append(rows)
                 continue
-            self._accept(cursors, row)
+            self._accept(cursors, rows)
 
-    def _accept(self, cursors: dict[str, Delivery], row: WarehouseRow) -> bool:
-        cursor = cursors.get(row.pool_id)
+    def _accept(self, cursors: dict[str, Delivery], rows: Sequence[WarehouseRow]) -> bool:
+        """Take the rows of one event, all or none."""
+        first = rows[0]
+        cursor = cursors.get(first.pool_id)
         last = cursor.seq_nr if cursor is not None else 0
-        if row.seq_nr <= last:
+        if first.seq_nr <= last:
             return True  # already accepted: a duplicate
-        if row.seq_nr != last + 1 or len(self._buffer) >= self._settings.max_buffered_rows:
-            self._not_taken(row.pool_id)
+        # An event bigger than the whole buffer is taken when the buffer is empty, or it could never be.
+        no_room = self._buffer and len(self._buffer) + len(rows) > self._settings.max_buffered_rows
+        if first.seq_nr != last + 1 or no_room:
+            self._not_taken(first.pool_id)
             return False
         if not self._buffer:
             self._oldest_at = time.monotonic()
             self._wake.set()  # a flush is now due within flush_interval_s
-        self._buffer.append(row)
-        if len(self._buffer) == self._settings.flush_rows:
+        self._buffer.extend(rows)
+        if len(self._buffer) >= self._settings.flush_rows:
             self._wake.set()
-        cursors[row.pool_id] = Delivery.after(row)
-        self.stats["accepted"] += 1
+        cursors[first.pool_id] = Delivery.after(rows[-1])
+        self.stats["accepted"] += len(rows)
         return True
 
     def _not_taken(self, pool_id: str) -> None:
@@ -181,7 +188,7 @@ class WarehouseStream:
     async def _flush(self) -> int:
         written = 0
         while self._buffer:
-            batch = self._buffer[: self._settings.flush_rows]
+            batch = self._buffer[: self._batch_end()]
             sink = await self._sink_opened()
             try:
                 await asyncio.to_thread(sink.write, batch)
@@ -199,6 +206,14 @@ class WarehouseStream:
                 log.info("warehouse stream: the sink accepts writes again")
         self.last_error = None
         return written
+
+    def _batch_end(self) -> int:
+        """Where the next batch ends: ``flush_rows`` rows, and the rest of the event the last one is part of
+        (a sink's cursor counts whole events)."""
+        buffer, end = self._buffer, min(len(self._buffer), self._settings.flush_rows)
+        while end < len(buffer) and buffer[end].seq_nr == buffer[end - 1].seq_nr:
+            end += 1  # the parts of one event are next to each other: the same seq_nr is the same pool's
+        return end
 
     async def _catch_up_due(self) -> None:
         if time.monotonic() - self._last_full_sweep >= self._settings.catch_up_interval_s:
@@ -256,15 +271,15 @@ class WarehouseStream:
         finally:
             held = self._held.pop(pool_id)
         taken = 0
-        for row in rows:
-            if not self._accept(self._cursors, row):
+        for event_rows in rows:
+            if not self._accept(self._cursors, event_rows):
                 return taken
-            taken += 1
+            taken += len(event_rows)
         if len(rows) >= room:
             self._lagging.add(pool_id)  # more to read once the buffer has room
         # Live rows that arrived during the read continue the cursor (or, after a gap, wait for the next).
-        for row in held:
-            if not self._accept(self._cursors, row):
+        for live_rows in held:
+            if not self._accept(self._cursors, live_rows):
                 break
         return taken
 
@@ -272,15 +287,16 @@ class WarehouseStream:
         cursor = None if self._cursors is None else self._cursors.get(pool_id)
         return 0 if cursor is None else cursor.seq_nr
 
-    def _journal_rows(self, journal: Journal, before: Delivery, limit: int) -> list[WarehouseRow]:
-        rows: list[WarehouseRow] = []
+    def _journal_rows(self, journal: Journal, before: Delivery, limit: int) -> list[list[WarehouseRow]]:
+        """The rows of up to ``limit`` events after ``before``, event by event."""
+        events: list[list[WarehouseRow]] = []
         cursor = before
         for stored in islice(journal.read(before.pool_id, before.seq_nr + 1), limit):
             event = self._codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
-            row = next_row(cursor, stored.seq_nr, event, stored.recorded_at)
-            rows.append(row)
-            cursor = Delivery.after(row)
-        return rows
+            rows = next_rows(cursor, stored.seq_nr, event, stored.recorded_at)
+            events.append(rows)
+            cursor = Delivery.after(rows[-1])
+        return events
 
     async def _maintain_due(self) -> None:
         if time.monotonic() - self._last_maintenance >= self._settings.maintenance_interval_s:

@@ -73,13 +73,15 @@ class HoldConfirmed:
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class HoldExpired:
-    """The hold was neither confirmed nor released in time: its units are back on sale."""
+    """Holds neither confirmed nor released in time: their units are back on sale. One event carries all
+    the holds the pool expired at once (version 1 carried one), so that a storm of expiries costs the pool's
+    writer one event per batch, not one per hold. ``quantities[i]`` is ``reservation_ids[i]``'s."""
 
     TYPE: ClassVar[str] = "HoldExpired"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
 
-    reservation_id: str
-    quantity: int
+    reservation_ids: tuple[str, ...]
+    quantities: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -329,14 +329,16 @@ def _decide_retire(state: PoolState) -> Decision:
 
 
 def _decide_expiry(state: PoolState, command: ExpireHolds, now: datetime | None) -> Decision:
-    events: list[PoolEvent] = []
     if now is None:
-        return events
+        return []
+    expired: list[str] = []
+    quantities: list[int] = []
     for reservation_id in dict.fromkeys(command.reservation_ids):
         held = state.reservations.get(reservation_id)
         if held is not None and held.is_due(now):
-            events.append(HoldExpired(reservation_id, held.quantity))
-    return events
+            expired.append(reservation_id)
+            quantities.append(held.quantity)
+    return [HoldExpired(tuple(expired), tuple(quantities))] if expired else []
 
 
 def _owning_pool(reservation_id: str) -> str | None:
@@ -366,10 +368,12 @@ def apply(state: PoolState, event: PoolEvent) -> PoolState:
         held = state.reservations[event.reservation_id]
         state.reservations[event.reservation_id] = held._replace(status=ReservationStatus.ACTIVE, expires_at=None)
     elif isinstance(event, HoldExpired):
-        # Built directly rather than by ``_replace``: a third of the cost of an expiry storm's apply.
-        rid, quantity, request_id, _, expires_at = state.reservations[event.reservation_id]
-        state.reservations[rid] = Reservation(rid, quantity, request_id, ReservationStatus.EXPIRED, expires_at)
-        state.reserved -= event.quantity
+        reservations, expired = state.reservations, ReservationStatus.EXPIRED
+        for reservation_id in event.reservation_ids:
+            # Built directly rather than by ``_replace``: a third of the cost of an expiry storm's apply.
+            rid, quantity, request_id, _, expires_at = reservations[reservation_id]
+            reservations[rid] = Reservation(rid, quantity, request_id, expired, expires_at)
+        state.reserved -= sum(event.quantities)
     elif isinstance(event, PoolRetired):
         state.retired = True
     elif isinstance(event, PoolPaused):

@@ -11,7 +11,7 @@ import asyncio
 
 from capacity_service.adapters.journal import open_journal
 from capacity_service.adapters.warehouse import open_sink, stream_of
-from capacity_service.adapters.warehouse.rows import row_of
+from capacity_service.adapters.warehouse.rows import rows_of
 from capacity_service.application.warehouse_stream import WarehouseStream
 from capacity_service.domain import PersistedEvent
 from capacity_service.runtime._ray import process_id
@@ -48,7 +48,7 @@ class WarehouseStreamActor(WarehouseStreamApi):
 
     async def offer(self, events: list[PersistedEvent]) -> None:
         await self.start()
-        self._stream.offer(row_of(event) for event in events)
+        self._stream.offer(rows_of(event) for event in events)
 
     async def flush(self) -> int:
         return await self._stream.flush()

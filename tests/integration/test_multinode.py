@@ -40,7 +40,7 @@ from capacity_service.settings import (
     WarehouseSettings,
 )
 from devenv import LocalCassandra
-from tests.support.history import History, check, events_in
+from tests.support.history import History, check, events_in, holds_ended
 from tests.support.multinode import (
     ReserveStream,
     actor_info,
@@ -172,8 +172,7 @@ def test_a_worker_node_lost_under_load(cluster: LocalCluster, client: CapacityCl
     hold_events = events_in(settings.journal, hold_pools)
     assert check(holds, hold_events, now=datetime.now(UTC)) == []
     for pool_id, events in hold_events.items():
-        kinds = [e["type"] for e in events]
-        assert (kinds.count("HoldConfirmed"), kinds.count("HoldExpired")) == (2, 2), (pool_id, kinds)
+        assert holds_ended(events) == {"HoldConfirmed": 2, "HoldExpired": 2}, (pool_id, events)
     alive = set(_ray.alive_node_ids())
     relocated = pools_by_node(settings, pools)
     assert head not in relocated and set(relocated) <= alive

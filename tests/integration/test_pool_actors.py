@@ -37,7 +37,7 @@ from capacity_service.settings import (
     SqlJournalSettings,
     WarehouseSettings,
 )
-from tests.support.history import History, check, events_in
+from tests.support.history import History, check, events_in, holds_ended
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -260,8 +260,7 @@ def test_holds_that_expire_while_their_host_is_down_expire_once_at_recovery(
     assert history.operations[-1].code == "hold_expired"
     events = events_in(settings.journal, [pool_id])
     assert check(history, events, now=datetime.now(UTC)) == []
-    kinds = [e["type"] for e in events[pool_id]]
-    assert (kinds.count("HoldConfirmed"), kinds.count("HoldExpired")) == (2, 4)
+    assert holds_ended(events[pool_id]) == {"HoldConfirmed": 2, "HoldExpired": 4}
 
 
 def test_a_stale_incarnation_is_fenced_and_stops(client: CapacityClient, settings: ServiceSettings) -> None:

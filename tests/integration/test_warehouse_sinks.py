@@ -62,3 +62,19 @@ def test_postgres_rows_present_beyond_the_cursor_are_not_duplicated(postgres: Lo
         sink.write(rows)
         assert [r.seq_nr for r in sink.rows()] == [1, 2, 3, 4, 5, 6]
         assert sink.deliveries()["pool-a"].seq_nr == 6
+
+
+def test_a_table_made_before_events_had_parts_is_reported_not_changed(tmp_path: Path) -> None:
+    import sqlite3
+
+    from capacity_service.adapters.warehouse.sink import SinkUnavailable
+
+    path = tmp_path / "warehouse.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE capacity_events (event_id TEXT, pool_id TEXT, seq_nr INTEGER, PRIMARY KEY (pool_id, seq_nr))"
+        )
+    with SqlSink(SqlSinkSettings(url=f"sqlite:///{path}")) as sink, pytest.raises(SinkUnavailable, match="migrate it"):
+        sink.write(history("pool-a", 2))
+    with sqlite3.connect(path) as db:
+        assert [row[1] for row in db.execute("PRAGMA table_info(capacity_events)")] == ["event_id", "pool_id", "seq_nr"]

@@ -8,17 +8,18 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from capacity_service.adapters.journal import Journal, NewEvent, open_journal
 from capacity_service.adapters.warehouse.parquet import ParquetSink
-from capacity_service.adapters.warehouse.rows import WarehouseRow, row_of
+from capacity_service.adapters.warehouse.rows import WarehouseRow, rows_of
 from capacity_service.adapters.warehouse.sink import SinkUnavailable
 from capacity_service.application.pool_writer import PoolWriter
 from capacity_service.application.warehouse_stream import WarehouseStream
-from capacity_service.domain import ConfigurePool, Confirm, Release, Reserve, new_reservation_id
+from capacity_service.domain import ConfigurePool, Confirm, ExpireHolds, Release, Reserve, new_reservation_id
 from capacity_service.settings import ParquetSinkSettings, SqlJournalSettings, WarehouseSettings
 
 
@@ -58,10 +59,10 @@ class Pools:
         for writer in self.writers:
             writer.start()
 
-    def configure(self) -> list[WarehouseRow]:
+    def configure(self) -> list[list[WarehouseRow]]:
         return [row for w in self.writers for row in self._run(w, ConfigurePool(10_000, "north"))]
 
-    def step(self, n: int) -> list[WarehouseRow]:
+    def step(self, n: int) -> list[list[WarehouseRow]]:
         writer = self.writers[n % len(self.writers)]
         held = self.active[writer.pool_id]
         if n % 3 == 2 and held:
@@ -74,8 +75,9 @@ class Pools:
         return self._run(writer, Reserve(1, f"req-{n}", reservation_id, hold_seconds))
 
     @staticmethod
-    def _run(writer: PoolWriter, command: ConfigurePool | Reserve | Release | Confirm) -> list[WarehouseRow]:
-        return [row_of(event) for event in writer.execute_batch([command]).persisted]
+    def _run(writer: PoolWriter, command: ConfigurePool | Reserve | Release | Confirm) -> list[list[WarehouseRow]]:
+        """The rows of each event the command wrote, event by event (as the pool actors hand them over)."""
+        return [rows_of(event) for event in writer.execute_batch([command]).persisted]
 
 
 def journal_keys(journal: Journal) -> Counter[tuple[str, int]]:
@@ -247,6 +249,60 @@ def test_left_running_an_idle_stream_delivers_new_rows_and_fills_gaps_without_wa
         stream.offer(fresh.configure())
         await until_in_sink("rows handed over to a sleeping stream")
         assert sink_keys(sink) == journal_keys(journal)
+        stream.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_rows_of_one_event_are_taken_and_flushed_together(
+    tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
+) -> None:
+    """An expiry of several holds is one event of several rows: a batch never ends inside it (a sink's
+    cursor counts whole events), and when the buffer has no room for all of it, none of it is taken and
+    the catch-up brings it whole."""
+
+    class Recording(ParquetSink):
+        def __init__(self, settings: ParquetSinkSettings) -> None:
+            super().__init__(settings)
+            self.batches: list[list[tuple[int, int]]] = []
+
+        def write(self, rows: Sequence[WarehouseRow]) -> None:
+            self.batches.append([(row.seq_nr, row.part) for row in rows])
+            super().write(rows)
+
+    async def scenario() -> None:
+        now = [datetime(2026, 12, 3, tzinfo=UTC)]
+        writer = PoolWriter("expiring", journal, clock=lambda: now[0])
+        writer.start()
+        events = [rows_of(e) for e in writer.execute_batch([ConfigurePool(10, "z")]).persisted]
+        holds = [Reserve(1, f"h{n}", new_reservation_id("expiring"), 5) for n in range(3)]
+        events += [rows_of(e) for e in writer.execute_batch(holds).persisted]
+        now[0] += timedelta(seconds=6)
+        events += [rows_of(e) for e in writer.execute_batch([ExpireHolds()]).persisted]
+        assert [len(rows) for rows in events] == [1, 1, 1, 1, 3]
+
+        sink = Recording(ParquetSinkSettings(path=str(tmp_path / "w")))
+        stream = make_stream(WarehouseSettings(flush_rows=2, max_buffered_rows=8), sink, journal_settings)
+        await stream.catch_up([])  # loads the (empty) cursors
+        stream.offer(events)
+        await stream.flush()
+        assert sink.batches == [[(1, 0), (2, 0)], [(3, 0), (4, 0)], [(5, 1), (5, 2), (5, 3)]]
+
+        assert stream.status()["lagging"] == 0
+        now[0] += timedelta(seconds=10)
+        crowded = PoolWriter("crowded", journal, clock=lambda: now[0])
+        crowded.start()
+        first = [rows_of(e) for e in crowded.execute_batch([ConfigurePool(10, "z")]).persisted]
+        held = [Reserve(1, f"c{n}", new_reservation_id("crowded"), 1) for n in range(7)]
+        first += [rows_of(e) for e in crowded.execute_batch(held).persisted]
+        now[0] += timedelta(seconds=2)
+        expiry = [rows_of(e) for e in crowded.execute_batch([ExpireHolds()]).persisted]
+        stream.offer(first)  # 8 rows: the buffer is full
+        stream.offer(expiry)
+        assert stream.status()["lagging"] == 1  # not taken, not split
+        await settle(stream, journal, sink)
+        parts = [(r.seq_nr, r.part) for r in sink.rows() if r.pool_id == "crowded"]
+        assert sorted(parts) == [(n, 0) for n in range(1, 9)] + [(9, p) for p in range(1, 8)]
         stream.close()
 
     asyncio.run(scenario())

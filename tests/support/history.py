@@ -153,6 +153,13 @@ def journal_events(
     return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
 
+def holds_ended(events: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many holds ended by a confirm and by an expiry, in a pool's dumped events."""
+    confirmed = sum(1 for e in events if e["type"] == "HoldConfirmed")
+    expired = sum(len(e["reservation_ids"]) for e in events if e["type"] == "HoldExpired")
+    return {"HoldConfirmed": confirmed, "HoldExpired": expired}
+
+
 def check(
     history: History, events_by_pool: Mapping[str, list[dict[str, Any]]], now: datetime | None = None
 ) -> list[str]:
@@ -170,14 +177,16 @@ def check(
         for event in events:
             kind = event["type"]
             if kind in ("HoldConfirmed", "HoldExpired"):
-                reservation_id = str(event["reservation_id"])
-                if reservation_id not in held:
-                    problems.append(f"pool {pool_id!r}: {kind} of {reservation_id!r}, which is not held")
-                    continue
-                del held[reservation_id]
-                hold_ends[reservation_id] = kind
-                if kind == "HoldExpired":
-                    reserved -= live.pop(reservation_id)
+                # One HoldExpired names every hold the pool expired at once.
+                ended = event["reservation_ids"] if kind == "HoldExpired" else [event["reservation_id"]]
+                for reservation_id in map(str, ended):
+                    if reservation_id not in held:
+                        problems.append(f"pool {pool_id!r}: {kind} of {reservation_id!r}, which is not held")
+                        continue
+                    del held[reservation_id]
+                    hold_ends[reservation_id] = kind
+                    if kind == "HoldExpired":
+                        reserved -= live.pop(reservation_id)
             if kind == "PoolConfigured":
                 capacity = int(event["capacity"])
             elif kind in ("CapacityReserved", "CapacityHeld"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from capacity_service.adapters.warehouse.rows import Delivery, WarehouseRow, next_row
+from capacity_service.adapters.warehouse.rows import Delivery, WarehouseRow, next_rows
 from capacity_service.domain import CapacityReleased, CapacityReserved, PoolConfigured, PoolEvent
 
 T0 = datetime(2026, 12, 1, 23, 59, 59, tzinfo=UTC)  # histories cross midnight: two date partitions
@@ -22,7 +22,7 @@ def history(pool_id: str, n: int, start: datetime = T0) -> list[WarehouseRow]:
             event = CapacityReleased(f"r-{seq_nr - 1}", 2)
         else:
             event = CapacityReserved(f"r-{seq_nr}", 2, f"req-{seq_nr}")
-        row = next_row(before, seq_nr, event, start + timedelta(milliseconds=300 * seq_nr))
+        [row] = next_rows(before, seq_nr, event, start + timedelta(milliseconds=300 * seq_nr))
         rows.append(row)
         before = Delivery.after(row)
     return rows

@@ -188,7 +188,7 @@ def test_resetting_a_pool_to_an_earlier_state_is_one_more_event(http: TestClient
 def test_a_reset_survives_recovery_and_reaches_the_warehouse_rows() -> None:
     from capacity_service.adapters.codec import Codec
     from capacity_service.adapters.journal.memory import InMemoryJournal
-    from capacity_service.adapters.warehouse.rows import Delivery, next_row, row_of
+    from capacity_service.adapters.warehouse.rows import Delivery, next_rows, rows_of
     from capacity_service.application.pool_writer import PoolWriter
     from capacity_service.domain import ResetPool
 
@@ -205,14 +205,14 @@ def test_a_reset_survives_recovery_and_reaches_the_warehouse_rows() -> None:
         [e for s in journal.read("p") for e in [Codec().decode_event(s.event_type, s.schema_version, s.payload)]][:2],
     )
     [persisted] = writer.execute_batch([ResetPool(2, target)]).persisted
-    assert row_of(persisted).reserved == 3 and writer.state.reserved == 3
+    assert rows_of(persisted)[-1].reserved == 3 and writer.state.reserved == 3
     assert writer.next_expiry() is None  # the hold made after event 2 is gone with it
     recovered = PoolWriter("p", journal)
     recovered.start()
     assert recovered.state == writer.state and recovered.seq_nr == 4
     delivered, codec = Delivery("p"), Codec()
     for stored in journal.read("p"):
-        row = next_row(
+        [row] = next_rows(
             delivered,
             stored.seq_nr,
             codec.decode_event(stored.event_type, stored.schema_version, stored.payload),

@@ -83,6 +83,9 @@ def held(seq_nr: int, request_id: str, expires_at: str = "2026-12-03 12:00:05+00
 
 
 def hold_end(seq_nr: int, kind: str, request_id: str) -> dict[str, Any]:
+    """The end of one hold as the CLI dumps it (an expiry names its holds in a list)."""
+    if kind == "HoldExpired":
+        return {"seq_nr": seq_nr, "type": kind, "reservation_ids": [f"res-{request_id}"], "quantities": [1]}
     return {"seq_nr": seq_nr, "type": kind, "reservation_id": f"res-{request_id}", "quantity": 1}
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from capacity_service.adapters.codec import Codec, PoolSnapshotV1
+from capacity_service.adapters.codec import Codec, DecodingError, PoolSnapshotV1
 from capacity_service.adapters.journal import AppendRequest, JournalError, JournalUnavailable, StoredEvent
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.application.pool_host import PoolHost
@@ -74,7 +74,7 @@ def test_a_hold_takes_capacity_until_it_expires_and_then_gives_it_back() -> None
     assert isinstance(decide(state, hold(quantity=2), T0), InsufficientCapacity)  # held counts as taken
     assert run(state, ExpireHolds((command.reservation_id,)), T0 + timedelta(seconds=29)) == []  # not yet
     assert run(state, ExpireHolds((command.reservation_id,)), T0 + timedelta(seconds=30)) == [
-        HoldExpired(command.reservation_id, 2)
+        HoldExpired((command.reservation_id,), (2,))
     ]
     assert state.reservations[command.reservation_id].status is ReservationStatus.EXPIRED
     assert state.reserved == 0
@@ -187,9 +187,10 @@ def test_a_storm_of_expiries_goes_out_in_bounded_appends() -> None:
     clock.now = T0 + timedelta(seconds=2)
     sizes = []
     while writer.next_expiry() is not None:
-        before = writer.seq_nr
+        seq_nr, reserved = writer.seq_nr, writer.state.reserved
         writer.execute([ExpireHolds()])
-        sizes.append(writer.seq_nr - before)
+        assert writer.seq_nr == seq_nr + 1  # one event for the whole batch
+        sizes.append(reserved - writer.state.reserved)
     assert sizes == [2_000, 2_000, 500]
     assert writer.state.reserved == 0
 
@@ -227,11 +228,22 @@ def test_the_new_events_round_trip_through_the_codec() -> None:
     for event in (
         CapacityHeld("p~1", 2, "r", T0 + timedelta(seconds=3)),
         HoldConfirmed("p~1"),
-        HoldExpired("p~1", 2),
+        HoldExpired(("p~1", "p~2"), (2, 1)),
         CapacityReleased("p~1", 2),
     ):
         encoded = codec.encode_event(event)
         assert codec.decode_event(encoded.event_type, encoded.schema_version, encoded.payload) == event
+
+
+def test_an_expiry_of_one_hold_written_before_batches_reads_as_a_batch_of_one() -> None:
+    old = b'{"reservation_id":"p~1","quantity":2}'  # HoldExpired v1, as journals before batches hold it
+    assert Codec().decode_event("HoldExpired", 1, old) == HoldExpired(("p~1",), (2,))
+
+
+def test_an_expiry_that_names_no_hold_or_not_one_quantity_each_is_refused() -> None:
+    for payload in (b'{"reservation_ids":[],"quantities":[]}', b'{"reservation_ids":["p~1"],"quantities":[1,2]}'):
+        with pytest.raises(DecodingError):
+            Codec().decode_event("HoldExpired", 2, payload)
 
 
 # ---------------------------------------------------------------------- the host's timer
@@ -244,8 +256,14 @@ class Recorder:
     def publish_events(self, events: Sequence[PersistedEvent]) -> None:
         self.events.extend((time.time(), e) for e in events)
 
-    def expiries(self) -> list[tuple[float, PersistedEvent]]:
-        return [(at, e) for at, e in self.events if isinstance(e.event, HoldExpired)]
+    def expiries(self) -> list[tuple[float, str]]:
+        """(when published, reservation id) of every expired hold."""
+        return [
+            (at, reservation_id)
+            for at, e in self.events
+            if isinstance(e.event, HoldExpired)
+            for reservation_id in e.event.reservation_ids
+        ]
 
 
 def test_the_host_expires_a_hold_on_its_own_within_a_second_of_its_expiry() -> None:

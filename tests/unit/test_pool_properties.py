@@ -115,11 +115,18 @@ class PoolMachine(RuleBasedStateMachine):
         ends: Counter[str] = Counter()
         still_held = set(held)
         for event in self.events:
-            if isinstance(event, HoldConfirmed | HoldExpired | CapacityReleased) and event.reservation_id in still_held:
-                ends[event.reservation_id] += 1
-                still_held.discard(event.reservation_id)
-            elif isinstance(event, HoldConfirmed | HoldExpired):
-                raise AssertionError(f"{event} for a reservation that was not held")
+            if isinstance(event, HoldExpired):  # one event for every hold expired at once
+                ended = list(event.reservation_ids)
+            elif isinstance(event, HoldConfirmed | CapacityReleased):
+                ended = [event.reservation_id]
+            else:
+                continue
+            for reservation_id in ended:
+                if reservation_id in still_held:
+                    ends[reservation_id] += 1
+                    still_held.discard(reservation_id)
+                elif not isinstance(event, CapacityReleased):
+                    raise AssertionError(f"{event} for a reservation that was not held")
         assert all(n == 1 for n in ends.values())
         for reservation_id in held:
             is_held = self.state.reservations[reservation_id].status is ReservationStatus.HELD

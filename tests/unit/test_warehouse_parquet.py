@@ -142,3 +142,21 @@ def test_a_commit_whose_files_vanished_is_an_error_not_a_silent_skip(tmp_path: P
     gone = str(tmp_path / "w" / "_staging" / "stream-0-gone.parquet")
     with pytest.raises(FileNotFoundError):
         sink._apply("unused", {"moves": [[gone, gone + ".final"]], "deletes": [], "deliveries": None})
+
+
+def test_files_written_before_events_had_parts_read_as_part_zero_and_compact(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from capacity_service.adapters.warehouse.parquet import FILE_SCHEMA, rows_to_table
+
+    root = tmp_path / "warehouse"
+    rows = history("pool-a", 3)  # all on 2026-12-01
+    old_columns = [name for name in FILE_SCHEMA.names if name != "part"]
+    (root / "event_date=2026-12-01").mkdir(parents=True)
+    for n, row in enumerate(rows):  # small files of the old shape, as an earlier version left them
+        pq.write_table(rows_to_table([row], old_columns), root / "event_date=2026-12-01" / f"stream-0-old{n}.parquet")
+    settings = ParquetSinkSettings(path=str(root), compact_min_files=2)
+    with ParquetSink(settings) as sink:
+        assert sorted(sink.rows(), key=lambda r: r.seq_nr) == rows
+        assert sink.compact() == 3
+        assert sorted(sink.rows(), key=lambda r: r.seq_nr) == rows

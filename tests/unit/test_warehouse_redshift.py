@@ -59,8 +59,8 @@ class RecordingConnection:
 def test_ddl_is_redshift_with_distribution_and_sort_keys() -> None:
     events, cursors = ddl(SETTINGS, redshift_dialect())
     assert events.startswith("CREATE TABLE IF NOT EXISTS analytics.capacity_events (")
-    assert events.endswith("DISTKEY (pool_id) SORTKEY (pool_id, seq_nr)")
-    assert "PRIMARY KEY (pool_id, seq_nr)" in events  # informational in Redshift; MERGE dedups
+    assert events.endswith("DISTKEY (pool_id) SORTKEY (pool_id, seq_nr, part)")
+    assert "PRIMARY KEY (pool_id, seq_nr, part)" in events  # informational in Redshift; MERGE dedups
     assert "occurred_at TIMESTAMP WITH TIME ZONE NOT NULL" in events
     assert cursors.startswith("CREATE TABLE IF NOT EXISTS analytics.capacity_event_deliveries (")
 

@@ -1,5 +1,5 @@
-"""The warehouse's row of each event, on both paths: handed over live by the writer (``row_of``) and
-rebuilt from the journal by the catch-up (``next_row``). Both must agree for every kind of event,
+"""The warehouse's rows of each event, on both paths: handed over live by the writer (``rows_of``) and
+rebuilt from the journal by the catch-up (``next_rows``). Both must agree for every kind of event,
 holds included, or the warehouse would show a different pool depending on which path delivered a row."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal.memory import InMemoryJournal
-from capacity_service.adapters.warehouse.rows import Delivery, WarehouseRow, next_row, row_of
+from capacity_service.adapters.warehouse.rows import Delivery, WarehouseRow, next_rows, rows_of
 from capacity_service.application.pool_writer import PoolWriter
 from capacity_service.domain import (
     ConfigurePool,
@@ -25,7 +25,17 @@ T0 = datetime(2026, 12, 3, 12, tzinfo=UTC)
 
 
 def compared(row: WarehouseRow) -> tuple[object, ...]:
-    return (row.seq_nr, row.event_type, row.quantity, row.reservation_id, row.request_id, row.capacity, row.reserved)
+    return (
+        row.event_id,
+        row.seq_nr,
+        row.part,
+        row.event_type,
+        row.quantity,
+        row.reservation_id,
+        row.request_id,
+        row.capacity,
+        row.reserved,
+    )
 
 
 def test_live_and_caught_up_rows_agree_for_every_event_holds_included() -> None:
@@ -33,24 +43,26 @@ def test_live_and_caught_up_rows_agree_for_every_event_holds_included() -> None:
     journal = InMemoryJournal()
     writer = PoolWriter("p", journal, clock=lambda: now[0])
     writer.start()
-    ids = [new_reservation_id("p") for _ in range(4)]
+    ids = [new_reservation_id("p") for _ in range(5)]
     commands: list[PoolCommand] = [
         ConfigurePool(10, "z"),
         Reserve(2, "plain", ids[0]),
         Reserve(3, "kept", ids[1], 60),
         Reserve(1, "lapsed", ids[2], 5),
         Reserve(1, "let-go", ids[3], 60),
+        Reserve(1, "lapsed-too", ids[4], 5),
         Confirm(ids[1]),
         Release(ids[3]),
         Release(ids[0]),
         RetirePool(),
     ]
-    live = [row_of(e) for command in commands for e in writer.execute_batch([command]).persisted]
+    live = [row for command in commands for e in writer.execute_batch([command]).persisted for row in rows_of(e)]
     now[0] = T0 + timedelta(seconds=10)
-    live += [row_of(e) for e in writer.execute_batch([ExpireHolds()]).persisted]
+    live += [row for e in writer.execute_batch([ExpireHolds()]).persisted for row in rows_of(e)]
     assert [r.event_type for r in live] == [
         "PoolConfigured",
         "CapacityReserved",
+        "CapacityHeld",
         "CapacityHeld",
         "CapacityHeld",
         "CapacityHeld",
@@ -58,14 +70,18 @@ def test_live_and_caught_up_rows_agree_for_every_event_holds_included() -> None:
         "CapacityReleased",
         "CapacityReleased",
         "PoolRetired",
+        "HoldExpired",  # both lapsed holds in one event of two parts, one row each
         "HoldExpired",
     ]
-    assert [r.reserved for r in live] == [0, 2, 5, 6, 7, 7, 6, 4, 4, 3]
+    assert [r.reserved for r in live] == [0, 2, 5, 6, 7, 8, 8, 7, 5, 5, 4, 3]
+    assert [(r.seq_nr, r.part) for r in live[-2:]] == [(11, 1), (11, 2)]
+    assert {r.reservation_id for r in live[-2:]} == {ids[2], ids[4]}
+    assert live[-1].event_id == "p/11/2" and live[0].event_id == "p/1"
 
     codec, delivered, caught_up = Codec(), Delivery("p"), []
     for stored in journal.read("p"):
         event = codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
-        row = next_row(delivered, stored.seq_nr, event, stored.recorded_at)
-        caught_up.append(row)
-        delivered = Delivery.after(row)
+        rows = next_rows(delivered, stored.seq_nr, event, stored.recorded_at)
+        caught_up += rows
+        delivered = Delivery.after(rows[-1])
     assert [compared(r) for r in caught_up] == [compared(r) for r in live]

@@ -45,6 +45,7 @@ ARROW_SCHEMA = pa.schema(
         ("event_id", pa.string()),
         ("pool_id", pa.string()),
         ("seq_nr", pa.int64()),
+        ("part", pa.int32()),  # null in files written before events had parts: read as 0
         ("event_type", pa.string()),
         ("event_version", pa.int32()),
         ("quantity", pa.int64()),
@@ -90,6 +91,7 @@ def _repeating(values: Sequence[object], kind: pa.DataType) -> pa.Array:
 
 
 def table_to_rows(table: pa.Table) -> Iterator[WarehouseRow]:
+    table = table.set_column(COLUMNS.index("part"), "part", table.column("part").fill_null(0))
     columns = [table.column(name).to_pylist() for name in COLUMNS]
     for values in zip(*columns, strict=True):
         yield WarehouseRow(*values)
@@ -132,10 +134,10 @@ class ParquetSink(WarehouseSink):
     def rows(self) -> Iterator[WarehouseRow]:
         with _translated():
             table = self.read_table()
-        seen: set[tuple[str, int]] = set()
+        seen: set[tuple[str, int, int]] = set()
         for row in table_to_rows(table):
-            if (row.pool_id, row.seq_nr) not in seen:  # see the module doc on compaction
-                seen.add((row.pool_id, row.seq_nr))
+            if (key := (row.pool_id, row.seq_nr, row.part)) not in seen:  # see the module doc on compaction
+                seen.add(key)
                 yield row
 
     # ------------------------------------------------------------------ reading and compaction
@@ -167,7 +169,7 @@ class ParquetSink(WarehouseSink):
                 if len(mine) < self._settings.compact_min_files:
                     continue
                 table = pa.concat_tables(pq.read_table(path, filesystem=self._fs, schema=FILE_SCHEMA) for path in mine)
-                table = table.sort_by([("pool_id", "ascending"), ("seq_nr", "ascending")])
+                table = table.sort_by([("pool_id", "ascending"), ("seq_nr", "ascending"), ("part", "ascending")])
                 staged = f"{self._staging}/{self._owner}-{uuid.uuid4().hex}.parquet"
                 pq.write_table(table, staged, filesystem=self._fs, compression="zstd")
                 self._sync(staged)

@@ -1,10 +1,10 @@
 """Amazon Redshift: staging table + MERGE, in one transaction with the delivery cursors.
 
-Redshift enforces no primary keys and has no ``ON CONFLICT``, so deduplication on (pool_id, seq_nr) is a
+Redshift enforces no primary keys and has no ``ON CONFLICT``, so deduplication on (pool_id, seq_nr, part) is a
 ``MERGE`` from a temporary staging table. Rows reach the staging table either by the bulk path (the batch
 as one Parquet file on S3, then ``COPY ... FORMAT AS PARQUET``; the file is deleted after the commit) or,
 without an S3 location, by a multi-row ``INSERT``. The DDL is compiled with sqlalchemy-redshift's dialect
-(DISTKEY pool_id, SORTKEY (pool_id, seq_nr)); the statements are plain SQL that Redshift and PostgreSQL
+(DISTKEY pool_id, SORTKEY (pool_id, seq_nr, part)); the statements are plain SQL that Redshift and PostgreSQL
 15+ both run, which is how the MERGE path is tested here without AWS.
 """
 
@@ -47,7 +47,7 @@ def ddl(settings: RedshiftSinkSettings, dialect: Dialect) -> list[str]:
     metadata = MetaData()
     events = events_table(metadata, settings.table, settings.schema_name)
     if dialect.name == "redshift":
-        events.kwargs.update(redshift_distkey="pool_id", redshift_sortkey=("pool_id", "seq_nr"))
+        events.kwargs.update(redshift_distkey="pool_id", redshift_sortkey=("pool_id", "seq_nr", "part"))
     deliveries = deliveries_table(metadata, settings.deliveries_table, settings.schema_name)
     return [
         str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)).strip() for table in (events, deliveries)
@@ -80,7 +80,7 @@ class RedshiftStatements:
         # Redshift's MERGE needs both clauses; a matched row is an event delivered before: a no-op update.
         return (
             f"MERGE INTO {self.target} USING {self.staging} s "
-            f"ON {self.target}.pool_id = s.pool_id AND {self.target}.seq_nr = s.seq_nr "
+            f"ON {self.target}.pool_id = s.pool_id AND {self.target}.seq_nr = s.seq_nr AND {self.target}.part = s.part "
             "WHEN MATCHED THEN UPDATE SET event_id = s.event_id "
             f"WHEN NOT MATCHED THEN INSERT ({', '.join(COLUMNS)}) VALUES ({', '.join('s.' + c for c in COLUMNS)})"
         )
@@ -105,7 +105,7 @@ class RedshiftStatements:
         return f"SELECT {', '.join(DELIVERY_COLUMNS)} FROM {self.cursors}"
 
     def select_rows(self) -> str:
-        return f"SELECT {', '.join(COLUMNS)} FROM {self.target} ORDER BY pool_id, seq_nr"
+        return f"SELECT {', '.join(COLUMNS)} FROM {self.target} ORDER BY pool_id, seq_nr, part"
 
 
 class RedshiftSink(WarehouseSink):

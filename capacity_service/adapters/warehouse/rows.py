@@ -1,4 +1,5 @@
-"""The warehouse's table shape: one row per journal event, with the pool's state right after it.
+"""The warehouse's table shape: one row per journal event, with the pool's state right after it; an event
+about several holds (``HoldExpired``) has one row per hold, its parts, in the event's order.
 
 A ``Delivery`` is how far one pool has been delivered, together with the pool's running totals at that
 point: everything needed to turn the next journal events into rows without replaying the pool from the
@@ -27,9 +28,10 @@ from capacity_service.domain import (
 class WarehouseRow(NamedTuple):
     """A tuple, so that a batch turns into columns with one ``zip`` (see ``parquet.rows_to_table``)."""
 
-    event_id: str  # "<pool_id>/<seq_nr>": unique, stable across replays
+    event_id: str  # "<pool_id>/<seq_nr>", or "<pool_id>/<seq_nr>/<part>" for a part: unique, stable
     pool_id: str
     seq_nr: int
+    part: int  # 0 for an event of one row; 1, 2, ... for the parts of an event about several holds
     event_type: str
     event_version: int  # the schema version the row's fields follow (after upcasting)
     quantity: int | None  # reserved or released units; None for PoolConfigured
@@ -62,30 +64,38 @@ class Delivery:
         return Delivery(row.pool_id, row.seq_nr, row.capacity, row.reserved, row.zone, row.slot_start, row.slot_end)
 
 
-def event_id(pool_id: str, seq_nr: int) -> str:
-    return f"{pool_id}/{seq_nr}"
+def event_id(pool_id: str, seq_nr: int, part: int = 0) -> str:
+    return f"{pool_id}/{seq_nr}" if part == 0 else f"{pool_id}/{seq_nr}/{part}"
 
 
-def row_of(persisted: PersistedEvent) -> WarehouseRow:
-    """The row of an event the pool writer just made durable (the live path)."""
+def rows_of(persisted: PersistedEvent) -> list[WarehouseRow]:
+    """The rows of an event the pool writer just made durable (the live path)."""
     event = persisted.event
-    return _row(
+    reserved_before = persisted.reserved
+    if isinstance(event, HoldExpired):
+        reserved_before += sum(event.quantities)
+    elif isinstance(event, CapacityReserved | CapacityHeld):
+        reserved_before -= event.quantity
+    elif isinstance(event, CapacityReleased):
+        reserved_before += event.quantity
+    before = Delivery(
         persisted.pool_id,
-        persisted.seq_nr,
-        event,
+        persisted.seq_nr - 1,
         persisted.capacity,
-        persisted.reserved,
+        reserved_before,
         persisted.zone,
         persisted.slot_start,
         persisted.slot_end,
-        persisted.occurred_at,
     )
+    return next_rows(before, persisted.seq_nr, event, persisted.occurred_at)
 
 
-def next_row(before: Delivery, seq_nr: int, event: PoolEvent, occurred_at: datetime) -> WarehouseRow:
-    """The row of the event after ``before`` (the catch-up path, from the journal)."""
+def next_rows(before: Delivery, seq_nr: int, event: PoolEvent, occurred_at: datetime) -> list[WarehouseRow]:
+    """The rows of the event after ``before`` (the catch-up path, from the journal)."""
     capacity, reserved, zone = before.capacity, before.reserved, before.zone
     slot_start, slot_end = before.slot_start, before.slot_end
+    if isinstance(event, HoldExpired):
+        return _expiry_rows(before, seq_nr, event, occurred_at)
     if isinstance(event, PoolConfigured):
         capacity, zone, slot_start, slot_end = event.capacity, event.zone, event.slot_start, event.slot_end
     elif isinstance(event, PoolReset):
@@ -94,15 +104,46 @@ def next_row(before: Delivery, seq_nr: int, event: PoolEvent, occurred_at: datet
         slot_start, slot_end = target.slot_start, target.slot_end
     elif isinstance(event, CapacityReserved | CapacityHeld):
         reserved += event.quantity
-    elif isinstance(event, CapacityReleased | HoldExpired):
+    elif isinstance(event, CapacityReleased):
         reserved -= event.quantity
-    return _row(before.pool_id, seq_nr, event, capacity, reserved, zone, slot_start, slot_end, occurred_at)
+    quantity: int | None = None
+    reservation_id: str | None = None
+    request_id: str | None = None
+    if isinstance(event, CapacityReserved | CapacityHeld):
+        quantity, reservation_id, request_id = event.quantity, event.reservation_id, event.request_id
+    elif isinstance(event, CapacityReleased):
+        quantity, reservation_id = event.quantity, event.reservation_id
+    elif isinstance(event, HoldConfirmed):
+        reservation_id = event.reservation_id
+    state = (capacity, reserved, zone, slot_start, slot_end, occurred_at)
+    return [_row(before.pool_id, seq_nr, 0, event, quantity, reservation_id, request_id, *state)]
+
+
+def _expiry_rows(before: Delivery, seq_nr: int, event: HoldExpired, occurred_at: datetime) -> list[WarehouseRow]:
+    """One row per expired hold, each with the pool's state after that hold's units came back."""
+    capacity, reserved, zone, slot_start, slot_end = (
+        before.capacity,
+        before.reserved,
+        before.zone,
+        before.slot_start,
+        before.slot_end,
+    )
+    parts = []
+    for part, (reservation_id, quantity) in enumerate(zip(event.reservation_ids, event.quantities, strict=True), 1):
+        reserved -= quantity
+        state = (capacity, reserved, zone, slot_start, slot_end, occurred_at)
+        parts.append(_row(before.pool_id, seq_nr, part, event, quantity, reservation_id, None, *state))
+    return parts
 
 
 def _row(
     pool_id: str,
     seq_nr: int,
+    part: int,
     event: PoolEvent,
+    quantity: int | None,
+    reservation_id: str | None,
+    request_id: str | None,
     capacity: int,
     reserved: int,
     zone: str,
@@ -110,17 +151,11 @@ def _row(
     slot_end: datetime | None,
     occurred_at: datetime,
 ) -> WarehouseRow:
-    quantity = reservation_id = request_id = None
-    if isinstance(event, CapacityReserved | CapacityHeld):
-        quantity, reservation_id, request_id = event.quantity, event.reservation_id, event.request_id
-    elif isinstance(event, CapacityReleased | HoldExpired):
-        quantity, reservation_id = event.quantity, event.reservation_id
-    elif isinstance(event, HoldConfirmed):
-        reservation_id = event.reservation_id
     return WarehouseRow(
-        event_id=event_id(pool_id, seq_nr),
+        event_id=event_id(pool_id, seq_nr, part),
         pool_id=pool_id,
         seq_nr=seq_nr,
+        part=part,
         event_type=event.TYPE,
         event_version=event.VERSION,
         quantity=quantity,

@@ -3,7 +3,7 @@
 One transaction per batch holds the rows and the delivery cursors. On PostgreSQL the rows go in with
 ``COPY`` straight into the target; should one exist already (a batch delivered again), the batch goes
 again through a temporary staging table and ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, which
-deduplicates on (pool_id, seq_nr). On SQLite, an ``INSERT ... ON CONFLICT DO NOTHING`` of all rows.
+deduplicates on (pool_id, seq_nr, part). On SQLite, an ``INSERT ... ON CONFLICT DO NOTHING`` of all rows.
 Cursors are upserted and only ever move forward.
 """
 
@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     create_engine,
+    inspect,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -37,15 +38,24 @@ from capacity_service.adapters.warehouse.rows import COLUMNS, Delivery, Warehous
 from capacity_service.adapters.warehouse.sink import SinkUnavailable, WarehouseSink, last_deliveries, undelivered
 from capacity_service.settings import SqlSinkSettings
 
+# A table made before events had parts (0.x, before holds expired in batches) is not changed behind its
+# owner's back: the stream reports this until it is migrated.
+OLD_TABLE = (
+    "the warehouse table {table!r} has no column part (it predates events of several rows); migrate it: "
+    "ALTER TABLE {table} ADD COLUMN part INTEGER NOT NULL DEFAULT 0, then make (pool_id, seq_nr, part) its "
+    "primary key"
+)
+
 
 def events_table(metadata: MetaData, name: str, schema: str | None = None) -> Table:
-    """The warehouse table, one row per journal event (see ``rows.COLUMNS``)."""
+    """The warehouse table, one row per journal event or part of one (see ``rows.COLUMNS``)."""
     return Table(
         name,
         metadata,
         Column("event_id", String(256), nullable=False),
         Column("pool_id", String(128), primary_key=True),
         Column("seq_nr", BigInteger, primary_key=True, autoincrement=False),
+        Column("part", Integer, primary_key=True, autoincrement=False),
         Column("event_type", String(64), nullable=False),
         Column("event_version", Integer, nullable=False),
         Column("quantity", BigInteger),
@@ -120,7 +130,7 @@ class SqlSink(WarehouseSink):
 
     def rows(self) -> Iterator[WarehouseRow]:
         query = select(*(self._events.c[name] for name in COLUMNS)).order_by(
-            self._events.c.pool_id, self._events.c.seq_nr
+            self._events.c.pool_id, self._events.c.seq_nr, self._events.c.part
         )
         with self._translated(), self._engine.connect() as conn:
             self._ensure_schema(conn)
@@ -139,6 +149,9 @@ class SqlSink(WarehouseSink):
         if not self._schema_ready:
             with conn.begin():
                 self._metadata.create_all(conn)
+                columns = {column["name"] for column in inspect(conn).get_columns(self._settings.table)}
+            if "part" not in columns:
+                raise SinkUnavailable(OLD_TABLE.format(table=self._settings.table))
             self._schema_ready = True
 
     def _cursors(self, conn: Connection, pool_ids: set[str] | None) -> dict[str, Delivery]:
@@ -170,7 +183,7 @@ class SqlSink(WarehouseSink):
             columns = ", ".join(COLUMNS)
             conn.exec_driver_sql(
                 f'INSERT INTO "{self._settings.table}" ({columns}) SELECT {columns} FROM "{staging}" '
-                "ON CONFLICT (pool_id, seq_nr) DO NOTHING"
+                "ON CONFLICT (pool_id, seq_nr, part) DO NOTHING"
             )
 
     @staticmethod
