@@ -27,9 +27,7 @@ from capacity_service.domain import (
     InvalidId,
     PausePool,
     PoolCommand,
-    PoolView,
     Release,
-    Reservation,
     ReservationStatus,
     ReservationWasReleased,
     Reserve,
@@ -67,7 +65,7 @@ from capacity_service.models import (
     ReservationReceipt,
 )
 from capacity_service.runtime import _ray, service
-from capacity_service.runtime.actor_api import SupervisorApi, call
+from capacity_service.runtime.actor_api import PoolCalls, SupervisorApi, call
 from capacity_service.runtime.cache_finder import CacheFinder
 from capacity_service.runtime.names import SUPERVISOR_NAME
 from capacity_service.runtime.router import PoolRouter
@@ -82,24 +80,12 @@ MAX_LISTED_RESERVATIONS = 10_000
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class Router(Protocol):
+class Router(PoolCalls, Protocol):
     """Where commands and reads for a pool go (``PoolRouter`` in a Ray cluster)."""
 
     async def execute(
         self, pool_id: str, command: PoolCommand, deadline: float | None = None
     ) -> CommandOutcome | CapacityError: ...
-
-    async def view(self, pool_id: str) -> PoolView | CapacityError: ...
-
-    async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None: ...
-
-    async def reservations(
-        self, pool_id: str, status: ReservationStatus | None, limit: int
-    ) -> list[Reservation] | CapacityError: ...
-
-    async def reset(self, pool_id: str, to_seq_nr: int) -> CommandOutcome | CapacityError: ...
-
-    async def check(self, pool_id: str) -> tuple[int, list[str]] | CapacityError: ...
 
     async def live_pool_ids(self) -> list[str]: ...
 

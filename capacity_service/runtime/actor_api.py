@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # only for annotations: the runtime modules these come from i
     from capacity_service.runtime.watchdog import SweepReport
     from capacity_service.settings import ServiceSettings
 
-__all__ = ["CacheApi", "Call", "PoolApi", "SupervisorApi", "WarehouseStreamApi", "call"]
+__all__ = ["CacheApi", "Call", "PoolApi", "PoolCalls", "SupervisorApi", "WarehouseStreamApi", "call"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -46,22 +46,10 @@ def call(method: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]], *args: P
     return Call(method.__name__, args)
 
 
-class PoolApi(Protocol):
-    """A pool host (``runtime/pool_actor.py``): one shard of pools, or one pool. Errors come back as values."""
-
-    async def execute(
-        self, pool_id: str, command: PoolCommand, deadline: float | None = None
-    ) -> CommandOutcome | CapacityError: ...
-
-    async def execute_many(self, commands: list[AddressedCommand]) -> list[CommandOutcome | CapacityError]: ...
-
-    async def open_channel(self) -> ChannelAddress | None: ...
+class PoolCalls(Protocol):
+    """What is asked of one pool, beside its commands: of its host, and of the router that finds it."""
 
     async def view(self, pool_id: str) -> PoolView | CapacityError: ...
-
-    async def views(self, pool_ids: list[str]) -> list[PoolView | CapacityError]: ...
-
-    async def versions(self, pool_ids: list[str]) -> list[int | None]: ...
 
     async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None: ...
 
@@ -72,6 +60,22 @@ class PoolApi(Protocol):
     async def reset(self, pool_id: str, to_seq_nr: int) -> CommandOutcome | CapacityError: ...
 
     async def check(self, pool_id: str) -> tuple[int, list[str]] | CapacityError: ...
+
+
+class PoolApi(PoolCalls, Protocol):
+    """A pool host (``runtime/pool_actor.py``): one shard of pools, or one pool. Errors come back as values."""
+
+    async def execute(
+        self, pool_id: str, command: PoolCommand, deadline: float | None = None
+    ) -> CommandOutcome | CapacityError: ...
+
+    async def execute_many(self, commands: list[AddressedCommand]) -> list[CommandOutcome | CapacityError]: ...
+
+    async def open_channel(self) -> ChannelAddress | None: ...
+
+    async def views(self, pool_ids: list[str]) -> list[PoolView | CapacityError]: ...
+
+    async def versions(self, pool_ids: list[str]) -> list[int | None]: ...
 
     async def ensure_started(self, pool_id: str) -> int | CapacityError: ...
 

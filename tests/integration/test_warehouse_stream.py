@@ -270,15 +270,21 @@ def test_the_rows_of_one_event_are_taken_and_flushed_together(
             self.batches.append([(row.seq_nr, row.part) for row in rows])
             super().write(rows)
 
-    async def scenario() -> None:
-        now = [datetime(2026, 12, 3, tzinfo=UTC)]
-        writer = PoolWriter("expiring", journal, clock=lambda: now[0])
+    now = [datetime(2026, 12, 3, tzinfo=UTC)]
+
+    def holds_then_expiry(pool_id: str, holds: int) -> tuple[list[list[WarehouseRow]], list[list[WarehouseRow]]]:
+        """The rows of each event of a new pool with ``holds`` holds, and then of their expiry."""
+        writer = PoolWriter(pool_id, journal, clock=lambda: now[0])
         writer.start()
-        events = [rows_of(e) for e in writer.execute_batch([ConfigurePool(10, "z")]).persisted]
-        holds = [Reserve(1, f"h{n}", new_reservation_id("expiring"), 5) for n in range(3)]
-        events += [rows_of(e) for e in writer.execute_batch(holds).persisted]
+        placed = [rows_of(e) for e in writer.execute_batch([ConfigurePool(10, "z")]).persisted]
+        reserves = [Reserve(1, f"{pool_id}-{n}", new_reservation_id(pool_id), 5) for n in range(holds)]
+        placed += [rows_of(e) for e in writer.execute_batch(reserves).persisted]
         now[0] += timedelta(seconds=6)
-        events += [rows_of(e) for e in writer.execute_batch([ExpireHolds()]).persisted]
+        return placed, [rows_of(e) for e in writer.execute_batch([ExpireHolds()]).persisted]
+
+    async def scenario() -> None:
+        placed, expiry = holds_then_expiry("expiring", 3)
+        events = placed + expiry
         assert [len(rows) for rows in events] == [1, 1, 1, 1, 3]
 
         sink = Recording(ParquetSinkSettings(path=str(tmp_path / "w")))
@@ -289,14 +295,7 @@ def test_the_rows_of_one_event_are_taken_and_flushed_together(
         assert sink.batches == [[(1, 0), (2, 0)], [(3, 0), (4, 0)], [(5, 1), (5, 2), (5, 3)]]
 
         assert stream.status()["lagging"] == 0
-        now[0] += timedelta(seconds=10)
-        crowded = PoolWriter("crowded", journal, clock=lambda: now[0])
-        crowded.start()
-        first = [rows_of(e) for e in crowded.execute_batch([ConfigurePool(10, "z")]).persisted]
-        held = [Reserve(1, f"c{n}", new_reservation_id("crowded"), 1) for n in range(7)]
-        first += [rows_of(e) for e in crowded.execute_batch(held).persisted]
-        now[0] += timedelta(seconds=2)
-        expiry = [rows_of(e) for e in crowded.execute_batch([ExpireHolds()]).persisted]
+        first, expiry = holds_then_expiry("crowded", 7)
         stream.offer(first)  # 8 rows: the buffer is full
         stream.offer(expiry)
         assert stream.status()["lagging"] == 1  # not taken, not split
