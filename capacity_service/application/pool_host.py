@@ -349,17 +349,21 @@ class PoolHost:
             if not pending.reply.done():
                 pending.reply.set_result(outcome)
         if result.persisted:
-            self._publish(slot, result)
-            expiries = [p.event for p in result.persisted if isinstance(p.event, HoldExpired)]
-            if expiries:
-                self._metrics.holds_expired(sum(len(e.reservation_ids) for e in expiries))
-            for operated in (p.event for p in result.persisted if isinstance(p.event, _OPERATORS_EVENTS)):
-                log.info("pool %s: %s", slot.writer.pool_id, operated)
-            # Right now the state holds only durable events (the next batch is not decided yet): the
-            # moment to copy it for a snapshot (a C-speed copy); encoding and storing overlap the writes.
-            if not slot.storing_snapshot and (captured := slot.writer.take_snapshot_if_due()) is not None:
-                slot.storing_snapshot = True
-                self._spawn(self._store_snapshot(slot, captured))
+            self._after_durable(slot, result)
+
+    def _after_durable(self, slot: _PoolSlot, result: BatchResult) -> None:
+        """What follows a write that added events: publish them, count and log them, snapshot when due."""
+        self._publish(slot, result)
+        expiries = [p.event for p in result.persisted if isinstance(p.event, HoldExpired)]
+        if expiries:
+            self._metrics.holds_expired(sum(len(e.reservation_ids) for e in expiries))
+        for operated in (p.event for p in result.persisted if isinstance(p.event, _OPERATORS_EVENTS)):
+            log.info("pool %s: %s", slot.writer.pool_id, operated)
+        # Right now the state holds only durable events (the next batch is not decided yet): the moment to
+        # copy it for a snapshot (a C-speed copy); encoding and storing overlap the writes.
+        if not slot.storing_snapshot and (captured := slot.writer.take_snapshot_if_due()) is not None:
+            slot.storing_snapshot = True
+            self._spawn(self._store_snapshot(slot, captured))
 
     async def _write_batch(self, writer: PoolWriter, commands: list[PoolCommand]) -> BatchResult:
         """Decide and apply tentatively here, then hand the append to the host's committer, which writes
