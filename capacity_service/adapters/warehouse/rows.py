@@ -70,32 +70,23 @@ def event_id(pool_id: str, seq_nr: int, part: int = 0) -> str:
 
 def rows_of(persisted: PersistedEvent) -> list[WarehouseRow]:
     """The rows of an event the pool writer just made durable (the live path)."""
-    event = persisted.event
-    reserved_before = persisted.reserved
-    if isinstance(event, HoldExpired):
-        reserved_before += sum(event.quantities)
-    elif isinstance(event, CapacityReserved | CapacityHeld):
-        reserved_before -= event.quantity
-    elif isinstance(event, CapacityReleased):
-        reserved_before += event.quantity
-    before = Delivery(
+    after = Delivery(
         persisted.pool_id,
-        persisted.seq_nr - 1,
+        persisted.seq_nr,
         persisted.capacity,
-        reserved_before,
+        persisted.reserved,
         persisted.zone,
         persisted.slot_start,
         persisted.slot_end,
     )
-    return next_rows(before, persisted.seq_nr, event, persisted.occurred_at)
+    return _rows(after, persisted.event, persisted.occurred_at)
 
 
 def next_rows(before: Delivery, seq_nr: int, event: PoolEvent, occurred_at: datetime) -> list[WarehouseRow]:
-    """The rows of the event after ``before`` (the catch-up path, from the journal)."""
+    """The rows of the event after ``before`` (the catch-up path, from the journal): the pool's totals are
+    folded forward from the event alone."""
     capacity, reserved, zone = before.capacity, before.reserved, before.zone
     slot_start, slot_end = before.slot_start, before.slot_end
-    if isinstance(event, HoldExpired):
-        return _expiry_rows(before, seq_nr, event, occurred_at)
     if isinstance(event, PoolConfigured):
         capacity, zone, slot_start, slot_end = event.capacity, event.zone, event.slot_start, event.slot_end
     elif isinstance(event, PoolReset):
@@ -106,6 +97,16 @@ def next_rows(before: Delivery, seq_nr: int, event: PoolEvent, occurred_at: date
         reserved += event.quantity
     elif isinstance(event, CapacityReleased):
         reserved -= event.quantity
+    elif isinstance(event, HoldExpired):
+        reserved -= sum(event.quantities)
+    after = Delivery(before.pool_id, seq_nr, capacity, reserved, zone, slot_start, slot_end)
+    return _rows(after, event, occurred_at)
+
+
+def _rows(after: Delivery, event: PoolEvent, occurred_at: datetime) -> list[WarehouseRow]:
+    """The rows of ``event``, given the pool's state ``after`` it (one path for live and caught-up rows)."""
+    if isinstance(event, HoldExpired):
+        return _expiry_rows(after, event, occurred_at)
     quantity: int | None = None
     reservation_id: str | None = None
     request_id: str | None = None
@@ -115,58 +116,44 @@ def next_rows(before: Delivery, seq_nr: int, event: PoolEvent, occurred_at: date
         quantity, reservation_id = event.quantity, event.reservation_id
     elif isinstance(event, HoldConfirmed):
         reservation_id = event.reservation_id
-    state = (capacity, reserved, zone, slot_start, slot_end, occurred_at)
-    return [_row(before.pool_id, seq_nr, 0, event, quantity, reservation_id, request_id, *state)]
+    return [_row(after, after.reserved, 0, event, quantity, reservation_id, request_id, occurred_at)]
 
 
-def _expiry_rows(before: Delivery, seq_nr: int, event: HoldExpired, occurred_at: datetime) -> list[WarehouseRow]:
+def _expiry_rows(after: Delivery, event: HoldExpired, occurred_at: datetime) -> list[WarehouseRow]:
     """One row per expired hold, each with the pool's state after that hold's units came back."""
-    capacity, reserved, zone, slot_start, slot_end = (
-        before.capacity,
-        before.reserved,
-        before.zone,
-        before.slot_start,
-        before.slot_end,
-    )
-    parts = []
+    parts, reserved = [], after.reserved + sum(event.quantities)
     for part, (reservation_id, quantity) in enumerate(zip(event.reservation_ids, event.quantities, strict=True), 1):
         reserved -= quantity
-        state = (capacity, reserved, zone, slot_start, slot_end, occurred_at)
-        parts.append(_row(before.pool_id, seq_nr, part, event, quantity, reservation_id, None, *state))
+        parts.append(_row(after, reserved, part, event, quantity, reservation_id, None, occurred_at))
     return parts
 
 
 def _row(
-    pool_id: str,
-    seq_nr: int,
+    after: Delivery,
+    reserved: int,
     part: int,
     event: PoolEvent,
     quantity: int | None,
     reservation_id: str | None,
     request_id: str | None,
-    capacity: int,
-    reserved: int,
-    zone: str,
-    slot_start: datetime | None,
-    slot_end: datetime | None,
     occurred_at: datetime,
 ) -> WarehouseRow:
     return WarehouseRow(
-        event_id=event_id(pool_id, seq_nr, part),
-        pool_id=pool_id,
-        seq_nr=seq_nr,
+        event_id=event_id(after.pool_id, after.seq_nr, part),
+        pool_id=after.pool_id,
+        seq_nr=after.seq_nr,
         part=part,
         event_type=event.TYPE,
         event_version=event.VERSION,
         quantity=quantity,
         reservation_id=reservation_id,
         request_id=request_id,
-        capacity=capacity,
+        capacity=after.capacity,
         reserved=reserved,
-        remaining=max(0, capacity - reserved),
-        zone=zone,
-        slot_start=slot_start,
-        slot_end=slot_end,
+        remaining=max(0, after.capacity - reserved),
+        zone=after.zone,
+        slot_start=after.slot_start,
+        slot_end=after.slot_end,
         occurred_at=occurred_at,
         event_date=occurred_at.date(),
     )
