@@ -25,7 +25,16 @@ if TYPE_CHECKING:  # only for annotations: the runtime modules these come from i
     from capacity_service.runtime.watchdog import SweepReport
     from capacity_service.settings import ServiceSettings
 
-__all__ = ["CacheApi", "Call", "PoolApi", "PoolCalls", "SupervisorApi", "WarehouseStreamApi", "call"]
+__all__ = [
+    "SAME_NODE_METHODS",
+    "CacheApi",
+    "Call",
+    "PoolApi",
+    "PoolCalls",
+    "SupervisorApi",
+    "WarehouseStreamApi",
+    "call",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -82,6 +91,11 @@ class PoolApi(PoolCalls, Protocol):
     async def ensure_started_many(self, pool_ids: list[str]) -> list[int | CapacityError]: ...
 
     async def describe(self) -> dict[str, object]: ...
+
+
+# What a pool actor serves on its same-node channel (``runtime/channel.py``): the hot path, and a pool's
+# reads, which a cold restart's first GETs make many of at once; every other method goes through Ray.
+SAME_NODE_METHODS = frozenset(method.__name__ for method in (PoolApi.execute_many, PoolApi.view, PoolApi.reservation))
 
 
 class CacheApi(Protocol):

@@ -20,7 +20,7 @@ from capacity_service.domain import PoolCommand, PoolView, Reservation, Reservat
 from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.runtime import channel
 from capacity_service.runtime._ray import current_node_id, plain, process_id
-from capacity_service.runtime.actor_api import PoolApi
+from capacity_service.runtime.actor_api import SAME_NODE_METHODS, PoolApi
 from capacity_service.runtime.environment import metrics_collected
 from capacity_service.runtime.fanout import CacheFanout
 from capacity_service.runtime.metrics import GAUGE_INTERVAL_S, RayHostMetrics
@@ -45,10 +45,6 @@ async def _show_stats(host: PoolHost, metrics: RayHostMetrics) -> None:
         await asyncio.sleep(GAUGE_INTERVAL_S)
 
 
-# What a caller on this node may send over the same-node channel: the hot path and a pool's reads.
-_SAME_NODE_METHODS = (PoolApi.execute_many, PoolApi.view, PoolApi.reservation)
-
-
 class PoolActor(PoolApi):
     def __init__(self, settings: ServiceSettings) -> None:
         tracing.log_to_stderr(json_lines=settings.log_format == "json")
@@ -57,9 +53,7 @@ class PoolActor(PoolApi):
         self._journal: Journal | None = None
         self._opening = asyncio.Lock()
         self._gauges: asyncio.Future[None] | None = None
-        self._channel = channel.ChannelServer(
-            {method.__name__: getattr(self, method.__name__) for method in _SAME_NODE_METHODS}
-        )
+        self._channel = channel.ChannelServer({name: getattr(self, name) for name in SAME_NODE_METHODS})
 
     async def _pool_host(self) -> PoolHost:
         # Opened on first use, not in __init__: a constructor that fails while the journal is down would

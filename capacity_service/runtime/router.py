@@ -19,7 +19,7 @@ from capacity_service.application.pool_writer import CommandOutcome, answer_of_a
 from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Reservation, ReservationStatus
 from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, PoolNotFound, Unavailable
 from capacity_service.runtime._ray import ActorCalls, ActorGone, Handle
-from capacity_service.runtime.actor_api import Call, PoolApi, call
+from capacity_service.runtime.actor_api import SAME_NODE_METHODS, Call, PoolApi, call
 from capacity_service.runtime.channel import ChannelClient, ChannelGone
 from capacity_service.runtime.names import pool_actor_name, shard_name, shard_of
 from capacity_service.runtime.pool_actor import PoolActor
@@ -39,10 +39,7 @@ _SLOW_CALL_S = 0.05
 _MAX_CALLS_PER_ACTOR = 4
 _MAX_COMMANDS_PER_CALL = 512
 _MAX_PARALLEL_PULLS = 16
-# The methods a pool actor serves on its same-node channel: the hot path, and a pool's reads, which a cold
-# restart's first GETs make many of at once; the rest stay on Ray.
 _EXECUTE_MANY = PoolApi.execute_many.__name__
-_CHANNEL_METHODS = frozenset({_EXECUTE_MANY, PoolApi.view.__name__, PoolApi.reservation.__name__})
 _CHANNEL_CONNECT_TIMEOUT_S = 1.0
 # After a failed connect (the actor restarting meanwhile, a busy moment), calls go through Ray, and the
 # channel is tried again after this long.
@@ -384,7 +381,7 @@ class PoolRouter:
             try:
                 handle = await self._handle(name)
                 channel = None
-                if request.method in _CHANNEL_METHODS:
+                if request.method in SAME_NODE_METHODS:
                     async with asyncio.timeout(remaining):  # the opening is shared: wait only our time
                         channel = await self._channel(name, handle)
                 may_have_been_sent, sent = sent, True
