@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import shlex
 import signal
 import statistics
@@ -153,3 +154,112 @@ class LeanConnection:
         if self._streams is not None:
             self._streams[1].close()
             self._streams = None
+
+
+async def reserve_during(port: int, pool_ids: list[str], until: float, connections: int = 8) -> list[float]:
+    """Reserves (one unit, a random pool of ``pool_ids``) over ``connections`` connections until the
+    wall-clock time ``until``; each accepted one's latency in seconds."""
+    latencies: list[float] = []
+
+    async def reserver() -> None:
+        connection = LeanConnection(port)
+        try:
+            while time.time() < until:
+                body = json.dumps({"pool_id": random.choice(pool_ids)}).encode()
+                began = time.monotonic()
+                status, answer = await connection.request("POST", "/v1/reservations", body)
+                if status != 201:
+                    raise RuntimeError(f"reserve: {status} {answer[:200]!r}")
+                latencies.append(time.monotonic() - began)
+        finally:
+            connection.close()
+
+    await asyncio.gather(*(reserver() for _ in range(connections)))
+    return latencies
+
+
+async def put_pool(port: int, pool_id: str, capacity: int) -> None:
+    connection = LeanConnection(port)
+    try:
+        status, answer = await connection.request(
+            "PUT", f"/v1/pools/{pool_id}", json.dumps({"capacity": capacity, "zone": "bench"}).encode()
+        )
+        if status not in (200, 201):
+            raise RuntimeError(f"PUT {pool_id}: {status} {answer[:200]!r}")
+    finally:
+        connection.close()
+
+
+def side_by_side(ports: dict[str, int], rounds: int, seconds: float, connections: int = 16) -> dict[str, Any]:
+    """Plain reserves on two services running at once, in short turns: each round loads one then the other
+    (the order alternating), so that the machine's drift, which moves throughput by up to 20% within
+    minutes, falls on both alike. Each service must be seeded with ``SIDE_BY_SIDE_POOLS`` (``seed_pools``).
+
+    Both run all the time, so each one's background work (timers, Ray's agents) weighs on both
+    measurements: this compares the reserve path; measure background work apart (``idle_cpu_share``).
+    The first name is compared with the second: ``throughput_cost`` is 1 - mean(first) / mean(second)."""
+    first, second = ports
+    for port in ports.values():
+        asyncio.run(reserve_during(port, SIDE_BY_SIDE_POOLS, time.time() + 3, connections))  # warm-up
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
+    for round_number in range(rounds):
+        order = list(ports) if round_number % 2 == 0 else list(ports)[::-1]
+        for name in order:
+            latencies = asyncio.run(reserve_during(ports[name], SIDE_BY_SIDE_POOLS, time.time() + seconds, connections))
+            runs[name].append({**summarize(latencies), "per_s": len(latencies) / seconds})
+        print(
+            f"  round {round_number + 1:2}: "
+            + ", ".join(
+                f"{name} {runs[name][-1]['per_s']:5.0f}/s (p99 {runs[name][-1]['p99_ms']:.1f} ms)" for name in ports
+            ),
+            flush=True,
+        )
+    mean = {name: statistics.mean(row["per_s"] for row in rows) for name, rows in runs.items()}
+    ratios = [a["per_s"] / b["per_s"] for a, b in zip(runs[first], runs[second], strict=True)]
+    return {
+        "rounds": rounds,
+        "seconds_per_turn": seconds,
+        "connections": connections,
+        "runs": runs,
+        "mean_per_s": mean,
+        "throughput_cost": 1 - mean[first] / mean[second],
+        # The spread of the round-by-round ratios says how far the mean can be trusted.
+        "round_ratio_median": statistics.median(ratios),
+        "round_ratio_stdev": statistics.stdev(ratios) if len(ratios) > 1 else None,
+    }
+
+
+SIDE_BY_SIDE_POOLS = [f"plain-{i}" for i in range(100)]
+
+
+def seed_pools(port: int, pool_ids: Sequence[str] = SIDE_BY_SIDE_POOLS, capacity: int = 10_000_000) -> None:
+    async def seed() -> None:
+        for pool_id in pool_ids:
+            await put_pool(port, pool_id, capacity)
+
+    asyncio.run(seed())
+
+
+def idle_cpu_share(port: int, seconds: float = 20.0) -> float:
+    """CPU the service on ``port`` uses while nobody calls it, in cores: every process of the session its
+    ``capacity-service start`` leads (Ray's too)."""
+    session = int(
+        subprocess.run(
+            ["pgrep", "-f", f"capacity_service .*start --port {port}( |$)"], capture_output=True, text=True, check=True
+        ).stdout.split()[0]
+    )
+
+    def cpu_s() -> float:
+        total = 0.0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == session:  # the session id (field 6 of stat)
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    before = cpu_s()
+    time.sleep(seconds)
+    return (cpu_s() - before) / seconds

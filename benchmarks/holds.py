@@ -1,7 +1,7 @@
 """Holds at scale, on `capacity-service start` as a user runs it (defaults: SQLite journal, warehouse on),
 everything created over HTTP:
 
-    .venv/bin/python benchmarks/holds.py [--holds 100000] [--baseline-commit 56d7de6] [--parts storm,overhead]
+    .venv/bin/python benchmarks/holds.py [--holds 100000] [--rounds 20] [--seconds 3] [--parts storm,overhead]
 
 1. The storm. One pool; ``--holds`` holds are placed on it over HTTP, each with the ``hold_seconds`` that
    makes it expire within the same wall-clock second T. From two seconds before T until the last hold has
@@ -9,9 +9,12 @@ everything created over HTTP:
    the storm (target: p99 under 50 ms), and the expiry lag of every hold, from its ``expires_at`` to the
    time its ``HoldExpired`` event was recorded in the journal (target: p99 under 1 s). The journal is
    read through the CLI's dump (``capacity-service events``).
-2. What the hold machinery costs plain reserves, side by side with the code before holds (a git worktree of
-   ``--baseline-commit``): each started the same way, 100 pools, 16 connections reserving for ``--seconds``,
-   rounds alternating so that the machine's drift falls on both (target: under 5%).
+2. What the hold machinery costs plain reserves, side by side with it off: this checkout and a git worktree
+   of the same commit with ``holds_off.patch`` applied (no pending expiries, no timer: what every batch
+   of plain reserves pays for holds), both started the same way and running at once, 100 pools each;
+   ``--rounds`` rounds in which 16 connections reserve on one for ``--seconds``, then on the other, the
+   order alternating (``_common.side_by_side``; target: under 5%). The patch fails to apply when the
+   code it takes out has changed: then it must be made again.
 
 The load comes from the benchmarks' lean HTTP/1.1 client (``_common.LeanConnection``) on the same 2
 cores. Results: benchmarks/results/holds.json and .png.
@@ -21,9 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
-import random
 import subprocess
 import sys
 import tempfile
@@ -39,6 +42,10 @@ from benchmarks._common import (
     LeanConnection,
     command_line,
     exit_cleanly_on_sigterm,
+    put_pool,
+    reserve_during,
+    seed_pools,
+    side_by_side,
     started_service,
     summarize,
     write_results,
@@ -49,6 +56,7 @@ RESERVE_CONNECTIONS = 8
 P99_RESERVE_TARGET_MS = 50.0
 P99_LAG_TARGET_S = 1.0
 OVERHEAD_TARGET = 0.05
+HOLDS_OFF_PATCH = Path(__file__).with_name("holds_off.patch")
 
 
 async def place_holds(port: int, count: int, expire_at: float) -> float:
@@ -73,42 +81,6 @@ async def place_holds(port: int, count: int, expire_at: float) -> float:
 
     await asyncio.gather(*(placer() for _ in range(16)))
     return time.monotonic() - began
-
-
-async def reserve_during(
-    port: int, pool_ids: list[str], until: float, connections: int = RESERVE_CONNECTIONS
-) -> list[float]:
-    """Reserves (one unit, a random pool of ``pool_ids``) over ``connections`` connections until the
-    wall-clock time ``until``; each accepted one's latency in seconds."""
-    latencies: list[float] = []
-
-    async def reserver() -> None:
-        connection = LeanConnection(port)
-        try:
-            while time.time() < until:
-                body = json.dumps({"pool_id": random.choice(pool_ids)}).encode()
-                began = time.monotonic()
-                status, answer = await connection.request("POST", "/v1/reservations", body)
-                if status != 201:
-                    raise RuntimeError(f"reserve: {status} {answer[:200]!r}")
-                latencies.append(time.monotonic() - began)
-        finally:
-            connection.close()
-
-    await asyncio.gather(*(reserver() for _ in range(connections)))
-    return latencies
-
-
-async def put_pool(port: int, pool_id: str, capacity: int) -> None:
-    connection = LeanConnection(port)
-    try:
-        status, answer = await connection.request(
-            "PUT", f"/v1/pools/{pool_id}", json.dumps({"capacity": capacity, "zone": "bench"}).encode()
-        )
-        if status not in (200, 201):
-            raise RuntimeError(f"PUT {pool_id}: {status} {answer[:200]!r}")
-    finally:
-        connection.close()
 
 
 def expiry_lags(data_dir: Path) -> list[float]:
@@ -142,7 +114,7 @@ def storm(holds: int) -> dict[str, Any]:
         if time.time() > expire_at - 2:
             raise RuntimeError("placing the holds took longer than the margin: rerun with fewer --holds")
         time.sleep(max(0.0, expire_at - 2 - time.time()))
-        during = asyncio.run(reserve_during(port, [STORM_POOL], expire_at + 8))
+        during = asyncio.run(reserve_during(port, [STORM_POOL], expire_at + 8, RESERVE_CONNECTIONS))
         lags = expiry_lags(Path(tmp))
     lag_summary = summarize(lags) if lags else {}
     reserve_summary = summarize(during)
@@ -163,49 +135,30 @@ def storm(holds: int) -> dict[str, Any]:
     }
 
 
-def plain_reserves(code: Path, seconds: float) -> dict[str, float]:
-    pools = [f"plain-{i}" for i in range(100)]
-    with tempfile.TemporaryDirectory(prefix="bench-plain-") as tmp, started_service(Path(tmp), code=code) as port:
-
-        async def seed() -> None:
-            for pool_id in pools:
-                await put_pool(port, pool_id, 10_000_000)
-
-        asyncio.run(seed())
-        asyncio.run(reserve_during(port, pools, time.time() + 2))  # warm-up
-        latencies = asyncio.run(reserve_during(port, pools, time.time() + seconds, connections=16))
-    return {**summarize(latencies), "per_s": len(latencies) / seconds}
-
-
-def overhead(baseline_commit: str, seconds: float, rounds: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
-        baseline = Path(tmp) / "code"
-        subprocess.run(
-            ["git", "worktree", "add", "-q", "--detach", str(baseline), baseline_commit], cwd=REPO, check=True
-        )
+def overhead(rounds: int, seconds: float) -> dict[str, Any]:
+    """Plain reserves, side by side: this checkout as it is, and a worktree of the same commit with the hold
+    machinery taken out by ``holds_off.patch`` (the pool's pending expiries and its timer, on every batch),
+    both started as a user starts them and running at once."""
+    with tempfile.TemporaryDirectory(prefix="bench-holds-off-") as tmp:
+        holds_off = Path(tmp) / "code"
+        subprocess.run(["git", "worktree", "add", "-q", "--detach", str(holds_off), "HEAD"], cwd=REPO, check=True)
         try:
-            runs: dict[str, list[dict[str, float]]] = {"with_holds": [], "before_holds": []}
-            for round_number in range(rounds):
-                for name, code in (("with_holds", REPO), ("before_holds", baseline)):
-                    row = plain_reserves(code, seconds)
-                    runs[name].append(row)
-                    print(
-                        f"  round {round_number + 1} {name:12}: {row['per_s']:7.0f} reserves/s, "
-                        f"median {row['median_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms",
-                        flush=True,
-                    )
+            subprocess.run(["git", "apply", str(HOLDS_OFF_PATCH)], cwd=holds_off, check=True)
+            with contextlib.ExitStack() as running:
+                ports = {
+                    "with_holds": running.enter_context(
+                        started_service(Path(running.enter_context(tempfile.TemporaryDirectory())))
+                    ),
+                    "holds_off": running.enter_context(
+                        started_service(Path(running.enter_context(tempfile.TemporaryDirectory())), code=holds_off)
+                    ),
+                }
+                for port in ports.values():
+                    seed_pools(port)
+                found = side_by_side(ports, rounds, seconds)
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=REPO, check=False)
-    mean = {name: sum(r["per_s"] for r in rows) / len(rows) for name, rows in runs.items()}
-    cost = 1 - mean["with_holds"] / mean["before_holds"]
-    return {
-        "baseline_commit": baseline_commit,
-        "runs": runs,
-        "mean_per_s": mean,
-        "throughput_cost": cost,
-        "target_under": OVERHEAD_TARGET,
-        "met": cost < OVERHEAD_TARGET,
-    }
+            subprocess.run(["git", "worktree", "remove", "--force", str(holds_off)], cwd=REPO, check=False)
+    return {**found, "target_under": OVERHEAD_TARGET, "met": found["throughput_cost"] < OVERHEAD_TARGET}
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -225,7 +178,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
     runs = results["overhead"]["runs"]
     for name, rows in runs.items():
         right.plot(range(1, len(rows) + 1), [r["per_s"] for r in rows], "o-", label=name)
-    right.set(title="plain reserves/s, 16 connections, 100 pools", xlabel="round", ylabel="reserves/s", ylim=(0, None))
+    right.set(
+        title="plain reserves/s, 16 connections, 100 pools, side by side",
+        xlabel="round",
+        ylabel="reserves/s",
+        ylim=(0, None),
+    )
     right.legend()
     fig.suptitle(command_line(), fontsize=8)
     fig.tight_layout()
@@ -236,9 +194,8 @@ def main() -> None:
     exit_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--holds", type=int, default=100_000)
-    parser.add_argument("--baseline-commit", default="56d7de6", help="the code before holds, to compare with")
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=3.0, help="of each service's turn in a round")
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--parts", default="storm,overhead", help="a trial run of one part writes no results")
     args = parser.parse_args()
     parts = args.parts.split(",")
@@ -248,7 +205,7 @@ def main() -> None:
         results["storm"] = storm(args.holds)
     if "overhead" in parts:
         print("plain reserves, side by side:", flush=True)
-        results["overhead"] = overhead(args.baseline_commit, args.seconds, args.rounds)
+        results["overhead"] = overhead(args.rounds, args.seconds)
     print(f"\n{command_line()}")
     if "storm" in results:
         storm_results = results["storm"]
@@ -262,7 +219,7 @@ def main() -> None:
     if "overhead" in results:
         mean = results["overhead"]["mean_per_s"]
         print(
-            f"  plain reserves: {mean['with_holds']:.0f}/s with holds, {mean['before_holds']:.0f}/s before holds: "
+            f"  plain reserves: {mean['with_holds']:.0f}/s with holds, {mean['holds_off']:.0f}/s machinery off: "
             f"cost {results['overhead']['throughput_cost']:+.1%} (target < {OVERHEAD_TARGET:.0%})"
         )
     if set(results) == {"storm", "overhead"}:  # one current file: only a whole run replaces it

@@ -1,12 +1,14 @@
 """What metrics cost, and what they show, on `capacity-service start` as a user runs it (defaults: SQLite
 journal, warehouse on) with and without `--metrics`, everything created over HTTP:
 
-    .venv/bin/python benchmarks/metrics.py [--seconds 20] [--rounds 4]
+    .venv/bin/python benchmarks/metrics.py [--rounds 20] [--seconds 3]
 
-1. The cost on the reserve path, side by side: `start --metrics` and `start` (the default: no metrics), each with 100
-   pools and 16 connections reserving for ``--seconds``, rounds alternating (and the order within them) so
-   that the machine's drift falls on both (target: under 5% of throughput).
-2. The series, as a dashboard shows them: in one more round with metrics on (``--series-seconds``), the
+1. The cost on the reserve path, side by side: `start --metrics` and `start` (the default: no metrics),
+   running at once, 100 pools each. First what each uses while nobody calls it (every process of its
+   session, Ray's agents included, over 20 s); then ``--rounds`` rounds in which 16 connections reserve on
+   one for ``--seconds``, then on the other, the order alternating, so that the machine's drift falls on
+   both (``_common.side_by_side``; target: under 5% of throughput).
+2. The series, as a dashboard shows them: in one more run with metrics on (``--series-seconds``), the
    metrics endpoint is scraped every 2 s (requests/s by status, answer p99 from the histogram, journal
    append time, commands queued, holds pending while holds are placed) and plotted.
 
@@ -35,11 +37,13 @@ from benchmarks._common import (
     LeanConnection,
     command_line,
     exit_cleanly_on_sigterm,
+    idle_cpu_share,
+    reserve_during,
+    seed_pools,
+    side_by_side,
     started_service,
-    summarize,
     write_results,
 )
-from benchmarks.holds import put_pool, reserve_during
 
 OVERHEAD_TARGET = 0.05
 POOLS = [f"m-{i}" for i in range(100)]
@@ -102,33 +106,25 @@ def place_holds_meanwhile(port: int, until: float) -> None:
     asyncio.run(run())
 
 
-def one_round(metrics_on: bool, seconds: float, watch_series: list[dict[str, Any]] | None) -> dict[str, float]:
+def series_round(seconds: float, scrapes: list[dict[str, Any]]) -> None:
+    """``start --metrics`` under reserves for ``seconds``, holds placed meanwhile, its endpoint scraped."""
     from devenv._process import free_port
 
     metrics_port = free_port()
-    options = ["--metrics", "--metrics-port", str(metrics_port)] if metrics_on else []
+    options = ["--metrics", "--metrics-port", str(metrics_port)]
     with tempfile.TemporaryDirectory(prefix="bench-metrics-") as tmp, started_service(Path(tmp), *options) as port:
-
-        async def seed() -> None:
-            for pool_id in POOLS:
-                await put_pool(port, pool_id, 10_000_000)
-
-        asyncio.run(seed())
+        seed_pools(port, POOLS)
         asyncio.run(reserve_during(port, POOLS, time.time() + 2))  # warm-up
         until = time.time() + seconds
-        helpers: list[threading.Thread] = []
-        if watch_series is not None:
-            url = f"http://127.0.0.1:{metrics_port}/metrics"
-            helpers = [
-                threading.Thread(target=watch, args=(url, until + 6, watch_series)),
-                threading.Thread(target=place_holds_meanwhile, args=(port, until)),
-            ]
-            for helper in helpers:
-                helper.start()
-        latencies = asyncio.run(reserve_during(port, POOLS, until, connections=16))
+        helpers = [
+            threading.Thread(target=watch, args=(f"http://127.0.0.1:{metrics_port}/metrics", until + 6, scrapes)),
+            threading.Thread(target=place_holds_meanwhile, args=(port, until)),
+        ]
+        for helper in helpers:
+            helper.start()
+        asyncio.run(reserve_during(port, POOLS, until, connections=16))
         for helper in helpers:
             helper.join()
-    return {**summarize(latencies), "per_s": len(latencies) / seconds}
 
 
 def series_over_time(scrapes: list[dict[str, Any]]) -> dict[str, list[float | None]]:
@@ -197,45 +193,51 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.savefig(path)
 
 
+def overhead(rounds: int, seconds: float) -> dict[str, Any]:
+    """``start --metrics`` and ``start``, running at once: first what each uses while idle (Ray's metrics
+    agent, its exports), then plain reserves side by side (``_common.side_by_side``)."""
+    with contextlib.ExitStack() as running:
+        ports = {
+            name: running.enter_context(
+                started_service(Path(running.enter_context(tempfile.TemporaryDirectory())), *options)
+            )
+            for name, options in (("metrics_on", ("--metrics",)), ("metrics_off", ()))
+        }
+        for port in ports.values():
+            seed_pools(port)
+        idle = {name: idle_cpu_share(port) for name, port in ports.items()}
+        print("  idle: " + ", ".join(f"{name} {share:.1%} of a core" for name, share in idle.items()), flush=True)
+        found = side_by_side(ports, rounds, seconds)
+    return {
+        **found,
+        "idle_cpu_share": idle,
+        "target_under": OVERHEAD_TARGET,
+        "met": found["throughput_cost"] < OVERHEAD_TARGET,
+    }
+
+
 def main() -> None:
     exit_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=3.0, help="of each service's turn in a round")
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--series-seconds", type=float, default=60.0)
     a = parser.parse_args()
     print(command_line(), flush=True)
-    runs: dict[str, list[dict[str, float]]] = {"metrics_on": [], "metrics_off": []}
-    for round_number in range(a.rounds):
-        # The order alternates too, so that neither side always runs on the warmer machine.
-        order = ("metrics_on", "metrics_off") if round_number % 2 == 0 else ("metrics_off", "metrics_on")
-        for name in order:
-            row = one_round(name == "metrics_on", a.seconds, None)
-            runs[name].append(row)
-            print(
-                f"  round {round_number + 1} {name:11}: {row['per_s']:7.0f} reserves/s, "
-                f"median {row['median_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms",
-                flush=True,
-            )
+    found = overhead(a.rounds, a.seconds)
     scrapes: list[dict[str, Any]] = []  # a round of its own: the scrapes and the holds are extra load
-    one_round(True, a.series_seconds, scrapes)
-    mean = {name: sum(r["per_s"] for r in rows) / len(rows) for name, rows in runs.items()}
-    cost = 1 - mean["metrics_on"] / mean["metrics_off"]
+    series_round(a.series_seconds, scrapes)
     results = {
-        "overhead": {
-            "runs": runs,
-            "mean_per_s": mean,
-            "throughput_cost": cost,
-            "target_under": OVERHEAD_TARGET,
-            "met": cost < OVERHEAD_TARGET,
-        },
+        "overhead": found,
         "series": series_over_time(scrapes),
         "scraped": scrapes,
         "scrapes": len(scrapes),
     }
+    mean, idle = found["mean_per_s"], found["idle_cpu_share"]
     print(
-        f"  metrics cost {cost:.1%} of reserves/s ({mean['metrics_on']:.0f} on vs {mean['metrics_off']:.0f} off; "
-        f"target < {OVERHEAD_TARGET:.0%})",
+        f"  metrics cost {found['throughput_cost']:.1%} of reserves/s ({mean['metrics_on']:.0f} on vs "
+        f"{mean['metrics_off']:.0f} off; target < {OVERHEAD_TARGET:.0%}); idle: {idle['metrics_on']:.1%} of a core "
+        f"on, {idle['metrics_off']:.1%} off",
         flush=True,
     )
     path = write_results("metrics", results)

@@ -97,8 +97,12 @@ def hosted_pools(namespace: str) -> int:
     async def count() -> int:
         total = 0
         for name in _ray.named_actors(namespace, SHARD_PREFIX):
-            described = await _ray.ask(_ray.lookup_actor(name, namespace), call(PoolApi.describe), 60)
-            total += len(described["pools"])
+            shard = _ray.lookup_actor(name, namespace)
+            assert shard is not None, f"{name} is gone"
+            described = await _ray.ask(shard, call(PoolApi.describe), 60)
+            pools = described["pools"]
+            assert isinstance(pools, list | dict)
+            total += len(pools)
         return total
 
     return asyncio.run(count())

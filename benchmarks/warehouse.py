@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import RESULTS, exit_cleanly_on_sigterm, summarize, write_results
 from capacity_service.adapters.warehouse import WarehouseRow, WarehouseSink, open_sink
-from capacity_service.adapters.warehouse.rows import Delivery, next_row
+from capacity_service.adapters.warehouse.rows import Delivery, next_rows
 from capacity_service.domain import CapacityReleased, CapacityReserved, PoolConfigured, PoolEvent
 from capacity_service.settings import (
     HostingSettings,
@@ -64,7 +64,7 @@ def busy_cluster_rows(n: int) -> list[WarehouseRow]:
         else:
             event = CapacityReserved(f"{pool_id}.r{before.seq_nr + 1}", 1, uuid.uuid4().hex)
         occurred_at = start + timedelta(milliseconds=i // GROUP_COMMIT)
-        row = next_row(before, before.seq_nr + 1, event, occurred_at)
+        (row,) = next_rows(before, before.seq_nr + 1, event, occurred_at)  # none of these has parts
         rows.append(row)
         cursors[pool_id] = Delivery.after(row)
     return rows
