@@ -148,7 +148,7 @@ def series_over_time(scrapes: list[dict[str, Any]]) -> dict[str, list[float | No
         out["ok_per_s"].append(delta("ray_capacity_http_requests_total{status=201}") / dt)
         refused = sum(delta(k) for k in a if k.startswith("ray_capacity_http_requests_total{status=") and "=2" not in k)
         out["refused_per_s"].append(refused / dt)
-        prefix = "ray_capacity_http_request_seconds_bucket{le="
+        prefix = "ray_capacity_http_request_seconds_bucket_total{le="
         buckets = {
             float(k[len(prefix) : k.index(",")].replace("+Inf", "inf")): delta(k)
             for k in a
@@ -156,8 +156,9 @@ def series_over_time(scrapes: list[dict[str, Any]]) -> dict[str, list[float | No
         }
         p99 = quantile_from_buckets(buckets, 0.99)
         out["p99_ms"].append(None if p99 is None else p99 * 1000)
-        count = delta("ray_capacity_journal_append_seconds_count")
-        out["append_ms"].append(delta("ray_capacity_journal_append_seconds_sum") / count * 1000 if count else None)
+        count = delta("ray_capacity_journal_append_seconds_count_total")
+        appending = delta("ray_capacity_journal_append_seconds_sum_total")
+        out["append_ms"].append(appending / count * 1000 if count else None)
         out["queued"].append(a.get("ray_capacity_commands_queued", 0.0))
         out["holds_pending"].append(a.get("ray_capacity_holds_pending", 0.0))
     return out

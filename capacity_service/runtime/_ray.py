@@ -34,7 +34,6 @@ __all__ = [
     "ensure_initialized",
     "gauge",
     "gcs_address",
-    "histogram",
     "kill_actor",
     "kill_namespace",
     "lookup_actor",
@@ -242,9 +241,3 @@ def counter(name: str, description: str, tag_keys: tuple[str, ...] = ()) -> ray_
 
 def gauge(name: str, description: str, tag_keys: tuple[str, ...] = ()) -> ray_metrics.Gauge:
     return ray_metrics.Gauge(name, description, tag_keys=tag_keys)
-
-
-def histogram(
-    name: str, description: str, boundaries: list[float], tag_keys: tuple[str, ...] = ()
-) -> ray_metrics.Histogram:
-    return ray_metrics.Histogram(name, description, boundaries=boundaries, tag_keys=tag_keys)

@@ -4,28 +4,119 @@ docs/operations.md lists them all."""
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import math
+from collections.abc import Callable
+from typing import Protocol
+
 from capacity_service.application.metrics import HostStats
 from capacity_service.runtime import _ray
 
 # Seconds: from a fast local append or answer to the 10 s call timeout.
 LATENCY_BOUNDARIES = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+# How long counts wait in the process before they go to Ray (which exports every ~10 s anyway).
+FLUSH_INTERVAL_S = 1.0
+
+
+class _Counter(Protocol):
+    def inc(self, value: float = ..., tags: dict[str, str] = ...) -> None: ...
+
+
+CounterFactory = Callable[[str, str, tuple[str, ...]], _Counter]
+
+
+class BatchedCounts:
+    """Counters and latency histograms counted in the process and added to Ray's counters at most once per
+    ``FLUSH_INTERVAL_S``: one Ray metric record per answer cost the reserve path about 10%
+    (docs/performance.md); counting here costs a dict update.
+
+    A histogram is exported as Prometheus reads one: cumulative ``<name>_bucket{le=...}``, ``<name>_sum``
+    and ``<name>_count`` series (Ray counters, since a Ray histogram takes one observation per call), so
+    ``histogram_quantile`` works on it as on any histogram."""
+
+    def __init__(self, counter: CounterFactory = _ray.counter) -> None:
+        self._make_counter = counter
+        self._counters: dict[str, tuple[_Counter, tuple[str, ...]]] = {}
+        self._counts: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._histograms: dict[str, tuple[_Counter, _Counter, _Counter, tuple[str, ...]]] = {}
+        self._buckets: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        self._sums: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._flush: asyncio.TimerHandle | None = None
+
+    def counter(self, name: str, description: str, tag_keys: tuple[str, ...] = ()) -> str:
+        self._counters[name] = (self._make_counter(name, description, tag_keys), tag_keys)
+        return name
+
+    def histogram(self, name: str, description: str, tag_keys: tuple[str, ...] = ()) -> str:
+        self._histograms[name] = (
+            self._make_counter(f"{name}_bucket", description, (*tag_keys, "le")),
+            self._make_counter(f"{name}_sum", f"{description}: their sum", tag_keys),
+            self._make_counter(f"{name}_count", f"{description}: how many", tag_keys),
+            tag_keys,
+        )
+        return name
+
+    def inc(self, name: str, tags: tuple[str, ...], value: float = 1) -> None:
+        """Add ``value`` to counter ``name``; ``tags``: its tag values, in the order of its tag keys."""
+        key = (name, tags)
+        self._counts[key] = self._counts.get(key, 0) + value
+        self._flush_soon()
+
+    def observe(self, name: str, tags: tuple[str, ...], seconds: float) -> None:
+        key = (name, tags)
+        buckets = self._buckets.get(key)
+        if buckets is None:
+            buckets = self._buckets[key] = [0] * (len(LATENCY_BOUNDARIES) + 1)
+        buckets[bisect.bisect_left(LATENCY_BOUNDARIES, seconds)] += 1  # bucket i: up to LATENCY_BOUNDARIES[i]
+        self._sums[key] = self._sums.get(key, 0.0) + seconds
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if self._flush is None:
+            try:
+                self._flush = asyncio.get_running_loop().call_later(FLUSH_INTERVAL_S, self.flush)
+            except RuntimeError:  # no event loop in this thread: at once
+                self.flush()
+
+    def flush(self) -> None:
+        """Hand what was counted since the last flush to Ray."""
+        self._flush = None
+        counts, self._counts = self._counts, {}
+        for (name, tags), value in counts.items():
+            counter, tag_keys = self._counters[name]
+            if value > 0:
+                counter.inc(value, tags=dict(zip(tag_keys, tags, strict=True)))
+        buckets, self._buckets = self._buckets, {}
+        sums, self._sums = self._sums, {}
+        for (name, tags), counted in buckets.items():
+            bucket, total, count, tag_keys = self._histograms[name]
+            labels = dict(zip(tag_keys, tags, strict=True))
+            cumulative = 0
+            for upper, n in zip([*LATENCY_BOUNDARIES, math.inf], counted, strict=True):
+                cumulative += n
+                if cumulative:  # Ray's counters take only positive increments
+                    bucket.inc(cumulative, tags={**labels, "le": "+Inf" if upper == math.inf else repr(upper)})
+            count.inc(cumulative, tags=labels)
+            if sums[(name, tags)] > 0:
+                total.inc(sums[(name, tags)], tags=labels)
 
 
 class RayHostMetrics:
     """A pool host's: its journal appends (latency, failures), expired holds, and its gauges."""
 
-    def __init__(self, store: str) -> None:
-        self._tags = {"store": store}
-        self._append_seconds = _ray.histogram(
+    def __init__(self, store: str, counts: BatchedCounts | None = None) -> None:
+        self._store = store
+        self._counts = counts or BatchedCounts()
+        self._append_seconds = self._counts.histogram(
             "capacity_journal_append_seconds",
             "Time of one group commit (all pools ready at that moment) to the journal",
-            LATENCY_BOUNDARIES,
             ("store",),
         )
-        self._appends = _ray.counter(
+        self._appends = self._counts.counter(
             "capacity_journal_appends_total", "Pool appends written to the journal", ("store", "outcome")
         )
-        self._expired = _ray.counter("capacity_holds_expired_total", "Holds expired by their pool's timer")
+        self._expired = self._counts.counter("capacity_holds_expired_total", "Holds expired by their pool's timer")
         self._gauges = {
             name: _ray.gauge(f"capacity_{name}", description)
             for name, description in (
@@ -38,14 +129,14 @@ class RayHostMetrics:
         }
 
     def appended(self, seconds: float, appends: int, failures: int) -> None:
-        self._append_seconds.observe(seconds, tags=self._tags)
+        self._counts.observe(self._append_seconds, (self._store,), seconds)
         if appends > failures:
-            self._appends.inc(appends - failures, tags={**self._tags, "outcome": "ok"})
+            self._counts.inc(self._appends, (self._store, "ok"), appends - failures)
         if failures:
-            self._appends.inc(failures, tags={**self._tags, "outcome": "failed"})
+            self._counts.inc(self._appends, (self._store, "failed"), failures)
 
     def holds_expired(self, count: int) -> None:
-        self._expired.inc(count)
+        self._counts.inc(self._expired, (), count)
 
     def show(self, stats: HostStats) -> None:
         for name, value in (
@@ -61,15 +152,18 @@ class RayHostMetrics:
 class RayRequestMetrics:
     """An HTTP replica's: requests by route and status, and their latency by route."""
 
-    def __init__(self) -> None:
-        self._requests = _ray.counter("capacity_http_requests_total", "HTTP requests answered", ("route", "status"))
-        self._seconds = _ray.histogram(
-            "capacity_http_request_seconds", "Time to answer an HTTP request", LATENCY_BOUNDARIES, ("route",)
+    def __init__(self, counts: BatchedCounts | None = None) -> None:
+        self._counts = counts or BatchedCounts()
+        self._requests = self._counts.counter(
+            "capacity_http_requests_total", "HTTP requests answered", ("route", "status")
+        )
+        self._seconds = self._counts.histogram(
+            "capacity_http_request_seconds", "Time to answer an HTTP request", ("route",)
         )
 
     def answered(self, route: str, status: int, seconds: float) -> None:
-        self._requests.inc(1, tags={"route": route, "status": str(status)})
-        self._seconds.observe(seconds, tags={"route": route})
+        self._counts.inc(self._requests, (route, str(status)))
+        self._counts.observe(self._seconds, (route,), seconds)
 
 
 class RayCacheMetrics:

@@ -336,7 +336,11 @@ def test_start_with_metrics_prints_their_url_and_they_move_with_traffic(tmp_path
             return (
                 total(samples, "ray_capacity_http_requests_total", route="/v1/reservations", status="201") >= 8
                 and total(samples, "ray_capacity_http_requests_total", route="/v1/pools/{pool_id}", status="404") >= 1
-                and total(samples, "ray_capacity_http_request_seconds_count", route="/v1/reservations") >= 8
+                and total(samples, "ray_capacity_http_request_seconds_count_total", route="/v1/reservations") >= 8
+                and total(
+                    samples, "ray_capacity_http_request_seconds_bucket_total", route="/v1/reservations", le="+Inf"
+                )
+                >= 8
                 and total(samples, "ray_capacity_journal_appends_total", store="sqlite", outcome="ok") >= 9
                 and total(samples, "ray_capacity_holds_expired_total") >= 1
                 and total(samples, "ray_capacity_pools_hosted") >= 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi.testclient import TestClient
 
@@ -16,6 +16,7 @@ from capacity_service.application.pool_host import PoolHost
 from capacity_service.domain import ConfigurePool, Reserve, new_reservation_id
 from capacity_service.entrypoints.http.app import create_app
 from capacity_service.entrypoints.http.edge import route_of
+from capacity_service.runtime.metrics import FLUSH_INTERVAL_S, BatchedCounts, RayHostMetrics, RayRequestMetrics
 from capacity_service.settings import HttpSettings, WriteSideSettings
 from tests.support.in_process import InProcessBackend
 
@@ -113,10 +114,68 @@ def test_the_dashboard_plots_only_series_the_service_exports() -> None:
     exported |= {f"capacity_{name}" for name in re.findall(r'\("(\w+)", "', source)}
     dashboard = json.loads(Path("docs/grafana/capacity_service.json").read_text())
     plotted = {
-        re.sub(r"_(bucket|count|sum)$", "", name)
+        re.sub(r"_(bucket|count|sum)_total$", "", name)
         for panel in dashboard["panels"]
         for target in panel["targets"]
         for name in re.findall(r"ray_(capacity_\w+)", target["expr"])
     }
     assert len(plotted) >= 10
     assert plotted <= exported, plotted - exported
+
+
+class FakeRayCounter:
+    """What ``ray.util.metrics.Counter`` is given: its increments with their tags."""
+
+    made: ClassVar[dict[str, FakeRayCounter]] = {}
+
+    def __init__(self, name: str, description: str, tag_keys: tuple[str, ...]) -> None:
+        self.tag_keys = tag_keys
+        self.incs: list[tuple[float, dict[str, str]]] = []
+        FakeRayCounter.made[name] = self
+
+    def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None:
+        assert value > 0, "Ray's counters refuse increments that are not positive"
+        assert set(tags or {}) == set(self.tag_keys)
+        self.incs.append((value, dict(tags or {})))
+
+    def total(self, **tags: str) -> float:
+        return sum(value for value, seen in self.incs if all(seen.get(k) == v for k, v in tags.items()))
+
+
+def test_answers_reach_ray_once_per_flush_as_a_histogram_prometheus_reads() -> None:
+    FakeRayCounter.made.clear()
+
+    async def answer_then_wait() -> list[int]:
+        metrics = RayRequestMetrics(BatchedCounts(FakeRayCounter))
+        for seconds in (0.0004, 0.003, 0.003, 0.07, 30.0):
+            metrics.answered("/v1/reservations", 201, seconds)
+        metrics.answered("/v1/reservations", 429, 0.0001)
+        before_flush = [len(counter.incs) for counter in FakeRayCounter.made.values()]
+        await asyncio.sleep(FLUSH_INTERVAL_S + 0.2)
+        return before_flush
+
+    assert asyncio.run(answer_then_wait()) == [0, 0, 0, 0], "nothing goes to Ray per answer"
+    made = FakeRayCounter.made
+    requests = made["capacity_http_requests_total"]
+    assert requests.total(status="201") == 5 and requests.total(status="429") == 1
+    assert len(requests.incs) == 2, "one increment per series per flush"
+    buckets = made["capacity_http_request_seconds_bucket"]
+    cumulative = {tags["le"]: value for value, tags in buckets.incs}
+    assert cumulative["0.001"] == 2  # 0.4 ms and the 429's 0.1 ms
+    assert cumulative["0.005"] == 4
+    assert cumulative["0.1"] == 5
+    assert cumulative["10.0"] == 5 and cumulative["+Inf"] == 6, "30 s is counted beyond the last boundary"
+    assert made["capacity_http_request_seconds_count"].total(route="/v1/reservations") == 6
+    assert abs(made["capacity_http_request_seconds_sum"].total() - 30.0765) < 1e-9
+
+
+def test_counts_outside_an_event_loop_go_to_ray_at_once() -> None:
+    FakeRayCounter.made.clear()
+    metrics = RayHostMetrics("sqlite", BatchedCounts(FakeRayCounter))
+    metrics.appended(0.002, appends=3, failures=1)
+    metrics.holds_expired(7)
+    made = FakeRayCounter.made
+    assert made["capacity_journal_appends_total"].total(outcome="ok") == 2
+    assert made["capacity_journal_appends_total"].total(outcome="failed") == 1
+    assert made["capacity_holds_expired_total"].total() == 7
+    assert made["capacity_journal_append_seconds_count"].total(store="sqlite") == 1
