@@ -27,8 +27,7 @@ def start_environment(port: int, fast_ingress: bool, metrics: bool = False) -> t
         # notice; here there is none (or only our own HAProxy, told at once), and Ctrl-C took 30 s.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
         # Metrics (Ray's and the service's) are exported by Ray's metrics agent, with `start --metrics` only:
-        # Ray's collection costs 7-16% of the reserves per second here, more under overload
-        # (docs/performance.md).
+        # the service's measurements were made without them (docs/performance.md).
         METRICS_COLLECTION: "1" if metrics else "0",
         # Serve's controller reconciles every 0.1 s by default, ~4% of a core on an idle service here; a
         # fixed set of replicas needs no such haste (their health checks run every 10 s anyway).
