@@ -1,5 +1,5 @@
 """ruff and mypy run inside the test command, so CI fails on what they find (the package is typed
-strictly; tests and benchmarks are linted)."""
+strictly; tests and benchmarks are linted); and what a benchmark applies to the code still applies."""
 
 import subprocess
 import sys
@@ -32,5 +32,14 @@ def test_ruff_format_leaves_the_code_as_it_is() -> None:
 def test_mypy_finds_nothing_in_the_package() -> None:
     checked = subprocess.run(
         [sys.executable, "-m", "mypy", "capacity_service"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_holds_benchmark_can_still_take_the_hold_machinery_out() -> None:
+    """benchmarks/holds.py measures holds against this code with ``holds_off.patch`` applied: a change to
+    the lines it takes out must come with a new patch, or the benchmark stops working."""
+    checked = subprocess.run(
+        ["git", "apply", "--check", "benchmarks/holds_off.patch"], cwd=ROOT, capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
