@@ -33,7 +33,8 @@ class BatchedCounts:
 
     A histogram is exported as Prometheus reads one: cumulative ``<name>_bucket{le=...}``, ``<name>_sum``
     and ``<name>_count`` series (Ray counters, since a Ray histogram takes one observation per call), so
-    ``histogram_quantile`` works on it as on any histogram."""
+    ``histogram_quantile`` works on it as on any histogram. Called from one thread: the event loop's.
+    Counts of the last second are lost if the process ends before its flush."""
 
     def __init__(self, counter: CounterFactory = _ray.counter) -> None:
         self._make_counter = counter
