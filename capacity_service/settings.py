@@ -150,7 +150,7 @@ class HttpSettings(_Settings):
     max_body_bytes: int = Field(default=16 * 1024, ge=256)
     # Requests one replica answers at once; more are refused (429 overloaded) at once, so that accepted
     # requests do not queue past the 100 ms target (chosen with benchmarks/ramp.py: docs/performance.md).
-    max_requests_in_flight: int = Field(default=64, ge=1)
+    max_requests_in_flight: int = Field(default=48, ge=1)
     # Without keys the API answers loopback clients only (403 to others), whatever address it listens
     # on; True opens it to every client without keys (a trusted network, on purpose).
     allow_remote_without_keys: bool = False
