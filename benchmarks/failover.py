@@ -32,7 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import command_line, exit_cleanly_on_sigterm, summarize, write_results
 from capacity_service.client import CapacityClient
 from capacity_service.runtime.local import POOL_RESOURCES, local_cluster
-from capacity_service.settings import HostingSettings, ServiceSettings, SqlJournalSettings, WarehouseSettings
+from capacity_service.settings import (
+    HostingMode,
+    HostingSettings,
+    ServiceSettings,
+    SqlJournalSettings,
+    WarehouseSettings,
+)
 from tests.support.multinode import (
     ReserveStream,
     check_journal,
@@ -43,11 +49,11 @@ from tests.support.multinode import (
 CAPACITY = 1_000_000
 
 
-def settings_for(journal: SqlJournalSettings, mode: str, shards: int) -> ServiceSettings:
+def settings_for(journal: SqlJournalSettings, mode: HostingMode, shards: int) -> ServiceSettings:
     return ServiceSettings(
         journal=journal,
         hosting=HostingSettings(
-            mode=mode,  # type: ignore[arg-type]
+            mode=mode,
             shards=shards,
             namespace=f"bench-{uuid.uuid4().hex[:8]}",
             actor_resources=POOL_RESOURCES,
@@ -58,7 +64,9 @@ def settings_for(journal: SqlJournalSettings, mode: str, shards: int) -> Service
     )
 
 
-def failover(journal: SqlJournalSettings, mode: str, pools_count: int, shards: int, repeats: int) -> dict[str, Any]:
+def failover(
+    journal: SqlJournalSettings, mode: HostingMode, pools_count: int, shards: int, repeats: int
+) -> dict[str, Any]:
     settings = settings_for(journal, mode, shards)
     samples: list[float] = []
     detected: list[float] = []
@@ -142,9 +150,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-failover-") as tmp:
         if "failover" in parts:
             print("failover: kill the worker hosting the most pools under a stream of reserves")
+            runs: tuple[tuple[HostingMode, int, int], ...] = (("actor_per_pool", 20, 1), ("sharded", 100, 6))
             results["failover"] = [
                 failover(SqlJournalSettings(url=f"sqlite:///{tmp}/{mode}.db"), mode, pools, shards, args.repeats)
-                for mode, pools, shards in (("actor_per_pool", 20, 1), ("sharded", 100, 6))
+                for mode, pools, shards in runs
             ]
         if "cold_start" in parts:
             print("cold start: 100 registered pools, a new cluster, one watchdog sweep")

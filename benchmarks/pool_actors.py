@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -33,6 +33,7 @@ from capacity_service.runtime.actor_api import PoolApi, call
 from capacity_service.runtime.router import actor_name
 from capacity_service.settings import (
     CassandraJournalSettings,
+    HostingMode,
     HostingSettings,
     ServiceSettings,
     SqlJournalSettings,
@@ -91,7 +92,7 @@ async def make_pools(client: AsyncCapacityClient, count: int, capacity: int) -> 
 
 
 def settings_for(
-    journal: SqlJournalSettings | CassandraJournalSettings, mode: str, shards: int, group_commit: bool = True
+    journal: SqlJournalSettings | CassandraJournalSettings, mode: HostingMode, shards: int, group_commit: bool = True
 ) -> ServiceSettings:
     return ServiceSettings(
         journal=journal,
@@ -144,7 +145,7 @@ async def channel_vs_ray(journal: Any, seconds: float, say: Any) -> list[dict[st
     return rows
 
 
-async def spread(journal: Any, seconds: float, mode: str, say: Any) -> dict[str, Any]:
+async def spread(journal: Any, seconds: float, mode: HostingMode, say: Any) -> dict[str, Any]:
     settings = settings_for(journal, mode, 8)
     client = AsyncCapacityClient(settings)
     t0 = time.perf_counter()
@@ -163,7 +164,9 @@ async def spread(journal: Any, seconds: float, mode: str, say: Any) -> dict[str,
     return r
 
 
-async def memory_and_cold_start(journal: Any, mode: str, pools_count: int, shards: int, say: Any) -> dict[str, Any]:
+async def memory_and_cold_start(
+    journal: Any, mode: HostingMode, pools_count: int, shards: int, say: Any
+) -> dict[str, Any]:
     settings = settings_for(journal, mode, shards)
     settings = settings.model_copy(update={"hosting": settings.hosting.model_copy(update={"watchdog_concurrency": 8})})
     client = AsyncCapacityClient(settings)
@@ -177,7 +180,7 @@ async def memory_and_cold_start(journal: Any, mode: str, pools_count: int, shard
     for name in names:
         handle = _ray.lookup_actor(name, settings.hosting.namespace)
         assert handle is not None
-        pids.append(int((await _ray.ask(handle, call(PoolApi.describe), 60))["pid"]))
+        pids.append(cast(int, (await _ray.ask(handle, call(PoolApi.describe), 60))["pid"]))
     total_pss = sum(pss_mb(pid) for pid in pids)
     say(
         f"  {mode}: {pools_count} pools on {len(names)} actors: PSS {total_pss:.0f} MB = "
@@ -250,7 +253,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    say = lambda line: print(line, flush=True)  # noqa: E731
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
     results: dict[str, Any] = {"journals": {}}
     for kind in args.journals.split(","):
         with journal_for(kind) as journal:

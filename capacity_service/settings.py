@@ -108,6 +108,9 @@ class WriteSideSettings(_Settings):
     max_queued_per_pool: int = Field(default=512, ge=1)
 
 
+HostingMode = Literal["actor_per_pool", "sharded"]
+
+
 class HostingSettings(_Settings):
     """Where pools live in the Ray cluster.
 
@@ -119,7 +122,7 @@ class HostingSettings(_Settings):
     CPU to start), for deployments with few, heavy pools.
     """
 
-    mode: Literal["actor_per_pool", "sharded"] = "sharded"
+    mode: HostingMode = "sharded"
     shards: int | None = Field(default=None, ge=1)
     namespace: str = Field(default=DEFAULT_NAMESPACE, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Custom Ray resources a pool actor needs, e.g. {"pool_host": 0.001} to keep pools off the head node.
