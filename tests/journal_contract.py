@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from typing import cast
 
 import pytest
 
@@ -15,6 +16,7 @@ from capacity_service.adapters.journal import (
     NewEvent,
     SequenceConflict,
     SnapshotRecord,
+    StoredEvent,
     WriterFenced,
 )
 
@@ -227,7 +229,8 @@ class JournalContract:
             stream = reader.read(pool_id)
             assert next(stream).seq_nr == 1  # the read is open, mid-way
             assert journal.append(pool_id, self.long_stream, epoch, events("x")) == self.long_stream + 1
-            stream.close()
+            # The port promises an Iterator; every adapter's read is a generator, which can be closed.
+            cast(Generator[StoredEvent, None, None], stream).close()
         finally:
             reader.close()
 

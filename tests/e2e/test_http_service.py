@@ -12,10 +12,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -54,7 +54,8 @@ class Service:
     def undeploy(self) -> None:
         from ray import serve
 
-        serve.shutdown()
+        shutdown: Callable[[], None] = serve.shutdown  # Ray leaves it unannotated
+        shutdown()
         kill_namespace(self.namespace)
 
 
@@ -228,13 +229,14 @@ def test_a_killed_cache_replica_comes_back_complete(http: httpx.Client, service:
     handle = _ray.lookup_actor(name, service.namespace)
     assert handle is not None
     pid = asyncio.run(_ray.ask(handle, call(CacheApi.status), 10))["pid"]
+    assert isinstance(pid, int)  # status() is typed as a dict of objects
     os.kill(pid, signal.SIGKILL)
     # Serve replicas answer from their mirror meanwhile; the replica itself must come back complete.
     assert availability(http, zone) == dict.fromkeys(pools, 4)
 
     def replica_back_complete() -> bool:
         status = asyncio.run(_ray.ask(handle, call(CacheApi.status), 10))
-        return bool(status["pid"] != pid and status["ready"] and status["pools"] >= len(pools))
+        return bool(status["pid"] != pid and status["ready"] and cast(int, status["pools"]) >= len(pools))
 
     wait_until(replica_back_complete, 30, "replica back with every pool")
     found = asyncio.run(_ray.ask(handle, call(CacheApi.query, zone, None, None, 1), 10))

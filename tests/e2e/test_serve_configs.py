@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the venv
 
 from capacity_service.runtime.environment import LOCAL_RAY
 from capacity_service.settings import CassandraJournalSettings

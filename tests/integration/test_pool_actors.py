@@ -32,6 +32,7 @@ from capacity_service.runtime.pool_actor import PoolActor
 from capacity_service.runtime.router import actor_name
 from capacity_service.settings import (
     CassandraJournalSettings,
+    HostingMode,
     HostingSettings,
     ServiceSettings,
     SqlJournalSettings,
@@ -346,7 +347,7 @@ def journal_rows(settings: SqlJournalSettings | CassandraJournalSettings) -> dic
 @pytest.mark.parametrize("mode", ["actor_per_pool", "sharded"])
 @pytest.mark.parametrize("store", ["sqlite", "postgres", "cassandra"])
 def test_requests_for_unknown_ids_start_no_actor_and_write_nothing(
-    request: pytest.FixtureRequest, store: str, mode: str, tmp_path: Path
+    request: pytest.FixtureRequest, store: str, mode: HostingMode, tmp_path: Path
 ) -> None:
     """200 requests naming pools that were never configured, or forged reservation ids: every one a
     not-found, and afterwards the same actors run and the journal holds the same rows."""

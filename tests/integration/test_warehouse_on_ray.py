@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import ray
@@ -123,8 +123,8 @@ def assert_exactly_once_eventually(settings: ServiceSettings, timeout: float = 9
 def stream_status(settings: ServiceSettings) -> dict[str, Any]:
     handle = _ray.lookup_actor(stream_name(0), settings.hosting.namespace)
     assert handle is not None, "the pool actors never created the stream actor"
-    status: dict[str, Any] = ray.get(handle.status.remote(), timeout=30)
-    return status
+    # As in _ray.ask_now: ray.get's overloads do not type an actor call's answer.
+    return cast(dict[str, Any], ray.get(handle.status.remote(), timeout=30))
 
 
 @pytest.mark.parametrize("sink_kind", ["parquet", "postgres"])

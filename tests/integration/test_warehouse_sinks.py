@@ -4,11 +4,14 @@ sink's staging + MERGE path run on PostgreSQL 15 (which speaks the same MERGE)."
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import psycopg
 import pytest
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
 
 from capacity_service.adapters.warehouse.redshift import RedshiftSink
 from capacity_service.adapters.warehouse.sql import SqlSink
@@ -44,8 +47,10 @@ class TestRedshiftMergeOnPostgres(WarehouseSinkContract):
     def sink_factory(self, postgres: LocalPostgres) -> SinkFactory:
         table = _table()
         settings = RedshiftSinkSettings(host="unused", table=table, deliveries_table=f"{table}_deliveries")
+        # SQLAlchemy leaves the dialect class's __init__ unannotated; it does make a Dialect.
+        pg_dialect = cast(Callable[[], Dialect], postgresql.dialect)
         return lambda: RedshiftSink(
-            settings, connect=lambda: psycopg.connect(postgres.conninfo), ddl_dialect=postgresql.dialect()
+            settings, connect=lambda: psycopg.connect(postgres.conninfo), ddl_dialect=pg_dialect()
         )
 
 
@@ -55,6 +60,7 @@ def test_postgres_rows_present_beyond_the_cursor_are_not_duplicated(postgres: Lo
     primary key and the batch goes through staging + ON CONFLICT DO NOTHING instead."""
     table = _table()
     with SqlSink(SqlSinkSettings(url=postgres.url, table=table, deliveries_table=f"{table}_deliveries")) as sink:
+        assert isinstance(sink, SqlSink)  # __enter__ returns self
         rows = history("pool-a", 6)
         sink.write(rows[:2])
         with sink.engine.begin() as conn:  # row 3 lands behind the sink's back

@@ -167,7 +167,11 @@ def test_every_actor_implements_every_method_of_its_protocol() -> None:
     from capacity_service.runtime.supervisor import Supervisor
     from capacity_service.runtime.warehouse_stream_actor import WarehouseStreamActor
 
-    pairs = ((PoolActor, PoolApi), (AvailabilityCache, CacheApi), (Supervisor, SupervisorApi))
+    pairs: tuple[tuple[type, type], ...] = (
+        (PoolActor, PoolApi),
+        (AvailabilityCache, CacheApi),
+        (Supervisor, SupervisorApi),
+    )
     pairs += ((WarehouseStreamActor, WarehouseStreamApi),)
     stubs = []
     for actor, protocol in pairs:

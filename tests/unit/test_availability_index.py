@@ -25,7 +25,10 @@ def test_last_writer_wins_by_version() -> None:
 def test_query_by_slot_overlap_and_quantity() -> None:
     index = AvailabilityIndex()
     index.update_all([view("a", 1, hour=8), view("b", 1, remaining=1, hour=10), view("c", 1)])
-    t = lambda h: datetime(2026, 12, 1, h, tzinfo=UTC)  # noqa: E731
+
+    def t(h: int) -> datetime:
+        return datetime(2026, 12, 1, h, tzinfo=UTC)
+
     assert [v.pool_id for v in index.query("north", None, None)] == ["a", "b", "c"]
     assert [v.pool_id for v in index.query("north", t(10), None)] == ["b", "c"]
     assert [v.pool_id for v in index.query("north", None, t(10))] == ["a", "c"]

@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import pytest
 import uvloop
@@ -46,9 +47,10 @@ class Calls:
 
 
 Scenario = Callable[[ChannelServer, ChannelAddress, Calls], Awaitable[None]]
+Runner = Callable[[Coroutine[Any, Any, None]], None]  # asyncio.run or uvloop.run
 
 
-def run_served(scenario: Scenario, run: Callable[[Awaitable[None]], None] = asyncio.run) -> None:
+def run_served(scenario: Scenario, run: Runner = asyncio.run) -> None:
     async def main() -> None:
         calls = Calls()
         server = ChannelServer({"echo": calls.echo, "broken": calls.broken, "hang": calls.hang})
@@ -62,7 +64,7 @@ def run_served(scenario: Scenario, run: Callable[[Awaitable[None]], None] = asyn
 
 
 @pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])  # Serve runs on uvloop
-def test_a_call_returns_the_methods_answer(run: Callable[[Awaitable[None]], None]) -> None:
+def test_a_call_returns_the_methods_answer(run: Runner) -> None:
     async def scenario(server: ChannelServer, address: ChannelAddress, calls: Calls) -> None:
         assert address.node_id == "node-a" and address.path.startswith("\0")  # abstract: no file anywhere
         client = await ChannelClient.connect(address, timeout=1)
@@ -80,7 +82,7 @@ def test_concurrent_calls_each_get_their_own_answer_in_any_order() -> None:
         finished: list[int] = []
 
         async def call(i: int, delay: float) -> object:
-            answer = await client.call(Call("echo", (i, delay)), 5)
+            answer: object = await client.call(Call("echo", (i, delay)), 5)
             finished.append(i)
             return answer
 
@@ -208,7 +210,9 @@ async def dying_server_scenario() -> None:
         path, secret = (await asyncio.to_thread(process.stdout.readline)).split()
         address = ChannelAddress("node-a", "\0" + path, bytes.fromhex(secret), process.pid)
         client = await ChannelClient.connect(address, timeout=5)
-        calls = [asyncio.ensure_future(client.call(Call("hang", ()), 60)) for _ in range(3)]
+        calls: list[asyncio.Future[object]] = [
+            asyncio.ensure_future(client.call(Call("hang", ()), 60)) for _ in range(3)
+        ]
         await asyncio.sleep(0.2)
         assert not any(call.done() for call in calls)
         os.kill(process.pid, signal.SIGKILL)

@@ -16,6 +16,7 @@ import pytest
 
 from capacity_service.adapters.journal import (
     AppendRequest,
+    Journal,
     JournalError,
     JournalUnavailable,
     NewEvent,
@@ -83,7 +84,7 @@ def reserve(pool_id: str = "p", quantity: int = 1) -> Reserve:
     return Reserve(quantity, rid, rid)
 
 
-async def configured_host(journal: InMemoryJournal, capacity: int = 50, **settings: float) -> PoolHost:
+async def configured_host(journal: Journal, capacity: int = 50, **settings: float) -> PoolHost:
     host = PoolHost(journal, WriteSideSettings(**settings))  # type: ignore[arg-type]
     await host.execute("p", ConfigurePool(capacity, "z"))
     return host

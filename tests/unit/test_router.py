@@ -13,7 +13,7 @@ import pytest
 
 from capacity_service.application.pool_host import HostFenced
 from capacity_service.application.pool_writer import CommandOutcome
-from capacity_service.domain import ConfigurePool, PoolView, Release, Reserve, new_reservation_id
+from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Release, Reserve, new_reservation_id
 from capacity_service.domain import PoolNotFound as PoolNotFoundRejection
 from capacity_service.domain import ReservationNotFound as ReservationNotFoundRejection
 from capacity_service.errors import OutcomeUnknown, Overloaded, Unavailable
@@ -39,7 +39,8 @@ class FakeActor:
         self.batches: list[list[str]] = []
         self.in_flight = self.max_in_flight = 0
 
-    async def call(self, name: str, request: Call[Any], **_: Any) -> list[str]:
+    async def call(self, name: str, request: Call[Any], deadline: float | None = None, sent: bool = False) -> Any:
+        # Typed as PoolRouter._call_actor, which it replaces; its answers are the pools' ids (strings).
         assert request.method == "execute_many"
         (commands,) = request.args
         pools = [pool_id for pool_id, *_ in commands]
@@ -77,7 +78,7 @@ class FakeCalls(ActorCalls):
     def lookup_actor(self, name: str, namespace: str) -> Any:
         return self._lookup(name, namespace)
 
-    def ensure_actor(self, *args: Any) -> Any:  # type: ignore[override]
+    def ensure_actor(self, *args: Any) -> Any:
         return self._ensure(*args)
 
     def current_node_id(self) -> str:
@@ -90,6 +91,12 @@ def router_with(actor: FakeActor) -> PoolRouter:
     return router
 
 
+async def answer_of(router: PoolRouter, pool_id: str, command: PoolCommand) -> object:
+    """``router.execute``'s answer, typed as what it is here: the fake actors answer with strings, where
+    ``execute`` is typed to return a CommandOutcome or a CapacityError."""
+    return await router.execute(pool_id, command)
+
+
 def reserve(pool_id: str) -> Reserve:
     rid = new_reservation_id(pool_id)
     return Reserve(1, rid, rid)
@@ -100,7 +107,7 @@ def test_commands_to_one_actor_go_in_batches_one_call_at_a_time() -> None:
         actor = FakeActor()
         router = router_with(actor)
         pools = [f"p{i}" for i in range(100)]
-        answers = await asyncio.gather(*(router.execute(p, reserve(p)) for p in pools))
+        answers = await asyncio.gather(*(answer_of(router, p, reserve(p)) for p in pools))
         assert answers == pools  # each caller gets its own command's answer
         assert actor.max_in_flight == 1
         assert len(actor.batches) <= 3 and sorted(p for batch in actor.batches for p in batch) == sorted(pools)
@@ -112,10 +119,10 @@ def test_a_slow_call_does_not_hold_back_the_other_pools() -> None:
     async def scenario() -> None:
         actor = FakeActor(slow_pool="recovering")
         router = router_with(actor)
-        stuck = asyncio.ensure_future(router.execute("recovering", reserve("recovering")))
+        stuck = asyncio.ensure_future(answer_of(router, "recovering", reserve("recovering")))
         await asyncio.sleep(0.01)
         # The call for the recovering pool is still under way; the other pools' commands go meanwhile.
-        others = await asyncio.wait_for(asyncio.gather(*(router.execute(p, reserve(p)) for p in ["a", "b"])), 2)
+        others = await asyncio.wait_for(asyncio.gather(*(answer_of(router, p, reserve(p)) for p in ["a", "b"])), 2)
         assert others == ["a", "b"] and not stuck.done()
         actor.gate.set()
         assert await stuck == "recovering"
@@ -130,7 +137,7 @@ def test_while_an_actor_is_down_at_most_four_calls_are_outstanding() -> None:
         router = router_with(actor)
         waiting = []
         for i in range(20):  # commands keep arriving during the outage, each after the last call went slow
-            waiting.append(asyncio.ensure_future(router.execute(f"p{i}", reserve(f"p{i}"))))
+            waiting.append(asyncio.ensure_future(answer_of(router, f"p{i}", reserve(f"p{i}"))))
             await asyncio.sleep(0.06)
         assert actor.in_flight == 4
         actor.gate.set()
@@ -180,7 +187,7 @@ def test_a_burst_of_first_commands_to_a_fresh_actor_all_go_over_its_channel(monk
         # lookup's handle supersedes the last.
         calls = []
         for pool_id in pools:  # arriving one after another, as requests do
-            calls.append(asyncio.ensure_future(router.execute(pool_id, reserve(pool_id))))
+            calls.append(asyncio.ensure_future(answer_of(router, pool_id, reserve(pool_id))))
             await asyncio.sleep(0.02)
         answers = await asyncio.wait_for(asyncio.gather(*calls), 3)
         assert answers == pools
@@ -208,8 +215,8 @@ def test_an_actor_on_another_node_is_called_through_ray(monkeypatch: pytest.Monk
             ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, call_timeout_s=5)),
             calls=FakeCalls(ask_with=ask, ensure=fake.ensure_actor),
         )
-        assert await router.execute("p1", reserve("p1")) == "p1"
-        assert await router.execute("p2", reserve("p2")) == "p2"
+        assert await answer_of(router, "p1", reserve("p1")) == "p1"
+        assert await answer_of(router, "p2", reserve("p2")) == "p2"
         assert ray_calls == ["execute_many", "execute_many"] and fake.opened == 1 and server.calls == 0
         await server.close()
 
@@ -261,11 +268,11 @@ def test_after_a_failed_connect_calls_go_through_ray_and_the_channel_is_tried_ag
             ServiceSettings(hosting=HostingSettings(mode="sharded", shards=1, call_timeout_s=5)),
             calls=FakeCalls(ask_with=ask),
         )
-        assert await router.execute("p1", reserve("p1")) == "p1"
-        assert await router.execute("p2", reserve("p2")) == "p2"
+        assert await answer_of(router, "p1", reserve("p1")) == "p1"
+        assert await answer_of(router, "p2", reserve("p2")) == "p2"
         assert ray_calls == ["execute_many", "execute_many"] and server.calls == 0
         await asyncio.sleep(0.3)
-        assert await router.execute("p3", reserve("p3")) == "p3"
+        assert await answer_of(router, "p3", reserve("p3")) == "p3"
         assert len(ray_calls) == 2 and server.calls == 1
         await router.aclose()
         await server.close()
@@ -303,7 +310,7 @@ def test_a_batch_on_an_open_channel_that_gets_no_answer_costs_one_call_timeout(
 
         server = ChannelServer({"execute_many": execute_many})
         router = channel_router([server], timeout=1.0)
-        assert await router.execute("p1", reserve("p1")) == "p1"  # the channel is open now
+        assert await answer_of(router, "p1", reserve("p1")) == "p1"  # the channel is open now
         hung.set()
         started = time.monotonic()
         # The actor got the batch and said nothing: it may have decided it just before the deadline.
@@ -333,10 +340,10 @@ def test_a_fenced_answer_on_an_open_channel_sends_the_batch_to_the_new_incarnati
         old = ChannelServer({"execute_many": old_execute_many})
         new = ChannelServer({"execute_many": new_execute_many})
         router = channel_router([old, new], timeout=5.0)
-        assert await router.execute("p1", reserve("p1")) == "old:p1"
+        assert await answer_of(router, "p1", reserve("p1")) == "old:p1"
         zombie.set()
-        assert await router.execute("p2", reserve("p2")) == "new:p2"
-        assert await router.execute("p3", reserve("p3")) == "new:p3"
+        assert await answer_of(router, "p2", reserve("p2")) == "new:p2"
+        assert await answer_of(router, "p3", reserve("p3")) == "new:p3"
         assert (old.calls, new.calls) == (2, 2)
         await router.aclose()
         await old.close()
@@ -356,7 +363,7 @@ def test_a_batch_retrying_after_its_channel_failed_fast_does_not_hold_back_the_n
 
         server = ChannelServer({"execute_many": execute_many})
         router = channel_router([server, None], timeout=1.0)  # the new incarnation never comes up
-        assert await router.execute("p0", reserve("p0")) == "p0"  # the channel is open now
+        assert await answer_of(router, "p0", reserve("p0")) == "p0"  # the channel is open now
         fenced.set()
         first = asyncio.ensure_future(router.execute("p1", reserve("p1")))
         await asyncio.sleep(0.3)  # p1's channel answered "fenced" at once; its retry waits for the actor
@@ -428,7 +435,7 @@ def test_requests_for_unknown_pools_start_no_actor(monkeypatch: pytest.MonkeyPat
         )
         calls: list[str] = []
 
-        async def call_actor(name: str, request: Call[Any], deadline: float | None = None) -> Any:
+        async def call_actor(name: str, request: Call[Any], deadline: float | None = None, sent: bool = False) -> Any:
             calls.append(name)
             return ["sent"]
 
@@ -443,8 +450,8 @@ def test_requests_for_unknown_pools_start_no_actor(monkeypatch: pytest.MonkeyPat
         assert isinstance(view, PoolView) and not view.exists
         assert await router.reservation("ghost", forged) is None
         assert calls == [] and created == []
-        assert await router.execute("ghost", ConfigurePool(1, "z")) == "sent"
-        assert await router.execute("real", reserve("real")) == "sent"
+        assert await answer_of(router, "ghost", ConfigurePool(1, "z")) == "sent"
+        assert await answer_of(router, "real", reserve("real")) == "sent"
         assert calls == ["pool:ghost", "pool:real"]
 
     asyncio.run(scenario())
@@ -458,13 +465,13 @@ def test_commands_in_flight_over_the_bound_are_refused_at_once() -> None:
             calls=FakeCalls(),
         )
         router._call_actor = actor.call  # type: ignore[method-assign]
-        waiting = [asyncio.ensure_future(router.execute(f"p{i}", reserve(f"p{i}"))) for i in range(3)]
+        waiting = [asyncio.ensure_future(answer_of(router, f"p{i}", reserve(f"p{i}"))) for i in range(3)]
         await asyncio.sleep(0.05)
         refused = await asyncio.wait_for(router.execute("p9", reserve("p9")), 0.5)
         assert isinstance(refused, Overloaded) and "p9" not in [p for batch in actor.batches for p in batch]
         actor.gate.set()
         assert await asyncio.gather(*waiting) == ["p0", "p1", "p2"]
-        assert await router.execute("p9", reserve("p9")) == "p9"  # room again
+        assert await answer_of(router, "p9", reserve("p9")) == "p9"  # room again
 
     asyncio.run(scenario())
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from capacity_service.errors import SettingsMismatch
-from capacity_service.runtime import service
+from capacity_service.runtime import _ray, service
 from capacity_service.settings import (
     CassandraJournalSettings,
     HostingSettings,
@@ -19,7 +19,7 @@ from capacity_service.settings import (
 @pytest.fixture
 def cluster_cpus(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
     cpus = {"count": 6.0}
-    monkeypatch.setattr(service._ray, "pool_host_cpus", lambda resources: cpus["count"])
+    monkeypatch.setattr(_ray, "pool_host_cpus", lambda resources: cpus["count"])
     return cpus
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -29,6 +30,9 @@ from capacity_service.domain import (
 )
 from capacity_service.domain.values import pickled_by_fields
 from capacity_service.runtime._ray import plain
+
+# Ray's vendored cloudpickle is unannotated; this is its dumps, typed.
+cloudpickle_dumps: Callable[[object], bytes] = cloudpickle.dumps
 
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 VIEW = PoolView("north:0800", True, "north", NOW, None, 20, 3, 17, 9)
@@ -63,7 +67,7 @@ def test_a_plain_value_reaches_every_receiver_as_itself() -> None:
     batch = [VIEW, VALUES[-1]]
     sent = plain(batch)
     # Ray pickles an argument once per call: two receivers of one ``plain`` value get it whole.
-    assert [pickle.loads(cloudpickle.dumps(sent)) for _ in range(2)] == [batch, batch]
+    assert [pickle.loads(cloudpickle_dumps(sent)) for _ in range(2)] == [batch, batch]
 
 
 def test_only_a_class_set_wholly_by_init_is_pickled_by_fields() -> None:
