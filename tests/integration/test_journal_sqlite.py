@@ -33,7 +33,6 @@ def test_append_many_now_writes_at_once_unless_another_writer_holds_the_file(tmp
     process: the file lock; or another thread of this one) it declines and writes nothing."""
     settings = SqlJournalSettings(url=f"sqlite:///{tmp_path / 'journal.db'}")
     with SqlJournal(settings) as journal, SqlJournal(settings) as other:
-        assert isinstance(journal, SqlJournal) and isinstance(other, SqlJournal)  # __enter__ returns self
         epoch = journal.claim_epoch("p")
         assert journal.append_many_now([AppendRequest("p", 0, epoch, events("a"))]) == [1]
         with other._write_lock:  # white box: the turn a writing process holds

@@ -13,16 +13,16 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
-import ray
 
 from capacity_service.adapters.journal import Journal, open_journal
 from capacity_service.adapters.warehouse import open_sink
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.runtime import _ray
 from capacity_service.runtime._ray import kill_namespace
+from capacity_service.runtime.actor_api import WarehouseStreamApi, call
 from capacity_service.runtime.names import stream_name
 from capacity_service.settings import (
     HostingSettings,
@@ -123,8 +123,8 @@ def assert_exactly_once_eventually(settings: ServiceSettings, timeout: float = 9
 def stream_status(settings: ServiceSettings) -> dict[str, Any]:
     handle = _ray.lookup_actor(stream_name(0), settings.hosting.namespace)
     assert handle is not None, "the pool actors never created the stream actor"
-    # As in _ray.ask_now: ray.get's overloads do not type an actor call's answer.
-    return cast(dict[str, Any], ray.get(handle.status.remote(), timeout=30))
+    status: dict[str, Any] = _ray.ask_now(handle, call(WarehouseStreamApi.status), 30)
+    return status
 
 
 @pytest.mark.parametrize("sink_kind", ["parquet", "postgres"])

@@ -157,7 +157,6 @@ def test_files_written_before_events_had_parts_read_as_part_zero_and_compact(tmp
         pq.write_table(rows_to_table([row], old_columns), root / "event_date=2026-12-01" / f"stream-0-old{n}.parquet")
     settings = ParquetSinkSettings(path=str(root), compact_min_files=2)
     with ParquetSink(settings) as sink:
-        assert isinstance(sink, ParquetSink)  # __enter__ returns self
         assert sorted(sink.rows(), key=lambda r: r.seq_nr) == rows
         assert sink.compact() == 3
         assert sorted(sink.rows(), key=lambda r: r.seq_nr) == rows

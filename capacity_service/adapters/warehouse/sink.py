@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Self
 
 from capacity_service.adapters.warehouse.rows import Delivery, WarehouseRow
 
@@ -39,7 +40,7 @@ class WarehouseSink(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
-    def __enter__(self) -> WarehouseSink:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
