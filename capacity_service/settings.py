@@ -136,6 +136,10 @@ class HostingSettings(_Settings):
     # Commands one process (an HTTP replica, a Python client) has sent to pools and not had answered yet;
     # more are refused (429 overloaded).
     max_commands_in_flight: int = Field(default=4096, ge=1)
+    # Batches of commands one process has under way to one pool actor at once. None: one on a SQL journal
+    # (batches then grow with the load and share a transaction), eight on Cassandra (each pool's append is
+    # its own Paxos round; see runtime/router.batches_in_flight).
+    batches_in_flight_per_actor: int | None = Field(default=None, ge=1, le=64)
     # Commands to a pool actor on the caller's own node go over a Unix socket the actor serves (Linux),
     # not Ray's RPC: a fraction of its latency. Off: every call goes through Ray.
     same_node_channel: bool = True

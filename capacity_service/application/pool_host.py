@@ -18,6 +18,7 @@ host stop serving: this process is a zombie.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import logging
@@ -634,7 +635,9 @@ class _Claims:
 
 class _Committer:
     """Group commit across pools: appends that arrive while one ``append_many`` runs go together in the
-    next. Per pool there is at most one append in flight (its drain loop waits), so order is kept."""
+    next. A journal whose pools share nothing (``append_soon``) takes each append at once instead, so no
+    pool's append waits for another's. Per pool there is at most one append in flight (its drain loop
+    waits), so order is kept."""
 
     def __init__(self, journal: Journal, metrics: HostMetrics) -> None:
         self._journal = journal
@@ -644,12 +647,30 @@ class _Committer:
         self._task: asyncio.Task[None] | None = None
 
     async def commit(self, request: AppendRequest) -> int | JournalError:
+        started = self._journal.append_soon(request)
+        if started is not None:  # a store whose pools share nothing: each append on its own, at once
+            return await self._settle_alone(request, started)
         answer: asyncio.Future[int | JournalError] = asyncio.get_running_loop().create_future()
         self._waiting.append((request, answer))
         if not self._running:
             self._running = True
             self._task = asyncio.ensure_future(self._run())
         return await answer
+
+    async def _settle_alone(
+        self, request: AppendRequest, started: concurrent.futures.Future[int]
+    ) -> int | JournalError:
+        began = time.perf_counter()
+        result: int | JournalError
+        try:
+            result = await asyncio.wrap_future(started)
+        except JournalError as exc:
+            result = exc
+        except Exception as exc:  # a bug must not pass for a refusal: the outcome is unknown
+            log.exception("append of pool %s failed unexpectedly", request.pool_id)
+            result = JournalUnavailable(f"{type(exc).__name__}: {exc}")
+        self._metrics.appended(time.perf_counter() - began, 1, int(isinstance(result, JournalError)))
+        return result
 
     async def _run(self) -> None:
         try:

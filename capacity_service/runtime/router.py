@@ -23,20 +23,17 @@ from capacity_service.runtime.actor_api import SAME_NODE_METHODS, Call, PoolApi,
 from capacity_service.runtime.channel import ChannelClient, ChannelGone
 from capacity_service.runtime.names import pool_actor_name, shard_name, shard_of
 from capacity_service.runtime.pool_actor import PoolActor
-from capacity_service.settings import ServiceSettings
+from capacity_service.settings import CassandraJournalSettings, ServiceSettings
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
-# One call per actor at a time: what waits meanwhile goes in the next call, so batches grow with the load
-# (2 and 4 at a time were slower, spread and hot). A call slower than _SLOW_CALL_S (a pool
-# recovering, a big snapshot being encoded) stops counting as in flight, so that it does not hold back
-# the commands for the actor's other pools.
-_MAX_BATCHES_IN_FLIGHT = 1
+# A call slower than _SLOW_CALL_S (a pool recovering, a big snapshot being encoded) stops counting as in
+# flight, so that it does not hold back the commands for the actor's other pools.
 _SLOW_CALL_S = 0.05
-# Slow calls included: while an actor is down every call is slow (it retries until the call timeout), and
-# this bounds how many retry at once.
-_MAX_CALLS_PER_ACTOR = 4
+# Slow calls beyond the batches in flight: while an actor is down every call is slow (it retries until the
+# call timeout), and this bounds how many retry at once.
+_MAX_SLOW_CALLS_PER_ACTOR = 3
 _MAX_COMMANDS_PER_CALL = 512
 _MAX_PARALLEL_PULLS = 16
 _EXECUTE_MANY = PoolApi.execute_many.__name__
@@ -67,6 +64,17 @@ def shard_names(settings: ServiceSettings) -> list[str]:
     if settings.hosting.mode != "sharded":
         return []
     return [shard_name(k) for k in range(_shard_count(settings))]
+
+
+def batches_in_flight(settings: ServiceSettings) -> int:
+    """Calls to one actor under way at once. On a SQL journal one: what waits meanwhile goes in the next
+    call, so batches grow with the load and the pool writes them in one transaction. On Cassandra, where
+    each pool's append is its own Paxos round, several: a command then does not wait for the round of
+    another pool's batch before it is even sent."""
+    explicit = settings.hosting.batches_in_flight_per_actor
+    if explicit is not None:
+        return explicit
+    return 8 if isinstance(settings.journal, CassandraJournalSettings) else 1
 
 
 def _shard_count(settings: ServiceSettings) -> int:
@@ -111,6 +119,7 @@ class PoolRouter:
         self._outboxes: dict[str, _Outbox] = {}
         self._senders: set[asyncio.Task[None]] = set()
         self._commands_in_flight = 0
+        self._batches_in_flight = batches_in_flight(settings)
 
     async def execute(
         self, pool_id: str, command: PoolCommand, deadline: float | None = None
@@ -156,7 +165,8 @@ class PoolRouter:
             self._commands_in_flight -= 1
 
     def _start_sender(self, name: str, outbox: _Outbox) -> None:
-        if outbox.waiting and outbox.in_flight < _MAX_BATCHES_IN_FLIGHT and outbox.calls < _MAX_CALLS_PER_ACTOR:
+        batches = self._batches_in_flight
+        if outbox.waiting and outbox.in_flight < batches and outbox.calls < batches + _MAX_SLOW_CALLS_PER_ACTOR:
             outbox.in_flight += 1
             task = asyncio.ensure_future(self._send(name, outbox))
             self._senders.add(task)

@@ -2,6 +2,7 @@ import uuid
 
 import pytest
 
+from capacity_service.adapters.journal import WriterFenced
 from capacity_service.adapters.journal.cassandra import CassandraJournal
 from capacity_service.settings import CassandraJournalSettings
 from tests.journal_contract import JournalContract, JournalFactory, events, payloads
@@ -28,20 +29,58 @@ def test_without_lwt_fencing_appends_and_reads_back(cassandra_settings: Cassandr
         assert pool_id in set(journal.pool_ids())
 
 
-def test_leftover_rows_beyond_the_head_are_invisible_and_overwritten(
+def small_partitions(settings: CassandraJournalSettings) -> CassandraJournalSettings:
+    return settings.model_copy(update={"partition_size": 100})
+
+
+def test_a_move_left_after_its_seal_is_finished_by_the_writers_next_append(
     cassandra_settings: CassandraJournalSettings,
 ) -> None:
-    """A writer that wrote its rows but died before committing the head leaves rows beyond the head.
-    Readers must not see them, and the next writer must be able to write those seq_nrs."""
+    """A writer whose move to the next partition stopped after the seal (an unknown outcome) appends on
+    where it stood; readers meanwhile see the stream as it was."""
     pool_id = f"pool-{uuid.uuid4().hex[:12]}"
-    with CassandraJournal(cassandra_settings) as journal:
-        crashed_epoch = journal.claim_epoch(pool_id)
-        journal.append(pool_id, 0, crashed_epoch, events("a"))
-        # Step 1 of an append (rows) without step 2 (head), as a crash between them would leave it.
-        journal._write_rows_fenced(
-            pool_id, 1, crashed_epoch, [(pool_id, 0, 2, "TestEvent", 1, b"uncommitted", crashed_epoch, None)]
-        )
-        assert payloads(journal, pool_id) == ["a"]
-        new_epoch = journal.claim_epoch(pool_id)
-        assert journal.append(pool_id, 1, new_epoch, events("b")) == 2
-        assert payloads(journal, pool_id) == ["a", "b"]
+    with CassandraJournal(small_partitions(cassandra_settings)) as journal:
+        epoch = journal.claim_epoch(pool_id)
+        journal.append(pool_id, 0, epoch, events(*(f"a{i}" for i in range(100))))
+        journal._session.execute(journal._seal, (pool_id, 0, epoch, 100))  # step 1 of the move alone
+        with CassandraJournal(small_partitions(cassandra_settings)) as reader:
+            assert reader.highest_seq_nr(pool_id) == 100
+        assert journal.append(pool_id, 100, epoch, events("b")) == 101
+        assert payloads(journal, pool_id, 99) == ["a98", "a99", "b"]
+
+
+def test_a_claim_finishes_a_sealed_move_and_fences_the_mover(cassandra_settings: CassandraJournalSettings) -> None:
+    pool_id = f"pool-{uuid.uuid4().hex[:12]}"
+    settings = small_partitions(cassandra_settings)
+    with CassandraJournal(settings) as mover, CassandraJournal(settings) as claimer:
+        old_epoch = mover.claim_epoch(pool_id)
+        mover.append(pool_id, 0, old_epoch, events(*(f"a{i}" for i in range(100))))
+        mover._session.execute(mover._seal, (pool_id, 0, old_epoch, 100))
+        new_epoch = claimer.claim_epoch(pool_id)
+        assert new_epoch == old_epoch + 1
+        with pytest.raises(WriterFenced):
+            mover.append(pool_id, 100, old_epoch, events("zombie"))
+        assert claimer.append(pool_id, 100, new_epoch, events("new")) == 101
+        assert payloads(claimer, pool_id, 100) == ["a99", "new"]
+
+
+def test_a_sealed_partition_takes_no_append_from_the_epoch_that_sealed_it(
+    cassandra_settings: CassandraJournalSettings,
+) -> None:
+    """After a move, the old partition still names the mover's epoch: if its conditional write did not
+    also require it unsealed, a zombie of that epoch could commit there after a newer claim."""
+    pool_id = f"pool-{uuid.uuid4().hex[:12]}"
+    settings = small_partitions(cassandra_settings)
+    with CassandraJournal(settings) as zombie, CassandraJournal(settings) as successor:
+        epoch = zombie.claim_epoch(pool_id)
+        zombie.append(pool_id, 0, epoch, events(*(f"a{i}" for i in range(100))))
+        zombie.append(pool_id, 100, epoch, events("moved"))  # partition 1 is live now
+        newer = successor.claim_epoch(pool_id)
+        sealed = zombie._partition(pool_id, 0, serial=True)
+        assert sealed is not None and sealed.sealed
+        batch = zombie._append_batch(sealed, pool_id, 100, epoch, events("late"))
+        assert not zombie._session.execute(batch).was_applied
+        with pytest.raises(WriterFenced):
+            zombie.append(pool_id, 101, epoch, events("late"))
+        assert successor.append(pool_id, 101, newer, events("new")) == 102
+        assert payloads(successor, pool_id, 100) == ["a99", "moved", "new"]

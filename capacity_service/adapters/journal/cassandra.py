@@ -1,17 +1,22 @@
 """Cassandra journal through cassandra-driver.
 
-Layout as in akka-persistence-cassandra: events partitioned by ``((pool_id, partition_nr), seq_nr)``
-with ``partition_nr = (seq_nr - 1) // partition_size``, so a batch stays in one partition unless it
-crosses a boundary. Plus a head row per stream ``(epoch, seq_nr)``, the single point of truth.
+Layout as in akka-persistence-cassandra: events partitioned by ``(pool_id, partition_nr)`` and clustered
+by ``seq_nr``, so a stream is read partition by partition. What akka keeps nowhere, the stream's head
+``(epoch, head, first_seq_nr, sealed)``, lives in STATIC columns of the pool's live partition: an append
+is one conditional batch on one partition (its rows plus ``head = new IF epoch = mine AND head = expected
+AND sealed = false``), so it costs one Paxos round and commits all or nothing. Rows exist only where a
+batch committed them: nothing beyond the head, nothing to clean up.
 
-Append with fencing (the default), two Paxos rounds:
-  1. insert the event rows, the first one ``IF NOT EXISTS`` (one conditional batch per partition);
-  2. advance the head ``IF epoch = :mine AND seq_nr = :expected``: this commits the whole batch.
-Readers only read rows up to the head, so rows of a failed step 2 are invisible; the next holder of
-the stream deletes such leftovers (conditionally on their writer epoch) before writing over them.
-With ``lwt_fencing`` off both steps are plain writes (one writer per pool is then assumed, as in Akka).
+A partition holds ``partition_size`` events at most. The append that would go beyond moves the stream:
+it seals the live partition (a Paxos round: ``sealed = true IF epoch = mine AND head = expected``), then
+writes its rows into the next partition, created by the same batch ``IF NOT EXISTS`` with the head
+carried over. A claim that finds a sealed partition whose successor does not exist yet creates the
+successor itself, with its new epoch: the mover's batch then finds it and is fenced. ``live_partitions``
+remembers each stream's live partition as a hint (it may lag, never lead: readers walk on past sealed
+partitions). See docs/decisions/0003.
 
-CQL here runs on Cassandra 2.1 through 5.
+With ``lwt_fencing`` off the same statements run without their conditions (one writer per pool is then
+assumed, as in Akka). The CQL here runs on Cassandra 2.1 (protocol v3) through 5.
 """
 
 from __future__ import annotations
@@ -20,21 +25,22 @@ import contextlib
 import logging
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
 
 from cassandra import ConsistencyLevel, DriverException
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, ResponseFuture, Session
 from cassandra.policies import (
     DCAwareRoundRobinPolicy,
     ExponentialReconnectionPolicy,
     RoundRobinPolicy,
     TokenAwarePolicy,
 )
-from cassandra.query import BatchStatement, BatchType, PreparedStatement
+from cassandra.query import BatchStatement, BatchType, SimpleStatement
 
 from capacity_service.adapters.journal.port import (
     AppendRequest,
@@ -51,20 +57,22 @@ from capacity_service.settings import CassandraJournalSettings
 
 # The pool registry is spread over a few partitions so that no single one gets hot.
 _REGISTRY_BUCKETS = 16
-_MAX_ORPHAN_CLEANUPS = 3
 _SNAPSHOT_CHUNK_BYTES = 512 * 1024
+# Claims racing on one pool retry at most this often before giving up (each retry means another claim won).
+_MAX_CLAIM_ATTEMPTS = 50
 log = logging.getLogger(__name__)
 
 
 def _schema(keyspace: str) -> list[str]:
     return [
-        f"""CREATE TABLE IF NOT EXISTS {keyspace}.events (
+        f"""CREATE TABLE IF NOT EXISTS {keyspace}.pool_events (
               pool_id text, partition_nr bigint, seq_nr bigint,
+              epoch bigint static, head bigint static, first_seq_nr bigint static, sealed boolean static,
               event_type text, schema_version int, payload blob, writer_epoch bigint, recorded_at timestamp,
               PRIMARY KEY ((pool_id, partition_nr), seq_nr)
             ) WITH CLUSTERING ORDER BY (seq_nr ASC)""",
-        f"""CREATE TABLE IF NOT EXISTS {keyspace}.stream_heads (
-              pool_id text PRIMARY KEY, epoch bigint, seq_nr bigint)""",
+        f"""CREATE TABLE IF NOT EXISTS {keyspace}.live_partitions (
+              pool_id text PRIMARY KEY, partition_nr bigint)""",
         f"""CREATE TABLE IF NOT EXISTS {keyspace}.snapshots (
               pool_id text, seq_nr bigint, chunk_nr int, chunk_count int, schema_version int, payload blob,
               PRIMARY KEY (pool_id, seq_nr, chunk_nr)
@@ -80,12 +88,42 @@ def _registry_bucket(pool_id: str) -> int:
     return zlib.crc32(pool_id.encode()) % _REGISTRY_BUCKETS
 
 
+@dataclass(frozen=True, slots=True)
+class _Partition:
+    """A partition's static columns: the stream's head while it is live."""
+
+    partition_nr: int
+    epoch: int
+    head: int
+    first_seq_nr: int
+    sealed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """Where a stream stands: ``live`` holds its head; ``pending`` is the partition number a move has
+    sealed ``live`` for, when that successor does not exist yet. None for a stream never claimed."""
+
+    live: _Partition
+    pending: int | None = None
+
+    @property
+    def epoch_and_seq_nr(self) -> tuple[int, int]:
+        return self.live.epoch, self.live.head
+
+
 class CassandraJournal(Journal):
     def __init__(self, settings: CassandraJournalSettings) -> None:
         self._settings = settings
         self._partition_size = settings.partition_size
+        self._fenced = settings.lwt_fencing
         self._cluster = _make_cluster(settings)
         self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="cassandra")
+        # Each stream's live partition as this process last saw it (a stale entry only costs a retry).
+        self._live: dict[str, _Partition] = {}
+        # Streams whose last append had an unknown outcome: their next head read is SERIAL, which
+        # completes (or discards) a Paxos round left in flight.
+        self._in_doubt: set[str] = set()
         with self._translated_errors():
             self._session: Session = self._cluster.connect()
             self._create_schema()
@@ -106,35 +144,50 @@ class CassandraJournal(Journal):
     def _prepare(self) -> None:
         ks = self._settings.keyspace
         prepare = self._session.prepare
-        self._insert_event_if_absent = prepare(
-            f"INSERT INTO {ks}.events (pool_id, partition_nr, seq_nr, event_type, schema_version, payload, "
-            "writer_epoch, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
-        )
+        condition = self._fenced
         self._insert_event = prepare(
-            f"INSERT INTO {ks}.events (pool_id, partition_nr, seq_nr, event_type, schema_version, payload, "
+            f"INSERT INTO {ks}.pool_events (pool_id, partition_nr, seq_nr, event_type, schema_version, payload, "
             "writer_epoch, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )
-        self._delete_orphan = prepare(
-            f"DELETE FROM {ks}.events WHERE pool_id = ? AND partition_nr = ? AND seq_nr = ? IF writer_epoch = ?"
+        self._advance_head = prepare(
+            f"UPDATE {ks}.pool_events SET head = ? WHERE pool_id = ? AND partition_nr = ?"
+            + (" IF epoch = ? AND head = ? AND sealed = false" if condition else "")
+        )
+        self._seal = prepare(
+            f"UPDATE {ks}.pool_events SET sealed = true WHERE pool_id = ? AND partition_nr = ?"
+            + (" IF epoch = ? AND head = ? AND sealed = false" if condition else "")
+        )
+        # Creates a partition (the first, or a move's successor) with the stream's head in it.
+        self._open_partition = prepare(
+            f"INSERT INTO {ks}.pool_events (pool_id, partition_nr, epoch, head, first_seq_nr, sealed) "
+            "VALUES (?, ?, ?, ?, ?, false)" + (" IF NOT EXISTS" if condition else "")
+        )
+        self._bump_epoch = prepare(
+            f"UPDATE {ks}.pool_events SET epoch = ? WHERE pool_id = ? AND partition_nr = ?"
+            + (" IF epoch = ? AND sealed = false" if condition else "")
+        )
+        self._select_partition = prepare(
+            f"SELECT epoch, head, first_seq_nr, sealed FROM {ks}.pool_events "
+            "WHERE pool_id = ? AND partition_nr = ? LIMIT 1"
+        )
+        self._select_partition_serial = prepare(
+            f"SELECT epoch, head, first_seq_nr, sealed FROM {ks}.pool_events "
+            "WHERE pool_id = ? AND partition_nr = ? LIMIT 1"
         )
         self._select_events = prepare(
-            f"SELECT seq_nr, event_type, schema_version, payload, writer_epoch, recorded_at FROM {ks}.events "
+            f"SELECT seq_nr, event_type, schema_version, payload, writer_epoch, recorded_at FROM {ks}.pool_events "
             "WHERE pool_id = ? AND partition_nr = ? AND seq_nr >= ? AND seq_nr <= ?"
         )
-        self._select_head = prepare(f"SELECT epoch, seq_nr FROM {ks}.stream_heads WHERE pool_id = ?")
-        self._create_head = prepare(
-            f"INSERT INTO {ks}.stream_heads (pool_id, epoch, seq_nr) VALUES (?, 1, 0) IF NOT EXISTS"
-        )
-        self._bump_epoch = prepare(f"UPDATE {ks}.stream_heads SET epoch = ? WHERE pool_id = ? IF epoch = ?")
-        self._advance_head = prepare(
-            f"UPDATE {ks}.stream_heads SET seq_nr = ? WHERE pool_id = ? IF epoch = ? AND seq_nr = ?"
-        )
-        self._write_head = prepare(f"UPDATE {ks}.stream_heads SET seq_nr = ?, epoch = ? WHERE pool_id = ?")
+        self._select_live_hint = prepare(f"SELECT partition_nr FROM {ks}.live_partitions WHERE pool_id = ?")
+        self._write_live_hint = prepare(f"INSERT INTO {ks}.live_partitions (pool_id, partition_nr) VALUES (?, ?)")
         self._register = prepare(f"INSERT INTO {ks}.pools (bucket, pool_id) VALUES (?, ?)")
         self._select_registry = prepare(f"SELECT pool_id FROM {ks}.pools WHERE bucket = ?")
         self._mark_dormant = prepare(f"INSERT INTO {ks}.dormant_pools (bucket, pool_id) VALUES (?, ?)")
         self._select_dormant = prepare(f"SELECT pool_id FROM {ks}.dormant_pools WHERE bucket = ?")
-        self._select_all_heads = prepare(f"SELECT pool_id, seq_nr FROM {ks}.stream_heads")
+        self._select_all_heads = SimpleStatement(
+            f"SELECT DISTINCT pool_id, partition_nr, head, sealed FROM {ks}.pool_events",
+            fetch_size=self._settings.fetch_size,
+        )
         self._insert_snapshot_chunk = prepare(
             f"INSERT INTO {ks}.snapshots (pool_id, seq_nr, chunk_nr, chunk_count, schema_version, payload) "
             "VALUES (?, ?, ?, ?, ?, ?)"
@@ -147,35 +200,74 @@ class CassandraJournal(Journal):
             f"DELETE FROM {ks}.snapshots WHERE pool_id = ? AND seq_nr = ? AND chunk_nr = ?"
         )
         serial = ConsistencyLevel.name_to_value[self._settings.serial_consistency]
-        for statement in (self._select_head,):
-            if self._settings.lwt_fencing:
-                statement.consistency_level = serial  # a linearizable read of the head
-        for statement in (
-            self._insert_event_if_absent,
-            self._delete_orphan,
-            self._create_head,
-            self._bump_epoch,
-            self._advance_head,
-        ):
+        # A linearizable read: it completes any Paxos round left in flight before answering.
+        self._select_partition_serial.consistency_level = serial if condition else None
+        for statement in (self._advance_head, self._seal, self._open_partition, self._bump_epoch):
             statement.serial_consistency_level = serial
+
+    # ---------------------------------------------------------------- where a stream stands
+
+    def _partition(self, pool_id: str, partition_nr: int, serial: bool) -> _Partition | None:
+        statement = self._select_partition_serial if serial else self._select_partition
+        row = self._session.execute(statement, (pool_id, partition_nr)).one()
+        if row is None or row.epoch is None:
+            return None
+        return _Partition(partition_nr, int(row.epoch), int(row.head), int(row.first_seq_nr), bool(row.sealed))
+
+    def _resolve(self, pool_id: str, serial: bool = False) -> _Head | None:
+        """The stream's live partition, walking on from the hint past sealed ones. QUORUM reads see every
+        committed round; ``serial`` also settles one left in flight (after an unknown outcome, or a lost race)."""
+        serial = serial or pool_id in self._in_doubt
+        known = self._live.get(pool_id)
+        if known is not None:
+            start = known.partition_nr
+        else:
+            row = self._session.execute(self._select_live_hint, (pool_id,)).one()
+            start = 0 if row is None else int(row.partition_nr)
+        found = self._partition(pool_id, start, serial)
+        if found is None and start > 0:  # a hint is never ahead of the stream, but be safe: from the start
+            start, found = 0, self._partition(pool_id, 0, serial)
+        if found is None:
+            return None
+        while found.sealed:
+            successor = self._partition(pool_id, found.partition_nr + 1, serial)
+            if successor is None:
+                self._in_doubt.discard(pool_id)
+                return _Head(found, pending=found.partition_nr + 1)
+            found = successor
+        self._in_doubt.discard(pool_id)
+        self._live[pool_id] = found
+        return _Head(found)
 
     # ---------------------------------------------------------------- writer epochs and appends
 
     def claim_epoch(self, pool_id: str) -> int:
         with self._translated_errors():
-            if not self._settings.lwt_fencing:
-                head = self._head(pool_id)
-                epoch = 1 if head is None else head[0] + 1
-                self._session.execute(self._write_head, (0 if head is None else head[1], epoch, pool_id))
-                return epoch
-            while True:
-                head = self._head(pool_id)
-                if head is None:
-                    if self._session.execute(self._create_head, (pool_id,)).was_applied:
-                        return 1
-                    continue
-                if self._session.execute(self._bump_epoch, (head[0] + 1, pool_id, head[0])).was_applied:
-                    return head[0] + 1
+            for attempt in range(_MAX_CLAIM_ATTEMPTS):
+                head = self._resolve(pool_id, serial=attempt > 0)
+                values: tuple[Any, ...]
+                if head is None:  # a new stream: its first partition, with epoch 1
+                    statement, values = self._open_partition, (pool_id, 0, 1, 0, 1)
+                    epoch, live = 1, _Partition(0, 1, 0, 1, False)
+                elif head.pending is not None:  # a move sealed the live partition: finish it, with our epoch
+                    epoch = head.live.epoch + 1
+                    statement = self._open_partition
+                    values = (pool_id, head.pending, epoch, head.live.head, head.live.head + 1)
+                    live = _Partition(head.pending, epoch, head.live.head, head.live.head + 1, False)
+                else:
+                    current = head.live
+                    epoch = current.epoch + 1
+                    statement, values = self._bump_epoch, (epoch, pool_id, current.partition_nr, current.epoch)
+                    if not self._fenced:
+                        values = values[:3]
+                    live = _Partition(current.partition_nr, epoch, current.head, current.first_seq_nr, False)
+                if _applied(self._session.execute(statement, values)):
+                    self._live[pool_id] = live
+                    if head is not None and head.pending is not None:
+                        self._session.execute(self._write_live_hint, (pool_id, head.pending))
+                    return epoch
+                self._live.pop(pool_id, None)
+        raise SequenceConflict(pool_id, -1, None)
 
     def claim_epochs(self, pool_ids: Sequence[str]) -> list[int]:
         """Each pool's claim on its own partition, many at once (a cold start claims thousands)."""
@@ -184,129 +276,167 @@ class CassandraJournal(Journal):
     def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
         if not events:
             return expected_seq_nr
-        new_seq_nr = expected_seq_nr + len(events)
-        now = datetime.now(UTC)
-        rows = [
-            (
-                pool_id,
-                self._partition_of(seq_nr),
-                seq_nr,
-                e.event_type,
-                e.schema_version,
-                e.payload,
-                epoch,
-                now,
-            )
-            for seq_nr, e in enumerate(events, start=expected_seq_nr + 1)
-        ]
-        with self._translated_errors():
+        with self._translated_errors(pool_id):
             if expected_seq_nr == 0:
                 # Registered before the first write so that no written pool is ever missing from the
                 # registry; a pool whose first append then fails is listed but has no events.
                 self._session.execute(self._register, (_registry_bucket(pool_id), pool_id))
-            if not self._settings.lwt_fencing:
-                self._write_rows(self._insert_event, rows, conditional=False)
-                self._session.execute(self._write_head, (new_seq_nr, epoch, pool_id))
-                return new_seq_nr
-            self._write_rows_fenced(pool_id, expected_seq_nr, epoch, rows)
-            result = self._session.execute(self._advance_head, (new_seq_nr, pool_id, epoch, expected_seq_nr))
-            if not result.was_applied:
-                current = result.one()
-                self._raise_conflict(pool_id, expected_seq_nr, epoch, _head_of(current))
+            # The cached live partition first; if the write is refused, once more from a SERIAL read.
+            for attempt in range(2):
+                live = self._live.get(pool_id) if attempt == 0 else None
+                if live is None or live.sealed:
+                    head = self._resolve(pool_id, serial=attempt > 0)
+                    if head is None:
+                        break
+                    if head.pending is not None:
+                        if head.live.epoch != epoch or head.live.head != expected_seq_nr:
+                            break
+                        # Our own move sealed the partition and got no further (an unknown outcome): finish it.
+                        return self._append_moving(head.live, pool_id, expected_seq_nr, epoch, events, sealed=True)
+                    live = head.live
+                if self._must_move(live, expected_seq_nr):
+                    return self._append_moving(live, pool_id, expected_seq_nr, epoch, events)
+                batch = self._append_batch(live, pool_id, expected_seq_nr, epoch, events)
+                if _applied(self._session.execute(batch)):
+                    return self._appended(live, pool_id, expected_seq_nr + len(events))
+                self._live.pop(pool_id, None)
+            self._refuse(pool_id, expected_seq_nr, epoch)
+        raise AssertionError("unreachable")
+
+    def append_soon(self, request: AppendRequest) -> Future[int]:
+        """``append`` without a thread per call: the common case (the stream's live partition known, no
+        move due) is one asynchronous request whose callback answers; the rest runs on a worker thread."""
+        pool_id, expected_seq_nr, epoch, events = request
+        live = self._live.get(pool_id)
+        if not events or expected_seq_nr == 0 or live is None or live.sealed or self._must_move(live, expected_seq_nr):
+            return self._executor.submit(self.append, *request)
+        answer: Future[int] = Future()
+        try:
+            response: ResponseFuture = self._session.execute_async(
+                self._append_batch(live, pool_id, expected_seq_nr, epoch, events)
+            )
+        except Exception:
+            return self._executor.submit(self.append, *request)
+
+        def on_result(rows: Any) -> None:
+            if _applied_rows(rows):
+                answer.set_result(self._appended(live, pool_id, expected_seq_nr + len(events)))
+            else:  # refused: which refusal takes reading the head, off the driver's thread
+                self._live.pop(pool_id, None)
+                self._executor.submit(self._settle_refusal, answer, pool_id, expected_seq_nr, epoch)
+
+        def on_error(exc: BaseException) -> None:
+            self._in_doubt.add(pool_id)
+            answer.set_exception(_unavailable(exc))
+
+        response.add_callbacks(on_result, on_error)
+        return answer
+
+    def _settle_refusal(self, answer: Future[int], pool_id: str, expected_seq_nr: int, epoch: int) -> None:
+        try:
+            with self._translated_errors(pool_id):
+                self._refuse(pool_id, expected_seq_nr, epoch)
+        except BaseException as exc:
+            answer.set_exception(exc)
+
+    def _must_move(self, live: _Partition, expected_seq_nr: int) -> bool:
+        return expected_seq_nr - live.first_seq_nr + 1 >= self._partition_size
+
+    def _append_batch(
+        self, live: _Partition, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]
+    ) -> BatchStatement:
+        new_seq_nr = expected_seq_nr + len(events)
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        if self._fenced:
+            batch.serial_consistency_level = self._advance_head.serial_consistency_level
+            batch.add(self._advance_head, (new_seq_nr, pool_id, live.partition_nr, epoch, expected_seq_nr))
+        else:
+            batch.add(self._advance_head, (new_seq_nr, pool_id, live.partition_nr))
+        self._add_rows(batch, pool_id, live.partition_nr, expected_seq_nr, epoch, events)
+        return batch
+
+    def _add_rows(
+        self,
+        batch: BatchStatement,
+        pool_id: str,
+        partition_nr: int,
+        expected_seq_nr: int,
+        epoch: int,
+        events: Sequence[NewEvent],
+    ) -> None:
+        now = datetime.now(UTC)
+        for seq_nr, e in enumerate(events, start=expected_seq_nr + 1):
+            batch.add(
+                self._insert_event,
+                (pool_id, partition_nr, seq_nr, e.event_type, e.schema_version, e.payload, epoch, now),
+            )
+
+    def _append_moving(
+        self,
+        live: _Partition,
+        pool_id: str,
+        expected_seq_nr: int,
+        epoch: int,
+        events: Sequence[NewEvent],
+        sealed: bool = False,
+    ) -> int:
+        """The live partition is full: seal it (unless ``sealed`` already), then write the events into its
+        successor, created by the same conditional batch (two Paxos rounds, once every ``partition_size``
+        events)."""
+        seal_values: tuple[Any, ...] = (pool_id, live.partition_nr)
+        if self._fenced:
+            seal_values += (epoch, expected_seq_nr)
+        if not sealed and not _applied(self._session.execute(self._seal, seal_values)):
+            self._live.pop(pool_id, None)
+            head = self._resolve(pool_id, serial=True)
+            ours = head is not None and head.pending is not None and head.epoch_and_seq_nr == (epoch, expected_seq_nr)
+            if not ours:  # sealed by an earlier try of ours (an unknown outcome): go on; else refused
+                self._refuse(pool_id, expected_seq_nr, epoch)
+        successor = live.partition_nr + 1
+        new_seq_nr = expected_seq_nr + len(events)
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        batch.serial_consistency_level = self._open_partition.serial_consistency_level
+        batch.add(self._open_partition, (pool_id, successor, epoch, new_seq_nr, expected_seq_nr + 1))
+        self._add_rows(batch, pool_id, successor, expected_seq_nr, epoch, events)
+        self._live.pop(pool_id, None)
+        if not _applied(self._session.execute(batch)):
+            self._refuse(pool_id, expected_seq_nr, epoch)  # a claim finished the move first: we are fenced
+        self._session.execute(self._write_live_hint, (pool_id, successor))
+        return self._appended(_Partition(successor, epoch, new_seq_nr, expected_seq_nr + 1, False), pool_id, new_seq_nr)
+
+    def _appended(self, live: _Partition, pool_id: str, new_seq_nr: int) -> int:
+        self._live[pool_id] = _Partition(live.partition_nr, live.epoch, new_seq_nr, live.first_seq_nr, False)
         return new_seq_nr
 
-    def append_many(self, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
-        """Different pools live in different partitions: their appends run concurrently; one pool's
-        appends run in the order given."""
-        if len(appends) <= 1:
-            return super().append_many(appends)
-        by_pool: dict[str, list[int]] = {}
-        for index, request in enumerate(appends):
-            by_pool.setdefault(request.pool_id, []).append(index)
-        results: list[int | JournalError] = [0] * len(appends)
+    def _refuse(self, pool_id: str, expected_seq_nr: int, epoch: int) -> None:
+        """A conditional write was not applied: the head (read linearizably) says why."""
+        head = self._resolve(pool_id, serial=True)
+        raise append_refusal(
+            pool_id, expected_seq_nr, epoch, None if head is None else head.epoch_and_seq_nr
+        ) or SequenceConflict(pool_id, expected_seq_nr, None)
 
-        def append_pools_appends(indexes: list[int]) -> None:
-            answers = super(CassandraJournal, self).append_many([appends[i] for i in indexes])
-            for index, answer in zip(indexes, answers, strict=True):
-                results[index] = answer
-
-        list(self._executor.map(append_pools_appends, by_pool.values()))
-        return results
-
-    def _write_rows_fenced(self, pool_id: str, expected_seq_nr: int, epoch: int, rows: list[tuple[Any, ...]]) -> None:
-        for _attempt in range(_MAX_ORPHAN_CLEANUPS + 1):
-            occupied = self._write_rows(self._insert_event_if_absent, rows, conditional=True)
-            if not occupied:
-                return
-            # Some seq_nrs already hold rows. If the head moved or our epoch is fenced, that is a
-            # conflict; otherwise they are leftovers of an uncommitted append beyond the head.
-            head = self._head(pool_id)
-            if head is None or head[0] != epoch or head[1] != expected_seq_nr:
-                self._raise_conflict(pool_id, expected_seq_nr, epoch, head)
-            for partition_nr, seq_nr, writer_epoch in occupied:
-                if writer_epoch <= epoch:
-                    self._session.execute(self._delete_orphan, (pool_id, partition_nr, seq_nr, writer_epoch))
-        raise SequenceConflict(pool_id, expected_seq_nr, None)
-
-    def _write_rows(
-        self, statement: PreparedStatement, rows: list[tuple[Any, ...]], conditional: bool
-    ) -> list[tuple[int, int, int]]:
-        """Write rows in one batch per partition; returns (partition_nr, seq_nr, writer_epoch) of rows
-        that a conditional batch found already present.
-
-        A conditional batch checks only its first row: committed rows are contiguous from 1 to the head,
-        so if the first seq_nr is free every later one is free of committed rows too (what may sit there
-        is an uncommitted leftover, which we may overwrite). One row read per Paxos round instead of 100.
-        """
-        occupied: list[tuple[int, int, int]] = []
-        for partition_nr, group in groupby(rows, key=lambda row: row[1]):
-            first, *rest = list(group)
-            if not rest:
-                result = self._session.execute(statement, first)
-            else:
-                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-                if conditional:
-                    batch.serial_consistency_level = statement.serial_consistency_level
-                batch.add(statement, first)
-                for row in rest:
-                    batch.add(self._insert_event, row)
-                result = self._session.execute(batch)
-            if conditional and not result.was_applied:
-                existing = result.one()
-                epoch = getattr(existing, "writer_epoch", None)
-                if epoch is None:  # the server did not say what it found: ask
-                    occupied.extend(self._existing_rows(first))
-                else:
-                    occupied.append((partition_nr, first[2], epoch))
-        return occupied
-
-    def _existing_rows(self, row: tuple[Any, ...]) -> list[tuple[int, int, int]]:
-        pool_id, partition_nr, seq_nr = row[0], row[1], row[2]
-        found = self._session.execute(self._select_events, (pool_id, partition_nr, seq_nr, seq_nr))
-        return [(partition_nr, r.seq_nr, r.writer_epoch) for r in found]
-
-    @staticmethod
-    def _raise_conflict(pool_id: str, expected_seq_nr: int, epoch: int, head: tuple[int, int] | None) -> None:
-        """Called when the conditional write failed: the head shows why."""
-        raise append_refusal(pool_id, expected_seq_nr, epoch, head) or SequenceConflict(pool_id, expected_seq_nr, None)
-
-    def _head(self, pool_id: str) -> tuple[int, int] | None:
-        return _head_of(self._session.execute(self._select_head, (pool_id,)).one())
-
-    def _partition_of(self, seq_nr: int) -> int:
-        return (seq_nr - 1) // self._partition_size
+    def _partition_nrs(self, pool_id: str, head: _Head, from_seq_nr: int) -> list[_Partition]:
+        """The partitions holding ``from_seq_nr`` up to the head, oldest first (walking back from the live
+        one through each partition's first seq_nr: usually the live one alone)."""
+        found = [head.live]
+        while found[-1].first_seq_nr > from_seq_nr and found[-1].partition_nr > 0:
+            previous = self._partition(pool_id, found[-1].partition_nr - 1, serial=False)
+            if previous is None:
+                break
+            found.append(previous)
+        return list(reversed(found))
 
     # ---------------------------------------------------------------- reads
 
     def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:
         from_seq_nr = max(1, from_seq_nr)
         with self._translated_errors():
-            head = self._head(pool_id)
-            if head is None or head[1] < from_seq_nr:
+            head = self._resolve(pool_id)
+            if head is None or head.live.head < from_seq_nr:
                 return
-            last = head[1]
-            for partition_nr in range(self._partition_of(from_seq_nr), self._partition_of(last) + 1):
-                statement = self._select_events.bind((pool_id, partition_nr, from_seq_nr, last))
+            last = head.live.head
+            for partition in self._partition_nrs(pool_id, head, from_seq_nr):
+                statement = self._select_events.bind((pool_id, partition.partition_nr, from_seq_nr, last))
                 statement.fetch_size = self._settings.fetch_size
                 for r in self._session.execute(statement):
                     yield StoredEvent(
@@ -331,15 +461,17 @@ class CassandraJournal(Journal):
 
     def highest_seq_nr(self, pool_id: str) -> int:
         with self._translated_errors():
-            head = self._head(pool_id)
-        return 0 if head is None else head[1]
+            head = self._resolve(pool_id)
+        return 0 if head is None else head.live.head
 
     def heads(self) -> dict[str, int]:
-        """One paged scan of the heads table (small: one row per pool), not a read per pool."""
-        statement = self._select_all_heads.bind(())
-        statement.fetch_size = self._settings.fetch_size
+        """One paged scan of the partitions' static columns, not a read per pool."""
+        found: dict[str, int] = {}
         with self._translated_errors():
-            return {r.pool_id: r.seq_nr for r in self._session.execute(statement) if r.seq_nr}
+            for r in self._session.execute(self._select_all_heads):
+                if r.head and r.head > found.get(r.pool_id, 0):
+                    found[r.pool_id] = int(r.head)
+        return found
 
     # ---------------------------------------------------------------- snapshots and registry
 
@@ -410,17 +542,36 @@ class CassandraJournal(Journal):
         self._cluster.shutdown()
 
     @contextlib.contextmanager
-    def _translated_errors(self) -> Iterator[None]:
+    def _translated_errors(self, writing: str | None = None) -> Iterator[None]:
+        """Driver errors become ``JournalUnavailable``; ``writing``: the pool whose write's outcome that
+        leaves unknown (its next head read is SERIAL)."""
         try:
             yield
         except (NoHostAvailable, DriverException, OSError) as exc:
-            raise JournalUnavailable(f"cassandra journal: {type(exc).__name__}: {exc}") from exc
+            if writing is not None:
+                self._in_doubt.add(writing)
+            raise _unavailable(exc) from exc
 
 
-def _head_of(row: Any) -> tuple[int, int] | None:
-    if row is None or getattr(row, "epoch", None) is None:
-        return None
-    return int(row.epoch), int(row.seq_nr or 0)
+def _unavailable(exc: BaseException) -> JournalError:
+    if isinstance(exc, JournalError):
+        return exc
+    return JournalUnavailable(f"cassandra journal: {type(exc).__name__}: {exc}")
+
+
+def _applied(result: Any) -> bool:
+    """Whether a write was applied: a conditional one says so; a plain one always is."""
+    return _applied_rows(list(result))
+
+
+def _applied_rows(rows: Any) -> bool:
+    first = rows[0] if rows else None
+    if first is None:
+        return True
+    applied = getattr(first, "applied", None)
+    if applied is None and isinstance(first, dict):
+        applied = first.get("[applied]")
+    return True if applied is None else bool(applied)
 
 
 def _make_cluster(settings: CassandraJournalSettings) -> Cluster:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self, TypeVar
@@ -134,6 +135,13 @@ class Journal(ABC):
         else None, and nothing is written (the caller then runs ``append_many`` on a worker thread). A
         journal in a local file answers in about a millisecond: less than handing the call to a worker
         thread costs a busy event loop (the thread's wake-up, then the GIL). Default: None."""
+        return None
+
+    def append_soon(self, request: AppendRequest) -> Future[int] | None:
+        """Start ``append`` and return at once with a future of its result (the new highest seq_nr, or the
+        ``JournalError`` it raised), for a store where appends of different pools share nothing and run
+        best side by side; None: this journal commits several pools together (``append_many``) instead.
+        Default: None."""
         return None
 
     @abstractmethod
