@@ -42,6 +42,7 @@ from capacity_service.application.pool_writer import (
 )
 from capacity_service.application.publishing import EventPublisher, NullPublisher, ViewPublisher
 from capacity_service.application.recovery import differences, recover_pools, replay_pool
+from capacity_service.application.repeated_log import RepeatedFailureLog
 from capacity_service.domain import (
     ConfigurePool,
     ExpireHolds,
@@ -149,6 +150,7 @@ class PoolHost:
         self.breaker = CircuitBreaker(self._settings.breaker_failure_threshold, self._settings.breaker_reset_s)
         self.fenced = False
         self._background: set[asyncio.Task[None]] = set()
+        self._failures = RepeatedFailureLog(log)
 
     @property
     def pool_ids(self) -> list[str]:
@@ -326,7 +328,9 @@ class PoolHost:
         except JournalError as exc:
             slot.settle()
             self.breaker.record_failure()
-            log.warning("pool %s: journal write failed: %s", slot.writer.pool_id, exc)
+            self._failures.warning(
+                f"write:{type(exc).__name__}", "pool %s: journal write failed: %s", slot.writer.pool_id, exc
+            )
             # A refused conditional append wrote nothing; any other failure may have written it.
             error: CapacityError = (
                 OutcomeUnknown(f"the journal did not confirm the write ({exc}); repeat with the same request_id")
@@ -559,6 +563,7 @@ class PoolHost:
             self.breaker.record_success()
         except JournalError as exc:
             self.breaker.record_failure()
+            self._failures.warning(f"start:{type(exc).__name__}", "pools %s cannot be started: %s", pool_ids[:3], exc)
             for pool_id in pool_ids:
                 self._started(pool_id, Unavailable(f"cannot recover pool {pool_id!r}: {exc}"))
         except Exception as exc:
@@ -569,7 +574,9 @@ class PoolHost:
             for pool_id, epoch in zip(pool_ids, epochs, strict=True):
                 state = recovered[pool_id]
                 if isinstance(state, JournalError):
-                    log.error("pool %s cannot be recovered: %s", pool_id, state)
+                    self._failures.error(
+                        f"recover:{type(state).__name__}", "pool %s cannot be recovered: %s", pool_id, state
+                    )
                     self._started(pool_id, Unavailable(f"pool {pool_id!r} cannot be recovered: {state}"))
                     continue
                 writer = PoolWriter(pool_id, self._journal, self._codec, self._snapshots)

@@ -349,6 +349,14 @@ def _start_refused(a: argparse.Namespace) -> int | None:
     except OSError as exc:
         print(f"cannot listen on {a.host}:{a.port}: {exc.strerror}", file=sys.stderr)
         return 1
+    from capacity_service.adapters.journal import JournalUnusable
+    from capacity_service.adapters.journal.preflight import check_journal
+
+    try:
+        check_journal(service_settings(_service_args(a)).journal)
+    except JournalUnusable as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
     return None
 
 

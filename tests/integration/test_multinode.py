@@ -63,8 +63,13 @@ def cluster() -> Iterator[LocalCluster]:
         yield local
 
 
-@pytest.fixture
-def sqlite_journal() -> Iterator[SqlJournalSettings]:
+@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.cassandra)])
+def journal(request: pytest.FixtureRequest) -> Iterator[SqlJournalSettings | CassandraJournalSettings]:
+    """Each scenario on the embedded journal and on the production one (its append path, its fencing)."""
+    if request.param == "cassandra":
+        cassandra_settings: CassandraJournalSettings = request.getfixturevalue("cassandra_settings")
+        yield cassandra_settings.model_copy(update={"keyspace": "multinode", "request_timeout_s": 2.0})
+        return
     with tempfile.TemporaryDirectory(prefix="multinode-") as tmp:
         yield SqlJournalSettings(url=f"sqlite:///{Path(tmp) / 'journal.db'}")
 
@@ -85,8 +90,8 @@ def settings_for(journal: SqlJournalSettings | CassandraJournalSettings) -> Serv
 
 
 @pytest.fixture
-def client(cluster: LocalCluster, sqlite_journal: SqlJournalSettings) -> Iterator[CapacityClient]:
-    settings = settings_for(sqlite_journal)
+def client(cluster: LocalCluster, journal: SqlJournalSettings | CassandraJournalSettings) -> Iterator[CapacityClient]:
+    settings = settings_for(journal)
     with CapacityClient(settings) as client:
         yield client
     kill_namespace(settings.hosting.namespace)
@@ -211,7 +216,8 @@ def test_a_partitioned_node_is_fenced_and_heals(cluster: LocalCluster, client: C
 
         with ExitStack() as raylet_thawed_last:
             # Frozen between two writes: frozen inside one it would hold the SQLite journal's write lock,
-            # and every pool of the cluster would wait for it (one lock per journal file).
+            # and every pool of the cluster would wait for it (one lock per journal file; on Cassandra the
+            # frozen write would simply time out and be settled).
             stream.pause()
             with frozen(before["pid"]):
                 zombie_frozen_at = time.monotonic()
@@ -285,3 +291,43 @@ def test_cassandra_outage_on_many_nodes(
         f"{statistics.median(f.seconds for f in during) * 1000:.0f} ms, max {max(f.seconds for f in during):.2f} s"
     )
     check_journal(settings, stream, 100_000)
+
+
+@pytest.mark.cassandra
+def test_cassandra_frozen_in_the_middle_of_batches_then_thawed(
+    cluster: LocalCluster, cassandra: LocalCassandra, cassandra_settings: CassandraJournalSettings
+) -> None:
+    """Cassandra stops answering (SIGSTOP) while appends are in flight, past the driver's timeout, and then
+    goes on where it stopped: the appends it had half done may land after their writers gave up. Every
+    acknowledged reserve is in the journal once, every 504 is settled by its retry, nothing is oversold,
+    and every pool serves again by itself."""
+    settings = settings_for(cassandra_settings.model_copy(update={"keyspace": "multinode", "request_timeout_s": 2.0}))
+    client = CapacityClient(settings)
+    settings = client.settings
+    capacity = 400
+    pools = make_pools(client, 6, capacity)
+    stream = ReserveStream(client, pools, callers=4)
+    try:
+        stream.start()
+        time.sleep(1.5)
+        cassandra.pause()
+        frozen_at = time.monotonic()
+        try:
+            time.sleep(5.0)  # past request_timeout_s: the appends in flight become unknown outcomes
+        finally:
+            cassandra.resume()
+        stream.mark(time.monotonic())
+        healed = wait_until(lambda: set(stream.answered_after_mark) == set(pools), 120, 0.2)
+        print(f"\nCassandra thawed: every pool served again {time.monotonic() - frozen_at - 5.0:.1f} s later")
+        time.sleep(1.0)
+    finally:
+        stream.stop()
+        cassandra.resume()
+        client.close()
+        kill_namespace(settings.hosting.namespace)
+
+    assert healed, "pools did not serve again by themselves after Cassandra was thawed"
+    assert any(f.at >= frozen_at for f in stream.failures), "no call failed while Cassandra was frozen"
+    assert {f.kind for f in stream.failures} <= {"unavailable", "outcome_unknown"}
+    totals = check_journal(settings, stream, capacity)
+    assert totals["acknowledged"] > 50

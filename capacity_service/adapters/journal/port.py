@@ -45,6 +45,11 @@ class JournalUnavailable(JournalError):
     this is unknown: re-read the stream to learn it."""
 
 
+class JournalUnusable(JournalError):
+    """The journal the settings name cannot work at all (a driver missing, the server unreachable, tables
+    that cannot be created): the message says what is wrong and what to do."""
+
+
 def append_refusal(
     pool_id: str, expected_seq_nr: int, epoch: int, head: tuple[int, int] | None
 ) -> WriterFenced | SequenceConflict | None:

@@ -16,6 +16,7 @@ from ray import serve
 from ray.serve import Application
 from starlette.types import ASGIApp
 
+from capacity_service.adapters.journal.preflight import check_journal
 from capacity_service.application import tracing
 from capacity_service.entrypoints.http.app import create_app
 from capacity_service.entrypoints.http.backend import ServiceBackend
@@ -111,8 +112,10 @@ def application(args: dict[str, Any], replicas: int | None = None) -> Applicatio
     warehouse actors were started with), so wrong args fail at deploy time, not in every replica. The
     replicas are given the args (secrets stay in each node's environment, out of Serve's config) with the
     shard count fixed."""
+    settings = service_settings(args)
+    check_journal(settings.journal)  # a journal that cannot work fails the deploy, with what to do
     _ray.ensure_initialized()
-    running = service.establish(service_settings(args))
+    running = service.establish(settings)
     service.start_watchdog(running.hosting.namespace)
     bound = dict(args)
     bound["hosting"] = {
