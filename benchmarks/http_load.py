@@ -3,8 +3,13 @@ asyncpg + PostgreSQL, a conditional UPDATE per reserve), loaded with wrk (2 thre
 10 s) on this machine: availability over 50 zones, reserves spread over 500 pools, reserves on one hot
 pool, and a 10:2:1 availability:reserve:release mix.
 
-    .venv/bin/python benchmarks/http_load.py [--seconds 10] [--connections 16] [--runs 3] [--rounds 1]
-        [--targets yardstick,capacity_service,shards_1,fast]
+    .venv/bin/python benchmarks/http_load.py [--journal sqlite|postgres|cassandra] [--seconds 10]
+        [--connections 16] [--runs 3] [--rounds 1] [--targets yardstick,capacity_service,shards_1,fast]
+
+``--journal`` (default sqlite) runs capacity_service on that journal, its server started here on loopback
+(benchmarks/_journals.py), and first measures what that database does alone through its driver at the
+same concurrency (its own limit), printing each scenario's ratio to it. On ``--journal postgres`` the
+yardstick uses the same PostgreSQL server.
 
 Both run on the same 2 cores as wrk. The yardstick's PostgreSQL fsyncs every commit, as our SQLite journal
 does. capacity_service runs as `capacity-service start` (SQLite journal), with pools created over HTTP:
@@ -39,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 
 from benchmarks._common import REPO, exit_cleanly_on_sigterm, write_results
+from benchmarks._journals import JOURNALS, JournalServer, database_limits, journal_server
 from capacity_service.runtime.environment import LOCAL_RAY
 from devenv import LocalPostgres
 from devenv._process import free_port
@@ -113,7 +119,9 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-async def seed_over_http(url: str) -> None:
+async def seed_over_http(url: str) -> float:
+    """Creates the pools, 16 requests in flight; the seconds it took."""
+    began = time.monotonic()
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         gate = asyncio.Semaphore(16)
 
@@ -125,6 +133,7 @@ async def seed_over_http(url: str) -> None:
         await asyncio.gather(
             *(put(f"pool-{i}", f"zone-{i % ZONES}") for i in range(POOLS)), put("pool-hot", "zone-hot")
         )
+    return time.monotonic() - began
 
 
 def seed_postgres(conninfo: str) -> None:
@@ -146,12 +155,15 @@ def seed_postgres(conninfo: str) -> None:
 Runs = dict[str, list[dict[str, Any]]]  # scenario -> wrk runs
 
 
-def bench_yardstick(wrk: str, args: argparse.Namespace, say: Any) -> Runs:
+def bench_yardstick(wrk: str, args: argparse.Namespace, say: Any, shared: JournalServer) -> Runs:
     with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp:
         os.chmod(tmp, 0o755)
         postgres = LocalPostgres(Path(tmp), durable=True)  # fsync per commit, like our SQLite journal
-        postgres.start()
-        seed_postgres(postgres.conninfo)
+        conninfo = shared.postgres_conninfo  # the journal's own PostgreSQL server, when there is one
+        if conninfo is None:
+            postgres.start()
+            conninfo = postgres.conninfo
+        seed_postgres(conninfo)
         port = free_port()
         server = subprocess.Popen(
             [
@@ -170,7 +182,7 @@ def bench_yardstick(wrk: str, args: argparse.Namespace, say: Any) -> Runs:
                 "warning",
             ],
             cwd=REPO,
-            env={**os.environ, "YARDSTICK_DSN": postgres.conninfo},
+            env={**os.environ, "YARDSTICK_DSN": conninfo},
         )
         try:
             url = f"http://127.0.0.1:{port}"
@@ -179,17 +191,20 @@ def bench_yardstick(wrk: str, args: argparse.Namespace, say: Any) -> Runs:
         finally:
             server.terminate()
             server.wait(30)
-            postgres.stop()
+            if postgres.is_running:
+                postgres.stop()
 
 
-def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any, target_key: str) -> Runs:
+def bench_capacity_service(
+    wrk: str, args: argparse.Namespace, say: Any, target_key: str, journal: JournalServer
+) -> Runs:
     """``capacity_service``: `capacity-service start` as it starts by default; ``shards_1``: with `--shards 1`
     (the old benchmark path); ``fast``: with `--fast-ingress`."""
     target = _target_name(target_key)
     fast = target_key == "fast"
     with tempfile.TemporaryDirectory(prefix="bench-cs-") as tmp:
         port = free_port()
-        env = {**os.environ, **LOCAL_RAY}
+        env = {**os.environ, **LOCAL_RAY, **journal.environment}
         server = subprocess.Popen(
             [
                 PYTHON,
@@ -213,7 +228,8 @@ def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any, target_
         try:
             url = f"http://127.0.0.1:{port}"
             wait_http(f"{url}/healthz", server)
-            asyncio.run(seed_over_http(url))
+            seeding = asyncio.run(seed_over_http(url))
+            say(f"  {target:26} {POOLS + 1} pools created over HTTP in {seeding:.1f} s")
             wait_http(f"{url}/readyz", server)
             return {s: _scenario(wrk, url, target, s, args, say) for s in SCENARIOS}
         finally:
@@ -222,6 +238,15 @@ def bench_capacity_service(wrk: str, args: argparse.Namespace, say: Any, target_
                 server.wait(90)
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+def _limits_line(limits: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{kind} {limits[kind]['writes_per_s']}/s "
+        f"(median {limits[kind]['median_ms']:.1f} ms, p99 {limits[kind]['p99_ms']:.1f} ms)"
+        for kind in ("conditional", "plain")
+        if kind in limits
+    )
 
 
 def _target_name(target: str) -> str:
@@ -252,7 +277,7 @@ def summarize(target: str, scenario: str, runs: list[dict[str, Any]], rounds: in
     return row
 
 
-def plot(rows: list[dict[str, Any]], path: Path, connections: int) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, connections: int, journal: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -281,7 +306,7 @@ def plot(rows: list[dict[str, Any]], path: Path, connections: int) -> None:
             )
     ax.set_xticks([j + width * (len(targets) - 1) / 2 for j in range(len(SCENARIOS))], SCENARIOS)
     ax.set_ylabel(f"requests/s (wrk -t{min(2, connections)} -c{connections})")
-    ax.set_title("HTTP throughput on 2 cores, side by side (bars: median run; dots: every run)")
+    ax.set_title(f"HTTP throughput on 2 cores, {journal} journal, side by side (bars: median run; dots: every run)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -297,7 +322,8 @@ def main() -> None:
     )
     parser.add_argument("--targets", default="yardstick,capacity_service,shards_1")
     parser.add_argument("--no-warehouse", action="store_true", help="capacity_service without its analytics stream")
-    parser.add_argument("--results", default="http_load", help="name of the results file")
+    parser.add_argument("--results", default=None, help="name of the results file (default: http_load[-JOURNAL])")
+    parser.add_argument("--journal", choices=JOURNALS, default="sqlite", help="capacity_service's journal")
     args = parser.parse_args()
     if args.rounds < 1 or args.runs < 1:
         parser.error("--rounds and --runs must be at least 1")
@@ -307,11 +333,21 @@ def main() -> None:
     def say(line: str) -> None:
         print(line, flush=True)
 
+    with journal_server(args.journal) as journal:
+        run(args, wrk, say, journal)
+
+
+def run(args: argparse.Namespace, wrk: str, say: Any, journal: JournalServer) -> None:
+    limits = database_limits(journal, concurrency=args.connections)
+    say(
+        f"{journal.kind} alone (its driver, {limits['concurrency']} writes in flight, one row each): "
+        f"{_limits_line(limits)}"
+    )
     benches = {
-        "yardstick": lambda: bench_yardstick(wrk, args, say),
-        "capacity_service": lambda: bench_capacity_service(wrk, args, say, "capacity_service"),
-        "shards_1": lambda: bench_capacity_service(wrk, args, say, "shards_1"),
-        "fast": lambda: bench_capacity_service(wrk, args, say, "fast"),
+        "yardstick": lambda: bench_yardstick(wrk, args, say, journal),
+        "capacity_service": lambda: bench_capacity_service(wrk, args, say, "capacity_service", journal),
+        "shards_1": lambda: bench_capacity_service(wrk, args, say, "shards_1", journal),
+        "fast": lambda: bench_capacity_service(wrk, args, say, "fast", journal),
     }
     targets = [t for t in benches if t in {name.strip() for name in args.targets.split(",")}]
     collected: dict[str, Runs] = {t: {s: [] for s in SCENARIOS} for t in targets}
@@ -322,24 +358,44 @@ def main() -> None:
                 collected[target][scenario] += runs
     rows = [summarize(_target_name(t), s, collected[t][s], args.rounds) for t in targets for s in SCENARIOS]
     yardstick = {r["scenario"]: r["requests_per_s"] for r in rows if r["target"] == "yardstick"}
+    plain = limits["plain"]["writes_per_s"]
     for r in rows:
         if r["target"] != "yardstick" and r["scenario"] in yardstick:
             r["vs_yardstick"] = round(r["requests_per_s"] / yardstick[r["scenario"]], 2)
+        if r["target"] != "yardstick" and r["scenario"].startswith("reserve"):
+            r["vs_database_plain_writes"] = round(r["requests_per_s"] / plain, 2)
+            if "conditional" in limits:
+                r["vs_database_conditional_writes"] = round(
+                    r["requests_per_s"] / limits["conditional"]["writes_per_s"], 2
+                )
         say(
             f"{r['target']:26} {r['scenario']:15} {r['requests_per_s']:>8.0f} req/s  median {r['median_ms']:.1f} ms  "
             f"p99 {r['p99_ms']:.1f} ms  non-2xx {r['non_2xx']}"
             + (f"  x{r['vs_yardstick']:.2f} of the yardstick" if "vs_yardstick" in r else "")
+            + (
+                f"  x{r['vs_database_plain_writes']:.2f} of {journal.kind}'s plain writes"
+                if "vs_database_plain_writes" in r
+                else ""
+            )
+            + (
+                f" (x{r['vs_database_conditional_writes']:.2f} of its conditional ones)"
+                if "vs_database_conditional_writes" in r
+                else ""
+            )
             + f"  runs {[round(x) for x in r['runs_requests_per_s']]}  ({r['command']})"
         )
     results = {
+        "journal": journal.kind,
+        "database_alone": limits,
         "rows": rows,
         "warehouse": not args.no_warehouse,
         "connections": args.connections,
         "rounds": args.rounds,
         "runs_per_round": args.runs,
     }
-    path = write_results(args.results, results)
-    plot(rows, path.with_suffix(".png"), args.connections)
+    name = args.results or ("http_load" if journal.kind == "sqlite" else f"http_load-{journal.kind}")
+    path = write_results(name, results)
+    plot(rows, path.with_suffix(".png"), args.connections, journal.kind)
     print(f"results: {path} and {path.with_suffix('.png')}")
 
 

@@ -313,12 +313,12 @@ def test_cassandra_frozen_in_the_middle_of_batches_then_thawed(
         cassandra.pause()
         frozen_at = time.monotonic()
         try:
-            time.sleep(5.0)  # past request_timeout_s: the appends in flight become unknown outcomes
+            time.sleep(10.0)  # past request_timeout_s and the reload after it: unknown outcomes, then refusals
         finally:
             cassandra.resume()
         stream.mark(time.monotonic())
         healed = wait_until(lambda: set(stream.answered_after_mark) == set(pools), 120, 0.2)
-        print(f"\nCassandra thawed: every pool served again {time.monotonic() - frozen_at - 5.0:.1f} s later")
+        print(f"\nCassandra thawed: every pool served again {time.monotonic() - frozen_at - 10.0:.1f} s later")
         time.sleep(1.0)
     finally:
         stream.stop()
