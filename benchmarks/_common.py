@@ -75,15 +75,22 @@ def local_cassandra() -> Iterator[tuple[str, int]]:
 
 
 @contextmanager
-def started_service(data_dir: Path, *options: str, code: Path = REPO, output: Path | None = None) -> Iterator[int]:
+def started_service(
+    data_dir: Path,
+    *options: str,
+    code: Path = REPO,
+    output: Path | None = None,
+    environment: dict[str, str] | None = None,
+) -> Iterator[int]:
     """``capacity-service start`` as a user runs it (defaults, plus ``options``), on a free loopback port,
     ready (``/readyz``); its port. ``code``: the checkout to run (another commit's worktree, to compare
-    side by side). ``output``: where what it prints goes (how to reach its Ray, its metrics URL). Stopped
-    with Ctrl-C (SIGINT), as a user stops it."""
+    side by side). ``output``: where what it prints goes (how to reach its Ray, its metrics URL).
+    ``environment``: more of it (the journal's, ``benchmarks._journals``). Stopped with Ctrl-C (SIGINT), as
+    a user stops it."""
     from devenv._process import free_port
 
     port = free_port()
-    env = {**os.environ, **LOCAL_RAY, "PYTHONPATH": str(code)}
+    env = {**os.environ, **LOCAL_RAY, "PYTHONPATH": str(code), **(environment or {})}
     printed = output.open("w") if output is not None else None
     server = subprocess.Popen(
         [sys.executable, "-m", "capacity_service", "--data-dir", str(data_dir), "start", "--port", str(port), *options],

@@ -3,8 +3,12 @@ runs it by default (SQLite journal, pools created over HTTP) and the yardstick (
 PostgreSQL, a conditional UPDATE per reserve), on two scenarios: reserves spread over 500 pools, and
 reserves on one hot pool.
 
-    .venv/bin/python benchmarks/ramp.py [--levels 8 32 128 512 1024] [--seconds 6]
-        [--targets capacity_service,yardstick]
+    .venv/bin/python benchmarks/ramp.py [--journal sqlite|postgres|cassandra] [--levels 8 32 128 512 1024]
+        [--seconds 6] [--targets capacity_service,yardstick]
+
+``--journal``: capacity_service on that journal, its server started here on loopback
+(benchmarks/_journals.py; the yardstick then uses the same PostgreSQL server on ``postgres``); results in
+ramp-JOURNAL.json. Default: the embedded SQLite journal.
 
 At each level, that many connections each send a reserve, wait for its answer, and send the next (a
 closed loop: the offered load rises with the connections); after a 429 (or 503) a connection waits the
@@ -45,6 +49,7 @@ from benchmarks._common import (
     summarize,
     write_results,
 )
+from benchmarks._journals import JOURNALS, JournalServer, journal_server
 from benchmarks.http_load import POOLS, PYTHON, seed_over_http, seed_postgres, wait_http
 from devenv import LocalPostgres
 from devenv._process import free_port
@@ -132,18 +137,24 @@ def ramp(port: int, target: str, levels: list[int], seconds: float) -> dict[str,
     return results
 
 
-def ramp_capacity_service(levels: list[int], seconds: float) -> dict[str, list[dict[str, Any]]]:
-    with tempfile.TemporaryDirectory(prefix="bench-ramp-") as tmp, started_service(Path(tmp)) as port:
+def ramp_capacity_service(levels: list[int], seconds: float, journal: JournalServer) -> dict[str, list[dict[str, Any]]]:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-ramp-") as tmp,
+        started_service(Path(tmp), environment=journal.environment) as port,
+    ):
         asyncio.run(seed_over_http(f"http://127.0.0.1:{port}"))
         return ramp(port, "capacity_service", levels, seconds)
 
 
-def ramp_yardstick(levels: list[int], seconds: float) -> dict[str, list[dict[str, Any]]]:
+def ramp_yardstick(levels: list[int], seconds: float, journal: JournalServer) -> dict[str, list[dict[str, Any]]]:
     with tempfile.TemporaryDirectory(prefix="bench-ramp-pg-") as tmp:
         os.chmod(tmp, 0o755)
         postgres = LocalPostgres(Path(tmp), durable=True)
-        postgres.start()
-        seed_postgres(postgres.conninfo)
+        conninfo = journal.postgres_conninfo  # the journal's own PostgreSQL server, when there is one
+        if conninfo is None:
+            postgres.start()
+            conninfo = postgres.conninfo
+        seed_postgres(conninfo)
         port = free_port()
         server = subprocess.Popen(
             [
@@ -162,7 +173,7 @@ def ramp_yardstick(levels: list[int], seconds: float) -> dict[str, list[dict[str
                 "warning",
             ],
             cwd=REPO,
-            env={**os.environ, "YARDSTICK_DSN": postgres.conninfo},
+            env={**os.environ, "YARDSTICK_DSN": conninfo},
         )
         try:
             wait_http(f"http://127.0.0.1:{port}/docs", server)
@@ -170,7 +181,8 @@ def ramp_yardstick(levels: list[int], seconds: float) -> dict[str, list[dict[str
         finally:
             server.terminate()
             server.wait(30)
-            postgres.stop()
+            if postgres.is_running:
+                postgres.stop()
 
 
 def knee(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -224,9 +236,11 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[8, 32, 128, 512, 1024])
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--targets", default="capacity_service,yardstick")
+    parser.add_argument("--journal", choices=JOURNALS, default="sqlite", help="capacity_service's journal")
     args = parser.parse_args()
     runners = {"capacity_service": ramp_capacity_service, "yardstick": ramp_yardstick}
-    results = {target: runners[target](args.levels, args.seconds) for target in args.targets.split(",")}
+    with journal_server(args.journal) as journal:
+        results = {target: runners[target](args.levels, args.seconds, journal) for target in args.targets.split(",")}
     knees = {target: {s: knee(rows) for s, rows in by_scenario.items()} for target, by_scenario in results.items()}
     print(f"\n{command_line()}")
     for target, by_scenario in knees.items():
@@ -238,7 +252,9 @@ def main() -> None:
                 f"{high['share_of_peak']:.0%} of it, p99 {high['accepted_p99_ms'] or float('nan'):.1f} ms, "
                 f"{high['refused_share']:.0%} refused, {high['timeouts']} timeouts"
             )
-    path = write_results("ramp", {"command": command_line(), "levels": args.levels, "results": results, "knees": knees})
+    name = "ramp" if args.journal == "sqlite" else f"ramp-{args.journal}"
+    document = {"command": command_line(), "journal": args.journal, "levels": args.levels, "results": results}
+    path = write_results(name, {**document, "knees": knees})
     plot(results, path.with_suffix(".png"))
     print(f"results: {path} and {path.with_suffix('.png')}")
 

@@ -4,6 +4,11 @@ latency, and a cold restart.
 
     .venv/bin/python benchmarks/scale.py                                  # --pools 500 2000 10000
     .venv/bin/python benchmarks/scale.py --pools 20 50 --requests 200     # a smoke test
+    .venv/bin/python benchmarks/scale.py --journal cassandra --pools 500 10000
+
+``--journal postgres|cassandra``: the service on that journal, a fresh server for each N started here on
+loopback (benchmarks/_journals.py), named to `start` through the environment as an operator would;
+results in scale-JOURNAL.json. Default: the embedded SQLite journal.
 
 For each N, on a fresh temporary data dir and a fresh service:
 
@@ -65,6 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 
 from benchmarks._common import LeanConnection, command_line, exit_cleanly_on_sigterm, summarize, write_results
+from benchmarks._journals import JOURNALS, journal_server
 from capacity_service.runtime.environment import LOCAL_RAY
 from devenv._process import free_ports, log_tail
 
@@ -206,6 +212,7 @@ class Service:
 
     data_dir: Path
     log_path: Path
+    journal: dict[str, str] = field(default_factory=dict)  # the environment naming the journal, if not SQLite
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     session_dirs: set[str] = field(default_factory=set)
@@ -225,7 +232,7 @@ class Service:
             self.proc = subprocess.Popen(
                 self.command(),
                 cwd=self.data_dir.parent,
-                env={**os.environ, **LOCAL_RAY},
+                env={**os.environ, **LOCAL_RAY, **self.journal},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -510,8 +517,8 @@ async def cold_restart(service: Service, pools: int, concurrency: int, timeout: 
 
 def run_size(pools: int, args: argparse.Namespace) -> dict[str, Any]:
     row: dict[str, Any] = {"pools": pools}
-    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
-        service = Service(data_dir=Path(tmp) / "data", log_path=Path(tmp) / "service.log")
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp, journal_server(args.journal) as journal:
+        service = Service(data_dir=Path(tmp) / "data", log_path=Path(tmp) / "service.log", journal=journal.environment)
         service.data_dir.mkdir()
         memory: list[dict[str, Any]] = []
         try:
@@ -677,6 +684,7 @@ def main() -> int:
     parser.add_argument("--create-concurrency", type=int, default=32, help="PUTs (and restart polls) in flight")
     parser.add_argument("--timeout", type=float, default=900, help="seconds any one phase may take")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--journal", choices=JOURNALS, default="sqlite", help="the service's journal")
     args = parser.parse_args()
     if min(args.pools) < 1 or args.requests < 1 or args.in_flight < 1 or args.create_concurrency < 1:
         parser.error("--pools, --requests, --in-flight and --create-concurrency must be at least 1")
@@ -688,6 +696,7 @@ def main() -> int:
     targets = evaluate_targets(rows)
     print_table(rows, targets)
     results = {
+        "journal": args.journal,
         "rows": rows,
         "targets": targets,
         "zones": ZONES,
@@ -695,7 +704,7 @@ def main() -> int:
         "availability_zone": AVAILABILITY_ZONE,
         "process_discovery": "task/*/children" if _has_children_files() else "ppid in /proc/*/stat",
     }
-    path = write_results("scale", results)
+    path = write_results("scale" if args.journal == "sqlite" else f"scale-{args.journal}", results)
     plot(rows, path.with_suffix(".png"))
     say(f"results: {path} and {path.with_suffix('.png')}")
     return 1 if any("error" in r for r in rows) else 0
