@@ -12,13 +12,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
 from capacity_service.runtime.environment import LOCAL_RAY
 from capacity_service.settings import CassandraJournalSettings, SqlJournalSettings
+from devenv import LocalPostgres
 from devenv._process import free_port
 from tests.e2e.test_serve_configs import ENV, _answer_ctrl_c, config_copy, stop_serve_run
+from tests.e2e.test_start_command import stop, wait_ready
 from tests.support.multinode import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,3 +140,51 @@ def test_serve_run_fails_the_deploy_of_a_journal_that_cannot_work(tmp_path: Path
     assert refused, output[-3000:]
     assert "start it, or fix CAPACITY_JOURNAL_URL" in output
     assert "s3cret-pw" not in output
+
+
+@pytest.mark.postgres
+def test_while_the_journal_is_down_readyz_says_why_and_the_service_heals(tmp_path: Path) -> None:
+    """The journal goes away under a running `start`: /readyz answers 503 naming the journal and why, the
+    log says it once per interval rather than once per failure, and all is well again once it is back."""
+    work = tmp_path / "postgres"
+    work.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(work, 0o755)  # PostgreSQL runs as its own user
+    postgres = LocalPostgres(work)
+    postgres.start()
+    data = tmp_path / "data"
+    data.mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [str(BIN / "capacity-service"), "--data-dir", str(data), "start", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **LOCAL_RAY, "CAPACITY_JOURNAL_URL": postgres.url},
+        start_new_session=True,
+    )
+    try:
+        wait_ready(url, process)
+        created = httpx.put(f"{url}/v1/pools/north:health", json={"capacity": 5, "zone": "north"}, timeout=30)
+        assert created.status_code == 201, created.text
+        postgres.stop()
+
+        def says_why() -> bool:
+            answer = httpx.get(f"{url}/readyz", timeout=10)
+            journal = answer.json().get("checks", {}).get("journal", "")
+            return answer.status_code == 503 and "postgresql journal" in journal and "refused" in journal.lower()
+
+        assert wait_until(says_why, 60, 0.5), httpx.get(f"{url}/readyz", timeout=10).text
+        for _ in range(30):  # writes fail fast meanwhile, and take nothing
+            answer = httpx.post(f"{url}/v1/reservations", json={"pool_id": "north:health", "quantity": 1}, timeout=30)
+            assert answer.status_code in (503, 504), answer.text
+        postgres.start()
+        assert wait_until(lambda: httpx.get(f"{url}/readyz", timeout=10).status_code == 200, 90, 0.5)
+        reserved = httpx.post(f"{url}/v1/reservations", json={"pool_id": "north:health", "quantity": 1}, timeout=30)
+        assert reserved.status_code == 201, reserved.text
+    finally:
+        output = stop(process)
+        postgres.stop()
+    write_failures = [line for line in output.splitlines() if "journal write failed" in line]
+    assert len(write_failures) <= 6, write_failures[:10]

@@ -84,3 +84,20 @@ def test_a_sealed_partition_takes_no_append_from_the_epoch_that_sealed_it(
             zombie.append(pool_id, 101, epoch, events("late"))
         assert successor.append(pool_id, 101, newer, events("new")) == 102
         assert payloads(successor, pool_id, 100) == ["a99", "moved", "new"]
+
+
+def test_a_refused_append_leaves_no_row_behind(cassandra_settings: CassandraJournalSettings) -> None:
+    """Events and head commit in one conditional batch: a fenced writer's events are not written at all
+    (they used to be written first and left beyond the head, for the next writer to clean up)."""
+    pool_id = f"pool-{uuid.uuid4().hex[:12]}"
+    with CassandraJournal(cassandra_settings) as zombie, CassandraJournal(cassandra_settings) as successor:
+        old = zombie.claim_epoch(pool_id)
+        zombie.append(pool_id, 0, old, events("a"))
+        successor.claim_epoch(pool_id)
+        with pytest.raises(WriterFenced):
+            zombie.append(pool_id, 1, old, events("late-1", "late-2"))
+        rows = zombie._session.execute(
+            f"SELECT seq_nr FROM {cassandra_settings.keyspace}.pool_events WHERE pool_id = %s AND partition_nr = 0",
+            (pool_id,),
+        )
+        assert [r.seq_nr for r in rows] == [1]

@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -565,5 +566,51 @@ def test_the_log_lines_of_a_write_name_the_requests_it_answers(caplog: pytest.Lo
         assert failed and failed[0].startswith("request_id=trace-a,trace-b "), lines
         paused = [line for line in lines if "PoolPaused" in line]
         assert paused and paused[0].startswith("request_id=trace-pause "), lines
+
+    asyncio.run(scenario())
+
+
+class OneAtATimeJournal(InMemoryJournal):
+    """Takes appends through ``append_soon`` (as Cassandra does) and holds each until the test lets it
+    land, so a test sees which appends were under way together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.started: list[str] = []
+        self.held: list[tuple[AppendRequest, Future[int]]] = []
+
+    def append_soon(self, request: AppendRequest) -> Future[int]:
+        answer: Future[int] = Future()
+        self.started.append(request.pool_id)
+        if self.hold:
+            self.held.append((request, answer))
+        else:
+            answer.set_result(self.append(*request))
+        return answer
+
+    def release(self) -> None:
+        for request, answer in self.held:
+            answer.set_result(self.append(*request))
+        self.held.clear()
+
+
+def test_with_append_soon_no_pools_append_waits_for_another_pools() -> None:
+    async def scenario() -> None:
+        journal = OneAtATimeJournal()
+        host = PoolHost(journal)
+        for pool_id in ("a", "b"):
+            await host.execute(pool_id, ConfigurePool(10, "north"))
+        journal.hold = True
+        first = asyncio.ensure_future(host.execute("a", reserve("a")))
+        await asyncio.sleep(0.05)
+        # a's append is under way and not done: b's goes out meanwhile, not after it.
+        assert journal.started[-1] == "a" and not first.done()
+        second = asyncio.ensure_future(host.execute("b", reserve("b")))
+        await asyncio.sleep(0.05)
+        assert journal.started[-2:] == ["a", "b"]
+        journal.hold = False
+        journal.release()
+        assert (await first).view.reserved == 1 and (await second).view.reserved == 1
 
     asyncio.run(scenario())

@@ -22,7 +22,7 @@ from capacity_service.runtime._ray import ActorCalls, ActorGone
 from capacity_service.runtime.actor_api import Call
 from capacity_service.runtime.channel import ChannelServer
 from capacity_service.runtime.router import PoolRouter
-from capacity_service.settings import HostingSettings, ServiceSettings
+from capacity_service.settings import CassandraJournalSettings, HostingSettings, ServiceSettings
 
 T = TypeVar("T")
 
@@ -516,5 +516,27 @@ def test_an_actor_call_that_fails_oddly_is_504_never_a_raw_error() -> None:
         answer = await router.execute("p1", reserve("p1"))
         assert isinstance(answer, OutcomeUnknown) and "RuntimeError" in str(answer)
         assert time.monotonic() - started < 1.0
+
+    asyncio.run(scenario())
+
+
+def test_on_cassandra_commands_do_not_wait_for_the_batch_under_way() -> None:
+    """Each pool's append on Cassandra is its own Paxos round: a command arriving while a batch's rounds
+    run goes out at once in a batch of its own (up to 8 under way), instead of after that batch."""
+
+    async def scenario() -> None:
+        actor = FakeActor(delay=0.03)
+        settings = ServiceSettings(
+            journal=CassandraJournalSettings(), hosting=HostingSettings(mode="sharded", shards=1)
+        )
+        router = PoolRouter(settings, calls=FakeCalls())
+        router._call_actor = actor.call  # type: ignore[method-assign]
+        pools = [f"p{i}" for i in range(16)]
+        waiting = []
+        for pool in pools:  # one command every 2 ms: each arrives while earlier batches are under way
+            waiting.append(asyncio.ensure_future(answer_of(router, pool, reserve(pool))))
+            await asyncio.sleep(0.002)
+        assert await asyncio.gather(*waiting) == pools
+        assert actor.max_in_flight == 8
 
     asyncio.run(scenario())

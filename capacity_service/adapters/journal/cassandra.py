@@ -118,7 +118,9 @@ class CassandraJournal(Journal):
         self._partition_size = settings.partition_size
         self._fenced = settings.lwt_fencing
         self._cluster = _make_cluster(settings)
-        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="cassandra")
+        # Threads that mostly wait on Cassandra (claims, first appends, reads of many pools at once): a
+        # cold start or a burst of new pools keeps dozens of Paxos rounds under way.
+        self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="cassandra")
         # Each stream's live partition as this process last saw it (a stale entry only costs a retry).
         self._live: dict[str, _Partition] = {}
         # Streams whose last append had an unknown outcome: their next head read is SERIAL, which
@@ -219,14 +221,12 @@ class CassandraJournal(Journal):
         committed round; ``serial`` also settles one left in flight (after an unknown outcome, or a lost race)."""
         serial = serial or pool_id in self._in_doubt
         known = self._live.get(pool_id)
-        if known is not None:
-            start = known.partition_nr
-        else:
+        found = self._partition(pool_id, 0 if known is None else known.partition_nr, serial)
+        if found is not None and found.sealed and known is None:
+            # A stream past its first partition: the hint skips the walk through the others.
             row = self._session.execute(self._select_live_hint, (pool_id,)).one()
-            start = 0 if row is None else int(row.partition_nr)
-        found = self._partition(pool_id, start, serial)
-        if found is None and start > 0:  # a hint is never ahead of the stream, but be safe: from the start
-            start, found = 0, self._partition(pool_id, 0, serial)
+            hinted = None if row is None else self._partition(pool_id, int(row.partition_nr), serial)
+            found = hinted or found
         if found is None:
             return None
         while found.sealed:

@@ -50,7 +50,7 @@ def _explained(settings: SqlJournalSettings | CassandraJournalSettings, exc: Exc
         if "unauthorized" in lowered or "permission" in lowered:
             return (
                 f"{where} refused to create or read keyspace {settings.keyspace!r} and its tables "
-                f"({_first_line(exc)}): create them (docs/operations.md, 'Cassandra journal') or grant the "
+                f"({_first_line(exc)}): create them (docs/operations.md, 'Journals: what they need') or grant the "
                 "user CREATE and MODIFY on the keyspace"
             )
         if "authenticat" in lowered or "credentials" in lowered:
@@ -62,7 +62,7 @@ def _explained(settings: SqlJournalSettings | CassandraJournalSettings, exc: Exc
     if "permission denied" in lowered or "insufficientprivilege" in lowered:
         return (
             f"{where} cannot create or read its tables ({_first_line(exc)}): create them "
-            "(docs/operations.md, 'PostgreSQL journal') or grant the user CREATE on the schema"
+            "(docs/operations.md, 'Journals: what they need') or grant the user CREATE on the schema"
         )
     if settings.store == "sqlite":
         return f"{where} cannot be opened ({_first_line(exc)}): check the path and its permissions"
