@@ -11,6 +11,7 @@ from typing import cast
 import pytest
 
 from capacity_service.adapters.journal import (
+    FIRST_EPOCH,
     AppendRequest,
     Journal,
     NewEvent,
@@ -53,8 +54,8 @@ class JournalContract:
 
     def test_claimed_epochs_increase_per_pool(self, journal: Journal, pool_id: str) -> None:
         first, second = journal.claim_epoch(pool_id), journal.claim_epoch(pool_id)
-        assert second > first >= 1
-        assert journal.claim_epoch(pool_id + "-other") >= 1
+        assert second > first == FIRST_EPOCH  # the host reads nothing back for a stream claimed at it
+        assert journal.claim_epochs([pool_id + "-other", pool_id]) == [FIRST_EPOCH, second + 1]
 
     def test_epochs_claimed_together_fence_as_claimed_alone(self, journal: Journal, pool_id: str) -> None:
         other = pool_id + "-b"

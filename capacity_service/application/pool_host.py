@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from capacity_service.adapters.codec import Codec
-from capacity_service.adapters.journal import AppendRequest, Journal, JournalError, JournalUnavailable, WriterFenced
+from capacity_service.adapters.journal import (
+    FIRST_EPOCH,
+    AppendRequest,
+    Journal,
+    JournalError,
+    JournalUnavailable,
+    WriterFenced,
+)
 from capacity_service.application import tracing
 from capacity_service.application.circuit_breaker import BreakerState, CircuitBreaker
 from capacity_service.application.metrics import NO_METRICS, HostMetrics, HostStats
@@ -41,7 +48,7 @@ from capacity_service.application.pool_writer import (
     view_of_absent_pool,
 )
 from capacity_service.application.publishing import EventPublisher, NullPublisher, ViewPublisher
-from capacity_service.application.recovery import differences, recover_pools, replay_pool
+from capacity_service.application.recovery import RecoveredPool, differences, recover_pools, replay_pool
 from capacity_service.application.repeated_log import RepeatedFailureLog
 from capacity_service.domain import (
     ConfigurePool,
@@ -51,6 +58,7 @@ from capacity_service.domain import (
     PoolPaused,
     PoolResumed,
     PoolRetired,
+    PoolState,
     PoolView,
     Reservation,
     ReservationStatus,
@@ -71,6 +79,9 @@ log = logging.getLogger(__name__)
 
 # Pools recovered together (``recover_pools``): a few queries and one worker-thread call for all of them.
 _RECOVERY_BATCH = 500
+
+# Calls claiming writer epochs under way at once (``_Claims``).
+_CLAIMS_UNDER_WAY = 4
 
 # After a wake-up that did not expire the hold it was for (the journal failed), the next one waits this long.
 _EXPIRY_RETRY_S = 1.0
@@ -558,8 +569,16 @@ class PoolHost:
             if not self.breaker.allow():
                 raise Unavailable("the journal is failing; not trying for a moment")
             epochs = await self._claims.claim_many(pool_ids)
-            async with self._recoveries:
-                recovered = await asyncio.to_thread(recover_pools, self._journal, self._codec, pool_ids)
+            # A stream claimed for the first time has no events: nothing to read (a new pool).
+            recovered: dict[str, RecoveredPool | JournalError] = {
+                pool_id: RecoveredPool(PoolState(pool_id), 0, 0, 0)
+                for pool_id, epoch in zip(pool_ids, epochs, strict=True)
+                if epoch == FIRST_EPOCH
+            }
+            existing = [pool_id for pool_id in pool_ids if pool_id not in recovered]
+            if existing:
+                async with self._recoveries:
+                    recovered.update(await asyncio.to_thread(recover_pools, self._journal, self._codec, existing))
             self.breaker.record_success()
         except JournalError as exc:
             self.breaker.record_failure()
@@ -611,19 +630,23 @@ class PoolHost:
 
 
 class _Claims:
-    """Writer epochs claimed for many pools in one journal call: pools that start while a claim runs (a
-    cold start, the watchdog reviving a host's pools) are claimed together in the next."""
+    """Writer epochs claimed for many pools in few journal calls: pools that start while claims run (a
+    cold start, the watchdog reviving a host's pools, a burst of new pools) are claimed together in the
+    next, with up to ``_CLAIMS_UNDER_WAY`` calls under way (each takes its slowest claim's time: on
+    Cassandra a Paxos round per pool)."""
 
     def __init__(self, journal: Journal) -> None:
         self._journal = journal
         self._waiting: list[tuple[str, asyncio.Future[int]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def claim_many(self, pool_ids: list[str]) -> list[int]:
         answers = [asyncio.get_running_loop().create_future() for _ in pool_ids]
         self._waiting.extend(zip(pool_ids, answers, strict=True))
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._run())
+        if len(self._tasks) < _CLAIMS_UNDER_WAY:
+            task = asyncio.ensure_future(self._run())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return list(await asyncio.gather(*answers))
 
     async def _run(self) -> None:

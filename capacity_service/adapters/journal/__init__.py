@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from capacity_service.adapters.journal.port import (
+    FIRST_EPOCH,
     AppendRequest,
     Journal,
     JournalError,
@@ -30,6 +31,7 @@ def open_journal(settings: SqlJournalSettings | CassandraJournalSettings) -> Jou
 
 
 __all__ = [
+    "FIRST_EPOCH",
     "AppendRequest",
     "Journal",
     "JournalError",

@@ -20,6 +20,10 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+# The epoch of a stream's first claim: a stream claimed at it has no events (none could be written before).
+FIRST_EPOCH = 1
+
+
 class JournalError(Exception):
     """Base of everything a journal raises."""
 
@@ -108,7 +112,8 @@ class Journal(ABC):
 
     @abstractmethod
     def claim_epoch(self, pool_id: str) -> int:
-        """Claim a writer epoch greater than every earlier one; earlier holders are fenced from now on."""
+        """Claim a writer epoch greater than every earlier one; earlier holders are fenced from now on. The
+        first claim of a stream gets ``FIRST_EPOCH``."""
 
     def claim_epochs(self, pool_ids: Sequence[str]) -> list[int]:
         """``claim_epoch`` for several pools, in order. Adapters override this to claim them in one
