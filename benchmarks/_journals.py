@@ -181,7 +181,7 @@ def _sqlite_limits(seconds: float) -> dict[str, Any]:
     import sqlite3
 
     with tempfile.TemporaryDirectory(prefix="bench-sqlite-") as work_dir:
-        connection = sqlite3.connect(Path(work_dir) / "limit.db", isolation_level=None)
+        connection = sqlite3.connect(Path(work_dir) / "limit.db", isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("CREATE TABLE rows (k TEXT PRIMARY KEY, v BLOB)")
