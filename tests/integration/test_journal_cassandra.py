@@ -1,3 +1,4 @@
+import socket
 import uuid
 
 import pytest
@@ -101,3 +102,16 @@ def test_a_refused_append_leaves_no_row_behind(cassandra_settings: CassandraJour
             (pool_id,),
         )
         assert [r.seq_nr for r in rows] == [1]
+
+
+def test_requests_are_sent_without_waiting_for_acks(cassandra_settings: CassandraJournalSettings) -> None:
+    """Nagle's algorithm off on every connection: with it on, a request over a few KB (a hot pool's batch)
+    waits 40 ms for the server's delayed ACK (benchmarks/cassandra_appends.py; docs/performance.md)."""
+    with CassandraJournal(cassandra_settings) as journal:
+        journal.highest_seq_nr(f"pool-{uuid.uuid4().hex[:12]}")
+        pools = journal._session.get_pools()
+        connections = [c for pool in pools for c in pool.get_connections()]
+        connections.append(journal._cluster.control_connection._connection)
+        assert connections
+        for connection in connections:
+            assert connection._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
