@@ -13,9 +13,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +46,29 @@ def summarize(samples_s: Sequence[float]) -> dict[str, float]:
         "p99_ms": p99 * 1000,
         "max_ms": ordered[-1] * 1000,
     }
+
+
+def timed_calls(call: Callable[[int, int], None], concurrency: int, seconds: float) -> tuple[list[float], float]:
+    """``call(k, i)`` from ``concurrency`` threads (k), each calling again as soon as its call returns (i
+    counts its calls), for ``seconds``: every call's latency in seconds, and the seconds it all took."""
+    latencies: list[float] = []
+    stop = time.monotonic() + seconds
+
+    def worker(k: int) -> None:
+        i = 0
+        while time.monotonic() < stop:
+            began = time.perf_counter()
+            call(k, i)
+            latencies.append(time.perf_counter() - began)
+            i += 1
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, time.monotonic() - began
 
 
 def command_line() -> str:

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import REPO, summarize
+from benchmarks._common import REPO, summarize, timed_calls
 
 JOURNALS = ("sqlite", "postgres", "cassandra")
 
@@ -82,24 +81,8 @@ def database_limits(server: JournalServer, concurrency: int = 16, seconds: float
 
 
 def _timed(write: Callable[[int, int], None], concurrency: int, seconds: float) -> dict[str, Any]:
-    latencies: list[float] = []
-    stop = time.monotonic() + seconds
-
-    def worker(k: int) -> None:
-        i = 0
-        while time.monotonic() < stop:
-            began = time.perf_counter()
-            write(k, i)
-            latencies.append(time.perf_counter() - began)
-            i += 1
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
-    began = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return {"writes_per_s": round(len(latencies) / (time.monotonic() - began)), **summarize(latencies)}
+    latencies, elapsed = timed_calls(write, concurrency, seconds)
+    return {"writes_per_s": round(len(latencies) / elapsed), **summarize(latencies)}
 
 
 def _cassandra_limits(host: str, port: int, concurrency: int, seconds: float) -> dict[str, Any]:

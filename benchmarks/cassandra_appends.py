@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import exit_cleanly_on_sigterm, local_cassandra, summarize, write_results
+from benchmarks._common import exit_cleanly_on_sigterm, local_cassandra, summarize, timed_calls, write_results
 from capacity_service.adapters.journal import AppendRequest, NewEvent
 from capacity_service.adapters.journal.cassandra import CassandraJournal
 from capacity_service.settings import CassandraJournalSettings
@@ -39,24 +37,7 @@ GROUP = 8
 
 
 def timed(append: Callable[[int, int], None], in_flight: int, seconds: float, pools_per_call: int) -> dict[str, Any]:
-    latencies: list[float] = []
-    stop = time.monotonic() + seconds
-
-    def worker(k: int) -> None:
-        i = 0
-        while time.monotonic() < stop:
-            began = time.perf_counter()
-            append(k, i)
-            latencies.append(time.perf_counter() - began)
-            i += 1
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(in_flight)]
-    began = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - began
+    latencies, elapsed = timed_calls(append, in_flight, seconds)
     return {
         "calls_per_s": round(len(latencies) / elapsed),
         "pool_appends_per_s": round(len(latencies) * pools_per_call / elapsed),

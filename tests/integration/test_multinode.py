@@ -63,12 +63,18 @@ def cluster() -> Iterator[LocalCluster]:
         yield local
 
 
+def multinode_keyspace(cassandra_settings: CassandraJournalSettings) -> CassandraJournalSettings:
+    """The session's Cassandra, in this module's keyspace, with a short request timeout: an outage shows
+    within the scenarios' seconds."""
+    return cassandra_settings.model_copy(update={"keyspace": "multinode", "request_timeout_s": 2.0})
+
+
 @pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.cassandra)])
 def journal(request: pytest.FixtureRequest) -> Iterator[SqlJournalSettings | CassandraJournalSettings]:
     """Each scenario on the embedded journal and on the production one (its append path, its fencing)."""
     if request.param == "cassandra":
         cassandra_settings: CassandraJournalSettings = request.getfixturevalue("cassandra_settings")
-        yield cassandra_settings.model_copy(update={"keyspace": "multinode", "request_timeout_s": 2.0})
+        yield multinode_keyspace(cassandra_settings)
         return
     with tempfile.TemporaryDirectory(prefix="multinode-") as tmp:
         yield SqlJournalSettings(url=f"sqlite:///{Path(tmp) / 'journal.db'}")
@@ -256,7 +262,7 @@ def test_a_partitioned_node_is_fenced_and_heals(cluster: LocalCluster, client: C
 def test_cassandra_outage_on_many_nodes(
     cluster: LocalCluster, cassandra: LocalCassandra, cassandra_settings: CassandraJournalSettings
 ) -> None:
-    settings = settings_for(cassandra_settings.model_copy(update={"keyspace": "multinode", "request_timeout_s": 2.0}))
+    settings = settings_for(multinode_keyspace(cassandra_settings))
     client = CapacityClient(settings)
     settings = client.settings  # as the running service fixed them (the shard count counted)
     pools = make_pools(client, 6, 100_000)
@@ -301,7 +307,7 @@ def test_cassandra_frozen_in_the_middle_of_batches_then_thawed(
     goes on where it stopped: the appends it had half done may land after their writers gave up. Every
     acknowledged reserve is in the journal once, every 504 is settled by its retry, nothing is oversold,
     and every pool serves again by itself."""
-    settings = settings_for(cassandra_settings.model_copy(update={"keyspace": "multinode", "request_timeout_s": 2.0}))
+    settings = settings_for(multinode_keyspace(cassandra_settings))
     client = CapacityClient(settings)
     settings = client.settings
     capacity = 400

@@ -173,10 +173,6 @@ class CassandraJournal(Journal):
             f"SELECT epoch, head, first_seq_nr, sealed FROM {ks}.pool_events "
             "WHERE pool_id = ? AND partition_nr = ? LIMIT 1"
         )
-        self._select_partition_serial = prepare(
-            f"SELECT epoch, head, first_seq_nr, sealed FROM {ks}.pool_events "
-            "WHERE pool_id = ? AND partition_nr = ? LIMIT 1"
-        )
         self._select_events = prepare(
             f"SELECT seq_nr, event_type, schema_version, payload, writer_epoch, recorded_at FROM {ks}.pool_events "
             "WHERE pool_id = ? AND partition_nr = ? AND seq_nr >= ? AND seq_nr <= ?"
@@ -203,16 +199,18 @@ class CassandraJournal(Journal):
             f"DELETE FROM {ks}.snapshots WHERE pool_id = ? AND seq_nr = ? AND chunk_nr = ?"
         )
         serial = ConsistencyLevel.name_to_value[self._settings.serial_consistency]
-        # A linearizable read: it completes any Paxos round left in flight before answering.
-        self._select_partition_serial.consistency_level = serial if condition else None
+        # A linearizable read of a partition's head completes any Paxos round left in flight first.
+        self._serial_read = serial if condition else None
         for statement in (self._advance_head, self._seal, self._open_partition, self._bump_epoch):
             statement.serial_consistency_level = serial
 
     # ---------------------------------------------------------------- where a stream stands
 
     def _partition(self, pool_id: str, partition_nr: int, serial: bool) -> _Partition | None:
-        statement = self._select_partition_serial if serial else self._select_partition
-        row = self._session.execute(statement, (pool_id, partition_nr)).one()
+        statement = self._select_partition.bind((pool_id, partition_nr))
+        if serial and self._serial_read is not None:
+            statement.consistency_level = self._serial_read
+        row = self._session.execute(statement).one()
         if row is None or row.epoch is None:
             return None
         return _Partition(partition_nr, int(row.epoch), int(row.head), int(row.first_seq_nr), bool(row.sealed))

@@ -102,7 +102,9 @@ def _let_replica_http_reuse_its_port() -> None:
 
 def build_app(args: dict[str, Any]) -> Application:
     """The application builder named by the Serve configs' ``import_path``: Serve passes the ``args`` alone
-    (the replicas and other deployment options come from the config's ``deployments`` section)."""
+    (the replicas and other deployment options come from the config's ``deployments`` section). A journal
+    that cannot work fails the deploy here, with what to do (`start` checks it before it starts Ray)."""
+    check_journal(service_settings(args).journal)
     return application(args)
 
 
@@ -112,10 +114,8 @@ def application(args: dict[str, Any], replicas: int | None = None) -> Applicatio
     warehouse actors were started with), so wrong args fail at deploy time, not in every replica. The
     replicas are given the args (secrets stay in each node's environment, out of Serve's config) with the
     shard count fixed."""
-    settings = service_settings(args)
-    check_journal(settings.journal)  # a journal that cannot work fails the deploy, with what to do
     _ray.ensure_initialized()
-    running = service.establish(settings)
+    running = service.establish(service_settings(args))
     service.start_watchdog(running.hosting.namespace)
     bound = dict(args)
     bound["hosting"] = {
