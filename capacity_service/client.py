@@ -4,58 +4,19 @@ Calls go through Ray handles straight to the pool actors (no HTTP). Results are 
 failures are our typed exceptions (``PoolNotFound``, ``InsufficientCapacity``, ``ReservationNotFound``,
 ``RequestIdConflict``, ``InvalidRequest``, ``Unavailable``: nothing taken, ``OutcomeUnknown``: repeat with
 the error's ``request_id``, ``Overloaded``). ``AsyncCapacityClient`` is the same for
-asyncio code (Serve deployments); ``CapacityClient`` wraps it for plain synchronous code.
+asyncio code (Serve deployments); ``CapacityClient`` wraps it for plain synchronous code. The operations
+themselves are the service layer's (``application/operations.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
-import time
-import uuid
 from collections.abc import Coroutine
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from capacity_service.application.pool_writer import CommandOutcome
-from capacity_service.domain import (
-    MAX_HOLD_SECONDS,
-    ConfigurePool,
-    Confirm,
-    HoldHasExpired,
-    InvalidId,
-    PausePool,
-    PoolCommand,
-    Release,
-    ReservationStatus,
-    ReservationWasReleased,
-    Reserve,
-    ResumePool,
-    RetirePool,
-    check_pool_id,
-    new_reservation_id,
-    pool_of_reservation,
-)
-from capacity_service.domain import InsufficientCapacity as InsufficientCapacityRejection
-from capacity_service.domain import InvalidCommand as InvalidCommandRejection
-from capacity_service.domain import PoolIsPaused as PoolIsPausedRejection
-from capacity_service.domain import PoolIsRetired as PoolIsRetiredRejection
-from capacity_service.domain import PoolNotFound as PoolNotFoundRejection
-from capacity_service.domain import RequestIdConflict as RequestIdConflictRejection
-from capacity_service.domain import ReservationNotFound as ReservationNotFoundRejection
-from capacity_service.errors import (
-    CapacityError,
-    HoldExpired,
-    InsufficientCapacity,
-    InvalidRequest,
-    Paused,
-    PoolNotFound,
-    PoolRetired,
-    RequestIdConflict,
-    ReservationNotFound,
-    ReservationReleased,
-)
+from capacity_service.application.operations import MAX_LISTED_RESERVATIONS, CapacityOperations, PoolGateway
 from capacity_service.models import (
     Pool,
     PoolCheck,
@@ -64,39 +25,25 @@ from capacity_service.models import (
     ReservationInfo,
     ReservationReceipt,
 )
-from capacity_service.runtime import _ray, service
-from capacity_service.runtime.actor_api import PoolCalls, SupervisorApi, call
+from capacity_service.runtime import _ray, bootstrap, service
+from capacity_service.runtime.actor_api import SupervisorApi, call
 from capacity_service.runtime.cache_finder import CacheFinder
 from capacity_service.runtime.names import SUPERVISOR_NAME
-from capacity_service.runtime.router import PoolRouter
 from capacity_service.runtime.supervisor import Supervisor
 from capacity_service.runtime.watchdog import SweepReport
 from capacity_service.settings import ServiceSettings
 
+__all__ = ["MAX_LISTED_RESERVATIONS", "AsyncCapacityClient", "CapacityClient"]
+
 T = TypeVar("T")
-MAX_REQUEST_ID_LENGTH = 128
-MAX_ZONE_LENGTH = 128
-MAX_LISTED_RESERVATIONS = 10_000
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class Router(PoolCalls, Protocol):
-    """Where commands and reads for a pool go (``PoolRouter`` in a Ray cluster)."""
-
-    async def execute(
-        self, pool_id: str, command: PoolCommand, deadline: float | None = None
-    ) -> CommandOutcome | CapacityError: ...
-
-    async def live_pool_ids(self) -> list[str]: ...
-
-    async def aclose(self) -> None: ...
-
-
-class AsyncCapacityClient:
+class AsyncCapacityClient(CapacityOperations):
     """With no ``settings``, the client attaches to the service running in ``namespace`` and routes with
     its settings (journal, hosting, shard count); settings given must agree with the running service's
     (``SettingsMismatch`` otherwise), and start it when none runs there yet. ``ray_address``: of the Ray
-    cluster (default: this process's Ray, else a local one; "auto": the one running on this machine)."""
+    cluster (default: this process's Ray, else a local one; "auto": the one running on this machine).
+    ``router``: where commands go instead of the cluster's pool actors (tests)."""
 
     def __init__(
         self,
@@ -104,185 +51,14 @@ class AsyncCapacityClient:
         *,
         namespace: str = service.DEFAULT_NAMESPACE,
         ray_address: str | None = None,
-        router: Router | None = None,
+        router: PoolGateway | None = None,
     ) -> None:
         if router is None:
-            namespace = settings.hosting.namespace if settings is not None else namespace
-            _ray.ensure_initialized(ray_address, namespace)
-            settings = service.attach(settings, namespace)
-            router = PoolRouter(settings)
+            settings, router = bootstrap.python_api(settings, namespace, ray_address)
         self.settings = settings or ServiceSettings()
-        self._router: Router = router
         # The availability cache replicas (found lazily: a client that never asks never looks).
         self.caches = CacheFinder(self.settings.hosting.namespace, self.start_watchdog)
-
-    async def aclose(self) -> None:
-        await self._router.aclose()
-
-    # ------------------------------------------------------------------ pools
-
-    async def configure_pool(
-        self,
-        pool_id: str,
-        capacity: int,
-        zone: str,
-        slot_start: datetime | None = None,
-        slot_end: datetime | None = None,
-    ) -> Pool:
-        """Create the pool or change it."""
-        return (await self.configure_pool_reporting_creation(pool_id, capacity, zone, slot_start, slot_end))[0]
-
-    async def configure_pool_reporting_creation(
-        self,
-        pool_id: str,
-        capacity: int,
-        zone: str,
-        slot_start: datetime | None = None,
-        slot_end: datetime | None = None,
-    ) -> tuple[Pool, bool]:
-        """Like ``configure_pool``; also says whether this call created the pool (HTTP 201 vs 200)."""
-        _check_pool_id(pool_id)
-        if not (1 <= len(zone) <= MAX_ZONE_LENGTH and _printable(zone)):
-            raise InvalidRequest(f"zone must be 1-{MAX_ZONE_LENGTH} printable characters")
-        outcome = await self._execute(pool_id, ConfigurePool(capacity, zone, slot_start, slot_end))
-        created = outcome.view.version == 1 and len(outcome.events) == 1
-        return Pool.of(outcome.view), created
-
-    async def get_pool(self, pool_id: str) -> Pool:
-        _check_pool_id(pool_id)
-        view = _raise_error(await self._router.view(pool_id))
-        if not view.exists:
-            raise PoolNotFound(pool_id)
-        return Pool.of(view)
-
-    async def availability(
-        self,
-        zone: str,
-        slot_from: datetime | None = None,
-        slot_to: datetime | None = None,
-        quantity: int = 1,
-    ) -> list[Pool]:
-        """Pools of ``zone`` whose slot overlaps ``[slot_from, slot_to)`` with at least ``quantity``
-        remaining, from the replicated cache (it may lag a write by a little, as over HTTP)."""
-        if not (1 <= len(zone) <= MAX_ZONE_LENGTH and _printable(zone)):
-            raise InvalidRequest(f"zone must be 1-{MAX_ZONE_LENGTH} printable characters")
-        if quantity < 1:
-            raise InvalidRequest("quantity must be >= 1")
-        return [Pool.of(view) for view in await self.caches.query(zone, slot_from, slot_to, quantity)]
-
-    async def retire_pool(self, pool_id: str) -> Pool:
-        """Retire the pool: it takes no new reservations (``PoolRetired``) and leaves availability; releases,
-        confirms and reads go on, and it stops being hosted once nothing in it is held or active. Its
-        journal stays. Retiring twice is fine."""
-        _check_pool_id(pool_id)
-        return Pool.of((await self._execute(pool_id, RetirePool())).view)
-
-    # ------------------------------------------------------------------ reservations
-
-    async def reserve(
-        self, pool_id: str, quantity: int = 1, request_id: str | None = None, hold_seconds: int | None = None
-    ) -> ReservationReceipt:
-        """Take ``quantity`` units. The same ``request_id`` on the same pool returns the same reservation
-        and takes capacity once; without one, a fresh id is made per call (so our own retries are safe).
-        With ``hold_seconds`` (1..86400) the units are held: they go back on sale by themselves that long
-        after the pool decided, unless ``confirm`` comes first."""
-        _check_pool_id(pool_id)
-        if request_id is not None and not (1 <= len(request_id) <= MAX_REQUEST_ID_LENGTH and _printable(request_id)):
-            raise InvalidRequest(f"request_id must be 1-{MAX_REQUEST_ID_LENGTH} printable characters")
-        if hold_seconds is not None and not 1 <= hold_seconds <= MAX_HOLD_SECONDS:
-            raise InvalidRequest(f"hold_seconds must be 1..{MAX_HOLD_SECONDS}")
-        request_id = request_id or f"auto:{uuid.uuid4().hex}"
-        command = Reserve(quantity, request_id, new_reservation_id(pool_id), hold_seconds)
-        try:
-            outcome = await self._execute(pool_id, command)
-        except CapacityError as exc:  # every answer to a reserve names the id it can be settled with
-            raise _naming_request(exc, request_id) from exc
-        assert outcome.reservation is not None
-        return ReservationReceipt(
-            reservation_id=outcome.reservation.reservation_id,
-            pool_id=pool_id,
-            quantity=outcome.reservation.quantity,
-            remaining=outcome.view.remaining,
-            request_id=request_id,
-            status=outcome.reservation.status.value,
-            expires_at=outcome.reservation.expires_at,
-        )
-
-    async def confirm(self, reservation_id: str) -> ReservationInfo:
-        """Turn a hold into an active reservation (it then never expires). Confirming twice is fine;
-        ``HoldExpired`` if it expired first, ``ReservationReleased`` if it was released."""
-        pool_id = _pool_of(reservation_id)
-        outcome = await self._execute(pool_id, Confirm(reservation_id))
-        assert outcome.reservation is not None
-        return ReservationInfo.of(pool_id, outcome.reservation)
-
-    async def release(self, reservation_id: str) -> ReleaseReceipt:
-        """Give the reservation's capacity back. Releasing twice is fine."""
-        pool_id = _pool_of(reservation_id)
-        await self._execute(pool_id, Release(reservation_id))
-        return ReleaseReceipt(reservation_id=reservation_id, pool_id=pool_id)
-
-    async def get_reservation(self, reservation_id: str) -> ReservationInfo:
-        pool_id = _pool_of(reservation_id)
-        found = _raise_error(await self._router.reservation(pool_id, reservation_id))
-        if found is None:
-            raise ReservationNotFound(reservation_id)
-        return ReservationInfo.of(pool_id, found)
-
-    # ------------------------------------------------------------------ operations
-
-    async def pause_pool(self, pool_id: str, reason: str) -> Pool:
-        """Stop the pool's writes (reserves, releases, confirms, changes: ``Paused``, nothing taken) until
-        ``resume_pool``; reads and hold expiry go on. Recorded as an event; pausing twice is fine."""
-        _check_pool_id(pool_id)
-        return Pool.of((await self._execute(pool_id, PausePool(reason))).view)
-
-    async def resume_pool(self, pool_id: str) -> Pool:
-        _check_pool_id(pool_id)
-        return Pool.of((await self._execute(pool_id, ResumePool())).view)
-
-    async def pause_all(self, reason: str) -> PoolsChanged:
-        """The kill switch: pause every live pool (a pool created afterwards is not paused)."""
-        return await self._on_every_live_pool(PausePool(reason))
-
-    async def resume_all(self) -> PoolsChanged:
-        return await self._on_every_live_pool(ResumePool())
-
-    async def _on_every_live_pool(self, command: PausePool | ResumePool) -> PoolsChanged:
-        pool_ids = await self._router.live_pool_ids()
-        answers = await asyncio.gather(*(self._execute(p, command) for p in pool_ids), return_exceptions=True)
-        failed = {
-            p: f"{type(a).__name__}: {a}"
-            for p, a in zip(pool_ids, answers, strict=True)
-            if isinstance(a, BaseException)
-        }
-        return PoolsChanged(done=[p for p in pool_ids if p not in failed], failed=failed)
-
-    async def reservations(self, pool_id: str, status: str | None = None, limit: int = 1_000) -> list[ReservationInfo]:
-        """The pool's reservations (only those of ``status``: held, active, released or expired), at most
-        ``limit`` (1..10,000), in the order they were made."""
-        _check_pool_id(pool_id)
-        if not 1 <= limit <= MAX_LISTED_RESERVATIONS:
-            raise InvalidRequest(f"limit must be 1..{MAX_LISTED_RESERVATIONS}")
-        try:
-            wanted = None if status is None else ReservationStatus(status)
-        except ValueError:
-            raise InvalidRequest(f"status must be one of {[s.value for s in ReservationStatus]}") from None
-        found = _raise_error(await self._router.reservations(pool_id, wanted, limit))
-        return [ReservationInfo.of(pool_id, r) for r in found]
-
-    async def reset_pool(self, pool_id: str, to_seq_nr: int) -> Pool:
-        """Set the pool back to its state after its event ``to_seq_nr`` (pause it first, check it after):
-        one more event, ``PoolReset``, carries that state; the history stays. Reservations made since are
-        gone, and their request ids free again; holds of that state are pending again."""
-        _check_pool_id(pool_id)
-        return Pool.of(_decided(await self._router.reset(pool_id, to_seq_nr)).view)
-
-    async def check_pool(self, pool_id: str) -> PoolCheck:
-        """Replay the pool from its journal, every event from the first, and compare with its live state."""
-        _check_pool_id(pool_id)
-        seq_nr, differences = _raise_error(await self._router.check(pool_id))
-        return PoolCheck(pool_id=pool_id, seq_nr=seq_nr, matches=not differences, differences=differences)
+        super().__init__(router, self.caches, self.settings.hosting.call_timeout_s)
 
     async def start_watchdog(self) -> None:
         """Start the cluster's watchdog (idempotent): it keeps every registered pool's actor alive."""
@@ -294,11 +70,6 @@ class AsyncCapacityClient:
 
     def _supervisor(self) -> _ray.Handle:
         return _ray.ensure_actor(Supervisor, SUPERVISOR_NAME, self.settings.hosting.namespace, (self.settings,), {})
-
-    async def _execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome:
-        """The command goes with its deadline: the pool decides it only before then (see ``PoolRouter``)."""
-        deadline = time.time() + self.settings.hosting.call_timeout_s
-        return _decided(await self._router.execute(pool_id, command, deadline))
 
 
 class CapacityClient:
@@ -417,70 +188,3 @@ async def _make_async_client(
     settings: ServiceSettings | None, namespace: str, ray_address: str | None
 ) -> AsyncCapacityClient:
     return AsyncCapacityClient(settings, namespace=namespace, ray_address=ray_address)
-
-
-def _check_pool_id(pool_id: str) -> None:
-    try:
-        check_pool_id(pool_id)
-    except InvalidId as exc:
-        raise InvalidRequest(str(exc)) from exc
-
-
-def _pool_of(reservation_id: str) -> str:
-    try:
-        return pool_of_reservation(reservation_id)
-    except InvalidId as exc:
-        raise ReservationNotFound(reservation_id) from exc
-
-
-def _naming_request(error: CapacityError, request_id: str) -> CapacityError:
-    """A copy of ``error`` that names ``request_id``. A copy, as one error object may answer a whole batch
-    of commands (a journal outage), each with its own request id."""
-    named = type(error).__new__(type(error), *error.args)
-    named.args = error.args
-    named.__dict__.update(error.__dict__)
-    named.request_id = request_id
-    return named
-
-
-def _printable(text: str) -> bool:
-    """No control characters (what the HTTP schema's pattern allows): these names reach logs and the
-    warehouse, and PostgreSQL's text cannot hold a NUL."""
-    return _CONTROL_CHARACTER.search(text) is None
-
-
-def _raise_error(result: T | CapacityError) -> T:
-    if isinstance(result, CapacityError):
-        raise result
-    return result
-
-
-def _decided(answer: CommandOutcome | CapacityError) -> CommandOutcome:
-    """The outcome of a command the pool accepted; its error, or the error of its rejection, raised."""
-    outcome = _raise_error(answer)
-    if outcome.rejection is not None:
-        raise _error_of(outcome.rejection)
-    return outcome
-
-
-def _error_of(rejection: object) -> CapacityError:
-    match rejection:
-        case PoolNotFoundRejection(pool_id=pool_id):
-            return PoolNotFound(pool_id)
-        case InsufficientCapacityRejection(pool_id=pool_id, requested=requested, remaining=remaining):
-            return InsufficientCapacity(pool_id, requested, remaining)
-        case ReservationNotFoundRejection(reservation_id=reservation_id):
-            return ReservationNotFound(reservation_id)
-        case RequestIdConflictRejection(request_id=request_id, reservation_id=reservation_id):
-            return RequestIdConflict(request_id, reservation_id)
-        case HoldHasExpired(reservation_id=reservation_id):
-            return HoldExpired(reservation_id)
-        case ReservationWasReleased(reservation_id=reservation_id):
-            return ReservationReleased(reservation_id)
-        case PoolIsRetiredRejection(pool_id=pool_id):
-            return PoolRetired(pool_id)
-        case PoolIsPausedRejection(pool_id=pool_id, reason=reason):
-            return Paused(pool_id, reason)
-        case InvalidCommandRejection(reason=reason):
-            return InvalidRequest(reason)
-    return CapacityError(str(rejection))

@@ -11,7 +11,7 @@ import pytest
 
 from capacity_service.adapters.warehouse import Delivery, WarehouseSink
 from capacity_service.adapters.warehouse.rows import next_rows
-from capacity_service.domain import HoldExpired
+from capacity_service.domain import HoldsExpired
 from tests.support.warehouse_rows import history
 
 SinkFactory = Callable[[], WarehouseSink]
@@ -53,7 +53,7 @@ class WarehouseSinkContract:
         expiry = next_rows(
             Delivery.after(rows[-1]),
             5,
-            HoldExpired(("r-2", "r-4"), (2, 2)),
+            HoldsExpired(("r-2", "r-4"), (2, 2)),
             rows[-1].occurred_at + timedelta(seconds=1),
         )
         sink.write(rows + expiry)

@@ -130,8 +130,25 @@ class PoolWriter:
         self.fenced = False
 
     @property
+    def stream_id(self) -> str:
+        return self.pool_id
+
+    @property
     def seq_nr(self) -> int:
         return self._seq_nr
+
+    @property
+    def dormant(self) -> bool:
+        """Retired with nothing held or active: the pool will never change by itself again."""
+        return self._state.dormant
+
+    def repeats_known_request(self, command: PoolCommand) -> bool:
+        """A reserve whose request id the pool knows: answering it decides nothing new."""
+        return isinstance(command, Reserve) and self._state.reservation_for_request(command.request_id) is not None
+
+    def timer_command(self) -> PoolCommand:
+        """What the pool's timer submits when its earliest hold is due (``prepare`` expires what is due)."""
+        return ExpireHolds()
 
     @property
     def state(self) -> PoolState:
@@ -195,15 +212,16 @@ class PoolWriter:
             try:
                 new_seq_nr = self._journal.append(*prepared.append)
             except JournalError as exc:
-                self.settle_failure(prepared, exc)
+                self.append_failed(prepared, exc)
                 return prepared.result
-            self.settle_success(prepared, new_seq_nr)
+            self.append_landed(prepared, new_seq_nr)
         return prepared.result
 
     def prepare(self, commands: Sequence[PoolCommand]) -> PreparedBatch:
         """Decide each command against the state the ones before it left, apply the events to the
         in-memory state (tentatively) and encode them: what ``append`` must write, and the answers to give
-        once it is durable. Until ``settle_*`` the state holds events that are not durable yet."""
+        once it is durable. Until ``append_landed`` or ``append_failed`` the state holds events that are
+        not durable yet."""
         if self.fenced:
             raise WriterFenced(self.pool_id, self.epoch, None)
         if self.needs_reload:
@@ -248,10 +266,10 @@ class PoolWriter:
         append = AppendRequest(self.pool_id, self._seq_nr, self.epoch, pending) if pending else None
         return PreparedBatch(BatchResult(outcomes[len(expiry) :], persisted), append)
 
-    def settle_success(self, prepared: PreparedBatch, new_seq_nr: int) -> None:
+    def append_landed(self, prepared: PreparedBatch, new_seq_nr: int) -> None:
         self._seq_nr = new_seq_nr
 
-    def settle_failure(self, prepared: PreparedBatch, error: JournalError) -> None:
+    def append_failed(self, prepared: PreparedBatch, error: JournalError) -> None:
         """The append of ``prepared`` failed: throw the tentative state away (re-reading the stream).
         Returns normally if the stream shows the append landed after all; raises ``error`` otherwise."""
         assert prepared.append is not None

@@ -72,12 +72,12 @@ class HoldConfirmed:
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
-class HoldExpired:
+class HoldsExpired:
     """Holds neither confirmed nor released in time: their units are back on sale. One event carries all
     the holds the pool expired at once (version 1 carried one), so that a storm of expiries costs the pool's
     writer one event per batch, not one per hold. ``quantities[i]`` is ``reservation_ids[i]``'s."""
 
-    TYPE: ClassVar[str] = "HoldExpired"
+    TYPE: ClassVar[str] = "HoldExpired"  # the name journals store it under, older than the class's
     VERSION: ClassVar[int] = 2
 
     reservation_ids: tuple[str, ...]
@@ -85,10 +85,10 @@ class HoldExpired:
 
 
 @dataclass(frozen=True, slots=True)
-class PoolRetired:
+class PoolWasRetired:
     """The pool takes no new reservations from now on; what it holds still ends as usual."""
 
-    TYPE: ClassVar[str] = "PoolRetired"
+    TYPE: ClassVar[str] = "PoolRetired"  # the name journals store it under, older than the class's
     VERSION: ClassVar[int] = 1
 
 
@@ -129,8 +129,8 @@ PoolEvent = (
     | CapacityReleased
     | CapacityHeld
     | HoldConfirmed
-    | HoldExpired
-    | PoolRetired
+    | HoldsExpired
+    | PoolWasRetired
     | PoolPaused
     | PoolResumed
     | PoolReset

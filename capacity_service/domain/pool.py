@@ -31,13 +31,13 @@ from capacity_service.domain.events import (
     CapacityReleased,
     CapacityReserved,
     HoldConfirmed,
-    HoldExpired,
+    HoldsExpired,
     PoolConfigured,
     PoolEvent,
     PoolPaused,
     PoolReset,
     PoolResumed,
-    PoolRetired,
+    PoolWasRetired,
 )
 from capacity_service.domain.ids import InvalidId, pool_of_reservation
 from capacity_service.domain.values import pickled_by_fields
@@ -123,13 +123,13 @@ class PoolState:
 # Rejections are values, not exceptions: deciding is a pure function and the edge maps them to errors.
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
-class PoolNotFound:
+class UnknownPool:
     pool_id: str
 
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
-class InsufficientCapacity:
+class NotEnoughCapacity:
     pool_id: str
     requested: int
     remaining: int
@@ -137,13 +137,13 @@ class InsufficientCapacity:
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
-class ReservationNotFound:
+class UnknownReservation:
     reservation_id: str
 
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
-class RequestIdConflict:
+class RequestIdReused:
     """The request id was already used on this pool for a reservation of another quantity."""
 
     request_id: str
@@ -190,10 +190,10 @@ class InvalidCommand:
 
 
 Rejection = (
-    PoolNotFound
-    | InsufficientCapacity
-    | ReservationNotFound
-    | RequestIdConflict
+    UnknownPool
+    | NotEnoughCapacity
+    | UnknownReservation
+    | RequestIdReused
     | HoldHasExpired
     | ReservationWasReleased
     | PoolIsRetired
@@ -248,11 +248,11 @@ def _decide_configure(state: PoolState, command: ConfigurePool) -> Decision:
 
 def _decide_reserve(state: PoolState, command: Reserve, now: datetime | None) -> Decision:
     if not state.exists:
-        return PoolNotFound(state.pool_id)
+        return UnknownPool(state.pool_id)
     previous = state.reservation_for_request(command.request_id)
     if previous is not None:  # a retry is answered as before, retired or not
         if previous.quantity != command.quantity:
-            return RequestIdConflict(command.request_id, previous.reservation_id)
+            return RequestIdReused(command.request_id, previous.reservation_id)
         return []
     if state.retired:
         return PoolIsRetired(state.pool_id)
@@ -267,7 +267,7 @@ def _decide_reserve(state: PoolState, command: Reserve, now: datetime | None) ->
     if command.hold_seconds is not None and now is None:
         return InvalidCommand("a hold needs the pool's clock")
     if command.quantity > state.capacity - state.reserved:
-        return InsufficientCapacity(state.pool_id, command.quantity, state.remaining)
+        return NotEnoughCapacity(state.pool_id, command.quantity, state.remaining)
     if command.hold_seconds is not None and now is not None:
         expires_at = now + timedelta(seconds=command.hold_seconds)
         return [CapacityHeld(command.reservation_id, command.quantity, command.request_id, expires_at)]
@@ -277,7 +277,7 @@ def _decide_reserve(state: PoolState, command: Reserve, now: datetime | None) ->
 def _decide_release(state: PoolState, command: Release) -> Decision:
     reservation = state.reservations.get(command.reservation_id)
     if reservation is None:
-        return ReservationNotFound(command.reservation_id)
+        return UnknownReservation(command.reservation_id)
     if not reservation.status.takes_capacity:  # released already, or expired: nothing to give back
         return []
     return [CapacityReleased(reservation.reservation_id, reservation.quantity)]
@@ -286,7 +286,7 @@ def _decide_release(state: PoolState, command: Release) -> Decision:
 def _decide_confirm(state: PoolState, command: Confirm) -> Decision:
     reservation = state.reservations.get(command.reservation_id)
     if reservation is None:
-        return ReservationNotFound(command.reservation_id)
+        return UnknownReservation(command.reservation_id)
     if reservation.status is ReservationStatus.HELD:
         return [HoldConfirmed(reservation.reservation_id)]
     if reservation.status is ReservationStatus.ACTIVE:
@@ -305,7 +305,7 @@ def _stopped_by_a_pause(state: PoolState, command: PoolCommand) -> bool:
 
 def _decide_pause(state: PoolState, command: PausePool | ResumePool) -> Decision:
     if not state.exists:
-        return PoolNotFound(state.pool_id)
+        return UnknownPool(state.pool_id)
     if isinstance(command, ResumePool):
         return [] if state.paused_reason is None else [PoolResumed()]
     if not command.reason or len(command.reason) > 500:
@@ -316,7 +316,7 @@ def _decide_pause(state: PoolState, command: PausePool | ResumePool) -> Decision
 def _decide_reset(state: PoolState, command: ResetPool) -> Decision:
     """Allowed paused (the way to repair a pool is to pause it, reset it, check it, resume it)."""
     if not state.exists:
-        return PoolNotFound(state.pool_id)
+        return UnknownPool(state.pool_id)
     if command.to_seq_nr < 1 or command.state.pool_id != state.pool_id or not command.state.exists:
         return InvalidCommand("reset to a state of this pool after one of its events")
     return [PoolReset(command.to_seq_nr, command.state.copy())]
@@ -324,8 +324,8 @@ def _decide_reset(state: PoolState, command: ResetPool) -> Decision:
 
 def _decide_retire(state: PoolState) -> Decision:
     if not state.exists:
-        return PoolNotFound(state.pool_id)
-    return [] if state.retired else [PoolRetired()]
+        return UnknownPool(state.pool_id)
+    return [] if state.retired else [PoolWasRetired()]
 
 
 def _decide_expiry(state: PoolState, command: ExpireHolds, now: datetime | None) -> Decision:
@@ -338,7 +338,7 @@ def _decide_expiry(state: PoolState, command: ExpireHolds, now: datetime | None)
         if held is not None and held.is_due(now):
             expired.append(reservation_id)
             quantities.append(held.quantity)
-    return [HoldExpired(tuple(expired), tuple(quantities))] if expired else []
+    return [HoldsExpired(tuple(expired), tuple(quantities))] if expired else []
 
 
 def _owning_pool(reservation_id: str) -> str | None:
@@ -367,14 +367,14 @@ def apply(state: PoolState, event: PoolEvent) -> PoolState:
     elif isinstance(event, HoldConfirmed):
         held = state.reservations[event.reservation_id]
         state.reservations[event.reservation_id] = held._replace(status=ReservationStatus.ACTIVE, expires_at=None)
-    elif isinstance(event, HoldExpired):
+    elif isinstance(event, HoldsExpired):
         reservations, expired = state.reservations, ReservationStatus.EXPIRED
         for reservation_id in event.reservation_ids:
-            # Built directly rather than by ``_replace``: a third of the cost of an expiry storm's apply.
+            # Built directly rather than by ``_replace``, which dominates an expiry storm's apply.
             rid, quantity, request_id, _, expires_at = reservations[reservation_id]
             reservations[rid] = Reservation(rid, quantity, request_id, expired, expires_at)
         state.reserved -= sum(event.quantities)
-    elif isinstance(event, PoolRetired):
+    elif isinstance(event, PoolWasRetired):
         state.retired = True
     elif isinstance(event, PoolPaused):
         state.paused_reason = event.reason

@@ -286,9 +286,9 @@ def _journal_settings(a: argparse.Namespace) -> Any:
 
 
 def _list_pools(a: argparse.Namespace) -> int:
-    from capacity_service.adapters.journal import open_journal
+    from capacity_service.runtime import bootstrap
 
-    with open_journal(_journal_settings(a)) as journal:
+    with bootstrap.journal(_journal_settings(a)) as journal:
         pool_ids = list(journal.pool_ids())
     pools = [_http(a, "GET", f"/v1/pools/{pool_id}") for pool_id in pool_ids]
     return _show([pool for pool in pools if a.state in ("all", pool["state"])])
@@ -308,10 +308,10 @@ def _check_pool(a: argparse.Namespace) -> int:
 
 def _events(a: argparse.Namespace) -> int:
     from capacity_service.adapters.codec import Codec
-    from capacity_service.adapters.journal import open_journal
+    from capacity_service.runtime import bootstrap
 
     codec = Codec()
-    with open_journal(_journal_settings(a)) as journal:
+    with bootstrap.journal(_journal_settings(a)) as journal:
         for stored in journal.read(a.pool_id):
             event = codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
             line = {

@@ -10,16 +10,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from capacity_service.adapters.journal import WriterFenced, open_journal
+from capacity_service.adapters.journal import WriterFenced
 from capacity_service.application.pool_writer import PoolWriter
 from capacity_service.domain import ConfigurePool, Release, ReservationStatus, Reserve, new_reservation_id
+from capacity_service.runtime import bootstrap
 from capacity_service.settings import SnapshotSettings, SqlJournalSettings
 
 DEMO_POOL = "demo.north:2026-12-01T08"
 
 
 def run_demo(settings: SqlJournalSettings, say: Callable[[str], None] = print) -> PoolWriter:
-    with open_journal(settings) as journal:
+    with bootstrap.journal(settings) as journal:
         snapshots = SnapshotSettings(every_n_events=5, keep=2)
         writer = PoolWriter(DEMO_POOL, journal, snapshots=snapshots)
         writer.start()

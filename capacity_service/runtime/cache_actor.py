@@ -20,14 +20,13 @@ import time
 import uuid
 from datetime import datetime
 
-from capacity_service.adapters.journal import Journal, open_journal
+from capacity_service.adapters.journal import Journal
 from capacity_service.application.availability_index import AvailabilityIndex
 from capacity_service.domain import PoolView
-from capacity_service.runtime import _ray
+from capacity_service.runtime import _ray, bootstrap
 from capacity_service.runtime.actor_api import CacheApi
 from capacity_service.runtime.environment import metrics_collected
 from capacity_service.runtime.metrics import GAUGE_INTERVAL_S, RayCacheMetrics
-from capacity_service.runtime.router import PoolRouter
 from capacity_service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ class AvailabilityCache(CacheApi):
     def __init__(self, settings: ServiceSettings) -> None:
         self._settings = settings
         self._index = AvailabilityIndex()
-        self._router = PoolRouter(settings)
+        self._router = bootstrap.router(settings)
         self._journal: Journal | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
@@ -82,7 +81,7 @@ class AvailabilityCache(CacheApi):
 
     def _registered_pools(self) -> list[str]:
         if self._journal is None:
-            self._journal = open_journal(self._settings.journal)
+            self._journal = bootstrap.journal(self._settings.journal)
         return self._journal.live_pool_ids()
 
     async def update(self, views: list[PoolView]) -> int:

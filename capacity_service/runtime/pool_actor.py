@@ -11,34 +11,28 @@ import asyncio
 import gc
 from typing import TypeVar
 
-from capacity_service.adapters.journal import Journal, JournalError, open_journal
+from capacity_service.adapters.journal import Journal, JournalError
 from capacity_service.application import tracing
-from capacity_service.application.metrics import NO_METRICS
 from capacity_service.application.pool_host import AddressedCommand, PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import PoolCommand, PoolView, Reservation, ReservationStatus
 from capacity_service.errors import CapacityError, Unavailable
-from capacity_service.runtime import channel
+from capacity_service.runtime import bootstrap, channel
 from capacity_service.runtime._ray import current_node_id, plain, process_id
 from capacity_service.runtime.actor_api import SAME_NODE_METHODS, PoolApi
 from capacity_service.runtime.environment import metrics_collected
-from capacity_service.runtime.fanout import CacheFanout
 from capacity_service.runtime.metrics import GAUGE_INTERVAL_S, RayHostMetrics
-from capacity_service.runtime.warehouse_feed import WarehouseFeed
 from capacity_service.settings import ServiceSettings
 
 T = TypeVar("T")
 
 
-def _settle_the_heap() -> None:
+def _freeze_the_startup_heap() -> None:
     """What is loaded by now (Ray, SQLAlchemy, pydantic: hundreds of thousands of objects) lives as long
     as the process: out of the garbage collector's way, so that its full collections scan only what the
-    pools hold. One took 131 ms here, in the middle of a hot pool's writes. Once, before the first
-    command is answered; garbage cycles present then would stay (collected first).
-
-    Full collections still scan every reservation the pools hold, tens of milliseconds with 100,000 of
-    them, and every command in flight waits meanwhile: they run ten times less often than Python's
-    default (after 100 younger collections, not 10)."""
+    pools hold. Once, before the first command is answered; garbage cycles present then would stay
+    (collected first). Full collections still scan every reservation the pools hold while every command
+    in flight waits: they run ten times less often than Python's default."""
     gc.collect()
     gc.freeze()
     young, middle, _ = gc.get_threshold()
@@ -69,21 +63,14 @@ class PoolActor(PoolApi):
         async with self._opening:
             if self._host is None:
                 try:
-                    self._journal = await asyncio.to_thread(open_journal, self._settings.journal)
+                    self._journal = await asyncio.to_thread(bootstrap.journal, self._settings.journal)
                 except JournalError as exc:
                     raise Unavailable(f"journal unavailable: {exc}") from exc
                 metrics = RayHostMetrics(store=self._settings.journal.store) if metrics_collected() else None
-                self._host = PoolHost(
-                    self._journal,
-                    self._settings.write_side,
-                    self._settings.snapshots,
-                    views=CacheFanout(self._settings),
-                    events=WarehouseFeed(self._settings) if self._settings.warehouse.enabled else None,
-                    metrics=metrics or NO_METRICS,
-                )
+                self._host = bootstrap.pool_host(self._settings, self._journal, metrics)
                 if metrics is not None:
                     self._gauges = asyncio.ensure_future(_show_stats(self._host, metrics))
-                _settle_the_heap()
+                _freeze_the_startup_heap()
         return self._host
 
     async def execute(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from capacity_service.adapters.journal import Journal, JournalError, open_journal
+from capacity_service.adapters.journal import Journal, JournalError
 from capacity_service.application import tracing
 from capacity_service.application.pool_host import AddressedCommand, HostFenced
 from capacity_service.application.pool_writer import CommandOutcome, answer_of_absent_pool, view_of_absent_pool
@@ -105,8 +105,10 @@ class PoolRouter:
         settings: ServiceSettings,
         pool_exists: Callable[[str], bool] | None = None,
         calls: ActorCalls | None = None,
+        journals: Callable[[], Journal] | None = None,
     ) -> None:
         self._settings = settings
+        self._journals = journals
         self._ray = calls or ActorCalls()
         self._pool_exists = pool_exists or self._pool_has_events
         self._journal: Journal | None = None
@@ -366,7 +368,9 @@ class PoolRouter:
 
     def _opened_journal(self) -> Journal:
         if self._journal is None:
-            self._journal = open_journal(self._settings.journal)
+            if self._journals is None:
+                raise RuntimeError("this router was made without a journal (runtime/bootstrap.py makes routers)")
+            self._journal = self._journals()
         return self._journal
 
     def host_of(self, pool_id: str) -> str:

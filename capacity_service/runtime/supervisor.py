@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from capacity_service.adapters.journal import Journal, open_journal
+from capacity_service.adapters.journal import Journal
 from capacity_service.errors import CapacityError
-from capacity_service.runtime import _ray
+from capacity_service.runtime import _ray, bootstrap
 from capacity_service.runtime.actor_api import CacheApi, SupervisorApi, WarehouseStreamApi, call
 from capacity_service.runtime.cache_actor import AvailabilityCache
 from capacity_service.runtime.names import CACHE_PREFIX, cache_name
 from capacity_service.runtime.pool_actor import PoolActor
-from capacity_service.runtime.router import PoolRouter, shard_names
+from capacity_service.runtime.router import shard_names
 from capacity_service.runtime.warehouse_feed import ensure_stream
 from capacity_service.runtime.watchdog import SweepReport, Watchdog
 from capacity_service.settings import ServiceSettings
@@ -24,7 +24,7 @@ class Supervisor(SupervisorApi):
     # Async: Ray runs an async constructor on the actor's event loop, where the loops can be started.
     async def __init__(self, settings: ServiceSettings) -> None:  # type: ignore[misc]
         self._settings = settings
-        self._router = PoolRouter(settings)
+        self._router = bootstrap.router(settings)
         self._journal: Journal | None = None
         self._watchdog = Watchdog(
             self._registered_pools, self._ping, settings.hosting.watchdog_concurrency, self._router.host_of
@@ -37,7 +37,7 @@ class Supervisor(SupervisorApi):
 
     def _registered_pools(self) -> list[str]:
         if self._journal is None:
-            self._journal = open_journal(self._settings.journal)
+            self._journal = bootstrap.journal(self._settings.journal)
         return self._journal.live_pool_ids()
 
     async def _ping(self, pool_ids: list[str]) -> dict[str, str]:

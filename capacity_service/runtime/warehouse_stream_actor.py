@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
-from capacity_service.adapters.journal import open_journal
-from capacity_service.adapters.warehouse import open_sink, stream_of
 from capacity_service.adapters.warehouse.rows import rows_of
-from capacity_service.application.warehouse_stream import WarehouseStream
 from capacity_service.domain import PersistedEvent
+from capacity_service.runtime import bootstrap
 from capacity_service.runtime._ray import process_id
 from capacity_service.runtime.actor_api import WarehouseStreamApi
 from capacity_service.runtime.environment import metrics_collected
@@ -23,13 +21,7 @@ from capacity_service.settings import ServiceSettings
 
 class WarehouseStreamActor(WarehouseStreamApi):
     def __init__(self, settings: ServiceSettings, shard: int) -> None:
-        warehouse = settings.warehouse
-        self._stream = WarehouseStream(
-            warehouse,
-            open_sink=lambda: open_sink(warehouse.sink, owner=f"stream-{shard}"),
-            open_journal=lambda: open_journal(settings.journal),
-            owns=lambda pool_id: stream_of(pool_id, warehouse.streams) == shard,
-        )
+        self._stream = bootstrap.warehouse_stream(settings, shard)
 
         self._metrics: asyncio.Task[None] | None = None
         self._metrics_on = metrics_collected()

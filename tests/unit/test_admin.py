@@ -62,7 +62,7 @@ def test_a_pause_stops_every_write_but_the_pools_own_expiry() -> None:
     assert decide(state, held, T0) == []  # a retried reserve is answered as before
     expired = decide(state, ExpireHolds((rid,)), T0 + timedelta(seconds=6))
     assert isinstance(expired, list)  # events, not a rejection
-    assert [type(e).__name__ for e in expired] == ["HoldExpired"]  # holds still end on time
+    assert [type(e).__name__ for e in expired] == ["HoldsExpired"]  # holds still end on time
     assert type(decide(state, PausePool(""), T0)).__name__ == "InvalidCommand"
     assert [type(e).__name__ for e in decide(state, ResumePool(), T0)] == ["PoolResumed"]  # type: ignore[union-attr]
 

@@ -181,3 +181,44 @@ def test_every_actor_implements_every_method_of_its_protocol() -> None:
         assert methods
         stubs += [f"{actor.__name__}.{name}" for name in methods if name not in vars(actor)]
     assert stubs == []
+
+
+# What only the composition root makes from settings (besides the adapters' own factories).
+COMPOSED = {
+    "open_journal",
+    "open_sink",
+    "SqlJournal",
+    "CassandraJournal",
+    "InMemoryJournal",
+    "ParquetSink",
+    "SqlSink",
+    "RedshiftSink",
+    "PoolHost",
+    "PoolRouter",
+    "WarehouseStream",
+}
+MAY_COMPOSE = {
+    "runtime/bootstrap.py": "the composition root",
+    "adapters/journal/__init__.py": "the journal factory (open_journal)",
+    "adapters/warehouse/__init__.py": "the sink factory (open_sink)",
+    "adapters/journal/preflight.py": "opens the journal the settings name to check it before anything starts",
+}
+
+
+def _called_names(path: Path) -> set[str]:
+    called: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            called.add(name)
+    return called
+
+
+def test_only_the_composition_root_constructs_adapters_hosts_and_routers() -> None:
+    composing = {
+        str(path.relative_to(PACKAGE)): sorted(_called_names(path) & COMPOSED) for path in PACKAGE.rglob("*.py")
+    }
+    found = {module: names for module, names in composing.items() if names}
+    assert "runtime/bootstrap.py" in found  # the scan sees the calls
+    assert set(found) <= set(MAY_COMPOSE), {m: n for m, n in found.items() if m not in MAY_COMPOSE}

@@ -23,10 +23,10 @@ from capacity_service.domain import (
     Confirm,
     ExpireHolds,
     HoldConfirmed,
-    HoldExpired,
     HoldHasExpired,
-    InsufficientCapacity,
+    HoldsExpired,
     InvalidCommand,
+    NotEnoughCapacity,
     PersistedEvent,
     PoolEvent,
     PoolState,
@@ -71,10 +71,10 @@ def test_a_hold_takes_capacity_until_it_expires_and_then_gives_it_back() -> None
     [held] = run(state, command)
     assert held == CapacityHeld(command.reservation_id, 2, command.request_id, T0 + timedelta(seconds=30))
     assert (state.reserved, state.remaining) == (2, 1)
-    assert isinstance(decide(state, hold(quantity=2), T0), InsufficientCapacity)  # held counts as taken
+    assert isinstance(decide(state, hold(quantity=2), T0), NotEnoughCapacity)  # held counts as taken
     assert run(state, ExpireHolds((command.reservation_id,)), T0 + timedelta(seconds=29)) == []  # not yet
     assert run(state, ExpireHolds((command.reservation_id,)), T0 + timedelta(seconds=30)) == [
-        HoldExpired((command.reservation_id,), (2,))
+        HoldsExpired((command.reservation_id,), (2,))
     ]
     assert state.reservations[command.reservation_id].status is ReservationStatus.EXPIRED
     assert state.reserved == 0
@@ -228,7 +228,7 @@ def test_the_new_events_round_trip_through_the_codec() -> None:
     for event in (
         CapacityHeld("p~1", 2, "r", T0 + timedelta(seconds=3)),
         HoldConfirmed("p~1"),
-        HoldExpired(("p~1", "p~2"), (2, 1)),
+        HoldsExpired(("p~1", "p~2"), (2, 1)),
         CapacityReleased("p~1", 2),
     ):
         encoded = codec.encode_event(event)
@@ -237,7 +237,7 @@ def test_the_new_events_round_trip_through_the_codec() -> None:
 
 def test_an_expiry_of_one_hold_written_before_batches_reads_as_a_batch_of_one() -> None:
     old = b'{"reservation_id":"p~1","quantity":2}'  # HoldExpired v1, as journals before batches hold it
-    assert Codec().decode_event("HoldExpired", 1, old) == HoldExpired(("p~1",), (2,))
+    assert Codec().decode_event("HoldExpired", 1, old) == HoldsExpired(("p~1",), (2,))
 
 
 def test_an_expiry_that_names_no_hold_or_not_one_quantity_each_is_refused() -> None:
@@ -261,7 +261,7 @@ class Recorder:
         return [
             (at, reservation_id)
             for at, e in self.events
-            if isinstance(e.event, HoldExpired)
+            if isinstance(e.event, HoldsExpired)
             for reservation_id in e.event.reservation_ids
         ]
 

@@ -6,18 +6,18 @@ from capacity_service.domain import (
     CapacityReleased,
     CapacityReserved,
     ConfigurePool,
-    InsufficientCapacity,
     InvalidCommand,
+    NotEnoughCapacity,
     PoolCommand,
     PoolConfigured,
     PoolEvent,
-    PoolNotFound,
     PoolState,
     Release,
-    RequestIdConflict,
-    ReservationNotFound,
+    RequestIdReused,
     ReservationStatus,
     Reserve,
+    UnknownPool,
+    UnknownReservation,
     apply_all,
     decide,
     new_reservation_id,
@@ -60,7 +60,7 @@ def test_configure_rejects_bad_values() -> None:
 
 
 def test_reserve_on_unknown_pool_is_rejected() -> None:
-    assert decide(PoolState("p1"), reserve()) == PoolNotFound("p1")
+    assert decide(PoolState("p1"), reserve()) == UnknownPool("p1")
 
 
 def test_reserve_takes_capacity() -> None:
@@ -75,7 +75,7 @@ def test_reserve_takes_capacity() -> None:
 def test_reserve_beyond_remaining_is_rejected() -> None:
     state = configured(2)
     accept(state, reserve(2))
-    assert decide(state, reserve(1, "r2")) == InsufficientCapacity("p1", 1, 0)
+    assert decide(state, reserve(1, "r2")) == NotEnoughCapacity("p1", 1, 0)
 
 
 def test_reserve_needs_a_positive_quantity() -> None:
@@ -97,7 +97,7 @@ def test_repeated_request_id_with_another_quantity_conflicts() -> None:
     state = configured(10)
     first = reserve(2, "same")
     accept(state, first)
-    assert decide(state, reserve(3, "same")) == RequestIdConflict("same", first.reservation_id)
+    assert decide(state, reserve(3, "same")) == RequestIdReused("same", first.reservation_id)
 
 
 def test_release_returns_capacity_and_is_idempotent() -> None:
@@ -114,7 +114,7 @@ def test_release_returns_capacity_and_is_idempotent() -> None:
 
 def test_release_of_unknown_reservation() -> None:
     unknown = new_reservation_id("p1")
-    assert decide(configured(), Release(unknown)) == ReservationNotFound(unknown)
+    assert decide(configured(), Release(unknown)) == UnknownReservation(unknown)
 
 
 def test_lowering_capacity_below_reserved_is_allowed_and_offers_nothing() -> None:
@@ -123,7 +123,7 @@ def test_lowering_capacity_below_reserved_is_allowed_and_offers_nothing() -> Non
     accept(state, first)
     accept(state, ConfigurePool(5, "north"))
     assert (state.capacity, state.reserved, state.remaining) == (5, 8, 0)
-    assert isinstance(decide(state, reserve(1, "r2")), InsufficientCapacity)
+    assert isinstance(decide(state, reserve(1, "r2")), NotEnoughCapacity)
     accept(state, Release(first.reservation_id))
     assert state.remaining == 5
 

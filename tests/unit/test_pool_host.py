@@ -30,15 +30,15 @@ from capacity_service.application.pool_host import HostFenced, PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import (
     ConfigurePool,
-    InsufficientCapacity,
+    NotEnoughCapacity,
     PersistedEvent,
     PoolView,
     Release,
     Reserve,
     new_reservation_id,
 )
-from capacity_service.domain import PoolNotFound as PoolNotFoundRejection
-from capacity_service.domain import ReservationNotFound as ReservationNotFoundRejection
+from capacity_service.domain import UnknownPool as PoolNotFoundRejection
+from capacity_service.domain import UnknownReservation as ReservationNotFoundRejection
 from capacity_service.errors import OutcomeUnknown, Overloaded, Unavailable
 from capacity_service.settings import SnapshotSettings, SqlJournalSettings, WriteSideSettings
 
@@ -99,7 +99,7 @@ def test_concurrent_reserves_never_oversell_and_are_group_committed() -> None:
         outcomes = await asyncio.gather(*(host.execute("p", reserve()) for _ in range(200)))
         accepted = [o for o in outcomes if o.rejection is None]
         assert len(accepted) == 50
-        assert all(isinstance(o.rejection, InsufficientCapacity) for o in outcomes if o.rejection)
+        assert all(isinstance(o.rejection, NotEnoughCapacity) for o in outcomes if o.rejection)
         assert journal.highest_seq_nr("p") == 51
         # 200 commands arrived while writes were in flight: far fewer appends than commands.
         assert journal.append_attempts - appends_before <= 5
@@ -170,7 +170,7 @@ def test_execute_many_answers_each_command_in_order_and_an_error_is_an_answer() 
         outcomes = [a for a in answers if not isinstance(a, Exception)]
         assert len(outcomes) == 5
         assert [o.rejection is None for o in outcomes] == [True, True, False, True, False]
-        assert isinstance(outcomes[2].rejection, InsufficientCapacity)
+        assert isinstance(outcomes[2].rejection, NotEnoughCapacity)
         assert (outcomes[0].view.reserved, outcomes[3].view.reserved) == (1, 1)
         journal.failing = True
         failed = await host.execute_many([("p", reserve("p"), None, "trace-p"), ("q", reserve("q"), None, "trace-q")])
@@ -225,7 +225,7 @@ def test_a_read_reloading_the_pool_holds_its_writes_so_they_cannot_oversell() ->
         second = await host.execute("p", reserve())
         await read
         third = await host.execute("p", reserve())
-        assert second.rejection is None and isinstance(third.rejection, InsufficientCapacity)
+        assert second.rejection is None and isinstance(third.rejection, NotEnoughCapacity)
         assert (await host.view("p")).reserved == 2
         assert journal.highest_seq_nr("p") == 3
 

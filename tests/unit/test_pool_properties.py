@@ -17,7 +17,7 @@ from capacity_service.domain import (
     Confirm,
     ExpireHolds,
     HoldConfirmed,
-    HoldExpired,
+    HoldsExpired,
     PoolEvent,
     PoolState,
     Release,
@@ -115,7 +115,7 @@ class PoolMachine(RuleBasedStateMachine):
         ends: Counter[str] = Counter()
         still_held = set(held)
         for event in self.events:
-            if isinstance(event, HoldExpired):  # one event for every hold expired at once
+            if isinstance(event, HoldsExpired):  # one event for every hold expired at once
                 ended = list(event.reservation_ids)
             elif isinstance(event, HoldConfirmed | CapacityReleased):
                 ended = [event.reservation_id]

@@ -15,7 +15,7 @@ from capacity_service.application.pool_writer import PoolWriter
 from capacity_service.application.recovery import recover_pool
 from capacity_service.domain import (
     ConfigurePool,
-    InsufficientCapacity,
+    NotEnoughCapacity,
     PoolState,
     Release,
     ReservationStatus,
@@ -59,7 +59,7 @@ def test_group_commit_decides_in_order_and_appends_once() -> None:
     writer = started(journal, capacity=3)
     before = journal.highest_seq_nr("p")
     outcomes = writer.execute([reserve(2), reserve(2), reserve(1)])
-    assert [type(o.rejection) for o in outcomes] == [type(None), InsufficientCapacity, type(None)]
+    assert [type(o.rejection) for o in outcomes] == [type(None), NotEnoughCapacity, type(None)]
     assert [o.view.remaining for o in outcomes] == [1, 1, 0]
     assert journal.highest_seq_nr("p") == before + 2
     # One append: both events carry consecutive seq_nrs from the same write.

@@ -18,12 +18,12 @@ from capacity_service.domain import (
     Confirm,
     ExpireHolds,
     PoolIsRetired,
-    PoolNotFound,
-    PoolRetired,
     PoolState,
+    PoolWasRetired,
     Release,
     Reserve,
     RetirePool,
+    UnknownPool,
     apply_all,
     decide,
     new_reservation_id,
@@ -54,7 +54,7 @@ def test_a_retired_pool_takes_no_new_reservations_but_ends_what_it_holds() -> No
     kept, held, expiring = reserve(2, request_id="kept"), reserve(1, hold_seconds=60), reserve(3, hold_seconds=5)
     for command in (kept, held, expiring):
         run(state, command)
-    assert run(state, RetirePool()) == [PoolRetired()]
+    assert run(state, RetirePool()) == [PoolWasRetired()]
     assert run(state, RetirePool()) == []  # retiring twice changes nothing
     assert decide(state, reserve(1), T0) == PoolIsRetired("p")
     assert decide(state, reserve(1, hold_seconds=30), T0) == PoolIsRetired("p")
@@ -67,13 +67,13 @@ def test_a_retired_pool_takes_no_new_reservations_but_ends_what_it_holds() -> No
     assert not state.dormant  # the confirmed hold is active
     run(state, Release(held.reservation_id))
     assert state.dormant and state.reserved == 0
-    assert decide(PoolState("q"), RetirePool(), T0) == PoolNotFound("q")
+    assert decide(PoolState("q"), RetirePool(), T0) == UnknownPool("q")
 
 
 def test_retirement_is_kept_by_events_and_snapshots_and_old_snapshots_read_as_not_retired() -> None:
     codec = Codec()
-    encoded = codec.encode_event(PoolRetired())
-    assert codec.decode_event(encoded.event_type, encoded.schema_version, encoded.payload) == PoolRetired()
+    encoded = codec.encode_event(PoolWasRetired())
+    assert codec.decode_event(encoded.event_type, encoded.schema_version, encoded.payload) == PoolWasRetired()
     state = PoolState("p")
     run(state, ConfigurePool(4, "z"))
     run(state, reserve(1))

@@ -14,8 +14,8 @@ import pytest
 from capacity_service.application.pool_host import HostFenced
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Release, Reserve, new_reservation_id
-from capacity_service.domain import PoolNotFound as PoolNotFoundRejection
-from capacity_service.domain import ReservationNotFound as ReservationNotFoundRejection
+from capacity_service.domain import UnknownPool as PoolNotFoundRejection
+from capacity_service.domain import UnknownReservation as ReservationNotFoundRejection
 from capacity_service.errors import OutcomeUnknown, Overloaded, Unavailable
 from capacity_service.runtime import router as router_module
 from capacity_service.runtime._ray import ActorCalls, ActorGone

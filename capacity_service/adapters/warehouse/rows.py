@@ -1,5 +1,5 @@
 """The warehouse's table shape: one row per journal event, with the pool's state right after it; an event
-about several holds (``HoldExpired``) has one row per hold, its parts, in the event's order.
+about several holds (``HoldsExpired``) has one row per hold, its parts, in the event's order.
 
 A ``Delivery`` is how far one pool has been delivered, together with the pool's running totals at that
 point: everything needed to turn the next journal events into rows without replaying the pool from the
@@ -17,7 +17,7 @@ from capacity_service.domain import (
     CapacityReleased,
     CapacityReserved,
     HoldConfirmed,
-    HoldExpired,
+    HoldsExpired,
     PersistedEvent,
     PoolConfigured,
     PoolEvent,
@@ -97,7 +97,7 @@ def next_rows(before: Delivery, seq_nr: int, event: PoolEvent, occurred_at: date
         reserved += event.quantity
     elif isinstance(event, CapacityReleased):
         reserved -= event.quantity
-    elif isinstance(event, HoldExpired):
+    elif isinstance(event, HoldsExpired):
         reserved -= sum(event.quantities)
     after = Delivery(before.pool_id, seq_nr, capacity, reserved, zone, slot_start, slot_end)
     return _rows(after, event, occurred_at)
@@ -105,7 +105,7 @@ def next_rows(before: Delivery, seq_nr: int, event: PoolEvent, occurred_at: date
 
 def _rows(after: Delivery, event: PoolEvent, occurred_at: datetime) -> list[WarehouseRow]:
     """The rows of ``event``, given the pool's state ``after`` it (one path for live and caught-up rows)."""
-    if isinstance(event, HoldExpired):
+    if isinstance(event, HoldsExpired):
         return _expiry_rows(after, event, occurred_at)
     quantity: int | None = None
     reservation_id: str | None = None
@@ -119,7 +119,7 @@ def _rows(after: Delivery, event: PoolEvent, occurred_at: datetime) -> list[Ware
     return [_row(after, after.reserved, 0, event, quantity, reservation_id, request_id, occurred_at)]
 
 
-def _expiry_rows(after: Delivery, event: HoldExpired, occurred_at: datetime) -> list[WarehouseRow]:
+def _expiry_rows(after: Delivery, event: HoldsExpired, occurred_at: datetime) -> list[WarehouseRow]:
     """One row per expired hold, each with the pool's state after that hold's units came back."""
     parts, reserved = [], after.reserved + sum(event.quantities)
     for part, (reservation_id, quantity) in enumerate(zip(event.reservation_ids, event.quantities, strict=True), 1):

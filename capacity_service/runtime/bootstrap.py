@@ -1,0 +1,75 @@
+"""The composition root: where settings become journals, warehouse sinks, pool hosts, routers and the
+Python API's operations. Actors and entry points call it; nothing else constructs an adapter, a host or a
+router (``tests/unit/test_architecture.py`` checks).
+
+What runs on Ray is imported inside the functions that make it: the CLI's offline commands and the demo
+open a journal here without loading Ray."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from capacity_service.adapters.journal import Journal, open_journal
+from capacity_service.adapters.warehouse import WarehouseSink, open_sink, stream_of
+from capacity_service.application.metrics import NO_METRICS, HostMetrics
+from capacity_service.application.operations import PoolGateway
+from capacity_service.application.pool_host import PoolHost
+from capacity_service.application.warehouse_stream import WarehouseStream
+from capacity_service.settings import CassandraJournalSettings, ServiceSettings, SqlJournalSettings
+
+if TYPE_CHECKING:
+    from capacity_service.runtime.router import PoolRouter
+
+
+def journal(settings: SqlJournalSettings | CassandraJournalSettings) -> Journal:
+    """The journal the settings name (its driver imported on demand)."""
+    return open_journal(settings)
+
+
+def warehouse_sink(settings: ServiceSettings, owner: str) -> WarehouseSink:
+    return open_sink(settings.warehouse.sink, owner=owner)
+
+
+def pool_host(settings: ServiceSettings, opened_journal: Journal, metrics: HostMetrics | None = None) -> PoolHost:
+    """A host of pools that publishes to the cache replicas and, when on, to the warehouse streams."""
+    from capacity_service.runtime.fanout import CacheFanout
+    from capacity_service.runtime.warehouse_feed import WarehouseFeed
+
+    return PoolHost(
+        opened_journal,
+        settings.write_side,
+        settings.snapshots,
+        views=CacheFanout(settings),
+        events=WarehouseFeed(settings) if settings.warehouse.enabled else None,
+        metrics=metrics or NO_METRICS,
+    )
+
+
+def warehouse_stream(settings: ServiceSettings, shard: int) -> WarehouseStream:
+    """The stream that delivers the events of the pools ``shard`` owns to the warehouse."""
+    warehouse = settings.warehouse
+    return WarehouseStream(
+        warehouse,
+        open_sink=lambda: warehouse_sink(settings, owner=f"stream-{shard}"),
+        open_journal=lambda: journal(settings.journal),
+        owns=lambda pool_id: stream_of(pool_id, warehouse.streams) == shard,
+    )
+
+
+def router(settings: ServiceSettings) -> PoolRouter:
+    from capacity_service.runtime.router import PoolRouter
+
+    return PoolRouter(settings, journals=lambda: journal(settings.journal))
+
+
+def python_api(
+    settings: ServiceSettings | None, namespace: str, ray_address: str | None
+) -> tuple[ServiceSettings, PoolGateway]:
+    """What a Python client routes with: the running service's settings in ``namespace`` (or ``settings``,
+    checked against them, starting the service if none runs), and a router."""
+    from capacity_service.runtime import _ray, service
+
+    namespace = settings.hosting.namespace if settings is not None else namespace
+    _ray.ensure_initialized(ray_address, namespace)
+    attached = service.attach(settings, namespace)
+    return attached, router(attached)
