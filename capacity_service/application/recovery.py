@@ -101,11 +101,9 @@ def _replayed(
 @dataclass(frozen=True, slots=True)
 class SnapshotPolicy:
     """Snapshot once ``every_n_events`` events have been written since the last snapshot, and at least half
-    as many as the state holds reservations. A snapshot costs time in proportion to the state (40,000
-    reservations: ~0.2 s, of which encoding, ~30 ms here, holds the pool's writes); spacing snapshots by
-    the state's size keeps that cost per event constant (every 1,000 events, a hot pool stalled for a fifth
-    of a second every two seconds), and recovery stays in proportion to the state: a snapshot of size S,
-    then about S/2 events."""
+    as many as the state holds reservations. A snapshot costs time in proportion to the state (copying it
+    holds the pool's writes); spacing snapshots by the state's size keeps that cost per event constant,
+    and recovery stays in proportion to the state: a snapshot of size S, then about S/2 events."""
 
     every_n_events: int
 

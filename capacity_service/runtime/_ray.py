@@ -77,8 +77,8 @@ class _PickledInC:
 
 def plain(value: T) -> T:
     """``value`` as an argument or result that Ray hands over pickled by the C pickler: the receiver
-    gets ``value`` itself. Ray pickles with cloudpickle, whose Python hook runs for every object: a
-    hundred events took 4x the time of ``pickle.dumps``. Only for plain data (no actor handles or object
+    gets ``value`` itself. Ray pickles with cloudpickle, whose Python hook runs for every object, several
+    times slower than ``pickle.dumps`` on a batch of events. Only for plain data (no actor handles or object
     refs: those need Ray's own pickler). Pickled once here, however many actors it is sent to."""
     return cast(T, _PickledInC(value))
 

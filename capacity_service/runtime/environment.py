@@ -17,20 +17,20 @@ LOCAL_RAY: dict[str, str] = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 def start_environment(port: int, fast_ingress: bool, metrics: bool = False) -> tuple[dict[str, str], dict[str, str]]:
     """What ``capacity-service start`` sets: (always, unless already set)."""
     always = {
-        # Serve lets the replica answer HTTP itself ("direct ingress"): Serve's Python proxy costs ~7 ms
-        # of CPU per request here, ten times the app's own work.
+        # Serve lets the replica answer HTTP itself ("direct ingress"): Serve's Python proxy costs more CPU
+        # per request than the app's own work.
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     }
     defaults = {
         **LOCAL_RAY,
         # A directly reachable replica keeps serving for 30 s when stopped, for outside load balancers to
-        # notice; here there is none (or only our own HAProxy, told at once), and Ctrl-C took 30 s.
+        # notice; here there is none (or only our own HAProxy, told at once), and Ctrl-C would wait for it.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
         # Metrics (Ray's and the service's) are exported by Ray's metrics agent, with `start --metrics` only:
         # the service's measurements were made without them (docs/performance.md).
         METRICS_COLLECTION: "1" if metrics else "0",
-        # Serve's controller reconciles every 0.1 s by default, ~4% of a core on an idle service here; a
-        # fixed set of replicas needs no such haste (their health checks run every 10 s anyway).
+        # Serve's controller reconciles every 0.1 s by default, a steady cost on an idle service; a fixed
+        # set of replicas needs no such haste (their health checks run every 10 s anyway).
         "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
         # Requests answered ahead of Serve's per-request wrapper in the replica (http/ingress.py).
         "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "capacity_service.entrypoints.http.ingress:middlewares",

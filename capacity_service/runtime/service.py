@@ -28,7 +28,7 @@ def with_shards_counted(settings: ServiceSettings) -> ServiceSettings:
         return settings
     if isinstance(settings.journal, SqlJournalSettings) and settings.journal.url.startswith("sqlite"):
         # SQLite takes one writer at a time, across processes too: a second shard process only waits for
-        # the file lock (spread reserves over HTTP: 908 req/s on 2 shards against 1,621 on one).
+        # the file lock.
         return settings.model_copy(update={"hosting": hosting.model_copy(update={"shards": 1})})
     cpus = _ray.pool_host_cpus(hosting.actor_resources)
     if cpus <= 0:

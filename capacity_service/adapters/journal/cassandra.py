@@ -217,7 +217,7 @@ class CassandraJournal(Journal):
 
     def _resolve(self, pool_id: str, serial: bool = False) -> _Head | None:
         """The stream's live partition, walking on from the hint past sealed ones. QUORUM reads see every
-        committed round; ``serial`` also settles one left in flight (after an unknown outcome, or a lost race)."""
+        committed round; ``serial`` also completes one left in flight (after an unknown outcome, or a lost race)."""
         serial = serial or pool_id in self._in_doubt
         known = self._live.get(pool_id)
         found = self._partition(pool_id, 0 if known is None else known.partition_nr, serial)
@@ -322,7 +322,7 @@ class CassandraJournal(Journal):
                 answer.set_result(self._appended(live, pool_id, expected_seq_nr + len(events)))
             else:  # refused: which refusal takes reading the head, off the driver's thread
                 self._live.pop(pool_id, None)
-                self._executor.submit(self._settle_refusal, answer, pool_id, expected_seq_nr, epoch)
+                self._executor.submit(self._answer_refusal, answer, pool_id, expected_seq_nr, epoch)
 
         def on_error(exc: BaseException) -> None:
             self._in_doubt.add(pool_id)
@@ -331,7 +331,7 @@ class CassandraJournal(Journal):
         response.add_callbacks(on_result, on_error)
         return answer
 
-    def _settle_refusal(self, answer: Future[int], pool_id: str, expected_seq_nr: int, epoch: int) -> None:
+    def _answer_refusal(self, answer: Future[int], pool_id: str, expected_seq_nr: int, epoch: int) -> None:
         try:
             with self._translated_errors(pool_id):
                 self._refuse(pool_id, expected_seq_nr, epoch)
@@ -598,7 +598,7 @@ def _make_cluster(settings: CassandraJournalSettings) -> Cluster:
         auth_provider=auth,
         connect_timeout=settings.connect_timeout_s,
         # The driver leaves Nagle's algorithm on: a request over a few KB (a hot pool's batch) then waits
-        # for the server's delayed ACK, 40 ms, before its last segment goes.
+        # for the server's delayed ACK before its last segment goes.
         sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         # Back within seconds after an outage, not the driver's default of up to 10 minutes.
         reconnection_policy=ExponentialReconnectionPolicy(0.2, settings.reconnect_max_delay_s),

@@ -346,13 +346,12 @@ class SqlJournal(Journal):
 
 
 class _BatchAppend:
-    """``append_many``'s one transaction, on the driver's own connection and cursor: the hottest path of
-    the service, where SQLAlchemy's work per statement cost as much as SQLite's own (an append of 8 pools
-    took 1.6 ms, 0.5 ms on the driver). The heads are read once (locked), every condition is checked here,
-    and the passing appends are written with one UPDATE and one INSERT executemany: the cost per pool is a
-    row, not a round of statements. Driver errors are wrapped as SQLAlchemy wraps them, so callers handle
-    one family of errors (an ``IntegrityError`` means rows beyond a head exist). The SQL is written here
-    for the two drivers we support (sqlite3, psycopg), and runs unchanged on both."""
+    """``append_many``'s one transaction, on the driver's own connection and cursor: the hottest path of the service,
+    where SQLAlchemy's work per statement costs as much as SQLite's own. The heads are read once (locked), every
+    condition is checked here, and the passing appends are written with one UPDATE and one INSERT executemany:
+    the cost per pool is a row, not a round of statements. Driver errors are wrapped as SQLAlchemy wraps them,
+    so callers handle one family of errors (an ``IntegrityError`` means rows beyond a head exist). The SQL is
+    written here for the two drivers we support (sqlite3, psycopg), and runs unchanged on both."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine

@@ -78,7 +78,7 @@ def rows_to_table(rows: Sequence[WarehouseRow], columns: Sequence[str] = COLUMNS
     return pa.Table.from_arrays(arrays, schema=pa.schema([ARROW_SCHEMA.field(name) for name in columns]))
 
 
-# Converting an aware datetime costs ~1 us; these repeat (a pool's slot; one timestamp per group-commit
+# Converting an aware datetime is slow in Python; these repeat (a pool's slot; one timestamp per group-commit
 # batch), so each distinct value is converted once.
 _REPEATING = frozenset({"slot_start", "slot_end", "occurred_at"})
 

@@ -101,8 +101,8 @@ _JSON_MEDIA_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json\s*(;|$)", re.
 
 def _parse(body: bytes, content_type: str, model: type[RequestBody]) -> RequestBody:
     """The JSON request body as ``model``, as FastAPI does for a body parameter but in one pydantic call:
-    FastAPI's way (dependency solving, ``json.loads``, validating the dict) was a third of the CPU of an
-    availability request. Bad input raises ``InvalidRequest`` (422)."""
+    FastAPI's way (dependency solving, ``json.loads``, validating the dict) is a large part of the CPU of
+    an availability request. Bad input raises ``InvalidRequest`` (422)."""
     if not _JSON_MEDIA_TYPE.match(content_type):
         raise InvalidRequest("body: a JSON object is required (content-type: application/json)")
     try:
