@@ -2,6 +2,8 @@
 2.1 started for it: what each layout option costs per pool append, with 16 appends in flight (the
 decision record docs/decisions/0008 chose from these).
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/cassandra_appends.py [--seconds 6] [--in-flight 16]
 
 Options, each appending one 120-byte event per pool append, distinct pools in flight:

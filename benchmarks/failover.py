@@ -2,6 +2,8 @@
 ``ray.cluster_utils.Cluster``, fast failure detection as in ``capacity_service/runtime/health.py``),
 SQLite journal shared by all nodes.
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/failover.py                  # both parts, 3 repeats each
     .venv/bin/python benchmarks/failover.py --repeats 5 --parts failover
 

@@ -1,6 +1,8 @@
 """Holds at scale, on `capacity-service start` as a user runs it (defaults: SQLite journal, warehouse on),
 everything created over HTTP:
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/holds.py [--holds 100000] [--rounds 20] [--seconds 3] [--parts storm,overhead]
 
 1. The storm. One pool; ``--holds`` holds are placed on it over HTTP, each with the ``hold_seconds`` that

@@ -3,6 +3,8 @@ asyncpg + PostgreSQL, a conditional UPDATE per reserve), loaded with wrk (2 thre
 10 s) on this machine: availability over 50 zones, reserves spread over 500 pools, reserves on one hot
 pool, and a 10:2:1 availability:reserve:release mix.
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/http_load.py [--journal sqlite|postgres|cassandra] [--seconds 10]
         [--connections 16] [--runs 3] [--rounds 1] [--targets yardstick,capacity_service,shards_1,fast]
 

@@ -1,6 +1,8 @@
 """Journal benchmarks: append throughput by batch size, and recovery time of one pool with 10k and 100k
 events, with and without snapshots, on SQLite and on Cassandra (a local node started for the run).
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/journal.py                 # both stores
     .venv/bin/python benchmarks/journal.py --stores sqlite --append-seconds 2
 

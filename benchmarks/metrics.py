@@ -1,6 +1,8 @@
 """What metrics cost, and what they show, on `capacity-service start` as a user runs it (defaults: SQLite
 journal, warehouse on) with and without `--metrics`, everything created over HTTP:
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/metrics.py [--rounds 20] [--seconds 3]
 
 1. The cost on the reserve path, side by side: `start --metrics` and `start` (the default: no metrics),

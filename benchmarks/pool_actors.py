@@ -1,5 +1,7 @@
 """Write-side benchmarks on a local Ray: one hot pool, many pools, memory per pool, cold start.
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/pool_actors.py                       # everything, SQLite and Cassandra
     .venv/bin/python benchmarks/pool_actors.py --journals sqlite --seconds 3
     .venv/bin/python benchmarks/pool_actors.py --journals sqlite --parts channel   # same-node channel vs Ray

@@ -3,6 +3,8 @@ runs it by default (SQLite journal, pools created over HTTP) and the yardstick (
 PostgreSQL, a conditional UPDATE per reserve), on two scenarios: reserves spread over 500 pools, and
 reserves on one hot pool.
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/ramp.py [--journal sqlite|postgres|cassandra] [--levels 8 32 128 512 1024]
         [--seconds 6] [--targets capacity_service,yardstick]
 

@@ -1,6 +1,8 @@
 """Retired pools cost nothing in the background, on `capacity-service start` as a user runs it (defaults),
 everything created and retired over HTTP:
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/retirement.py [--pools 10000] [--retire 9000]
 
 ``--pools`` pools are created (PUT); then the background work that runs over every pool is timed, three

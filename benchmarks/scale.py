@@ -2,6 +2,8 @@
 `capacity-service start` on a fresh data dir, N pools created over HTTP, the whole service's memory, request
 latency, and a cold restart.
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/scale.py                                  # --pools 500 2000 10000
     .venv/bin/python benchmarks/scale.py --pools 20 50 --requests 200     # a smoke test
     .venv/bin/python benchmarks/scale.py --journal cassandra --pools 500 10000

@@ -1,6 +1,8 @@
 """Warehouse benchmarks: sustained events/s into Parquet and into PostgreSQL, and the lag from a reserve's
 reply to its row being queryable in the warehouse.
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/warehouse.py                       # both parts, both sinks
     .venv/bin/python benchmarks/warehouse.py --parts throughput --events 400000
 
