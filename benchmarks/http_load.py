@@ -3,6 +3,8 @@ asyncpg + PostgreSQL, a conditional UPDATE per reserve), loaded with wrk (2 thre
 10 s) on this machine: availability over 50 zones, reserves spread over 500 pools, reserves on one hot
 pool, and a 10:2:1 availability:reserve:release mix.
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/http_load.py [--journal sqlite|postgres|cassandra] [--seconds 10]
         [--connections 16] [--runs 3] [--rounds 1] [--targets yardstick,capacity_service,shards_1,fast]
 
@@ -28,31 +30,30 @@ runs (the lower middle one for an even count), each run's requests/s, and the ra
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx
-
-from benchmarks._common import REPO, exit_cleanly_on_sigterm, write_results
-from benchmarks._journals import JOURNALS, JournalServer, database_limits, journal_server
-from capacity_service.runtime.environment import LOCAL_RAY
-from devenv import LocalPostgres
-from devenv._process import free_port
+from benchmarks._common import (
+    REPO,
+    argument_parser,
+    exit_cleanly_on_sigterm,
+    scenario_pools,
+    seed_scenario_pools,
+    started_service,
+    started_yardstick,
+    write_results_and_plot,
+)
+from benchmarks._journals import JournalServer, add_journal_option, database_limits, journal_server, results_name
 
 WRK = REPO / "benchmarks" / "wrk"
 SCENARIOS = ["availability", "reserve_spread", "reserve_hot", "mixed"]
-POOLS, ZONES, CAPACITY = 500, 50, 1_000_000_000
-PYTHON = sys.executable
 
 
 def ensure_wrk() -> str:
@@ -61,20 +62,6 @@ def ensure_wrk() -> str:
         return found
     subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
     return shutil.which("wrk") or "wrk"
-
-
-def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: server exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} not ready")
 
 
 def run_wrk(wrk: str, url: str, scenario: str, seconds: float, connections: int) -> dict[str, Any]:
@@ -119,80 +106,13 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-async def seed_over_http(url: str) -> float:
-    """Creates the pools, 16 requests in flight; the seconds it took."""
-    began = time.monotonic()
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        gate = asyncio.Semaphore(16)
-
-        async def put(pool_id: str, zone: str) -> None:
-            async with gate:
-                r = await client.put(f"/v1/pools/{pool_id}", json={"capacity": CAPACITY, "zone": zone})
-                r.raise_for_status()
-
-        await asyncio.gather(
-            *(put(f"pool-{i}", f"zone-{i % ZONES}") for i in range(POOLS)), put("pool-hot", "zone-hot")
-        )
-    return time.monotonic() - began
-
-
-def seed_postgres(conninfo: str) -> None:
-    import psycopg
-
-    from benchmarks.yardstick.app import SCHEMA
-
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(SCHEMA)
-        conn.execute("TRUNCATE pools, reservations")
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO pools (pool_id, zone, capacity) VALUES (%s, %s, %s)",
-                [(f"pool-{i}", f"zone-{i % ZONES}", CAPACITY) for i in range(POOLS)]
-                + [("pool-hot", "zone-hot", CAPACITY)],
-            )
-
-
 Runs = dict[str, list[dict[str, Any]]]  # scenario -> wrk runs
 
 
 def bench_yardstick(wrk: str, args: argparse.Namespace, say: Any, shared: JournalServer) -> Runs:
-    with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp:
-        os.chmod(tmp, 0o755)
-        postgres = LocalPostgres(Path(tmp), durable=True)  # fsync per commit, like our SQLite journal
-        conninfo = shared.postgres_conninfo  # the journal's own PostgreSQL server, when there is one
-        if conninfo is None:
-            postgres.start()
-            conninfo = postgres.conninfo
-        seed_postgres(conninfo)
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "uvicorn",
-                "benchmarks.yardstick.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            cwd=REPO,
-            env={**os.environ, "YARDSTICK_DSN": conninfo},
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_http(f"{url}/docs", server)
-            return {s: _scenario(wrk, url, "yardstick", s, args, say) for s in SCENARIOS}
-        finally:
-            server.terminate()
-            server.wait(30)
-            if postgres.is_running:
-                postgres.stop()
+    with started_yardstick(shared.postgres_conninfo) as port:
+        url = f"http://127.0.0.1:{port}"
+        return {s: _scenario(wrk, url, "yardstick", s, args, say) for s in SCENARIOS}
 
 
 def bench_capacity_service(
@@ -201,43 +121,19 @@ def bench_capacity_service(
     """``capacity_service``: `capacity-service start` as it starts by default; ``shards_1``: with `--shards 1`
     (the old benchmark path); ``fast``: with `--fast-ingress`."""
     target = _target_name(target_key)
-    fast = target_key == "fast"
-    with tempfile.TemporaryDirectory(prefix="bench-cs-") as tmp:
-        port = free_port()
-        env = {**os.environ, **LOCAL_RAY, **journal.environment}
-        server = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "capacity_service",
-                "--data-dir",
-                tmp,
-                "start",
-                "--port",
-                str(port),
-                *(["--shards", "1"] if target_key == "shards_1" else []),
-                *(["--fast-ingress"] if fast else []),
-                *(["--no-warehouse"] if args.no_warehouse else []),
-            ],
-            cwd=tmp,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_http(f"{url}/healthz", server)
-            seeding = asyncio.run(seed_over_http(url))
-            say(f"  {target:26} {POOLS + 1} pools created over HTTP in {seeding:.1f} s")
-            wait_http(f"{url}/readyz", server)
-            return {s: _scenario(wrk, url, target, s, args, say) for s in SCENARIOS}
-        finally:
-            server.send_signal(2)
-            try:
-                server.wait(90)
-            except subprocess.TimeoutExpired:
-                server.kill()
+    options = [
+        *(["--shards", "1"] if target_key == "shards_1" else []),
+        *(["--fast-ingress"] if target_key == "fast" else []),
+        *(["--no-warehouse"] if args.no_warehouse else []),
+    ]
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-cs-") as tmp,
+        started_service(Path(tmp), *options, environment=journal.environment) as port,
+    ):
+        seeding = seed_scenario_pools(port)
+        say(f"  {target:26} {len(scenario_pools())} pools created over HTTP in {seeding:.1f} s")
+        url = f"http://127.0.0.1:{port}"
+        return {s: _scenario(wrk, url, target, s, args, say) for s in SCENARIOS}
 
 
 def _limits_line(limits: dict[str, Any]) -> str:
@@ -278,9 +174,6 @@ def summarize(target: str, scenario: str, runs: list[dict[str, Any]], rounds: in
 
 
 def plot(rows: list[dict[str, Any]], path: Path, connections: int, journal: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 4.8))
@@ -313,7 +206,7 @@ def plot(rows: list[dict[str, Any]], path: Path, connections: int, journal: str)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--runs", type=int, default=1, help="wrk runs per scenario and round")
@@ -323,7 +216,7 @@ def main() -> None:
     parser.add_argument("--targets", default="yardstick,capacity_service,shards_1")
     parser.add_argument("--no-warehouse", action="store_true", help="capacity_service without its analytics stream")
     parser.add_argument("--results", default=None, help="name of the results file (default: http_load[-JOURNAL])")
-    parser.add_argument("--journal", choices=JOURNALS, default="sqlite", help="capacity_service's journal")
+    add_journal_option(parser)
     args = parser.parse_args()
     if args.rounds < 1 or args.runs < 1:
         parser.error("--rounds and --runs must be at least 1")
@@ -393,10 +286,8 @@ def run(args: argparse.Namespace, wrk: str, say: Any, journal: JournalServer) ->
         "rounds": args.rounds,
         "runs_per_round": args.runs,
     }
-    name = args.results or ("http_load" if journal.kind == "sqlite" else f"http_load-{journal.kind}")
-    path = write_results(name, results)
-    plot(rows, path.with_suffix(".png"), args.connections, journal.kind)
-    print(f"results: {path} and {path.with_suffix('.png')}")
+    name = args.results or results_name("http_load", journal.kind)
+    write_results_and_plot(name, results, lambda png: plot(rows, png, args.connections, journal.kind))
 
 
 if __name__ == "__main__":

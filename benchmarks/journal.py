@@ -1,6 +1,8 @@
 """Journal benchmarks: append throughput by batch size, and recovery time of one pool with 10k and 100k
 events, with and without snapshots, on SQLite and on Cassandra (a local node started for the run).
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/journal.py                 # both stores
     .venv/bin/python benchmarks/journal.py --stores sqlite --append-seconds 2
 
@@ -12,10 +14,8 @@ Results: benchmarks/results/journal.json and journal.png.
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,7 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import exit_cleanly_on_sigterm, local_cassandra, summarize, write_results
+from benchmarks._common import argument_parser, exit_cleanly_on_sigterm, summarize, write_results_and_plot
+from benchmarks._journals import journal_settings
 from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal import Journal, NewEvent, open_journal
 from capacity_service.application.pool_writer import PoolWriter
@@ -38,7 +39,7 @@ from capacity_service.domain import (
     Reserve,
     new_reservation_id,
 )
-from capacity_service.settings import CassandraJournalSettings, SnapshotSettings, SqlJournalSettings
+from capacity_service.settings import SnapshotSettings
 
 GROUP_COMMIT = 64
 SNAPSHOT_EVERY = 1000
@@ -125,19 +126,8 @@ def bench_recovery(journal: Journal, n_events: int, snapshots: bool, repeats: in
 
 @contextmanager
 def open_store(store: str) -> Iterator[Journal]:
-    if store == "sqlite":
-        with (
-            tempfile.TemporaryDirectory(prefix="bench-sqlite-") as tmp,
-            open_journal(SqlJournalSettings(url=f"sqlite:///{tmp}/journal.db")) as journal,
-        ):
-            yield journal
-        return
-    with local_cassandra() as (host, port):
-        settings = CassandraJournalSettings(
-            contact_points=[host], port=port, protocol_version=3, keyspace="bench", request_timeout_s=30
-        )
-        with open_journal(settings) as journal:
-            yield journal
+    with journal_settings(store) as settings, open_journal(settings) as journal:
+        yield journal
 
 
 def run_store(
@@ -174,9 +164,6 @@ def run_store(
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -207,7 +194,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--stores", default="sqlite,cassandra")
     parser.add_argument("--append-seconds", type=float, default=5.0)
     parser.add_argument("--sizes", default="10000,100000")
@@ -223,9 +210,7 @@ def main() -> None:
             args.repeats,
             lambda line: print(line, flush=True),
         )
-    path = write_results("journal", results)
-    plot(results, path.with_suffix(".png"))
-    print(f"results: {path} and {path.with_suffix('.png')}")
+    write_results_and_plot("journal", results, lambda png: plot(results, png))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """What metrics cost, and what they show, on `capacity-service start` as a user runs it (defaults: SQLite
 journal, warehouse on) with and without `--metrics`, everything created over HTTP:
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/metrics.py [--rounds 20] [--seconds 3]
 
 1. The cost on the reserve path, side by side: `start --metrics` and `start` (the default: no metrics),
@@ -18,8 +20,8 @@ cores. Results: benchmarks/results/metrics.json and .png.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import contextlib
 import re
 import sys
 import tempfile
@@ -31,14 +33,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import contextlib
-
 from benchmarks._common import (
     LeanConnection,
+    add_side_by_side_options,
+    argument_parser,
     command_line,
     exit_cleanly_on_sigterm,
     idle_cpu_share,
     reserve_during,
+    save_figure,
     seed_pools,
     side_by_side,
     started_service,
@@ -165,9 +168,6 @@ def series_over_time(scrapes: list[dict[str, Any]]) -> dict[str, list[float | No
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     series = results["series"]
@@ -189,9 +189,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         cost.plot(range(1, len(rows) + 1), [r["per_s"] for r in rows], "o-", label=name)
     cost.set(title="reserves/s, 16 connections, 100 pools", xlabel="round", ylabel="reserves/s", ylim=(0, None))
     cost.legend(fontsize=7)
-    fig.suptitle(command_line(), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def overhead(rounds: int, seconds: float) -> dict[str, Any]:
@@ -219,9 +217,8 @@ def overhead(rounds: int, seconds: float) -> dict[str, Any]:
 
 def main() -> None:
     exit_cleanly_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=3.0, help="of each service's turn in a round")
-    parser.add_argument("--rounds", type=int, default=20)
+    parser = argument_parser(__doc__)
+    add_side_by_side_options(parser)
     parser.add_argument("--series-seconds", type=float, default=60.0)
     a = parser.parse_args()
     print(command_line(), flush=True)

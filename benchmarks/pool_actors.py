@@ -1,5 +1,7 @@
 """Write-side benchmarks on a local Ray: one hot pool, many pools, memory per pool, cold start.
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/pool_actors.py                       # everything, SQLite and Cassandra
     .venv/bin/python benchmarks/pool_actors.py --journals sqlite --seconds 3
     .venv/bin/python benchmarks/pool_actors.py --journals sqlite --parts channel   # same-node channel vs Ray
@@ -14,17 +16,15 @@ import argparse
 import asyncio
 import random
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import exit_cleanly_on_sigterm, local_cassandra, summarize, write_results
+from benchmarks._common import argument_parser, exit_cleanly_on_sigterm, summarize, write_results
+from benchmarks._journals import journal_settings
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.errors import InsufficientCapacity
 from capacity_service.runtime import _ray
@@ -211,24 +211,9 @@ async def memory_and_cold_start(
     return result
 
 
-@contextmanager
-def journal_for(kind: str) -> Iterator[SqlJournalSettings | CassandraJournalSettings]:
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="bench-actors-") as tmp:
-            yield SqlJournalSettings(url=f"sqlite:///{tmp}/journal.db")
-        return
-    with local_cassandra() as (host, port):
-        yield CassandraJournalSettings(
-            contact_points=[host], port=port, protocol_version=3, keyspace="bench", request_timeout_s=30
-        )
-
-
 def plot(results: dict[str, Any], path: Path) -> None:
     if not any(data.get("hot_pool") for data in results["journals"].values()):
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -259,7 +244,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
     results: dict[str, Any] = {"journals": {}}
     for kind in args.journals.split(","):
-        with journal_for(kind) as journal:
+        with journal_settings(kind) as journal:
             say(f"{kind} journal")
             data: dict[str, Any] = {}
             if "hot" in args.parts:
@@ -283,7 +268,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--journals", default="sqlite,cassandra")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--parts", default="hot,spread,memory")

@@ -3,6 +3,8 @@ runs it by default (SQLite journal, pools created over HTTP) and the yardstick (
 PostgreSQL, a conditional UPDATE per reserve), on two scenarios: reserves spread over 500 pools, and
 reserves on one hot pool.
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/ramp.py [--journal sqlite|postgres|cassandra] [--levels 8 32 128 512 1024]
         [--seconds 6] [--targets capacity_service,yardstick]
 
@@ -25,12 +27,9 @@ Results: benchmarks/results/ramp.json and .png.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,18 +40,20 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (
-    REPO,
+    HOT_POOL,
+    SCENARIO_POOLS,
     LeanConnection,
+    argument_parser,
     command_line,
     exit_cleanly_on_sigterm,
+    save_figure,
+    seed_scenario_pools,
     started_service,
+    started_yardstick,
     summarize,
-    write_results,
+    write_results_and_plot,
 )
-from benchmarks._journals import JOURNALS, JournalServer, journal_server
-from benchmarks.http_load import POOLS, PYTHON, seed_over_http, seed_postgres, wait_http
-from devenv import LocalPostgres
-from devenv._process import free_port
+from benchmarks._journals import JournalServer, add_journal_option, journal_server, results_name
 
 SCENARIOS = ["reserve_spread", "reserve_hot"]
 ANSWER_TIMEOUT_S = 10.0
@@ -69,7 +70,7 @@ async def run_level(port: int, scenario: str, connections: int, seconds: float) 
     stop_at = time.monotonic() + seconds
 
     def body() -> bytes:
-        pool = "pool-hot" if scenario == "reserve_hot" else f"pool-{rng.randrange(POOLS)}"
+        pool = HOT_POOL if scenario == "reserve_hot" else f"pool-{rng.randrange(SCENARIO_POOLS)}"
         return json.dumps({"pool_id": pool, "quantity": 1}).encode()
 
     async def client() -> None:
@@ -142,47 +143,13 @@ def ramp_capacity_service(levels: list[int], seconds: float, journal: JournalSer
         tempfile.TemporaryDirectory(prefix="bench-ramp-") as tmp,
         started_service(Path(tmp), environment=journal.environment) as port,
     ):
-        asyncio.run(seed_over_http(f"http://127.0.0.1:{port}"))
+        seed_scenario_pools(port)
         return ramp(port, "capacity_service", levels, seconds)
 
 
 def ramp_yardstick(levels: list[int], seconds: float, journal: JournalServer) -> dict[str, list[dict[str, Any]]]:
-    with tempfile.TemporaryDirectory(prefix="bench-ramp-pg-") as tmp:
-        os.chmod(tmp, 0o755)
-        postgres = LocalPostgres(Path(tmp), durable=True)
-        conninfo = journal.postgres_conninfo  # the journal's own PostgreSQL server, when there is one
-        if conninfo is None:
-            postgres.start()
-            conninfo = postgres.conninfo
-        seed_postgres(conninfo)
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "uvicorn",
-                "benchmarks.yardstick.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            cwd=REPO,
-            env={**os.environ, "YARDSTICK_DSN": conninfo},
-        )
-        try:
-            wait_http(f"http://127.0.0.1:{port}/docs", server)
-            return ramp(port, "yardstick", levels, seconds)
-        finally:
-            server.terminate()
-            server.wait(30)
-            if postgres.is_running:
-                postgres.stop()
+    with started_yardstick(journal.postgres_conninfo) as port:
+        return ramp(port, "yardstick", levels, seconds)
 
 
 def knee(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -204,9 +171,6 @@ def knee(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def plot(results: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, len(SCENARIOS), figsize=(6 * len(SCENARIOS), 8), squeeze=False)
@@ -225,18 +189,16 @@ def plot(results: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> Non
         bottom.set(title=f"{scenario}: accepted p99", xscale="log", yscale="log", xlabel="connections", ylabel="ms")
         top.legend(fontsize=8)
         bottom.legend(fontsize=8)
-    fig.suptitle(command_line(), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def main() -> None:
     exit_cleanly_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--levels", type=int, nargs="+", default=[8, 32, 128, 512, 1024])
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--targets", default="capacity_service,yardstick")
-    parser.add_argument("--journal", choices=JOURNALS, default="sqlite", help="capacity_service's journal")
+    add_journal_option(parser)
     args = parser.parse_args()
     runners = {"capacity_service": ramp_capacity_service, "yardstick": ramp_yardstick}
     with journal_server(args.journal) as journal:
@@ -252,11 +214,10 @@ def main() -> None:
                 f"{high['share_of_peak']:.0%} of it, p99 {high['accepted_p99_ms'] or float('nan'):.1f} ms, "
                 f"{high['refused_share']:.0%} refused, {high['timeouts']} timeouts"
             )
-    name = "ramp" if args.journal == "sqlite" else f"ramp-{args.journal}"
     document = {"command": command_line(), "journal": args.journal, "levels": args.levels, "results": results}
-    path = write_results(name, {**document, "knees": knees})
-    plot(results, path.with_suffix(".png"))
-    print(f"results: {path} and {path.with_suffix('.png')}")
+    write_results_and_plot(
+        results_name("ramp", args.journal), {**document, "knees": knees}, lambda png: plot(results, png)
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Retired pools cost nothing in the background, on `capacity-service start` as a user runs it (defaults),
 everything created and retired over HTTP:
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/retirement.py [--pools 10000] [--retire 9000]
 
 ``--pools`` pools are created (PUT); then the background work that runs over every pool is timed, three
@@ -16,7 +18,6 @@ to start the sweeps and time them. Results: benchmarks/results/retirement.json a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import re
@@ -29,31 +30,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import LeanConnection, command_line, exit_cleanly_on_sigterm, started_service, write_results
+from benchmarks._common import (
+    argument_parser,
+    command_line,
+    exit_cleanly_on_sigterm,
+    save_figure,
+    send_all,
+    started_service,
+    write_results,
+)
 
 REPEATS = 3
 # How `start` says to reach its Ray.
 HINT = r"RAY_AUTH_MODE=(\w+) in its environment: ray\.init\(address='([^']+)'\)"
-
-
-async def over_http(port: int, method: str, paths: list[str], body: bytes | None, expected: set[int]) -> float:
-    """Every path, 16 connections at a time; how long it took."""
-    began = time.monotonic()
-    pending = list(paths)
-
-    async def worker() -> None:
-        connection = LeanConnection(port)
-        try:
-            while pending:
-                path = pending.pop()
-                status, answer = await connection.request(method, path, body)
-                if status not in expected:
-                    raise RuntimeError(f"{method} {path}: {status} {answer[:200]!r}")
-        finally:
-            connection.close()
-
-    await asyncio.gather(*(worker() for _ in range(16)))
-    return time.monotonic() - began
 
 
 def timed_sweeps(namespace: str) -> dict[str, Any]:
@@ -109,9 +98,6 @@ def hosted_pools(namespace: str) -> int:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = ["watchdog_sweep", "cache_anti_entropy", "warehouse_catch_up"]
@@ -129,14 +115,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
     axis.set_xticks(list(xs), labels)
     axis.set(ylabel="seconds (median of 3)", title="background passes over the pools")
     axis.legend()
-    fig.suptitle(command_line(), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def main() -> None:
     exit_cleanly_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--pools", type=int, default=10_000)
     parser.add_argument("--retire", type=int, default=9_000)
     a = parser.parse_args()
@@ -156,13 +140,13 @@ def main() -> None:
             from capacity_service.runtime.names import DEFAULT_NAMESPACE
 
             body = b'{"capacity": 10, "zone": "retire"}'
-            created_s = asyncio.run(over_http(port, "PUT", [f"/v1/pools/{p}" for p in pools], body, {201}))
+            created_s = send_all(port, "PUT", [(f"/v1/pools/{p}", body) for p in pools], expected={201})
             print(f"  created {a.pools} pools in {created_s:.1f} s", flush=True)
             before = timed_sweeps(DEFAULT_NAMESPACE)
             before["pools_hosted"] = hosted_pools(DEFAULT_NAMESPACE)
             print(f"  {a.pools} live: {summary(before)}", flush=True)
             retired = pools[: a.retire]
-            retired_s = asyncio.run(over_http(port, "DELETE", [f"/v1/pools/{p}" for p in retired], None, {200}))
+            retired_s = send_all(port, "DELETE", [(f"/v1/pools/{p}", None) for p in retired], expected={200})
             print(f"  retired {a.retire} pools in {retired_s:.1f} s", flush=True)
             deadline = time.monotonic() + 120
             while hosted_pools(DEFAULT_NAMESPACE) > a.pools - a.retire and time.monotonic() < deadline:

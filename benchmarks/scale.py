@@ -2,6 +2,8 @@
 `capacity-service start` on a fresh data dir, N pools created over HTTP, the whole service's memory, request
 latency, and a cold restart.
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/scale.py                                  # --pools 500 2000 10000
     .venv/bin/python benchmarks/scale.py --pools 20 50 --requests 200     # a smoke test
     .venv/bin/python benchmarks/scale.py --journal cassandra --pools 500 10000
@@ -67,10 +69,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx
-
-from benchmarks._common import LeanConnection, command_line, exit_cleanly_on_sigterm, summarize, write_results
-from benchmarks._journals import JOURNALS, journal_server
+from benchmarks._common import (
+    LeanConnection,
+    argument_parser,
+    command_line,
+    exit_cleanly_on_sigterm,
+    summarize,
+    wait_for_http,
+    write_results_and_plot,
+)
+from benchmarks._journals import add_journal_option, journal_server, results_name
 from capacity_service.runtime.environment import LOCAL_RAY
 from devenv._process import free_ports, log_tail
 
@@ -241,6 +249,12 @@ class Service:
         self.session_id = self.proc.pid
         self.session_started = int(_start_time(self.proc.pid) or 0)
 
+    def wait_ready(self, timeout: float) -> float:
+        """Seconds from now until GET /readyz answers 200."""
+        if self.proc is None:
+            raise RuntimeError("the service was not started")
+        return wait_for_http(f"{self.url}/readyz", self.proc, timeout)
+
     def check_running(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             code = None if self.proc is None else self.proc.returncode
@@ -346,31 +360,6 @@ def _alive(members: dict[int, tuple[str, str]]) -> list[int]:
 
 
 # --- HTTP ----------------------------------------------------------------------------------------------------
-
-
-def _client(url: str, connections: int) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=url,
-        timeout=httpx.Timeout(60.0),
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-        trust_env=False,  # loopback: no proxy from the environment
-    )
-
-
-async def wait_ready(service: Service, timeout: float) -> float:
-    """Seconds from now until GET /readyz answers 200."""
-    began = time.monotonic()
-    async with _client(service.url, 1) as client:
-        while True:
-            service.check_running()
-            try:
-                if (await client.get("/readyz", timeout=5)).status_code == 200:
-                    return time.monotonic() - began
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - began > timeout:
-                raise RuntimeError(f"/readyz not 200 after {timeout:.0f}s; log:\n{log_tail(service.log_path)}")
-            await asyncio.sleep(0.2)
 
 
 @dataclass
@@ -524,7 +513,7 @@ def run_size(pools: int, args: argparse.Namespace) -> dict[str, Any]:
         try:
             service.start()
             row["command"] = " ".join(service.command())
-            row["start_s"] = asyncio.run(wait_ready(service, args.timeout))
+            row["start_s"] = service.wait_ready(args.timeout)
             say(f"  {pools} pools: service ready in {row['start_s']:.1f} s (port {service.port})")
 
             row["create"] = asyncio.run(create_pools(service, pools, args.create_concurrency))
@@ -622,9 +611,6 @@ def print_table(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> No
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ok = [r for r in rows if "latency" in r]
@@ -676,7 +662,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--pools", type=int, nargs="+", default=[500, 2000, 10_000], help="the sizes N to run")
     parser.add_argument("--requests", type=int, default=2000, help="measured requests of each kind per size")
     parser.add_argument("--warmup", type=int, default=100, help="uncounted requests of each kind first")
@@ -684,7 +670,7 @@ def main() -> int:
     parser.add_argument("--create-concurrency", type=int, default=32, help="PUTs (and restart polls) in flight")
     parser.add_argument("--timeout", type=float, default=900, help="seconds any one phase may take")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--journal", choices=JOURNALS, default="sqlite", help="the service's journal")
+    add_journal_option(parser)
     args = parser.parse_args()
     if min(args.pools) < 1 or args.requests < 1 or args.in_flight < 1 or args.create_concurrency < 1:
         parser.error("--pools, --requests, --in-flight and --create-concurrency must be at least 1")
@@ -704,9 +690,7 @@ def main() -> int:
         "availability_zone": AVAILABILITY_ZONE,
         "process_discovery": "task/*/children" if _has_children_files() else "ppid in /proc/*/stat",
     }
-    path = write_results("scale" if args.journal == "sqlite" else f"scale-{args.journal}", results)
-    plot(rows, path.with_suffix(".png"))
-    say(f"results: {path} and {path.with_suffix('.png')}")
+    write_results_and_plot(results_name("scale", args.journal), results, lambda png: plot(rows, png))
     return 1 if any("error" in r for r in rows) else 0
 
 

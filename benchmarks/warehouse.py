@@ -1,6 +1,8 @@
 """Warehouse benchmarks: sustained events/s into Parquet and into PostgreSQL, and the lag from a reserve's
 reply to its row being queryable in the warehouse.
 
+Setup: `scripts/setup dev` once; then
+
     .venv/bin/python benchmarks/warehouse.py                       # both parts, both sinks
     .venv/bin/python benchmarks/warehouse.py --parts throughput --events 400000
 
@@ -15,7 +17,6 @@ Results: benchmarks/results/warehouse.json and warehouse.png.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import tempfile
@@ -30,7 +31,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, exit_cleanly_on_sigterm, summarize, write_results
+from benchmarks._common import (
+    RESULTS,
+    argument_parser,
+    exit_cleanly_on_sigterm,
+    local_postgres,
+    summarize,
+    write_results,
+)
 from capacity_service.adapters.warehouse import WarehouseRow, WarehouseSink, open_sink
 from capacity_service.adapters.warehouse.rows import Delivery, next_rows
 from capacity_service.domain import CapacityReleased, CapacityReserved, PoolConfigured, PoolEvent
@@ -86,19 +94,6 @@ def bench_throughput(name: str, sink: WarehouseSink, rows: list[WarehouseRow], b
         "events_per_s": (len(rows) - batch) / elapsed,
         "batch_latency": summarize(latencies),
     }
-
-
-@contextmanager
-def local_postgres() -> Iterator[str]:
-    from devenv import LocalPostgres
-
-    with tempfile.TemporaryDirectory(prefix="bench-postgres-") as tmp:
-        server = LocalPostgres(Path(tmp), durable=True)
-        server.start()
-        try:
-            yield server.url
-        finally:
-            server.stop()
 
 
 def lag(sink: ParquetSinkSettings | SqlSinkSettings, journal_dir: Path, rate: float, seconds: float) -> dict[str, Any]:
@@ -198,9 +193,6 @@ def request_ids_reader(sink: ParquetSinkSettings | SqlSinkSettings) -> Callable[
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
@@ -228,7 +220,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     exit_cleanly_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--parts", default="throughput,lag")
     parser.add_argument("--sinks", default="parquet,postgres")
     parser.add_argument("--events", type=int, default=400_000)
@@ -242,7 +234,7 @@ def main() -> None:
 
     with (
         tempfile.TemporaryDirectory(prefix="bench-warehouse-") as tmp_dir,
-        contextmanager_or_none("postgres" in sinks, local_postgres) as postgres_url,
+        contextmanager_or_none("postgres" in sinks, local_postgres) as postgres,
     ):
         tmp = Path(tmp_dir)
         if "throughput" in parts:
@@ -254,7 +246,7 @@ def main() -> None:
                         ParquetSinkSettings(path=str(tmp / f"throughput-parquet-{run}"))
                         if name == "parquet"
                         else SqlSinkSettings(
-                            url=str(postgres_url),
+                            url=postgres.url,
                             table=f"throughput_events_{run}",
                             deliveries_table=f"throughput_cursors_{run}",
                         )
@@ -280,7 +272,7 @@ def main() -> None:
                     sink_settings: ParquetSinkSettings | SqlSinkSettings = (
                         ParquetSinkSettings(path=str(tmp / "lag-parquet"))
                         if name == "parquet"
-                        else SqlSinkSettings(url=str(postgres_url), table="lag_events", deliveries_table="lag_cursors")
+                        else SqlSinkSettings(url=postgres.url, table="lag_events", deliveries_table="lag_cursors")
                     )
                     journal_dir = tmp / f"lag-journal-{name}"
                     journal_dir.mkdir()
