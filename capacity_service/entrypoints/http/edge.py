@@ -25,6 +25,7 @@ from starlette.types import Message, Receive, Scope, Send
 from capacity_service.entrypoints.http import request_ids
 from capacity_service.entrypoints.http.auth import ApiKeys
 from capacity_service.entrypoints.http.errors import capacity_error_response, error_response, internal_error_response
+from capacity_service.entrypoints.http.routes import BY_OPERATION, PROBE_PATHS
 from capacity_service.errors import CapacityError, Overloaded
 
 # A JSON call: (request body, its content-type) -> the response. Contract errors are raised as
@@ -140,8 +141,8 @@ class Edge:
 
 
 # Health probes are answered whatever the load: a busy service is not a dead one.
-_PROBES = frozenset({"/healthz", "/readyz"})
-_RESERVE = ("POST", "/v1/reservations")
+_PROBES = PROBE_PATHS
+_RESERVE = (BY_OPERATION["reserve"].method, BY_OPERATION["reserve"].path)
 
 
 async def _reserve_request_id(receive: Receive, limit: int) -> str:
