@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from capacity_service.entrypoints.http.app import create_app
 from capacity_service.entrypoints.http.edge import Edge
-from capacity_service.entrypoints.http.routes import ROUTES, Access, Route
+from capacity_service.entrypoints.http.routes import ROUTES, Access, Route, route_of
 from capacity_service.settings import HttpSettings
 from tests.support.in_process import InProcessBackend
 
@@ -106,6 +106,11 @@ def test_each_route_asks_for_the_key_of_its_access(edge: Edge) -> None:
                 Access.ADMIN: (True, True, False),
             }[route.access]
             assert (anonymous in (401, 403), user in (401, 403), operator in (401, 403)) == refused, route
+
+
+def test_the_edge_counts_each_route_under_its_template() -> None:
+    for route in ROUTES:
+        assert route_of(concrete(route)) == route.path
 
 
 def test_probes_are_the_routes_open_to_anyone() -> None:

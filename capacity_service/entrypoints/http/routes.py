@@ -1,10 +1,11 @@
 """The HTTP routes of the contract, written once. FastAPI's routes (and with them the OpenAPI document,
 ``app.py`` and ``admin.py`` give each its handler), the edge's fast lane and probes, and the route
-templates the edge counts requests by (``edge.py``) are all made from ``ROUTES``."""
+templates the edge counts requests by (``route_of``) are all made from ``ROUTES``."""
 
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -191,3 +192,26 @@ ROUTES: tuple[Route, ...] = (
 
 BY_OPERATION: dict[str, Route] = {route.operation: route for route in ROUTES}
 PROBE_PATHS = frozenset(route.path for route in ROUTES if route.probe)
+
+
+_FIXED_PATHS = frozenset(route.path for route in ROUTES if "{" not in route.path)
+_TEMPLATES = tuple(dict.fromkeys(route.path for route in ROUTES if "{" in route.path))
+
+
+def _pattern(template: str) -> str:
+    """The regular expression of a template: a parameter is one path segment, as Starlette matches it."""
+    return "[^/]+".join(re.escape(part) for part in re.split(r"\{[^}]+\}", template))
+
+
+# Every template in one expression, a group each: a path is matched once, however many routes there are.
+_TEMPLATED = re.compile("^(?:" + "|".join(f"({_pattern(template)})" for template in _TEMPLATES) + ")$")
+
+
+def route_of(path: str) -> str:
+    """The route template of a path, for metrics: a bounded set of values whatever clients send."""
+    if path in _FIXED_PATHS:
+        return path
+    found = _TEMPLATED.match(path)
+    if found is None or found.lastindex is None:
+        return "other"
+    return _TEMPLATES[found.lastindex - 1]
