@@ -15,7 +15,7 @@ from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.domain import ConfigurePool, Reserve, new_reservation_id
 from capacity_service.entrypoints.http.app import create_app
-from capacity_service.entrypoints.http.edge import route_of
+from capacity_service.entrypoints.http.routes import route_of
 from capacity_service.runtime.metrics import FLUSH_INTERVAL_S, BatchedCounts, RayHostMetrics, RayRequestMetrics
 from capacity_service.settings import HttpSettings, WriteSideSettings
 from tests.support.in_process import InProcessBackend
@@ -63,6 +63,7 @@ def test_every_answer_is_counted_by_route_template_and_status() -> None:
 def test_route_templates_are_a_bounded_set_whatever_the_path() -> None:
     assert route_of("/v1/reservations/abc/confirm") == "/v1/reservations/{reservation_id}/confirm"
     assert route_of("/v1/admin/pools/x/drop-table") == "other"
+    assert route_of("/v1/admin/pools/x/reset") == "/v1/admin/pools/{pool_id}/reset"
     assert route_of("/v1/pools/a/b") == "other"
     assert route_of("/healthz") == "/healthz"
 

@@ -1,59 +1,45 @@
 """The operator's calls, under ``/v1/admin`` (an admin key when keys are configured): pause and resume a
 pool or every live pool (the kill switch), reset a pool to an earlier state, list a pool's reservations,
 check a pool against its journal. Each acts through the pool's single writer; pauses, resumes and resets
-are events in the pool's journal."""
+are events in the pool's journal. Their routes are in ``routes.py``."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query
+from fastapi import Query
 
 from capacity_service.client import MAX_LISTED_RESERVATIONS, AsyncCapacityClient
-from capacity_service.entrypoints.http.schemas import POOL_ID, ErrorBody, PauseRequest, ResetRequest
+from capacity_service.entrypoints.http.schemas import POOL_ID, PauseRequest, ResetRequest
 from capacity_service.models import Pool, PoolCheck, PoolsChanged, ReservationList
 
 log = logging.getLogger(__name__)
 
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "pool_not_found"}}
 Status = Literal["held", "active", "released", "expired"]
-Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
-def add_admin_routes(app: FastAPI, client: AsyncCapacityClient, admin_only: list[Any]) -> None:
-    def route(method: str, path: str, **options: Any) -> Callable[[Handler], Handler]:
-        options = {"responses": _NOT_FOUND, **options}
-        decorator: Callable[[Handler], Handler] = app.api_route(
-            path, methods=[method], dependencies=admin_only, tags=["admin"], **options
-        )
-        return decorator
-
-    @route("POST", "/v1/admin/pools/{pool_id}/pause", response_model=Pool)
+def admin_handlers(client: AsyncCapacityClient) -> list[Callable[..., Any]]:
     async def pause_pool(pool_id: POOL_ID, body: PauseRequest) -> Pool:
         """Stop the pool's writes (answered 503 `paused`, nothing taken) until resumed; reads and hold
         expiry go on. Pausing a paused pool changes nothing."""
         log.info("operator: pause pool %s (%s)", pool_id, body.reason)
         return await client.pause_pool(pool_id, body.reason)
 
-    @route("POST", "/v1/admin/pools/{pool_id}/resume", response_model=Pool)
     async def resume_pool(pool_id: POOL_ID) -> Pool:
         log.info("operator: resume pool %s", pool_id)
         return await client.resume_pool(pool_id)
 
-    @route("POST", "/v1/admin/pause", response_model=PoolsChanged)
     async def pause_all(body: PauseRequest) -> PoolsChanged:
         """The kill switch: pause every live pool (one created afterwards is not paused)."""
         log.info("operator: pause every live pool (%s)", body.reason)
         return await client.pause_all(body.reason)
 
-    @route("POST", "/v1/admin/resume", response_model=PoolsChanged)
     async def resume_all() -> PoolsChanged:
         log.info("operator: resume every live pool")
         return await client.resume_all()
 
-    @route("GET", "/v1/admin/pools/{pool_id}/reservations", response_model=ReservationList)
     async def reservations(
         pool_id: POOL_ID,
         status: Status | None = None,
@@ -62,19 +48,14 @@ def add_admin_routes(app: FastAPI, client: AsyncCapacityClient, admin_only: list
         """The pool's reservations, of one status when given, in the order they were made."""
         return ReservationList(reservations=await client.reservations(pool_id, status, limit))
 
-    @route(
-        "POST",
-        "/v1/admin/pools/{pool_id}/reset",
-        response_model=Pool,
-        responses={**_NOT_FOUND, 409: {"model": ErrorBody, "description": "seq_nr_out_of_range"}},
-    )
     async def reset_pool(pool_id: POOL_ID, body: ResetRequest) -> Pool:
         """Set the pool back to its state after its event `to_seq_nr`, as one more event (history stays).
         Pause the pool first, check it after, then resume it."""
         log.info("operator: reset pool %s to seq_nr %d", pool_id, body.to_seq_nr)
         return await client.reset_pool(pool_id, body.to_seq_nr)
 
-    @route("POST", "/v1/admin/pools/{pool_id}/check", response_model=PoolCheck)
     async def check_pool(pool_id: POOL_ID) -> PoolCheck:
         """Replay the pool from its journal, every event from the first, and compare with its live state."""
         return await client.check_pool(pool_id)
+
+    return [pause_pool, resume_pool, pause_all, resume_all, reservations, reset_pool, check_pool]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -24,10 +24,11 @@ from starlette.routing import Match, Route
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.domain import PoolView
 from capacity_service.entrypoints.http import request_ids
-from capacity_service.entrypoints.http.admin import add_admin_routes
+from capacity_service.entrypoints.http.admin import admin_handlers
 from capacity_service.entrypoints.http.auth import ApiKeys
 from capacity_service.entrypoints.http.edge import Edge, JsonOperation, RequestMetrics
 from capacity_service.entrypoints.http.errors import capacity_error_response, error_response, internal_error_response
+from capacity_service.entrypoints.http.routes import BY_OPERATION, ROUTES, Access
 from capacity_service.entrypoints.http.schemas import (
     POOL_ID,
     RESERVATION_ID,
@@ -156,13 +157,14 @@ def create_app(backend: Backend, settings: HttpSettings | None = None, metrics: 
     app = _framework_app(backend)
     _add_error_handlers(app)
     operations = _HotOperations(backend)
-    keyed, admin_only = _key_checks(keys)
-    _add_routes(app, backend, operations, keyed, admin_only)
-    add_admin_routes(app, backend.client, admin_only)
-    fast_lane = {
-        ("POST", "/v1/availability"): operations.find_available,
-        ("POST", "/v1/reservations"): operations.take_capacity,
-    }
+    handlers = [
+        *_pool_handlers(backend, operations),
+        *_reservation_handlers(backend, operations),
+        *_health_handlers(backend),
+        *admin_handlers(backend.client),
+    ]
+    _add_routes(app, handlers, _key_checks(keys))
+    fast_lane = _fast_lane(operations)
     # The hot routes first: Serve matches every request against the routes (to name it), and the docs
     # routes FastAPI puts first made every request try them. No two routes overlap, so order is free.
     hot = {path for _, path in fast_lane}
@@ -239,10 +241,25 @@ class _HotOperations:
         receipt = await self._backend.reserve(order.pool_id, order.quantity, order.request_id, order.hold_seconds)
         return _json(receipt, status=201)
 
+    def by_operation(self) -> dict[str, JsonOperation]:
+        """Each operation by the name of the route it answers (``routes.py``)."""
+        return {"availability": self.find_available, "reserve": self.take_capacity}
 
-def _key_checks(keys: ApiKeys) -> tuple[list[Any], list[Any]]:
-    """The route dependencies that check a key, and an admin key. With auth off (no keys) the routes have
-    no dependency at all: resolving one costs every request."""
+
+def _fast_lane(operations: _HotOperations) -> dict[tuple[str, str], JsonOperation]:
+    """The fast-lane routes of the table, each to the operation its FastAPI handler calls."""
+    on_lane = [route for route in ROUTES if route.fast_lane]
+    hot = operations.by_operation()
+    if hot.keys() != {route.operation for route in on_lane}:
+        raise ValueError(f"the hot operations {sorted(hot)} are not the fast-lane routes' operations")
+    if any(route.access is not Access.KEY for route in on_lane):
+        raise ValueError("the fast lane checks an API key, never an admin key: admin routes cannot be on it")
+    return {(route.method, route.path): hot[route.operation] for route in on_lane}
+
+
+def _key_checks(keys: ApiKeys) -> dict[Access, list[Any]]:
+    """The route dependencies that check each access. With auth off (no keys) the routes have no
+    dependency at all: resolving one costs every request."""
 
     async def require_key(request: Request) -> None:
         keys.require_key(request.headers.get("authorization"))
@@ -251,31 +268,32 @@ def _key_checks(keys: ApiKeys) -> tuple[list[Any], list[Any]]:
         keys.require_admin_key(request.headers.get("authorization"))
 
     if not keys.enabled:
-        return [], []
-    return [Depends(require_key)], [Depends(require_admin_key)]
+        return {access: [] for access in Access}
+    return {Access.ANYONE: [], Access.KEY: [Depends(require_key)], Access.ADMIN: [Depends(require_admin_key)]}
 
 
-def _add_routes(
-    app: FastAPI, backend: Backend, operations: _HotOperations, keyed: list[Any], admin_only: list[Any]
-) -> None:
-    _add_pool_routes(app, backend, operations, keyed, admin_only)
-    _add_reservation_routes(app, backend, operations, keyed)
-    _add_health_routes(app, backend)
+def _add_routes(app: FastAPI, handlers: Sequence[Callable[..., Any]], checks: Mapping[Access, list[Any]]) -> None:
+    """Every route of the table, in its order, served by the handler named as its operation."""
+    by_name = {handler.__name__: handler for handler in handlers}
+    if by_name.keys() != BY_OPERATION.keys() or len(by_name) != len(handlers):
+        missing, unrouted = sorted(BY_OPERATION.keys() - by_name.keys()), sorted(by_name.keys() - BY_OPERATION.keys())
+        raise ValueError(f"the handlers do not match the routes: none for {missing}, no route for {unrouted}")
+    for route in ROUTES:
+        app.add_api_route(
+            route.path,
+            by_name[route.operation],
+            methods=[route.method],
+            name=route.operation,
+            response_model=route.response_model,
+            status_code=route.status_code,
+            responses=route.responses,
+            dependencies=checks[route.access],
+            tags=list(route.tags),
+            openapi_extra=None if route.json_body is None else _json_body(route.json_body),
+        )
 
 
-def _add_pool_routes(
-    app: FastAPI, backend: Backend, operations: _HotOperations, keyed: list[Any], admin_only: list[Any]
-) -> None:
-    @app.put(
-        "/v1/pools/{pool_id}",
-        openapi_extra=_json_body(PutPoolRequest),
-        response_model=Pool,
-        responses={
-            201: {"model": Pool, "description": "created"},
-            410: {"model": ErrorBody, "description": "pool_retired"},
-        },
-        dependencies=admin_only,
-    )
+def _pool_handlers(backend: Backend, operations: _HotOperations) -> list[Callable[..., Any]]:
     async def put_pool(pool_id: POOL_ID, request: Request, response: Response) -> Pool:
         """Create or update a pool. Lowering capacity below what is reserved is allowed."""
         body = _parse(*await _body_of(request), PutPoolRequest)
@@ -283,99 +301,52 @@ def _add_pool_routes(
         response.status_code = 201 if created else 200
         return pool
 
-    @app.get(
-        "/v1/pools/{pool_id}",
-        response_model=Pool,
-        responses={404: {"model": ErrorBody, "description": "pool_not_found"}},
-        dependencies=keyed,
-    )
     async def get_pool(pool_id: POOL_ID) -> Pool:
         return await backend.get_pool(pool_id)
 
-    @app.delete(
-        "/v1/pools/{pool_id}",
-        response_model=Pool,
-        responses={404: {"model": ErrorBody, "description": "pool_not_found"}},
-        dependencies=admin_only,
-    )
     async def retire_pool(pool_id: POOL_ID) -> Pool:
         """Retire the pool: reserves are refused (410 pool_retired) and it leaves availability; releases,
         confirms and reads go on. Its history stays. Retiring twice answers 200 both times."""
         return await backend.retire_pool(pool_id)
 
-    @app.post(
-        "/v1/availability",
-        openapi_extra=_json_body(AvailabilityRequest),
-        response_model=AvailabilityBody,
-        dependencies=keyed,
-    )
     async def availability(request: Request) -> Response:
         """Pools of the zone whose slot overlaps [slot_from, slot_to) with at least `quantity` remaining.
         Served from the replicated cache: it may lag a write by a little."""
         return await _json_call(request, operations.find_available)
 
+    return [put_pool, get_pool, retire_pool, availability]
 
-def _add_reservation_routes(app: FastAPI, backend: Backend, operations: _HotOperations, keyed: list[Any]) -> None:
-    @app.post(
-        "/v1/reservations",
-        openapi_extra=_json_body(ReserveRequest),
-        status_code=201,
-        response_model=ReservationReceipt,
-        responses={
-            404: {"model": ErrorBody, "description": "pool_not_found"},
-            409: {"model": ErrorBody, "description": "insufficient_capacity, request_id_conflict"},
-            410: {"model": ErrorBody, "description": "pool_retired"},
-        },
-        dependencies=keyed,
-    )
+
+def _reservation_handlers(backend: Backend, operations: _HotOperations) -> list[Callable[..., Any]]:
     async def reserve(request: Request) -> Response:
         """Take capacity. Idempotent on request_id: the same id returns the same reservation. With
         hold_seconds it is a hold (status "held", expires_at): confirm it in time or it expires."""
         return await _json_call(request, operations.take_capacity)
 
-    @app.post(
-        "/v1/reservations/{reservation_id}/confirm",
-        response_model=ReservationInfo,
-        responses={
-            404: {"model": ErrorBody, "description": "reservation_not_found"},
-            409: {"model": ErrorBody, "description": "hold_expired, reservation_released"},
-        },
-        dependencies=keyed,
-    )
     async def confirm(reservation_id: RESERVATION_ID) -> ReservationInfo:
         """Turn a hold into an active reservation. Confirming twice answers 200 both times."""
         return await backend.confirm(reservation_id)
 
-    @app.delete(
-        "/v1/reservations/{reservation_id}",
-        response_model=ReleaseReceipt,
-        responses={404: {"model": ErrorBody, "description": "reservation_not_found"}},
-        dependencies=keyed,
-    )
     async def release(reservation_id: RESERVATION_ID) -> ReleaseReceipt:
         """Give the capacity back. Releasing twice answers 200 both times."""
         return await backend.release(reservation_id)
 
-    @app.get(
-        "/v1/reservations/{reservation_id}",
-        response_model=ReservationInfo,
-        responses={404: {"model": ErrorBody, "description": "reservation_not_found"}},
-        dependencies=keyed,
-    )
     async def get_reservation(reservation_id: RESERVATION_ID) -> ReservationInfo:
         return await backend.get_reservation(reservation_id)
 
+    return [reserve, confirm, release, get_reservation]
 
-def _add_health_routes(app: FastAPI, backend: Backend) -> None:
-    @app.get("/healthz", response_model=HealthBody)
+
+def _health_handlers(backend: Backend) -> list[Callable[..., Any]]:
     async def healthz() -> HealthBody:
         """Alive: this process answers."""
         return HealthBody(status="ok")
 
-    @app.get("/readyz", response_model=HealthBody, responses={503: {"model": HealthBody}})
     async def readyz() -> JSONResponse:
         """Ready: journal reachable, availability cache bootstrapped, every registered pool alive."""
         checks = await backend.readiness()
         ready = all(v == "ok" for v in checks.values())
         body = HealthBody(status="ok" if ready else "unavailable", checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+    return [healthz, readyz]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,6 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 from capacity_service.entrypoints.http import request_ids
 from capacity_service.entrypoints.http.auth import ApiKeys
 from capacity_service.entrypoints.http.errors import capacity_error_response, error_response, internal_error_response
+from capacity_service.entrypoints.http.routes import BY_OPERATION, PROBE_PATHS, route_of
 from capacity_service.errors import CapacityError, Overloaded
 
 # A JSON call: (request body, its content-type) -> the response. Contract errors are raised as
@@ -140,8 +140,8 @@ class Edge:
 
 
 # Health probes are answered whatever the load: a busy service is not a dead one.
-_PROBES = frozenset({"/healthz", "/readyz"})
-_RESERVE = ("POST", "/v1/reservations")
+_PROBES = PROBE_PATHS
+_RESERVE = (BY_OPERATION["reserve"].method, BY_OPERATION["reserve"].path)
 
 
 async def _reserve_request_id(receive: Receive, limit: int) -> str:
@@ -182,27 +182,6 @@ class _Answer:
             headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != request_ids.HEADER]
             message = {**message, "headers": [*headers, (request_ids.HEADER, self._request_id)]}
         await self._send(message)
-
-
-_FIXED_ROUTES = frozenset(
-    {"/v1/availability", "/v1/reservations", "/v1/admin/pause", "/v1/admin/resume", "/healthz", "/readyz"}
-)
-_ROUTE_TEMPLATES = [
-    (re.compile(r"^/v1/pools/[^/]+$"), "/v1/pools/{pool_id}"),
-    (re.compile(r"^/v1/reservations/[^/]+/confirm$"), "/v1/reservations/{reservation_id}/confirm"),
-    (re.compile(r"^/v1/reservations/[^/]+$"), "/v1/reservations/{reservation_id}"),
-    (re.compile(r"^/v1/admin/pools/[^/]+/(pause|resume|reservations|check)$"), "/v1/admin/pools/{pool_id}/"),
-]
-
-
-def route_of(path: str) -> str:
-    """The route template of a path, for metrics: a bounded set of values whatever clients send."""
-    if path in _FIXED_ROUTES:
-        return path
-    for pattern, template in _ROUTE_TEMPLATES:
-        if (found := pattern.match(path)) is not None:
-            return template + found.group(1) if found.groups() else template
-    return "other"
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:

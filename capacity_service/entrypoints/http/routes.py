@@ -1,0 +1,217 @@
+"""The HTTP routes of the contract, written once. FastAPI's routes (and with them the OpenAPI document,
+``app.py`` and ``admin.py`` give each its handler), the edge's fast lane and probes, and the route
+templates the edge counts requests by (``route_of``) are all made from ``ROUTES``."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from capacity_service.entrypoints.http.schemas import (
+    AvailabilityBody,
+    AvailabilityRequest,
+    ErrorBody,
+    HealthBody,
+    PutPoolRequest,
+    ReserveRequest,
+)
+from capacity_service.models import (
+    Pool,
+    PoolCheck,
+    PoolsChanged,
+    ReleaseReceipt,
+    ReservationInfo,
+    ReservationList,
+    ReservationReceipt,
+)
+
+Method = Literal["GET", "POST", "PUT", "DELETE"]
+Responses = dict[int | str, dict[str, Any]]
+
+
+class Access(enum.Enum):
+    """Who may call a route when API keys are configured (with none, every client the loopback rule lets
+    in may call every route)."""
+
+    ANYONE = "anyone"
+    KEY = "key"  # any API key; an admin key is one too
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Route:
+    method: Method
+    path: str  # FastAPI's template, e.g. "/v1/pools/{pool_id}"
+    operation: str  # the name of its handler, which names the OpenAPI operation
+    access: Access
+    response_model: type[BaseModel]
+    status_code: int | None = None  # None: FastAPI's default, 200
+    responses: Responses = field(default_factory=dict)  # beyond the errors every route may answer
+    json_body: type[BaseModel] | None = None  # a body the handler parses itself (``app._parse``)
+    tags: tuple[str, ...] = ()
+    fast_lane: bool = False  # answered by the edge itself, ahead of FastAPI
+    probe: bool = False  # a health probe: answered whatever the load
+
+
+def _errors(*answers: tuple[int, str]) -> Responses:
+    return {status: {"model": ErrorBody, "description": description} for status, description in answers}
+
+
+_POOL_NOT_FOUND = (404, "pool_not_found")
+_RESERVATION_NOT_FOUND = (404, "reservation_not_found")
+_ADMIN = ("admin",)
+
+# The hot routes first, as FastAPI is given them: Serve matches every request against them in order.
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/v1/availability",
+        "availability",
+        Access.KEY,
+        AvailabilityBody,
+        json_body=AvailabilityRequest,
+        fast_lane=True,
+    ),
+    Route(
+        "POST",
+        "/v1/reservations",
+        "reserve",
+        Access.KEY,
+        ReservationReceipt,
+        status_code=201,
+        responses=_errors(_POOL_NOT_FOUND, (409, "insufficient_capacity, request_id_conflict"), (410, "pool_retired")),
+        json_body=ReserveRequest,
+        fast_lane=True,
+    ),
+    Route(
+        "PUT",
+        "/v1/pools/{pool_id}",
+        "put_pool",
+        Access.ADMIN,
+        Pool,
+        responses={201: {"model": Pool, "description": "created"}, **_errors((410, "pool_retired"))},
+        json_body=PutPoolRequest,
+    ),
+    Route("GET", "/v1/pools/{pool_id}", "get_pool", Access.KEY, Pool, responses=_errors(_POOL_NOT_FOUND)),
+    Route("DELETE", "/v1/pools/{pool_id}", "retire_pool", Access.ADMIN, Pool, responses=_errors(_POOL_NOT_FOUND)),
+    Route(
+        "POST",
+        "/v1/reservations/{reservation_id}/confirm",
+        "confirm",
+        Access.KEY,
+        ReservationInfo,
+        responses=_errors(_RESERVATION_NOT_FOUND, (409, "hold_expired, reservation_released")),
+    ),
+    Route(
+        "DELETE",
+        "/v1/reservations/{reservation_id}",
+        "release",
+        Access.KEY,
+        ReleaseReceipt,
+        responses=_errors(_RESERVATION_NOT_FOUND),
+    ),
+    Route(
+        "GET",
+        "/v1/reservations/{reservation_id}",
+        "get_reservation",
+        Access.KEY,
+        ReservationInfo,
+        responses=_errors(_RESERVATION_NOT_FOUND),
+    ),
+    Route("GET", "/healthz", "healthz", Access.ANYONE, HealthBody, probe=True),
+    Route("GET", "/readyz", "readyz", Access.ANYONE, HealthBody, responses={503: {"model": HealthBody}}, probe=True),
+    # The operator's calls (``admin.py``).
+    Route(
+        "POST",
+        "/v1/admin/pools/{pool_id}/pause",
+        "pause_pool",
+        Access.ADMIN,
+        Pool,
+        responses=_errors(_POOL_NOT_FOUND),
+        tags=_ADMIN,
+    ),
+    Route(
+        "POST",
+        "/v1/admin/pools/{pool_id}/resume",
+        "resume_pool",
+        Access.ADMIN,
+        Pool,
+        responses=_errors(_POOL_NOT_FOUND),
+        tags=_ADMIN,
+    ),
+    Route(
+        "POST",
+        "/v1/admin/pause",
+        "pause_all",
+        Access.ADMIN,
+        PoolsChanged,
+        responses=_errors(_POOL_NOT_FOUND),
+        tags=_ADMIN,
+    ),
+    Route(
+        "POST",
+        "/v1/admin/resume",
+        "resume_all",
+        Access.ADMIN,
+        PoolsChanged,
+        responses=_errors(_POOL_NOT_FOUND),
+        tags=_ADMIN,
+    ),
+    Route(
+        "GET",
+        "/v1/admin/pools/{pool_id}/reservations",
+        "reservations",
+        Access.ADMIN,
+        ReservationList,
+        responses=_errors(_POOL_NOT_FOUND),
+        tags=_ADMIN,
+    ),
+    Route(
+        "POST",
+        "/v1/admin/pools/{pool_id}/reset",
+        "reset_pool",
+        Access.ADMIN,
+        Pool,
+        responses=_errors(_POOL_NOT_FOUND, (409, "seq_nr_out_of_range")),
+        tags=_ADMIN,
+    ),
+    Route(
+        "POST",
+        "/v1/admin/pools/{pool_id}/check",
+        "check_pool",
+        Access.ADMIN,
+        PoolCheck,
+        responses=_errors(_POOL_NOT_FOUND),
+        tags=_ADMIN,
+    ),
+)
+
+BY_OPERATION: dict[str, Route] = {route.operation: route for route in ROUTES}
+PROBE_PATHS = frozenset(route.path for route in ROUTES if route.probe)
+
+
+_FIXED_PATHS = frozenset(route.path for route in ROUTES if "{" not in route.path)
+_TEMPLATES = tuple(dict.fromkeys(route.path for route in ROUTES if "{" in route.path))
+
+
+def _pattern(template: str) -> str:
+    """The regular expression of a template: a parameter is one path segment, as Starlette matches it."""
+    return "[^/]+".join(re.escape(part) for part in re.split(r"\{[^}]+\}", template))
+
+
+# Every template in one expression, a group each: a path is matched once, however many routes there are.
+_TEMPLATED = re.compile("^(?:" + "|".join(f"({_pattern(template)})" for template in _TEMPLATES) + ")$")
+
+
+def route_of(path: str) -> str:
+    """The route template of a path, for metrics: a bounded set of values whatever clients send."""
+    if path in _FIXED_PATHS:
+        return path
+    found = _TEMPLATED.match(path)
+    if found is None or found.lastindex is None:
+        return "other"
+    return _TEMPLATES[found.lastindex - 1]
