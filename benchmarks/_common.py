@@ -278,8 +278,8 @@ def _seed_yardstick(conninfo: str) -> None:
 
 class LeanConnection:
     """One keep-alive HTTP/1.1 connection to a loopback port, one request at a time, with the least client
-    work: benchmarks that send tens of thousands of requests from the same 2 cores as the service (httpx
-    spent ~3 ms of CPU per request here, more than the service). Answers with a Content-Length only."""
+    work: benchmarks that send tens of thousands of requests from the same cores as the service, where a
+    general client spends more CPU per request than the service does. Answers with a Content-Length only."""
 
     def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self._host, self._port = host, port

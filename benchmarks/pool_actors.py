@@ -256,8 +256,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     await spread(journal, args.seconds, mode, say) for mode in ("sharded", "actor_per_pool")
                 ]
             if "memory" in args.parts:
-                # A process per pool costs ~1 CPU-second to start here: 100 of them at once swamps 2 cores
-                # (Ray keeps starting workers), so the per-actor mode is measured with 40.
+                # A process per pool is slow to start: 100 at once swamp a small machine (Ray keeps
+                # starting workers), so the per-actor mode is measured with 40.
                 data["memory_and_cold_start"] = [
                     await memory_and_cold_start(journal, "actor_per_pool", 40, 1, say),
                     await memory_and_cold_start(journal, "sharded", 100, 4, say),

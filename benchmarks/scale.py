@@ -480,7 +480,7 @@ async def cold_restart(service: Service, pools: int, concurrency: int, timeout: 
                 raise RuntimeError(f"pool {pool_id(k)} not served {timeout:.0f}s after the restart: {status}")
             await asyncio.sleep(0.1)
 
-    # A lean client: httpx's own CPU was most of a 10,000-pool restart's time (the two share 2 cores).
+    # A lean client: a general one's CPU would compete with the service's restart for the same cores.
     connections = [LeanConnection(service.port) for _ in range(concurrency)]
     try:
         await until_served(connections[0], 0)  # one poller until the service answers, not `concurrency`

@@ -225,7 +225,7 @@ class _HotOperations:
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
 
-    async def find_available(self, body: bytes, content_type: str) -> Response:
+    async def availability(self, body: bytes, content_type: str) -> Response:
         query = _parse(body, content_type, AvailabilityRequest)
         views = await self._backend.availability(query.zone, query.slot_from, query.slot_to, query.quantity)
         pools = [
@@ -236,14 +236,14 @@ class _HotOperations:
         ]
         return _json(AvailabilityBody(pools=pools))
 
-    async def take_capacity(self, body: bytes, content_type: str) -> Response:
-        order = _parse(body, content_type, ReserveRequest)
-        receipt = await self._backend.reserve(order.pool_id, order.quantity, order.request_id, order.hold_seconds)
+    async def reserve(self, body: bytes, content_type: str) -> Response:
+        asked = _parse(body, content_type, ReserveRequest)
+        receipt = await self._backend.reserve(asked.pool_id, asked.quantity, asked.request_id, asked.hold_seconds)
         return _json(receipt, status=201)
 
     def by_operation(self) -> dict[str, JsonOperation]:
         """Each operation by the name of the route it answers (``routes.py``)."""
-        return {"availability": self.find_available, "reserve": self.take_capacity}
+        return {"availability": self.availability, "reserve": self.reserve}
 
 
 def _fast_lane(operations: _HotOperations) -> dict[tuple[str, str], JsonOperation]:
@@ -312,7 +312,7 @@ def _pool_handlers(backend: Backend, operations: _HotOperations) -> list[Callabl
     async def availability(request: Request) -> Response:
         """Pools of the zone whose slot overlaps [slot_from, slot_to) with at least `quantity` remaining.
         Served from the replicated cache: it may lag a write by a little."""
-        return await _json_call(request, operations.find_available)
+        return await _json_call(request, operations.availability)
 
     return [put_pool, get_pool, retire_pool, availability]
 
@@ -321,7 +321,7 @@ def _reservation_handlers(backend: Backend, operations: _HotOperations) -> list[
     async def reserve(request: Request) -> Response:
         """Take capacity. Idempotent on request_id: the same id returns the same reservation. With
         hold_seconds it is a hold (status "held", expires_at): confirm it in time or it expires."""
-        return await _json_call(request, operations.take_capacity)
+        return await _json_call(request, operations.reserve)
 
     async def confirm(reservation_id: RESERVATION_ID) -> ReservationInfo:
         """Turn a hold into an active reservation. Confirming twice answers 200 both times."""
