@@ -20,6 +20,7 @@ from capacity_service.adapters.journal import (
     StoredEvent,
     WriterFenced,
 )
+from capacity_service.domain.ids import order_stream_id
 
 JournalFactory = Callable[[], Journal]
 
@@ -277,6 +278,15 @@ class JournalContract:
         live_ids = journal.live_pool_ids()
         assert live in live_ids and retired not in live_ids
         assert payloads(journal, retired) == ["a"]  # its history stays
+
+    def test_order_streams_are_live_streams_but_not_pools(self, journal: Journal, pool_id: str) -> None:
+        order = order_stream_id(pool_id.replace("~", "-") + "-order")
+        journal.append(order, 0, journal.claim_epoch(order), events("placed"))
+        journal.append(pool_id, 0, journal.claim_epoch(pool_id), events("a"))
+        assert {order, pool_id} <= set(journal.live_stream_ids())
+        assert pool_id in journal.live_pool_ids() and order not in journal.live_pool_ids()
+        journal.mark_dormant(order)
+        assert order not in journal.live_stream_ids()
 
     # ------------------------------------------------------------------ snapshots
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring as _json_string
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from capacity_service.domain import (
     CapacityHeld,
@@ -32,6 +32,15 @@ from capacity_service.domain import (
     PoolWasRetired,
     Reservation,
     ReservationStatus,
+)
+from capacity_service.domain.order import (
+    OrderConfirmed,
+    OrderConfirming,
+    OrderEvent,
+    OrderLinesTaken,
+    OrderPlaced,
+    OrderUndoing,
+    OrderUndone,
 )
 
 JsonDict = dict[str, Any]
@@ -408,3 +417,28 @@ def _microseconds(moment: datetime | None) -> int | None:
 
 def _datetime(microseconds: int | None) -> datetime | None:
     return None if microseconds is None else _EPOCH + microseconds * _MICROSECOND
+
+
+class OrderCodec:
+    """Turns order events into versioned bytes and back. The events are their own schemas (version 1 of
+    each); a change to one adds an explicit schema of the old version and an upcaster, as for pool events."""
+
+    _ADAPTERS: ClassVar[dict[str, TypeAdapter[Any]]] = {
+        cls.TYPE: TypeAdapter(cls)
+        for cls in (OrderPlaced, OrderLinesTaken, OrderConfirming, OrderConfirmed, OrderUndoing, OrderUndone)
+    }
+
+    def encode_event(self, event: OrderEvent) -> EncodedEvent:
+        return EncodedEvent(event.TYPE, event.VERSION, self._ADAPTERS[event.TYPE].dump_json(event))
+
+    def decode_event(self, event_type: str, schema_version: int, payload: bytes) -> OrderEvent:
+        adapter = self._ADAPTERS.get(event_type)
+        if adapter is None:
+            raise DecodingError(f"unknown order event type {event_type!r}")
+        if schema_version != 1:
+            raise DecodingError(f"{event_type} v{schema_version} is not known to this code (v1)")
+        try:
+            event: OrderEvent = adapter.validate_json(payload)
+        except ValidationError as exc:
+            raise DecodingError(f"corrupt {event_type} v{schema_version} payload: {exc}") from exc
+        return event

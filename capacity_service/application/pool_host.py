@@ -29,10 +29,8 @@ from capacity_service.application.pool_runner import (
     PoolRunner,
     RunnerState,
     SharedByRunners,
-    SingleWriter,
 )
 from capacity_service.application.pool_writer import (
-    BatchResult,
     CommandOutcome,
     PoolWriter,
     answer_of_absent_pool,
@@ -41,9 +39,11 @@ from capacity_service.application.pool_writer import (
 from capacity_service.application.publishing import EventPublisher, NullPublisher, ViewPublisher
 from capacity_service.application.recovery import RecoveredPool, differences, recover_pools, replay_pool
 from capacity_service.application.repeated_log import RepeatedFailureLog
+from capacity_service.application.single_writer import BatchResult
 from capacity_service.domain import (
     ConfigurePool,
     HoldsExpired,
+    PersistedEvent,
     PoolCommand,
     PoolPaused,
     PoolResumed,
@@ -66,6 +66,8 @@ _RECOVERY_BATCH = 500
 
 # Events an operator's command wrote: each gets a log line (naming the request, like every line of a write).
 _OPERATORS_EVENTS = (PoolPaused, PoolResumed, PoolWasRetired)
+
+_Runner = PoolRunner[PoolWriter, PoolView]
 
 # A command for a pool, as callers hand them in batches: (pool id, command, deadline or None, the id of the
 # request it answers or None).
@@ -90,8 +92,8 @@ class PoolHost:
         self._views: ViewPublisher = views or NullPublisher()
         self._events: EventPublisher = events or NullPublisher()
         self._codec = Codec()
-        self._runners: dict[str, PoolRunner[PoolWriter]] = {}
-        self._starting: dict[str, asyncio.Future[PoolRunner[PoolWriter]]] = {}
+        self._runners: dict[str, _Runner] = {}
+        self._starting: dict[str, asyncio.Future[_Runner]] = {}
         self._recoveries = asyncio.Semaphore(self._settings.max_concurrent_recoveries)
         self._claims = EpochClaims(journal)
         self.breaker = CircuitBreaker(self._settings.breaker_failure_threshold, self._settings.breaker_reset_s)
@@ -109,6 +111,11 @@ class PoolHost:
             after_durable=self._after_durable,
             handed_back=self._handed_back,
         )
+
+    @property
+    def shared(self) -> SharedByRunners:
+        """What this host's runners share: a host of another kind of stream in this process shares it too."""
+        return self._shared
 
     @property
     def fenced(self) -> bool:
@@ -173,13 +180,13 @@ class PoolHost:
             tracing.current.reset(token)
 
     def _submit(
-        self, runner: PoolRunner[PoolWriter], command: PoolCommand, deadline: float | None, request_id: str | None
+        self, runner: _Runner, command: PoolCommand, deadline: float | None, request_id: str | None
     ) -> asyncio.Future[CommandOutcome]:
         if runner.state is RunnerState.HANDED_BACK:  # a caller held on to it: the pool starts anew
             return self._execute_traced(runner.writer.stream_id, command, deadline, request_id)
         return runner.submit(command, deadline, request_id)
 
-    def _after_durable(self, writer: SingleWriter, result: BatchResult) -> None:
+    def _after_durable(self, writer: PoolWriter, result: BatchResult[CommandOutcome, PersistedEvent]) -> None:
         """What follows a write that added events: publish them, count and log them."""
         try:
             self._views.publish_view(writer.view())
@@ -192,7 +199,7 @@ class PoolHost:
         for operated in (p.event for p in result.persisted if isinstance(p.event, _OPERATORS_EVENTS)):
             log.info("pool %s: %s", writer.stream_id, operated)
 
-    def _handed_back(self, runner: PoolRunner[Any]) -> None:
+    def _handed_back(self, runner: PoolRunner[Any, Any]) -> None:
         if self._runners.get(runner.writer.stream_id) is runner:
             del self._runners[runner.writer.stream_id]
 
@@ -230,7 +237,7 @@ class PoolHost:
         found = (r for r in reservations if status is None or r.status is status)
         return list(itertools.islice(found, limit))
 
-    async def _quiet_runner(self, pool_id: str) -> PoolRunner[PoolWriter] | None:
+    async def _quiet_runner(self, pool_id: str) -> _Runner | None:
         """The pool's runner with nothing in flight and its state loaded; None: the pool has no events."""
         runner = await self._runner(pool_id)
         if runner is not None:
@@ -295,7 +302,7 @@ class PoolHost:
                 raise answer
         return cast(list[int | CapacityError], answers)
 
-    async def _runner(self, pool_id: str, creates: bool = False) -> PoolRunner[PoolWriter] | None:
+    async def _runner(self, pool_id: str, creates: bool = False) -> _Runner | None:
         """The running pool, started (claiming its stream, recovering) if needed. A pool with no events is
         started only by a command that ``creates`` it: for anything else it is None, and nothing is
         claimed or written (a request for an unknown pool leaves no trace)."""
@@ -369,7 +376,7 @@ class PoolHost:
                 writer.start(epoch, state)
                 self._started(pool_id, PoolRunner(writer, self._shared))
 
-    def _started(self, pool_id: str, outcome: PoolRunner[PoolWriter] | Unavailable) -> None:
+    def _started(self, pool_id: str, outcome: _Runner | Unavailable) -> None:
         starting = self._starting.pop(pool_id)
         if isinstance(outcome, PoolRunner):
             self._runners[pool_id] = outcome

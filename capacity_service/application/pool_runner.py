@@ -18,17 +18,15 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime
 from enum import Enum
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from capacity_service.adapters.journal import Journal, JournalError, JournalUnavailable, WriterFenced
 from capacity_service.application import tracing
 from capacity_service.application.circuit_breaker import CircuitBreaker
 from capacity_service.application.group_commit import GroupCommit, fail
-from capacity_service.application.pool_writer import BatchResult, CapturedSnapshot, CommandOutcome, PreparedBatch
 from capacity_service.application.repeated_log import RepeatedFailureLog
-from capacity_service.domain import PoolCommand, PoolView
+from capacity_service.application.single_writer import BatchResult, SingleWriter
 from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, Unavailable
 from capacity_service.settings import WriteSideSettings
 
@@ -40,28 +38,8 @@ _EXPIRY_RETRY_S = 1.0
 _MAX_IDS_LOGGED = 10
 
 
-class SingleWriter(Protocol):
-    """What a runner needs from the single writer of its stream (``PoolWriter`` is one)."""
-
-    @property
-    def stream_id(self) -> str: ...
-    @property
-    def needs_reload(self) -> bool: ...
-    @property
-    def dormant(self) -> bool: ...
-    def view(self) -> PoolView: ...
-    def reload(self) -> None: ...
-    def prepare(self, commands: list[PoolCommand]) -> PreparedBatch: ...
-    def append_landed(self, prepared: PreparedBatch, new_seq_nr: int) -> None: ...
-    def append_failed(self, prepared: PreparedBatch, error: JournalError) -> None: ...
-    def repeats_known_request(self, command: PoolCommand) -> bool: ...
-    def next_expiry(self) -> datetime | None: ...
-    def timer_command(self) -> PoolCommand: ...
-    def take_snapshot_if_due(self) -> CapturedSnapshot | None: ...
-    def store_snapshot(self, captured: CapturedSnapshot) -> bool: ...
-
-
 W = TypeVar("W", bound=SingleWriter)
+V = TypeVar("V")  # what the writer's view is
 
 
 class HostFenced(Unavailable):
@@ -98,8 +76,8 @@ class SharedByRunners:
     fence: Fence
     failures: RepeatedFailureLog
     spawn: Callable[[Coroutine[Any, Any, None]], None]
-    after_durable: Callable[[SingleWriter, BatchResult], None]
-    handed_back: Callable[[PoolRunner[Any]], None]
+    after_durable: Callable[[Any, BatchResult[Any, Any]], None]
+    handed_back: Callable[[PoolRunner[Any, Any]], None]
 
 
 class RunnerState(Enum):
@@ -111,15 +89,15 @@ class RunnerState(Enum):
 
 @dataclass
 class _Pending:
-    command: PoolCommand
-    reply: asyncio.Future[CommandOutcome]
+    command: Any
+    reply: asyncio.Future[Any]
     # Wall-clock time (``time.time()``) after which the command must not be decided; None: no limit.
     deadline: float | None = None
     # The id of the request it answers (``tracing``), named in the log lines written about it.
     request_id: str | None = None
 
 
-class PoolRunner(Generic[W]):
+class PoolRunner(Generic[W, V]):
     def __init__(self, writer: W, shared: SharedByRunners) -> None:
         self.writer = writer
         self._shared = shared
@@ -128,7 +106,7 @@ class PoolRunner(Generic[W]):
         self._quiet = asyncio.Event()  # set in IDLE and HANDED_BACK: nothing holds the stream
         self._quiet.set()
         # The view as of the last durable write, served without waiting for an in-flight one.
-        self.durable_view: PoolView | None = None
+        self.durable_view: V | None = None
         self._storing_snapshot = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None  # the expiry the timer is set for (epoch seconds)
@@ -151,16 +129,14 @@ class PoolRunner(Generic[W]):
             self._quiet.clear()
 
     def _refresh_durable_view(self) -> None:
-        self.durable_view = None if self.writer.needs_reload else self.writer.view()
+        self.durable_view = None if self.writer.needs_reload else cast(V, self.writer.view())
 
     # ------------------------------------------------------------------ commands
 
-    def submit(
-        self, command: PoolCommand, deadline: float | None, request_id: str | None = None
-    ) -> asyncio.Future[CommandOutcome]:
+    def submit(self, command: Any, deadline: float | None, request_id: str | None = None) -> asyncio.Future[Any]:
         """Queue ``command``; the future answers once its events are durable (or it was refused). Not for a
         runner HANDED_BACK: the host starts the stream anew instead."""
-        reply: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if len(self._queue) >= self._shared.settings.max_queued_per_pool:
             reply.set_exception(
                 Overloaded(f"pool {self.writer.stream_id!r} has {len(self._queue)} commands waiting; nothing was taken")
@@ -255,7 +231,7 @@ class PoolRunner(Generic[W]):
             shared.after_durable(writer, result)
             self._snapshot_if_due()
 
-    async def _decide_and_append(self, commands: list[PoolCommand]) -> BatchResult:
+    async def _decide_and_append(self, commands: list[Any]) -> BatchResult[Any, Any]:
         """Decide and apply tentatively here, then hand the append to the host's group commit."""
         prepared = self.writer.prepare(commands)
         if prepared.append is None:
@@ -298,7 +274,7 @@ class PoolRunner(Generic[W]):
             self._storing_snapshot = True
             self._shared.spawn(self._store_snapshot(captured))
 
-    async def _store_snapshot(self, captured: CapturedSnapshot) -> None:
+    async def _store_snapshot(self, captured: object) -> None:
         try:
             await asyncio.to_thread(self.writer.store_snapshot, captured)
         finally:
@@ -406,6 +382,6 @@ def _request_ids_of(batch: list[_Pending]) -> str | None:
     return ",".join(ids[:_MAX_IDS_LOGGED]) + more
 
 
-def _ignore_answer(reply: asyncio.Future[CommandOutcome]) -> None:
+def _ignore_answer(reply: asyncio.Future[Any]) -> None:
     if not reply.cancelled():
         reply.exception()  # retrieved: a failed wake-up is retried by the timer, not reported

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal import (
@@ -25,6 +26,7 @@ from capacity_service.adapters.journal import (
     WriterFenced,
 )
 from capacity_service.application.recovery import RecoveredPool, SnapshotPolicy, encode_snapshot, recover_pool
+from capacity_service.application.single_writer import BatchResult, PreparedBatch
 from capacity_service.domain import (
     CapacityHeld,
     Confirm,
@@ -52,20 +54,6 @@ log = logging.getLogger(__name__)
 # Holds expired in one batch at most: a storm of expiries goes out in several appends, with the
 # commands that arrive meanwhile decided between them.
 MAX_EXPIRIES_PER_BATCH = 2_000
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    outcomes: list[CommandOutcome]
-    persisted: list[PersistedEvent]
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedBatch:
-    """Commands decided and applied tentatively; ``append`` is what must become durable (None: nothing)."""
-
-    result: BatchResult
-    append: AppendRequest | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +192,7 @@ class PoolWriter:
     def execute(self, commands: Sequence[PoolCommand]) -> list[CommandOutcome]:
         return self.execute_batch(commands).outcomes
 
-    def execute_batch(self, commands: Sequence[PoolCommand]) -> BatchResult:
+    def execute_batch(self, commands: Sequence[PoolCommand]) -> BatchResult[CommandOutcome, PersistedEvent]:
         """Decide, persist in one append, apply. Raises a ``JournalError`` (and keeps only durable
         state) when the append fails; ``WriterFenced`` marks this writer as fenced for good."""
         prepared = self.prepare(commands)
@@ -217,7 +205,7 @@ class PoolWriter:
             self.append_landed(prepared, new_seq_nr)
         return prepared.result
 
-    def prepare(self, commands: Sequence[PoolCommand]) -> PreparedBatch:
+    def prepare(self, commands: Sequence[PoolCommand]) -> PreparedBatch[CommandOutcome, PersistedEvent]:
         """Decide each command against the state the ones before it left, apply the events to the
         in-memory state (tentatively) and encode them: what ``append`` must write, and the answers to give
         once it is durable. Until ``append_landed`` or ``append_failed`` the state holds events that are
@@ -266,10 +254,10 @@ class PoolWriter:
         append = AppendRequest(self.pool_id, self._seq_nr, self.epoch, pending) if pending else None
         return PreparedBatch(BatchResult(outcomes[len(expiry) :], persisted), append)
 
-    def append_landed(self, prepared: PreparedBatch, new_seq_nr: int) -> None:
+    def append_landed(self, prepared: PreparedBatch[Any, Any], new_seq_nr: int) -> None:
         self._seq_nr = new_seq_nr
 
-    def append_failed(self, prepared: PreparedBatch, error: JournalError) -> None:
+    def append_failed(self, prepared: PreparedBatch[Any, Any], error: JournalError) -> None:
         """The append of ``prepared`` failed: throw the tentative state away (re-reading the stream).
         Returns normally if the stream shows the append landed after all; raises ``error`` otherwise."""
         assert prepared.append is not None

@@ -18,6 +18,11 @@ _TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _TOKEN_BYTES = 16
 
 
+# An order's stream id: the prefix's ``~`` is in no pool id, so pool and order streams never collide in a
+# journal; the order id itself is written like a pool id.
+ORDER_STREAM_PREFIX = "order~"
+
+
 class InvalidId(ValueError):
     """A pool id or reservation id that is not well formed."""
 
@@ -52,3 +57,21 @@ def pool_of_reservation(reservation_id: str) -> str:
     if not is_valid_pool_id(pool_id):
         raise InvalidId("not a reservation id")
     return pool_id
+
+
+def check_order_id(order_id: str) -> str:
+    if POOL_ID_PATTERN.fullmatch(order_id) is None:
+        raise InvalidId(f"order id must be 1-128 characters of [A-Za-z0-9._:-], got {order_id!r:.140}")
+    return order_id
+
+
+def order_stream_id(order_id: str) -> str:
+    return ORDER_STREAM_PREFIX + check_order_id(order_id)
+
+
+def is_order_stream(stream_id: str) -> bool:
+    return stream_id.startswith(ORDER_STREAM_PREFIX)
+
+
+def order_of_stream(stream_id: str) -> str:
+    return stream_id.removeprefix(ORDER_STREAM_PREFIX)

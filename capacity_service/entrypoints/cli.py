@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from capacity_service.domain.ids import is_order_stream
 from capacity_service.runtime import environment
 from capacity_service.runtime.names import DEFAULT_NAMESPACE
 from capacity_service.settings import SqlJournalSettings, journal_settings_from_env, service_settings
@@ -289,7 +290,7 @@ def _list_pools(a: argparse.Namespace) -> int:
     from capacity_service.runtime import bootstrap
 
     with bootstrap.journal(_journal_settings(a)) as journal:
-        pool_ids = list(journal.pool_ids())
+        pool_ids = [stream_id for stream_id in journal.pool_ids() if not is_order_stream(stream_id)]
     pools = [_http(a, "GET", f"/v1/pools/{pool_id}") for pool_id in pool_ids]
     return _show([pool for pool in pools if a.state in ("all", pool["state"])])
 

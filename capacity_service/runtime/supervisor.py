@@ -38,7 +38,7 @@ class Supervisor(SupervisorApi):
     def _registered_pools(self) -> list[str]:
         if self._journal is None:
             self._journal = bootstrap.journal(self._settings.journal)
-        return self._journal.live_pool_ids()
+        return self._journal.live_stream_ids()  # orders too: one under way is finished by its next host
 
     async def _ping(self, pool_ids: list[str]) -> dict[str, str]:
         results = await self._router.ensure_started(pool_ids)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self, TypeVar
 
+from capacity_service.domain.ids import is_order_stream
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -172,7 +174,8 @@ class Journal(ABC):
 
     @abstractmethod
     def pool_ids(self) -> Iterator[str]:
-        """Every pool that has at least one event (the registry used for bootstrap and the watchdog)."""
+        """Every stream (a pool's, or an order's: ``domain.ids.is_order_stream``) that has at least one event:
+        the registry used for bootstrap and the watchdog."""
 
     @abstractmethod
     def mark_dormant(self, pool_id: str) -> None:
@@ -183,10 +186,14 @@ class Journal(ABC):
     def dormant_pool_ids(self) -> Iterator[str]:
         """The pools ``mark_dormant`` recorded."""
 
-    def live_pool_ids(self) -> list[str]:
-        """The registered pools that are not dormant: those the service keeps hosted."""
+    def live_stream_ids(self) -> list[str]:
+        """The registered streams that are not dormant: those the service keeps hosted (the watchdog's)."""
         dormant = set(self.dormant_pool_ids())
         return [pool_id for pool_id in self.pool_ids() if pool_id not in dormant]
+
+    def live_pool_ids(self) -> list[str]:
+        """The live streams that are pools (the caches' sweeps, an operator's pause of them all)."""
+        return [stream_id for stream_id in self.live_stream_ids() if not is_order_stream(stream_id)]
 
     def heads(self) -> dict[str, int]:
         """The highest seq_nr of every registered pool. Adapters whose heads live in one table override

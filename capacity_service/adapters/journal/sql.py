@@ -308,7 +308,7 @@ class SqlJournal(Journal):
         with self._translated_errors(), self._reader() as conn:
             yield from conn.execute(query).scalars()
 
-    def live_pool_ids(self) -> list[str]:
+    def live_stream_ids(self) -> list[str]:
         dormant = select(dormant_table.c.pool_id).where(dormant_table.c.pool_id == heads_table.c.pool_id)
         query = (
             select(heads_table.c.pool_id)

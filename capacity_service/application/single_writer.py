@@ -1,0 +1,52 @@
+"""What a stream's single writer is, to the machinery that hosts it (``pool_runner``): pools
+(``PoolWriter``) and orders (``OrderWriter``) are both."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from capacity_service.adapters.journal import AppendRequest, JournalError
+
+Outcome = TypeVar("Outcome")
+Persisted = TypeVar("Persisted")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult(Generic[Outcome, Persisted]):
+    """The answer to each command of a batch, and the events it added (with whatever the writer keeps
+    about each)."""
+
+    outcomes: list[Outcome]
+    persisted: list[Persisted]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch(Generic[Outcome, Persisted]):
+    """Commands decided and applied tentatively; ``append`` is what must become durable (None: nothing)."""
+
+    result: BatchResult[Outcome, Persisted]
+    append: AppendRequest | None
+
+
+class SingleWriter(Protocol):
+    """The single writer of one stream, as its runner uses it: deciding batches and settling their appends,
+    its timer, and when it may be handed back."""
+
+    @property
+    def stream_id(self) -> str: ...
+    @property
+    def needs_reload(self) -> bool: ...
+    @property
+    def dormant(self) -> bool: ...
+    def view(self) -> object: ...
+    def reload(self) -> None: ...
+    def prepare(self, commands: list[Any]) -> PreparedBatch[Any, Any]: ...
+    def append_landed(self, prepared: PreparedBatch[Any, Any], new_seq_nr: int) -> None: ...
+    def append_failed(self, prepared: PreparedBatch[Any, Any], error: JournalError) -> None: ...
+    def repeats_known_request(self, command: Any) -> bool: ...
+    def next_expiry(self) -> datetime | None: ...
+    def timer_command(self) -> Any: ...
+    def take_snapshot_if_due(self) -> object | None: ...
+    def store_snapshot(self, captured: Any) -> bool: ...

@@ -1,0 +1,193 @@
+"""Orders on real pool and order hosts over the in-memory journal (no Ray): all lines or none, holds then
+confirm, cancel, idempotent repeats, and a host that dies in the middle of an order, whose successor
+finishes or undoes it from the order's events alone."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from capacity_service.adapters.journal.memory import InMemoryJournal
+from capacity_service.application.host_first import HostFirstSender
+from capacity_service.application.order_driver import CommandSender, OrderDriver
+from capacity_service.application.order_host import OrderHost
+from capacity_service.application.pool_host import PoolHost
+from capacity_service.application.pool_writer import CommandOutcome
+from capacity_service.domain import ConfigurePool, PoolCommand, Reserve, new_reservation_id
+from capacity_service.domain.order import (
+    Attempt,
+    CancelOrder,
+    ConfirmOrder,
+    OrderIdReused,
+    OrderLine,
+    OrderStatus,
+    PlaceOrder,
+    UnknownOrder,
+)
+from capacity_service.errors import CapacityError, OutcomeUnknown, Unavailable
+
+
+class Nowhere:
+    """No other host: every pool of these tests runs in the one under test."""
+
+    async def execute(self, pool_id: str, command: PoolCommand, deadline: float | None = None) -> CapacityError:
+        return Unavailable(f"{pool_id} is not hosted here")
+
+
+class Stalling:
+    """Passes commands on, except reserves on ``pool_id``: those never get an answer (the host is about to
+    die)."""
+
+    def __init__(self, inner: CommandSender, pool_id: str) -> None:
+        self._inner, self._pool_id = inner, pool_id
+
+    async def execute(
+        self, pool_id: str, command: PoolCommand, deadline: float | None = None
+    ) -> CommandOutcome | CapacityError:
+        if pool_id == self._pool_id and isinstance(command, Reserve):
+            await asyncio.Event().wait()
+        return await self._inner.execute(pool_id, command, deadline)
+
+
+class Hosts:
+    """One process's pool host and order host, sharing its journal."""
+
+    def __init__(self, journal: InMemoryJournal, sender: Callable[[PoolHost], CommandSender] | None = None) -> None:
+        self.pools = PoolHost(journal)
+        base = HostFirstSender(self.pools, Nowhere())
+        driver = OrderDriver(base if sender is None else sender(self.pools), late_s=0.2, retry_s=0.01)
+        self.orders = OrderHost(journal, self.pools.shared, driver, answer_grace_s=0.5)
+
+    async def configure(self, *pools: tuple[str, int]) -> None:
+        for pool_id, capacity in pools:
+            await self.pools.execute(pool_id, ConfigurePool(capacity, "north"))
+
+    async def remaining(self, pool_id: str) -> int:
+        return (await self.pools.view(pool_id)).remaining
+
+
+def line(pool_id: str, quantity: int, order_id: str, index: int) -> OrderLine:
+    return OrderLine(quantity, (Attempt(pool_id, new_reservation_id(pool_id), f"order:{order_id}:{index}"),))
+
+
+def place(order_id: str, lines: list[tuple[str, int]], hold: int | None = None, in_s: float = 5) -> PlaceOrder:
+    order_lines = tuple(line(p, q, order_id, i) for i, (p, q) in enumerate(lines))
+    deadline = datetime.now(UTC) + timedelta(seconds=in_s)
+    return PlaceOrder(order_lines, hold, deadline, digest=repr((lines, hold)))
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(test())
+
+
+def test_every_line_is_taken_or_none() -> None:
+    async def scenario() -> None:
+        hosts = Hosts(InMemoryJournal())
+        await hosts.configure(("van", 3), ("picker", 1))
+        taken = await hosts.orders.execute("o1", place("o1", [("van", 2), ("picker", 1)]), time.time() + 5)
+        assert taken.rejection is None and taken.view.status is OrderStatus.CONFIRMED
+        assert [(line.pool_id, line.quantity) for line in taken.view.lines] == [("van", 2), ("picker", 1)]
+        assert (await hosts.remaining("van"), await hosts.remaining("picker")) == (1, 0)
+
+        refused = await hosts.orders.execute("o2", place("o2", [("van", 1), ("picker", 1)]), time.time() + 5)
+        assert refused.view.status is OrderStatus.FAILED
+        assert (refused.view.failed_line, refused.view.failed_error) == (1, "insufficient_capacity")
+        assert (await hosts.remaining("van"), await hosts.remaining("picker")) == (1, 0)  # van's unit went back
+
+    run(scenario)
+
+
+def test_a_repeat_takes_nothing_twice_and_other_lines_under_the_same_id_are_refused() -> None:
+    async def scenario() -> None:
+        hosts = Hosts(InMemoryJournal())
+        await hosts.configure(("van", 5))
+        first = place("o1", [("van", 2)])
+        await hosts.orders.execute("o1", first, time.time() + 5)
+        again = await hosts.orders.execute("o1", first, time.time() + 5)
+        assert again.view.status is OrderStatus.CONFIRMED and await hosts.remaining("van") == 3
+        other = await hosts.orders.execute("o1", place("o1", [("van", 3)]), time.time() + 5)
+        assert isinstance(other.rejection, OrderIdReused) and await hosts.remaining("van") == 3
+
+    run(scenario)
+
+
+def test_held_orders_are_confirmed_or_cancelled_as_a_whole() -> None:
+    async def scenario() -> None:
+        hosts = Hosts(InMemoryJournal())
+        await hosts.configure(("van", 2), ("picker", 2))
+        held = await hosts.orders.execute("o1", place("o1", [("van", 1), ("picker", 1)], hold=60), time.time() + 5)
+        assert held.view.status is OrderStatus.HELD and held.view.expires_at is not None
+        confirmed = await hosts.orders.execute("o1", ConfirmOrder(), time.time() + 5)
+        assert confirmed.view.status is OrderStatus.CONFIRMED
+        van = (await hosts.pools.reservations("van"))[0]
+        assert van.status.value == "active"
+
+        await hosts.orders.execute("o2", place("o2", [("van", 1), ("picker", 1)], hold=60), time.time() + 5)
+        cancelled = await hosts.orders.execute("o2", CancelOrder(), time.time() + 5)
+        assert cancelled.view.status is OrderStatus.CANCELLED
+        assert (await hosts.remaining("van"), await hosts.remaining("picker")) == (1, 1)
+        assert isinstance((await hosts.orders.execute("o3", ConfirmOrder(), None)).rejection, UnknownOrder)
+
+    run(scenario)
+
+
+def test_a_held_order_whose_holds_expire_is_cancelled_by_its_own_timer() -> None:
+    async def scenario() -> None:
+        hosts = Hosts(InMemoryJournal())
+        await hosts.configure(("van", 1))
+        await hosts.orders.execute("o1", place("o1", [("van", 1)], hold=1), time.time() + 5)
+        deadline = time.monotonic() + 10
+        while (await hosts.orders.view("o1")).status is not OrderStatus.CANCELLED:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert (await hosts.orders.view("o1")).undo_reason == "hold_expired"
+        assert await hosts.remaining("van") == 1
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("deadline_passes", [False, True], ids=["finished", "undone"])
+def test_an_order_cut_off_by_its_hosts_death_is_finished_or_undone_by_the_next_host(deadline_passes: bool) -> None:
+    async def scenario() -> None:
+        journal = InMemoryJournal()
+        first = Hosts(journal, lambda pools: Stalling(HostFirstSender(pools, Nowhere()), "picker"))
+        await first.configure(("van", 2), ("picker", 2))
+        order = place("o1", [("van", 1), ("picker", 1)], in_s=0.5 if deadline_passes else 30)
+        with pytest.raises(OutcomeUnknown):  # the van is taken, the picker's reserve never answers
+            await first.orders.execute("o1", order, time.time() + 0.3)
+        if deadline_passes:
+            await asyncio.sleep(0.6)
+        second = Hosts(journal)  # the next incarnation: it claims the pools and the order anew
+        await second.pools.ensure_started_many(["van", "picker"])
+        await second.orders.ensure_started_many(["o1"])
+        deadline = time.monotonic() + 10
+        while (view := await second.orders.view("o1")).status not in (OrderStatus.CONFIRMED, OrderStatus.FAILED):
+            assert time.monotonic() < deadline, view
+            await asyncio.sleep(0.05)
+        remaining = (await second.remaining("van"), await second.remaining("picker"))
+        if deadline_passes:
+            assert view.status is OrderStatus.FAILED and view.undo_reason == "deadline"
+            assert remaining == (2, 2)  # nothing of it is left taken
+        else:
+            assert view.status is OrderStatus.CONFIRMED and remaining == (1, 1)
+        repeat = await second.orders.execute("o1", order, time.time() + 5)  # the caller settles its 504
+        assert repeat.view.status is view.status and (await second.remaining("van")) == remaining[0]
+
+    run(scenario)
+
+
+def test_nothing_is_created_for_an_order_that_does_not_exist() -> None:
+    async def scenario() -> None:
+        journal = InMemoryJournal()
+        hosts = Hosts(journal)
+        for command in (ConfirmOrder(), CancelOrder()):
+            answer: Any = await hosts.orders.execute("nope", command, None)
+            assert isinstance(answer.rejection, UnknownOrder)
+        assert list(journal.pool_ids()) == []
+
+    run(scenario)
