@@ -12,6 +12,10 @@ class CapacityError(Exception):
     code = "error"
     request_id: str | None = None
 
+    def details(self) -> dict[str, object]:
+        """Fields beyond code and message that the error's answer carries (over HTTP too)."""
+        return {}
+
 
 class InvalidRequest(CapacityError):
     code = "invalid_request"
@@ -79,6 +83,50 @@ class PoolRetired(CapacityError):
     def __init__(self, pool_id: str) -> None:
         super().__init__(f"pool {pool_id!r} is retired: it takes no new reservations")
         self.pool_id = pool_id
+
+
+class OrderNotFound(CapacityError):
+    code = "order_not_found"
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order {order_id!r} does not exist")
+        self.order_id = order_id
+
+
+class OrderLineRefused(CapacityError):
+    """A line of an order could not be served, so nothing of the order was taken: ``line`` (0-based),
+    its ``pool_id`` (None for a chosen line), and ``line_error``, the code of the line's own error
+    (``insufficient_capacity``, ``pool_not_found``, ``pool_retired``, ``paused``, ``no_capacity_in_window``)."""
+
+    code = "order_line_refused"
+
+    def __init__(self, order_id: str, line: int, pool_id: str | None, line_error: str) -> None:
+        where = f"pool {pool_id!r}" if pool_id is not None else "its window"
+        super().__init__(f"order {order_id!r}: line {line} ({where}) could not be served: {line_error}; nothing taken")
+        self.order_id, self.line, self.pool_id, self.line_error = order_id, line, pool_id, line_error
+
+    def details(self) -> dict[str, object]:
+        return {"line": self.line, "pool_id": self.pool_id, "line_error": self.line_error}
+
+
+class OrderIdConflict(CapacityError):
+    """The order id was placed before with other lines or another hold."""
+
+    code = "order_id_conflict"
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order id {order_id!r} was already used for another order")
+        self.order_id = order_id
+
+
+class OrderNotHeld(CapacityError):
+    """A confirm of an order that is not held any more (it failed, or was cancelled)."""
+
+    code = "order_not_held"
+
+    def __init__(self, order_id: str, status: str) -> None:
+        super().__init__(f"order {order_id!r} is {status}: it cannot be confirmed")
+        self.order_id, self.status = order_id, status
 
 
 class SeqNrOutOfRange(CapacityError):

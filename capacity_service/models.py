@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from capacity_service.domain import PoolView, Reservation
+from capacity_service.domain.order import OrderView
 
 
 class _Model(BaseModel):
@@ -84,6 +85,45 @@ class ReservationInfo(_Model):
             quantity=reservation.quantity,
             status=reservation.status.value,
             expires_at=reservation.expires_at,
+        )
+
+
+class OrderLineInfo(_Model):
+    """A line of an order: the pool that serves it and its reservation there (None while it is not, or no
+    longer, taken)."""
+
+    pool_id: str | None
+    quantity: int
+    reservation_id: str | None
+
+
+class Order(_Model):
+    """An order: every line taken, or none. ``status``: placing, held (until ``expires_at`` unless
+    confirmed), confirming, confirmed, undoing, failed (nothing taken) or cancelled; ``reason``: why it
+    was undone (refused, deadline, cancelled, hold_expired)."""
+
+    order_id: str
+    status: Literal["placing", "held", "confirming", "confirmed", "undoing", "failed", "cancelled"]
+    lines: list[OrderLineInfo]
+    hold_seconds: int | None = None
+    expires_at: datetime | None = None
+    reason: str | None = None
+    version: int
+
+    @classmethod
+    def of(cls, view: OrderView) -> Order:
+        assert view.status is not None
+        return cls(
+            order_id=view.order_id,
+            status=view.status.value,
+            lines=[
+                OrderLineInfo(pool_id=line.pool_id, quantity=line.quantity, reservation_id=line.reservation_id)
+                for line in view.lines
+            ],
+            hold_seconds=view.hold_seconds,
+            expires_at=view.expires_at,
+            reason=view.undo_reason,
+            version=view.version,
         )
 
 

@@ -16,6 +16,7 @@ import uuid
 from datetime import datetime
 from typing import Protocol, TypeVar
 
+from capacity_service.application.order_operations import OrderGateway, OrderOperations
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import (
     MAX_HOLD_SECONDS,
@@ -65,8 +66,9 @@ MAX_LISTED_RESERVATIONS = 10_000
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class PoolGateway(Protocol):
-    """Where the commands and reads of a pool go; errors come back as values."""
+class PoolGateway(OrderGateway, Protocol):
+    """Where the commands and reads of a pool (and an order: ``OrderGateway``) go; errors come back as
+    values."""
 
     async def execute(
         self, pool_id: str, command: PoolCommand, deadline: float | None = None
@@ -97,9 +99,11 @@ class AvailabilitySource(Protocol):
     ) -> list[PoolView]: ...
 
 
-class CapacityOperations:
+class CapacityOperations(OrderOperations):
     """The operations, each checking its input and answering with a model or raising a ``CapacityError``.
     ``call_timeout_s``: how long a command may take before its pool must not decide it any more."""
+
+    _gateway: PoolGateway
 
     def __init__(self, gateway: PoolGateway, availability: AvailabilitySource, call_timeout_s: float) -> None:
         self._gateway = gateway

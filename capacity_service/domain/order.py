@@ -324,9 +324,10 @@ def view_of_order(state: OrderState, version: int) -> OrderView:
     lines = []
     for index, line in enumerate(state.lines):
         served = line.attempts[state.taken[index]] if state.taken is not None and state.was_taken else None
-        lines.append(
-            OrderLineView(served.pool_id if served else None, line.quantity, served.reservation_id if served else None)
-        )
+        if served is not None:
+            lines.append(OrderLineView(served.pool_id, line.quantity, served.reservation_id))
+        else:  # a named line still names its pool
+            lines.append(OrderLineView(None if line.chosen else line.attempts[0].pool_id, line.quantity, None))
     return OrderView(
         state.order_id,
         state.exists,

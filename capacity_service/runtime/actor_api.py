@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
 from capacity_service.domain import PersistedEvent, PoolCommand, PoolView, Reservation, ReservationStatus
+from capacity_service.domain.order import OrderView
 from capacity_service.errors import CapacityError
 
 if TYPE_CHECKING:  # only for annotations: the runtime modules these come from import this one
@@ -79,6 +80,8 @@ class PoolApi(PoolCalls, Protocol):
     ) -> CommandOutcome | CapacityError: ...
 
     async def execute_many(self, commands: list[AddressedCommand]) -> list[CommandOutcome | CapacityError]: ...
+
+    async def order_view(self, order_id: str) -> OrderView | CapacityError: ...
 
     async def open_channel(self) -> ChannelAddress | None: ...
 

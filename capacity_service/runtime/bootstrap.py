@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING
 
 from capacity_service.adapters.journal import Journal, open_journal
 from capacity_service.adapters.warehouse import WarehouseSink, open_sink, stream_of
+from capacity_service.application.host_first import HostFirstSender
 from capacity_service.application.metrics import NO_METRICS, HostMetrics
 from capacity_service.application.operations import PoolGateway
+from capacity_service.application.order_driver import OrderDriver
+from capacity_service.application.order_host import OrderHost
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.warehouse_stream import WarehouseStream
 from capacity_service.domain.ids import is_order_stream
@@ -44,6 +47,16 @@ def pool_host(settings: ServiceSettings, opened_journal: Journal, metrics: HostM
         events=WarehouseFeed(settings) if settings.warehouse.enabled else None,
         metrics=metrics or NO_METRICS,
     )
+
+
+def order_host(settings: ServiceSettings, pools: PoolHost, opened_journal: Journal) -> OrderHost:
+    """The orders of a process hosting ``pools``: their driver sends commands to the pools running there
+    directly, to the others through a router."""
+    hosting = settings.hosting
+    sender = HostFirstSender(pools, router(settings))
+    # A reserve is never decided after its deadline; answers in flight and clocks get a margin beyond it.
+    driver = OrderDriver(sender, late_s=hosting.answer_grace_s + 1.0)
+    return OrderHost(opened_journal, pools.shared, driver, hosting.answer_grace_s)
 
 
 def warehouse_stream(settings: ServiceSettings, shard: int) -> WarehouseStream:

@@ -14,9 +14,19 @@ from typing import Any, TypeVar
 
 from capacity_service.adapters.journal import Journal, JournalError
 from capacity_service.application import tracing
+from capacity_service.application.order_writer import OrderOutcome
 from capacity_service.application.pool_host import AddressedCommand, HostFenced
 from capacity_service.application.pool_writer import CommandOutcome, answer_of_absent_pool, view_of_absent_pool
 from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Reservation, ReservationStatus
+from capacity_service.domain.ids import order_of_stream, order_stream_id
+from capacity_service.domain.order import (
+    OrderCommand,
+    OrderState,
+    OrderView,
+    PlaceOrder,
+    UnknownOrder,
+    view_of_order,
+)
 from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, PoolNotFound, Unavailable
 from capacity_service.runtime._ray import ActorCalls, ActorGone, Handle
 from capacity_service.runtime.actor_api import SAME_NODE_METHODS, Call, PoolApi, call
@@ -50,6 +60,11 @@ def _answer_by(settings: ServiceSettings, commands: list[AddressedCommand]) -> f
     and the grace for an append under way."""
     latest = max(deadline for _, _, deadline, _ in commands if deadline is not None)
     return time.monotonic() + (latest - time.time()) + settings.hosting.answer_grace_s
+
+
+def _absent_order(stream_id: str, command: Any) -> OrderOutcome:
+    order_id = order_of_stream(stream_id)
+    return OrderOutcome(UnknownOrder(order_id), view_of_order(OrderState(order_id), 0))
 
 
 def actor_name(settings: ServiceSettings, pool_id: str) -> str:
@@ -130,6 +145,35 @@ class PoolRouter:
         timeout from now), and wait for the answer until ``answer_grace_s`` after it. No answer by then:
         ``Unavailable`` if the command never left this process, else ``OutcomeUnknown`` (the pool may have
         decided it just in time); the pool refuses to decide it any later, so a 503 took nothing."""
+        absent = answer_of_absent_pool
+        answer: CommandOutcome | CapacityError = await self._send_command(
+            pool_id, command, deadline, isinstance(command, ConfigurePool), absent
+        )
+        return answer
+
+    async def execute_order(
+        self, order_id: str, command: OrderCommand, deadline: float | None = None
+    ) -> OrderOutcome | CapacityError:
+        """``execute`` for an order: to the shard actor that hosts the order's stream, batched with the
+        pools' commands to it. Orders need sharded hosting (an actor per order would be a process each)."""
+        if self._settings.hosting.mode != "sharded":
+            return Unavailable("orders need sharded hosting (hosting.mode: sharded, the default)")
+        answer: OrderOutcome | CapacityError = await self._send_command(
+            order_stream_id(order_id), command, deadline, isinstance(command, PlaceOrder), _absent_order
+        )
+        return answer
+
+    async def order_view(self, order_id: str) -> OrderView | CapacityError:
+        if self._settings.hosting.mode != "sharded":
+            return Unavailable("orders need sharded hosting (hosting.mode: sharded, the default)")
+        stream_id = order_stream_id(order_id)
+        return await self._ask_pool(
+            stream_id, call(PoolApi.order_view, order_id), lambda _: view_of_order(OrderState(order_id), 0)
+        )
+
+    async def _send_command(
+        self, pool_id: str, command: Any, deadline: float | None, creates: bool, absent: Callable[[str, Any], Any]
+    ) -> Any:
         hosting = self._settings.hosting
         if self._commands_in_flight >= hosting.max_commands_in_flight:
             return Overloaded(f"{self._commands_in_flight} commands are waiting for pools; nothing was taken")
@@ -138,8 +182,8 @@ class PoolRouter:
         self._commands_in_flight += 1
         try:
             name = actor_name(self._settings, pool_id)
-            if not isinstance(command, ConfigurePool) and not await self._hosted_or_exists(name, pool_id):
-                return answer_of_absent_pool(pool_id, command)
+            if not creates and not await self._hosted_or_exists(name, pool_id):
+                return absent(pool_id, command)
             outbox = self._outboxes.setdefault(name, _Outbox())
             reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             entry = (pool_id, command, deadline, tracing.current.get(), reply)
@@ -149,7 +193,7 @@ class PoolRouter:
             wait = deadline + hosting.answer_grace_s + _BACKSTOP_S - time.time()
             try:
                 async with asyncio.timeout(max(0.0, wait)):  # one timer: no task, no shield per command
-                    result: CommandOutcome | CapacityError = await reply
+                    result = await reply
             except TimeoutError:
                 if entry in outbox.waiting:
                     outbox.waiting.remove(entry)

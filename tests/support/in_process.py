@@ -9,11 +9,16 @@ from typing import TypeVar
 
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.application.availability_index import AvailabilityIndex
+from capacity_service.application.host_first import HostFirstSender
+from capacity_service.application.order_driver import OrderDriver
+from capacity_service.application.order_host import OrderHost
+from capacity_service.application.order_writer import OrderOutcome
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.domain import PoolCommand, PoolView, Reservation, ReservationStatus
-from capacity_service.errors import CapacityError
+from capacity_service.domain.order import OrderCommand, OrderView
+from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
 from capacity_service.settings import WriteSideSettings
 
@@ -28,10 +33,27 @@ async def _as_value(answer: Awaitable[T]) -> T | CapacityError:
         return exc
 
 
+class _NoOtherHost:
+    async def execute(self, pool_id: str, command: PoolCommand, deadline: float | None = None) -> CapacityError:
+        return Unavailable(f"pool {pool_id!r} is not hosted in this process")
+
+
 class InProcessRouter:
+    """The router's part for one process hosting every pool and order."""
+
     def __init__(self, host: PoolHost, journal: InMemoryJournal) -> None:
         self._host = host
         self._host_journal = journal
+        driver = OrderDriver(HostFirstSender(host, _NoOtherHost()), late_s=0.5, retry_s=0.01)
+        self.orders = OrderHost(journal, host.shared, driver, answer_grace_s=0.5)
+
+    async def execute_order(
+        self, order_id: str, command: OrderCommand, deadline: float | None = None
+    ) -> OrderOutcome | CapacityError:
+        return await _as_value(self.orders.execute(order_id, command, deadline))
+
+    async def order_view(self, order_id: str) -> OrderView | CapacityError:
+        return await _as_value(self.orders.view(order_id))
 
     async def execute(
         self, pool_id: str, command: PoolCommand, deadline: float | None = None

@@ -16,10 +16,13 @@ from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.application.host_first import HostFirstSender
 from capacity_service.application.order_driver import CommandSender, OrderDriver
 from capacity_service.application.order_host import OrderHost
+from capacity_service.application.order_operations import OrderLineRequest
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
+from capacity_service.client import AsyncCapacityClient
 from capacity_service.domain import ConfigurePool, PoolCommand, Reserve, new_reservation_id
 from capacity_service.domain.order import (
+    MAX_ORDER_LINES,
     Attempt,
     CancelOrder,
     ConfirmOrder,
@@ -29,7 +32,17 @@ from capacity_service.domain.order import (
     PlaceOrder,
     UnknownOrder,
 )
-from capacity_service.errors import CapacityError, OutcomeUnknown, Unavailable
+from capacity_service.errors import (
+    CapacityError,
+    InvalidRequest,
+    OrderIdConflict,
+    OrderLineRefused,
+    OrderNotFound,
+    OrderNotHeld,
+    OutcomeUnknown,
+    Unavailable,
+)
+from tests.support.in_process import InProcessRouter
 
 
 class Nowhere:
@@ -189,5 +202,90 @@ def test_nothing_is_created_for_an_order_that_does_not_exist() -> None:
             answer: Any = await hosts.orders.execute("nope", command, None)
             assert isinstance(answer.rejection, UnknownOrder)
         assert list(journal.pool_ids()) == []
+
+    run(scenario)
+
+
+# ------------------------------------------------------------------ through the service layer (the client)
+
+
+def client_and_journal() -> tuple[AsyncCapacityClient, InMemoryJournal]:
+    journal = InMemoryJournal()
+    host = PoolHost(journal)
+    return AsyncCapacityClient(router=InProcessRouter(host, journal)), journal
+
+
+def named(*lines: tuple[str, int]) -> list[OrderLineRequest]:
+    return [OrderLineRequest(quantity, pool_id=pool_id) for pool_id, quantity in lines]
+
+
+def test_the_client_places_confirms_cancels_and_reads_orders() -> None:
+    async def scenario() -> None:
+        client, _ = client_and_journal()
+        await client.configure_pool("van", 3, "north")
+        await client.configure_pool("picker", 2, "north")
+        order = await client.place_order(named(("van", 2), ("picker", 1)), order_id="o1", hold_seconds=600)
+        assert order.status == "held" and [line.pool_id for line in order.lines] == ["van", "picker"]
+        assert all(line.reservation_id for line in order.lines) and order.expires_at is not None
+        assert (await client.place_order(named(("van", 2), ("picker", 1)), order_id="o1", hold_seconds=600)) == order
+        assert (await client.confirm_order("o1")).status == "confirmed"
+        van = await client.get_reservation(order.lines[0].reservation_id or "")
+        assert van.status == "active"
+        assert (await client.cancel_order("o1")).status == "cancelled"
+        assert (await client.get_pool("van")).remaining == 3
+        assert (await client.get_order("o1")).status == "cancelled"
+        with pytest.raises(OrderNotHeld):
+            await client.confirm_order("o1")
+        with pytest.raises(OrderNotFound):
+            await client.get_order("nope")
+
+    run(scenario)
+
+
+def test_a_line_that_cannot_be_served_fails_the_order_with_nothing_taken() -> None:
+    async def scenario() -> None:
+        client, _ = client_and_journal()
+        await client.configure_pool("van", 3, "north")
+        await client.configure_pool("picker", 1, "north")
+        with pytest.raises(OrderLineRefused) as refused:
+            await client.place_order(named(("van", 1), ("picker", 2)), order_id="o1")
+        assert (refused.value.line, refused.value.pool_id, refused.value.line_error) == (
+            1,
+            "picker",
+            "insufficient_capacity",
+        )
+        assert (await client.get_pool("van")).remaining == 3
+        assert (await client.get_order("o1")).status == "failed"
+        with pytest.raises(OrderIdConflict):
+            await client.place_order(named(("van", 1)), order_id="o1")
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ([], InvalidRequest),
+        ([("van", 1), ("van", 1)], InvalidRequest),
+        ([(f"p{i}", 1) for i in range(MAX_ORDER_LINES + 1)], InvalidRequest),
+        ([("van", 0)], InvalidRequest),
+        ([("van", 1), ("ghost", 1)], OrderLineRefused),
+        ([("van", 1), ("old", 1)], OrderLineRefused),
+        ([("van", 1), ("stopped", 1)], OrderLineRefused),
+    ],
+    ids=["empty", "a-pool-twice", "too-many-lines", "zero", "unknown-pool", "retired-pool", "paused-pool"],
+)
+def test_a_bad_order_is_refused_and_creates_nothing(lines: list[tuple[str, int]], expected: type[Exception]) -> None:
+    async def scenario() -> None:
+        client, journal = client_and_journal()
+        for pool_id in ("van", "old", "stopped"):
+            await client.configure_pool(pool_id, 5, "north")
+        await client.retire_pool("old")
+        await client.pause_pool("stopped", "inventory")
+        streams_before = set(journal.pool_ids())
+        with pytest.raises(expected):
+            await client.place_order(named(*lines), order_id="bad")
+        assert set(journal.pool_ids()) == streams_before  # no order stream
+        assert (await client.get_pool("van")).remaining == 5
 
     run(scenario)

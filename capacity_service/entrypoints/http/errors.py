@@ -12,6 +12,10 @@ from capacity_service.errors import (
     HoldExpired,
     InsufficientCapacity,
     InvalidRequest,
+    OrderIdConflict,
+    OrderLineRefused,
+    OrderNotFound,
+    OrderNotHeld,
     OutcomeUnknown,
     Overloaded,
     Paused,
@@ -46,6 +50,10 @@ STATUS: dict[type[CapacityError], int] = {
     InsufficientCapacity: 409,
     RequestIdConflict: 409,
     SeqNrOutOfRange: 409,
+    OrderNotFound: 404,
+    OrderLineRefused: 409,
+    OrderIdConflict: 409,
+    OrderNotHeld: 409,
     HoldExpired: 409,
     PoolRetired: 410,
     ReservationReleased: 409,
@@ -65,16 +73,18 @@ def error_response(
     message: str,
     request_id: str | None = None,
     headers: dict[str, str] | None = None,
+    details: dict[str, object] | None = None,
 ) -> JSONResponse:
-    error: dict[str, str] = {"code": code, "message": message}
+    error: dict[str, object] = {"code": code, "message": message}
     if request_id is not None:
         error["request_id"] = request_id
+    error.update(details or {})
     return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 def capacity_error_response(exc: CapacityError) -> JSONResponse:
     headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
-    return error_response(STATUS.get(type(exc), 400), exc.code, str(exc), exc.request_id, headers)
+    return error_response(STATUS.get(type(exc), 400), exc.code, str(exc), exc.request_id, headers, exc.details())
 
 
 def internal_error_response(exc: BaseException) -> JSONResponse:

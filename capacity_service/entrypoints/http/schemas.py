@@ -90,6 +90,10 @@ class ErrorDetail(BaseModel):
     message: str
     # On every error of a reserve: the id to repeat it with (the caller's, or the one the service made).
     request_id: str | None = None
+    # order_line_refused: the line (0-based) that could not be served, its pool, and the line's own error.
+    line: int | None = None
+    pool_id: str | None = None
+    line_error: str | None = None
 
 
 class ErrorBody(BaseModel):
