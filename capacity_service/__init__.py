@@ -12,6 +12,10 @@ from capacity_service.errors import (
     HoldExpired,
     InsufficientCapacity,
     InvalidRequest,
+    OrderIdConflict,
+    OrderLineRefused,
+    OrderNotFound,
+    OrderNotHeld,
     OutcomeUnknown,
     Overloaded,
     Paused,
@@ -23,7 +27,15 @@ from capacity_service.errors import (
     SettingsMismatch,
     Unavailable,
 )
-from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
+from capacity_service.models import (
+    Order,
+    OrderLineInfo,
+    OrderLineRequest,
+    Pool,
+    ReleaseReceipt,
+    ReservationInfo,
+    ReservationReceipt,
+)
 from capacity_service.settings import (
     CassandraJournalSettings,
     HostingSettings,
@@ -63,6 +75,13 @@ __all__ = [
     "HttpSettings",
     "InsufficientCapacity",
     "InvalidRequest",
+    "Order",
+    "OrderIdConflict",
+    "OrderLineInfo",
+    "OrderLineRefused",
+    "OrderLineRequest",
+    "OrderNotFound",
+    "OrderNotHeld",
     "OutcomeUnknown",
     "Overloaded",
     "ParquetSinkSettings",

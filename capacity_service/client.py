@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from capacity_service.application.operations import MAX_LISTED_RESERVATIONS, CapacityOperations, PoolGateway
 from capacity_service.models import (
+    Order,
+    OrderLineRequest,
     Pool,
     PoolCheck,
     PoolsChanged,
@@ -127,6 +129,20 @@ class CapacityClient:
         self, pool_id: str, quantity: int = 1, request_id: str | None = None, hold_seconds: int | None = None
     ) -> ReservationReceipt:
         return self._run(self._async.reserve(pool_id, quantity, request_id, hold_seconds))
+
+    def place_order(
+        self, lines: Sequence[OrderLineRequest], order_id: str | None = None, hold_seconds: int | None = None
+    ) -> Order:
+        return self._run(self._async.place_order(lines, order_id, hold_seconds))
+
+    def get_order(self, order_id: str) -> Order:
+        return self._run(self._async.get_order(order_id))
+
+    def confirm_order(self, order_id: str) -> Order:
+        return self._run(self._async.confirm_order(order_id))
+
+    def cancel_order(self, order_id: str) -> Order:
+        return self._run(self._async.cancel_order(order_id))
 
     def release(self, reservation_id: str) -> ReleaseReceipt:
         return self._run(self._async.release(reservation_id))

@@ -88,6 +88,13 @@ class ReservationInfo(_Model):
         )
 
 
+class OrderLineRequest(_Model):
+    """A line of an order to place: ``quantity`` units of ``pool_id``."""
+
+    pool_id: str
+    quantity: int = 1
+
+
 class OrderLineInfo(_Model):
     """A line of an order: the pool that serves it and its reservation there (None while it is not, or no
     longer, taken)."""

@@ -47,7 +47,7 @@ from capacity_service.errors import (
     Unavailable,
 )
 from capacity_service.errors import OrderNotHeld as OrderNotHeldError
-from capacity_service.models import Order
+from capacity_service.models import Order, OrderLineRequest
 
 T = TypeVar("T")
 
@@ -65,8 +65,8 @@ class OrderGateway(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class OrderLineRequest:
-    """A line as a caller asks for it: ``quantity`` units of ``pool_id``, or of the first of
+class PlannedLine:
+    """A line as the order will try it: ``quantity`` units of ``pool_id``, or of the first of
     ``candidates`` (pool ids, best first: what choosing a slot found) that can serve them."""
 
     quantity: int
@@ -86,6 +86,13 @@ class OrderOperations:
         """Take every line, or none: the order held (with ``hold_seconds``: confirm it before its holds
         expire) or confirmed at once. ``OrderLineRefused`` names the first line that could not be served;
         the same ``order_id`` again answers the same order and takes nothing twice."""
+        planned = [PlannedLine(line.quantity, pool_id=line.pool_id) for line in lines]
+        return await self.place_planned_order(planned, order_id, hold_seconds)
+
+    async def place_planned_order(
+        self, lines: Sequence[PlannedLine], order_id: str | None = None, hold_seconds: int | None = None
+    ) -> Order:
+        """``place_order`` of lines whose candidates are known (a chosen line's: ``choosing``)."""
         order_id = _checked_order_id(order_id or f"auto-{uuid.uuid4().hex}")
         _check_lines(lines, hold_seconds)
         digest = _digest(lines, hold_seconds)
@@ -120,7 +127,7 @@ class OrderOperations:
     # ------------------------------------------------------------------ the parts
 
     def _place(
-        self, order_id: str, lines: Sequence[OrderLineRequest], hold_seconds: int | None, digest: str
+        self, order_id: str, lines: Sequence[PlannedLine], hold_seconds: int | None, digest: str
     ) -> asyncio.Future[OrderOutcome | CapacityError]:
         named = tuple(
             OrderLine(
@@ -161,7 +168,7 @@ class OrderOperations:
             raise _failure(view)
         return Order.of(view)
 
-    async def _first_unservable_line(self, order_id: str, lines: Sequence[OrderLineRequest]) -> OrderLineRefused | None:
+    async def _first_unservable_line(self, order_id: str, lines: Sequence[PlannedLine]) -> OrderLineRefused | None:
         """The first named line whose pool cannot serve anything now (it does not exist, is retired or
         paused), or chosen line with no candidate: refused before the order exists."""
         named = [(index, line.pool_id) for index, line in enumerate(lines) if line.pool_id is not None]
@@ -186,13 +193,13 @@ class OrderOperations:
         return found[min(found)] if found else None
 
 
-def _pools_of(line: OrderLineRequest) -> tuple[str, ...]:
+def _pools_of(line: PlannedLine) -> tuple[str, ...]:
     if line.pool_id is not None:
         return (line.pool_id,)
     return tuple(line.candidates or ())[:MAX_CANDIDATES]
 
 
-def _check_lines(lines: Sequence[OrderLineRequest], hold_seconds: int | None) -> None:
+def _check_lines(lines: Sequence[PlannedLine], hold_seconds: int | None) -> None:
     if not 1 <= len(lines) <= MAX_ORDER_LINES:
         raise InvalidRequest(f"an order has 1..{MAX_ORDER_LINES} lines, not {len(lines)}")
     if hold_seconds is not None and not 1 <= hold_seconds <= MAX_HOLD_SECONDS:
@@ -207,7 +214,7 @@ def _check_lines(lines: Sequence[OrderLineRequest], hold_seconds: int | None) ->
             raise InvalidRequest(f"line {index}: give either pool_id or choose")
 
 
-def _digest(lines: Sequence[OrderLineRequest], hold_seconds: int | None) -> str:
+def _digest(lines: Sequence[PlannedLine], hold_seconds: int | None) -> str:
     """What the order asks for, whatever pools a choice finds each time: a repeat must ask the same."""
     asked = [[line.quantity, line.pool_id, line.chosen_from] for line in lines]
     return hashlib.sha256(json.dumps([asked, hold_seconds]).encode()).hexdigest()[:32]

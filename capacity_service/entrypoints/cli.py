@@ -185,6 +185,22 @@ def _add_client_commands(
     release.add_argument("reservation_id")
     release.set_defaults(run=lambda a: _show(_http(a, "DELETE", f"/v1/reservations/{a.reservation_id}")))
 
+    order = commands.add_parser("order", help="place, show, confirm and cancel orders (all lines or none)")
+    order_ops = order.add_subparsers(dest="op", required=True)
+    place = order_ops.add_parser("place", help="take every line, or none: order place POOL:QUANTITY ...")
+    place.add_argument("lines", nargs="+", metavar="POOL:QUANTITY", type=_order_line)
+    place.add_argument("--order-id", help="the order's id (repeating it takes nothing twice); made when absent")
+    place.add_argument("--hold-seconds", type=int, help="hold every line this long (1..86400) until confirmed")
+    place.set_defaults(run=_place_order)
+    for op, method, suffix, text in (
+        ("get", "GET", "", "show an order"),
+        ("confirm", "POST", "/confirm", "confirm every line of a held order"),
+        ("cancel", "DELETE", "", "give every line of an order back"),
+    ):
+        sub = order_ops.add_parser(op, help=text)
+        sub.add_argument("order_id")
+        sub.set_defaults(run=lambda a, m=method, s=suffix: _show(_http(a, m, f"/v1/orders/{a.order_id}{s}")))
+
     availability = commands.add_parser("availability", help="pools of a zone with room")
     availability.add_argument("zone")
     availability.add_argument("--from", dest="slot_from")
@@ -273,6 +289,19 @@ def _reserve(a: argparse.Namespace) -> int:
     if a.hold_seconds is not None:
         body["hold_seconds"] = a.hold_seconds
     return _show(_http(a, "POST", "/v1/reservations", body))
+
+
+def _order_line(text: str) -> dict[str, Any]:
+    """``POOL:QUANTITY``; a pool id may hold colons itself, so the quantity is after the last one."""
+    pool_id, colon, quantity = text.rpartition(":")
+    if not colon or not pool_id or not quantity.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: give POOL:QUANTITY, e.g. north:2026-12-01T08:2")
+    return {"pool_id": pool_id, "quantity": int(quantity)}
+
+
+def _place_order(a: argparse.Namespace) -> int:
+    body = {"order_id": a.order_id, "lines": a.lines, "hold_seconds": a.hold_seconds}
+    return _show(_http(a, "POST", "/v1/orders", body))
 
 
 def _availability(a: argparse.Namespace) -> int:

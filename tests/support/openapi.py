@@ -21,10 +21,22 @@ def slot_out_of_order(body: Any) -> bool:
     return end <= start
 
 
+def pool_named_twice(body: Any) -> bool:
+    """An order names each pool in one line at most (``PlaceOrderRequest``; 422 otherwise): JSON Schema's
+    uniqueItems cannot say it of one field of the items."""
+    if not isinstance(body, dict) or not isinstance(body.get("lines"), list):
+        return False
+    pools = [
+        line["pool_id"] for line in body["lines"] if isinstance(line, dict) and isinstance(line.get("pool_id"), str)
+    ]
+    return len(set(pools)) < len(pools)
+
+
 def check_case(case: Any) -> None:  # a schemathesis.Case
-    """Every schemathesis check on the case's answer; a case that breaks only the slot-order rule must be
-    refused (422), which is all the schema-valid-yet-refused check would object to."""
-    if case.method == "PUT" and slot_out_of_order(case.body):
+    """Every schemathesis check on the case's answer; a case that breaks only a rule JSON Schema cannot
+    express (a slot out of order, a pool named twice in an order) must be refused (422), which is all the
+    schema-valid-yet-refused check would object to."""
+    if (case.method == "PUT" and slot_out_of_order(case.body)) or pool_named_twice(case.body):
         response = case.call()
         assert response.status_code == 422, response.text  # this rule, or another of the case's faults
         return

@@ -16,7 +16,6 @@ from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.application.host_first import HostFirstSender
 from capacity_service.application.order_driver import CommandSender, OrderDriver
 from capacity_service.application.order_host import OrderHost
-from capacity_service.application.order_operations import OrderLineRequest
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.client import AsyncCapacityClient
@@ -42,6 +41,7 @@ from capacity_service.errors import (
     OutcomeUnknown,
     Unavailable,
 )
+from capacity_service.models import OrderLineRequest
 from tests.support.in_process import InProcessRouter
 
 
@@ -216,7 +216,7 @@ def client_and_journal() -> tuple[AsyncCapacityClient, InMemoryJournal]:
 
 
 def named(*lines: tuple[str, int]) -> list[OrderLineRequest]:
-    return [OrderLineRequest(quantity, pool_id=pool_id) for pool_id, quantity in lines]
+    return [OrderLineRequest(pool_id=pool_id, quantity=quantity) for pool_id, quantity in lines]
 
 
 def test_the_client_places_confirms_cancels_and_reads_orders() -> None:

@@ -28,6 +28,7 @@ from capacity_service.entrypoints.http.admin import admin_handlers
 from capacity_service.entrypoints.http.auth import ApiKeys
 from capacity_service.entrypoints.http.edge import Edge, JsonOperation, RequestMetrics
 from capacity_service.entrypoints.http.errors import capacity_error_response, error_response, internal_error_response
+from capacity_service.entrypoints.http.orders import order_handlers, place_order
 from capacity_service.entrypoints.http.routes import BY_OPERATION, ROUTES, Access
 from capacity_service.entrypoints.http.schemas import (
     POOL_ID,
@@ -37,6 +38,7 @@ from capacity_service.entrypoints.http.schemas import (
     AvailablePool,
     ErrorBody,
     HealthBody,
+    PlaceOrderRequest,
     PutPoolRequest,
     ReserveRequest,
 )
@@ -115,7 +117,23 @@ def _parse(body: bytes, content_type: str, model: type[RequestBody]) -> RequestB
 def _json_body(model: type[BaseModel]) -> dict[str, Any]:
     """The OpenAPI request body of an endpoint that parses ``model`` itself (``_parse``)."""
     schema = model.model_json_schema()
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    definitions = schema.pop("$defs", {})
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _inlined(schema, definitions)}}}
+    }
+
+
+def _inlined(schema: Any, definitions: dict[str, Any]) -> Any:
+    """``schema`` with its references to nested models (``#/$defs/...``, which an OpenAPI document cannot
+    resolve where the body is) replaced by the models' schemas."""
+    if isinstance(schema, list):
+        return [_inlined(item, definitions) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    reference = schema.get("$ref")
+    if isinstance(reference, str) and reference.startswith("#/$defs/"):
+        return _inlined(definitions[reference.removeprefix("#/$defs/")], definitions)
+    return {key: _inlined(value, definitions) for key, value in schema.items()}
 
 
 def _problems(errors: Sequence[Any]) -> str:
@@ -162,6 +180,8 @@ def create_app(backend: Backend, settings: HttpSettings | None = None, metrics: 
         *_reservation_handlers(backend, operations),
         *_health_handlers(backend),
         *admin_handlers(backend.client),
+        *order_handlers(backend.client),
+        _place_order_handler(operations),
     ]
     _add_routes(app, handlers, _key_checks(keys))
     fast_lane = _fast_lane(operations)
@@ -236,6 +256,10 @@ class _HotOperations:
         ]
         return _json(AvailabilityBody(pools=pools))
 
+    async def place_order(self, body: bytes, content_type: str) -> Response:
+        order = await place_order(self._backend.client, _parse(body, content_type, PlaceOrderRequest))
+        return _json(order, status=201)
+
     async def reserve(self, body: bytes, content_type: str) -> Response:
         asked = _parse(body, content_type, ReserveRequest)
         receipt = await self._backend.reserve(asked.pool_id, asked.quantity, asked.request_id, asked.hold_seconds)
@@ -243,7 +267,7 @@ class _HotOperations:
 
     def by_operation(self) -> dict[str, JsonOperation]:
         """Each operation by the name of the route it answers (``routes.py``)."""
-        return {"availability": self.availability, "reserve": self.reserve}
+        return {"availability": self.availability, "reserve": self.reserve, "place_order": self.place_order}
 
 
 def _fast_lane(operations: _HotOperations) -> dict[tuple[str, str], JsonOperation]:
@@ -335,6 +359,16 @@ def _reservation_handlers(backend: Backend, operations: _HotOperations) -> list[
         return await backend.get_reservation(reservation_id)
 
     return [reserve, confirm, release, get_reservation]
+
+
+def _place_order_handler(operations: _HotOperations) -> Callable[..., Any]:
+    async def place_order(request: Request) -> Response:
+        """Take every line, or none (409 order_line_refused names the first line that could not be served,
+        and nothing is taken). Idempotent on order_id. With hold_seconds the order is held until confirmed;
+        without, it is confirmed at once."""
+        return await _json_call(request, operations.place_order)
+
+    return place_order
 
 
 def _health_handlers(backend: Backend) -> list[Callable[..., Any]]:

@@ -16,10 +16,12 @@ from capacity_service.entrypoints.http.schemas import (
     AvailabilityRequest,
     ErrorBody,
     HealthBody,
+    PlaceOrderRequest,
     PutPoolRequest,
     ReserveRequest,
 )
 from capacity_service.models import (
+    Order,
     Pool,
     PoolCheck,
     PoolsChanged,
@@ -63,6 +65,7 @@ def _errors(*answers: tuple[int, str]) -> Responses:
 
 _POOL_NOT_FOUND = (404, "pool_not_found")
 _RESERVATION_NOT_FOUND = (404, "reservation_not_found")
+_ORDER_NOT_FOUND = (404, "order_not_found")
 _ADMIN = ("admin",)
 
 # The hot routes first, as FastAPI is given them: Serve matches every request against them in order.
@@ -85,6 +88,17 @@ ROUTES: tuple[Route, ...] = (
         status_code=201,
         responses=_errors(_POOL_NOT_FOUND, (409, "insufficient_capacity, request_id_conflict"), (410, "pool_retired")),
         json_body=ReserveRequest,
+        fast_lane=True,
+    ),
+    Route(
+        "POST",
+        "/v1/orders",
+        "place_order",
+        Access.KEY,
+        Order,
+        status_code=201,
+        responses=_errors((409, "order_line_refused (with line, pool_id, line_error), order_id_conflict")),
+        json_body=PlaceOrderRequest,
         fast_lane=True,
     ),
     Route(
@@ -122,6 +136,16 @@ ROUTES: tuple[Route, ...] = (
         ReservationInfo,
         responses=_errors(_RESERVATION_NOT_FOUND),
     ),
+    Route("GET", "/v1/orders/{order_id}", "get_order", Access.KEY, Order, responses=_errors(_ORDER_NOT_FOUND)),
+    Route(
+        "POST",
+        "/v1/orders/{order_id}/confirm",
+        "confirm_order",
+        Access.KEY,
+        Order,
+        responses=_errors(_ORDER_NOT_FOUND, (409, "hold_expired, order_not_held")),
+    ),
+    Route("DELETE", "/v1/orders/{order_id}", "cancel_order", Access.KEY, Order, responses=_errors(_ORDER_NOT_FOUND)),
     Route("GET", "/healthz", "healthz", Access.ANYONE, HealthBody, probe=True),
     Route("GET", "/readyz", "readyz", Access.ANYONE, HealthBody, responses={503: {"model": HealthBody}}, probe=True),
     # The operator's calls (``admin.py``).

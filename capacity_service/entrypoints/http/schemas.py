@@ -11,9 +11,11 @@ from fastapi import Path
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictStr
 
 from capacity_service.domain import MAX_HOLD_SECONDS
+from capacity_service.domain.order import MAX_ORDER_LINES
 
 POOL_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
 RESERVATION_ID = Annotated[str, Path(max_length=256, description="as returned by a reserve")]
+ORDER_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
 MAX_QUANTITY = 1_000_000
 MAX_CAPACITY = 1_000_000_000
 # No control characters (NUL above all): zones and request ids end up in logs and in the warehouse, and
@@ -70,6 +72,23 @@ class ReserveRequest(_Request):
     quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY), Integral] = 1
     request_id: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=PRINTABLE)] | None = None
     # A hold: the units go back on sale this many seconds after the pool decides, unless confirmed first.
+    hold_seconds: Annotated[int, Field(ge=1, le=MAX_HOLD_SECONDS), Integral] | None = None
+
+
+class OrderLineBody(_Request):
+    """``quantity`` units of ``pool_id``."""
+
+    pool_id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+    quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY), Integral] = 1
+
+
+class PlaceOrderRequest(_Request):
+    """Every line taken, or none. ``order_id`` makes it idempotent (one is made when absent); with
+    ``hold_seconds`` every line is held until the order is confirmed, else the order is confirmed at once.
+    A pool may be named by one line only (422 otherwise)."""
+
+    order_id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
+    lines: Annotated[list[OrderLineBody], Field(min_length=1, max_length=MAX_ORDER_LINES)]
     hold_seconds: Annotated[int, Field(ge=1, le=MAX_HOLD_SECONDS), Integral] | None = None
 
 

@@ -1,0 +1,94 @@
+"""Orders over the HTTP contract, against the app with the in-process backend (no Ray): 201 with every
+line, 409 naming the line that could not be served with nothing taken, 422 for a malformed order,
+confirm, cancel, read, idempotent repeats."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from capacity_service.entrypoints.http.app import create_app
+from tests.support.in_process import InProcessBackend
+
+
+@pytest.fixture
+def http() -> Iterator[TestClient]:
+    with TestClient(create_app(InProcessBackend())) as client:
+        for pool_id, capacity in (("van", 3), ("picker", 1)):
+            assert client.put(f"/v1/pools/{pool_id}", json={"capacity": capacity, "zone": "north"}).status_code == 201
+        yield client
+
+
+def remaining(http: TestClient, pool_id: str) -> int:
+    return int(http.get(f"/v1/pools/{pool_id}").json()["remaining"])
+
+
+def test_an_order_takes_every_line_and_a_repeat_answers_the_same(http: TestClient) -> None:
+    body = {"order_id": "o1", "lines": [{"pool_id": "van", "quantity": 2}, {"pool_id": "picker"}]}
+    placed = http.post("/v1/orders", json=body)
+    assert placed.status_code == 201, placed.text
+    order = placed.json()
+    assert order["status"] == "confirmed" and [line["pool_id"] for line in order["lines"]] == ["van", "picker"]
+    assert http.post("/v1/orders", json=body).json() == order
+    assert (remaining(http, "van"), remaining(http, "picker")) == (1, 0)
+    assert http.get("/v1/orders/o1").json() == order
+    van = http.get(f"/v1/reservations/{order['lines'][0]['reservation_id']}").json()
+    assert (van["status"], van["quantity"]) == ("active", 2)
+
+
+def test_a_line_that_cannot_be_served_is_named_and_nothing_is_taken(http: TestClient) -> None:
+    body = {"order_id": "o1", "lines": [{"pool_id": "van", "quantity": 1}, {"pool_id": "picker", "quantity": 2}]}
+    refused = http.post("/v1/orders", json=body)
+    assert refused.status_code == 409
+    error = refused.json()["error"]
+    assert (error["code"], error["line"], error["pool_id"], error["line_error"]) == (
+        "order_line_refused",
+        1,
+        "picker",
+        "insufficient_capacity",
+    )
+    assert (remaining(http, "van"), remaining(http, "picker")) == (3, 1)
+    other = http.post("/v1/orders", json={"order_id": "o1", "lines": [{"pool_id": "van"}]})
+    assert (other.status_code, other.json()["error"]["code"]) == (409, "order_id_conflict")
+
+
+def test_a_held_order_is_confirmed_or_cancelled_whole(http: TestClient) -> None:
+    held = http.post("/v1/orders", json={"order_id": "o1", "lines": [{"pool_id": "van"}], "hold_seconds": 600})
+    assert (held.status_code, held.json()["status"]) == (201, "held") and held.json()["expires_at"]
+    assert http.post("/v1/orders/o1/confirm").json()["status"] == "confirmed"
+    assert http.post("/v1/orders/o1/confirm").status_code == 200  # twice is fine
+    assert http.delete("/v1/orders/o1").json()["status"] == "cancelled"
+    assert remaining(http, "van") == 3
+    again = http.post("/v1/orders/o1/confirm")
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "order_not_held")
+    assert http.get("/v1/orders/nope").status_code == 404
+    assert http.delete("/v1/orders/nope").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"lines": []}, 422, "invalid_request"),
+        ({"lines": [{"pool_id": "van"}, {"pool_id": "van"}]}, 422, "invalid_request"),
+        ({"lines": [{"pool_id": f"p{i}"} for i in range(21)]}, 422, "invalid_request"),
+        ({"lines": [{"pool_id": "van", "quantity": 0}]}, 422, "invalid_request"),
+        ({"lines": [{"pool_id": "van"}], "extra": 1}, 422, "invalid_request"),
+        ({"order_id": "bad id", "lines": [{"pool_id": "van"}]}, 422, "invalid_request"),
+        ({"lines": [{"pool_id": "van"}, {"pool_id": "ghost"}]}, 409, "order_line_refused"),
+    ],
+    ids=["empty", "pool-twice", "21-lines", "zero", "unknown-field", "bad-order-id", "unknown-pool"],
+)
+def test_a_bad_order_is_a_4xx_and_takes_nothing(
+    http: TestClient, body: dict[str, object], status: int, code: str
+) -> None:
+    answer = http.post("/v1/orders", json=body)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (status, code), answer.text
+    assert remaining(http, "van") == 3
+
+
+def test_the_order_routes_are_in_the_openapi_document(http: TestClient) -> None:
+    paths = http.get("/openapi.json").json()["paths"]
+    assert {"post"} <= set(paths["/v1/orders"]) and {"get", "delete"} <= set(paths["/v1/orders/{order_id}"])
+    assert "post" in paths["/v1/orders/{order_id}/confirm"]
