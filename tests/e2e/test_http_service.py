@@ -409,3 +409,26 @@ def test_the_operators_tools_on_a_live_service(http: httpx.Client, service: Serv
         15,
         "the pauses in the warehouse",
     )
+
+
+def test_orders_over_http_across_shards_and_through_the_python_client(http: httpx.Client, service: Service) -> None:
+    """Orders whose lines live on both shard actors: the order's host takes the lines of its own shard
+    directly and the others through the router; all or nothing, and the client agrees with HTTP."""
+    pools = [new_pool(http, 2) for _ in range(6)]  # crc32 spreads six pools over both shards
+    lines = [{"pool_id": pool_id, "quantity": 1} for pool_id in pools]
+    order_id = f"o-{uuid.uuid4().hex[:8]}"
+    placed = http.post("/v1/orders", json={"order_id": order_id, "lines": lines, "hold_seconds": 600})
+    assert placed.status_code == 201, placed.text
+    assert placed.json()["status"] == "held" and all(line["reservation_id"] for line in placed.json()["lines"])
+    assert http.post(f"/v1/orders/{order_id}/confirm").json()["status"] == "confirmed"
+    assert [http.get(f"/v1/pools/{p}").json()["remaining"] for p in pools] == [1] * 6
+
+    too_much = [*lines[:5], {"pool_id": pools[5], "quantity": 2}]
+    refused = http.post("/v1/orders", json={"lines": too_much})
+    assert refused.status_code == 409 and refused.json()["error"]["line"] == 5
+    assert [http.get(f"/v1/pools/{p}").json()["remaining"] for p in pools] == [1] * 6  # nothing kept
+
+    with CapacityClient(namespace=service.namespace) as client:
+        assert client.get_order(order_id).model_dump(mode="json") == http.get(f"/v1/orders/{order_id}").json()
+        assert client.cancel_order(order_id).status == "cancelled"
+    assert [http.get(f"/v1/pools/{p}").json()["remaining"] for p in pools] == [2] * 6

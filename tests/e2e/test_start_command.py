@@ -255,6 +255,9 @@ def test_the_readme_quickstart_runs_against_start_as_written(tmp_path: Path) -> 
     assert '"error"' not in done.stdout, done.stdout
     assert '"status": "held"' in done.stdout.replace('":"', '": "'), done.stdout  # curl's and the CLI's holds
     assert "PoolConfigured" in done.stdout and "CapacityHeld" in done.stdout  # the events dump
+    assert '"order_id":"cart-7"' in done.stdout.replace(" ", "") and '"status":"confirmed"' in done.stdout.replace(
+        " ", ""
+    )  # the order held by curl, then confirmed; and the CLI's
     retired = [line for line in done.stdout.splitlines() if '"state": "retired"' in line.replace('":"', '": "')]
     assert len(retired) == 2, done.stdout  # the retired pool: in the answer to retire, then alone in the list
 
