@@ -234,8 +234,9 @@ class OrderState:
 
     @property
     def dormant(self) -> bool:
-        """Failed or cancelled: it never changes again and holds nothing."""
-        return self.status in FINAL
+        """Nothing under way and nothing that changes by itself: failed, cancelled, or confirmed (a cancel
+        of a confirmed order starts it again)."""
+        return self.status in FINAL or self.status is OrderStatus.CONFIRMED
 
 
 def decide(state: OrderState, command: OrderCommand, now: datetime) -> list[OrderEvent] | OrderRejection:
