@@ -16,7 +16,13 @@ from collections.abc import Coroutine, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from capacity_service.application.operations import MAX_LISTED_RESERVATIONS, CapacityOperations, PoolGateway
+from capacity_service.application.choosing import SlotChoice
+from capacity_service.application.operations import (
+    MAX_LISTED_RESERVATIONS,
+    AvailabilitySource,
+    CapacityOperations,
+    PoolGateway,
+)
 from capacity_service.models import (
     Order,
     OrderLineRequest,
@@ -35,7 +41,7 @@ from capacity_service.runtime.supervisor import Supervisor
 from capacity_service.runtime.watchdog import SweepReport
 from capacity_service.settings import ServiceSettings
 
-__all__ = ["MAX_LISTED_RESERVATIONS", "AsyncCapacityClient", "CapacityClient"]
+__all__ = ["MAX_LISTED_RESERVATIONS", "AsyncCapacityClient", "CapacityClient", "SlotChoice"]
 
 T = TypeVar("T")
 
@@ -45,7 +51,8 @@ class AsyncCapacityClient(CapacityOperations):
     its settings (journal, hosting, shard count); settings given must agree with the running service's
     (``SettingsMismatch`` otherwise), and start it when none runs there yet. ``ray_address``: of the Ray
     cluster (default: this process's Ray, else a local one; "auto": the one running on this machine).
-    ``router``: where commands go instead of the cluster's pool actors (tests)."""
+    ``router``: where commands go instead of the cluster's pool actors (tests); ``availability``: where
+    availability comes from instead of the cluster's cache replicas (an HTTP replica's mirror of them, tests)."""
 
     def __init__(
         self,
@@ -54,13 +61,14 @@ class AsyncCapacityClient(CapacityOperations):
         namespace: str = service.DEFAULT_NAMESPACE,
         ray_address: str | None = None,
         router: PoolGateway | None = None,
+        availability: AvailabilitySource | None = None,
     ) -> None:
         if router is None:
             settings, router = bootstrap.python_api(settings, namespace, ray_address)
         self.settings = settings or ServiceSettings()
         # The availability cache replicas (found lazily: a client that never asks never looks).
         self.caches = CacheFinder(self.settings.hosting.namespace, self.start_watchdog)
-        super().__init__(router, self.caches, self.settings.hosting.call_timeout_s)
+        super().__init__(router, availability or self.caches, self.settings.hosting.call_timeout_s)
 
     async def start_watchdog(self) -> None:
         """Start the cluster's watchdog (idempotent): it keeps every registered pool's actor alive."""
@@ -143,6 +151,11 @@ class CapacityClient:
 
     def cancel_order(self, order_id: str) -> Order:
         return self._run(self._async.cancel_order(order_id))
+
+    def reserve_chosen(
+        self, choice: SlotChoice, request_id: str | None = None, hold_seconds: int | None = None
+    ) -> ReservationReceipt:
+        return self._run(self._async.reserve_chosen(choice, request_id, hold_seconds))
 
     def release(self, reservation_id: str) -> ReleaseReceipt:
         return self._run(self._async.release(reservation_id))

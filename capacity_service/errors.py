@@ -129,6 +129,18 @@ class OrderNotHeld(CapacityError):
         self.order_id, self.status = order_id, status
 
 
+class NoCapacityInWindow(CapacityError):
+    """A reserve that chose its pool (``choose``) found none of the zone, in the window, that could take the
+    quantity: every candidate was full, retired, paused or gone (or the deadline came first). Nothing was
+    taken."""
+
+    code = "no_capacity_in_window"
+
+    def __init__(self, zone: str, quantity: int, message: str) -> None:
+        super().__init__(message)
+        self.zone, self.quantity = zone, quantity
+
+
 class SeqNrOutOfRange(CapacityError):
     """An operator's reset named a seq_nr the pool has not reached (or its last one)."""
 

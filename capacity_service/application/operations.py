@@ -16,6 +16,13 @@ import uuid
 from datetime import datetime
 from typing import Protocol, TypeVar
 
+from capacity_service.application.choosing import (
+    PREFERENCES,
+    SlotChoice,
+    attempt_request_id,
+    candidates,
+    ordered,
+)
 from capacity_service.application.order_operations import OrderGateway, OrderOperations
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import (
@@ -50,12 +57,14 @@ from capacity_service.errors import (
     HoldExpired,
     InsufficientCapacity,
     InvalidRequest,
+    NoCapacityInWindow,
     Paused,
     PoolNotFound,
     PoolRetired,
     RequestIdConflict,
     ReservationNotFound,
     ReservationReleased,
+    Unavailable,
 )
 from capacity_service.models import Pool, PoolCheck, PoolsChanged, ReleaseReceipt, ReservationInfo, ReservationReceipt
 
@@ -63,6 +72,10 @@ T = TypeVar("T")
 MAX_REQUEST_ID_LENGTH = 128
 MAX_ZONE_LENGTH = 128
 MAX_LISTED_RESERVATIONS = 10_000
+# A chosen reserve tries at most this many candidates, and looks for what an earlier try of the same request
+# took on at most this many pools of the window (``reserve_chosen``).
+MAX_CANDIDATES = 20
+MAX_POOLS_LOOKED_AT = 200
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -77,6 +90,8 @@ class PoolGateway(OrderGateway, Protocol):
     async def view(self, pool_id: str) -> PoolView | CapacityError: ...
 
     async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None: ...
+
+    async def reservation_of_request(self, pool_id: str, request_id: str) -> Reservation | CapacityError | None: ...
 
     async def reservations(
         self, pool_id: str, status: ReservationStatus | None, limit: int
@@ -181,26 +196,82 @@ class CapacityOperations(OrderOperations):
         With ``hold_seconds`` (1..86400) the units are held: they go back on sale by themselves that long
         after the pool decided, unless ``confirm`` comes first."""
         _check_pool_id(pool_id)
-        if request_id is not None and not (1 <= len(request_id) <= MAX_REQUEST_ID_LENGTH and _printable(request_id)):
-            raise InvalidRequest(f"request_id must be 1-{MAX_REQUEST_ID_LENGTH} printable characters")
-        if hold_seconds is not None and not 1 <= hold_seconds <= MAX_HOLD_SECONDS:
-            raise InvalidRequest(f"hold_seconds must be 1..{MAX_HOLD_SECONDS}")
+        _check_reserve_options(request_id, hold_seconds)
         request_id = request_id or f"auto:{uuid.uuid4().hex}"
         command = Reserve(quantity, request_id, new_reservation_id(pool_id), hold_seconds)
         try:
             outcome = await self._execute(pool_id, command)
         except CapacityError as exc:  # every answer to a reserve names the id it can be settled with
             raise _naming_request(exc, request_id) from exc
-        assert outcome.reservation is not None
-        return ReservationReceipt(
-            reservation_id=outcome.reservation.reservation_id,
-            pool_id=pool_id,
-            quantity=outcome.reservation.quantity,
-            remaining=outcome.view.remaining,
-            request_id=request_id,
-            status=outcome.reservation.status.value,
-            expires_at=outcome.reservation.expires_at,
+        return _receipt(pool_id, outcome, request_id)
+
+    async def reserve_chosen(
+        self, choice: SlotChoice, request_id: str | None = None, hold_seconds: int | None = None
+    ) -> ReservationReceipt:
+        """Take ``choice.quantity`` units of one pool of ``choice.zone`` whose slot overlaps the window,
+        the best by ``choice.prefer`` among those the availability cache lists with room. The cache may be a
+        little behind: a candidate that turns out full, retired, paused or gone is passed over for the next,
+        until ``call_timeout_s`` from the call's start (no attempt starts after that). The receipt names the
+        pool taken. ``NoCapacityInWindow`` when no candidate could take it (nothing taken); an attempt's
+        other errors end the call as they are (``OutcomeUnknown`` only when that attempt's outcome is), and
+        so does ``Unavailable`` when the deadline passed before any attempt.
+
+        Each attempt is a reserve on its pool under ``attempt_request_id(request_id, pool_id)``. With a
+        ``request_id`` (a repeat is possible), the pools of the window, full ones too, are first asked
+        whether an earlier call took one of them under it; if so, that reservation is the answer and
+        nothing else is tried (docs/http-api.md, "Choosing a slot", says where this ends)."""
+        _check_choice(choice)
+        _check_reserve_options(request_id, hold_seconds)
+        deadline = time.time() + self._call_timeout_s
+        may_repeat = request_id is not None
+        request_id = request_id or f"auto:{uuid.uuid4().hex}"
+        try:
+            return await self._reserve_chosen(choice, request_id, hold_seconds, deadline, may_repeat)
+        except CapacityError as exc:  # every answer to a reserve names the id it can be settled with
+            raise _naming_request(exc, request_id) from exc
+
+    async def _reserve_chosen(
+        self, choice: SlotChoice, request_id: str, hold_seconds: int | None, deadline: float, may_repeat: bool
+    ) -> ReservationReceipt:
+        taken = await self._pool_taken_before(choice, request_id) if may_repeat else None
+        pool_ids = [taken] if taken is not None else await candidates(self._availability, choice, MAX_CANDIDATES)
+        tried = 0
+        for pool_id in pool_ids:
+            if time.time() >= deadline:
+                break
+            tried += 1
+            attempt_id = attempt_request_id(request_id, pool_id)
+            command = Reserve(choice.quantity, attempt_id, new_reservation_id(pool_id), hold_seconds)
+            try:
+                outcome = _decided(await self._gateway.execute(pool_id, command, deadline))
+            except (InsufficientCapacity, PoolRetired, Paused, PoolNotFound):
+                continue  # decided and refused, nothing taken: the cache was behind
+            return _receipt(pool_id, outcome, request_id)
+        if tried == 0 and pool_ids:
+            raise Unavailable("the deadline passed before any candidate was tried; nothing was taken")
+        if tried < len(pool_ids):
+            why = f"the deadline passed after {tried} of {len(pool_ids)} candidates"
+        else:
+            why = f"{tried} candidates tried" if pool_ids else "none listed"
+        window = f"[{_or_open(choice.slot_from)}, {_or_open(choice.slot_to)})"
+        message = f"no pool of zone {choice.zone!r} in {window} could take {choice.quantity} ({why})"
+        raise NoCapacityInWindow(choice.zone, choice.quantity, message)
+
+    async def _pool_taken_before(self, choice: SlotChoice, request_id: str) -> str | None:
+        """The pool of the window on which an earlier call with ``request_id`` took its reservation, if one
+        did: every pool the cache lists for the zone and window, full or not (up to
+        ``MAX_POOLS_LOOKED_AT``, earliest first), is asked, before anything is taken."""
+        views = await self._availability.query(choice.zone, choice.slot_from, choice.slot_to, 0)
+        pool_ids = [view.pool_id for view in ordered(views, "earliest")[:MAX_POOLS_LOOKED_AT]]
+        found = await asyncio.gather(
+            *(self._gateway.reservation_of_request(p, attempt_request_id(request_id, p)) for p in pool_ids)
         )
+        for pool_id, answer in zip(pool_ids, found, strict=True):
+            if isinstance(answer, CapacityError):
+                raise answer  # this pool cannot say: nothing is taken anywhere rather than maybe twice
+            if answer is not None:
+                return pool_id
+        return None
 
     async def confirm(self, reservation_id: str) -> ReservationInfo:
         """Turn a hold into an active reservation (it then never expires). Confirming twice is fine;
@@ -282,6 +353,39 @@ class CapacityOperations(OrderOperations):
         """The command goes with its deadline: the pool decides it only before then (see ``PoolRouter``)."""
         deadline = time.time() + self._call_timeout_s
         return _decided(await self._gateway.execute(pool_id, command, deadline))
+
+
+def _check_reserve_options(request_id: str | None, hold_seconds: int | None) -> None:
+    if request_id is not None and not (1 <= len(request_id) <= MAX_REQUEST_ID_LENGTH and _printable(request_id)):
+        raise InvalidRequest(f"request_id must be 1-{MAX_REQUEST_ID_LENGTH} printable characters")
+    if hold_seconds is not None and not 1 <= hold_seconds <= MAX_HOLD_SECONDS:
+        raise InvalidRequest(f"hold_seconds must be 1..{MAX_HOLD_SECONDS}")
+
+
+def _check_choice(choice: SlotChoice) -> None:
+    if not (1 <= len(choice.zone) <= MAX_ZONE_LENGTH and _printable(choice.zone)):
+        raise InvalidRequest(f"zone must be 1-{MAX_ZONE_LENGTH} printable characters")
+    if choice.quantity < 1:
+        raise InvalidRequest("quantity must be >= 1")
+    if choice.prefer not in PREFERENCES:
+        raise InvalidRequest(f"prefer must be one of {list(PREFERENCES)}")
+
+
+def _receipt(pool_id: str, outcome: CommandOutcome, request_id: str) -> ReservationReceipt:
+    assert outcome.reservation is not None
+    return ReservationReceipt(
+        reservation_id=outcome.reservation.reservation_id,
+        pool_id=pool_id,
+        quantity=outcome.reservation.quantity,
+        remaining=outcome.view.remaining,
+        request_id=request_id,
+        status=outcome.reservation.status.value,
+        expires_at=outcome.reservation.expires_at,
+    )
+
+
+def _or_open(moment: datetime | None) -> str:
+    return "open" if moment is None else moment.isoformat()
 
 
 def _check_pool_id(pool_id: str) -> None:

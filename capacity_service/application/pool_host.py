@@ -226,6 +226,11 @@ class PoolHost:
         runner = await self._quiet_runner(pool_id)
         return None if runner is None else runner.writer.state.reservations.get(reservation_id)
 
+    async def reservation_of_request(self, pool_id: str, request_id: str) -> Reservation | None:
+        """The reservation the pool made for ``request_id``, if any (once what is in flight is decided)."""
+        runner = await self._quiet_runner(pool_id)
+        return None if runner is None else runner.writer.state.reservation_for_request(request_id)
+
     async def reservations(
         self, pool_id: str, status: ReservationStatus | None = None, limit: int = 1_000
     ) -> list[Reservation]:

@@ -3,6 +3,7 @@
 capacity-service start                       # local Ray + the HTTP app on the embedded defaults
 capacity-service pools put north:0800 --capacity 20 --zone north
 capacity-service reserve north:0800 --quantity 2
+capacity-service reserve --choose-zone north --from 2026-12-01T08:00:00Z --quantity 2   # any pool that fits
 capacity-service events north:0800           # the pool's journal, decoded
 """
 
@@ -164,8 +165,16 @@ def _add_client_commands(
     listing.add_argument("--state", choices=("active", "retired", "all"), default="all")
     listing.set_defaults(run=_list_pools)
 
-    reserve = commands.add_parser("reserve", help="take capacity from a pool")
-    reserve.add_argument("pool_id")
+    reserve = commands.add_parser(
+        "reserve", help="take capacity from a pool, or from any pool of a zone that fits (--choose-zone)"
+    )
+    reserve.add_argument("pool_id", nargs="?", help="the pool; or leave it out and give --choose-zone")
+    reserve.add_argument("--choose-zone", help="let the service choose a pool of this zone with room")
+    reserve.add_argument("--from", dest="slot_from", help="with --choose-zone: the window's start")
+    reserve.add_argument("--to", dest="slot_to", help="with --choose-zone: the window's end")
+    reserve.add_argument(
+        "--prefer", choices=("earliest", "most_remaining"), help="with --choose-zone: which pool first"
+    )
     reserve.add_argument("--quantity", type=int, default=1)
     reserve.add_argument("--request-id")
     reserve.add_argument(
@@ -285,9 +294,22 @@ def _put_pool(a: argparse.Namespace) -> int:
 
 
 def _reserve(a: argparse.Namespace) -> int:
-    body = {"pool_id": a.pool_id, "quantity": a.quantity, "request_id": a.request_id}
-    if a.hold_seconds is not None:
-        body["hold_seconds"] = a.hold_seconds
+    choosing = a.slot_from is not None or a.slot_to is not None or a.prefer is not None
+    if (a.pool_id is None) == (a.choose_zone is None) or (choosing and a.choose_zone is None):
+        print("reserve: give a pool id, or --choose-zone (with --from, --to, --prefer if wanted)", file=sys.stderr)
+        return 2
+    body: dict[str, Any] = {"request_id": a.request_id, "hold_seconds": a.hold_seconds}
+    if a.choose_zone is None:
+        body |= {"pool_id": a.pool_id, "quantity": a.quantity}
+    else:
+        choice = {
+            "zone": a.choose_zone,
+            "from": a.slot_from,
+            "to": a.slot_to,
+            "quantity": a.quantity,
+            "prefer": a.prefer,
+        }
+        body["choose"] = {k: v for k, v in choice.items() if v is not None}
     return _show(_http(a, "POST", "/v1/reservations", body))
 
 

@@ -63,6 +63,8 @@ class PoolCalls(Protocol):
 
     async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None: ...
 
+    async def reservation_of_request(self, pool_id: str, request_id: str) -> Reservation | CapacityError | None: ...
+
     async def reservations(
         self, pool_id: str, status: ReservationStatus | None, limit: int
     ) -> list[Reservation] | CapacityError: ...
@@ -97,8 +99,12 @@ class PoolApi(PoolCalls, Protocol):
 
 
 # What a pool actor serves on its same-node channel (``runtime/channel.py``): the hot path, and a pool's
-# reads, which a cold restart's first GETs make many of at once; every other method goes through Ray.
-SAME_NODE_METHODS = frozenset(method.__name__ for method in (PoolApi.execute_many, PoolApi.view, PoolApi.reservation))
+# reads, which a cold restart's first GETs (and a chosen reserve's look for what it took) make many of at
+# once; every other method goes through Ray.
+SAME_NODE_METHODS = frozenset(
+    method.__name__
+    for method in (PoolApi.execute_many, PoolApi.view, PoolApi.reservation, PoolApi.reservation_of_request)
+)
 
 
 class CacheApi(Protocol):

@@ -164,6 +164,12 @@ class PoolActor(PoolApi):
         except CapacityError as exc:
             return exc
 
+    async def reservation_of_request(self, pool_id: str, request_id: str) -> Reservation | CapacityError | None:
+        try:
+            return await (await self._pool_host()).reservation_of_request(pool_id, request_id)
+        except CapacityError as exc:
+            return exc
+
     async def reservations(
         self, pool_id: str, status: ReservationStatus | None, limit: int
     ) -> list[Reservation] | CapacityError:

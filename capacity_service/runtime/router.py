@@ -361,6 +361,9 @@ class PoolRouter:
     async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None:
         return await self._ask_pool(pool_id, call(PoolApi.reservation, pool_id, reservation_id), lambda _: None)
 
+    async def reservation_of_request(self, pool_id: str, request_id: str) -> Reservation | CapacityError | None:
+        return await self._ask_pool(pool_id, call(PoolApi.reservation_of_request, pool_id, request_id), lambda _: None)
+
     async def reservations(
         self, pool_id: str, status: ReservationStatus | None, limit: int
     ) -> list[Reservation] | CapacityError:

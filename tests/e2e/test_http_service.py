@@ -22,7 +22,7 @@ import pytest
 
 from capacity_service.adapters.journal import open_journal
 from capacity_service.adapters.warehouse.parquet import ParquetSink
-from capacity_service.client import CapacityClient
+from capacity_service.client import CapacityClient, SlotChoice
 from capacity_service.errors import PoolRetired
 from capacity_service.runtime import _ray
 from capacity_service.runtime._ray import kill_namespace
@@ -200,6 +200,22 @@ def test_availability_reflects_a_reserve_within_the_anti_entropy_bound(http: htt
     assert availability(http, zone, quantity=6) == {}
 
 
+def test_a_chosen_reserve_takes_a_pool_with_room_names_it_and_repeats_as_it_was(http: httpx.Client) -> None:
+    zone = f"z-{uuid.uuid4().hex[:6]}"
+    early = new_pool(http, 1, zone, slot_start="2026-12-01T08:00:00Z", slot_end="2026-12-01T10:00:00Z")
+    late = new_pool(http, 2, zone, slot_start="2026-12-01T10:00:00Z", slot_end="2026-12-01T12:00:00Z")
+    wait_until(lambda: availability(http, zone) == {early: 1, late: 2}, 5, "new pools visible")
+    assert http.post("/v1/reservations", json={"pool_id": early}).status_code == 201  # the cache may lag it
+    body = {"choose": {"zone": zone, "from": "2026-12-01T09:00:00Z"}, "request_id": f"c-{uuid.uuid4().hex}"}
+    taken = http.post("/v1/reservations", json=body)
+    assert taken.status_code == 201 and (taken.json()["pool_id"], taken.json()["remaining"]) == (late, 1), taken.text
+    again = http.post("/v1/reservations", json=body)
+    assert again.status_code == 201 and again.json()["reservation_id"] == taken.json()["reservation_id"]
+    none_left = http.post("/v1/reservations", json={"choose": {"zone": zone, "quantity": 2}})
+    assert none_left.status_code == 409 and none_left.json()["error"]["code"] == "no_capacity_in_window"
+    assert [http.get(f"/v1/pools/{p}").json()["reserved"] for p in (early, late)] == [1, 1]
+
+
 def test_the_python_client_gives_the_http_operations_with_the_same_answers(
     http: httpx.Client, service: Service
 ) -> None:
@@ -219,6 +235,10 @@ def test_the_python_client_gives_the_http_operations_with_the_same_answers(
         assert client.get_pool(pool_id).model_dump(mode="json") == http.get(f"/v1/pools/{pool_id}").json()
         client.release(receipt.reservation_id)
         assert client.get_reservation(receipt.reservation_id).status == "released"
+        request_id = f"c-{uuid.uuid4().hex}"
+        chosen = client.reserve_chosen(SlotChoice(zone), request_id)
+        assert chosen.pool_id == pool_id
+        assert client.reserve_chosen(SlotChoice(zone), request_id).reservation_id == chosen.reservation_id
 
 
 def test_a_killed_cache_replica_comes_back_complete(http: httpx.Client, service: Service) -> None:

@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.application.availability_index import AvailabilityIndex
+from capacity_service.application.choosing import SlotChoice
 from capacity_service.application.host_first import HostFirstSender
 from capacity_service.application.order_driver import OrderDriver
 from capacity_service.application.order_host import OrderHost
@@ -69,6 +70,9 @@ class InProcessRouter:
     async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None:
         return await _as_value(self._host.reservation(pool_id, reservation_id))
 
+    async def reservation_of_request(self, pool_id: str, request_id: str) -> Reservation | CapacityError | None:
+        return await _as_value(self._host.reservation_of_request(pool_id, request_id))
+
     async def reservations(
         self, pool_id: str, status: ReservationStatus | None, limit: int
     ) -> list[Reservation] | CapacityError:
@@ -87,6 +91,18 @@ class InProcessRouter:
         pass
 
 
+class IndexAvailability:
+    """An ``AvailabilityIndex`` as the service layer's ``AvailabilitySource`` (the cache replicas' part)."""
+
+    def __init__(self, index: AvailabilityIndex) -> None:
+        self.index = index
+
+    async def query(
+        self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
+    ) -> list[PoolView]:
+        return self.index.query(zone, slot_from, slot_to, quantity)
+
+
 class InProcessBackend:
     """Implements the HTTP app's ``Backend``; the availability index is updated on every write."""
 
@@ -95,7 +111,8 @@ class InProcessBackend:
         self.journal = InMemoryJournal()
         self.ready_checks = {"cache": "ok", "pools": "ok", "journal": "ok"}
         self.host = PoolHost(self.journal, write_side, views=self)
-        self.client = AsyncCapacityClient(router=InProcessRouter(self.host, self.journal))
+        self.router = InProcessRouter(self.host, self.journal)
+        self.client = AsyncCapacityClient(router=self.router, availability=IndexAvailability(self.index))
 
     def publish_view(self, view: PoolView) -> None:
         self.index.update(view)
@@ -123,6 +140,11 @@ class InProcessBackend:
         self, pool_id: str, quantity: int, request_id: str | None, hold_seconds: int | None = None
     ) -> ReservationReceipt:
         return await self.client.reserve(pool_id, quantity, request_id, hold_seconds)
+
+    async def reserve_chosen(
+        self, choice: SlotChoice, request_id: str | None, hold_seconds: int | None = None
+    ) -> ReservationReceipt:
+        return await self.client.reserve_chosen(choice, request_id, hold_seconds)
 
     async def confirm(self, reservation_id: str) -> ReservationInfo:
         return await self.client.confirm(reservation_id)

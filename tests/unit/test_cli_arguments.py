@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from capacity_service.entrypoints import cli
 from capacity_service.entrypoints.cli import _did_not_come_up, _parser
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,3 +52,44 @@ def test_a_failed_start_names_the_port_when_another_process_holds_it(capsys: pyt
 
     assert "Deploying application capacity failed" in held and f"port {port} is held" in held
     assert "Deploying application capacity failed" in free and "is held" not in free
+
+
+def _sent_by(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, list[tuple[str, str, object]]]:
+    """What `capacity-service <argv>` sends to the service (the service answers {})."""
+    sent: list[tuple[str, str, object]] = []
+
+    def http(_: object, method: str, path: str, body: object = None) -> object:
+        sent.append((method, path, body))
+        return {}
+
+    monkeypatch.setattr(cli, "_http", http)
+    return cli.main(argv), sent
+
+
+def test_reserve_names_a_pool_or_lets_the_service_choose_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    status, sent = _sent_by(["reserve", "north:0800", "--quantity", "2"], monkeypatch)
+    assert status == 0
+    assert sent == [
+        ("POST", "/v1/reservations", {"request_id": None, "hold_seconds": None, "pool_id": "north:0800", "quantity": 2})
+    ]
+    argv = ["reserve", "--choose-zone", "north", "--from", "2026-12-01T08:00:00Z", "--prefer", "most_remaining"]
+    status, sent = _sent_by([*argv, "--quantity", "3", "--request-id", "c-1"], monkeypatch)
+    assert status == 0
+    choose = {"zone": "north", "from": "2026-12-01T08:00:00Z", "quantity": 3, "prefer": "most_remaining"}
+    assert sent == [("POST", "/v1/reservations", {"request_id": "c-1", "hold_seconds": None, "choose": choose})]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["reserve"],
+        ["reserve", "north:0800", "--choose-zone", "north"],
+        ["reserve", "north:0800", "--from", "2026-12-01T08:00:00Z"],
+    ],
+)
+def test_reserve_wants_a_pool_or_a_zone_to_choose_from(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, sent = _sent_by(argv, monkeypatch)
+    assert status == 2 and sent == []
+    assert "--choose-zone" in capsys.readouterr().err

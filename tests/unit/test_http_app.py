@@ -4,6 +4,7 @@ The same contract runs over real HTTP on Ray Serve in tests/e2e."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -117,6 +118,50 @@ def test_reserve_is_idempotent_on_request_id(http: TestClient) -> None:
     assert other.status_code == 409 and error_code(other) == "request_id_conflict"
 
 
+def test_a_chosen_reserve_takes_the_best_fitting_pool_and_names_it(http: TestClient, backend: InProcessBackend) -> None:
+    put_pool(http, "n-08", 1, slot_start="2026-12-01T08:00:00Z", slot_end="2026-12-01T10:00:00Z")
+    put_pool(http, "n-10", 4, slot_start="2026-12-01T10:00:00Z", slot_end="2026-12-01T12:00:00Z")
+    put_pool(http, "n-12", 3, slot_start="2026-12-01T12:00:00Z", slot_end="2026-12-01T14:00:00Z")
+    window = {"zone": "north", "from": "2026-12-01T09:00:00Z", "to": "2026-12-01T13:00:00Z"}
+
+    def reserve(**body: object) -> Any:
+        return http.post("/v1/reservations", json=body)
+
+    earliest = reserve(choose={**window, "quantity": 2}, request_id="c-1")
+    assert earliest.status_code == 201, earliest.text
+    body = earliest.json()
+    assert (body["pool_id"], body["quantity"], body["remaining"], body["request_id"]) == ("n-10", 2, 2, "c-1")
+    assert http.get(f"/v1/reservations/{body['reservation_id']}").json()["pool_id"] == "n-10"
+    again = reserve(choose={**window, "quantity": 2}, request_id="c-1")
+    assert again.status_code == 201 and again.json()["reservation_id"] == body["reservation_id"]
+    most = reserve(choose={**window, "prefer": "most_remaining"}, hold_seconds=60)
+    assert most.status_code == 201 and (most.json()["pool_id"], most.json()["status"]) == ("n-12", "held")
+    assert most.json()["request_id"].startswith("auto:")
+    assert [http.get(f"/v1/pools/{p}").json()["reserved"] for p in ("n-08", "n-10", "n-12")] == [0, 2, 1]
+
+    none_left = reserve(choose={**window, "quantity": 3}, request_id="c-2")
+    assert none_left.status_code == 409 and error_code(none_left) == "no_capacity_in_window"
+    assert none_left.json()["error"]["request_id"] == "c-2"
+    elsewhere = reserve(choose={"zone": "south"})
+    assert elsewhere.status_code == 409 and error_code(elsewhere) == "no_capacity_in_window"
+    assert [backend.journal.highest_seq_nr(p) for p in ("n-08", "n-10", "n-12")] == [1, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"pool_id": "p1", "choose": {"zone": "north"}}, "body: pool_id or choose, not both"),
+        ({"request_id": "r"}, "body: pool_id (a named pool) or choose (any pool that fits) needed"),
+        ({"choose": {"zone": "north"}, "quantity": 2}, "quantity goes inside it"),
+        ({"choose": {"zone": "north", "prefer": "latest"}}, "choose.prefer"),
+        ({"pool_id": "p1", "quantity": 0}, "quantity"),
+    ],
+)
+def test_a_reserve_body_says_what_is_wrong_with_it_as_meant(http: TestClient, body: dict[str, Any], says: str) -> None:
+    response = http.post("/v1/reservations", json=body)
+    assert response.status_code == 422 and says in response.json()["error"]["message"], response.text
+
+
 @pytest.mark.parametrize("rid", ["garbage", "cDE.short", "x" * 300, "bm9wZQ.AAAAAAAAAAAAAAAAAAAAAA"])
 def test_unknown_or_malformed_reservation_ids_are_404(http: TestClient, rid: str) -> None:
     for response in (http.get(f"/v1/reservations/{rid}"), http.delete(f"/v1/reservations/{rid}")):
@@ -176,6 +221,15 @@ BAD_REQUESTS = [
     ("post", "/v1/availability", b'{"zone": "n", "quantity": 0}', "zero quantity"),
     ("post", "/v1/availability", b'{"zone": 7}', "number for zone"),
     ("post", "/v1/availability", b'{"zone": "n", "extra": 1}', "unknown field"),
+    ("post", "/v1/reservations", b'{"pool_id": "p1", "choose": {"zone": "north"}}', "pool and choice"),
+    ("post", "/v1/reservations", b'{"request_id": "r"}', "neither pool nor choice"),
+    ("post", "/v1/reservations", b'{"choose": {"zone": "north"}, "quantity": 1}', "quantity beside choose"),
+    ("post", "/v1/reservations", b'{"choose": {"zone": "north", "quantity": 0}}', "zero quantity chosen"),
+    ("post", "/v1/reservations", b'{"choose": {"zone": "north", "prefer": "latest"}}', "unknown preference"),
+    ("post", "/v1/reservations", b'{"choose": {"zone": "north", "slot_from": null}}', "slot_from in choose"),
+    ("post", "/v1/reservations", b'{"choose": {"zone": "north", "from": "today"}}', "bad datetime in choose"),
+    ("post", "/v1/reservations", b'{"choose": {"quantity": 1}}', "choose without zone"),
+    ("post", "/v1/reservations", b'{"choose": "north"}', "choose not an object"),
 ]
 
 
@@ -251,7 +305,17 @@ def test_openapi_document_describes_the_contract(http: TestClient) -> None:
     assert set(paths["/v1/pools/{pool_id}"]) == {"get", "put", "delete"}
     assert set(paths["/v1/reservations/{reservation_id}"]) == {"get", "delete"}
     assert {"409", "410"} <= set(paths["/v1/reservations"]["post"]["responses"])
+    assert "no_capacity_in_window" in paths["/v1/reservations"]["post"]["responses"]["409"]["description"]
     assert "ErrorBody" in spec["components"]["schemas"]
+    reserve_body = paths["/v1/reservations"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    named, chosen = reserve_body["anyOf"]  # one or the other: neither takes the other's fields
+    assert named["required"] == ["pool_id"] and named["additionalProperties"] is False
+    assert chosen["required"] == ["choose"] and chosen["additionalProperties"] is False
+    assert set(chosen["properties"]) == {"choose", "request_id", "hold_seconds"}
+    choose = chosen["properties"]["choose"]
+    assert set(choose["properties"]) == {"zone", "from", "to", "quantity", "prefer"}
+    assert choose["properties"]["prefer"]["enum"] == ["earliest", "most_remaining"]
+    assert "$defs" not in json.dumps(spec)  # every nested schema resolves within the document
 
 
 def test_api_keys_when_configured() -> None:
@@ -278,6 +342,9 @@ HOT_CALLS = [
     ("/v1/reservations", b'{"pool_id": "nope"}', "application/json", "unknown pool"),
     ("/v1/reservations", b'{"pool_id": ', "application/json", "broken JSON"),
     ("/v1/reservations", b'{"pool_id": "p1"}', "text/plain", "not JSON"),
+    ("/v1/reservations", b'{"choose": {"zone": "south"}, "request_id": "c1"}', "application/json", "none chosen"),
+    ("/v1/reservations", b'{"choose": {"zone": "north"}, "pool_id": "p1"}', "application/json", "named and chosen"),
+    ("/v1/reservations", b'{"choose": {"zone": "north"}}', "text/plain", "chosen, not JSON"),
     ("/v1/availability", b'{"zone": "north"}', "application/json; charset=utf-8", "available"),
     ("/v1/availability", b'{"zone": "north", "quantity": 2}', "application/json", "none left"),
     ("/v1/availability", b'{"zone": 7}', "application/json", "number for zone"),

@@ -28,6 +28,7 @@ PUBLIC = {
     "ReservationReleased",
     "InsufficientCapacity",
     "InvalidRequest",
+    "NoCapacityInWindow",
     "OutcomeUnknown",
     "Overloaded",
     "Paused",
@@ -63,7 +64,12 @@ def test_the_public_surface_is_what_we_decided() -> None:
 
 def test_every_error_a_client_raises_is_a_capacity_error_except_a_settings_mismatch() -> None:
     errors = [getattr(capacity_service, n) for n in PUBLIC if n.endswith(("Error", "Found", "Capacity"))]
-    errors += [capacity_service.OutcomeUnknown, capacity_service.Overloaded, capacity_service.Unavailable]
+    errors += [
+        capacity_service.NoCapacityInWindow,
+        capacity_service.OutcomeUnknown,
+        capacity_service.Overloaded,
+        capacity_service.Unavailable,
+    ]
     assert all(issubclass(error, capacity_service.CapacityError) for error in errors)
     assert issubclass(capacity_service.SettingsMismatch, ValueError)
 

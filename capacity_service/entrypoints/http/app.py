@@ -7,6 +7,7 @@ nothing; an unexpected failure is a 500 with the same shape, never a stack trace
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
+from capacity_service.application.choosing import SlotChoice
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.domain import PoolView
 from capacity_service.entrypoints.http import request_ids
@@ -36,6 +38,7 @@ from capacity_service.entrypoints.http.schemas import (
     AvailabilityBody,
     AvailabilityRequest,
     AvailablePool,
+    ChosenReserveRequest,
     ErrorBody,
     HealthBody,
     PlaceOrderRequest,
@@ -67,6 +70,10 @@ class Backend(Protocol):
 
     async def reserve(
         self, pool_id: str, quantity: int, request_id: str | None, hold_seconds: int | None = None
+    ) -> ReservationReceipt: ...
+
+    async def reserve_chosen(
+        self, choice: SlotChoice, request_id: str | None, hold_seconds: int | None = None
     ) -> ReservationReceipt: ...
 
     async def confirm(self, reservation_id: str) -> ReservationInfo: ...
@@ -115,25 +122,21 @@ def _parse(body: bytes, content_type: str, model: type[RequestBody]) -> RequestB
 
 
 def _json_body(model: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAPI request body of an endpoint that parses ``model`` itself (``_parse``)."""
+    """The OpenAPI request body of an endpoint that parses ``model`` itself (``_parse``). The schemas of
+    nested models are written in place: their ``$defs`` would be looked for at the document's root."""
     schema = model.model_json_schema()
     definitions = schema.pop("$defs", {})
-    return {
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _inlined(schema, definitions)}}}
-    }
 
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if set(node) == {"$ref"} and node["$ref"].startswith("#/$defs/"):
+                return inline(definitions[node["$ref"].removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
 
-def _inlined(schema: Any, definitions: dict[str, Any]) -> Any:
-    """``schema`` with its references to nested models (``#/$defs/...``, which an OpenAPI document cannot
-    resolve where the body is) replaced by the models' schemas."""
-    if isinstance(schema, list):
-        return [_inlined(item, definitions) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    reference = schema.get("$ref")
-    if isinstance(reference, str) and reference.startswith("#/$defs/"):
-        return _inlined(definitions[reference.removeprefix("#/$defs/")], definitions)
-    return {key: _inlined(value, definitions) for key, value in schema.items()}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
 
 
 def _problems(errors: Sequence[Any]) -> str:
@@ -261,13 +264,45 @@ class _HotOperations:
         return _json(order, status=201)
 
     async def reserve(self, body: bytes, content_type: str) -> Response:
-        asked = _parse(body, content_type, ReserveRequest)
-        receipt = await self._backend.reserve(asked.pool_id, asked.quantity, asked.request_id, asked.hold_seconds)
+        asked: ReserveRequest | ChosenReserveRequest
+        try:
+            asked = _parse(body, content_type, ReserveRequest)  # the hot path: a named pool
+        except InvalidRequest as named:
+            asked = _parse_chosen(body, content_type, named)
+        if isinstance(asked, ReserveRequest):
+            receipt = await self._backend.reserve(asked.pool_id, asked.quantity, asked.request_id, asked.hold_seconds)
+        else:
+            c = asked.choose
+            choice = SlotChoice(c.zone, c.slot_from, c.slot_to, c.quantity, c.prefer)
+            receipt = await self._backend.reserve_chosen(choice, asked.request_id, asked.hold_seconds)
         return _json(receipt, status=201)
 
     def by_operation(self) -> dict[str, JsonOperation]:
         """Each operation by the name of the route it answers (``routes.py``)."""
         return {"availability": self.availability, "reserve": self.reserve, "place_order": self.place_order}
+
+
+def _parse_chosen(body: bytes, content_type: str, named: InvalidRequest) -> ChosenReserveRequest:
+    """A reserve body that is not a valid named one: a choice, or ``named`` (what is wrong with it as a
+    named one) unless it meant to choose."""
+    try:
+        return _parse(body, content_type, ChosenReserveRequest)
+    except InvalidRequest as chosen:
+        try:
+            fields = json.loads(body)
+        except ValueError:
+            raise named from None
+        if not isinstance(fields, dict) or not _JSON_MEDIA_TYPE.match(content_type):
+            raise named from None
+        if "choose" not in fields:
+            if "pool_id" not in fields:
+                raise InvalidRequest("body: pool_id (a named pool) or choose (any pool that fits) needed") from None
+            raise named from None
+        if "pool_id" in fields:
+            raise InvalidRequest("body: pool_id or choose, not both") from None
+        if "quantity" in fields:
+            raise InvalidRequest("body: with choose, the quantity goes inside it (choose.quantity)") from None
+        raise chosen from None
 
 
 def _fast_lane(operations: _HotOperations) -> dict[tuple[str, str], JsonOperation]:

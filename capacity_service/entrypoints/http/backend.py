@@ -10,6 +10,7 @@ import time
 from datetime import datetime
 
 from capacity_service.application.availability_index import AvailabilityIndex
+from capacity_service.application.choosing import SlotChoice
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.domain import PoolView
 from capacity_service.errors import Unavailable
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 class ServiceBackend:
     def __init__(self, settings: ServiceSettings) -> None:
         self._settings = settings
-        self.client = AsyncCapacityClient(settings)
+        # A chosen reserve picks its candidates from the mirror too (``query``).
+        self.client = AsyncCapacityClient(settings, availability=self)
         self._caches = self.client.caches
         self._started = False
         self._mirror = AvailabilityIndex()
@@ -85,10 +87,21 @@ class ServiceBackend:
         await self.start()
         return await self._caches.query(zone, slot_from, slot_to, quantity)
 
+    async def query(
+        self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
+    ) -> list[PoolView]:
+        """Where the client reads availability (an ``AvailabilitySource``): as ``availability``."""
+        return await self.availability(zone, slot_from, slot_to, quantity)
+
     async def reserve(
         self, pool_id: str, quantity: int, request_id: str | None, hold_seconds: int | None = None
     ) -> ReservationReceipt:
         return await self.client.reserve(pool_id, quantity, request_id, hold_seconds)
+
+    async def reserve_chosen(
+        self, choice: SlotChoice, request_id: str | None, hold_seconds: int | None = None
+    ) -> ReservationReceipt:
+        return await self.client.reserve_chosen(choice, request_id, hold_seconds)
 
     async def confirm(self, reservation_id: str) -> ReservationInfo:
         return await self.client.confirm(reservation_id)

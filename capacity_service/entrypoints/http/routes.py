@@ -18,7 +18,7 @@ from capacity_service.entrypoints.http.schemas import (
     HealthBody,
     PlaceOrderRequest,
     PutPoolRequest,
-    ReserveRequest,
+    ReserveBody,
 )
 from capacity_service.models import (
     Order,
@@ -86,8 +86,12 @@ ROUTES: tuple[Route, ...] = (
         Access.KEY,
         ReservationReceipt,
         status_code=201,
-        responses=_errors(_POOL_NOT_FOUND, (409, "insufficient_capacity, request_id_conflict"), (410, "pool_retired")),
-        json_body=ReserveRequest,
+        responses=_errors(
+            _POOL_NOT_FOUND,
+            (409, "insufficient_capacity, request_id_conflict, no_capacity_in_window"),
+            (410, "pool_retired"),
+        ),
+        json_body=ReserveBody,
         fast_lane=True,
     ),
     Route(

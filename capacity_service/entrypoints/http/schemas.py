@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import Path
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, RootModel, Strict, StrictStr
 
 from capacity_service.domain import MAX_HOLD_SECONDS
 from capacity_service.domain.order import MAX_ORDER_LINES
@@ -67,12 +67,43 @@ class AvailabilityRequest(_Request):
     quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY), Integral] = 1
 
 
+RequestId = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=PRINTABLE)]
+# A hold: the units go back on sale this many seconds after the pool decides, unless confirmed first.
+HoldSeconds = Annotated[int, Field(ge=1, le=MAX_HOLD_SECONDS), Integral]
+
+
 class ReserveRequest(_Request):
+    """A reserve of a named pool."""
+
     pool_id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
     quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY), Integral] = 1
-    request_id: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=PRINTABLE)] | None = None
-    # A hold: the units go back on sale this many seconds after the pool decides, unless confirmed first.
-    hold_seconds: Annotated[int, Field(ge=1, le=MAX_HOLD_SECONDS), Integral] | None = None
+    request_id: RequestId | None = None
+    hold_seconds: HoldSeconds | None = None
+
+
+class SlotChoiceBody(_Request):
+    """Any pool of ``zone`` whose slot overlaps [from, to) (an open side, or a pool without a slot, matches
+    everything) with ``quantity`` left: the earliest slot first (then pool id), or the most units left."""
+
+    zone: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=PRINTABLE)]
+    slot_from: Annotated[UtcDatetime | None, Field(alias="from")] = None
+    slot_to: Annotated[UtcDatetime | None, Field(alias="to")] = None
+    quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY), Integral] = 1
+    prefer: Literal["earliest", "most_remaining"] = "earliest"
+
+
+class ChosenReserveRequest(_Request):
+    """A reserve of any pool that fits ``choose``: the service picks it, and the receipt names it. The
+    quantity is the choice's."""
+
+    choose: SlotChoiceBody
+    request_id: RequestId | None = None
+    hold_seconds: HoldSeconds | None = None
+
+
+class ReserveBody(RootModel[ReserveRequest | ChosenReserveRequest]):
+    """The body of ``POST /v1/reservations``: a named pool (``pool_id``), or a choice (``choose``), never
+    both. (Documents the body; the handler parses the named form first, the hot path.)"""
 
 
 class OrderLineBody(_Request):
