@@ -16,13 +16,13 @@ from collections.abc import Coroutine, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from capacity_service.application.choosing import SlotChoice
 from capacity_service.application.operations import (
     MAX_LISTED_RESERVATIONS,
     AvailabilitySource,
     CapacityOperations,
     PoolGateway,
 )
+from capacity_service.domain.choice import SlotChoice
 from capacity_service.models import (
     Order,
     OrderLineRequest,

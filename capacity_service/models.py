@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from capacity_service.domain import PoolView, Reservation
+from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.order import OrderView
 
 
@@ -89,10 +90,14 @@ class ReservationInfo(_Model):
 
 
 class OrderLineRequest(_Model):
-    """A line of an order to place: ``quantity`` units of ``pool_id``."""
+    """A line of an order to place: ``quantity`` units of ``pool_id``, or, with ``choose`` instead, the
+    choice's quantity of the first pool that fits it (``capacity_service.client.SlotChoice``)."""
 
-    pool_id: str
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    pool_id: str | None = None
     quantity: int = 1
+    choose: SlotChoice | None = None
 
 
 class OrderLineInfo(_Model):

@@ -11,33 +11,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
 
 from capacity_service.domain import PoolView
+from capacity_service.domain.choice import Preference, SlotChoice
 
 if TYPE_CHECKING:
     from capacity_service.application.operations import AvailabilitySource
 
-Preference = Literal["earliest", "most_remaining"]
-PREFERENCES: tuple[Preference, ...] = get_args(Preference)
 # The longest request id a pool is given for an attempt (a caller's may be 128 characters, as may a pool id).
 MAX_ATTEMPT_REQUEST_ID_LENGTH = 128
-
-
-@dataclass(frozen=True, slots=True)
-class SlotChoice:
-    """Any pool of ``zone`` whose slot overlaps ``[slot_from, slot_to)`` (an open side, or a pool without
-    a slot, matches everything) with ``quantity`` units left. ``prefer``: ``earliest`` (by slot start,
-    pools without a slot last, then pool id) or ``most_remaining`` (most units left first, then as
-    earliest)."""
-
-    zone: str
-    slot_from: datetime | None = None
-    slot_to: datetime | None = None
-    quantity: int = 1
-    prefer: Preference = "earliest"
 
 
 async def candidates(availability: AvailabilitySource, choice: SlotChoice, limit: int = 20) -> list[str]:

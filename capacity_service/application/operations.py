@@ -10,19 +10,13 @@ host in tests.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from capacity_service.application.choosing import (
-    PREFERENCES,
-    SlotChoice,
-    attempt_request_id,
-    candidates,
-    ordered,
-)
+from capacity_service.application.checks import MAX_ZONE_LENGTH, check_choice, printable
+from capacity_service.application.choosing import attempt_request_id, candidates, ordered
 from capacity_service.application.order_operations import OrderGateway, OrderOperations
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import (
@@ -52,6 +46,7 @@ from capacity_service.domain import (
     new_reservation_id,
     pool_of_reservation,
 )
+from capacity_service.domain.choice import SlotChoice
 from capacity_service.errors import (
     CapacityError,
     HoldExpired,
@@ -70,13 +65,11 @@ from capacity_service.models import Pool, PoolCheck, PoolsChanged, ReleaseReceip
 
 T = TypeVar("T")
 MAX_REQUEST_ID_LENGTH = 128
-MAX_ZONE_LENGTH = 128
 MAX_LISTED_RESERVATIONS = 10_000
 # A chosen reserve tries at most this many candidates, and looks for what an earlier try of the same request
 # took on at most this many pools of the window (``reserve_chosen``).
 MAX_CANDIDATES = 20
 MAX_POOLS_LOOKED_AT = 200
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class PoolGateway(OrderGateway, Protocol):
@@ -151,7 +144,7 @@ class CapacityOperations(OrderOperations):
     ) -> tuple[Pool, bool]:
         """Like ``configure_pool``; also says whether this call created the pool (HTTP 201 vs 200)."""
         _check_pool_id(pool_id)
-        if not (1 <= len(zone) <= MAX_ZONE_LENGTH and _printable(zone)):
+        if not (1 <= len(zone) <= MAX_ZONE_LENGTH and printable(zone)):
             raise InvalidRequest(f"zone must be 1-{MAX_ZONE_LENGTH} printable characters")
         outcome = await self._execute(pool_id, ConfigurePool(capacity, zone, slot_start, slot_end))
         created = outcome.view.version == 1 and len(outcome.events) == 1
@@ -173,7 +166,7 @@ class CapacityOperations(OrderOperations):
     ) -> list[Pool]:
         """Pools of ``zone`` whose slot overlaps ``[slot_from, slot_to)`` with at least ``quantity``
         remaining, from the replicated cache (it may lag a write by a little, as over HTTP)."""
-        if not (1 <= len(zone) <= MAX_ZONE_LENGTH and _printable(zone)):
+        if not (1 <= len(zone) <= MAX_ZONE_LENGTH and printable(zone)):
             raise InvalidRequest(f"zone must be 1-{MAX_ZONE_LENGTH} printable characters")
         if quantity < 1:
             raise InvalidRequest("quantity must be >= 1")
@@ -220,7 +213,7 @@ class CapacityOperations(OrderOperations):
         ``request_id`` (a repeat is possible), the pools of the window, full ones too, are first asked
         whether an earlier call took one of them under it; if so, that reservation is the answer and
         nothing else is tried (docs/http-api.md, "Choosing a slot", says where this ends)."""
-        _check_choice(choice)
+        check_choice(choice)
         _check_reserve_options(request_id, hold_seconds)
         deadline = time.time() + self._call_timeout_s
         may_repeat = request_id is not None
@@ -356,19 +349,10 @@ class CapacityOperations(OrderOperations):
 
 
 def _check_reserve_options(request_id: str | None, hold_seconds: int | None) -> None:
-    if request_id is not None and not (1 <= len(request_id) <= MAX_REQUEST_ID_LENGTH and _printable(request_id)):
+    if request_id is not None and not (1 <= len(request_id) <= MAX_REQUEST_ID_LENGTH and printable(request_id)):
         raise InvalidRequest(f"request_id must be 1-{MAX_REQUEST_ID_LENGTH} printable characters")
     if hold_seconds is not None and not 1 <= hold_seconds <= MAX_HOLD_SECONDS:
         raise InvalidRequest(f"hold_seconds must be 1..{MAX_HOLD_SECONDS}")
-
-
-def _check_choice(choice: SlotChoice) -> None:
-    if not (1 <= len(choice.zone) <= MAX_ZONE_LENGTH and _printable(choice.zone)):
-        raise InvalidRequest(f"zone must be 1-{MAX_ZONE_LENGTH} printable characters")
-    if choice.quantity < 1:
-        raise InvalidRequest("quantity must be >= 1")
-    if choice.prefer not in PREFERENCES:
-        raise InvalidRequest(f"prefer must be one of {list(PREFERENCES)}")
 
 
 def _receipt(pool_id: str, outcome: CommandOutcome, request_id: str) -> ReservationReceipt:
@@ -410,12 +394,6 @@ def _naming_request(error: CapacityError, request_id: str) -> CapacityError:
     named.__dict__.update(error.__dict__)
     named.request_id = request_id
     return named
-
-
-def _printable(text: str) -> bool:
-    """No control characters (what the HTTP schema's pattern allows): these names reach logs and the
-    warehouse, and PostgreSQL's text cannot hold a NUL."""
-    return _CONTROL_CHARACTER.search(text) is None
 
 
 def _raise_error(result: T | CapacityError) -> T:

@@ -17,8 +17,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from capacity_service.application.checks import check_choice
+from capacity_service.application.choosing import candidates
 from capacity_service.application.order_writer import OrderOutcome
 from capacity_service.domain import MAX_HOLD_SECONDS, InvalidId, PoolView, new_reservation_id
 from capacity_service.domain.ids import check_order_id
@@ -49,6 +51,9 @@ from capacity_service.errors import (
 from capacity_service.errors import OrderNotHeld as OrderNotHeldError
 from capacity_service.models import Order, OrderLineRequest
 
+if TYPE_CHECKING:
+    from capacity_service.application.operations import AvailabilitySource
+
 T = TypeVar("T")
 
 
@@ -78,6 +83,7 @@ class PlannedLine:
 
 class OrderOperations:
     _gateway: OrderGateway
+    _availability: AvailabilitySource
     _call_timeout_s: float
 
     async def place_order(
@@ -86,8 +92,22 @@ class OrderOperations:
         """Take every line, or none: the order held (with ``hold_seconds``: confirm it before its holds
         expire) or confirmed at once. ``OrderLineRefused`` names the first line that could not be served;
         the same ``order_id`` again answers the same order and takes nothing twice."""
-        planned = [PlannedLine(line.quantity, pool_id=line.pool_id) for line in lines]
+        planned = await asyncio.gather(*(self._planned(index, line) for index, line in enumerate(lines)))
         return await self.place_planned_order(planned, order_id, hold_seconds)
+
+    async def _planned(self, index: int, line: OrderLineRequest) -> PlannedLine:
+        """A named line as it is; a chosen one with its candidates, best first (``choosing``)."""
+        if line.choose is None:
+            if line.pool_id is None:
+                raise InvalidRequest(f"line {index}: give either pool_id or choose")
+            return PlannedLine(line.quantity, pool_id=line.pool_id)
+        if line.pool_id is not None:
+            raise InvalidRequest(f"line {index}: give either pool_id or choose, not both")
+        choice = line.choose
+        check_choice(choice)
+        found = await candidates(self._availability, choice, MAX_CANDIDATES)
+        asked = json.dumps([choice.zone, str(choice.slot_from), str(choice.slot_to), choice.prefer])
+        return PlannedLine(choice.quantity, candidates=tuple(found), chosen_from=asked)
 
     async def place_planned_order(
         self, lines: Sequence[PlannedLine], order_id: str | None = None, hold_seconds: int | None = None

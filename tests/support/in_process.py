@@ -9,7 +9,6 @@ from typing import TypeVar
 
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.application.availability_index import AvailabilityIndex
-from capacity_service.application.choosing import SlotChoice
 from capacity_service.application.host_first import HostFirstSender
 from capacity_service.application.order_driver import OrderDriver
 from capacity_service.application.order_host import OrderHost
@@ -18,6 +17,7 @@ from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.domain import PoolCommand, PoolView, Reservation, ReservationStatus
+from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.order import OrderCommand, OrderView
 from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt

@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 import pytest
 
 from capacity_service.application.availability_index import AvailabilityIndex
-from capacity_service.application.choosing import SlotChoice, attempt_request_id, candidates
+from capacity_service.application.choosing import attempt_request_id, candidates
 from capacity_service.application.operations import CapacityOperations
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import PoolCommand, PoolView, Reservation, Reserve
+from capacity_service.domain.choice import SlotChoice
 from capacity_service.errors import (
     CapacityError,
     InsufficientCapacity,

@@ -92,3 +92,21 @@ def test_the_order_routes_are_in_the_openapi_document(http: TestClient) -> None:
     paths = http.get("/openapi.json").json()["paths"]
     assert {"post"} <= set(paths["/v1/orders"]) and {"get", "delete"} <= set(paths["/v1/orders/{order_id}"])
     assert "post" in paths["/v1/orders/{order_id}/confirm"]
+
+
+def test_an_order_mixes_named_and_chosen_lines_and_names_the_pool_each_took(http: TestClient) -> None:
+    for hour in ("08", "10"):
+        body = {"capacity": 1, "zone": "south", "slot_start": f"2026-12-01T{hour}:00:00Z"}
+        assert http.put(f"/v1/pools/south:{hour}", json=body).status_code == 201
+    chosen = {"choose": {"zone": "south", "quantity": 1, "prefer": "earliest"}}
+    first = http.post("/v1/orders", json={"order_id": "o1", "lines": [{"pool_id": "van"}, chosen]})
+    assert first.status_code == 201, first.text
+    assert [line["pool_id"] for line in first.json()["lines"]] == ["van", "south:08"]
+    second = http.post("/v1/orders", json={"order_id": "o2", "lines": [chosen]})
+    assert second.json()["lines"][0]["pool_id"] == "south:10"  # the earliest is full now
+    none_left = http.post("/v1/orders", json={"order_id": "o3", "lines": [{"pool_id": "van"}, chosen]})
+    error = none_left.json()["error"]
+    assert (none_left.status_code, error["line"], error["line_error"]) == (409, 1, "no_capacity_in_window")
+    assert remaining(http, "van") == 2  # o3 took nothing
+    both = http.post("/v1/orders", json={"lines": [{"pool_id": "van", "choose": chosen["choose"]}]})
+    assert both.status_code == 422

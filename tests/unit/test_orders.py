@@ -289,3 +289,18 @@ def test_a_bad_order_is_refused_and_creates_nothing(lines: list[tuple[str, int]]
         assert (await client.get_pool("van")).remaining == 5
 
     run(scenario)
+
+
+def test_a_chosen_line_passes_over_a_full_candidate_for_the_next() -> None:
+    async def scenario() -> None:
+        hosts = Hosts(InMemoryJournal())
+        await hosts.configure(("full", 1), ("free", 1))
+        await hosts.pools.execute("full", Reserve(1, "r", new_reservation_id("full")))  # the cache lags this
+        attempts = tuple(Attempt(p, new_reservation_id(p), f"order:o1:0:{k}") for k, p in enumerate(["full", "free"]))
+        deadline = datetime.now(UTC) + timedelta(seconds=5)
+        order = PlaceOrder((OrderLine(1, attempts, chosen=True),), None, deadline, "d")
+        taken = await hosts.orders.execute("o1", order, time.time() + 5)
+        assert taken.view.status is OrderStatus.CONFIRMED and taken.view.lines[0].pool_id == "free"
+        assert (await hosts.remaining("full"), await hosts.remaining("free")) == (0, 0)
+
+    run(scenario)

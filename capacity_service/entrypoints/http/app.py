@@ -22,9 +22,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
-from capacity_service.application.choosing import SlotChoice
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.domain import PoolView
+from capacity_service.domain.choice import SlotChoice
 from capacity_service.entrypoints.http import request_ids
 from capacity_service.entrypoints.http.admin import admin_handlers
 from capacity_service.entrypoints.http.auth import ApiKeys
@@ -44,6 +44,7 @@ from capacity_service.entrypoints.http.schemas import (
     PlaceOrderRequest,
     PutPoolRequest,
     ReserveRequest,
+    choice_of,
 )
 from capacity_service.errors import CapacityError, InvalidRequest
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
@@ -272,8 +273,7 @@ class _HotOperations:
         if isinstance(asked, ReserveRequest):
             receipt = await self._backend.reserve(asked.pool_id, asked.quantity, asked.request_id, asked.hold_seconds)
         else:
-            c = asked.choose
-            choice = SlotChoice(c.zone, c.slot_from, c.slot_to, c.quantity, c.prefer)
+            choice = choice_of(asked.choose)
             receipt = await self._backend.reserve_chosen(choice, asked.request_id, asked.hold_seconds)
         return _json(receipt, status=201)
 

@@ -10,9 +10,9 @@ import time
 from datetime import datetime
 
 from capacity_service.application.availability_index import AvailabilityIndex
-from capacity_service.application.choosing import SlotChoice
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.domain import PoolView
+from capacity_service.domain.choice import SlotChoice
 from capacity_service.errors import Unavailable
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
 from capacity_service.runtime import _ray

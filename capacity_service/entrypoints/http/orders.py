@@ -7,12 +7,17 @@ from collections.abc import Callable
 from typing import Any
 
 from capacity_service.client import AsyncCapacityClient
-from capacity_service.entrypoints.http.schemas import ORDER_ID, PlaceOrderRequest
+from capacity_service.entrypoints.http.schemas import ORDER_ID, OrderLineBody, PlaceOrderRequest, choice_of
 from capacity_service.models import Order, OrderLineRequest
 
 
 async def place_order(client: AsyncCapacityClient, body: PlaceOrderRequest) -> Order:
-    lines = [OrderLineRequest(pool_id=line.pool_id, quantity=line.quantity) for line in body.lines]
+    lines = [
+        OrderLineRequest(pool_id=line.pool_id, quantity=line.quantity)
+        if isinstance(line, OrderLineBody)
+        else OrderLineRequest(choose=choice_of(line.choose))
+        for line in body.lines
+    ]
     return await client.place_order(lines, body.order_id, body.hold_seconds)
 
 

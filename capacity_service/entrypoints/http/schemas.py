@@ -11,6 +11,7 @@ from fastapi import Path
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, RootModel, Strict, StrictStr
 
 from capacity_service.domain import MAX_HOLD_SECONDS
+from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.order import MAX_ORDER_LINES
 
 POOL_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
@@ -92,6 +93,10 @@ class SlotChoiceBody(_Request):
     prefer: Literal["earliest", "most_remaining"] = "earliest"
 
 
+def choice_of(body: SlotChoiceBody) -> SlotChoice:
+    return SlotChoice(body.zone, body.slot_from, body.slot_to, body.quantity, body.prefer)
+
+
 class ChosenReserveRequest(_Request):
     """A reserve of any pool that fits ``choose``: the service picks it, and the receipt names it. The
     quantity is the choice's."""
@@ -113,13 +118,19 @@ class OrderLineBody(_Request):
     quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY), Integral] = 1
 
 
+class ChosenOrderLineBody(_Request):
+    """The choice's quantity of any pool that fits ``choose``; the order names the pool it took."""
+
+    choose: SlotChoiceBody
+
+
 class PlaceOrderRequest(_Request):
     """Every line taken, or none. ``order_id`` makes it idempotent (one is made when absent); with
     ``hold_seconds`` every line is held until the order is confirmed, else the order is confirmed at once.
     A pool may be named by one line only (422 otherwise)."""
 
     order_id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
-    lines: Annotated[list[OrderLineBody], Field(min_length=1, max_length=MAX_ORDER_LINES)]
+    lines: Annotated[list[OrderLineBody | ChosenOrderLineBody], Field(min_length=1, max_length=MAX_ORDER_LINES)]
     hold_seconds: Annotated[int, Field(ge=1, le=MAX_HOLD_SECONDS), Integral] | None = None
 
 
