@@ -10,10 +10,14 @@ never asserted: ``benchmarks/failover.py`` measures them.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import statistics
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -27,8 +31,9 @@ from capacity_service.client import CapacityClient
 from capacity_service.errors import CapacityError
 from capacity_service.runtime import _ray
 from capacity_service.runtime._ray import kill_namespace
+from capacity_service.runtime.actor_api import PoolApi, call
 from capacity_service.runtime.local import POOL_RESOURCES, LocalCluster, local_cluster, raylet_pid
-from capacity_service.runtime.names import CACHE_PREFIX, SUPERVISOR_NAME, cache_name
+from capacity_service.runtime.names import CACHE_PREFIX, SUPERVISOR_NAME, cache_name, shard_name
 from capacity_service.runtime.router import actor_name
 from capacity_service.runtime.supervisor import Supervisor
 from capacity_service.settings import (
@@ -42,9 +47,11 @@ from capacity_service.settings import (
 from devenv import LocalCassandra
 from tests.support.history import History, check, events_in, holds_ended
 from tests.support.multinode import (
+    OrderStream,
     ReserveStream,
     actor_info,
     check_journal,
+    check_orders,
     frozen,
     lose_busiest_worker,
     pools_by_node,
@@ -337,3 +344,41 @@ def test_cassandra_frozen_in_the_middle_of_batches_then_thawed(
     assert {f.kind for f in stream.failures} <= {"unavailable", "outcome_unknown"}
     totals = check_journal(settings, stream, capacity)
     assert totals["acknowledged"] > 50
+
+
+def test_orders_while_their_hosts_are_killed(
+    cluster: LocalCluster, journal: SqlJournalSettings | CassandraJournalSettings
+) -> None:
+    """Two-line orders under load on sharded hosting (orders and pools on the same two shard actors), while
+    each shard actor's process is killed -9 in turn (Ray restarts it; the watchdog starts its live orders
+    again): every order confirmed has every line taken, every other none, nothing oversold, and every
+    answer that settled nothing is settled by repeating the order with its id."""
+    base = settings_for(journal)
+    hosting = base.hosting.model_copy(update={"mode": "sharded", "shards": 2, "call_timeout_s": 10})
+    sharded = base.model_copy(update={"hosting": hosting})
+    capacity = 100  # most orders are taken; the last ones find pools full
+    with CapacityClient(sharded) as client:
+        try:
+            client.start_watchdog()
+            pools = make_pools(client, 8, capacity)
+            stream = OrderStream(client, pools)
+            stream.start()
+            try:
+                time.sleep(2.0)
+                for shard in range(2):
+                    handle = _ray.lookup_actor(shard_name(shard), sharded.hosting.namespace)
+                    assert handle is not None
+                    described = asyncio.run(_ray.ask(handle, call(PoolApi.describe), 30))
+                    pid = described["pid"]
+                    assert isinstance(pid, int)
+                    os.kill(pid, signal.SIGKILL)
+                    time.sleep(2.0)
+                time.sleep(2.0)
+            finally:
+                stream.stop()
+            stream.settle(90)
+            totals = check_orders(sharded, stream, capacity)
+        finally:
+            kill_namespace(sharded.hosting.namespace)
+    print(f"\norders: {totals}; answers: {dict(Counter(stream.answers.values()))}")
+    assert totals["confirmed"] > 20

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import threading
 import time
@@ -20,9 +21,13 @@ from typing import Any
 
 from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal import open_journal
+from capacity_service.application.order_writer import OrderWriter
 from capacity_service.application.recovery import recover_pool
 from capacity_service.client import CapacityClient
 from capacity_service.domain import PoolState
+from capacity_service.domain.order import OrderStatus
+from capacity_service.errors import CapacityError, OrderLineRefused
+from capacity_service.models import OrderLineRequest
 from capacity_service.runtime import _ray
 from capacity_service.runtime.actor_api import PoolApi, call
 from capacity_service.runtime.local import LocalCluster
@@ -255,3 +260,91 @@ def worker_log_mentions(local: LocalCluster, pid: int, text: str) -> bool:
     """Whether the log of the Ray worker process ``pid`` contains ``text`` (its stderr, where Python's
     logging goes in a Ray worker)."""
     return any(text in path.read_text(errors="replace") for path in local.logs_dir().glob(f"worker-*-{pid}.err"))
+
+
+@dataclass
+class OrderStream:
+    """Callers placing two-line orders (two distinct pools, one unit each), every order with its own id,
+    keeping each order's lines and what the service answered: "ok" (confirmed), "refused" (a line could
+    not be served: nothing taken), or the error of an answer that settles nothing (503, 504, ...)."""
+
+    client: CapacityClient
+    pools: list[str]
+    callers: int = 4
+    answers: dict[str, str] = field(default_factory=dict)
+    lines: dict[str, list[str]] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> None:
+        self._threads = [threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(self.callers)]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
+
+    def _run(self, caller: int) -> None:
+        rng = random.Random(caller)
+        n = 0
+        while not self._stop.is_set():
+            order_id = f"o{caller}-{n}"
+            n += 1
+            self.lines[order_id] = rng.sample(self.pools, 2)
+            self.answers[order_id] = self.place(order_id)
+
+    def place(self, order_id: str) -> str:
+        lines = [OrderLineRequest(pool_id=pool_id, quantity=1) for pool_id in self.lines[order_id]]
+        try:
+            self.client.place_order(lines, order_id=order_id)
+        except OrderLineRefused:
+            return "refused"
+        except CapacityError as exc:
+            return type(exc).__name__
+        return "ok"
+
+    def settle(self, timeout_s: float) -> None:
+        """Repeat every order whose answer settled nothing, with its id, until each is answered."""
+        deadline = time.monotonic() + timeout_s
+        for order_id, answer in list(self.answers.items()):
+            while answer not in ("ok", "refused") and time.monotonic() < deadline:
+                time.sleep(0.5)
+                answer = self.answers[order_id] = self.place(order_id)
+        unsettled = {o: a for o, a in self.answers.items() if a not in ("ok", "refused")}
+        assert not unsettled, f"orders still unsettled: {list(unsettled.items())[:5]}"
+
+
+def check_orders(settings: ServiceSettings, stream: OrderStream, capacity: int) -> dict[str, int]:
+    """All lines or none, in the journal: every order the service confirmed (its answer, or its stream)
+    has an active reservation on each line's pool, under the line's request id; every other order has
+    none left taken; no pool holds more than its capacity, nor anything no confirmed order explains."""
+    states = {pool_id: journal_state(settings, pool_id) for pool_id in stream.pools}
+    confirmed_lines: dict[str, int] = dict.fromkeys(stream.pools, 0)
+    totals = {"confirmed": 0, "failed": 0}
+    with open_journal(settings.journal) as journal:
+        for order_id, pools in stream.lines.items():
+            writer = OrderWriter(order_id, journal)
+            writer.reload()
+            status = writer.state.status
+            assert stream.answers[order_id] != "ok" or status is OrderStatus.CONFIRMED, (order_id, status)
+            assert stream.answers[order_id] != "refused" or status is OrderStatus.FAILED, (order_id, status)
+            taken = []
+            for line, pool_id in enumerate(pools):
+                found = states[pool_id].reservation_for_request(f"order:{order_id}:{line}:0")
+                taken.append(found is not None and found.status.takes_capacity)
+            if status is OrderStatus.CONFIRMED:
+                assert all(taken), f"{order_id}: confirmed, lines taken {taken}"
+                totals["confirmed"] += 1
+                for pool_id in pools:
+                    confirmed_lines[pool_id] += 1
+            else:
+                assert not any(taken), f"{order_id}: {status}, but lines taken {taken}"
+                totals["failed"] += 1
+    for pool_id, state in states.items():
+        assert state.reserved <= capacity, f"{pool_id}: oversold, {state.reserved} > {capacity}"
+        assert state.reserved == confirmed_lines[pool_id], (
+            f"{pool_id}: {state.reserved} reserved, orders explain {confirmed_lines[pool_id]}"
+        )
+    return totals
