@@ -13,12 +13,18 @@ class HostMetrics(Protocol):
 
     def holds_expired(self, count: int) -> None: ...
 
+    def order_rested(self, status: str) -> None:
+        """An order came to rest: held, confirmed, failed or cancelled."""
+
 
 class _NoMetrics:
     def appended(self, seconds: float, appends: int, failures: int) -> None:
         pass
 
     def holds_expired(self, count: int) -> None:
+        pass
+
+    def order_rested(self, status: str) -> None:
         pass
 
 

@@ -19,6 +19,7 @@ from typing import Any, cast
 from capacity_service.adapters.journal import FIRST_EPOCH, Journal, JournalError
 from capacity_service.application import tracing
 from capacity_service.application.group_commit import EpochClaims, fail
+from capacity_service.application.metrics import NO_METRICS, HostMetrics
 from capacity_service.application.order_driver import DriverMemory, OrderDriver
 from capacity_service.application.order_writer import OrderOutcome, OrderWriter
 from capacity_service.application.pool_runner import PoolRunner, RunnerState, SharedByRunners
@@ -49,8 +50,16 @@ _DRIVE_RETRY_S = 0.2
 
 
 class OrderHost:
-    def __init__(self, journal: Journal, shared: SharedByRunners, driver: OrderDriver, answer_grace_s: float) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        shared: SharedByRunners,
+        driver: OrderDriver,
+        answer_grace_s: float,
+        metrics: HostMetrics = NO_METRICS,
+    ) -> None:
         self._journal = journal
+        self._metrics = metrics
         self._driver = driver
         self._answer_grace_s = answer_grace_s
         self._shared = dataclasses.replace(shared, after_durable=self._after_durable, handed_back=self._handed_back)
@@ -142,6 +151,8 @@ class OrderHost:
         view = order_writer.view()
         runner = self._runners.get(order_writer.order_id)
         if view.status in RESTING:
+            assert view.status is not None
+            self._metrics.order_rested(view.status.value)
             for waiter in self._resting.pop(order_writer.order_id, []):
                 if not waiter.done():
                     waiter.set_result(view)

@@ -49,14 +49,16 @@ def pool_host(settings: ServiceSettings, opened_journal: Journal, metrics: HostM
     )
 
 
-def order_host(settings: ServiceSettings, pools: PoolHost, opened_journal: Journal) -> OrderHost:
+def order_host(
+    settings: ServiceSettings, pools: PoolHost, opened_journal: Journal, metrics: HostMetrics | None = None
+) -> OrderHost:
     """The orders of a process hosting ``pools``: their driver sends commands to the pools running there
     directly, to the others through a router."""
     hosting = settings.hosting
     sender = HostFirstSender(pools, router(settings))
     # A reserve is never decided after its deadline; answers in flight and clocks get a margin beyond it.
     driver = OrderDriver(sender, late_s=hosting.answer_grace_s + 1.0)
-    return OrderHost(opened_journal, pools.shared, driver, hosting.answer_grace_s)
+    return OrderHost(opened_journal, pools.shared, driver, hosting.answer_grace_s, metrics or NO_METRICS)
 
 
 def warehouse_stream(settings: ServiceSettings, shard: int) -> WarehouseStream:

@@ -118,6 +118,9 @@ class RayHostMetrics:
             "capacity_journal_appends_total", "Pool appends written to the journal", ("store", "outcome")
         )
         self._expired = self._counts.counter("capacity_holds_expired_total", "Holds expired by their pool's timer")
+        self._orders = self._counts.counter(
+            "capacity_orders_total", "Orders come to rest, by status (held, confirmed, failed, cancelled)", ("status",)
+        )
         self._gauges = {
             name: _ray.gauge(f"capacity_{name}", description)
             for name, description in (
@@ -138,6 +141,9 @@ class RayHostMetrics:
 
     def holds_expired(self, count: int) -> None:
         self._counts.inc(self._expired, (), count)
+
+    def order_rested(self, status: str) -> None:
+        self._counts.inc(self._orders, (status,), 1)
 
     def show(self, stats: HostStats) -> None:
         for name, value in (

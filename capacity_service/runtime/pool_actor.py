@@ -72,7 +72,7 @@ class PoolActor(PoolApi):
                     raise Unavailable(f"journal unavailable: {exc}") from exc
                 metrics = RayHostMetrics(store=self._settings.journal.store) if metrics_collected() else None
                 self._host = bootstrap.pool_host(self._settings, self._journal, metrics)
-                self._orders = bootstrap.order_host(self._settings, self._host, self._journal)
+                self._orders = bootstrap.order_host(self._settings, self._host, self._journal, metrics)
                 if metrics is not None:
                     self._gauges = asyncio.ensure_future(_show_stats(self._host, metrics))
                 _freeze_the_startup_heap()

@@ -5,20 +5,26 @@ requests (fast lane included) by route template and status, a host's appends, fa
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from fastapi.testclient import TestClient
 
 from capacity_service.adapters.journal import AppendRequest, JournalError, JournalUnavailable
 from capacity_service.adapters.journal.memory import InMemoryJournal
+from capacity_service.application.host_first import HostFirstSender
+from capacity_service.application.order_driver import OrderDriver
+from capacity_service.application.order_host import OrderHost
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.domain import ConfigurePool, Reserve, new_reservation_id
+from capacity_service.domain.order import Attempt, OrderLine, PlaceOrder
 from capacity_service.entrypoints.http.app import create_app
 from capacity_service.entrypoints.http.routes import route_of
 from capacity_service.runtime.metrics import FLUSH_INTERVAL_S, BatchedCounts, RayHostMetrics, RayRequestMetrics
 from capacity_service.settings import HttpSettings, WriteSideSettings
-from tests.support.in_process import InProcessBackend
+from tests.support.in_process import InProcessBackend, InProcessRouter
 
 
 class Recorder:
@@ -26,6 +32,7 @@ class Recorder:
         self.answers: list[tuple[str, int, float]] = []
         self.appends: list[tuple[float, int, int]] = []
         self.expired = 0
+        self.orders: list[str] = []
 
     def answered(self, route: str, status: int, seconds: float) -> None:
         self.answers.append((route, status, seconds))
@@ -35,6 +42,9 @@ class Recorder:
 
     def holds_expired(self, count: int) -> None:
         self.expired += count
+
+    def order_rested(self, status: str) -> None:
+        self.orders.append(status)
 
 
 def test_every_answer_is_counted_by_route_template_and_status() -> None:
@@ -180,3 +190,21 @@ def test_counts_outside_an_event_loop_go_to_ray_at_once() -> None:
     assert made["capacity_journal_appends_total"].total(outcome="failed") == 1
     assert made["capacity_holds_expired_total"].total() == 7
     assert made["capacity_journal_append_seconds_count"].total(store="sqlite") == 1
+
+
+def test_orders_are_counted_when_they_come_to_rest() -> None:
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        journal = InMemoryJournal()
+        pools = PoolHost(journal)
+        driver = OrderDriver(HostFirstSender(pools, InProcessRouter(pools, journal)), late_s=0.1)
+        orders = OrderHost(journal, pools.shared, driver, answer_grace_s=0.5, metrics=recorder)
+        await pools.execute("p", ConfigurePool(1, "z"))
+        for order_id in ("o1", "o2"):
+            lines = (OrderLine(1, (Attempt("p", new_reservation_id("p"), f"order:{order_id}:0:0"),)),)
+            deadline = datetime.now(UTC) + timedelta(seconds=5)
+            await orders.execute(order_id, PlaceOrder(lines, None, deadline, order_id), time.time() + 5)
+
+    asyncio.run(scenario())
+    assert recorder.orders == ["confirmed", "failed"]  # the second found the pool full
