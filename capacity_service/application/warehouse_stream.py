@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from itertools import islice
 
-from capacity_service.adapters.codec import Codec
+from capacity_service.adapters.codec import Codec, OrderCodec
 from capacity_service.adapters.journal import Journal
-from capacity_service.adapters.warehouse.rows import Delivery, WarehouseRow, next_rows
+from capacity_service.adapters.warehouse.rows import Delivery, WarehouseRow, next_rows, order_rows
 from capacity_service.adapters.warehouse.sink import WarehouseSink
+from capacity_service.domain.ids import is_order_stream
 from capacity_service.settings import WarehouseSettings
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class WarehouseStream:
         self._open_journal = open_journal
         self._owns = owns
         self._codec = Codec()
+        self._order_codec = OrderCodec()
         self._sink: WarehouseSink | None = None
         self._journal: Journal | None = None
         self._cursors: dict[str, Delivery] | None = None  # None until loaded from the sink
@@ -291,9 +293,14 @@ class WarehouseStream:
         """The rows of up to ``limit`` events after ``before``, event by event."""
         events: list[list[WarehouseRow]] = []
         cursor = before
+        is_order = is_order_stream(before.pool_id)  # an order's events come through here only (no live hand-over)
         for stored in islice(journal.read(before.pool_id, before.seq_nr + 1), limit):
-            event = self._codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
-            rows = next_rows(cursor, stored.seq_nr, event, stored.recorded_at)
+            if is_order:
+                order_event = self._order_codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
+                rows = [order_rows(cursor, stored.seq_nr, order_event, stored.recorded_at)]
+            else:
+                event = self._codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
+                rows = next_rows(cursor, stored.seq_nr, event, stored.recorded_at)
             events.append(rows)
             cursor = Delivery.after(rows[-1])
         return events

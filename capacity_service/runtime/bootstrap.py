@@ -18,7 +18,6 @@ from capacity_service.application.order_driver import OrderDriver
 from capacity_service.application.order_host import OrderHost
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.warehouse_stream import WarehouseStream
-from capacity_service.domain.ids import is_order_stream
 from capacity_service.settings import CassandraJournalSettings, ServiceSettings, SqlJournalSettings
 
 if TYPE_CHECKING:
@@ -68,8 +67,7 @@ def warehouse_stream(settings: ServiceSettings, shard: int) -> WarehouseStream:
         warehouse,
         open_sink=lambda: warehouse_sink(settings, owner=f"stream-{shard}"),
         open_journal=lambda: journal(settings.journal),
-        # Orders' events do not reach the warehouse yet (docs/decisions/0009).
-        owns=lambda pool_id: not is_order_stream(pool_id) and stream_of(pool_id, warehouse.streams) == shard,
+        owns=lambda pool_id: stream_of(pool_id, warehouse.streams) == shard,
     )
 
 

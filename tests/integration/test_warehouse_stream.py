@@ -17,9 +17,11 @@ from capacity_service.adapters.journal import Journal, NewEvent, open_journal
 from capacity_service.adapters.warehouse.parquet import ParquetSink
 from capacity_service.adapters.warehouse.rows import WarehouseRow, rows_of
 from capacity_service.adapters.warehouse.sink import SinkUnavailable
+from capacity_service.application.order_writer import OrderWriter
 from capacity_service.application.pool_writer import PoolWriter
 from capacity_service.application.warehouse_stream import WarehouseStream
 from capacity_service.domain import ConfigurePool, Confirm, ExpireHolds, Release, Reserve, new_reservation_id
+from capacity_service.domain.order import Attempt, OrderLine, PlaceOrder, RecordLinesTaken
 from capacity_service.settings import ParquetSinkSettings, SqlJournalSettings, WarehouseSettings
 
 
@@ -310,5 +312,33 @@ def test_the_rows_of_one_event_are_taken_and_flushed_together(
         parts = [(r.seq_nr, r.part) for r in sink.rows() if r.pool_id == "crowded"]
         assert sorted(parts) == [(n, 0) for n in range(1, 9)] + [(9, p) for p in range(1, 8)]
         stream.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_orders_events_reach_the_warehouse_once_each_from_the_journal(
+    tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
+) -> None:
+    async def scenario() -> None:
+        sink = GatedSink(ParquetSinkSettings(path=str(tmp_path / "w")))
+        stream = make_stream(WarehouseSettings(), sink, journal_settings)
+        writer = OrderWriter("o1", journal)
+        writer.start(journal.claim_epoch(writer.stream_id), recover=False)
+        lines = tuple(
+            OrderLine(q, (Attempt(p, new_reservation_id(p), f"order:o1:{i}:0"),))
+            for i, (p, q) in enumerate([("a", 2), ("b", 1)])
+        )
+        deadline = datetime.now(UTC) + timedelta(seconds=10)
+        for command in (PlaceOrder(lines, None, deadline, "d"), RecordLinesTaken((0, 0), None)):
+            prepared = writer.prepare([command])
+            assert prepared.append is not None
+            writer.append_landed(prepared, journal.append(*prepared.append))
+        await settle(stream, journal, sink)
+        await settle(stream, journal, sink)  # a second sweep adds nothing
+        rows = sink.read_table().to_pylist()
+        assert [(r["pool_id"], r["seq_nr"], r["event_type"], r["quantity"]) for r in rows] == [
+            ("order~o1", 1, "OrderPlaced", 3),
+            ("order~o1", 2, "OrderLinesTaken", None),
+        ]
 
     asyncio.run(scenario())

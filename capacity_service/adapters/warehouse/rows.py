@@ -23,6 +23,7 @@ from capacity_service.domain import (
     PoolEvent,
     PoolReset,
 )
+from capacity_service.domain.order import OrderEvent, OrderPlaced
 
 
 class WarehouseRow(NamedTuple):
@@ -103,6 +104,15 @@ def next_rows(before: Delivery, seq_nr: int, event: PoolEvent, occurred_at: date
     return _rows(after, event, occurred_at)
 
 
+def order_rows(before: Delivery, seq_nr: int, event: OrderEvent, occurred_at: datetime) -> WarehouseRow:
+    """The row of an order's event (``pool_id`` holds the order's stream id, ``order~<id>``; an order has no
+    pool state: capacity, reserved and remaining are 0, zone empty). ``quantity``: the units an
+    ``OrderPlaced`` asks for over all its lines."""
+    quantity = sum(line.quantity for line in event.lines) if isinstance(event, OrderPlaced) else None
+    after = Delivery(before.pool_id, seq_nr)
+    return _row(after, 0, 0, event, quantity, None, None, occurred_at)
+
+
 def _rows(after: Delivery, event: PoolEvent, occurred_at: datetime) -> list[WarehouseRow]:
     """The rows of ``event``, given the pool's state ``after`` it (one path for live and caught-up rows)."""
     if isinstance(event, HoldsExpired):
@@ -132,7 +142,7 @@ def _row(
     after: Delivery,
     reserved: int,
     part: int,
-    event: PoolEvent,
+    event: PoolEvent | OrderEvent,
     quantity: int | None,
     reservation_id: str | None,
     request_id: str | None,
