@@ -19,11 +19,12 @@ from typing import Any, cast
 from capacity_service.adapters.journal import FIRST_EPOCH, Journal, JournalError
 from capacity_service.application import tracing
 from capacity_service.application.group_commit import EpochClaims, fail
+from capacity_service.application.hosting import SharedByRunners
 from capacity_service.application.metrics import NO_METRICS, HostMetrics
 from capacity_service.application.order_driver import DriverMemory, OrderDriver
 from capacity_service.application.order_writer import OrderOutcome, OrderWriter
-from capacity_service.application.pool_runner import PoolRunner, RunnerState, SharedByRunners
 from capacity_service.application.single_writer import BatchResult
+from capacity_service.application.stream_runner import RunnerState, StreamRunner
 from capacity_service.domain.ids import order_of_stream
 from capacity_service.domain.order import (
     RESTING,
@@ -41,7 +42,7 @@ from capacity_service.errors import CapacityError, OutcomeUnknown, Unavailable
 
 log = logging.getLogger(__name__)
 
-_Runner = PoolRunner[OrderWriter, OrderView]
+_Runner = StreamRunner[OrderWriter, OrderView]
 
 # The commands a caller sends; the others come from the order's driver and timer.
 _CALLERS_COMMANDS = (PlaceOrder, ConfirmOrder, CancelOrder)
@@ -192,7 +193,7 @@ class OrderHost:
             if runner.writer.state.status in RESTING or runner.state is RunnerState.HANDED_BACK:
                 self._memories.pop(order_id, None)
 
-    def _handed_back(self, runner: PoolRunner[Any, Any]) -> None:
+    def _handed_back(self, runner: StreamRunner[Any, Any]) -> None:
         order_id = cast(OrderWriter, runner.writer).order_id
         if self._runners.get(order_id) is runner:
             del self._runners[order_id]
@@ -239,7 +240,7 @@ class OrderHost:
             del self._starting[order_id]
             fail(starting, Unavailable(f"order {order_id!r} cannot be recovered: {type(exc).__name__}"))
             return
-        runner: _Runner = PoolRunner(writer, self._shared)
+        runner: _Runner = StreamRunner(writer, self._shared)
         self._runners[order_id] = runner
         del self._starting[order_id]
         starting.set_result(runner)

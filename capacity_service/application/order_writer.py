@@ -1,5 +1,5 @@
 """The single writer of one order's stream: recover, decide, persist, apply. The order's counterpart of
-``PoolWriter``, run by the same runner (``pool_runner``); an order is a handful of events, so it is
+``PoolWriter``, run by the same runner (``stream_runner``); an order is a handful of events, so it is
 recovered from them alone, with no snapshots."""
 
 from __future__ import annotations

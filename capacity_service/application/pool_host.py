@@ -1,5 +1,5 @@
 """Hosts many pools inside one process, without Ray (the Ray actor is a shell): the registry of their
-runners (``pool_runner``: a pool's queue, writes, timer and hand-back) and what the runners share.
+runners (``stream_runner``: a pool's queue, writes, timer and hand-back) and what the runners share.
 
 Shared here: starting pools (claiming their writer epochs together, recovering with a bound on concurrent
 recoveries; a pool with no events is started only by the command that creates it), the group commit of
@@ -22,14 +22,8 @@ from capacity_service.adapters.journal import FIRST_EPOCH, Journal, JournalError
 from capacity_service.application import tracing
 from capacity_service.application.circuit_breaker import BreakerState, CircuitBreaker
 from capacity_service.application.group_commit import EpochClaims, GroupCommit, fail
+from capacity_service.application.hosting import Fence, SharedByRunners
 from capacity_service.application.metrics import NO_METRICS, HostMetrics, HostStats
-from capacity_service.application.pool_runner import (
-    Fence,
-    HostFenced,
-    PoolRunner,
-    RunnerState,
-    SharedByRunners,
-)
 from capacity_service.application.pool_writer import (
     CommandOutcome,
     PoolWriter,
@@ -40,6 +34,7 @@ from capacity_service.application.publishing import EventPublisher, NullPublishe
 from capacity_service.application.recovery import RecoveredPool, differences, recover_pools, replay_pool
 from capacity_service.application.repeated_log import RepeatedFailureLog
 from capacity_service.application.single_writer import BatchResult
+from capacity_service.application.stream_runner import RunnerState, StreamRunner
 from capacity_service.domain import (
     ConfigurePool,
     HoldsExpired,
@@ -57,7 +52,7 @@ from capacity_service.domain import (
 from capacity_service.errors import CapacityError, PoolNotFound, SeqNrOutOfRange, Unavailable
 from capacity_service.settings import SnapshotSettings, WriteSideSettings
 
-__all__ = ["AddressedCommand", "HostFenced", "PoolHost"]
+__all__ = ["AddressedCommand", "PoolHost"]
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +62,7 @@ _RECOVERY_BATCH = 500
 # Events an operator's command wrote: each gets a log line (naming the request, like every line of a write).
 _OPERATORS_EVENTS = (PoolPaused, PoolResumed, PoolWasRetired)
 
-_Runner = PoolRunner[PoolWriter, PoolView]
+_Runner = StreamRunner[PoolWriter, PoolView]
 
 # A command for a pool, as callers hand them in batches: (pool id, command, deadline or None, the id of the
 # request it answers or None).
@@ -199,7 +194,7 @@ class PoolHost:
         for operated in (p.event for p in result.persisted if isinstance(p.event, _OPERATORS_EVENTS)):
             log.info("pool %s: %s", writer.stream_id, operated)
 
-    def _handed_back(self, runner: PoolRunner[Any, Any]) -> None:
+    def _handed_back(self, runner: StreamRunner[Any, Any]) -> None:
         if self._runners.get(runner.writer.stream_id) is runner:
             del self._runners[runner.writer.stream_id]
 
@@ -379,11 +374,11 @@ class PoolHost:
                     continue
                 writer = PoolWriter(pool_id, self._journal, self._codec, self._snapshots)
                 writer.start(epoch, state)
-                self._started(pool_id, PoolRunner(writer, self._shared))
+                self._started(pool_id, StreamRunner(writer, self._shared))
 
     def _started(self, pool_id: str, outcome: _Runner | Unavailable) -> None:
         starting = self._starting.pop(pool_id)
-        if isinstance(outcome, PoolRunner):
+        if isinstance(outcome, StreamRunner):
             self._runners[pool_id] = outcome
             starting.set_result(outcome)
             outcome.schedule_expiry()  # holds that expired while the pool was down go at once

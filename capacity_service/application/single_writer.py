@@ -1,4 +1,4 @@
-"""What a stream's single writer is, to the machinery that hosts it (``pool_runner``): pools
+"""What a stream's single writer is, to the machinery that hosts it (``stream_runner``): pools
 (``PoolWriter``) and orders (``OrderWriter``) are both."""
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 
 from capacity_service.adapters.journal import Journal, JournalError
 from capacity_service.application import tracing
+from capacity_service.application.hosting import HostFenced
 from capacity_service.application.order_writer import OrderOutcome
-from capacity_service.application.pool_host import AddressedCommand, HostFenced
+from capacity_service.application.pool_host import AddressedCommand
 from capacity_service.application.pool_writer import CommandOutcome, answer_of_absent_pool, view_of_absent_pool
 from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Reservation, ReservationStatus
 from capacity_service.domain.ids import order_of_stream, order_stream_id

@@ -20,7 +20,7 @@ from cassandra.cluster import Cluster
 
 from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal import open_journal
-from capacity_service.application.pool_host import HostFenced
+from capacity_service.application.hosting import HostFenced
 from capacity_service.application.recovery import recover_pool
 from capacity_service.client import CapacityClient
 from capacity_service.domain import PoolState, Reserve, new_reservation_id

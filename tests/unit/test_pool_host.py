@@ -26,7 +26,8 @@ from capacity_service.adapters.journal import (
 )
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.adapters.journal.sql import SqlJournal
-from capacity_service.application.pool_host import HostFenced, PoolHost
+from capacity_service.application.hosting import HostFenced
+from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import (
     ConfigurePool,

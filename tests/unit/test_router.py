@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from capacity_service.application.pool_host import HostFenced
+from capacity_service.application.hosting import HostFenced
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Release, Reserve, new_reservation_id
 from capacity_service.domain import UnknownPool as PoolNotFoundRejection

@@ -1,6 +1,6 @@
-"""A pool's life in its host: the queue of commands, the drain that writes them batch by batch, the hand-off
-to the host's group commit, the expiry timer of its holds, the view as of its last durable write, and its
-hand-back once it is retired for good.
+"""A stream's life in its host (a pool's, or an order's): the queue of commands, the drain that writes them
+batch by batch, the hand-off to the host's group commit, its timer (a pool's earliest hold expiry, a held
+order's), the view as of its last durable write, and its hand-back once it will never change by itself.
 
 Per stream, commands are handled strictly one batch at a time with group commit: while an append is in
 flight, arriving commands queue up; when it completes they are decided in order and written together in
@@ -16,19 +16,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, TypeVar, cast
 
-from capacity_service.adapters.journal import Journal, JournalError, JournalUnavailable, WriterFenced
+from capacity_service.adapters.journal import JournalError, JournalUnavailable, WriterFenced
 from capacity_service.application import tracing
-from capacity_service.application.circuit_breaker import CircuitBreaker
-from capacity_service.application.group_commit import GroupCommit, fail
-from capacity_service.application.repeated_log import RepeatedFailureLog
+from capacity_service.application.group_commit import fail
+from capacity_service.application.hosting import SharedByRunners
 from capacity_service.application.single_writer import BatchResult, SingleWriter
 from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, Unavailable
-from capacity_service.settings import WriteSideSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,44 +38,6 @@ _MAX_IDS_LOGGED = 10
 
 W = TypeVar("W", bound=SingleWriter)
 V = TypeVar("V")  # what the writer's view is
-
-
-class HostFenced(Unavailable):
-    """This host was fenced by a newer incarnation and serves nothing any more."""
-
-
-class Fence:
-    """Whether the host is fenced: one write that learns it stops every stream of the host."""
-
-    def __init__(self, on_fenced: Callable[[], None] | None = None) -> None:
-        self.fenced = False
-        self._on_fenced = on_fenced
-
-    def close(self) -> None:
-        if not self.fenced:
-            self.fenced = True
-            log.error("fenced: a newer incarnation of a stream hosted here exists; this host stops serving")
-            if self._on_fenced is not None:
-                self._on_fenced()
-
-    def error(self) -> HostFenced:
-        return HostFenced("this pool moved to a newer incarnation; retry")
-
-
-@dataclass(frozen=True)
-class SharedByRunners:
-    """What the runners of one host share: the journal and its calls, the breaker, the settings, the fence,
-    and the host's reactions to a runner's durable writes and hand-back."""
-
-    journal: Journal
-    group_commit: GroupCommit
-    breaker: CircuitBreaker
-    settings: WriteSideSettings
-    fence: Fence
-    failures: RepeatedFailureLog
-    spawn: Callable[[Coroutine[Any, Any, None]], None]
-    after_durable: Callable[[Any, BatchResult[Any, Any]], None]
-    handed_back: Callable[[PoolRunner[Any, Any]], None]
 
 
 class RunnerState(Enum):
@@ -97,7 +57,7 @@ class _Pending:
     request_id: str | None = None
 
 
-class PoolRunner(Generic[W, V]):
+class StreamRunner(Generic[W, V]):
     def __init__(self, writer: W, shared: SharedByRunners) -> None:
         self.writer = writer
         self._shared = shared
