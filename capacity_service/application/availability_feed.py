@@ -1,0 +1,134 @@
+"""Availability as a stream: each pool's view as it changes, to the clients watching its zone (the HTTP API's
+Server-Sent Events). Fed by an HTTP replica's mirror of its node's cache replica; no Ray here.
+
+Every change gets an id, ``<feed incarnation>.<n>``. The feed keeps the last ``retained`` changes: a client
+that reconnects with the id of the last change it saw gets the changes of its zone after it, in order; a
+client whose id the feed cannot continue from (another replica's, one from before a restart, one too old)
+gets the zone's whole picture first. Each client has a bounded queue: one that falls behind is dropped (its
+stream ends; it reconnects with its last id), never holding the feed back. At most ``max_clients`` watch at
+once: beyond, ``Overloaded``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+
+from capacity_service.domain import PoolView
+from capacity_service.errors import Overloaded
+
+
+@dataclass(frozen=True, slots=True)
+class AvailabilityChange:
+    event_id: str
+    view: PoolView
+
+
+class Watcher:
+    """One client's watch of a zone: its changes, in order, as they come; the iteration ends when the
+    client is dropped for falling behind, or ``close`` is called."""
+
+    def __init__(self, feed: AvailabilityFeed, zone: str, queue_size: int) -> None:
+        self.zone = zone
+        self.dropped = False
+        self._feed = feed
+        self._queue: asyncio.Queue[AvailabilityChange | None] = asyncio.Queue(queue_size)
+
+    def offer(self, change: AvailabilityChange) -> None:
+        if self.dropped:
+            return
+        try:
+            self._queue.put_nowait(change)
+        except asyncio.QueueFull:
+            self.dropped = True
+            while not self._queue.empty():  # its backlog goes at once: the end is all it gets now
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+
+    async def changes(self, heartbeat_s: float | None = None) -> AsyncIterator[AvailabilityChange | None]:
+        """The changes; None every ``heartbeat_s`` without one (a keep-alive for the connection)."""
+        try:
+            while True:
+                try:
+                    change = await asyncio.wait_for(self._queue.get(), heartbeat_s)
+                except TimeoutError:
+                    yield None
+                    continue
+                if change is None:
+                    return
+                yield change
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._feed.forget(self)
+
+
+class AvailabilityFeed:
+    """``publish`` the views the mirror took as newer; ``watch`` a zone from an optional last event id.
+    ``picture(zone)``: the zone's pools as the mirror has them now (a client's starting point)."""
+
+    def __init__(
+        self,
+        picture: Callable[[str], list[PoolView]],
+        retained: int = 10_000,
+        max_clients: int = 256,
+        client_queue: int = 1_000,
+    ) -> None:
+        self._picture = picture
+        self._incarnation = uuid.uuid4().hex[:8]
+        self._next = 1
+        self._retained: deque[AvailabilityChange] = deque(maxlen=retained)
+        self._max_clients = max_clients
+        self._client_queue = client_queue
+        self._watchers: dict[str, set[Watcher]] = {}
+        self._count = 0
+
+    @property
+    def clients(self) -> int:
+        return self._count
+
+    @property
+    def last_event_id(self) -> str:
+        return f"{self._incarnation}.{self._next - 1}"
+
+    def publish(self, views: Iterable[PoolView]) -> None:
+        for view in views:
+            change = AvailabilityChange(f"{self._incarnation}.{self._next}", view)
+            self._next += 1
+            self._retained.append(change)
+            for watcher in list(self._watchers.get(view.zone, ())):
+                watcher.offer(change)
+
+    def watch(self, zone: str, last_event_id: str | None = None) -> Watcher:
+        if self._count >= self._max_clients:
+            raise Overloaded(f"{self._count} clients are watching availability here; try again", retry_after_s=5)
+        watcher = Watcher(self, zone, self._client_queue)
+        for change in self._starting_point(zone, last_event_id):
+            watcher.offer(change)
+        self._watchers.setdefault(zone, set()).add(watcher)
+        self._count += 1
+        return watcher
+
+    def forget(self, watcher: Watcher) -> None:
+        watchers = self._watchers.get(watcher.zone)
+        if watchers is not None and watcher in watchers:
+            watchers.discard(watcher)
+            self._count -= 1
+            if not watchers:
+                del self._watchers[watcher.zone]
+
+    def _starting_point(self, zone: str, last_event_id: str | None) -> list[AvailabilityChange]:
+        """The zone's retained changes after ``last_event_id`` when the feed can continue from it; else the
+        zone's whole picture, every view under the latest id (a client that reconnects with it continues)."""
+        incarnation, _, number = (last_event_id or "").partition(".")
+        if incarnation == self._incarnation and number.isdigit():
+            after = int(number)
+            oldest = self._retained[0] if self._retained else None
+            if oldest is None or int(oldest.event_id.partition(".")[2]) <= after + 1:
+                return [c for c in self._retained if c.view.zone == zone and int(c.event_id.partition(".")[2]) > after]
+        latest = self.last_event_id
+        return [AvailabilityChange(latest, view) for view in self._picture(zone)]

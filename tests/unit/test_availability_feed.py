@@ -1,0 +1,86 @@
+"""The availability stream's feed: changes to the clients of their zone in order, a reconnect continued from
+its last event id (or given the whole picture when it cannot be), a slow client dropped without holding
+anyone back, and a bound on clients."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from capacity_service.application.availability_feed import AvailabilityChange, AvailabilityFeed, Watcher
+from capacity_service.domain import PoolView
+from capacity_service.errors import Overloaded
+
+
+def view(pool_id: str, zone: str = "north", remaining: int = 5, version: int = 1) -> PoolView:
+    return PoolView(pool_id, True, zone, None, None, remaining, 0, version)
+
+
+async def taken(watcher: Watcher, count: int) -> list[AvailabilityChange]:
+    changes: AsyncIterator[AvailabilityChange | None] = watcher.changes(heartbeat_s=1)
+    found: list[AvailabilityChange] = []
+    async for change in changes:
+        assert change is not None
+        found.append(change)
+        if len(found) == count:
+            break
+    return found
+
+
+def test_a_watcher_gets_its_zones_changes_in_order_after_the_whole_picture() -> None:
+    async def scenario() -> None:
+        feed = AvailabilityFeed(lambda zone: [view("a", zone)] if zone == "north" else [])
+        watcher = feed.watch("north")
+        feed.publish([view("b", "south"), view("a", remaining=4, version=2), view("c", remaining=1)])
+        changes = await taken(watcher, 3)
+        assert [(c.view.pool_id, c.view.remaining) for c in changes] == [("a", 5), ("a", 4), ("c", 1)]
+        assert changes[1].event_id < changes[2].event_id or len(changes[1].event_id) < len(changes[2].event_id)
+
+    asyncio.run(scenario())
+
+
+def test_a_reconnect_continues_after_its_last_event_or_starts_from_the_picture() -> None:
+    async def scenario() -> None:
+        feed = AvailabilityFeed(lambda zone: [view("now")], retained=3)
+        first = feed.watch("north")
+        feed.publish([view("a"), view("b")])
+        seen = await taken(first, 3)  # the picture, then a and b
+        first.close()
+        feed.publish([view("c")])
+        again = feed.watch("north", seen[-1].event_id)
+        assert [c.view.pool_id for c in await taken(again, 1)] == ["c"]  # nothing missed, nothing repeated
+        feed.publish([view(f"x{n}") for n in range(5)])  # more than the feed retains
+        behind = feed.watch("north", seen[-1].event_id)
+        assert [c.view.pool_id for c in await taken(behind, 1)] == ["now"]  # the whole picture instead
+        stranger = feed.watch("north", "another-replica.7")
+        assert [c.view.pool_id for c in await taken(stranger, 1)] == ["now"]
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_client_is_dropped_and_holds_nobody_back() -> None:
+    async def scenario() -> None:
+        feed = AvailabilityFeed(lambda zone: [], client_queue=3)
+        slow, quick = feed.watch("north"), feed.watch("north")
+        for n in range(10):
+            feed.publish([view(f"p{n}")])
+            await taken(quick, 1)
+        assert slow.dropped and not quick.dropped
+        assert [c async for c in slow.changes(heartbeat_s=1)] == []  # its stream ends at once
+        assert feed.clients == 1
+
+    asyncio.run(scenario())
+
+
+def test_clients_beyond_the_bound_are_refused() -> None:
+    async def scenario() -> None:
+        feed = AvailabilityFeed(lambda zone: [], max_clients=2)
+        watchers = [feed.watch("north"), feed.watch("south")]
+        with pytest.raises(Overloaded):
+            feed.watch("north")
+        watchers[0].close()
+        feed.watch("north")  # room again
+
+    asyncio.run(scenario())
