@@ -109,6 +109,21 @@ class OrderLineRefused(CapacityError):
         return {"line": self.line, "pool_id": self.pool_id, "line_error": self.line_error}
 
 
+class OrderFailed(CapacityError):
+    """The order failed for another reason than a line it could not serve: ``reason`` is ``deadline``
+    (its lines could not all be taken in time) or ``cancelled`` (cancelled while it was placed). Nothing of
+    it is taken; it stays failed, so placing it again takes a new order id."""
+
+    code = "order_failed"
+
+    def __init__(self, order_id: str, reason: str) -> None:
+        super().__init__(f"order {order_id!r} failed ({reason}); nothing of it is taken")
+        self.order_id, self.reason = order_id, reason
+
+    def details(self) -> dict[str, object]:
+        return {"reason": self.reason}
+
+
 class OrderIdConflict(CapacityError):
     """The order id was placed before with other lines or another hold."""
 

@@ -101,8 +101,8 @@ class OrderLineRequest(_Model):
 
 
 class OrderLineInfo(_Model):
-    """A line of an order: the pool that serves it and its reservation there (None while it is not, or no
-    longer, taken)."""
+    """A line of an order: the pool that serves it and its reservation there (None until it is taken; a
+    cancelled order keeps showing the reservations it gave back, released)."""
 
     pool_id: str | None
     quantity: int

@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 
 from capacity_service.application.checks import MAX_ZONE_LENGTH, check_choice, printable
 from capacity_service.application.choosing import attempt_request_id, candidates, ordered
-from capacity_service.application.order_operations import OrderGateway, OrderOperations
+from capacity_service.application.order_operations import ORDER_REQUEST_PREFIX, OrderGateway, OrderOperations
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import (
     MAX_HOLD_SECONDS,
@@ -351,6 +351,8 @@ class CapacityOperations(OrderOperations):
 def _check_reserve_options(request_id: str | None, hold_seconds: int | None) -> None:
     if request_id is not None and not (1 <= len(request_id) <= MAX_REQUEST_ID_LENGTH and printable(request_id)):
         raise InvalidRequest(f"request_id must be 1-{MAX_REQUEST_ID_LENGTH} printable characters")
+    if request_id is not None and request_id.startswith(ORDER_REQUEST_PREFIX):
+        raise InvalidRequest(f"request ids starting with {ORDER_REQUEST_PREFIX!r} are the orders' own")
     if hold_seconds is not None and not 1 <= hold_seconds <= MAX_HOLD_SECONDS:
         raise InvalidRequest(f"hold_seconds must be 1..{MAX_HOLD_SECONDS}")
 

@@ -5,7 +5,7 @@ callers waiting for an order to come to rest.
 An order is driven after every durable write that leaves it with a step under way (placing, confirming,
 undoing), and as soon as it is started: so an order whose host died is finished or undone by its next
 host, which the watchdog starts (an order that holds units, or has a step under way, is live in the
-journal's registry until it fails or is cancelled).
+journal's registry until it is confirmed, fails or is cancelled: then it is dormant).
 """
 
 from __future__ import annotations

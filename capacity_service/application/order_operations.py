@@ -43,10 +43,10 @@ from capacity_service.errors import (
     CapacityError,
     HoldExpired,
     InvalidRequest,
+    OrderFailed,
     OrderIdConflict,
     OrderLineRefused,
     OrderNotFound,
-    Unavailable,
 )
 from capacity_service.errors import OrderNotHeld as OrderNotHeldError
 from capacity_service.models import Order, OrderLineRequest
@@ -55,6 +55,9 @@ if TYPE_CHECKING:
     from capacity_service.application.operations import AvailabilitySource
 
 T = TypeVar("T")
+# The request ids of orders' reserves begin so; a caller's own reserve may not use one (422), or the pool
+# would answer an order's attempt with the caller's reservation.
+ORDER_REQUEST_PREFIX = "order:"
 
 
 class OrderGateway(Protocol):
@@ -135,6 +138,8 @@ class OrderOperations:
         nothing of it stays taken); ``OrderNotHeld`` for an order that failed or was cancelled."""
         order_id = _checked_order_id(order_id, OrderNotFound)
         order = await self._settled(order_id, self._send(order_id, ConfirmOrder()))
+        if order.status == "held":  # it was still being placed: now it is held, and confirmable
+            order = await self._settled(order_id, self._send(order_id, ConfirmOrder()))
         if order.status == "cancelled" and order.reason == "hold_expired":
             raise HoldExpired(order_id)
         return order
@@ -242,7 +247,7 @@ def _digest(lines: Sequence[PlannedLine], hold_seconds: int | None) -> str:
 
 def _attempt_request_id(order_id: str, line: int, attempt: int) -> str:
     short = order_id if len(order_id) <= 96 else hashlib.sha256(order_id.encode()).hexdigest()[:32]
-    return f"order:{short}:{line}:{attempt}"
+    return f"{ORDER_REQUEST_PREFIX}{short}:{line}:{attempt}"
 
 
 def _checked_order_id(order_id: str, error: type[CapacityError] = InvalidRequest) -> str:
@@ -256,9 +261,7 @@ def _failure(view: OrderView) -> CapacityError:
     if view.undo_reason == "refused" and view.failed_line is not None:
         line = view.lines[view.failed_line]
         return OrderLineRefused(view.order_id, view.failed_line, line.pool_id, view.failed_error or "refused")
-    if view.undo_reason == "deadline":
-        return Unavailable(f"order {view.order_id!r} could not be placed before its deadline; nothing was taken")
-    return OrderNotHeldError(view.order_id, "failed" if view.undo_reason is None else f"failed ({view.undo_reason})")
+    return OrderFailed(view.order_id, view.undo_reason or "failed")
 
 
 def _raised(answer: T | CapacityError) -> T:

@@ -110,3 +110,9 @@ def test_an_order_mixes_named_and_chosen_lines_and_names_the_pool_each_took(http
     assert remaining(http, "van") == 2  # o3 took nothing
     both = http.post("/v1/orders", json={"lines": [{"pool_id": "van", "choose": chosen["choose"]}]})
     assert both.status_code == 422
+
+
+def test_a_reserve_may_not_use_an_orders_request_id(http: TestClient) -> None:
+    taken = http.post("/v1/reservations", json={"pool_id": "van", "request_id": "order:o1:0:0"})
+    assert (taken.status_code, taken.json()["error"]["code"]) == (422, "invalid_request")
+    assert remaining(http, "van") == 3

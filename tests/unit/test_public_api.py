@@ -23,6 +23,7 @@ PUBLIC = {
     "OrderNotFound",
     "OrderLineRefused",
     "OrderIdConflict",
+    "OrderFailed",
     "OrderNotHeld",
     "HoldExpired",
     "ReservationReleased",

@@ -101,7 +101,9 @@ ROUTES: tuple[Route, ...] = (
         Access.KEY,
         Order,
         status_code=201,
-        responses=_errors((409, "order_line_refused (with line, pool_id, line_error), order_id_conflict")),
+        responses=_errors(
+            (409, "order_line_refused (with line, pool_id, line_error), order_failed, order_id_conflict")
+        ),
         json_body=PlaceOrderRequest,
         fast_lane=True,
     ),

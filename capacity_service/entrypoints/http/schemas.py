@@ -155,6 +155,8 @@ class ErrorDetail(BaseModel):
     line: int | None = None
     pool_id: str | None = None
     line_error: str | None = None
+    # order_failed: why (deadline, cancelled).
+    reason: str | None = None
 
 
 class ErrorBody(BaseModel):
