@@ -1,5 +1,6 @@
 """Shared bits of the benchmark scripts: their command line, percentiles, result files and plots, local
-servers (the service, the yardstick, Cassandra, PostgreSQL) and a lean HTTP client to load them with."""
+servers (the service, the yardstick, Cassandra, PostgreSQL), and what loads them: wrk runs and a lean
+HTTP client."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import json
 import os
 import platform
 import random
+import re
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -100,6 +103,73 @@ def timed_calls(call: Callable[[int, int], None], concurrency: int, seconds: flo
     for thread in threads:
         thread.join()
     return latencies, time.monotonic() - began
+
+
+# --- loading a service with wrk ------------------------------------------------------------------------------
+
+WRK_SCRIPTS = REPO / "benchmarks" / "wrk"
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
+    return shutil.which("wrk") or "wrk"
+
+
+def run_wrk(
+    wrk: str, url: str, scenario: str, seconds: float, connections: int, script_args: Sequence[str] = ()
+) -> dict[str, Any]:
+    """One wrk run of ``benchmarks/wrk/<scenario>.lua`` (``script_args`` go to its ``init``): requests/s,
+    the median and p99 latency in ms, non-2xx answers, socket errors, and the command that ran."""
+    command = [
+        wrk,
+        f"-t{min(2, connections)}",  # wrk needs a connection per thread
+        f"-c{connections}",
+        f"-d{int(seconds)}s",
+        "--latency",
+        "-s",
+        str(WRK_SCRIPTS / f"{scenario}.lua"),
+        url,
+        *(["--", *script_args] if script_args else []),
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    latency = {
+        p: _ms(m.group(2), m.group(3))
+        for p in ("50", "75", "90", "99")
+        if (m := re.search(rf"^\s+({p})%\s+([\d.]+)(us|ms|s)\s*$", out, re.M))
+    }
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)$", out, re.M)
+    total = re.search(r"(\d+) requests in", out)
+    return {
+        "scenario": scenario,
+        "requests_per_s": float(_found(re.search(r"Requests/sec:\s+([\d.]+)", out), out).group(1)),
+        "requests": int(total.group(1)) if total else 0,
+        "median_ms": latency.get("50"),
+        "p99_ms": latency.get("99"),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": errors.group(1) if errors else None,
+        "command": " ".join(command),
+    }
+
+
+def _found(match: re.Match[str] | None, out: str) -> re.Match[str]:
+    if match is None:
+        raise RuntimeError(f"unexpected wrk output: {out!r}")
+    return match
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def median_run(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Of wrk runs (``run_wrk``), the median one by requests/s (the lower middle one for an even count), with
+    every run's requests/s in the order they ran."""
+    ordered = sorted(runs, key=lambda run: float(run["requests_per_s"]))
+    return {**ordered[(len(ordered) - 1) // 2], "runs_requests_per_s": [run["requests_per_s"] for run in runs]}
 
 
 # --- results -------------------------------------------------------------------------------------------------
