@@ -1,6 +1,6 @@
 """Shared bits of the benchmark scripts: their command line, percentiles, result files and plots, local
-servers (the service, the yardstick, Cassandra, PostgreSQL), and what loads them: wrk runs and a lean
-HTTP client."""
+servers (the service, the yardstick, Cassandra, PostgreSQL), and what loads them: wrk runs, a lean HTTP
+client, and a closed-loop level of offered load (the ramps)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
@@ -404,6 +405,92 @@ async def reserve_during(port: int, pool_ids: list[str], until: float, connectio
 
     await asyncio.gather(*(reserver() for _ in range(connections)))
     return latencies
+
+
+# A ramp's connection gives up on an answer after this long (counted as a timeout), and after a 429 (or
+# 503) waits as the answer's Retry-After header says (this when it says nothing), as the contract asks;
+# one that did not would be a flood, not more offered load.
+ANSWER_TIMEOUT_S = 10.0
+RETRY_AFTER_S = 1.0
+
+
+async def closed_loop_level(
+    port: int, path: str, body: Callable[[random.Random], bytes], connections: int, seconds: float
+) -> dict[str, Any]:
+    """One level of a ramp: ``connections`` connections each POST ``body(rng)`` to ``path``, wait for its
+    answer, and send the next (a closed loop: the offered load rises with the connections), for
+    ``seconds``. Accepted (201) per second with their median and p99, every status counted (``timeout``:
+    no answer within ``ANSWER_TIMEOUT_S``), the share refused (429), and the load generator's CPU."""
+    rng = random.Random(connections)
+    statuses: Counter[str] = Counter()
+    accepted_s: list[float] = []
+    stop_at = time.monotonic() + seconds
+
+    async def client() -> None:
+        connection = LeanConnection(port)
+        try:
+            while time.monotonic() < stop_at:
+                began = time.monotonic()
+                try:
+                    answer = connection.request("POST", path, body(rng))
+                    status, _ = await asyncio.wait_for(answer, ANSWER_TIMEOUT_S)
+                except TimeoutError:
+                    statuses["timeout"] += 1
+                    connection.close()
+                    continue
+                except (OSError, asyncio.IncompleteReadError, StopIteration, ValueError):
+                    statuses["connection_error"] += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                statuses[str(status)] += 1
+                if status == 201:
+                    accepted_s.append(time.monotonic() - began)
+                elif status in (429, 503):
+                    # As the answer's Retry-After asks, but not past the level's end: a level stretched by
+                    # clients sleeping out their waits would count its answers over idle seconds.
+                    wait = connection.retry_after or RETRY_AFTER_S
+                    await asyncio.sleep(max(0.0, min(wait, stop_at - time.monotonic())))
+        finally:
+            connection.close()
+
+    began = time.monotonic()
+    cpu_began = time.process_time()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    elapsed = time.monotonic() - began
+    # The load generator shares the service's two cores: its share shows what the service was left.
+    generator_cpu = (time.process_time() - cpu_began) / elapsed
+    latency = summarize(accepted_s) if accepted_s else {}
+    return {
+        "connections": connections,
+        "seconds": elapsed,
+        "accepted_per_s": len(accepted_s) / elapsed,
+        "answers_per_s": sum(statuses.values()) / elapsed,
+        "accepted_median_ms": latency.get("median_ms"),
+        "accepted_p99_ms": latency.get("p99_ms"),
+        "statuses": dict(statuses),
+        "refused_share": statuses["429"] / max(1, sum(statuses.values())),
+        "load_generator_cpu_share": generator_cpu,
+    }
+
+
+def knee(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of a ramp's levels (``closed_loop_level``), the one with the most accepted per second, and how the
+    highest level fared against it."""
+    best = max(rows, key=lambda row: row["accepted_per_s"])
+    last = rows[-1]
+    return {
+        "connections": best["connections"],
+        "accepted_per_s": best["accepted_per_s"],
+        "accepted_p99_ms": best["accepted_p99_ms"],
+        "at_highest_load": {
+            "connections": last["connections"],
+            "accepted_per_s": last["accepted_per_s"],
+            "share_of_peak": last["accepted_per_s"] / best["accepted_per_s"] if best["accepted_per_s"] else None,
+            "accepted_p99_ms": last["accepted_p99_ms"],
+            "timeouts": last["statuses"].get("timeout", 0),
+            "refused_share": last["refused_share"],
+        },
+    }
 
 
 def send_all(
