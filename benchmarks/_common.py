@@ -522,9 +522,40 @@ def send_all(
     return time.monotonic() - began
 
 
-def pool_request(pool_id: str, capacity: int, zone: str) -> tuple[str, bytes]:
-    """The path and body of the PUT that creates a pool."""
-    return f"/v1/pools/{pool_id}", json.dumps({"capacity": capacity, "zone": zone}).encode()
+def pool_request(
+    pool_id: str, capacity: int, zone: str, slot: tuple[datetime, datetime] | None = None
+) -> tuple[str, bytes]:
+    """The path and body of the PUT that creates a pool (with ``slot``: its start and end)."""
+    settings: dict[str, Any] = {"capacity": capacity, "zone": zone}
+    if slot is not None:
+        settings.update(slot_start=slot[0].isoformat(), slot_end=slot[1].isoformat())
+    return f"/v1/pools/{pool_id}", json.dumps(settings).encode()
+
+
+def answers_of(
+    port: int, method: str, requests: Sequence[tuple[str, bytes | None]], connections: int = 16
+) -> list[Any]:
+    """Every request (path, body) over ``connections`` connections, as ``send_all``: each answer's JSON, in
+    the order of ``requests``; an answer other than 200 fails the benchmark."""
+    answers: list[Any] = [None] * len(requests)
+    pending = iter(enumerate(requests))  # shared: each request is sent once
+
+    async def sender() -> None:
+        connection = LeanConnection(port)
+        try:
+            for k, (path, body) in pending:
+                status, answer = await connection.request(method, path, body)
+                if status != 200:
+                    raise RuntimeError(f"{method} {path}: {status} {answer[:200]!r}")
+                answers[k] = json.loads(answer)
+        finally:
+            connection.close()
+
+    async def send() -> None:
+        await asyncio.gather(*(sender() for _ in range(connections)))
+
+    asyncio.run(send())
+    return answers
 
 
 # The pools the HTTP scenarios (http_load.py, ramp.py and the wrk scripts in benchmarks/wrk/) load:
