@@ -1,5 +1,6 @@
 """Shared bits of the benchmark scripts: their command line, percentiles, result files and plots, local
-servers (the service, the yardstick, Cassandra, PostgreSQL) and a lean HTTP client to load them with."""
+servers (the service, the yardstick, Cassandra, PostgreSQL), and what loads them: wrk runs, a lean HTTP
+client, and a closed-loop level of offered load (the ramps)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import json
 import os
 import platform
 import random
+import re
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -19,6 +22,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
@@ -100,6 +104,73 @@ def timed_calls(call: Callable[[int, int], None], concurrency: int, seconds: flo
     for thread in threads:
         thread.join()
     return latencies, time.monotonic() - began
+
+
+# --- loading a service with wrk ------------------------------------------------------------------------------
+
+WRK_SCRIPTS = REPO / "benchmarks" / "wrk"
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
+    return shutil.which("wrk") or "wrk"
+
+
+def run_wrk(
+    wrk: str, url: str, scenario: str, seconds: float, connections: int, script_args: Sequence[str] = ()
+) -> dict[str, Any]:
+    """One wrk run of ``benchmarks/wrk/<scenario>.lua`` (``script_args`` go to its ``init``): requests/s,
+    the median and p99 latency in ms, non-2xx answers, socket errors, and the command that ran."""
+    command = [
+        wrk,
+        f"-t{min(2, connections)}",  # wrk needs a connection per thread
+        f"-c{connections}",
+        f"-d{int(seconds)}s",
+        "--latency",
+        "-s",
+        str(WRK_SCRIPTS / f"{scenario}.lua"),
+        url,
+        *(["--", *script_args] if script_args else []),
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    latency = {
+        p: _ms(m.group(2), m.group(3))
+        for p in ("50", "75", "90", "99")
+        if (m := re.search(rf"^\s+({p})%\s+([\d.]+)(us|ms|s)\s*$", out, re.M))
+    }
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)$", out, re.M)
+    total = re.search(r"(\d+) requests in", out)
+    return {
+        "scenario": scenario,
+        "requests_per_s": float(_found(re.search(r"Requests/sec:\s+([\d.]+)", out), out).group(1)),
+        "requests": int(total.group(1)) if total else 0,
+        "median_ms": latency.get("50"),
+        "p99_ms": latency.get("99"),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": errors.group(1) if errors else None,
+        "command": " ".join(command),
+    }
+
+
+def _found(match: re.Match[str] | None, out: str) -> re.Match[str]:
+    if match is None:
+        raise RuntimeError(f"unexpected wrk output: {out!r}")
+    return match
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def median_run(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Of wrk runs (``run_wrk``), the median one by requests/s (the lower middle one for an even count), with
+    every run's requests/s in the order they ran."""
+    ordered = sorted(runs, key=lambda run: float(run["requests_per_s"]))
+    return {**ordered[(len(ordered) - 1) // 2], "runs_requests_per_s": [run["requests_per_s"] for run in runs]}
 
 
 # --- results -------------------------------------------------------------------------------------------------
@@ -336,6 +407,92 @@ async def reserve_during(port: int, pool_ids: list[str], until: float, connectio
     return latencies
 
 
+# A ramp's connection gives up on an answer after this long (counted as a timeout), and after a 429 (or
+# 503) waits as the answer's Retry-After header says (this when it says nothing), as the contract asks;
+# one that did not would be a flood, not more offered load.
+ANSWER_TIMEOUT_S = 10.0
+RETRY_AFTER_S = 1.0
+
+
+async def closed_loop_level(
+    port: int, path: str, body: Callable[[random.Random], bytes], connections: int, seconds: float
+) -> dict[str, Any]:
+    """One level of a ramp: ``connections`` connections each POST ``body(rng)`` to ``path``, wait for its
+    answer, and send the next (a closed loop: the offered load rises with the connections), for
+    ``seconds``. Accepted (201) per second with their median and p99, every status counted (``timeout``:
+    no answer within ``ANSWER_TIMEOUT_S``), the share refused (429), and the load generator's CPU."""
+    rng = random.Random(connections)
+    statuses: Counter[str] = Counter()
+    accepted_s: list[float] = []
+    stop_at = time.monotonic() + seconds
+
+    async def client() -> None:
+        connection = LeanConnection(port)
+        try:
+            while time.monotonic() < stop_at:
+                began = time.monotonic()
+                try:
+                    answer = connection.request("POST", path, body(rng))
+                    status, _ = await asyncio.wait_for(answer, ANSWER_TIMEOUT_S)
+                except TimeoutError:
+                    statuses["timeout"] += 1
+                    connection.close()
+                    continue
+                except (OSError, asyncio.IncompleteReadError, StopIteration, ValueError):
+                    statuses["connection_error"] += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                statuses[str(status)] += 1
+                if status == 201:
+                    accepted_s.append(time.monotonic() - began)
+                elif status in (429, 503):
+                    # As the answer's Retry-After asks, but not past the level's end: a level stretched by
+                    # clients sleeping out their waits would count its answers over idle seconds.
+                    wait = connection.retry_after or RETRY_AFTER_S
+                    await asyncio.sleep(max(0.0, min(wait, stop_at - time.monotonic())))
+        finally:
+            connection.close()
+
+    began = time.monotonic()
+    cpu_began = time.process_time()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    elapsed = time.monotonic() - began
+    # The load generator shares the service's two cores: its share shows what the service was left.
+    generator_cpu = (time.process_time() - cpu_began) / elapsed
+    latency = summarize(accepted_s) if accepted_s else {}
+    return {
+        "connections": connections,
+        "seconds": elapsed,
+        "accepted_per_s": len(accepted_s) / elapsed,
+        "answers_per_s": sum(statuses.values()) / elapsed,
+        "accepted_median_ms": latency.get("median_ms"),
+        "accepted_p99_ms": latency.get("p99_ms"),
+        "statuses": dict(statuses),
+        "refused_share": statuses["429"] / max(1, sum(statuses.values())),
+        "load_generator_cpu_share": generator_cpu,
+    }
+
+
+def knee(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of a ramp's levels (``closed_loop_level``), the one with the most accepted per second, and how the
+    highest level fared against it."""
+    best = max(rows, key=lambda row: row["accepted_per_s"])
+    last = rows[-1]
+    return {
+        "connections": best["connections"],
+        "accepted_per_s": best["accepted_per_s"],
+        "accepted_p99_ms": best["accepted_p99_ms"],
+        "at_highest_load": {
+            "connections": last["connections"],
+            "accepted_per_s": last["accepted_per_s"],
+            "share_of_peak": last["accepted_per_s"] / best["accepted_per_s"] if best["accepted_per_s"] else None,
+            "accepted_p99_ms": last["accepted_p99_ms"],
+            "timeouts": last["statuses"].get("timeout", 0),
+            "refused_share": last["refused_share"],
+        },
+    }
+
+
 def send_all(
     port: int,
     method: str,
@@ -365,9 +522,40 @@ def send_all(
     return time.monotonic() - began
 
 
-def pool_request(pool_id: str, capacity: int, zone: str) -> tuple[str, bytes]:
-    """The path and body of the PUT that creates a pool."""
-    return f"/v1/pools/{pool_id}", json.dumps({"capacity": capacity, "zone": zone}).encode()
+def pool_request(
+    pool_id: str, capacity: int, zone: str, slot: tuple[datetime, datetime] | None = None
+) -> tuple[str, bytes]:
+    """The path and body of the PUT that creates a pool (with ``slot``: its start and end)."""
+    settings: dict[str, Any] = {"capacity": capacity, "zone": zone}
+    if slot is not None:
+        settings.update(slot_start=slot[0].isoformat(), slot_end=slot[1].isoformat())
+    return f"/v1/pools/{pool_id}", json.dumps(settings).encode()
+
+
+def answers_of(
+    port: int, method: str, requests: Sequence[tuple[str, bytes | None]], connections: int = 16
+) -> list[Any]:
+    """Every request (path, body) over ``connections`` connections, as ``send_all``: each answer's JSON, in
+    the order of ``requests``; an answer other than 200 fails the benchmark."""
+    answers: list[Any] = [None] * len(requests)
+    pending = iter(enumerate(requests))  # shared: each request is sent once
+
+    async def sender() -> None:
+        connection = LeanConnection(port)
+        try:
+            for k, (path, body) in pending:
+                status, answer = await connection.request(method, path, body)
+                if status != 200:
+                    raise RuntimeError(f"{method} {path}: {status} {answer[:200]!r}")
+                answers[k] = json.loads(answer)
+        finally:
+            connection.close()
+
+    async def send() -> None:
+        await asyncio.gather(*(sender() for _ in range(connections)))
+
+    asyncio.run(send())
+    return answers
 
 
 # The pools the HTTP scenarios (http_load.py, ramp.py and the wrk scripts in benchmarks/wrk/) load:

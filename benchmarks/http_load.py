@@ -30,9 +30,6 @@ runs (the lower middle one for an even count), each run's requests/s, and the ra
 from __future__ import annotations
 
 import argparse
-import re
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -41,9 +38,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (
-    REPO,
     argument_parser,
+    ensure_wrk,
     exit_cleanly_on_sigterm,
+    median_run,
+    run_wrk,
     scenario_pools,
     seed_scenario_pools,
     started_service,
@@ -52,58 +51,7 @@ from benchmarks._common import (
 )
 from benchmarks._journals import JournalServer, add_journal_option, database_limits, journal_server, results_name
 
-WRK = REPO / "benchmarks" / "wrk"
 SCENARIOS = ["availability", "reserve_spread", "reserve_hot", "mixed"]
-
-
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
-    return shutil.which("wrk") or "wrk"
-
-
-def run_wrk(wrk: str, url: str, scenario: str, seconds: float, connections: int) -> dict[str, Any]:
-    command = [
-        wrk,
-        f"-t{min(2, connections)}",  # wrk needs a connection per thread
-        f"-c{connections}",
-        f"-d{int(seconds)}s",
-        "--latency",
-        "-s",
-        str(WRK / f"{scenario}.lua"),
-        url,
-    ]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    latency = {
-        p: _ms(m.group(2), m.group(3))
-        for p in ("50", "75", "90", "99")
-        if (m := re.search(rf"^\s+({p})%\s+([\d.]+)(us|ms|s)\s*$", out, re.M))
-    }
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)$", out, re.M)
-    total = re.search(r"(\d+) requests in", out)
-    return {
-        "scenario": scenario,
-        "requests_per_s": float(_found(re.search(r"Requests/sec:\s+([\d.]+)", out), out).group(1)),
-        "requests": int(total.group(1)) if total else 0,
-        "median_ms": latency.get("50"),
-        "p99_ms": latency.get("99"),
-        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
-        "socket_errors": errors.group(1) if errors else None,
-        "command": " ".join(command),
-    }
-
-
-def _found(match: re.Match[str] | None, out: str) -> re.Match[str]:
-    if match is None:
-        raise RuntimeError(f"unexpected wrk output: {out!r}")
-    return match
-
-
-def _ms(value: str, unit: str) -> float:
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
 Runs = dict[str, list[dict[str, Any]]]  # scenario -> wrk runs
@@ -165,11 +113,9 @@ def _scenario(
 
 def summarize(target: str, scenario: str, runs: list[dict[str, Any]], rounds: int) -> dict[str, Any]:
     """The median run by requests/s (the lower middle one for an even count), with every run's requests/s."""
-    ordered = sorted(runs, key=lambda run: float(run["requests_per_s"]))
-    row = dict(ordered[(len(ordered) - 1) // 2])
+    row = median_run(runs)
     row["target"] = target
     row["rounds"] = rounds
-    row["runs_requests_per_s"] = [run["requests_per_s"] for run in runs]  # in the order they ran
     return row
 
 

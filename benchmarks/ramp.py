@@ -32,8 +32,7 @@ import json
 import random
 import sys
 import tempfile
-import time
-from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,91 +41,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import (
     HOT_POOL,
     SCENARIO_POOLS,
-    LeanConnection,
     argument_parser,
+    closed_loop_level,
     command_line,
     exit_cleanly_on_sigterm,
+    knee,
     save_figure,
     seed_scenario_pools,
     started_service,
     started_yardstick,
-    summarize,
     write_results_and_plot,
 )
 from benchmarks._journals import JournalServer, add_journal_option, journal_server, results_name
 
 SCENARIOS = ["reserve_spread", "reserve_hot"]
-ANSWER_TIMEOUT_S = 10.0
-# A refused client waits as the answer's Retry-After header says (this when it says nothing), as the
-# contract asks; one that did not would be a flood, not more offered load.
-RETRY_AFTER_S = 1.0
 P99_TARGET_MS = 100.0
 
 
-async def run_level(port: int, scenario: str, connections: int, seconds: float) -> dict[str, Any]:
-    rng = random.Random(connections)
-    statuses: Counter[str] = Counter()
-    accepted_s: list[float] = []
-    stop_at = time.monotonic() + seconds
+def reserve_body(scenario: str) -> Callable[[random.Random], bytes]:
+    """The body of a reserve of one unit: of the hot pool, or of a random pool of the spread ones."""
 
-    def body() -> bytes:
+    def body(rng: random.Random) -> bytes:
         pool = HOT_POOL if scenario == "reserve_hot" else f"pool-{rng.randrange(SCENARIO_POOLS)}"
         return json.dumps({"pool_id": pool, "quantity": 1}).encode()
 
-    async def client() -> None:
-        connection = LeanConnection(port)
-        try:
-            while time.monotonic() < stop_at:
-                began = time.monotonic()
-                try:
-                    answer = connection.request("POST", "/v1/reservations", body())
-                    status, _ = await asyncio.wait_for(answer, ANSWER_TIMEOUT_S)
-                except TimeoutError:
-                    statuses["timeout"] += 1
-                    connection.close()
-                    continue
-                except (OSError, asyncio.IncompleteReadError, StopIteration, ValueError):
-                    statuses["connection_error"] += 1
-                    await asyncio.sleep(0.05)
-                    continue
-                statuses[str(status)] += 1
-                if status == 201:
-                    accepted_s.append(time.monotonic() - began)
-                elif status in (429, 503):
-                    # As the answer's Retry-After asks, but not past the level's end: a level stretched by
-                    # clients sleeping out their waits would count its answers over idle seconds.
-                    wait = connection.retry_after or RETRY_AFTER_S
-                    await asyncio.sleep(max(0.0, min(wait, stop_at - time.monotonic())))
-        finally:
-            connection.close()
+    return body
 
-    began = time.monotonic()
-    cpu_began = time.process_time()
-    await asyncio.gather(*(client() for _ in range(connections)))
-    elapsed = time.monotonic() - began
-    # The load generator shares the service's two cores: its share shows what the service was left.
-    generator_cpu = (time.process_time() - cpu_began) / elapsed
-    latency = summarize(accepted_s) if accepted_s else {}
-    return {
-        "connections": connections,
-        "seconds": elapsed,
-        "accepted_per_s": len(accepted_s) / elapsed,
-        "answers_per_s": sum(statuses.values()) / elapsed,
-        "accepted_median_ms": latency.get("median_ms"),
-        "accepted_p99_ms": latency.get("p99_ms"),
-        "statuses": dict(statuses),
-        "refused_share": statuses["429"] / max(1, sum(statuses.values())),
-        "load_generator_cpu_share": generator_cpu,
-    }
+
+def run_level(port: int, scenario: str, connections: int, seconds: float) -> dict[str, Any]:
+    return asyncio.run(closed_loop_level(port, "/v1/reservations", reserve_body(scenario), connections, seconds))
 
 
 def ramp(port: int, target: str, levels: list[int], seconds: float) -> dict[str, list[dict[str, Any]]]:
     results: dict[str, list[dict[str, Any]]] = {}
     for scenario in SCENARIOS:
-        asyncio.run(run_level(port, scenario, 8, 2))  # warm-up
+        run_level(port, scenario, 8, 2)  # warm-up
         rows = []
         for connections in levels:
-            row = asyncio.run(run_level(port, scenario, connections, seconds))
+            row = run_level(port, scenario, connections, seconds)
             rows.append(row)
             print(
                 f"  {target:18} {scenario:15} {connections:5} conns: {row['accepted_per_s']:7.0f} accepted/s, "
@@ -150,24 +102,6 @@ def ramp_capacity_service(levels: list[int], seconds: float, journal: JournalSer
 def ramp_yardstick(levels: list[int], seconds: float, journal: JournalServer) -> dict[str, list[dict[str, Any]]]:
     with started_yardstick(journal.postgres_conninfo) as port:
         return ramp(port, "yardstick", levels, seconds)
-
-
-def knee(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    best = max(rows, key=lambda row: row["accepted_per_s"])
-    last = rows[-1]
-    return {
-        "connections": best["connections"],
-        "accepted_per_s": best["accepted_per_s"],
-        "accepted_p99_ms": best["accepted_p99_ms"],
-        "at_highest_load": {
-            "connections": last["connections"],
-            "accepted_per_s": last["accepted_per_s"],
-            "share_of_peak": last["accepted_per_s"] / best["accepted_per_s"] if best["accepted_per_s"] else None,
-            "accepted_p99_ms": last["accepted_p99_ms"],
-            "timeouts": last["statuses"].get("timeout", 0),
-            "refused_share": last["refused_share"],
-        },
-    }
 
 
 def plot(results: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> None:
