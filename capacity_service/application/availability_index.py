@@ -51,6 +51,9 @@ class AvailabilityIndex:
         if listed is not None and listed.pop(view.pool_id, None) is not None and not listed:
             del self._by_zone[view.zone]
 
+    def view(self, pool_id: str) -> PoolView | None:
+        return self._views.get(pool_id)
+
     def version_of(self, pool_id: str) -> int:
         """The version held of a pool; -1 for none."""
         view = self._views.get(pool_id)

@@ -106,6 +106,10 @@ class AvailabilitySource(Protocol):
         self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
     ) -> list[PoolView]: ...
 
+    def known_view(self, pool_id: str) -> PoolView | None:
+        """The pool's view as a copy of the cache in this process has it, without asking anyone; None when
+        there is no such copy, or it does not know the pool (then ask the pool)."""
+
 
 class CapacityOperations(OrderOperations):
     """The operations, each checking its input and answering with a model or raising a ``CapacityError``.

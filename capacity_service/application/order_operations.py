@@ -193,11 +193,18 @@ class OrderOperations:
             raise _failure(view)
         return Order.of(view)
 
+    async def _view_for_check(self, pool_id: str) -> PoolView | CapacityError:
+        known = self._availability.known_view(pool_id)
+        if known is not None and known.exists and not known.retired and not known.paused:
+            return known
+        return await self._gateway.view(pool_id)
+
     async def _first_unservable_line(self, order_id: str, lines: Sequence[PlannedLine]) -> OrderLineRefused | None:
         """The first named line whose pool cannot serve anything now (it does not exist, is retired or
         paused), or chosen line with no candidate: refused before the order exists."""
         named = [(index, line.pool_id) for index, line in enumerate(lines) if line.pool_id is not None]
-        views = await asyncio.gather(*(self._gateway.view(pool_id) for _, pool_id in named))
+        # A pool the local copy of the cache lists as selling needs no question; the others are asked.
+        views = await asyncio.gather(*(self._view_for_check(pool_id) for _, pool_id in named))
         found: dict[int, OrderLineRefused] = {}
         for (index, pool_id), view in zip(named, views, strict=True):
             view = _raised(view)

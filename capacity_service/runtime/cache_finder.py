@@ -56,6 +56,10 @@ class CacheFinder:
                 self.forget()
         raise Unavailable("no availability cache answered")
 
+    def known_view(self, pool_id: str) -> PoolView | None:
+        """None: the replicas are in other processes (``query`` asks them)."""
+        return None
+
     async def query(
         self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
     ) -> list[PoolView]:

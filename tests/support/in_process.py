@@ -102,6 +102,9 @@ class IndexAvailability:
     ) -> list[PoolView]:
         return self.index.query(zone, slot_from, slot_to, quantity)
 
+    def known_view(self, pool_id: str) -> PoolView | None:
+        return self.index.view(pool_id)
+
 
 class InProcessBackend:
     """Implements the HTTP app's ``Backend``; the availability index is updated on every write."""

@@ -52,6 +52,9 @@ class Listed:
         self.queries.append((zone, slot_from, slot_to, quantity))
         return list(self.views)
 
+    def known_view(self, pool_id: str) -> PoolView | None:
+        return None
+
 
 VIEWS = [
     view("n-10", 10, 5),

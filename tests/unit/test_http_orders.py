@@ -116,3 +116,24 @@ def test_a_reserve_may_not_use_an_orders_request_id(http: TestClient) -> None:
     taken = http.post("/v1/reservations", json={"pool_id": "van", "request_id": "order:o1:0:0"})
     assert (taken.status_code, taken.json()["error"]["code"]) == (422, "invalid_request")
     assert remaining(http, "van") == 3
+
+
+def test_pools_the_local_cache_lists_as_selling_are_not_asked_before_an_order() -> None:
+    backend = InProcessBackend()
+    asked: list[str] = []
+    view = backend.router.view
+
+    async def counted_view(pool_id: str) -> object:
+        asked.append(pool_id)
+        return await view(pool_id)
+
+    backend.router.view = counted_view  # type: ignore[method-assign,assignment]
+    with TestClient(create_app(backend)) as http:
+        for pool_id in ("van", "old"):
+            http.put(f"/v1/pools/{pool_id}", json={"capacity": 3, "zone": "north"})
+        http.delete("/v1/pools/old")
+        assert http.post("/v1/orders", json={"lines": [{"pool_id": "van"}]}).status_code == 201
+        assert asked == []  # listed and selling in the cache: the pool decides, no question first
+        refused = http.post("/v1/orders", json={"lines": [{"pool_id": "old"}]})
+        assert (refused.status_code, refused.json()["error"]["line_error"]) == (409, "pool_retired")
+        assert asked == ["old"]  # retired in the cache: the pool itself is asked

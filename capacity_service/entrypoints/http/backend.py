@@ -93,6 +93,10 @@ class ServiceBackend:
         """Where the client reads availability (an ``AvailabilitySource``): as ``availability``."""
         return await self.availability(zone, slot_from, slot_to, quantity)
 
+    def known_view(self, pool_id: str) -> PoolView | None:
+        """The pool's view in the mirror, while it is fresh."""
+        return self._mirror.view(pool_id) if self._mirror_fresh() else None
+
     async def reserve(
         self, pool_id: str, quantity: int, request_id: str | None, hold_seconds: int | None = None
     ) -> ReservationReceipt:
