@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from capacity_service.application.operations import (
     PoolGateway,
 )
 from capacity_service.domain.choice import SlotChoice
+from capacity_service.errors import Unavailable
 from capacity_service.models import (
     Order,
     OrderLineRequest,
@@ -34,8 +35,8 @@ from capacity_service.models import (
     ReservationReceipt,
 )
 from capacity_service.runtime import _ray, bootstrap, service
-from capacity_service.runtime.actor_api import SupervisorApi, call
-from capacity_service.runtime.cache_finder import CacheFinder
+from capacity_service.runtime.actor_api import CacheApi, SupervisorApi, call
+from capacity_service.runtime.cache_finder import CACHE_TIMEOUT_S, CacheFinder
 from capacity_service.runtime.names import SUPERVISOR_NAME
 from capacity_service.runtime.supervisor import Supervisor
 from capacity_service.runtime.watchdog import SweepReport
@@ -69,6 +70,24 @@ class AsyncCapacityClient(CapacityOperations):
         # The availability cache replicas (found lazily: a client that never asks never looks).
         self.caches = CacheFinder(self.settings.hosting.namespace, self.start_watchdog)
         super().__init__(router, availability or self.caches, self.settings.hosting.call_timeout_s)
+
+    async def watch_availability(self, zone: str, wait_s: float = 5.0) -> AsyncIterator[Pool]:
+        """The zone's pools as they change, from a cache replica: first every pool of the zone, then each
+        change (a view newer than the last one given; ``state`` retired: it left availability). Endless:
+        break out of it to stop. A replica that is replaced is followed, giving its whole picture again."""
+        incarnation, change_nr = "", 0
+        given: dict[str, int] = {}
+        while True:
+            request = call(CacheApi.changes_since, incarnation, change_nr, wait_s)
+            try:
+                incarnation, change_nr, views, _ = await self.caches.ask_replica(request, CACHE_TIMEOUT_S + wait_s)
+            except Unavailable:
+                await asyncio.sleep(1.0)
+                continue
+            for view in sorted(views, key=lambda v: v.version):
+                if view.zone == zone and view.exists and given.get(view.pool_id, -1) < view.version:
+                    given[view.pool_id] = view.version
+                    yield Pool.of(view)
 
     async def start_watchdog(self) -> None:
         """Start the cluster's watchdog (idempotent): it keeps every registered pool's actor alive."""

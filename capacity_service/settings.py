@@ -161,6 +161,11 @@ class HttpSettings(_Settings):
     # Without keys the API answers loopback clients only (403 to others), whatever address it listens
     # on; True opens it to every client without keys (a trusted network, on purpose).
     allow_remote_without_keys: bool = False
+    # Clients of the availability stream one replica serves at once (each a connection and a queue of
+    # up to 1,000 changes); more are refused (429). They do not count as requests in flight.
+    max_stream_clients: int = Field(default=256, ge=1)
+    # A stream with no change for this long gets a comment line, so that idle connections stay open.
+    stream_heartbeat_s: float = Field(default=15.0, gt=0)
 
 
 class ReadSideSettings(_Settings):

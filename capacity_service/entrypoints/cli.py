@@ -210,6 +210,10 @@ def _add_client_commands(
         sub.add_argument("order_id")
         sub.set_defaults(run=lambda a, m=method, s=suffix: _show(_http(a, m, f"/v1/orders/{a.order_id}{s}")))
 
+    watch = commands.add_parser("watch", help="print a zone's pools as they change (until Ctrl-C)")
+    watch.add_argument("--zone", required=True)
+    watch.set_defaults(run=_watch)
+
     availability = commands.add_parser("availability", help="pools of a zone with room")
     availability.add_argument("zone")
     availability.add_argument("--from", dest="slot_from")
@@ -324,6 +328,30 @@ def _order_line(text: str) -> dict[str, Any]:
 def _place_order(a: argparse.Namespace) -> int:
     body = {"order_id": a.order_id, "lines": a.lines, "hold_seconds": a.hold_seconds}
     return _show(_http(a, "POST", "/v1/orders", body))
+
+
+def _watch(a: argparse.Namespace) -> int:
+    """The availability stream, one JSON line per change; reconnects with the last event id it saw."""
+    last_event_id: str | None = None
+    while True:
+        query = urllib.parse.urlencode({"zone": a.zone})
+        request = urllib.request.Request(f"{a.url}/v1/availability/stream?{query}")
+        if key := os.environ.get("CAPACITY_API_KEY"):
+            request.add_header("authorization", f"Bearer {key}")
+        if last_event_id is not None:
+            request.add_header("last-event-id", last_event_id)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as stream:
+                for raw in stream:
+                    line = raw.decode().rstrip("\n")
+                    if line.startswith("id: "):
+                        last_event_id = line[4:]
+                    elif line.startswith("data: "):
+                        print(line[6:], flush=True)
+        except urllib.error.HTTPError as exc:
+            raise ServiceError(exc.code, json.loads(exc.read() or b"null")) from exc
+        except (TimeoutError, urllib.error.URLError, ConnectionError):
+            time.sleep(1)  # the stream ended or broke: come back where it left off
 
 
 def _availability(a: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ import pytest
 
 from capacity_service.adapters.journal import open_journal
 from capacity_service.adapters.warehouse.parquet import ParquetSink
-from capacity_service.client import CapacityClient, SlotChoice
+from capacity_service.client import AsyncCapacityClient, CapacityClient, SlotChoice
 from capacity_service.errors import PoolRetired
 from capacity_service.runtime import _ray
 from capacity_service.runtime._ray import kill_namespace
@@ -452,3 +452,47 @@ def test_orders_over_http_across_shards_and_through_the_python_client(http: http
         assert client.get_order(order_id).model_dump(mode="json") == http.get(f"/v1/orders/{order_id}").json()
         assert client.cancel_order(order_id).status == "cancelled"
     assert [http.get(f"/v1/pools/{p}").json()["remaining"] for p in pools] == [2] * 6
+
+
+def test_the_availability_stream_over_http_the_python_client_and_the_cli(http: httpx.Client, service: Service) -> None:
+    """A zone's changes pushed as they happen, through Serve (Server-Sent Events), through the Python client
+    (from a cache replica), and printed by `capacity-service watch` as a user runs it."""
+    zone = f"z-{uuid.uuid4().hex[:6]}"
+    pool_id = new_pool(http, 5, zone)
+    wait_until(lambda: availability(http, zone) == {pool_id: 5}, 10, "the pool in availability")
+    watcher = subprocess.Popen(
+        [str(Path(sys.executable).parent / "capacity-service"), "--url", service.url, "watch", "--zone", zone],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        assert json.loads(watcher.stdout.readline())["remaining"] == 5  # the CLI's picture
+        with httpx.stream("GET", f"{service.url}/v1/availability/stream", params={"zone": zone}, timeout=30) as stream:
+            lines = stream.iter_lines()
+            first = next(json.loads(line[6:]) for line in lines if line.startswith("data: "))
+            assert (first["pool_id"], first["remaining"]) == (pool_id, 5)
+            assert http.post("/v1/reservations", json={"pool_id": pool_id, "quantity": 2}).status_code == 201
+            change = next(json.loads(line[6:]) for line in lines if line.startswith("data: "))
+            assert (change["pool_id"], change["remaining"]) == (pool_id, 3)
+        assert json.loads(watcher.stdout.readline())["remaining"] == 3  # and the change, as it came
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        watcher.wait(timeout=30)
+
+    async def first_two() -> list[int]:
+        client = AsyncCapacityClient(namespace=service.namespace)
+        remaining: list[int] = []
+        try:
+            async for pool in client.watch_availability(zone, wait_s=1.0):
+                remaining.append(pool.remaining)
+                if len(remaining) == 1:
+                    async with httpx.AsyncClient(base_url=service.url) as other:
+                        assert (await other.post("/v1/reservations", json={"pool_id": pool_id})).status_code == 201
+                else:
+                    break
+        finally:
+            await client.aclose()
+        return remaining
+
+    assert asyncio.run(first_two()) == [3, 2]

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from capacity_service.adapters.journal.memory import InMemoryJournal
+from capacity_service.application.availability_feed import AvailabilityFeed, Watcher
 from capacity_service.application.availability_index import AvailabilityIndex
 from capacity_service.application.host_first import HostFirstSender
 from capacity_service.application.order_driver import OrderDriver
@@ -111,6 +112,7 @@ class InProcessBackend:
 
     def __init__(self, write_side: WriteSideSettings | None = None) -> None:
         self.index = AvailabilityIndex()
+        self.feed = AvailabilityFeed(lambda zone: self.index.query(zone, None, None, 0), max_clients=4)
         self.journal = InMemoryJournal()
         self.ready_checks = {"cache": "ok", "pools": "ok", "journal": "ok"}
         self.host = PoolHost(self.journal, write_side, views=self)
@@ -118,7 +120,11 @@ class InProcessBackend:
         self.client = AsyncCapacityClient(router=self.router, availability=IndexAvailability(self.index))
 
     def publish_view(self, view: PoolView) -> None:
-        self.index.update(view)
+        if self.index.update(view):
+            self.feed.publish([view])
+
+    def watch_availability(self, zone: str, last_event_id: str | None) -> Watcher:
+        return self.feed.watch(zone, last_event_id)
 
     async def start(self) -> None:
         pass

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
+from capacity_service.application.availability_feed import Watcher
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.domain import PoolView
 from capacity_service.domain.choice import SlotChoice
@@ -46,6 +47,7 @@ from capacity_service.entrypoints.http.schemas import (
     ReserveRequest,
     choice_of,
 )
+from capacity_service.entrypoints.http.stream import stream_handlers
 from capacity_service.errors import CapacityError, InvalidRequest
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
 from capacity_service.settings import HttpSettings
@@ -82,6 +84,10 @@ class Backend(Protocol):
     async def release(self, reservation_id: str) -> ReleaseReceipt: ...
 
     async def get_reservation(self, reservation_id: str) -> ReservationInfo: ...
+
+    def watch_availability(self, zone: str, last_event_id: str | None) -> Watcher:
+        """A watch of the zone's changes (``Overloaded`` beyond the replica's stream clients)."""
+        ...
 
     async def readiness(self) -> dict[str, str]:
         """Each check's name -> "ok" or what is wrong."""
@@ -185,6 +191,7 @@ def create_app(backend: Backend, settings: HttpSettings | None = None, metrics: 
         *_health_handlers(backend),
         *admin_handlers(backend.client),
         *order_handlers(backend.client),
+        *stream_handlers(backend, settings.stream_heartbeat_s),
         _place_order_handler(operations),
     ]
     _add_routes(app, handlers, _key_checks(keys))

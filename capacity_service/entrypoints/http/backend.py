@@ -9,6 +9,7 @@ import logging
 import time
 from datetime import datetime
 
+from capacity_service.application.availability_feed import AvailabilityFeed, Watcher
 from capacity_service.application.availability_index import AvailabilityIndex
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.domain import PoolView
@@ -36,6 +37,10 @@ class ServiceBackend:
         self._mirror_change_nr = 0
         self._mirror_synced_at: float | None = None
         self._mirror_task: asyncio.Task[None] | None = None
+        # The availability stream's clients watch what the mirror takes in.
+        self._feed = AvailabilityFeed(
+            lambda zone: self._mirror.query(zone, None, None, 0), max_clients=settings.http.max_stream_clients
+        )
 
     async def start(self) -> None:
         """Make sure the supervisor (watchdog, cache replicas per node) runs, and the mirror. Idempotent."""
@@ -54,7 +59,7 @@ class ServiceBackend:
                 wait_s = self._settings.read_side.mirror_wait_s  # the replica answers at the next change
                 changes = call(CacheApi.changes_since, self._mirror_incarnation, self._mirror_change_nr, wait_s)
                 incarnation, change_nr, views, ready = await _ray.ask(cache, changes, CACHE_TIMEOUT_S + wait_s)
-                self._mirror.update_all(views)
+                self._feed.publish([view for view in views if self._mirror.update(view)])
                 self._mirror_incarnation, self._mirror_change_nr = incarnation, change_nr
                 if ready:
                     self._mirror_synced_at = time.monotonic()
@@ -92,6 +97,11 @@ class ServiceBackend:
     ) -> list[PoolView]:
         """Where the client reads availability (an ``AvailabilitySource``): as ``availability``."""
         return await self.availability(zone, slot_from, slot_to, quantity)
+
+    def watch_availability(self, zone: str, last_event_id: str | None) -> Watcher:
+        if self._mirror_task is None:  # the stream is fed by the mirror
+            self._mirror_task = asyncio.ensure_future(self._follow_cache())
+        return self._feed.watch(zone, last_event_id)
 
     def known_view(self, pool_id: str) -> PoolView | None:
         """The pool's view in the mirror, while it is fresh."""

@@ -24,7 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 from capacity_service.entrypoints.http import request_ids
 from capacity_service.entrypoints.http.auth import ApiKeys
 from capacity_service.entrypoints.http.errors import capacity_error_response, error_response, internal_error_response
-from capacity_service.entrypoints.http.routes import BY_OPERATION, PROBE_PATHS, route_of
+from capacity_service.entrypoints.http.routes import BY_OPERATION, PROBE_PATHS, STREAM_PATHS, route_of
 from capacity_service.errors import CapacityError, Overloaded
 
 # A JSON call: (request body, its content-type) -> the response. Contract errors are raised as
@@ -74,7 +74,7 @@ class Edge:
                 self._metrics.answered(route_of(_route_path(scope)), answer.status, time.perf_counter() - started)
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._max_in_flight is None or _route_path(scope) in _PROBES:
+        if self._max_in_flight is None or _route_path(scope) in _NOT_IN_FLIGHT:
             await self._answer(scope, receive, send)
             return
         if self._in_flight >= self._max_in_flight:  # refused at once, rather than answered late
@@ -110,7 +110,7 @@ class Edge:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                await self.app(scope, _replay([], message), send)
+                await self.app(scope, _replay([], message, receive), send)
                 return
             chunk = message.get("body", b"")
             seen += len(chunk)
@@ -122,7 +122,7 @@ class Edge:
                 break
         operation = self._fast_lane.get((scope["method"], _route_path(scope)))
         if operation is None:
-            await self.app(scope, _replay(chunks, None), send)
+            await self.app(scope, _replay(chunks, None, receive), send)
             return
         try:
             if self._keys is not None and self._keys.enabled:
@@ -140,7 +140,8 @@ class Edge:
 
 
 # Health probes are answered whatever the load: a busy service is not a dead one.
-_PROBES = PROBE_PATHS
+# Probes answer whatever the load; streams are open-ended, with their own bound (the availability feed's).
+_NOT_IN_FLIGHT = PROBE_PATHS | STREAM_PATHS
 _RESERVE = (BY_OPERATION["reserve"].method, BY_OPERATION["reserve"].path)
 
 
@@ -198,8 +199,9 @@ def _route_path(scope: Scope) -> str:
     return path
 
 
-def _replay(chunks: list[bytes], then: Message | None) -> Receive:
-    """A ``receive`` that hands out an already read body, then waits on the original stream's end."""
+def _replay(chunks: list[bytes], then: Message | None, original: Receive) -> Receive:
+    """A ``receive`` that hands out an already read body, then waits on the original stream's end (an
+    open-ended answer, the availability stream, ends when its client goes)."""
     pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
     if then is not None:
         pending = [then]
@@ -207,6 +209,6 @@ def _replay(chunks: list[bytes], then: Message | None) -> Receive:
     async def receive() -> Message:
         if pending:
             return pending.pop(0)
-        return {"type": "http.disconnect"}
+        return await original()
 
     return receive

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from capacity_service.entrypoints.http.schemas import (
     AvailabilityBody,
+    AvailabilityEvent,
     AvailabilityRequest,
     ErrorBody,
     HealthBody,
@@ -57,6 +58,7 @@ class Route:
     tags: tuple[str, ...] = ()
     fast_lane: bool = False  # answered by the edge itself, ahead of FastAPI
     probe: bool = False  # a health probe: answered whatever the load
+    stream: bool = False  # an open-ended answer (Server-Sent Events): bounded on its own, not in flight
 
 
 def _errors(*answers: tuple[int, str]) -> Responses:
@@ -106,6 +108,21 @@ ROUTES: tuple[Route, ...] = (
         ),
         json_body=PlaceOrderRequest,
         fast_lane=True,
+    ),
+    Route(
+        "GET",
+        "/v1/availability/stream",
+        "availability_stream",
+        Access.KEY,
+        AvailabilityEvent,
+        responses={
+            200: {
+                "description": "Server-Sent Events: `id`, `event: pool`, `data`: the pool (as AvailabilityEvent)",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            **_errors((429, "overloaded: too many stream clients on this replica")),
+        },
+        stream=True,
     ),
     Route(
         "PUT",
@@ -222,6 +239,7 @@ ROUTES: tuple[Route, ...] = (
 
 BY_OPERATION: dict[str, Route] = {route.operation: route for route in ROUTES}
 PROBE_PATHS = frozenset(route.path for route in ROUTES if route.probe)
+STREAM_PATHS = frozenset(route.path for route in ROUTES if route.stream)
 
 
 _FIXED_PATHS = frozenset(route.path for route in ROUTES if "{" not in route.path)

@@ -134,6 +134,21 @@ class PlaceOrderRequest(_Request):
     hold_seconds: Annotated[int, Field(ge=1, le=MAX_HOLD_SECONDS), Integral] | None = None
 
 
+class AvailabilityEvent(BaseModel):
+    """The data of one event of the availability stream: a pool of the zone as it is now (``state``
+    retired: it left availability)."""
+
+    pool_id: str
+    zone: str
+    slot_start: datetime | None
+    slot_end: datetime | None
+    capacity: int
+    remaining: int
+    state: Literal["active", "retired"]
+    paused: bool
+    version: int
+
+
 class AvailablePool(BaseModel):
     pool_id: str
     zone: str
