@@ -279,6 +279,15 @@ class JournalContract:
         assert live in live_ids and retired not in live_ids
         assert payloads(journal, retired) == ["a"]  # its history stays
 
+    def test_several_streams_are_recorded_dormant_at_once(self, journal: Journal, pool_id: str) -> None:
+        streams = [f"{pool_id}-{n}" for n in range(3)]
+        for each in streams:
+            journal.append(each, 0, journal.claim_epoch(each), events("a"))
+        journal.mark_dormant_many(streams[:2])
+        journal.mark_dormant_many(streams[:1])  # idempotent
+        live = journal.live_stream_ids()
+        assert streams[2] in live and not set(streams[:2]) & set(live)
+
     def test_order_streams_are_live_streams_but_not_pools(self, journal: Journal, pool_id: str) -> None:
         order = order_stream_id(pool_id.replace("~", "-") + "-order")
         journal.append(order, 0, journal.claim_epoch(order), events("placed"))

@@ -116,6 +116,42 @@ class EpochClaims:
                     answer.set_result(epoch)
 
 
+class DormantMarks:
+    """Streams recorded as dormant (``Journal.mark_dormant_many``) in few journal calls: those handed back
+    while one call runs go together in the next (a confirmed order is one, each, at the rate orders come)."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._waiting: list[tuple[str, asyncio.Future[None]]] = []
+        self._running = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def mark(self, stream_id: str) -> None:
+        """Raises the journal's error when the mark could not be written."""
+        answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((stream_id, answer))
+        if not self._running:
+            self._running = True
+            self._task = asyncio.ensure_future(self._run())
+        await answer
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    await asyncio.to_thread(self._journal.mark_dormant_many, [stream_id for stream_id, _ in batch])
+                except Exception as exc:  # every waiter gets the error
+                    for _, answer in batch:
+                        fail(answer, exc)
+                    continue
+                for _, answer in batch:
+                    if not answer.done():
+                        answer.set_result(None)
+        finally:
+            self._running = False
+
+
 def fail(future: asyncio.Future[Any], error: BaseException) -> None:
     """Answer ``future`` with ``error`` unless its caller has an answer already."""
     if not future.done():

@@ -11,7 +11,7 @@ from typing import Any
 
 from capacity_service.adapters.journal import Journal
 from capacity_service.application.circuit_breaker import CircuitBreaker
-from capacity_service.application.group_commit import GroupCommit
+from capacity_service.application.group_commit import DormantMarks, GroupCommit
 from capacity_service.application.repeated_log import RepeatedFailureLog
 from capacity_service.application.single_writer import BatchResult
 from capacity_service.errors import Unavailable
@@ -49,6 +49,7 @@ class SharedByRunners:
 
     journal: Journal
     group_commit: GroupCommit
+    dormancy: DormantMarks
     breaker: CircuitBreaker
     settings: WriteSideSettings
     fence: Fence

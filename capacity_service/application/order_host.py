@@ -230,7 +230,10 @@ class OrderHost:
         writer = OrderWriter(order_id, self._journal)
         try:
             [epoch] = await self._claims.claim_many([writer.stream_id])
-            await asyncio.to_thread(writer.start, epoch, epoch != FIRST_EPOCH)
+            if epoch == FIRST_EPOCH:  # a new order: nothing to read
+                writer.start(epoch, recover=False)
+            else:
+                await asyncio.to_thread(writer.start, epoch, True)
         except JournalError as exc:
             del self._starting[order_id]
             fail(starting, Unavailable(f"cannot recover order {order_id!r}: {exc}"))

@@ -21,7 +21,7 @@ from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal import FIRST_EPOCH, Journal, JournalError, JournalUnavailable
 from capacity_service.application import tracing
 from capacity_service.application.circuit_breaker import BreakerState, CircuitBreaker
-from capacity_service.application.group_commit import EpochClaims, GroupCommit, fail
+from capacity_service.application.group_commit import DormantMarks, EpochClaims, GroupCommit, fail
 from capacity_service.application.hosting import Fence, SharedByRunners
 from capacity_service.application.metrics import NO_METRICS, HostMetrics, HostStats
 from capacity_service.application.pool_writer import (
@@ -98,6 +98,7 @@ class PoolHost:
         self._shared = SharedByRunners(
             journal=journal,
             group_commit=GroupCommit(journal, metrics),
+            dormancy=DormantMarks(journal),
             breaker=self.breaker,
             settings=self._settings,
             fence=self._fence,

@@ -182,6 +182,11 @@ class Journal(ABC):
         """Record that the pool needs no hosting any more (retired, with nothing held or active): the
         watchdog and the caches' sweeps leave it out (``live_pool_ids``). For good; its events stay."""
 
+    def mark_dormant_many(self, pool_ids: Sequence[str]) -> None:
+        """``mark_dormant`` of several streams; adapters override it with one transaction."""
+        for pool_id in pool_ids:
+            self.mark_dormant(pool_id)
+
     @abstractmethod
     def dormant_pool_ids(self) -> Iterator[str]:
         """The pools ``mark_dormant`` recorded."""

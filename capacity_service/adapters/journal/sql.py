@@ -297,11 +297,13 @@ class SqlJournal(Journal):
             yield from conn.execute(query).scalars()
 
     def mark_dormant(self, pool_id: str) -> None:
+        self.mark_dormant_many([pool_id])
+
+    def mark_dormant_many(self, pool_ids: Sequence[str]) -> None:
         insert = (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(dormant_table)
+        statement = insert.on_conflict_do_nothing(index_elements=[dormant_table.c.pool_id])
         with self._translated_errors(), self._write_lock, self._engine.begin() as conn:
-            conn.execute(
-                insert.values(pool_id=pool_id).on_conflict_do_nothing(index_elements=[dormant_table.c.pool_id])
-            )
+            conn.execute(statement, [{"pool_id": pool_id} for pool_id in pool_ids])
 
     def dormant_pool_ids(self) -> Iterator[str]:
         query = select(dormant_table.c.pool_id).order_by(dormant_table.c.pool_id)
