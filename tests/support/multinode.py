@@ -272,6 +272,7 @@ class OrderStream:
     pools: list[str]
     callers: int = 4
     answers: dict[str, str] = field(default_factory=dict)
+    first_answers: dict[str, str] = field(default_factory=dict)  # before ``settle`` repeated any
     lines: dict[str, list[str]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -293,7 +294,7 @@ class OrderStream:
             order_id = f"o{caller}-{n}"
             n += 1
             self.lines[order_id] = rng.sample(self.pools, 2)
-            self.answers[order_id] = self.place(order_id)
+            self.answers[order_id] = self.first_answers[order_id] = self.place(order_id)
 
     def place(self, order_id: str) -> str:
         lines = [OrderLineRequest(pool_id=pool_id, quantity=1) for pool_id in self.lines[order_id]]
