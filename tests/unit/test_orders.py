@@ -304,3 +304,48 @@ def test_a_chosen_line_passes_over_a_full_candidate_for_the_next() -> None:
         assert (await hosts.remaining("full"), await hosts.remaining("free")) == (0, 0)
 
     run(scenario)
+
+
+class Held:
+    """Passes commands on, except reserves on ``pool_id``: those wait until ``release`` (a host frozen
+    past its failover, then thawed)."""
+
+    def __init__(self, inner: CommandSender, pool_id: str) -> None:
+        self._inner, self._pool_id = inner, pool_id
+        self.release = asyncio.Event()
+
+    async def execute(
+        self, pool_id: str, command: PoolCommand, deadline: float | None = None
+    ) -> CommandOutcome | CapacityError:
+        if pool_id == self._pool_id and isinstance(command, Reserve):
+            await self.release.wait()
+        return await self._inner.execute(pool_id, command, deadline)
+
+
+def test_a_zombie_order_writer_is_fenced_and_its_late_step_changes_nothing() -> None:
+    async def scenario() -> None:
+        journal = InMemoryJournal()
+        held: list[Held] = []
+
+        def holding(pools: PoolHost) -> CommandSender:
+            held.append(Held(HostFirstSender(pools, Nowhere()), "picker"))
+            return held[0]
+
+        zombie = Hosts(journal, holding)
+        await zombie.configure(("van", 2), ("picker", 2))
+        order = place("o1", [("van", 1), ("picker", 1)], in_s=30)
+        with pytest.raises(OutcomeUnknown):
+            await zombie.orders.execute("o1", order, time.time() + 0.3)
+        successor = Hosts(journal)  # the zombie's order and pools are claimed anew
+        await successor.pools.ensure_started_many(["van", "picker"])
+        finished = await successor.orders.execute("o1", order, time.time() + 5)
+        assert finished.view.status is OrderStatus.CONFIRMED
+        events_before = [e.event_type for e in journal.read("order~o1")]
+        held[0].release.set()  # the zombie thaws: its reserve and its step go on
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+        assert zombie.pools.fenced  # its next write learned of the newer incarnation
+        assert [e.event_type for e in journal.read("order~o1")] == events_before
+        assert (await successor.remaining("van"), await successor.remaining("picker")) == (1, 1)
+
+    run(scenario)
