@@ -27,6 +27,7 @@ import pytest
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from capacity_service.adapters.journal import open_journal
 from capacity_service.client import CapacityClient
 from capacity_service.errors import CapacityError
 from capacity_service.runtime import _ray
@@ -72,8 +73,12 @@ def cluster() -> Iterator[LocalCluster]:
 
 def multinode_keyspace(cassandra_settings: CassandraJournalSettings) -> CassandraJournalSettings:
     """The session's Cassandra, in this module's keyspace, with a short request timeout: an outage shows
-    within the scenarios' seconds."""
-    return cassandra_settings.model_copy(update={"keyspace": "multinode", "request_timeout_s": 2.0})
+    within the scenarios' seconds. Its tables are made here first, as `start` makes them before any actor
+    runs: Cassandra 2.1 gives tables created by several processes at once different ids."""
+    settings = cassandra_settings.model_copy(update={"keyspace": "multinode", "request_timeout_s": 2.0})
+    with open_journal(settings):
+        pass
+    return settings
 
 
 @pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.cassandra)])

@@ -14,6 +14,7 @@ import random
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -289,9 +290,10 @@ class OrderStream:
 
     def _run(self, caller: int) -> None:
         rng = random.Random(caller)
+        run = uuid.uuid4().hex[:6]  # journals outlive a test: an order id of an earlier run is taken
         n = 0
         while not self._stop.is_set():
-            order_id = f"o{caller}-{n}"
+            order_id = f"o{run}-{caller}-{n}"
             n += 1
             self.lines[order_id] = rng.sample(self.pools, 2)
             self.answers[order_id] = self.first_answers[order_id] = self.place(order_id)
