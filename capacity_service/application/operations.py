@@ -13,11 +13,11 @@ import asyncio
 import time
 import uuid
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from capacity_service.application.checks import MAX_ZONE_LENGTH, check_choice, printable
 from capacity_service.application.choosing import attempt_request_id, candidates, ordered
-from capacity_service.application.order_operations import ORDER_REQUEST_PREFIX, OrderGateway, OrderOperations
+from capacity_service.application.order_operations import ORDER_REQUEST_PREFIX, OrderGateway, OrderOperations, raised
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import (
     MAX_HOLD_SECONDS,
@@ -63,7 +63,6 @@ from capacity_service.errors import (
 )
 from capacity_service.models import Pool, PoolCheck, PoolsChanged, ReleaseReceipt, ReservationInfo, ReservationReceipt
 
-T = TypeVar("T")
 MAX_REQUEST_ID_LENGTH = 128
 MAX_LISTED_RESERVATIONS = 10_000
 # A chosen reserve tries at most this many candidates, and looks for what an earlier try of the same request
@@ -156,7 +155,7 @@ class CapacityOperations(OrderOperations):
 
     async def get_pool(self, pool_id: str) -> Pool:
         _check_pool_id(pool_id)
-        view = _raise_error(await self._gateway.view(pool_id))
+        view = raised(await self._gateway.view(pool_id))
         if not view.exists:
             raise PoolNotFound(pool_id)
         return Pool.of(view)
@@ -286,7 +285,7 @@ class CapacityOperations(OrderOperations):
 
     async def get_reservation(self, reservation_id: str) -> ReservationInfo:
         pool_id = _pool_of(reservation_id)
-        found = _raise_error(await self._gateway.reservation(pool_id, reservation_id))
+        found = raised(await self._gateway.reservation(pool_id, reservation_id))
         if found is None:
             raise ReservationNotFound(reservation_id)
         return ReservationInfo.of(pool_id, found)
@@ -330,7 +329,7 @@ class CapacityOperations(OrderOperations):
             wanted = None if status is None else ReservationStatus(status)
         except ValueError:
             raise InvalidRequest(f"status must be one of {[s.value for s in ReservationStatus]}") from None
-        found = _raise_error(await self._gateway.reservations(pool_id, wanted, limit))
+        found = raised(await self._gateway.reservations(pool_id, wanted, limit))
         return [ReservationInfo.of(pool_id, r) for r in found]
 
     async def reset_pool(self, pool_id: str, to_seq_nr: int) -> Pool:
@@ -343,7 +342,7 @@ class CapacityOperations(OrderOperations):
     async def check_pool(self, pool_id: str) -> PoolCheck:
         """Replay the pool from its journal, every event from the first, and compare with its live state."""
         _check_pool_id(pool_id)
-        seq_nr, differences = _raise_error(await self._gateway.check(pool_id))
+        seq_nr, differences = raised(await self._gateway.check(pool_id))
         return PoolCheck(pool_id=pool_id, seq_nr=seq_nr, matches=not differences, differences=differences)
 
     async def _execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome:
@@ -402,15 +401,9 @@ def _naming_request(error: CapacityError, request_id: str) -> CapacityError:
     return named
 
 
-def _raise_error(result: T | CapacityError) -> T:
-    if isinstance(result, CapacityError):
-        raise result
-    return result
-
-
 def _decided(answer: CommandOutcome | CapacityError) -> CommandOutcome:
     """The outcome of a command the pool accepted; its error, or the error of its rejection, raised."""
-    outcome = _raise_error(answer)
+    outcome = raised(answer)
     if outcome.rejection is not None:
         raise error_of(outcome.rejection)
     return outcome

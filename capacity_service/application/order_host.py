@@ -25,7 +25,7 @@ from capacity_service.application.order_driver import DriverMemory, OrderDriver
 from capacity_service.application.order_writer import OrderOutcome, OrderWriter
 from capacity_service.application.single_writer import BatchResult
 from capacity_service.application.stream_runner import RunnerState, StreamRunner
-from capacity_service.domain.ids import order_of_stream
+from capacity_service.domain.ids import order_of_stream, order_stream_id
 from capacity_service.domain.order import (
     RESTING,
     CancelOrder,
@@ -219,9 +219,8 @@ class OrderHost:
         return await asyncio.shield(self._starting[order_id])
 
     async def _has_events(self, order_id: str) -> bool:
-        writer = OrderWriter(order_id, self._journal)
         try:
-            return await asyncio.to_thread(self._journal.highest_seq_nr, writer.stream_id) > 0
+            return await asyncio.to_thread(self._journal.highest_seq_nr, order_stream_id(order_id)) > 0
         except JournalError as exc:
             raise Unavailable(f"journal unavailable: {exc}") from exc
 

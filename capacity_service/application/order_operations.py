@@ -128,7 +128,7 @@ class OrderOperations:
         return await self._settled(order_id, self._place(order_id, lines, hold_seconds, digest))
 
     async def get_order(self, order_id: str) -> Order:
-        view = _raised(await self._gateway.order_view(_checked_order_id(order_id, OrderNotFound)))
+        view = raised(await self._gateway.order_view(_checked_order_id(order_id, OrderNotFound)))
         if not view.exists:
             raise OrderNotFound(order_id)
         return Order.of(view)
@@ -180,7 +180,7 @@ class OrderOperations:
         answer: asyncio.Future[OrderOutcome | CapacityError],
         failed_is_an_answer: bool = False,
     ) -> Order:
-        outcome = _raised(await answer)
+        outcome = raised(await answer)
         rejection = outcome.rejection
         if isinstance(rejection, UnknownOrder):
             raise OrderNotFound(order_id)
@@ -207,7 +207,7 @@ class OrderOperations:
         views = await asyncio.gather(*(self._view_for_check(pool_id) for _, pool_id in named))
         found: dict[int, OrderLineRefused] = {}
         for (index, pool_id), view in zip(named, views, strict=True):
-            view = _raised(view)
+            view = raised(view)
             error = (
                 "pool_not_found"
                 if not view.exists
@@ -271,7 +271,8 @@ def _failure(view: OrderView) -> CapacityError:
     return OrderFailed(view.order_id, view.undo_reason or "failed")
 
 
-def _raised(answer: T | CapacityError) -> T:
+def raised(answer: T | CapacityError) -> T:
+    """The answer, or its error (an answer that came back as a value) raised."""
     if isinstance(answer, CapacityError):
         raise answer
     return answer

@@ -15,11 +15,10 @@ from capacity_service.adapters.journal import (
     AppendRequest,
     Journal,
     JournalError,
-    JournalUnavailable,
     NewEvent,
     WriterFenced,
 )
-from capacity_service.application.single_writer import BatchResult, PreparedBatch
+from capacity_service.application.single_writer import BatchResult, PreparedBatch, landed_after_all
 from capacity_service.domain.ids import order_stream_id
 from capacity_service.domain.order import (
     OrderCommand,
@@ -135,15 +134,13 @@ class OrderWriter:
     def append_failed(self, prepared: PreparedBatch[Any, Any], error: JournalError) -> None:
         """As ``PoolWriter.append_failed``: throw the tentative state away; return normally only if the
         stream shows the append landed after all."""
-        assert prepared.append is not None
-        expected_after = prepared.append.expected_seq_nr + len(prepared.append.events)
         if isinstance(error, WriterFenced):
             self.fenced = True
         try:
             self.reload()
         except JournalError:
             self._state, self._seq_nr = OrderState(self.order_id), -1
-        if isinstance(error, JournalUnavailable) and self._seq_nr == expected_after:
+        if landed_after_all(prepared, error, self._seq_nr):
             log.info("order %s: append reported a failure but is in the journal", self.order_id)
             return
         raise error

@@ -21,12 +21,11 @@ from capacity_service.adapters.journal import (
     AppendRequest,
     Journal,
     JournalError,
-    JournalUnavailable,
     NewEvent,
     WriterFenced,
 )
 from capacity_service.application.recovery import RecoveredPool, SnapshotPolicy, encode_snapshot, recover_pool
-from capacity_service.application.single_writer import BatchResult, PreparedBatch
+from capacity_service.application.single_writer import BatchResult, PreparedBatch, landed_after_all
 from capacity_service.domain import (
     CapacityHeld,
     Confirm,
@@ -260,14 +259,10 @@ class PoolWriter:
     def append_failed(self, prepared: PreparedBatch[Any, Any], error: JournalError) -> None:
         """The append of ``prepared`` failed: throw the tentative state away (re-reading the stream).
         Returns normally if the stream shows the append landed after all; raises ``error`` otherwise."""
-        assert prepared.append is not None
-        expected_after = prepared.append.expected_seq_nr + len(prepared.append.events)
         if isinstance(error, WriterFenced):
             self.fenced = True
         self._discard_tentative_state()
-        if isinstance(error, JournalUnavailable) and self._seq_nr == expected_after:
-            # The outcome was unknown: appends are atomic and we are the only writer, so if the stream
-            # now ends exactly where ours would, it is ours and it is durable.
+        if landed_after_all(prepared, error, self._seq_nr):
             log.info("pool %s: append reported a failure but is in the journal", self.pool_id)
             return
         raise error

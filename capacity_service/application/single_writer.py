@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from capacity_service.adapters.journal import AppendRequest, JournalError
+from capacity_service.adapters.journal import AppendRequest, JournalError, JournalUnavailable
 
 Outcome = TypeVar("Outcome")
 Persisted = TypeVar("Persisted")
@@ -28,6 +28,15 @@ class PreparedBatch(Generic[Outcome, Persisted]):
 
     result: BatchResult[Outcome, Persisted]
     append: AppendRequest | None
+
+
+def landed_after_all(prepared: PreparedBatch[Any, Any], error: JournalError, seq_nr_now: int) -> bool:
+    """Whether an append whose outcome was unknown (``JournalUnavailable``) is in the journal after all: appends
+    are atomic and the writer is the stream's only one, so if the stream, re-read, ends exactly where the
+    append would have left it, the append is the writer's own and durable."""
+    assert prepared.append is not None
+    expected_after = prepared.append.expected_seq_nr + len(prepared.append.events)
+    return isinstance(error, JournalUnavailable) and seq_nr_now == expected_after
 
 
 class SingleWriter(Protocol):

@@ -107,6 +107,13 @@ def settings_for(journal: SqlJournalSettings | CassandraJournalSettings) -> Serv
     )
 
 
+def sharded_settings_for(journal: SqlJournalSettings | CassandraJournalSettings) -> ServiceSettings:
+    """``settings_for`` on two shard actors (orders need sharded hosting), with orders' own deadline."""
+    base = settings_for(journal)
+    hosting = base.hosting.model_copy(update={"mode": "sharded", "shards": 2, "call_timeout_s": 10})
+    return base.model_copy(update={"hosting": hosting})
+
+
 @pytest.fixture
 def client(cluster: LocalCluster, journal: SqlJournalSettings | CassandraJournalSettings) -> Iterator[CapacityClient]:
     settings = settings_for(journal)
@@ -358,9 +365,7 @@ def test_orders_while_their_hosts_are_killed(
     each shard actor's process is killed -9 in turn (Ray restarts it; the watchdog starts its live orders
     again): every order confirmed has every line taken, every other none, nothing oversold, and every
     answer that settled nothing is settled by repeating the order with its id."""
-    base = settings_for(journal)
-    hosting = base.hosting.model_copy(update={"mode": "sharded", "shards": 2, "call_timeout_s": 10})
-    sharded = base.model_copy(update={"hosting": hosting})
+    sharded = sharded_settings_for(journal)
     capacity = 100  # most orders are taken; the last ones find pools full
     with CapacityClient(sharded) as client:
         try:
@@ -397,9 +402,7 @@ def test_orders_while_cassandra_is_frozen_then_thawed(
     orders and their lines' appends half done may land after their writers gave up, and drivers find their
     steps' outcomes unknown. After the thaw every answer that settled nothing is settled by repeating the
     order, every confirmed order has all its lines, every other none, and nothing is oversold."""
-    base = settings_for(multinode_keyspace(cassandra_settings))
-    hosting = base.hosting.model_copy(update={"mode": "sharded", "shards": 2, "call_timeout_s": 10})
-    sharded = base.model_copy(update={"hosting": hosting})
+    sharded = sharded_settings_for(multinode_keyspace(cassandra_settings))
     capacity = 100
     with CapacityClient(sharded) as client:
         try:
