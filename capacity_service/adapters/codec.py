@@ -18,10 +18,13 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from capacity_service.domain import (
+    DEFAULT_MAX_HOLD_SECONDS,
+    DEFAULT_WAITLIST_LIMIT,
     CapacityHeld,
     CapacityReleased,
     CapacityReserved,
     HoldConfirmed,
+    HoldExtended,
     HoldsExpired,
     PoolConfigured,
     PoolEvent,
@@ -32,6 +35,11 @@ from capacity_service.domain import (
     PoolWasRetired,
     Reservation,
     ReservationStatus,
+    WaitlistEntry,
+    WaitlistJoined,
+    WaitlistLeft,
+    WaitlistOffered,
+    WaitlistStatus,
 )
 from capacity_service.domain.order import (
     OrderConfirmed,
@@ -62,6 +70,13 @@ class PoolConfiguredV2(_Schema):
     zone: str
     slot_start: datetime | None = None
     slot_end: datetime | None = None
+
+
+class PoolConfiguredV3(PoolConfiguredV2):
+    """V2 with the bounds of holds and of the waitlist (v2 is upcast with the defaults)."""
+
+    max_hold_seconds: int
+    waitlist_limit: int
 
 
 class CapacityReservedV1(_Schema):
@@ -101,6 +116,31 @@ class HoldExpiredV2(_Schema):
 
 class PoolRetiredV1(_Schema):
     pass
+
+
+class HoldExtendedV1(_Schema):
+    reservation_id: str
+    expires_at: datetime
+
+
+class WaitlistJoinedV1(_Schema):
+    entry_id: str
+    request_id: str
+    quantity: int
+    hold_seconds: int
+    reservation_id: str
+
+
+class WaitlistOfferedV1(_Schema):
+    entry_id: str
+    request_id: str
+    reservation_id: str
+    quantity: int
+    expires_at: datetime
+
+
+class WaitlistLeftV1(_Schema):
+    entry_id: str
 
 
 class PoolPausedV1(_Schema):
@@ -180,11 +220,48 @@ class PoolSnapshotV3(PoolSnapshotV2):
     paused_reason: str | None
 
 
+class PoolSnapshotV4(PoolSnapshotV3):
+    """V3 with the bounds of holds and of the waitlist, and the waitlist: every entry, column-wise, in
+    join order (its status by name)."""
+
+    VERSION: ClassVar[int] = 4
+
+    max_hold_seconds: int
+    waitlist_limit: int
+    entry_ids: list[str]
+    entry_request_ids: list[str]
+    entry_quantities: list[int]
+    entry_hold_seconds: list[int]
+    entry_reservation_ids: list[str]
+    entry_statuses: list[WaitlistStatus]
+
+    @model_validator(mode="after")
+    def _consistent_waitlist(self) -> PoolSnapshotV4:
+        count = len(self.entry_ids)
+        columns = (
+            self.entry_request_ids,
+            self.entry_quantities,
+            self.entry_hold_seconds,
+            self.entry_reservation_ids,
+            self.entry_statuses,
+        )
+        if any(len(column) != count for column in columns):
+            raise ValueError("waitlist columns differ in length")
+        return self
+
+
 class PoolResetV1(_Schema):
-    """The state the pool was set back to, written as a snapshot is."""
+    """The state the pool was set back to, written as a snapshot v3 is."""
 
     to_seq_nr: int
     state: PoolSnapshotV3
+
+
+class PoolResetV2(_Schema):
+    """The state the pool was set back to, written as a snapshot is."""
+
+    to_seq_nr: int
+    state: PoolSnapshotV4
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,12 +283,16 @@ class _EventSchema:
         | type[PoolWasRetired]
         | type[PoolPaused]
         | type[PoolResumed]
+        | type[HoldExtended]
+        | type[WaitlistJoined]
+        | type[WaitlistOffered]
+        | type[WaitlistLeft]
     )
     schema: type[_Schema]
 
 
 _EVENT_SCHEMAS: dict[str, _EventSchema] = {
-    PoolConfigured.TYPE: _EventSchema(PoolConfigured, PoolConfiguredV2),
+    PoolConfigured.TYPE: _EventSchema(PoolConfigured, PoolConfiguredV3),
     CapacityReserved.TYPE: _EventSchema(CapacityReserved, CapacityReservedV1),
     CapacityReleased.TYPE: _EventSchema(CapacityReleased, CapacityReleasedV1),
     CapacityHeld.TYPE: _EventSchema(CapacityHeld, CapacityHeldV1),
@@ -220,6 +301,10 @@ _EVENT_SCHEMAS: dict[str, _EventSchema] = {
     PoolWasRetired.TYPE: _EventSchema(PoolWasRetired, PoolRetiredV1),
     PoolPaused.TYPE: _EventSchema(PoolPaused, PoolPausedV1),
     PoolResumed.TYPE: _EventSchema(PoolResumed, PoolResumedV1),
+    HoldExtended.TYPE: _EventSchema(HoldExtended, HoldExtendedV1),
+    WaitlistJoined.TYPE: _EventSchema(WaitlistJoined, WaitlistJoinedV1),
+    WaitlistOffered.TYPE: _EventSchema(WaitlistOffered, WaitlistOfferedV1),
+    WaitlistLeft.TYPE: _EventSchema(WaitlistLeft, WaitlistLeftV1),
 }
 
 
@@ -232,6 +317,8 @@ _PLAIN_JSON_EVENTS = frozenset(
         PoolWasRetired.TYPE,
         PoolPaused.TYPE,
         PoolResumed.TYPE,
+        WaitlistJoined.TYPE,
+        WaitlistLeft.TYPE,
     }
 )
 _FIELDS = {name: tuple(known.schema.model_fields) for name, known in _EVENT_SCHEMAS.items()}
@@ -274,6 +361,11 @@ def _pool_configured_v1_to_v2(data: JsonDict) -> JsonDict:
     return {**data, "slot_start": None, "slot_end": None}
 
 
+def _pool_configured_v2_to_v3(data: JsonDict) -> JsonDict:
+    # v2 had no bounds of holds or of the waitlist: a pool configured then has the defaults.
+    return {**data, "max_hold_seconds": DEFAULT_MAX_HOLD_SECONDS, "waitlist_limit": DEFAULT_WAITLIST_LIMIT}
+
+
 def _hold_expired_v1_to_v2(data: JsonDict) -> JsonDict:
     # v1 carried one hold; v2 carries every hold expired at once.
     return {"reservation_ids": [data["reservation_id"]], "quantities": [data["quantity"]]}
@@ -282,6 +374,7 @@ def _hold_expired_v1_to_v2(data: JsonDict) -> JsonDict:
 def default_upcasters() -> Upcasters:
     upcasters = Upcasters()
     upcasters.register(PoolConfigured.TYPE, 1, _pool_configured_v1_to_v2)
+    upcasters.register(PoolConfigured.TYPE, 2, _pool_configured_v2_to_v3)
     upcasters.register(HoldsExpired.TYPE, 1, _hold_expired_v1_to_v2)
     return upcasters
 
@@ -328,7 +421,8 @@ class Codec:
 
     def encode_snapshot(self, state: PoolState) -> tuple[int, bytes]:
         reservations = list(state.reservations.values())
-        snapshot = PoolSnapshotV3.model_construct(
+        entries = list(state.waitlist.values())
+        snapshot = PoolSnapshotV4.model_construct(
             pool_id=state.pool_id,
             exists=state.exists,
             capacity=state.capacity,
@@ -345,28 +439,41 @@ class Codec:
             ],
             retired=state.retired,
             paused_reason=state.paused_reason,
+            max_hold_seconds=state.max_hold_seconds,
+            waitlist_limit=state.waitlist_limit,
+            entry_ids=[e.entry_id for e in entries],
+            entry_request_ids=[e.request_id for e in entries],
+            entry_quantities=[e.quantity for e in entries],
+            entry_hold_seconds=[e.hold_seconds for e in entries],
+            entry_reservation_ids=[e.reservation_id for e in entries],
+            entry_statuses=[e.status for e in entries],
         )
-        return PoolSnapshotV3.VERSION, snapshot.model_dump_json().encode()
+        return PoolSnapshotV4.VERSION, snapshot.model_dump_json().encode()
 
     def decode_snapshot(self, schema_version: int, payload: bytes) -> PoolState:
         try:
+            if schema_version == PoolSnapshotV4.VERSION:
+                return _state_of(PoolSnapshotV4.model_validate_json(payload))
             if schema_version == PoolSnapshotV3.VERSION:
-                return _state_of(PoolSnapshotV3.model_validate_json(payload))
+                return _state_of(_upcast_snapshot_v3(PoolSnapshotV3.model_validate_json(payload)))
             if schema_version == PoolSnapshotV2.VERSION:
-                return _state_of(_upcast_snapshot_v2(PoolSnapshotV2.model_validate_json(payload)))
+                return _state_of(_upcast_snapshot_v3(_upcast_snapshot_v2(PoolSnapshotV2.model_validate_json(payload))))
             if schema_version == PoolSnapshotV1.VERSION:
                 v2 = _upcast_snapshot_v1(PoolSnapshotV1.model_validate_json(payload))
-                return _state_of(_upcast_snapshot_v2(v2))
+                return _state_of(_upcast_snapshot_v3(_upcast_snapshot_v2(v2)))
         except ValidationError as exc:
             raise DecodingError(f"corrupt snapshot: {exc.error_count()} errors") from exc
         raise DecodingError(f"unknown snapshot version {schema_version}")
 
 
 def _decode_reset(schema_version: int, payload: bytes) -> PoolReset:
-    if schema_version != PoolReset.VERSION:
+    if schema_version not in (1, PoolReset.VERSION):
         raise DecodingError(f"{PoolReset.TYPE} v{schema_version} is not known to this code (v{PoolReset.VERSION})")
     try:
-        reset = PoolResetV1.model_validate_json(payload)
+        if schema_version == 1:
+            old = PoolResetV1.model_validate_json(payload)
+            return PoolReset(old.to_seq_nr, _state_of(_upcast_snapshot_v3(old.state)))
+        reset = PoolResetV2.model_validate_json(payload)
     except ValidationError as exc:
         raise DecodingError(f"corrupt {PoolReset.TYPE} payload: {exc.error_count()} errors") from exc
     return PoolReset(reset.to_seq_nr, _state_of(reset.state))
@@ -387,7 +494,22 @@ def _upcast_snapshot_v2(snap: PoolSnapshotV2) -> PoolSnapshotV3:
     return PoolSnapshotV3.model_construct(**dict(snap), retired=False, paused_reason=None)
 
 
-def _state_of(snap: PoolSnapshotV3) -> PoolState:
+def _upcast_snapshot_v3(snap: PoolSnapshotV3) -> PoolSnapshotV4:
+    # v3 (before waitlists and longer holds): the defaults, and no one waiting.
+    return PoolSnapshotV4.model_construct(
+        **dict(snap),
+        max_hold_seconds=DEFAULT_MAX_HOLD_SECONDS,
+        waitlist_limit=DEFAULT_WAITLIST_LIMIT,
+        entry_ids=[],
+        entry_request_ids=[],
+        entry_quantities=[],
+        entry_hold_seconds=[],
+        entry_reservation_ids=[],
+        entry_statuses=[],
+    )
+
+
+def _state_of(snap: PoolSnapshotV4) -> PoolState:
     reservations = {
         rid: Reservation(
             rid, quantity, request_id, status, None if expires_at is None else _EPOCH + expires_at * _MICROSECOND
@@ -396,6 +518,15 @@ def _state_of(snap: PoolSnapshotV3) -> PoolState:
             snap.reservation_ids, snap.quantities, snap.request_ids, snap.statuses, snap.expires_at, strict=True
         )
     }
+    entry_columns = (
+        snap.entry_ids,
+        snap.entry_request_ids,
+        snap.entry_quantities,
+        snap.entry_hold_seconds,
+        snap.entry_reservation_ids,
+        snap.entry_statuses,
+    )
+    waitlist = {fields[0]: WaitlistEntry(*fields) for fields in zip(*entry_columns, strict=True)}
     return PoolState(
         pool_id=snap.pool_id,
         exists=snap.exists,
@@ -408,6 +539,11 @@ def _state_of(snap: PoolSnapshotV3) -> PoolState:
         reservation_by_request={r.request_id: rid for rid, r in reservations.items()},
         retired=snap.retired,
         paused_reason=snap.paused_reason,
+        max_hold_seconds=snap.max_hold_seconds,
+        waitlist_limit=snap.waitlist_limit,
+        waitlist=waitlist,
+        waiting={e.entry_id: None for e in waitlist.values() if e.status is WaitlistStatus.WAITING},
+        waitlist_by_request={e.request_id: e.entry_id for e in waitlist.values()},
     )
 
 

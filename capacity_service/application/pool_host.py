@@ -48,6 +48,8 @@ from capacity_service.domain import (
     Reservation,
     ReservationStatus,
     ResetPool,
+    WaitlistPlace,
+    place_of,
 )
 from capacity_service.errors import CapacityError, PoolNotFound, SeqNrOutOfRange, Unavailable
 from capacity_service.settings import SnapshotSettings, WriteSideSettings
@@ -226,6 +228,11 @@ class PoolHost:
         """The reservation the pool made for ``request_id``, if any (once what is in flight is decided)."""
         runner = await self._quiet_runner(pool_id)
         return None if runner is None else runner.writer.state.reservation_for_request(request_id)
+
+    async def waitlist_place(self, pool_id: str, entry_id: str) -> WaitlistPlace | None:
+        """A waitlist entry of the pool as it is (once what is in flight is decided); None: no such entry."""
+        runner = await self._quiet_runner(pool_id)
+        return None if runner is None else place_of(runner.writer.state, entry_id)
 
     async def reservations(
         self, pool_id: str, status: ReservationStatus | None = None, limit: int = 1_000

@@ -30,6 +30,10 @@ from capacity_service.domain import (
     CapacityHeld,
     Confirm,
     ExpireHolds,
+    ExtendHold,
+    HoldExtended,
+    JoinWaitlist,
+    LeaveWaitlist,
     PersistedEvent,
     PoolCommand,
     PoolEvent,
@@ -41,8 +45,11 @@ from capacity_service.domain import (
     Reservation,
     ReservationStatus,
     Reserve,
+    WaitlistOffered,
+    WaitlistPlace,
     apply,
     decide,
+    place_of,
     view_of,
 )
 from capacity_service.domain.values import pickled_by_fields
@@ -67,12 +74,14 @@ class CapturedSnapshot:
 @dataclass(frozen=True, slots=True)
 class CommandOutcome:
     """The answer to one command: a rejection, or the pool view after it (and the reservation it
-    created or released). ``events`` is empty for an idempotent repeat."""
+    created or released). ``events`` is empty for an idempotent repeat. ``place``: the waitlist entry a
+    join or a leave named, as it is after it."""
 
     rejection: Rejection | None
     view: PoolView
     reservation: Reservation | None
     events: tuple[PoolEvent, ...]
+    place: WaitlistPlace | None = None
 
 
 def answer_of_absent_pool(pool_id: str, command: PoolCommand) -> CommandOutcome:
@@ -228,7 +237,7 @@ class PoolWriter:
                 continue
             for event in decision:
                 apply(state, event)
-                if isinstance(event, CapacityHeld):
+                if isinstance(event, CapacityHeld | WaitlistOffered | HoldExtended):
                     entry = (event.expires_at.timestamp(), event.reservation_id, event.expires_at)
                     heapq.heappush(self._expiries, entry)
                 elif isinstance(event, PoolReset):  # holds of the state set back to are pending again
@@ -249,7 +258,10 @@ class PoolWriter:
                     )
                 )
             view = view_of(state, self._seq_nr + len(pending))
-            outcomes.append(CommandOutcome(None, view, self._reservation_of(command), tuple(decision)))
+            place = None
+            if isinstance(command, JoinWaitlist | LeaveWaitlist):
+                place = place_of(state, _entry_of(state, command))
+            outcomes.append(CommandOutcome(None, view, self._reservation_of(command), tuple(decision), place))
         append = AppendRequest(self.pool_id, self._seq_nr, self.epoch, pending) if pending else None
         return PreparedBatch(BatchResult(outcomes[len(expiry) :], persisted), append)
 
@@ -317,9 +329,16 @@ class PoolWriter:
         found: Reservation | None = None
         if isinstance(command, Reserve):
             found = self._state.reservation_for_request(command.request_id)
-        elif isinstance(command, Release | Confirm):
+        elif isinstance(command, Release | Confirm | ExtendHold):
             found = self._state.reservations.get(command.reservation_id)
         return found  # immutable: a later release replaces it in the state
+
+
+def _entry_of(state: PoolState, command: JoinWaitlist | LeaveWaitlist) -> str:
+    """The entry a join or a leave is about (a repeated join's is the one its request id made first)."""
+    if isinstance(command, JoinWaitlist):
+        return state.waitlist_by_request.get(command.request_id, command.entry_id)
+    return command.entry_id
 
 
 def _utc_now() -> datetime:

@@ -21,6 +21,9 @@ class ConfigurePool:
     zone: str
     slot_start: datetime | None = None
     slot_end: datetime | None = None
+    # None: as the pool has it (the defaults for a new pool: ``domain/waitlist.py``).
+    max_hold_seconds: int | None = None
+    waitlist_limit: int | None = None
 
 
 @pickled_by_fields
@@ -59,6 +62,39 @@ class ExpireHolds:
     reservation_ids: tuple[str, ...] = ()
 
 
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class ExtendHold:
+    """Make a hold end ``hold_seconds`` from now (up to the pool's ``max_hold_seconds``), if that is later
+    than it ends already: a hold is only ever lengthened."""
+
+    reservation_id: str
+    hold_seconds: int
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class JoinWaitlist:
+    """Wait for ``quantity`` units, offered as a hold of ``hold_seconds`` when they come free.
+    ``request_id`` makes it idempotent; ``entry_id`` and the offer's ``reservation_id`` are minted by the
+    caller so that deciding stays deterministic."""
+
+    entry_id: str
+    request_id: str
+    quantity: int
+    hold_seconds: int
+    reservation_id: str
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class LeaveWaitlist:
+    """Stop waiting. Idempotent; an entry offered its hold already is answered as it is (the hold is
+    released as any reservation is)."""
+
+    entry_id: str
+
+
 @dataclass(frozen=True, slots=True)
 class RetirePool:
     """Stop selling the pool's capacity for good (its slot is over, or it was made by mistake). Idempotent."""
@@ -87,5 +123,16 @@ class ResetPool:
 
 
 PoolCommand = (
-    ConfigurePool | Reserve | Release | Confirm | ExpireHolds | RetirePool | PausePool | ResumePool | ResetPool
+    ConfigurePool
+    | Reserve
+    | Release
+    | Confirm
+    | ExpireHolds
+    | RetirePool
+    | PausePool
+    | ResumePool
+    | ResetPool
+    | ExtendHold
+    | JoinWaitlist
+    | LeaveWaitlist
 )

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
 from capacity_service.domain.values import pickled_by_fields
+from capacity_service.domain.waitlist import DEFAULT_MAX_HOLD_SECONDS, DEFAULT_WAITLIST_LIMIT
 
 if TYPE_CHECKING:  # the pool's state is made of its events: only the type is needed here
     from capacity_service.domain.pool import PoolState
@@ -15,15 +16,18 @@ if TYPE_CHECKING:  # the pool's state is made of its events: only the type is ne
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class PoolConfigured:
-    """The pool was created, or its capacity / zone / slot changed."""
+    """The pool was created, or its settings changed: capacity, zone, slot, and since version 3 how long a
+    hold may be extended to (``max_hold_seconds``) and how many may wait (``waitlist_limit``)."""
 
     TYPE: ClassVar[str] = "PoolConfigured"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
 
     capacity: int
     zone: str
     slot_start: datetime | None
     slot_end: datetime | None
+    max_hold_seconds: int = DEFAULT_MAX_HOLD_SECONDS
+    waitlist_limit: int = DEFAULT_WAITLIST_LIMIT
 
 
 @pickled_by_fields
@@ -117,10 +121,65 @@ class PoolReset:
     after ``to_seq_nr`` stay in the journal, and this one follows them."""
 
     TYPE: ClassVar[str] = "PoolReset"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2  # v2: the state as snapshot v4 writes it (v1: as v3)
 
     to_seq_nr: int
     state: PoolState
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class HoldExtended:
+    """A hold now ends at ``expires_at`` (later than before)."""
+
+    TYPE: ClassVar[str] = "HoldExtended"
+    VERSION: ClassVar[int] = 1
+
+    reservation_id: str
+    expires_at: datetime
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class WaitlistJoined:
+    """An entry joined the end of the pool's waitlist."""
+
+    TYPE: ClassVar[str] = "WaitlistJoined"
+    VERSION: ClassVar[int] = 1
+
+    entry_id: str
+    request_id: str
+    quantity: int
+    hold_seconds: int
+    reservation_id: str
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class WaitlistOffered:
+    """A waiting entry was offered units that came free: they are held for it (``reservation_id``, until
+    ``expires_at`` unless confirmed), exactly as ``CapacityHeld`` holds them. ``request_id`` is the one the
+    entry joined with."""
+
+    TYPE: ClassVar[str] = "WaitlistOffered"
+    VERSION: ClassVar[int] = 1
+
+    entry_id: str
+    request_id: str
+    reservation_id: str
+    quantity: int
+    expires_at: datetime
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class WaitlistLeft:
+    """A waiting entry left the waitlist."""
+
+    TYPE: ClassVar[str] = "WaitlistLeft"
+    VERSION: ClassVar[int] = 1
+
+    entry_id: str
 
 
 PoolEvent = (
@@ -134,4 +193,8 @@ PoolEvent = (
     | PoolPaused
     | PoolResumed
     | PoolReset
+    | HoldExtended
+    | WaitlistJoined
+    | WaitlistOffered
+    | WaitlistLeft
 )

@@ -44,6 +44,15 @@ def new_reservation_id(pool_id: str) -> str:
     return f"{encoded_pool}.{secrets.token_urlsafe(_TOKEN_BYTES)}"
 
 
+def new_waitlist_entry_id() -> str:
+    """A fresh, unguessable, URL-safe id of a waitlist entry (its pool is in every path that names it)."""
+    return secrets.token_urlsafe(_TOKEN_BYTES)
+
+
+def is_waitlist_entry_id(entry_id: str) -> bool:
+    return _TOKEN_PATTERN.fullmatch(entry_id) is not None
+
+
 def pool_of_reservation(reservation_id: str) -> str:
     """The pool id a reservation id belongs to; ``InvalidId`` when it is not one of ours."""
     encoded_pool, dot, token = reservation_id.rpartition(".")

@@ -18,6 +18,9 @@ from capacity_service.domain.commands import (
     ConfigurePool,
     Confirm,
     ExpireHolds,
+    ExtendHold,
+    JoinWaitlist,
+    LeaveWaitlist,
     PausePool,
     PoolCommand,
     Release,
@@ -31,6 +34,7 @@ from capacity_service.domain.events import (
     CapacityReleased,
     CapacityReserved,
     HoldConfirmed,
+    HoldExtended,
     HoldsExpired,
     PoolConfigured,
     PoolEvent,
@@ -38,9 +42,21 @@ from capacity_service.domain.events import (
     PoolReset,
     PoolResumed,
     PoolWasRetired,
+    WaitlistJoined,
+    WaitlistLeft,
+    WaitlistOffered,
 )
 from capacity_service.domain.ids import InvalidId, pool_of_reservation
 from capacity_service.domain.values import pickled_by_fields
+from capacity_service.domain.waitlist import (
+    DEFAULT_MAX_HOLD_SECONDS,
+    DEFAULT_WAITLIST_LIMIT,
+    LONGEST_HOLD_SECONDS,
+    MAX_WAITLIST_LIMIT,
+    WaitlistEntry,
+    WaitlistStatus,
+    offer_request_id,
+)
 
 # The longest hold the contract allows (a day).
 MAX_HOLD_SECONDS = 86_400
@@ -88,6 +104,12 @@ class PoolState:
     retired: bool = False
     # Why an operator paused the pool's writes; None: not paused.
     paused_reason: str | None = None
+    max_hold_seconds: int = DEFAULT_MAX_HOLD_SECONDS
+    waitlist_limit: int = DEFAULT_WAITLIST_LIMIT
+    # Every entry that ever joined, in join order; ``waiting``: the ids of those still waiting, in order.
+    waitlist: dict[str, WaitlistEntry] = field(default_factory=dict)
+    waiting: dict[str, None] = field(default_factory=dict)
+    waitlist_by_request: dict[str, str] = field(default_factory=dict)
 
     @property
     def remaining(self) -> int:
@@ -99,6 +121,19 @@ class PoolState:
         not be hosted (a command for it recovers it from the journal). Quantities are at least 1, so
         nothing is held or active exactly when nothing is reserved."""
         return self.retired and self.reserved == 0
+
+    @property
+    def offers_open(self) -> bool:
+        """Whether units that come free go to the waitlist: not while paused, never once retired."""
+        return not self.retired and self.paused_reason is None
+
+    def waiting_position(self, entry_id: str) -> int | None:
+        """1 for the first entry waiting; None for an entry not waiting."""
+        if entry_id not in self.waiting:
+            return None
+        if next(reversed(self.waiting)) == entry_id:  # the one that just joined: no scan
+            return len(self.waiting)
+        return list(self.waiting).index(entry_id) + 1
 
     def reservation_for_request(self, request_id: str) -> Reservation | None:
         reservation_id = self.reservation_by_request.get(request_id)
@@ -117,6 +152,11 @@ class PoolState:
             reservation_by_request=dict(self.reservation_by_request),
             retired=self.retired,
             paused_reason=self.paused_reason,
+            max_hold_seconds=self.max_hold_seconds,
+            waitlist_limit=self.waitlist_limit,
+            waitlist=dict(self.waitlist),
+            waiting=dict(self.waiting),
+            waitlist_by_request=dict(self.waitlist_by_request),
         )
 
 
@@ -185,6 +225,29 @@ class PoolIsPaused:
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
+class ReservationIsActive:
+    """An extend of a reservation that is active (confirmed, or never a hold): it has no expiry to move."""
+
+    reservation_id: str
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class UnknownWaitlistEntry:
+    entry_id: str
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class WaitlistIsFull:
+    """A join when ``limit`` entries wait already."""
+
+    pool_id: str
+    limit: int
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class InvalidCommand:
     reason: str
 
@@ -198,6 +261,9 @@ Rejection = (
     | ReservationWasReleased
     | PoolIsRetired
     | PoolIsPaused
+    | ReservationIsActive
+    | UnknownWaitlistEntry
+    | WaitlistIsFull
     | InvalidCommand
 )
 Decision = list[PoolEvent] | Rejection
@@ -206,7 +272,16 @@ Decision = list[PoolEvent] | Rejection
 def decide(state: PoolState, command: PoolCommand, now: datetime | None = None) -> Decision:
     """The events a command produces against ``state``, or why it is rejected. An empty list means the
     command is already satisfied (an idempotent repeat). ``now``: the pool's clock, which holds need
-    (without it a hold is refused and nothing expires)."""
+    (without it a hold is refused, nothing expires and nothing is offered). Units the command frees are
+    offered to the waitlist in the same decision (``_with_offers``)."""
+    decision = _decide(state, command, now)
+    may_offer = state.waiting or isinstance(command, JoinWaitlist)
+    if isinstance(decision, list) and decision and may_offer and now is not None:
+        return _with_offers(state, decision, now)
+    return decision
+
+
+def _decide(state: PoolState, command: PoolCommand, now: datetime | None) -> Decision:
     if isinstance(command, PausePool | ResumePool):
         return _decide_pause(state, command)
     if isinstance(command, ResetPool):
@@ -223,6 +298,12 @@ def decide(state: PoolState, command: PoolCommand, now: datetime | None = None) 
         return _decide_confirm(state, command)
     if isinstance(command, RetirePool):
         return _decide_retire(state)
+    if isinstance(command, ExtendHold):
+        return _decide_extend(state, command, now)
+    if isinstance(command, JoinWaitlist):
+        return _decide_join(state, command)
+    if isinstance(command, LeaveWaitlist):
+        return _decide_leave(state, command)
     return _decide_expiry(state, command, now)
 
 
@@ -233,17 +314,26 @@ def _decide_configure(state: PoolState, command: ConfigurePool) -> Decision:
         return InvalidCommand("zone must not be empty")
     if command.slot_start and command.slot_end and command.slot_end <= command.slot_start:
         return InvalidCommand("slot_end must be after slot_start")
+    max_hold_seconds = state.max_hold_seconds if command.max_hold_seconds is None else command.max_hold_seconds
+    waitlist_limit = state.waitlist_limit if command.waitlist_limit is None else command.waitlist_limit
+    if not 1 <= max_hold_seconds <= LONGEST_HOLD_SECONDS:
+        return InvalidCommand(f"max_hold_seconds must be 1..{LONGEST_HOLD_SECONDS}")
+    if not 0 <= waitlist_limit <= MAX_WAITLIST_LIMIT:
+        return InvalidCommand(f"waitlist_limit must be 0..{MAX_WAITLIST_LIMIT}")
     if state.retired:
         return PoolIsRetired(state.pool_id)
-    unchanged = state.exists and (state.capacity, state.zone, state.slot_start, state.slot_end) == (
-        command.capacity,
-        command.zone,
-        command.slot_start,
-        command.slot_end,
+    configured = PoolConfigured(
+        command.capacity, command.zone, command.slot_start, command.slot_end, max_hold_seconds, waitlist_limit
     )
-    if unchanged:
+    if state.exists and configured == _configuration_of(state):
         return []
-    return [PoolConfigured(command.capacity, command.zone, command.slot_start, command.slot_end)]
+    return [configured]
+
+
+def _configuration_of(state: PoolState) -> PoolConfigured:
+    return PoolConfigured(
+        state.capacity, state.zone, state.slot_start, state.slot_end, state.max_hold_seconds, state.waitlist_limit
+    )
 
 
 def _decide_reserve(state: PoolState, command: Reserve, now: datetime | None) -> Decision:
@@ -296,10 +386,114 @@ def _decide_confirm(state: PoolState, command: Confirm) -> Decision:
     return ReservationWasReleased(reservation.reservation_id)
 
 
+def _decide_extend(state: PoolState, command: ExtendHold, now: datetime | None) -> Decision:
+    reservation = state.reservations.get(command.reservation_id)
+    if reservation is None:
+        return UnknownReservation(command.reservation_id)
+    if reservation.status is ReservationStatus.EXPIRED:
+        return HoldHasExpired(reservation.reservation_id)
+    if reservation.status is ReservationStatus.RELEASED:
+        return ReservationWasReleased(reservation.reservation_id)
+    if reservation.status is ReservationStatus.ACTIVE or reservation.expires_at is None:
+        return ReservationIsActive(reservation.reservation_id)
+    if not 1 <= command.hold_seconds <= state.max_hold_seconds:
+        return InvalidCommand(f"hold_seconds must be 1..{state.max_hold_seconds} (the pool's max_hold_seconds)")
+    if now is None:
+        return InvalidCommand("a hold needs the pool's clock")
+    expires_at = now + timedelta(seconds=command.hold_seconds)
+    if expires_at <= reservation.expires_at:  # never shortened: a repeat, or a shorter ask, changes nothing
+        return []
+    return [HoldExtended(reservation.reservation_id, expires_at)]
+
+
+def _decide_join(state: PoolState, command: JoinWaitlist) -> Decision:
+    if not state.exists:
+        return UnknownPool(state.pool_id)
+    previous_id = state.waitlist_by_request.get(command.request_id)
+    if previous_id is not None:  # a retry is answered as before, retired or not
+        previous = state.waitlist[previous_id]
+        if (previous.quantity, previous.hold_seconds) != (command.quantity, command.hold_seconds):
+            return RequestIdReused(command.request_id, previous.reservation_id)
+        return []
+    if state.retired:
+        return PoolIsRetired(state.pool_id)
+    if command.quantity < 1:
+        return InvalidCommand("quantity must be >= 1")
+    if not 1 <= command.hold_seconds <= state.max_hold_seconds:
+        return InvalidCommand(f"hold_seconds must be 1..{state.max_hold_seconds} (the pool's max_hold_seconds)")
+    if _owning_pool(command.reservation_id) != state.pool_id:
+        return InvalidCommand("reservation id does not belong to this pool")
+    if command.reservation_id in state.reservations or command.entry_id in state.waitlist:
+        return InvalidCommand("entry or reservation id already used")
+    if len(state.waiting) >= state.waitlist_limit:
+        return WaitlistIsFull(state.pool_id, state.waitlist_limit)
+    return [
+        WaitlistJoined(
+            command.entry_id, command.request_id, command.quantity, command.hold_seconds, command.reservation_id
+        )
+    ]
+
+
+def _decide_leave(state: PoolState, command: LeaveWaitlist) -> Decision:
+    entry = state.waitlist.get(command.entry_id)
+    if entry is None:
+        return UnknownWaitlistEntry(command.entry_id)
+    return [WaitlistLeft(entry.entry_id)] if entry.status is WaitlistStatus.WAITING else []
+
+
+def _with_offers(state: PoolState, events: list[PoolEvent], now: datetime) -> list[PoolEvent]:
+    """``events`` and the offers they make possible: units they free (or entries they add) go to the
+    entries waiting, in join order, each offered a hold if it fits in what is left (an entry too large is
+    skipped and keeps its place). Only events that may let an entry fit cause a scan, so that a reserve
+    costs nothing however long the waitlist is; a join alone considers only the entries it adds (in an open
+    pool no entry waiting before fits)."""
+    capacity, reserved, open_ = state.capacity, state.reserved, state.offers_open
+    frees = False
+    joined: list[WaitlistEntry] = []
+    for event in events:
+        if isinstance(event, CapacityReleased):
+            reserved, frees = reserved - event.quantity, True
+        elif isinstance(event, HoldsExpired):
+            reserved, frees = reserved - sum(event.quantities), True
+        elif isinstance(event, CapacityReserved | CapacityHeld | WaitlistOffered):
+            reserved += event.quantity
+        elif isinstance(event, PoolConfigured):
+            capacity, frees = event.capacity, True
+        elif isinstance(event, PoolReset):
+            capacity, reserved, frees = event.state.capacity, event.state.reserved, True
+        elif isinstance(event, PoolResumed):
+            open_, frees = True, True
+        elif isinstance(event, PoolPaused | PoolWasRetired):
+            open_ = False
+        elif isinstance(event, WaitlistJoined):
+            joined.append(WaitlistEntry(*_entry_fields(event)))
+    room = capacity - reserved
+    if not open_ or room <= 0 or not (frees or joined):
+        return events
+    candidates = [*(state.waitlist[entry_id] for entry_id in state.waiting), *joined] if frees else joined
+    offers: list[PoolEvent] = []
+    for entry in candidates:
+        if entry.quantity <= room:
+            expires_at = now + timedelta(seconds=entry.hold_seconds)
+            offers.append(
+                WaitlistOffered(entry.entry_id, entry.request_id, entry.reservation_id, entry.quantity, expires_at)
+            )
+            room -= entry.quantity
+            if room == 0:
+                break
+    return [*events, *offers] if offers else events
+
+
+def _entry_fields(event: WaitlistJoined) -> tuple[str, str, int, int, str]:
+    return event.entry_id, event.request_id, event.quantity, event.hold_seconds, event.reservation_id
+
+
 def _stopped_by_a_pause(state: PoolState, command: PoolCommand) -> bool:
-    """Every write but the pool's own expiry of holds, and a retried reserve (answered as before)."""
+    """Every write but the pool's own expiry of holds, and a retried reserve or join (answered as before)."""
     if isinstance(command, ExpireHolds):
         return False
+    if isinstance(command, JoinWaitlist):
+        return command.request_id not in state.waitlist_by_request
     return not (isinstance(command, Reserve) and state.reservation_for_request(command.request_id) is not None)
 
 
@@ -384,14 +578,36 @@ def apply(state: PoolState, event: PoolEvent) -> PoolState:
         target = event.state
         state.capacity, state.zone, state.reserved = target.capacity, target.zone, target.reserved
         state.slot_start, state.slot_end = target.slot_start, target.slot_end
+        state.max_hold_seconds, state.waitlist_limit = target.max_hold_seconds, target.waitlist_limit
         state.reservations = dict(target.reservations)
         state.reservation_by_request = dict(target.reservation_by_request)
+    elif isinstance(event, HoldExtended):
+        held = state.reservations[event.reservation_id]
+        state.reservations[event.reservation_id] = held._replace(expires_at=event.expires_at)
+    elif isinstance(event, WaitlistJoined):
+        state.waitlist[event.entry_id] = WaitlistEntry(*_entry_fields(event))
+        state.waiting[event.entry_id] = None
+        state.waitlist_by_request[event.request_id] = event.entry_id
+    elif isinstance(event, WaitlistOffered):
+        state.waitlist[event.entry_id] = state.waitlist[event.entry_id]._replace(status=WaitlistStatus.OFFERED)
+        del state.waiting[event.entry_id]
+        request_id = offer_request_id(event.entry_id)
+        state.reservations[event.reservation_id] = Reservation(
+            event.reservation_id, event.quantity, request_id, ReservationStatus.HELD, event.expires_at
+        )
+        state.reservation_by_request[request_id] = event.reservation_id
+        state.reserved += event.quantity
+    elif isinstance(event, WaitlistLeft):
+        state.waitlist[event.entry_id] = state.waitlist[event.entry_id]._replace(status=WaitlistStatus.LEFT)
+        del state.waiting[event.entry_id]
     else:
         state.exists = True
         state.capacity = event.capacity
         state.zone = event.zone
         state.slot_start = event.slot_start
         state.slot_end = event.slot_end
+        state.max_hold_seconds = event.max_hold_seconds
+        state.waitlist_limit = event.waitlist_limit
     return state
 
 
@@ -417,6 +633,27 @@ class PoolView:
     version: int
     retired: bool = False
     paused: bool = False
+    max_hold_seconds: int = DEFAULT_MAX_HOLD_SECONDS
+    waitlist_limit: int = DEFAULT_WAITLIST_LIMIT
+    waiting: int = 0
+
+
+class WaitlistPlace(NamedTuple):
+    """A waitlist entry as its pool shows it: its place while it waits (1: first), the hold it was offered
+    as it is now, and whether the pool is retired (an entry still waiting then is never offered)."""
+
+    entry: WaitlistEntry
+    position: int | None
+    offered: Reservation | None
+    pool_retired: bool
+
+
+def place_of(state: PoolState, entry_id: str) -> WaitlistPlace | None:
+    entry = state.waitlist.get(entry_id)
+    if entry is None:
+        return None
+    offered = state.reservations.get(entry.reservation_id) if entry.status is WaitlistStatus.OFFERED else None
+    return WaitlistPlace(entry, state.waiting_position(entry_id), offered, state.retired)
 
 
 def view_of(state: PoolState, version: int) -> PoolView:
@@ -432,4 +669,7 @@ def view_of(state: PoolState, version: int) -> PoolView:
         version,
         state.retired,
         state.paused_reason is not None,
+        state.max_hold_seconds,
+        state.waitlist_limit,
+        len(state.waiting),
     )

@@ -204,7 +204,7 @@ def test_snapshots_keep_holds_and_old_snapshots_still_read() -> None:
     run(state, ExpireHolds((expired.reservation_id,)), T0 + timedelta(seconds=2))
     codec = Codec()
     version, payload = codec.encode_snapshot(state)
-    assert version == 3
+    assert version == 4
     assert codec.decode_snapshot(version, payload) == state
     old = PoolSnapshotV1(
         pool_id="p",

@@ -79,7 +79,7 @@ def test_retirement_is_kept_by_events_and_snapshots_and_old_snapshots_read_as_no
     run(state, reserve(1))
     run(state, RetirePool())
     version, payload = codec.encode_snapshot(state)
-    assert version == 3 and codec.decode_snapshot(version, payload) == state
+    assert version == 4 and codec.decode_snapshot(version, payload) == state
     v2 = PoolSnapshotV2(
         pool_id="p",
         exists=True,
