@@ -24,10 +24,13 @@ from capacity_service.errors import (
     PoolNotFound,
     PoolRetired,
     RequestIdConflict,
+    ReservationActive,
     ReservationNotFound,
     ReservationReleased,
     SettingsMismatch,
     Unavailable,
+    WaitlistEntryNotFound,
+    WaitlistFull,
 )
 from capacity_service.models import (
     Order,
@@ -37,6 +40,7 @@ from capacity_service.models import (
     ReleaseReceipt,
     ReservationInfo,
     ReservationReceipt,
+    WaitlistPlace,
 )
 from capacity_service.settings import (
     CassandraJournalSettings,
@@ -97,6 +101,7 @@ __all__ = [
     "RedshiftSinkSettings",
     "ReleaseReceipt",
     "RequestIdConflict",
+    "ReservationActive",
     "ReservationInfo",
     "ReservationNotFound",
     "ReservationReceipt",
@@ -107,6 +112,9 @@ __all__ = [
     "SqlJournalSettings",
     "SqlSinkSettings",
     "Unavailable",
+    "WaitlistEntryNotFound",
+    "WaitlistFull",
+    "WaitlistPlace",
     "WarehouseSettings",
     "WriteSideSettings",
     "service_settings",

@@ -33,6 +33,7 @@ from capacity_service.models import (
     ReleaseReceipt,
     ReservationInfo,
     ReservationReceipt,
+    WaitlistPlace,
 )
 from capacity_service.runtime import _ray, bootstrap, service
 from capacity_service.runtime.actor_api import CacheApi, SupervisorApi, call
@@ -134,8 +135,12 @@ class CapacityClient:
         zone: str,
         slot_start: datetime | None = None,
         slot_end: datetime | None = None,
+        max_hold_seconds: int | None = None,
+        waitlist_limit: int | None = None,
     ) -> Pool:
-        return self._run(self._async.configure_pool(pool_id, capacity, zone, slot_start, slot_end))
+        return self._run(
+            self._async.configure_pool(pool_id, capacity, zone, slot_start, slot_end, max_hold_seconds, waitlist_limit)
+        )
 
     def get_pool(self, pool_id: str) -> Pool:
         return self._run(self._async.get_pool(pool_id))
@@ -184,6 +189,20 @@ class CapacityClient:
 
     def get_reservation(self, reservation_id: str) -> ReservationInfo:
         return self._run(self._async.get_reservation(reservation_id))
+
+    def extend_hold(self, reservation_id: str, hold_seconds: int) -> ReservationInfo:
+        return self._run(self._async.extend_hold(reservation_id, hold_seconds))
+
+    def join_waitlist(
+        self, pool_id: str, quantity: int, request_id: str, hold_seconds: int | None = None
+    ) -> WaitlistPlace:
+        return self._run(self._async.join_waitlist(pool_id, quantity, request_id, hold_seconds))
+
+    def get_waitlist_entry(self, pool_id: str, entry_id: str) -> WaitlistPlace:
+        return self._run(self._async.get_waitlist_entry(pool_id, entry_id))
+
+    def leave_waitlist(self, pool_id: str, entry_id: str) -> WaitlistPlace:
+        return self._run(self._async.leave_waitlist(pool_id, entry_id))
 
     def pause_pool(self, pool_id: str, reason: str) -> Pool:
         return self._run(self._async.pause_pool(pool_id, reason))

@@ -85,6 +85,37 @@ class PoolRetired(CapacityError):
         self.pool_id = pool_id
 
 
+class ReservationActive(CapacityError):
+    """An extend of an active reservation (confirmed, or never a hold): it has no expiry to move."""
+
+    code = "reservation_active"
+
+    def __init__(self, reservation_id: str) -> None:
+        super().__init__(f"reservation {reservation_id!r} is active: it is not a hold, so it cannot be extended")
+        self.reservation_id = reservation_id
+
+
+class WaitlistEntryNotFound(CapacityError):
+    code = "waitlist_entry_not_found"
+
+    def __init__(self, pool_id: str, entry_id: str) -> None:
+        super().__init__(f"pool {pool_id!r} has no waitlist entry {entry_id!r}")
+        self.pool_id, self.entry_id = pool_id, entry_id
+
+
+class WaitlistFull(CapacityError):
+    """As many entries wait on the pool as its ``waitlist_limit`` allows: nothing was added."""
+
+    code = "waitlist_full"
+
+    def __init__(self, pool_id: str, limit: int) -> None:
+        super().__init__(f"the waitlist of pool {pool_id!r} is full ({limit} waiting)")
+        self.pool_id, self.limit = pool_id, limit
+
+    def details(self) -> dict[str, object]:
+        return {"limit": self.limit}
+
+
 class OrderNotFound(CapacityError):
     code = "order_not_found"
 

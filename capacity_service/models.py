@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from capacity_service.domain import PoolView, Reservation
+from capacity_service.domain import DEFAULT_MAX_HOLD_SECONDS, DEFAULT_WAITLIST_LIMIT, PoolView, Reservation
+from capacity_service.domain import WaitlistPlace as DomainWaitlistPlace
 from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.order import OrderView
 
@@ -29,6 +30,10 @@ class Pool(_Model):
     state: Literal["active", "retired"] = "active"
     # An operator paused its writes (answered 503 paused); reads go on.
     paused: bool = False
+    # How long from now a hold may be extended to; how many may wait on its waitlist, and how many do.
+    max_hold_seconds: int = DEFAULT_MAX_HOLD_SECONDS
+    waitlist_limit: int = DEFAULT_WAITLIST_LIMIT
+    waiting: int = 0
 
     @classmethod
     def of(cls, view: PoolView) -> Pool:
@@ -43,6 +48,9 @@ class Pool(_Model):
             version=view.version,
             state="retired" if view.retired else "active",
             paused=view.paused,
+            max_hold_seconds=view.max_hold_seconds,
+            waitlist_limit=view.waitlist_limit,
+            waiting=view.waiting,
         )
 
 
@@ -86,6 +94,42 @@ class ReservationInfo(_Model):
             quantity=reservation.quantity,
             status=reservation.status.value,
             expires_at=reservation.expires_at,
+        )
+
+
+class WaitlistPlace(_Model):
+    """A waitlist entry: ``waiting`` (at ``position``, 1 first), ``offered`` (units came free and are held
+    for it: ``reservation_id``, until ``expires_at`` unless confirmed; ``reservation_status`` says what
+    became of that hold), or ``left``. ``pool_retired``: the pool was retired, so an entry still waiting
+    will never be offered."""
+
+    entry_id: str
+    pool_id: str
+    request_id: str
+    quantity: int
+    hold_seconds: int
+    status: Literal["waiting", "offered", "left"]
+    position: int | None = None
+    reservation_id: str | None = None
+    expires_at: datetime | None = None
+    reservation_status: Literal["held", "active", "released", "expired"] | None = None
+    pool_retired: bool = False
+
+    @classmethod
+    def of(cls, pool_id: str, place: DomainWaitlistPlace) -> WaitlistPlace:
+        entry, offered = place.entry, place.offered
+        return cls(
+            entry_id=entry.entry_id,
+            pool_id=pool_id,
+            request_id=entry.request_id,
+            quantity=entry.quantity,
+            hold_seconds=entry.hold_seconds,
+            status=entry.status.value,
+            position=place.position,
+            reservation_id=None if offered is None else offered.reservation_id,
+            expires_at=None if offered is None else offered.expires_at,
+            reservation_status=None if offered is None else offered.status.value,
+            pool_retired=place.pool_retired,
         )
 
 

@@ -20,12 +20,17 @@ from capacity_service.application.choosing import attempt_request_id, candidates
 from capacity_service.application.order_operations import ORDER_REQUEST_PREFIX, OrderGateway, OrderOperations, raised
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import (
+    DEFAULT_OFFER_HOLD_SECONDS,
     MAX_HOLD_SECONDS,
+    WAITLIST_REQUEST_PREFIX,
     ConfigurePool,
     Confirm,
+    ExtendHold,
     HoldHasExpired,
     InvalidCommand,
     InvalidId,
+    JoinWaitlist,
+    LeaveWaitlist,
     NotEnoughCapacity,
     PausePool,
     PoolCommand,
@@ -35,6 +40,7 @@ from capacity_service.domain import (
     Release,
     RequestIdReused,
     Reservation,
+    ReservationIsActive,
     ReservationStatus,
     ReservationWasReleased,
     Reserve,
@@ -42,11 +48,16 @@ from capacity_service.domain import (
     RetirePool,
     UnknownPool,
     UnknownReservation,
+    UnknownWaitlistEntry,
+    WaitlistIsFull,
+    WaitlistPlace,
     check_pool_id,
     new_reservation_id,
+    new_waitlist_entry_id,
     pool_of_reservation,
 )
 from capacity_service.domain.choice import SlotChoice
+from capacity_service.domain.ids import is_waitlist_entry_id
 from capacity_service.errors import (
     CapacityError,
     HoldExpired,
@@ -57,11 +68,22 @@ from capacity_service.errors import (
     PoolNotFound,
     PoolRetired,
     RequestIdConflict,
+    ReservationActive,
     ReservationNotFound,
     ReservationReleased,
     Unavailable,
+    WaitlistEntryNotFound,
+    WaitlistFull,
 )
-from capacity_service.models import Pool, PoolCheck, PoolsChanged, ReleaseReceipt, ReservationInfo, ReservationReceipt
+from capacity_service.models import (
+    Pool,
+    PoolCheck,
+    PoolsChanged,
+    ReleaseReceipt,
+    ReservationInfo,
+    ReservationReceipt,
+)
+from capacity_service.models import WaitlistPlace as WaitlistPlaceModel
 
 MAX_REQUEST_ID_LENGTH = 128
 MAX_LISTED_RESERVATIONS = 10_000
@@ -84,6 +106,8 @@ class PoolGateway(OrderGateway, Protocol):
     async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None: ...
 
     async def reservation_of_request(self, pool_id: str, request_id: str) -> Reservation | CapacityError | None: ...
+
+    async def waitlist_place(self, pool_id: str, entry_id: str) -> WaitlistPlace | CapacityError | None: ...
 
     async def reservations(
         self, pool_id: str, status: ReservationStatus | None, limit: int
@@ -133,9 +157,16 @@ class CapacityOperations(OrderOperations):
         zone: str,
         slot_start: datetime | None = None,
         slot_end: datetime | None = None,
+        max_hold_seconds: int | None = None,
+        waitlist_limit: int | None = None,
     ) -> Pool:
-        """Create the pool or change it."""
-        return (await self.configure_pool_reporting_creation(pool_id, capacity, zone, slot_start, slot_end))[0]
+        """Create the pool or change it. ``max_hold_seconds`` (how far from now a hold may be extended,
+        1..604,800) and ``waitlist_limit`` (how many may wait, 0..100,000): None keeps what the pool has
+        (86,400 and 10,000 for a new pool)."""
+        created = await self.configure_pool_reporting_creation(
+            pool_id, capacity, zone, slot_start, slot_end, max_hold_seconds, waitlist_limit
+        )
+        return created[0]
 
     async def configure_pool_reporting_creation(
         self,
@@ -144,12 +175,15 @@ class CapacityOperations(OrderOperations):
         zone: str,
         slot_start: datetime | None = None,
         slot_end: datetime | None = None,
+        max_hold_seconds: int | None = None,
+        waitlist_limit: int | None = None,
     ) -> tuple[Pool, bool]:
         """Like ``configure_pool``; also says whether this call created the pool (HTTP 201 vs 200)."""
         _check_pool_id(pool_id)
         if not (1 <= len(zone) <= MAX_ZONE_LENGTH and printable(zone)):
             raise InvalidRequest(f"zone must be 1-{MAX_ZONE_LENGTH} printable characters")
-        outcome = await self._execute(pool_id, ConfigurePool(capacity, zone, slot_start, slot_end))
+        command = ConfigurePool(capacity, zone, slot_start, slot_end, max_hold_seconds, waitlist_limit)
+        outcome = await self._execute(pool_id, command)
         created = outcome.view.version == 1 and len(outcome.events) == 1
         return Pool.of(outcome.view), created
 
@@ -283,12 +317,61 @@ class CapacityOperations(OrderOperations):
         await self._execute(pool_id, Release(reservation_id))
         return ReleaseReceipt(reservation_id=reservation_id, pool_id=pool_id)
 
+    async def extend_hold(self, reservation_id: str, hold_seconds: int) -> ReservationInfo:
+        """Make the hold end ``hold_seconds`` from now (1..the pool's ``max_hold_seconds``), if that is later
+        than it ends already (a hold is never shortened: a repeat changes nothing). ``HoldExpired``,
+        ``ReservationReleased``, ``ReservationActive`` (confirmed, or never a hold): nothing changed."""
+        pool_id = _pool_of(reservation_id)
+        outcome = await self._execute(pool_id, ExtendHold(reservation_id, hold_seconds))
+        assert outcome.reservation is not None
+        return ReservationInfo.of(pool_id, outcome.reservation)
+
     async def get_reservation(self, reservation_id: str) -> ReservationInfo:
         pool_id = _pool_of(reservation_id)
         found = raised(await self._gateway.reservation(pool_id, reservation_id))
         if found is None:
             raise ReservationNotFound(reservation_id)
         return ReservationInfo.of(pool_id, found)
+
+    # ------------------------------------------------------------------ waitlists
+
+    async def join_waitlist(
+        self, pool_id: str, quantity: int, request_id: str, hold_seconds: int | None = None
+    ) -> WaitlistPlaceModel:
+        """Wait for ``quantity`` units of the pool: when they come free, the pool holds them for this entry
+        for ``hold_seconds`` (default 600, at most the pool's ``max_hold_seconds``) and the place shows the
+        reservation to confirm. At once if they are free now. The same ``request_id`` on the same pool is
+        the same entry (``RequestIdConflict`` with another quantity or hold). ``WaitlistFull``,
+        ``PoolRetired``, ``Paused``: nothing was added."""
+        _check_pool_id(pool_id)
+        _check_reserve_options(request_id, None)
+        hold_seconds = DEFAULT_OFFER_HOLD_SECONDS if hold_seconds is None else hold_seconds
+        command = JoinWaitlist(new_waitlist_entry_id(), request_id, quantity, hold_seconds, new_reservation_id(pool_id))
+        try:
+            outcome = await self._execute(pool_id, command)
+        except CapacityError as exc:  # as a reserve's, every answer names the id it can be settled with
+            raise _naming_request(exc, request_id) from exc
+        assert outcome.place is not None
+        return WaitlistPlaceModel.of(pool_id, outcome.place)
+
+    async def get_waitlist_entry(self, pool_id: str, entry_id: str) -> WaitlistPlaceModel:
+        _check_pool_id(pool_id)
+        if not is_waitlist_entry_id(entry_id):
+            raise WaitlistEntryNotFound(pool_id, entry_id)
+        found = raised(await self._gateway.waitlist_place(pool_id, entry_id))
+        if found is None:
+            raise WaitlistEntryNotFound(pool_id, entry_id)
+        return WaitlistPlaceModel.of(pool_id, found)
+
+    async def leave_waitlist(self, pool_id: str, entry_id: str) -> WaitlistPlaceModel:
+        """Stop waiting (leaving twice is fine). An entry offered its hold already is answered as it is: its
+        hold is a reservation, released as any other."""
+        _check_pool_id(pool_id)
+        if not is_waitlist_entry_id(entry_id):
+            raise WaitlistEntryNotFound(pool_id, entry_id)
+        outcome = await self._execute(pool_id, LeaveWaitlist(entry_id))
+        assert outcome.place is not None
+        return WaitlistPlaceModel.of(pool_id, outcome.place)
 
     # ------------------------------------------------------------------ operations
 
@@ -356,6 +439,8 @@ def _check_reserve_options(request_id: str | None, hold_seconds: int | None) -> 
         raise InvalidRequest(f"request_id must be 1-{MAX_REQUEST_ID_LENGTH} printable characters")
     if request_id is not None and request_id.startswith(ORDER_REQUEST_PREFIX):
         raise InvalidRequest(f"request ids starting with {ORDER_REQUEST_PREFIX!r} are the orders' own")
+    if request_id is not None and request_id.startswith(WAITLIST_REQUEST_PREFIX):
+        raise InvalidRequest(f"request ids starting with {WAITLIST_REQUEST_PREFIX!r} are the waitlists' own")
     if hold_seconds is not None and not 1 <= hold_seconds <= MAX_HOLD_SECONDS:
         raise InvalidRequest(f"hold_seconds must be 1..{MAX_HOLD_SECONDS}")
 
@@ -428,6 +513,12 @@ def error_of(rejection: object) -> CapacityError:
             return PoolRetired(pool_id)
         case PoolIsPaused(pool_id=pool_id, reason=reason):
             return Paused(pool_id, reason)
+        case ReservationIsActive(reservation_id=reservation_id):
+            return ReservationActive(reservation_id)
+        case UnknownWaitlistEntry(pool_id=pool_id, entry_id=entry_id):
+            return WaitlistEntryNotFound(pool_id, entry_id)
+        case WaitlistIsFull(pool_id=pool_id, limit=limit):
+            return WaitlistFull(pool_id, limit)
         case InvalidCommand(reason=reason):
             return InvalidRequest(reason)
     return CapacityError(str(rejection))

@@ -234,6 +234,7 @@ class ReservationIsActive:
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class UnknownWaitlistEntry:
+    pool_id: str
     entry_id: str
 
 
@@ -437,7 +438,7 @@ def _decide_join(state: PoolState, command: JoinWaitlist) -> Decision:
 def _decide_leave(state: PoolState, command: LeaveWaitlist) -> Decision:
     entry = state.waitlist.get(command.entry_id)
     if entry is None:
-        return UnknownWaitlistEntry(command.entry_id)
+        return UnknownWaitlistEntry(state.pool_id, command.entry_id)
     return [WaitlistLeft(entry.entry_id)] if entry.status is WaitlistStatus.WAITING else []
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
-from capacity_service.domain import PersistedEvent, PoolCommand, PoolView, Reservation, ReservationStatus
+from capacity_service.domain import PersistedEvent, PoolCommand, PoolView, Reservation, ReservationStatus, WaitlistPlace
 from capacity_service.domain.order import OrderView
 from capacity_service.errors import CapacityError
 
@@ -64,6 +64,8 @@ class PoolCalls(Protocol):
     async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None: ...
 
     async def reservation_of_request(self, pool_id: str, request_id: str) -> Reservation | CapacityError | None: ...
+
+    async def waitlist_place(self, pool_id: str, entry_id: str) -> WaitlistPlace | CapacityError | None: ...
 
     async def reservations(
         self, pool_id: str, status: ReservationStatus | None, limit: int

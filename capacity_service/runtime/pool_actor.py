@@ -16,7 +16,7 @@ from capacity_service.application import tracing
 from capacity_service.application.order_host import OrderHost
 from capacity_service.application.pool_host import AddressedCommand, PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
-from capacity_service.domain import PoolCommand, PoolView, Reservation, ReservationStatus
+from capacity_service.domain import PoolCommand, PoolView, Reservation, ReservationStatus, WaitlistPlace
 from capacity_service.domain.ids import is_order_stream, order_of_stream
 from capacity_service.domain.order import OrderView
 from capacity_service.errors import CapacityError, Unavailable
@@ -167,6 +167,12 @@ class PoolActor(PoolApi):
     async def reservation_of_request(self, pool_id: str, request_id: str) -> Reservation | CapacityError | None:
         try:
             return await (await self._pool_host()).reservation_of_request(pool_id, request_id)
+        except CapacityError as exc:
+            return exc
+
+    async def waitlist_place(self, pool_id: str, entry_id: str) -> WaitlistPlace | CapacityError | None:
+        try:
+            return await (await self._pool_host()).waitlist_place(pool_id, entry_id)
         except CapacityError as exc:
             return exc
 

@@ -18,7 +18,7 @@ from capacity_service.application.hosting import HostFenced
 from capacity_service.application.order_writer import OrderOutcome
 from capacity_service.application.pool_host import AddressedCommand
 from capacity_service.application.pool_writer import CommandOutcome, answer_of_absent_pool, view_of_absent_pool
-from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Reservation, ReservationStatus
+from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Reservation, ReservationStatus, WaitlistPlace
 from capacity_service.domain.ids import order_of_stream, order_stream_id
 from capacity_service.domain.order import (
     OrderCommand,
@@ -364,6 +364,9 @@ class PoolRouter:
 
     async def reservation_of_request(self, pool_id: str, request_id: str) -> Reservation | CapacityError | None:
         return await self._ask_pool(pool_id, call(PoolApi.reservation_of_request, pool_id, request_id), lambda _: None)
+
+    async def waitlist_place(self, pool_id: str, entry_id: str) -> WaitlistPlace | CapacityError | None:
+        return await self._ask_pool(pool_id, call(PoolApi.waitlist_place, pool_id, entry_id), lambda _: None)
 
     async def reservations(
         self, pool_id: str, status: ReservationStatus | None, limit: int

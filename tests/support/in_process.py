@@ -17,7 +17,7 @@ from capacity_service.application.order_writer import OrderOutcome
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.client import AsyncCapacityClient
-from capacity_service.domain import PoolCommand, PoolView, Reservation, ReservationStatus
+from capacity_service.domain import PoolCommand, PoolView, Reservation, ReservationStatus, WaitlistPlace
 from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.order import OrderCommand, OrderView
 from capacity_service.errors import CapacityError, Unavailable
@@ -73,6 +73,9 @@ class InProcessRouter:
 
     async def reservation_of_request(self, pool_id: str, request_id: str) -> Reservation | CapacityError | None:
         return await _as_value(self._host.reservation_of_request(pool_id, request_id))
+
+    async def waitlist_place(self, pool_id: str, entry_id: str) -> WaitlistPlace | CapacityError | None:
+        return await _as_value(self._host.waitlist_place(pool_id, entry_id))
 
     async def reservations(
         self, pool_id: str, status: ReservationStatus | None, limit: int
@@ -130,9 +133,18 @@ class InProcessBackend:
         pass
 
     async def put_pool(
-        self, pool_id: str, capacity: int, zone: str, slot_start: datetime | None, slot_end: datetime | None
+        self,
+        pool_id: str,
+        capacity: int,
+        zone: str,
+        slot_start: datetime | None,
+        slot_end: datetime | None,
+        max_hold_seconds: int | None = None,
+        waitlist_limit: int | None = None,
     ) -> tuple[Pool, bool]:
-        return await self.client.configure_pool_reporting_creation(pool_id, capacity, zone, slot_start, slot_end)
+        return await self.client.configure_pool_reporting_creation(
+            pool_id, capacity, zone, slot_start, slot_end, max_hold_seconds, waitlist_limit
+        )
 
     async def get_pool(self, pool_id: str) -> Pool:
         return await self.client.get_pool(pool_id)

@@ -67,6 +67,9 @@ def test_put_pool_creates_then_updates(http: TestClient) -> None:
         "version": 1,
         "state": "active",
         "paused": False,
+        "max_hold_seconds": 86_400,
+        "waitlist_limit": 10_000,
+        "waiting": 0,
     }
     again = http.put("/v1/pools/p1", json={"capacity": 7, "zone": "north"})
     assert again.status_code == 200 and again.json()["capacity"] == 7

@@ -193,7 +193,7 @@ def test_leaving_is_idempotent_and_an_unknown_entry_is_refused() -> None:
     assert run(state, LeaveWaitlist(command.entry_id)) == [WaitlistLeft(command.entry_id)]
     assert run(state, LeaveWaitlist(command.entry_id)) == []
     assert place_of(state, command.entry_id).entry.status is WaitlistStatus.LEFT  # type: ignore[union-attr]
-    assert decide(state, LeaveWaitlist("nope"), T0) == UnknownWaitlistEntry("nope")
+    assert decide(state, LeaveWaitlist("nope"), T0) == UnknownWaitlistEntry("p", "nope")
 
 
 def test_a_paused_pool_takes_no_joins_and_offers_nothing_until_resumed() -> None:

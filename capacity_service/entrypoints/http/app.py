@@ -48,6 +48,7 @@ from capacity_service.entrypoints.http.schemas import (
     choice_of,
 )
 from capacity_service.entrypoints.http.stream import stream_handlers
+from capacity_service.entrypoints.http.waitlist import waitlist_handlers
 from capacity_service.errors import CapacityError, InvalidRequest
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
 from capacity_service.settings import HttpSettings
@@ -60,7 +61,14 @@ class Backend(Protocol):
     client: AsyncCapacityClient
 
     async def put_pool(
-        self, pool_id: str, capacity: int, zone: str, slot_start: datetime | None, slot_end: datetime | None
+        self,
+        pool_id: str,
+        capacity: int,
+        zone: str,
+        slot_start: datetime | None,
+        slot_end: datetime | None,
+        max_hold_seconds: int | None = None,
+        waitlist_limit: int | None = None,
     ) -> tuple[Pool, bool]: ...
 
     async def get_pool(self, pool_id: str) -> Pool: ...
@@ -191,6 +199,7 @@ def create_app(backend: Backend, settings: HttpSettings | None = None, metrics: 
         *_health_handlers(backend),
         *admin_handlers(backend.client),
         *order_handlers(backend.client),
+        *waitlist_handlers(backend.client),
         *stream_handlers(backend, settings.stream_heartbeat_s),
         _place_order_handler(operations),
     ]
@@ -361,9 +370,18 @@ def _add_routes(app: FastAPI, handlers: Sequence[Callable[..., Any]], checks: Ma
 
 def _pool_handlers(backend: Backend, operations: _HotOperations) -> list[Callable[..., Any]]:
     async def put_pool(pool_id: POOL_ID, request: Request, response: Response) -> Pool:
-        """Create or update a pool. Lowering capacity below what is reserved is allowed."""
+        """Create or update a pool. Lowering capacity below what is reserved is allowed; raising it offers
+        the units to the waitlist. max_hold_seconds and waitlist_limit left out keep what the pool has."""
         body = _parse(*await _body_of(request), PutPoolRequest)
-        pool, created = await backend.put_pool(pool_id, body.capacity, body.zone, body.slot_start, body.slot_end)
+        pool, created = await backend.put_pool(
+            pool_id,
+            body.capacity,
+            body.zone,
+            body.slot_start,
+            body.slot_end,
+            body.max_hold_seconds,
+            body.waitlist_limit,
+        )
         response.status_code = 201 if created else 200
         return pool
 

@@ -74,9 +74,18 @@ class ServiceBackend:
         return synced is not None and time.monotonic() - synced < self._settings.read_side.mirror_stale_after_s
 
     async def put_pool(
-        self, pool_id: str, capacity: int, zone: str, slot_start: datetime | None, slot_end: datetime | None
+        self,
+        pool_id: str,
+        capacity: int,
+        zone: str,
+        slot_start: datetime | None,
+        slot_end: datetime | None,
+        max_hold_seconds: int | None = None,
+        waitlist_limit: int | None = None,
     ) -> tuple[Pool, bool]:
-        return await self.client.configure_pool_reporting_creation(pool_id, capacity, zone, slot_start, slot_end)
+        return await self.client.configure_pool_reporting_creation(
+            pool_id, capacity, zone, slot_start, slot_end, max_hold_seconds, waitlist_limit
+        )
 
     async def get_pool(self, pool_id: str) -> Pool:
         return await self.client.get_pool(pool_id)

@@ -24,10 +24,13 @@ from capacity_service.errors import (
     PoolNotFound,
     PoolRetired,
     RequestIdConflict,
+    ReservationActive,
     ReservationNotFound,
     ReservationReleased,
     SeqNrOutOfRange,
     Unavailable,
+    WaitlistEntryNotFound,
+    WaitlistFull,
 )
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,9 @@ STATUS: dict[type[CapacityError], int] = {
     HoldExpired: 409,
     PoolRetired: 410,
     ReservationReleased: 409,
+    ReservationActive: 409,
+    WaitlistEntryNotFound: 404,
+    WaitlistFull: 409,
     Unavailable: 503,
     Paused: 503,
     OutcomeUnknown: 504,

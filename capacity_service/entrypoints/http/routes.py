@@ -30,6 +30,7 @@ from capacity_service.models import (
     ReservationInfo,
     ReservationList,
     ReservationReceipt,
+    WaitlistPlace,
 )
 
 Method = Literal["GET", "POST", "PUT", "DELETE"]
@@ -68,6 +69,7 @@ def _errors(*answers: tuple[int, str]) -> Responses:
 _POOL_NOT_FOUND = (404, "pool_not_found")
 _RESERVATION_NOT_FOUND = (404, "reservation_not_found")
 _ORDER_NOT_FOUND = (404, "order_not_found")
+_WAITLIST_ENTRY_NOT_FOUND = (404, "pool_not_found, waitlist_entry_not_found")
 _ADMIN = ("admin",)
 
 # The hot routes first, as FastAPI is given them: Serve matches every request against them in order.
@@ -158,6 +160,39 @@ ROUTES: tuple[Route, ...] = (
         Access.KEY,
         ReservationInfo,
         responses=_errors(_RESERVATION_NOT_FOUND),
+    ),
+    Route(
+        "POST",
+        "/v1/reservations/{reservation_id}/extend",
+        "extend_hold",
+        Access.KEY,
+        ReservationInfo,
+        responses=_errors(_RESERVATION_NOT_FOUND, (409, "hold_expired, reservation_released, reservation_active")),
+    ),
+    Route(
+        "POST",
+        "/v1/pools/{pool_id}/waitlist",
+        "join_waitlist",
+        Access.KEY,
+        WaitlistPlace,
+        status_code=202,
+        responses=_errors(_POOL_NOT_FOUND, (409, "waitlist_full, request_id_conflict"), (410, "pool_retired")),
+    ),
+    Route(
+        "GET",
+        "/v1/pools/{pool_id}/waitlist/{entry_id}",
+        "get_waitlist_entry",
+        Access.KEY,
+        WaitlistPlace,
+        responses=_errors(_WAITLIST_ENTRY_NOT_FOUND),
+    ),
+    Route(
+        "DELETE",
+        "/v1/pools/{pool_id}/waitlist/{entry_id}",
+        "leave_waitlist",
+        Access.KEY,
+        WaitlistPlace,
+        responses=_errors(_WAITLIST_ENTRY_NOT_FOUND),
     ),
     Route("GET", "/v1/orders/{order_id}", "get_order", Access.KEY, Order, responses=_errors(_ORDER_NOT_FOUND)),
     Route(

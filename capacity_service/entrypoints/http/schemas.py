@@ -10,12 +10,13 @@ from typing import Annotated, Literal
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, RootModel, Strict, StrictStr
 
-from capacity_service.domain import MAX_HOLD_SECONDS
+from capacity_service.domain import LONGEST_HOLD_SECONDS, MAX_HOLD_SECONDS, MAX_WAITLIST_LIMIT
 from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.order import MAX_ORDER_LINES
 
 POOL_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
 RESERVATION_ID = Annotated[str, Path(max_length=256, description="as returned by a reserve")]
+WAITLIST_ENTRY_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{16,64}$", description="as returned by a join")]
 ORDER_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
 MAX_QUANTITY = 1_000_000
 MAX_CAPACITY = 1_000_000_000
@@ -59,6 +60,9 @@ class PutPoolRequest(_Request):
     zone: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=PRINTABLE)]
     slot_start: UtcDatetime | None = None
     slot_end: UtcDatetime | None = None
+    # Left out: as the pool has them (for a new pool 86,400 and 10,000).
+    max_hold_seconds: Annotated[int, Field(ge=1, le=LONGEST_HOLD_SECONDS), Integral] | None = None
+    waitlist_limit: Annotated[int, Field(ge=0, le=MAX_WAITLIST_LIMIT), Integral] | None = None
 
 
 class AvailabilityRequest(_Request):
@@ -80,6 +84,21 @@ class ReserveRequest(_Request):
     quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY), Integral] = 1
     request_id: RequestId | None = None
     hold_seconds: HoldSeconds | None = None
+
+
+class JoinWaitlistRequest(_Request):
+    """Wait for ``quantity`` units; when they come free they are held for this entry for ``hold_seconds``
+    (default 600; at most the pool's max_hold_seconds, else 422)."""
+
+    quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY), Integral] = 1
+    request_id: RequestId
+    hold_seconds: Annotated[int, Field(ge=1, le=LONGEST_HOLD_SECONDS), Integral] | None = None
+
+
+class ExtendHoldRequest(_Request):
+    """End the hold ``hold_seconds`` from now (at most the pool's max_hold_seconds, else 422)."""
+
+    hold_seconds: Annotated[int, Field(ge=1, le=LONGEST_HOLD_SECONDS), Integral]
 
 
 class SlotChoiceBody(_Request):
