@@ -152,6 +152,8 @@ def _add_client_commands(
     put.add_argument("--zone", required=True)
     put.add_argument("--slot-start")
     put.add_argument("--slot-end")
+    put.add_argument("--max-hold-seconds", type=int, help="how far from now a hold may be extended (kept if absent)")
+    put.add_argument("--waitlist-limit", type=int, help="how many may wait on its waitlist (kept if absent)")
     put.set_defaults(run=_put_pool)
     get = pools.add_parser("get", help="show a pool")
     get.add_argument("pool_id")
@@ -186,6 +188,15 @@ def _add_client_commands(
     confirm.add_argument("reservation_id")
     confirm.set_defaults(run=lambda a: _show(_http(a, "POST", f"/v1/reservations/{a.reservation_id}/confirm")))
 
+    extend = commands.add_parser("extend", help="make a hold end this long from now (up to the pool's max)")
+    extend.add_argument("reservation_id")
+    extend.add_argument("--hold-seconds", type=int, required=True)
+    extend.set_defaults(
+        run=lambda a: _show(
+            _http(a, "POST", f"/v1/reservations/{a.reservation_id}/extend", {"hold_seconds": a.hold_seconds})
+        )
+    )
+
     show = commands.add_parser("reservation", help="show a reservation: held, active, released or expired")
     show.add_argument("reservation_id")
     show.set_defaults(run=lambda a: _show(_http(a, "GET", f"/v1/reservations/{a.reservation_id}")))
@@ -210,6 +221,8 @@ def _add_client_commands(
         sub.add_argument("order_id")
         sub.set_defaults(run=lambda a, m=method, s=suffix: _show(_http(a, m, f"/v1/orders/{a.order_id}{s}")))
 
+    _add_waitlist_commands(commands)
+
     watch = commands.add_parser("watch", help="print a zone's pools as they change (until Ctrl-C)")
     watch.add_argument("--zone", required=True)
     watch.set_defaults(run=_watch)
@@ -230,6 +243,25 @@ def _add_client_commands(
     demo = commands.add_parser("demo", parents=[data_dir], help="the Python API without Ray: a pool surviving restarts")
     demo.set_defaults(run=_demo)
     _add_admin_commands(commands)
+
+
+def _add_waitlist_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    waitlist = commands.add_parser("waitlist", help="wait for a full pool's units: join, show, leave")
+    waitlist_ops = waitlist.add_subparsers(dest="op", required=True)
+    join = waitlist_ops.add_parser("join", help="wait for units; they are held for you when they come free")
+    join.add_argument("pool_id")
+    join.add_argument("--quantity", type=int, default=1)
+    join.add_argument("--request-id", required=True, help="repeating it joins once")
+    join.add_argument("--hold-seconds", type=int, help="how long the units are held once offered (default 600)")
+    join.set_defaults(run=_join_waitlist)
+    for op, method, text in (
+        ("get", "GET", "show an entry: waiting (its place), offered (the hold to confirm) or left"),
+        ("leave", "DELETE", "stop waiting"),
+    ):
+        sub = waitlist_ops.add_parser(op, help=text)
+        sub.add_argument("pool_id")
+        sub.add_argument("entry_id")
+        sub.set_defaults(run=lambda a, m=method: _show(_http(a, m, f"/v1/pools/{a.pool_id}/waitlist/{a.entry_id}")))
 
 
 def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -294,7 +326,18 @@ def _show(value: Any) -> int:
 
 def _put_pool(a: argparse.Namespace) -> int:
     body = {"capacity": a.capacity, "zone": a.zone, "slot_start": a.slot_start, "slot_end": a.slot_end}
+    if a.max_hold_seconds is not None:
+        body["max_hold_seconds"] = a.max_hold_seconds
+    if a.waitlist_limit is not None:
+        body["waitlist_limit"] = a.waitlist_limit
     return _show(_http(a, "PUT", f"/v1/pools/{a.pool_id}", body))
+
+
+def _join_waitlist(a: argparse.Namespace) -> int:
+    body = {"quantity": a.quantity, "request_id": a.request_id}
+    if a.hold_seconds is not None:
+        body["hold_seconds"] = a.hold_seconds
+    return _show(_http(a, "POST", f"/v1/pools/{a.pool_id}/waitlist", body))
 
 
 def _reserve(a: argparse.Namespace) -> int:

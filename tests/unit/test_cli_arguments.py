@@ -93,3 +93,46 @@ def test_reserve_wants_a_pool_or_a_zone_to_choose_from(
     status, sent = _sent_by(argv, monkeypatch)
     assert status == 2 and sent == []
     assert "--choose-zone" in capsys.readouterr().err
+
+
+PUT_WITH_SETTINGS = [
+    *("pools", "put", "p", "--capacity", "3", "--zone", "z"),
+    *("--max-hold-seconds", "7200", "--waitlist-limit", "5"),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "call"),
+    [
+        (
+            ["waitlist", "join", "north:0800", "--quantity", "2", "--request-id", "w-1", "--hold-seconds", "300"],
+            ("POST", "/v1/pools/north:0800/waitlist", {"quantity": 2, "request_id": "w-1", "hold_seconds": 300}),
+        ),
+        (
+            ["waitlist", "join", "north:0800", "--request-id", "w-1"],
+            ("POST", "/v1/pools/north:0800/waitlist", {"quantity": 1, "request_id": "w-1"}),
+        ),
+        (["waitlist", "get", "north:0800", "e-1"], ("GET", "/v1/pools/north:0800/waitlist/e-1", None)),
+        (["waitlist", "leave", "north:0800", "e-1"], ("DELETE", "/v1/pools/north:0800/waitlist/e-1", None)),
+        (["extend", "r-1", "--hold-seconds", "900"], ("POST", "/v1/reservations/r-1/extend", {"hold_seconds": 900})),
+        (
+            PUT_WITH_SETTINGS,
+            (
+                "PUT",
+                "/v1/pools/p",
+                {
+                    "capacity": 3,
+                    "zone": "z",
+                    "slot_start": None,
+                    "slot_end": None,
+                    "max_hold_seconds": 7200,
+                    "waitlist_limit": 5,
+                },
+            ),
+        ),
+    ],
+)
+def test_waitlist_and_extend_commands_send_their_calls(
+    argv: list[str], call: tuple[str, str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _sent_by(argv, monkeypatch) == (0, [call])
