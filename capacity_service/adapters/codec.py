@@ -141,6 +141,7 @@ class WaitlistOfferedV1(_Schema):
 
 class WaitlistLeftV1(_Schema):
     entry_id: str
+    request_id: str
 
 
 class PoolPausedV1(_Schema):

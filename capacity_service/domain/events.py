@@ -174,12 +174,13 @@ class WaitlistOffered:
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class WaitlistLeft:
-    """A waiting entry left the waitlist."""
+    """A waiting entry left the waitlist (``request_id``: the one it joined with)."""
 
     TYPE: ClassVar[str] = "WaitlistLeft"
     VERSION: ClassVar[int] = 1
 
     entry_id: str
+    request_id: str
 
 
 PoolEvent = (

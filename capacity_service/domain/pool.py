@@ -439,7 +439,7 @@ def _decide_leave(state: PoolState, command: LeaveWaitlist) -> Decision:
     entry = state.waitlist.get(command.entry_id)
     if entry is None:
         return UnknownWaitlistEntry(state.pool_id, command.entry_id)
-    return [WaitlistLeft(entry.entry_id)] if entry.status is WaitlistStatus.WAITING else []
+    return [WaitlistLeft(entry.entry_id, entry.request_id)] if entry.status is WaitlistStatus.WAITING else []
 
 
 def _with_offers(state: PoolState, events: list[PoolEvent], now: datetime) -> list[PoolEvent]:

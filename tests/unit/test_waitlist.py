@@ -190,7 +190,7 @@ def test_leaving_is_idempotent_and_an_unknown_entry_is_refused() -> None:
     state, _ = full_pool(1)
     command = join()
     run(state, command)
-    assert run(state, LeaveWaitlist(command.entry_id)) == [WaitlistLeft(command.entry_id)]
+    assert run(state, LeaveWaitlist(command.entry_id)) == [WaitlistLeft(command.entry_id, command.request_id)]
     assert run(state, LeaveWaitlist(command.entry_id)) == []
     assert place_of(state, command.entry_id).entry.status is WaitlistStatus.LEFT  # type: ignore[union-attr]
     assert decide(state, LeaveWaitlist("nope"), T0) == UnknownWaitlistEntry("p", "nope")
@@ -335,7 +335,7 @@ def test_the_waitlist_events_round_trip_through_the_codec() -> None:
         PoolConfigured(3, "z", None, None, 7_200, 50),
         WaitlistJoined("e1", "r1", 2, 60, "p~1"),
         WaitlistOffered("e1", "r1", "p~1", 2, T0 + timedelta(seconds=60)),
-        WaitlistLeft("e1"),
+        WaitlistLeft("e1", "r1"),
         HoldExtended("p~1", T0 + timedelta(seconds=90)),
     ):
         encoded = codec.encode_event(event)

@@ -14,11 +14,15 @@ from capacity_service.domain import (
     ConfigurePool,
     Confirm,
     ExpireHolds,
+    ExtendHold,
+    JoinWaitlist,
+    LeaveWaitlist,
     PoolCommand,
     Release,
     Reserve,
     RetirePool,
     new_reservation_id,
+    new_waitlist_entry_id,
 )
 
 T0 = datetime(2026, 12, 3, 12, tzinfo=UTC)
@@ -77,6 +81,54 @@ def test_live_and_caught_up_rows_agree_for_every_event_holds_included() -> None:
     assert [(r.seq_nr, r.part) for r in live[-2:]] == [(11, 1), (11, 2)]
     assert {r.reservation_id for r in live[-2:]} == {ids[2], ids[4]}
     assert live[-1].event_id == "p/11/2" and live[0].event_id == "p/1"
+
+    codec, delivered, caught_up = Codec(), Delivery("p"), []
+    for stored in journal.read("p"):
+        event = codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
+        rows = next_rows(delivered, stored.seq_nr, event, stored.recorded_at)
+        caught_up += rows
+        delivered = Delivery.after(rows[-1])
+    assert [compared(r) for r in caught_up] == [compared(r) for r in live]
+
+
+def test_live_and_caught_up_rows_agree_for_waitlist_events_and_extended_holds() -> None:
+    now = [T0]
+    journal = InMemoryJournal()
+    writer = PoolWriter("p", journal, clock=lambda: now[0])
+    writer.start()
+    taken = new_reservation_id("p")
+    entries = [JoinWaitlist(new_waitlist_entry_id(), f"w-{i}", 1, 30, new_reservation_id("p")) for i in range(3)]
+    commands: list[PoolCommand] = [
+        ConfigurePool(1, "z"),
+        Reserve(1, "held", taken, 60),
+        ExtendHold(taken, 120),
+        *entries,
+        LeaveWaitlist(entries[1].entry_id),
+        Release(taken),
+    ]
+    live = [row for command in commands for e in writer.execute_batch([command]).persisted for row in rows_of(e)]
+    now[0] = T0 + timedelta(seconds=31)
+    live += [row for e in writer.execute_batch([ExpireHolds()]).persisted for row in rows_of(e)]
+    assert [r.event_type for r in live] == [
+        "PoolConfigured",
+        "CapacityHeld",
+        "HoldExtended",
+        "WaitlistJoined",
+        "WaitlistJoined",
+        "WaitlistJoined",
+        "WaitlistLeft",
+        "CapacityReleased",
+        "WaitlistOffered",  # the released unit, to the first entry
+        "HoldExpired",  # its offer lapsed ...
+        "WaitlistOffered",  # ... and went to the third (the second left)
+    ]
+    assert [r.reserved for r in live] == [0, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1]
+    assert [r.request_id for r in live if r.event_type == "WaitlistOffered"] == ["w-0", "w-2"]
+    assert [r.reservation_id for r in live if r.event_type == "WaitlistOffered"] == [
+        entries[0].reservation_id,
+        entries[2].reservation_id,
+    ]
+    assert live[6].request_id == "w-1" and live[2].reservation_id == taken
 
     codec, delivered, caught_up = Codec(), Delivery("p"), []
     for stored in journal.read("p"):

@@ -17,11 +17,15 @@ from capacity_service.domain import (
     CapacityReleased,
     CapacityReserved,
     HoldConfirmed,
+    HoldExtended,
     HoldsExpired,
     PersistedEvent,
     PoolConfigured,
     PoolEvent,
     PoolReset,
+    WaitlistJoined,
+    WaitlistLeft,
+    WaitlistOffered,
 )
 from capacity_service.domain.order import OrderEvent, OrderPlaced
 
@@ -35,9 +39,10 @@ class WarehouseRow(NamedTuple):
     part: int  # 0 for an event of one row; 1, 2, ... for the parts of an event about several holds
     event_type: str
     event_version: int  # the schema version the row's fields follow (after upcasting)
-    quantity: int | None  # reserved or released units; None for PoolConfigured
+    # reserved, released, offered or waited-for units; None where an event has none (PoolConfigured)
+    quantity: int | None
     reservation_id: str | None
-    request_id: str | None
+    request_id: str | None  # a waitlist event's: the entry's request id (the entry id is not a column)
     capacity: int  # the pool's state after the event
     reserved: int
     remaining: int
@@ -94,7 +99,7 @@ def next_rows(before: Delivery, seq_nr: int, event: PoolEvent, occurred_at: date
         target = event.state
         capacity, reserved, zone = target.capacity, target.reserved, target.zone
         slot_start, slot_end = target.slot_start, target.slot_end
-    elif isinstance(event, CapacityReserved | CapacityHeld):
+    elif isinstance(event, CapacityReserved | CapacityHeld | WaitlistOffered):
         reserved += event.quantity
     elif isinstance(event, CapacityReleased):
         reserved -= event.quantity
@@ -120,12 +125,14 @@ def _rows(after: Delivery, event: PoolEvent, occurred_at: datetime) -> list[Ware
     quantity: int | None = None
     reservation_id: str | None = None
     request_id: str | None = None
-    if isinstance(event, CapacityReserved | CapacityHeld):
+    if isinstance(event, CapacityReserved | CapacityHeld | WaitlistOffered | WaitlistJoined):
         quantity, reservation_id, request_id = event.quantity, event.reservation_id, event.request_id
     elif isinstance(event, CapacityReleased):
         quantity, reservation_id = event.quantity, event.reservation_id
-    elif isinstance(event, HoldConfirmed):
+    elif isinstance(event, HoldConfirmed | HoldExtended):
         reservation_id = event.reservation_id
+    elif isinstance(event, WaitlistLeft):
+        request_id = event.request_id
     return [_row(after, after.reserved, 0, event, quantity, reservation_id, request_id, occurred_at)]
 
 
