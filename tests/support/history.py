@@ -12,7 +12,13 @@ What a history must satisfy:
 - every acknowledged release is a release event in the journal;
 - holds: every hold ends at most once (confirmed, released or expired), an expiry or a confirm only of a
   hold that is still held; an acknowledged confirm is a confirm in the journal, a confirm answered
-  ``hold_expired`` an expiry; and (given ``now``) every hold whose expiry is over a second past has ended.
+  ``hold_expired`` an expiry; and (given ``now``) every hold whose expiry is over a second past has ended
+  (at its expiry as extended last);
+- waitlists: every acknowledged join is in the journal once (a request id joins a pool once), and no entry
+  joined that nobody asked for; an entry is offered at most once, only while it waits, and in order: no
+  entry waiting ahead of it fitted in what was free (the skip rule); offers never oversell; an acknowledged
+  leave of a waiting entry is in the journal; and at the end no entry waits in an open pool while enough
+  units are free for it.
 """
 
 from __future__ import annotations
@@ -35,12 +41,19 @@ Outcome = Literal["ok", "refused", "rejected", "unknown"]
 
 # Error codes that prove nothing was taken, and those that are a decision of the pool (also nothing taken).
 _REFUSALS = {"unavailable", "overloaded", "pool_not_found", "invalid_request", "payload_too_large"}
-_REJECTIONS = {"insufficient_capacity", "request_id_conflict", "hold_expired", "reservation_released"}
+_REJECTIONS = {
+    "insufficient_capacity",
+    "request_id_conflict",
+    "hold_expired",
+    "reservation_released",
+    "waitlist_full",
+    "pool_retired",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Operation:
-    kind: Literal["reserve", "release", "confirm"]
+    kind: Literal["reserve", "release", "confirm", "join", "leave"]
     pool_id: str
     request_id: str | None
     quantity: int
@@ -50,6 +63,7 @@ class Operation:
     code: str  # "ok" or the error code (or the exception's name when there was no answer)
     reservation_id: str | None = None
     message: str = ""  # the error's
+    entry_id: str | None = None  # a join's or a leave's waitlist entry
 
 
 def outcome_of_code(code: str) -> Outcome:
@@ -117,6 +131,43 @@ class History:
         self.record(operation)
         return operation
 
+    def join(
+        self, client: Any, pool_id: str, quantity: int, request_id: str, hold_seconds: int | None = None
+    ) -> Operation:
+        """``client.join_waitlist``, recorded (with the entry id it answered)."""
+        started = time.monotonic()
+        entry_id, message = None, ""
+        try:
+            entry_id, code = client.join_waitlist(pool_id, quantity, request_id, hold_seconds).entry_id, "ok"
+        except CapacityError as exc:
+            code, message = exc.code, str(exc)
+        except Exception as exc:
+            code, message = type(exc).__name__, str(exc)
+        outcome = outcome_of_code(code)
+        operation = Operation(
+            "join", pool_id, request_id, quantity, started, time.monotonic(), outcome, code, None, message, entry_id
+        )
+        self.record(operation)
+        return operation
+
+    def leave(self, client: Any, pool_id: str, entry_id: str) -> Operation:
+        """``client.leave_waitlist``, recorded."""
+        started = time.monotonic()
+        message = ""
+        try:
+            client.leave_waitlist(pool_id, entry_id)
+            code = "ok"
+        except CapacityError as exc:
+            code, message = exc.code, str(exc)
+        except Exception as exc:
+            code, message = type(exc).__name__, str(exc)
+        outcome = outcome_of_code(code)
+        operation = Operation(
+            "leave", pool_id, None, 0, started, time.monotonic(), outcome, code, None, message, entry_id
+        )
+        self.record(operation)
+        return operation
+
     def unsettled(self) -> list[Operation]:
         """The unknown outcomes no later decided attempt with the same request id settles (retry these)."""
         by_request = _by_request(self.operations)
@@ -170,12 +221,15 @@ def check(
     released: dict[str, int] = {}
     hold_ends: dict[str, str] = {}  # reservation id -> how its hold ended
     hold_ids: set[str] = set()
+    joined_by_pool: dict[str, _Waitlist] = {}
     for pool_id, events in events_by_pool.items():
         capacity = reserved = 0
         live: dict[str, int] = {}
         held: dict[str, datetime] = {}
+        waitlist = _Waitlist(pool_id, problems)
         for event in events:
             kind = event["type"]
+            waitlist.take(event, capacity - reserved)
             if kind in ("HoldConfirmed", "HoldExpired"):
                 # One HoldExpired names every hold the pool expired at once.
                 ended = event["reservation_ids"] if kind == "HoldExpired" else [event["reservation_id"]]
@@ -189,6 +243,16 @@ def check(
                         reserved -= live.pop(reservation_id)
             if kind == "PoolConfigured":
                 capacity = int(event["capacity"])
+            elif kind == "HoldExtended" and str(event["reservation_id"]) in held:
+                held[str(event["reservation_id"])] = datetime.fromisoformat(str(event["expires_at"]))
+            elif kind == "WaitlistOffered":  # a hold, taken for an entry: ended as any hold
+                reservation_id = str(event["reservation_id"])
+                held[reservation_id] = datetime.fromisoformat(str(event["expires_at"]))
+                hold_ids.add(reservation_id)
+                live[reservation_id] = int(event["quantity"])
+                reserved += int(event["quantity"])
+                if reserved > capacity:
+                    problems.append(f"pool {pool_id!r} oversold by an offer at seq_nr {event['seq_nr']}")
             elif kind in ("CapacityReserved", "CapacityHeld"):
                 if kind == "CapacityHeld":
                     held[str(event["reservation_id"])] = datetime.fromisoformat(str(event["expires_at"]))
@@ -210,6 +274,8 @@ def check(
                     reserved -= live.pop(reservation_id)
                 if held.pop(reservation_id, None) is not None:
                     hold_ends[reservation_id] = kind
+        waitlist.check_end(capacity - reserved)
+        joined_by_pool[pool_id] = waitlist
         if now is not None:
             overdue = sorted(rid for rid, expires_at in held.items() if expires_at < now - timedelta(seconds=1))
             if overdue:
@@ -243,6 +309,84 @@ def check(
             problems.append(f"confirm of {op.reservation_id!r} was answered 200 but the hold ended by {ended}")
         if op.kind == "confirm" and op.code == "hold_expired" and ended != "HoldExpired":
             problems.append(f"confirm of {op.reservation_id!r} was answered hold_expired, the journal says {ended}")
+    problems += _waitlist_acks(history, joined_by_pool)
+    return problems
+
+
+@dataclass
+class _Waitlist:
+    """A pool's waitlist as its journal tells it, checked event by event."""
+
+    pool_id: str
+    problems: list[str]
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)  # entry id -> its WaitlistJoined
+    waiting: dict[str, int] = field(default_factory=dict)  # entry id -> quantity, in join order
+    offered: set[str] = field(default_factory=set)
+    left: set[str] = field(default_factory=set)
+    request_ids: set[str] = field(default_factory=set)
+    open: bool = True
+
+    def take(self, event: Mapping[str, Any], free: int) -> None:
+        """``event``, with ``free`` units before it."""
+        kind, where = event["type"], f"pool {self.pool_id!r} at seq_nr {event['seq_nr']}"
+        if kind in ("PoolPaused", "PoolRetired"):
+            self.open = False
+        elif kind == "PoolResumed":
+            self.open = True
+        elif kind == "WaitlistJoined":
+            if event["request_id"] in self.request_ids:
+                self.problems.append(f"{where}: request id {event['request_id']!r} joined twice")
+            self.request_ids.add(str(event["request_id"]))
+            self.entries[str(event["entry_id"])] = dict(event)
+            self.waiting[str(event["entry_id"])] = int(event["quantity"])
+        elif kind == "WaitlistLeft":
+            if self.waiting.pop(str(event["entry_id"]), None) is None:
+                self.problems.append(f"{where}: {event['entry_id']!r} left without waiting")
+            self.left.add(str(event["entry_id"]))
+        elif kind == "WaitlistOffered":
+            entry_id = str(event["entry_id"])
+            if entry_id in self.offered:
+                self.problems.append(f"{where}: {entry_id!r} offered twice")
+            elif entry_id not in self.waiting:
+                self.problems.append(f"{where}: {entry_id!r} offered while not waiting")
+            ahead = list(self.waiting)[: list(self.waiting).index(entry_id)] if entry_id in self.waiting else []
+            skipped_fitting = [e for e in ahead if self.waiting[e] <= free]
+            if skipped_fitting:
+                self.problems.append(f"{where}: {entry_id!r} offered before {skipped_fitting[0]!r}, which fitted")
+            if not self.open:
+                self.problems.append(f"{where}: {entry_id!r} offered while the pool was paused or retired")
+            self.waiting.pop(entry_id, None)
+            self.offered.add(entry_id)
+
+    def check_end(self, free: int) -> None:
+        fitting = [e for e, quantity in self.waiting.items() if quantity <= free]
+        if self.open and fitting:
+            self.problems.append(f"pool {self.pool_id!r}: {fitting[0]!r} waits while {free} units are free")
+
+
+def _waitlist_acks(history: History, waitlists: Mapping[str, _Waitlist]) -> list[str]:
+    problems: list[str] = []
+    asked: dict[str, set[str]] = {}
+    for op in history.operations:
+        waitlist = waitlists.get(op.pool_id)
+        if op.kind == "join":
+            asked.setdefault(op.pool_id, set()).add(op.request_id or "")
+            if op.outcome == "ok" and (waitlist is None or (op.entry_id or "") not in waitlist.entries):
+                problems.append(f"lost ack: join {op.request_id!r} of {op.pool_id!r} is not in the journal")
+            if op.outcome in ("refused", "rejected") and waitlist is not None and op.code != "request_id_conflict":
+                joined = [e for e, j in waitlist.entries.items() if j["request_id"] == op.request_id]
+                if joined and not any(
+                    o.kind == "join" and o.request_id == op.request_id and o.outcome == "ok" for o in history.operations
+                ):
+                    problems.append(f"phantom: join {op.request_id!r} was refused ({op.code}) but joined")
+        elif op.kind == "leave" and op.outcome == "ok" and waitlist is not None:
+            entry_id = op.entry_id or ""
+            if entry_id not in waitlist.left and entry_id not in waitlist.offered:
+                problems.append(f"lost ack: leave of {entry_id!r} was answered and the entry still waits")
+    for pool_id, waitlist in waitlists.items():
+        for entry in waitlist.entries.values():
+            if entry["request_id"] not in asked.get(pool_id, set()):
+                problems.append(f"phantom: {entry['request_id']!r} joined {pool_id!r} and was never asked")
     return problems
 
 

@@ -144,3 +144,88 @@ def test_each_kind_of_hold_disagreement_is_found() -> None:
     assert "'res-wrong-expiry' was answered hold_expired, the journal says HoldConfirmed" in problems
     assert "holds past their expiry that never ended: ['res-overdue']" in problems
     assert "HoldExpired of 'res-never-held', which is not held" in problems
+
+
+def joined(seq_nr: int, entry: str, quantity: int = 1) -> dict[str, Any]:
+    return {
+        "seq_nr": seq_nr,
+        "type": "WaitlistJoined",
+        "entry_id": entry,
+        "request_id": f"req-{entry}",
+        "quantity": quantity,
+        "hold_seconds": 60,
+        "reservation_id": f"res-{entry}",
+    }
+
+
+def offered(seq_nr: int, entry: str, quantity: int = 1) -> dict[str, Any]:
+    return {
+        "seq_nr": seq_nr,
+        "type": "WaitlistOffered",
+        "entry_id": entry,
+        "request_id": f"req-{entry}",
+        "reservation_id": f"res-{entry}",
+        "quantity": quantity,
+        "expires_at": "2026-12-01T12:01:00+00:00",
+    }
+
+
+def released(seq_nr: int, request_id: str) -> dict[str, Any]:
+    return {"seq_nr": seq_nr, "type": "CapacityReleased", "reservation_id": f"res-{request_id}", "quantity": 1}
+
+
+def join_op(entry: str, code: str = "ok", quantity: int = 1) -> Operation:
+    ok = code == "ok"
+    return Operation(
+        "join", "p", f"req-{entry}", quantity, 0, 1, outcome_of_code(code), code, None, "", entry if ok else None
+    )
+
+
+def test_waitlist_offers_that_agree_with_the_journal_have_no_problems() -> None:
+    answers = history(
+        op("a", "ok", 0, 1), join_op("big", quantity=2), join_op("small"), join_op("full", "waitlist_full")
+    )
+    events = {
+        "p": [
+            configured(1),
+            reserved(2, "a"),
+            joined(3, "big", 2),
+            joined(4, "small"),
+            released(5, "a"),
+            offered(6, "small"),  # the big entry did not fit in 1 free unit: skipped, keeps its place
+        ]
+    }
+    assert check(answers, events) == []
+
+
+def test_each_kind_of_waitlist_disagreement_is_found() -> None:
+    answers = history(join_op("first"), join_op("second"), join_op("lost"), join_op("refused", "waitlist_full"))
+    events = {
+        "p": [
+            configured(2),
+            joined(2, "first"),
+            joined(3, "second"),
+            joined(4, "refused"),
+            joined(5, "stranger"),
+            offered(6, "second"),  # before "first", which fitted
+            offered(7, "second"),  # twice
+            offered(8, "first"),
+            offered(9, "stranger"),  # oversold: 3 units taken of 2
+        ]
+    }
+    problems = "\n".join(check(answers, events))
+    assert "offered before 'first', which fitted" in problems
+    assert "'second' offered twice" in problems
+    assert "oversold by an offer at seq_nr 9" in problems
+    assert "join 'req-lost' of 'p' is not in the journal" in problems
+    assert "join 'req-refused' was refused (waitlist_full) but joined" in problems
+    assert "'req-stranger' joined 'p' and was never asked" in problems
+
+
+def test_an_entry_left_waiting_while_units_are_free_is_found() -> None:
+    answers = history(join_op("idle"))
+    assert check(answers, {"p": [configured(1), joined(2, "idle")]}) == [
+        "pool 'p': 'idle' waits while 1 units are free"
+    ]
+    paused = [configured(1), {"seq_nr": 2, "type": "PoolPaused", "reason": "x"}, joined(3, "idle")]
+    assert check(answers, {"p": paused}) == []  # a paused pool offers nothing
