@@ -1,5 +1,7 @@
-"""Property-based: no interleaving of reserves, holds, confirms, releases, expiries (the clock moving on)
-and capacity changes breaks the pool's invariants: never oversold, every hold ends exactly once."""
+"""Property-based: no interleaving of reserves, holds, confirms, releases, expiries (the clock moving on),
+capacity changes, waitlist joins and leaves, and extends breaks the pool's invariants: never oversold, every
+hold (offered ones included) ends exactly once, every entry is offered at most once and in order (the skip
+rule), and no entry waits in an open pool while it fits in what is free."""
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -16,17 +18,25 @@ from capacity_service.domain import (
     ConfigurePool,
     Confirm,
     ExpireHolds,
+    ExtendHold,
     HoldConfirmed,
     HoldsExpired,
+    JoinWaitlist,
+    LeaveWaitlist,
+    PausePool,
+    PoolCommand,
     PoolEvent,
     PoolState,
     Release,
     ReservationStatus,
     Reserve,
+    ResumePool,
+    WaitlistOffered,
     apply,
     apply_all,
     decide,
     new_reservation_id,
+    new_waitlist_entry_id,
 )
 
 REQUEST_IDS = st.sampled_from([f"req-{i}" for i in range(12)])
@@ -38,16 +48,22 @@ class PoolMachine(RuleBasedStateMachine):
         self.state = PoolState("pool-prop")
         self.events: list[PoolEvent] = []
         self.issued: list[str] = []
+        self.entries: list[str] = []
         self.now = datetime(2026, 12, 3, tzinfo=UTC)
 
-    def _run(self, command: ConfigurePool | Reserve | Release | Confirm | ExpireHolds) -> list[PoolEvent] | None:
+    def _run(self, command: PoolCommand) -> list[PoolEvent] | None:
         decision = decide(self.state, command, self.now)
         if not isinstance(decision, list):
             return None
         for event in decision:
-            if isinstance(event, CapacityReserved | CapacityHeld):
-                # The rule under test: a reserve is accepted only if it fits at that moment.
+            if isinstance(event, CapacityReserved | CapacityHeld | WaitlistOffered):
+                # The rule under test: a reserve (or an offer) is accepted only if it fits at that moment.
                 assert self.state.reserved + event.quantity <= self.state.capacity
+            if isinstance(event, WaitlistOffered):  # in order: no entry waiting ahead of it fitted
+                assert self.state.offers_open  # never while paused or retired
+                free = self.state.capacity - self.state.reserved
+                ahead = list(self.state.waiting)[: list(self.state.waiting).index(event.entry_id)]
+                assert all(self.state.waitlist[e].quantity > free for e in ahead)
             apply(self.state, event)
         self.events.extend(decision)
         return decision
@@ -95,6 +111,39 @@ class PoolMachine(RuleBasedStateMachine):
             for r in self.state.reservations.values()
         )
 
+    @rule(quantity=st.integers(min_value=0, max_value=6), request_id=REQUEST_IDS, hold=st.integers(1, 20))
+    def join_the_waitlist(self, quantity: int, request_id: str, hold: int) -> None:
+        command = JoinWaitlist(
+            new_waitlist_entry_id(), request_id, quantity, hold, new_reservation_id(self.state.pool_id)
+        )
+        self._run(command)
+        self.entries.append(command.entry_id)
+        self.issued.append(command.reservation_id)
+
+    @rule(data=st.data())
+    def leave_the_waitlist(self, data: st.DataObject) -> None:
+        if self.entries:
+            self._run(LeaveWaitlist(data.draw(st.sampled_from(self.entries))))
+
+    @rule(data=st.data(), seconds=st.integers(min_value=1, max_value=30))
+    def extend(self, data: st.DataObject, seconds: int) -> None:
+        if self.issued:
+            self._run(ExtendHold(data.draw(st.sampled_from(self.issued)), seconds))
+
+    @rule(paused=st.booleans())
+    def pause_or_resume(self, paused: bool) -> None:
+        self._run(PausePool("drill") if paused else ResumePool())
+
+    @invariant()
+    def no_entry_waits_in_an_open_pool_while_it_fits(self) -> None:
+        if self.state.offers_open:
+            assert all(self.state.waitlist[e].quantity > self.state.remaining for e in self.state.waiting)
+
+    @invariant()
+    def an_entry_is_offered_at_most_once(self) -> None:
+        counts = Counter(e.entry_id for e in self.events if isinstance(e, WaitlistOffered))
+        assert all(n == 1 for n in counts.values())
+
     @invariant()
     def reserved_is_what_held_and_active_reservations_hold(self) -> None:
         taken = sum(r.quantity for r in self.state.reservations.values() if r.status.takes_capacity)
@@ -111,7 +160,7 @@ class PoolMachine(RuleBasedStateMachine):
     def every_hold_ends_exactly_once(self) -> None:
         """A hold ends by a confirm, a release while held, or its expiry: one of them, once; until then it
         is held."""
-        held = {e.reservation_id for e in self.events if isinstance(e, CapacityHeld)}
+        held = {e.reservation_id for e in self.events if isinstance(e, CapacityHeld | WaitlistOffered)}
         ends: Counter[str] = Counter()
         still_held = set(held)
         for event in self.events:
