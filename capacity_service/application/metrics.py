@@ -13,6 +13,9 @@ class HostMetrics(Protocol):
 
     def holds_expired(self, count: int) -> None: ...
 
+    def waitlist_offered(self, count: int) -> None:
+        """Units came free and ``count`` waiting entries were offered a hold."""
+
     def order_rested(self, status: str) -> None:
         """An order came to rest: held, confirmed, failed or cancelled."""
 
@@ -22,6 +25,9 @@ class _NoMetrics:
         pass
 
     def holds_expired(self, count: int) -> None:
+        pass
+
+    def waitlist_offered(self, count: int) -> None:
         pass
 
     def order_rested(self, status: str) -> None:

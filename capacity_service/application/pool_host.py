@@ -48,6 +48,7 @@ from capacity_service.domain import (
     Reservation,
     ReservationStatus,
     ResetPool,
+    WaitlistOffered,
     WaitlistPlace,
     place_of,
 )
@@ -194,6 +195,8 @@ class PoolHost:
         expiries = [p.event for p in result.persisted if isinstance(p.event, HoldsExpired)]
         if expiries:
             self._metrics.holds_expired(sum(len(e.reservation_ids) for e in expiries))
+        if offers := sum(1 for p in result.persisted if isinstance(p.event, WaitlistOffered)):
+            self._metrics.waitlist_offered(offers)
         for operated in (p.event for p in result.persisted if isinstance(p.event, _OPERATORS_EVENTS)):
             log.info("pool %s: %s", writer.stream_id, operated)
 

@@ -118,6 +118,9 @@ class RayHostMetrics:
             "capacity_journal_appends_total", "Pool appends written to the journal", ("store", "outcome")
         )
         self._expired = self._counts.counter("capacity_holds_expired_total", "Holds expired by their pool's timer")
+        self._offered = self._counts.counter(
+            "capacity_waitlist_offered_total", "Waitlist entries offered a hold when units came free"
+        )
         self._orders = self._counts.counter(
             "capacity_orders_total", "Orders come to rest, by status (held, confirmed, failed, cancelled)", ("status",)
         )
@@ -141,6 +144,9 @@ class RayHostMetrics:
 
     def holds_expired(self, count: int) -> None:
         self._counts.inc(self._expired, (), count)
+
+    def waitlist_offered(self, count: int) -> None:
+        self._counts.inc(self._offered, (), count)
 
     def order_rested(self, status: str) -> None:
         self._counts.inc(self._orders, (status,), 1)

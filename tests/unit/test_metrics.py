@@ -18,7 +18,7 @@ from capacity_service.application.host_first import HostFirstSender
 from capacity_service.application.order_driver import OrderDriver
 from capacity_service.application.order_host import OrderHost
 from capacity_service.application.pool_host import PoolHost
-from capacity_service.domain import ConfigurePool, Reserve, new_reservation_id
+from capacity_service.domain import ConfigurePool, JoinWaitlist, Reserve, new_reservation_id, new_waitlist_entry_id
 from capacity_service.domain.order import Attempt, OrderLine, PlaceOrder
 from capacity_service.entrypoints.http.app import create_app
 from capacity_service.entrypoints.http.routes import route_of
@@ -32,6 +32,7 @@ class Recorder:
         self.answers: list[tuple[str, int, float]] = []
         self.appends: list[tuple[float, int, int]] = []
         self.expired = 0
+        self.offered = 0
         self.orders: list[str] = []
 
     def answered(self, route: str, status: int, seconds: float) -> None:
@@ -42,6 +43,9 @@ class Recorder:
 
     def holds_expired(self, count: int) -> None:
         self.expired += count
+
+    def waitlist_offered(self, count: int) -> None:
+        self.offered += count
 
     def order_rested(self, status: str) -> None:
         self.orders.append(status)
@@ -185,10 +189,12 @@ def test_counts_outside_an_event_loop_go_to_ray_at_once() -> None:
     metrics = RayHostMetrics("sqlite", BatchedCounts(FakeRayCounter))
     metrics.appended(0.002, appends=3, failures=1)
     metrics.holds_expired(7)
+    metrics.waitlist_offered(3)
     made = FakeRayCounter.made
     assert made["capacity_journal_appends_total"].total(outcome="ok") == 2
     assert made["capacity_journal_appends_total"].total(outcome="failed") == 1
     assert made["capacity_holds_expired_total"].total() == 7
+    assert made["capacity_waitlist_offered_total"].total() == 3
     assert made["capacity_journal_append_seconds_count"].total(store="sqlite") == 1
 
 
@@ -208,3 +214,17 @@ def test_orders_are_counted_when_they_come_to_rest() -> None:
 
     asyncio.run(scenario())
     assert recorder.orders == ["confirmed", "failed"]  # the second found the pool full
+
+
+def test_waitlist_offers_are_counted() -> None:
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        pools = PoolHost(InMemoryJournal(), metrics=recorder)
+        await pools.execute("p", ConfigurePool(0, "z"))
+        for request_id in ("a", "b", "c"):
+            await pools.execute("p", JoinWaitlist(new_waitlist_entry_id(), request_id, 1, 60, new_reservation_id("p")))
+        await pools.execute("p", ConfigurePool(2, "z"))
+
+    asyncio.run(scenario())
+    assert recorder.offered == 2
