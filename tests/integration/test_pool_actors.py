@@ -264,6 +264,80 @@ def test_holds_that_expire_while_their_host_is_down_expire_once_at_recovery(
     assert holds_ended(events[pool_id]) == {"HoldConfirmed": 2, "HoldExpired": 4}
 
 
+def wait_for_reserved(client: CapacityClient, pool_id: str, reserved: int) -> None:
+    """Until the pool (restarting, perhaps) shows ``reserved`` units taken, for at most a minute."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if client.get_pool(pool_id).reserved == reserved:
+                return
+        except Exception:  # restarting
+            pass
+        time.sleep(0.2)
+    assert client.get_pool(pool_id).reserved == reserved
+
+
+def test_waitlist_offers_due_while_their_host_is_down_are_made_once_at_recovery_in_order(
+    client: CapacityClient, settings: ServiceSettings
+) -> None:
+    """A full pool with a waitlist (a large entry first, small ones behind it); its holds expire while its
+    host is frozen and then killed -9. The next incarnation expires them and offers the freed units once, in
+    order (the large entry fits the two freed units); a release then offers the next entry; another kill -9
+    offers nothing again. The history checker agrees with the journal (offers once, in order, never
+    oversold)."""
+    pool_id = new_pool(client, 3)
+    history = History()
+    holds = [history.reserve(client, pool_id, 1, f"hold-{k}", hold_seconds=2) for k in range(3)]
+    assert all(op.outcome == "ok" for op in holds), holds
+    history.confirm(client, pool_id, str(holds[0].reservation_id))
+    joins = [history.join(client, pool_id, 2, "large", 60)]
+    joins += [history.join(client, pool_id, 1, f"small-{k}", 60) for k in range(3)]
+    assert all(op.outcome == "ok" for op in joins), joins
+    large, first, second, third = (str(op.entry_id) for op in joins)
+    assert [client.get_waitlist_entry(pool_id, e).position for e in (large, first, second, third)] == [1, 2, 3, 4]
+
+    pid = actor_pid(settings, pool_id)
+    os.kill(pid, signal.SIGSTOP)  # down from before the holds expire until after...
+    time.sleep(3.0)
+    os.kill(pid, signal.SIGKILL)  # ...and then gone: the offers are due when the next incarnation recovers
+    wait_for_reserved(client, pool_id, 3)  # 1 confirmed + 2 offered to the large entry
+    assert actor_pid(settings, pool_id) != pid
+    offered = client.get_waitlist_entry(pool_id, large)
+    assert offered.status == "offered" and offered.reservation_status == "held" and offered.reservation_id
+    assert [client.get_waitlist_entry(pool_id, e).position for e in (first, second, third)] == [1, 2, 3]
+
+    client.release(str(holds[0].reservation_id))  # one unit: to the first small entry
+    assert client.get_waitlist_entry(pool_id, first).status == "offered"
+    history.leave(client, pool_id, third)
+    client.confirm(str(offered.reservation_id))
+
+    pid = actor_pid(settings, pool_id)
+    os.kill(pid, signal.SIGKILL)  # a restart replays the offers: none is made again
+    wait_for_reserved(client, pool_id, 3)
+    places = [client.get_waitlist_entry(pool_id, e) for e in (large, first, second, third)]
+    assert [p.status for p in places] == ["offered", "offered", "waiting", "left"]
+    assert places[0].reservation_status == "active" and places[2].position == 1
+    events = events_in(settings.journal, [pool_id])
+    assert [e["entry_id"] for e in events[pool_id] if e["type"] == "WaitlistOffered"] == [large, first]
+    assert check(history, events, now=datetime.now(UTC)) == []
+
+
+def test_an_extended_hold_expires_at_its_new_time_across_a_restart(
+    client: CapacityClient, settings: ServiceSettings
+) -> None:
+    pool_id = new_pool(client, 1)
+    receipt = client.reserve(pool_id, hold_seconds=2)
+    extended = client.extend_hold(receipt.reservation_id, 6)
+    assert extended.expires_at is not None and receipt.expires_at is not None
+    assert extended.expires_at > receipt.expires_at
+    os.kill(actor_pid(settings, pool_id), signal.SIGKILL)
+    time.sleep(3.0)  # past the first expiry: the recovered pool keeps the extended one
+    assert client.get_reservation(receipt.reservation_id).status == "held"
+    wait_for_reserved(client, pool_id, 0)
+    assert client.get_reservation(receipt.reservation_id).status == "expired"
+    assert holds_ended(events_in(settings.journal, [pool_id])[pool_id]) == {"HoldConfirmed": 0, "HoldExpired": 1}
+
+
 def test_a_stale_incarnation_is_fenced_and_stops(client: CapacityClient, settings: ServiceSettings) -> None:
     pool_id = new_pool(client, 10)
     namespace = settings.hosting.namespace
