@@ -496,3 +496,75 @@ def test_the_availability_stream_over_http_the_python_client_and_the_cli(http: h
         return remaining
 
     assert asyncio.run(first_two()) == [3, 2]
+
+
+def cli(service: Service, *arguments: str) -> Any:
+    """A client command of the CLI against this service, its JSON answer."""
+    command = [str(Path(sys.executable).with_name("capacity-service")), *arguments]
+    done = subprocess.run(
+        command, env={**os.environ, "CAPACITY_URL": service.url}, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_waitlists_and_extends_over_http_the_python_client_and_the_cli_across_a_restart(
+    http: httpx.Client, service: Service
+) -> None:
+    """A full pool's waitlist over HTTP, the Python client and the CLI: entries wait in order, a release
+    offers the first that fits (the large one is skipped and keeps its place), an extend lengthens the
+    offered hold; then the service is taken down while holds expire and brought back on the same journal:
+    the offers due are made once at recovery, the large entry's among them, and the journal and the
+    warehouse both have each offer once."""
+    pool_id = new_pool(http, 3, max_hold_seconds=7_200, waitlist_limit=10)
+    short_holds_expire = time.monotonic() + 15
+    taken = [
+        http.post("/v1/reservations", json={"pool_id": pool_id, "hold_seconds": hold}).json()["reservation_id"]
+        for hold in (600, 15, 15)
+    ]
+    large = http.post(f"/v1/pools/{pool_id}/waitlist", json={"quantity": 2, "request_id": "large"})
+    assert large.status_code == 202 and large.json()["position"] == 1, large.text
+    with CapacityClient(namespace=service.namespace) as client:
+        small = client.join_waitlist(pool_id, 1, "small", hold_seconds=600)
+        assert small.position == 2 and small.status == "waiting"
+        assert client.join_waitlist(pool_id, 1, "small", hold_seconds=600).entry_id == small.entry_id
+    later = cli(service, "waitlist", "join", pool_id, "--request-id", "later")
+    assert later["position"] == 3
+    assert http.get(f"/v1/pools/{pool_id}").json()["waiting"] == 3
+
+    http.delete(f"/v1/reservations/{taken[0]}")  # one unit: too few for the large entry, so the small one
+    offered = http.get(f"/v1/pools/{pool_id}/waitlist/{small.entry_id}").json()
+    assert offered["status"] == "offered" and offered["reservation_status"] == "held"
+    extended = cli(service, "extend", offered["reservation_id"], "--hold-seconds", "7200")
+    assert extended["expires_at"] > offered["expires_at"]
+    too_long = http.post(f"/v1/reservations/{offered['reservation_id']}/extend", json={"hold_seconds": 7_201})
+    assert too_long.status_code == 422
+    assert cli(service, "waitlist", "get", pool_id, large.json()["entry_id"])["position"] == 1
+    assert time.monotonic() < short_holds_expire, "too slow: the short holds expired before the restart"
+
+    service.undeploy()  # down while the two short holds expire: the large entry's offer is due at recovery
+    time.sleep(max(0.0, short_holds_expire + 1 - time.monotonic()))
+    service.deploy()
+    with httpx.Client(base_url=service.url, timeout=30) as fresh:
+
+        def large_offered() -> bool:
+            entry = fresh.get(f"/v1/pools/{pool_id}/waitlist/{large.json()['entry_id']}").json()
+            return bool(entry["status"] == "offered")
+
+        wait_until(large_offered, 30, "the large entry offered at recovery")
+        assert fresh.get(f"/v1/pools/{pool_id}").json()["reserved"] == 3
+        assert fresh.get(f"/v1/pools/{pool_id}/waitlist/{later['entry_id']}").json()["position"] == 1
+        left = fresh.delete(f"/v1/pools/{pool_id}/waitlist/{later['entry_id']}")
+        assert left.status_code == 200 and left.json()["status"] == "left"
+
+    with open_journal(journal_settings(service)) as journal:
+        types = [stored.event_type for stored in journal.read(pool_id)]
+    assert types.count("WaitlistOffered") == 2 and types.count("WaitlistJoined") == 3
+    assert types.count("HoldExtended") == 1 and types[-1] == "WaitlistLeft"
+    warehouse = ParquetSink(ParquetSinkSettings(path=service.args["warehouse"]["sink"]["path"]), owner="e2e-reader")
+
+    def offers_in_warehouse() -> list[str | None]:
+        rows = sorted((r for r in warehouse.rows() if r.pool_id == pool_id), key=lambda r: r.seq_nr)
+        return [r.request_id for r in rows if r.event_type == "WaitlistOffered"]
+
+    wait_until(lambda: offers_in_warehouse() == ["small", "large"], 30, "both offers in the warehouse, once")
