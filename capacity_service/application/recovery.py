@@ -40,7 +40,10 @@ def differences(live: PoolState, replayed: PoolState) -> list[str]:
     """Where two states of one pool disagree, in words (empty: they agree)."""
     found = [
         f"{name}: live {getattr(live, name)!r}, replayed {getattr(replayed, name)!r}"
-        for name in ("exists", "capacity", "zone", "slot_start", "slot_end", "reserved", "retired", "paused_reason")
+        for name in (
+            *("exists", "capacity", "zone", "slot_start", "slot_end", "reserved", "retired", "paused_reason"),
+            *("max_hold_seconds", "waitlist_limit"),
+        )
         if getattr(live, name) != getattr(replayed, name)
     ]
     ids = sorted(set(live.reservations) | set(replayed.reservations))
@@ -51,6 +54,14 @@ def differences(live: PoolState, replayed: PoolState) -> list[str]:
         )
     if live.reservation_by_request != replayed.reservation_by_request:
         found.append("the request ids of the reservations differ")
+    if list(live.waiting) != list(replayed.waiting):
+        found.append("the entries waiting, or their order, differ")
+    entry_ids = sorted(set(live.waitlist) | set(replayed.waitlist))
+    for entry_id in [i for i in entry_ids if live.waitlist.get(i) != replayed.waitlist.get(i)][:20]:
+        found.append(
+            f"waitlist entry {entry_id!r}: live {live.waitlist.get(entry_id)!r}, "
+            f"replayed {replayed.waitlist.get(entry_id)!r}"
+        )
     return found
 
 

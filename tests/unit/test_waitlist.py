@@ -11,7 +11,7 @@ import pytest
 
 from capacity_service.adapters.codec import Codec, PoolSnapshotV3
 from capacity_service.adapters.journal.memory import InMemoryJournal
-from capacity_service.application.recovery import recover_pool
+from capacity_service.application.recovery import differences, recover_pool
 from capacity_service.domain import (
     DEFAULT_MAX_HOLD_SECONDS,
     DEFAULT_WAITLIST_LIMIT,
@@ -376,3 +376,16 @@ def _snapshot_v3_of(codec: Codec, state: PoolState) -> bytes:
 @pytest.mark.parametrize("settings", [{"max_hold_seconds": 0}, {"waitlist_limit": -1}])
 def test_pool_settings_out_of_range_are_refused(settings: dict[str, int]) -> None:
     assert isinstance(decide(PoolState("p"), ConfigurePool(1, "z", **settings), T0), InvalidCommand)  # type: ignore[arg-type]
+
+
+def test_the_operators_check_tells_waitlists_that_differ() -> None:
+    state, _ = full_pool(1)
+    entries = [join(), join()]
+    for command in entries:
+        run(state, command)
+    other = state.copy()
+    run(other, LeaveWaitlist(entries[0].entry_id))
+    found = differences(state, other)
+    assert "the entries waiting, or their order, differ" in found
+    assert any(line.startswith(f"waitlist entry {entries[0].entry_id!r}") for line in found)
+    assert differences(state, state.copy()) == []
