@@ -9,6 +9,8 @@ are due. ``apply`` evolves the state in place (replaying
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -471,7 +473,9 @@ def _with_offers(state: PoolState, events: list[PoolEvent], now: datetime) -> li
     room = capacity - reserved
     if not open_ or room <= 0 or not (frees or joined):
         return events
-    candidates = [*(state.waitlist[entry_id] for entry_id in state.waiting), *joined] if frees else joined
+    # Lazily: the walk stops as soon as nothing is free, however many wait behind.
+    waiting = (state.waitlist[entry_id] for entry_id in state.waiting)
+    candidates: Iterable[WaitlistEntry] = itertools.chain(waiting, joined) if frees else joined
     offers: list[PoolEvent] = []
     for entry in candidates:
         if entry.quantity <= room:
