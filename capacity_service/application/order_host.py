@@ -209,7 +209,13 @@ class OrderHost:
         if runner is not None:
             return runner
         if order_id not in self._starting:
-            if not creates and not await self._has_events(order_id):
+            if creates:  # as ``PoolHost._started_as_new``: the first append creates the stream
+                writer = OrderWriter(order_id, self._journal)
+                writer.start_new()
+                runner = StreamRunner(writer, self._shared)
+                self._runners[order_id] = runner
+                return runner
+            if not await self._has_events(order_id):
                 return self._runners.get(order_id)
             if (runner := self._runners.get(order_id)) is not None:
                 return runner

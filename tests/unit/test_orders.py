@@ -129,6 +129,26 @@ def test_a_repeat_takes_nothing_twice_and_other_lines_under_the_same_id_are_refu
     run(scenario)
 
 
+def test_a_repeat_on_another_host_reads_the_order_it_believed_new_and_takes_nothing_twice() -> None:
+    """An order placed anew on a host where it is not running is created by its first append; when that finds
+    the order exists (placed on another host), the host claims it, reads it and answers the repeat from it."""
+
+    async def scenario() -> None:
+        journal = InMemoryJournal()
+        first_host, second_host = Hosts(journal), Hosts(journal)
+        await first_host.configure(("van", 5))
+        placed = place("o1", [("van", 2)])
+        assert (await first_host.orders.execute("o1", placed, time.time() + 5)).view.status is OrderStatus.CONFIRMED
+        again = await second_host.orders.execute("o1", placed, time.time() + 5)
+        assert again.rejection is None and again.view.status is OrderStatus.CONFIRMED
+        assert [e.event_type for e in journal.read("order~o1")] == ["OrderPlaced", "OrderLinesTaken"]
+        assert await second_host.remaining("van") == 3
+        other = await second_host.orders.execute("o1", place("o1", [("van", 1)]), time.time() + 5)
+        assert isinstance(other.rejection, OrderIdReused) and await second_host.remaining("van") == 3
+
+    run(scenario)
+
+
 def test_held_orders_are_confirmed_or_cancelled_as_a_whole() -> None:
     async def scenario() -> None:
         hosts = Hosts(InMemoryJournal())
