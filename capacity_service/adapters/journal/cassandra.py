@@ -13,7 +13,8 @@ writes its rows into the next partition, created by the same batch ``IF NOT EXIS
 carried over. A claim that finds a sealed partition whose successor does not exist yet creates the
 successor itself, with its new epoch: the mover's batch then finds it and is fenced. ``live_partitions``
 remembers each stream's live partition as a hint (it may lag, never lead: readers walk on past sealed
-partitions). See docs/decisions/0003.
+partitions). See docs/decisions/0003. A new stream's first append (``creates``) is the first partition
+``IF NOT EXISTS`` with the head and the rows in one batch: the claim and the append in one round.
 
 With ``lwt_fencing`` off the same statements run without their conditions (one writer per pool is then
 assumed, as in Akka). The CQL here runs on Cassandra 2.1 (protocol v3) through 5.
