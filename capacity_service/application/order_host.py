@@ -207,7 +207,7 @@ class OrderHost:
         waiters = self._resting.get(runner.writer.order_id)
         if not waiters:
             return
-        state = copy.deepcopy(runner.writer.state)
+        state = copy.copy(runner.writer.state)  # ``apply`` replaces fields, never changes what they hold
         decision = decide(state, command, datetime.now(UTC))
         if not isinstance(decision, list) or not decision:
             return

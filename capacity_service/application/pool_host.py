@@ -198,6 +198,7 @@ class PoolHost:
     def _handed_back(self, runner: StreamRunner[Any, Any]) -> None:
         if self._runners.get(runner.writer.stream_id) is runner:
             del self._runners[runner.writer.stream_id]
+        log.info("pool %s: retired with nothing held or active; no longer hosted", runner.writer.stream_id)
 
     # ------------------------------------------------------------------ reads (durable state only)
 

@@ -338,8 +338,7 @@ class StreamRunner(Generic[W, V]):
             return
         self._enter(RunnerState.HANDED_BACK)
         self._cancel_timer()
-        self._shared.handed_back(self)
-        log.info("pool %s: retired with nothing held or active; no longer hosted", stream_id)
+        self._shared.handed_back(self)  # its host says why in its log, if it is worth saying
 
 
 def _request_ids_of(batch: list[_Pending]) -> str | None:
