@@ -18,6 +18,7 @@ from capacity_service.adapters.journal import (
     SequenceConflict,
     SnapshotRecord,
     StoredEvent,
+    StreamExists,
     WriterFenced,
 )
 from capacity_service.domain.ids import order_stream_id
@@ -190,6 +191,86 @@ class JournalContract:
         assert isinstance(results[1], SequenceConflict)
         assert isinstance(results[2], WriterFenced)
         assert [payloads(journal, p) for p in pools] == [["a1", "a2"], ["already"], []]
+
+    # ------------------------------------------------------------------ a stream created by its first append
+
+    def test_an_append_creating_a_new_stream_claims_it_with_the_first_epoch(
+        self, journal: Journal, pool_id: str
+    ) -> None:
+        assert journal.append(pool_id, 0, FIRST_EPOCH, events("a", "b"), creates=True) == 2
+        assert payloads(journal, pool_id) == ["a", "b"]
+        assert [e.writer_epoch for e in journal.read(pool_id)] == [FIRST_EPOCH, FIRST_EPOCH]
+        assert pool_id in set(journal.pool_ids())
+        assert journal.append(pool_id, 2, FIRST_EPOCH, events("c")) == 3  # its writer goes on as any other
+        successor = journal.claim_epoch(pool_id)  # a later claim fences the creator
+        assert successor > FIRST_EPOCH
+        with pytest.raises(WriterFenced):
+            journal.append(pool_id, 3, FIRST_EPOCH, events("zombie"))
+        assert journal.append(pool_id, 3, successor, events("d")) == 4
+
+    def test_creating_a_stream_that_was_claimed_writes_nothing(self, journal: Journal, pool_id: str) -> None:
+        claimed = journal.claim_epoch(pool_id)  # claimed (even with no events yet): it exists
+        assert claimed == FIRST_EPOCH
+        with pytest.raises(StreamExists):
+            journal.append(pool_id, 0, FIRST_EPOCH, events("creator"), creates=True)
+        assert payloads(journal, pool_id) == []
+        assert journal.append(pool_id, 0, claimed, events("claimer")) == 1  # the claimer is not disturbed
+        with pytest.raises(StreamExists):
+            journal.append(pool_id, 0, FIRST_EPOCH, events("creator"), creates=True)
+        assert payloads(journal, pool_id) == ["claimer"]
+
+    def test_creations_in_append_many_are_answered_each(self, journal: Journal, pool_id: str) -> None:
+        fresh, taken, plain = f"{pool_id}-fresh", f"{pool_id}-taken", f"{pool_id}-plain"
+        journal.claim_epoch(taken)
+        epoch = journal.claim_epoch(plain)
+        results = journal.append_many(
+            [
+                AppendRequest(fresh, 0, FIRST_EPOCH, events("f1"), creates=True),
+                AppendRequest(taken, 0, FIRST_EPOCH, events("t1"), creates=True),
+                AppendRequest(plain, 0, epoch, events("p1")),
+                AppendRequest(fresh, 1, FIRST_EPOCH, events("f2")),  # the created stream, appended to at once
+            ]
+        )
+        assert results[0] == 1 and results[2] == 1 and results[3] == 2
+        assert isinstance(results[1], StreamExists)
+        assert [payloads(journal, p) for p in (fresh, taken, plain)] == [["f1", "f2"], [], ["p1"]]
+        assert journal.claim_epoch(fresh) == FIRST_EPOCH + 1
+
+    def test_an_append_creating_a_stream_must_start_it(self, pool_id: str) -> None:
+        with pytest.raises(ValueError):
+            AppendRequest(pool_id, 1, FIRST_EPOCH, events("a"), creates=True)
+        with pytest.raises(ValueError):
+            AppendRequest(pool_id, 0, FIRST_EPOCH + 1, events("a"), creates=True)
+
+    def test_writers_racing_to_create_one_stream_exactly_one_wins(
+        self, journal_factory: JournalFactory, pool_id: str
+    ) -> None:
+        writers = [journal_factory() for _ in range(3)]
+        outcomes: list[str] = []
+        barrier = threading.Barrier(len(writers))
+
+        def create(journal: Journal, name: str) -> None:
+            barrier.wait()
+            try:
+                journal.append(pool_id, 0, FIRST_EPOCH, events(name), creates=True)
+                outcomes.append(name)
+            except StreamExists:
+                outcomes.append("exists")
+            except SequenceConflict:  # a creation lost at the database's own check (a unique key)
+                outcomes.append("exists")
+
+        try:
+            threads = [threading.Thread(target=create, args=(j, f"w{i}")) for i, j in enumerate(writers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+            winners = [o for o in outcomes if o != "exists"]
+            assert len(outcomes) == 3 and len(winners) == 1, outcomes
+            assert payloads(writers[0], pool_id) == winners
+        finally:
+            for journal in writers:
+                journal.close()
 
     def test_heads_are_the_highest_seq_nr_of_every_registered_pool(self, journal: Journal, pool_id: str) -> None:
         busy, quiet, unregistered = f"{pool_id}-busy", f"{pool_id}-quiet", f"{pool_id}-unregistered"

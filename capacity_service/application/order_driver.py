@@ -6,6 +6,11 @@ fixed in ``OrderPlaced``, and confirms and releases name the reservation. So a s
 simply done again by the order's next writer. A reserve carries the order's deadline, and a pool never
 decides a reserve after its deadline: once that has passed (with a margin for clocks and answers in
 flight), a reservation id a pool does not know will never be taken, and undoing it is done.
+
+The caller of an order is answered as soon as every line is taken, before ``OrderLinesTaken`` is
+written (decision 0009): the facts the answer rests on, ``OrderPlaced`` and each pool's reservation, are
+durable already. So a placing cut off after the deadline is never undone on a guess: its lines are looked
+up in their pools once no pool can decide them any more, and the order is taken if all are there.
 """
 
 from __future__ import annotations
@@ -19,7 +24,16 @@ from typing import Protocol
 
 from capacity_service.application.operations import error_of
 from capacity_service.application.pool_writer import CommandOutcome
-from capacity_service.domain import Confirm, PoolCommand, Release, Reserve, UnknownPool, UnknownReservation
+from capacity_service.domain import (
+    Confirm,
+    PoolCommand,
+    Release,
+    Reservation,
+    ReservationStatus,
+    Reserve,
+    UnknownPool,
+    UnknownReservation,
+)
 from capacity_service.domain.order import (
     BeginUndo,
     OrderCommand,
@@ -30,17 +44,19 @@ from capacity_service.domain.order import (
     RecordLinesTaken,
     RecordUndone,
 )
-from capacity_service.errors import CapacityError
+from capacity_service.errors import CapacityError, PoolNotFound
 
 NO_CAPACITY_IN_WINDOW = "no_capacity_in_window"
 
 
 class CommandSender(Protocol):
-    """Where a driver's commands to pools go; errors come back as values."""
+    """Where a driver's commands to pools go, and where it looks up a reservation; errors come back as values."""
 
     async def execute(
         self, pool_id: str, command: PoolCommand, deadline: float | None = None
     ) -> CommandOutcome | CapacityError: ...
+
+    async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None: ...
 
 
 @dataclass
@@ -101,7 +117,7 @@ class OrderDriver:
         assert state.deadline is not None
         deadline = state.deadline.timestamp()
         if self._clock() > deadline:
-            return BeginUndo("deadline")
+            return await self._settle_late_placing(state, memory)
         results = await asyncio.gather(
             *(self._take(index, line, state.hold_seconds, deadline, memory) for index, line in enumerate(state.lines))
         )
@@ -110,10 +126,38 @@ class OrderDriver:
             index, first = refused[0]
             return BeginUndo("refused", index, first.error)
         taken = [r for r in results if isinstance(r, _Taken)]
-        if len(taken) < len(results):  # some outcome stayed unknown until the deadline
-            return BeginUndo("deadline")
-        expiries = [t.expires_at for t in taken if t.expires_at is not None]
-        return RecordLinesTaken(tuple(t.attempt for t in taken), min(expiries) if expiries else None)
+        if len(taken) < len(results):  # some outcome stayed unknown until the deadline: looked up after it
+            return None
+        return _lines_taken(taken)
+
+    async def _settle_late_placing(self, state: OrderState, memory: DriverMemory) -> OrderCommand | None:
+        """A placing whose deadline passed before it was recorded (its host died, or a pool did not answer):
+        once no pool can decide its reserves any more, each line's attempts are looked up in their pools.
+        All lines there: the order is taken (its caller may have been told so); else it is undone."""
+        assert state.deadline is not None
+        settled_after = state.deadline.timestamp() + self._late_s
+        if (wait := settled_after - self._clock()) > 0:
+            await asyncio.sleep(min(wait, 1.0))
+            return None
+        found = await asyncio.gather(*(self._look_up(index, line, memory) for index, line in enumerate(state.lines)))
+        if any(f is _NOT_YET for f in found):
+            return None  # a pool could not be asked: asked again later, never undone on a guess
+        taken = [f for f in found if isinstance(f, _Taken)]
+        return _lines_taken(taken) if len(taken) == len(found) else BeginUndo("deadline")
+
+    async def _look_up(self, index: int, line: OrderLine, memory: DriverMemory) -> _Taken | _NotYet | None:
+        """The line's attempt its pool took, None if none was taken (and none will be: the deadline is past)."""
+        for number, attempt in enumerate(line.attempts):
+            if memory.known.get((index, number)) is False:
+                continue
+            found = await self._gateway.reservation(attempt.pool_id, attempt.reservation_id)
+            if isinstance(found, CapacityError) and not isinstance(found, PoolNotFound):
+                return _NOT_YET
+            if isinstance(found, Reservation) and found.status is not ReservationStatus.RELEASED:
+                memory.known[(index, number)] = True
+                return _Taken(number, found.expires_at)
+            memory.known[(index, number)] = False
+        return None
 
     async def _take(
         self, index: int, line: OrderLine, hold_seconds: int | None, deadline: float, memory: DriverMemory
@@ -187,3 +231,8 @@ class OrderDriver:
         if wait > 0:
             await asyncio.sleep(min(wait, 1.0))
         return None
+
+
+def _lines_taken(taken: list[_Taken]) -> RecordLinesTaken:
+    expiries = [t.expires_at for t in taken if t.expires_at is not None]
+    return RecordLinesTaken(tuple(t.attempt for t in taken), min(expiries) if expiries else None)

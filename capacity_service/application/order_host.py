@@ -11,9 +11,11 @@ journal's registry until it is confirmed, fails or is cancelled: then it is dorm
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from capacity_service.adapters.journal import FIRST_EPOCH, Journal, JournalError
@@ -35,7 +37,10 @@ from capacity_service.domain.order import (
     OrderStatus,
     OrderView,
     PlaceOrder,
+    RecordLinesTaken,
     UnknownOrder,
+    apply,
+    decide,
     view_of_order,
 )
 from capacity_service.errors import CapacityError, OutcomeUnknown, Unavailable
@@ -184,6 +189,8 @@ class OrderHost:
                 if command is None:
                     await asyncio.sleep(_DRIVE_RETRY_S)
                     continue
+                if isinstance(command, RecordLinesTaken):
+                    self._answer_taken(runner, command)
                 try:
                     await self._submit(runner, command, None)
                 except CapacityError as exc:  # the journal failed: the step is done again
@@ -192,6 +199,26 @@ class OrderHost:
         finally:
             if runner.writer.state.status in RESTING or runner.state is RunnerState.HANDED_BACK:
                 self._memories.pop(order_id, None)
+
+    def _answer_taken(self, runner: _Runner, command: RecordLinesTaken) -> None:
+        """Every line is taken: the callers waiting for the order hear it now, while ``OrderLinesTaken`` is
+        being written. What they are told rests on durable facts only (``OrderPlaced`` and each pool's
+        reservation): whoever records it, this writer or the next, records the same (decision 0009)."""
+        waiters = self._resting.get(runner.writer.order_id)
+        if not waiters:
+            return
+        state = copy.copy(runner.writer.state)  # ``apply`` replaces fields, never changes what they hold
+        decision = decide(state, command, datetime.now(UTC))
+        if not isinstance(decision, list) or not decision:
+            return
+        for event in decision:
+            apply(state, event)
+        view = view_of_order(state, runner.writer.seq_nr + len(decision))
+        if view.status not in RESTING:
+            return
+        for waiter in self._resting.pop(runner.writer.order_id, []):
+            if not waiter.done():
+                waiter.set_result(view)
 
     def _handed_back(self, runner: StreamRunner[Any, Any]) -> None:
         order_id = cast(OrderWriter, runner.writer).order_id
@@ -209,7 +236,13 @@ class OrderHost:
         if runner is not None:
             return runner
         if order_id not in self._starting:
-            if not creates and not await self._has_events(order_id):
+            if creates:  # as ``PoolHost._started_as_new``: the first append creates the stream
+                writer = OrderWriter(order_id, self._journal)
+                writer.start_new()
+                runner = StreamRunner(writer, self._shared)
+                self._runners[order_id] = runner
+                return runner
+            if not await self._has_events(order_id):
                 return self._runners.get(order_id)
             if (runner := self._runners.get(order_id)) is not None:
                 return runner

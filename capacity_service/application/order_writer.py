@@ -12,13 +12,12 @@ from typing import Any
 
 from capacity_service.adapters.codec import OrderCodec
 from capacity_service.adapters.journal import (
-    AppendRequest,
     Journal,
     JournalError,
     NewEvent,
     WriterFenced,
 )
-from capacity_service.application.single_writer import BatchResult, PreparedBatch, landed_after_all
+from capacity_service.application.single_writer import BatchResult, PreparedBatch, StreamHold, landed_after_all
 from capacity_service.domain.ids import order_stream_id
 from capacity_service.domain.order import (
     OrderCommand,
@@ -62,7 +61,7 @@ class OrderWriter:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._state = OrderState(order_id)
         self._seq_nr = 0
-        self.epoch = 0
+        self._hold = StreamHold(journal, self._stream_id)
         self.fenced = False
 
     @property
@@ -88,14 +87,37 @@ class OrderWriter:
     def view(self) -> OrderView:
         return view_of_order(self._state, self._seq_nr)
 
+    @property
+    def epoch(self) -> int:
+        return self._hold.epoch
+
+    @property
+    def believed_new(self) -> bool:
+        """Started as a new order without a claim: its first append creates the stream (``StreamHold``)."""
+        return self._hold.creating
+
     def start(self, epoch: int, recover: bool = True) -> None:
         """Take over the stream with ``epoch`` (claimed for this writer), then read it (unless it was just
         claimed for the first time, when it has no events)."""
-        self.epoch, self.fenced = epoch, False
+        self._hold.claimed(epoch)
+        self.fenced = False
         if recover:
             self.reload()
 
+    def start_new(self) -> None:
+        """Start as an order that does not exist yet, claiming nothing (``PoolWriter.start_new``)."""
+        self._hold.believe_new()
+        self.fenced = False
+        self._state, self._seq_nr = OrderState(self.order_id), 0
+
+    def take_over(self) -> None:
+        """The order exists after all: claim its stream and read it (or, if the journal fails, read it before
+        the next decision)."""
+        self._hold.take_over()
+        self._discard_tentative_state()
+
     def reload(self) -> None:
+        self._hold.claim_if_needed()
         state, seq_nr = OrderState(self.order_id), 0
         for stored in self._journal.read(self._stream_id):
             event: OrderEvent = self._codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
@@ -125,10 +147,11 @@ class OrderWriter:
                 pending.append(NewEvent(encoded.event_type, encoded.schema_version, encoded.payload))
                 persisted.append(event)
             outcomes.append(OrderOutcome(None, view_of_order(self._state, self._seq_nr + len(pending))))
-        append = AppendRequest(self._stream_id, self._seq_nr, self.epoch, pending) if pending else None
+        append = self._hold.append_request(self._seq_nr, pending)
         return PreparedBatch(BatchResult(outcomes, persisted), append)
 
     def append_landed(self, prepared: PreparedBatch[Any, Any], new_seq_nr: int) -> None:
+        self._hold.landed()
         self._seq_nr = new_seq_nr
 
     def append_failed(self, prepared: PreparedBatch[Any, Any], error: JournalError) -> None:
@@ -136,14 +159,18 @@ class OrderWriter:
         stream shows the append landed after all."""
         if isinstance(error, WriterFenced):
             self.fenced = True
-        try:
-            self.reload()
-        except JournalError:
-            self._state, self._seq_nr = OrderState(self.order_id), -1
-        if landed_after_all(prepared, error, self._seq_nr):
+        created = self._hold.failed()  # then the reload claims first, and only a later claim's read counts
+        self._discard_tentative_state()
+        if not created and landed_after_all(prepared, error, self._seq_nr):
             log.info("order %s: append reported a failure but is in the journal", self.order_id)
             return
         raise error
+
+    def _discard_tentative_state(self) -> None:
+        try:
+            self.reload()
+        except JournalError:  # read before the next decision
+            self._state, self._seq_nr = OrderState(self.order_id), -1
 
     def repeats_known_request(self, command: Any) -> bool:
         """A placing the order knows already (the same id and digest): answering it decides nothing new."""

@@ -203,6 +203,7 @@ class PoolHost:
     def _handed_back(self, runner: StreamRunner[Any, Any]) -> None:
         if self._runners.get(runner.writer.stream_id) is runner:
             del self._runners[runner.writer.stream_id]
+        log.info("pool %s: retired with nothing held or active; no longer hosted", runner.writer.stream_id)
 
     # ------------------------------------------------------------------ reads (durable state only)
 
@@ -327,9 +328,21 @@ class PoolHost:
         runner = self._runners.get(pool_id)
         if runner is not None:
             return runner
+        if creates and pool_id not in self._starting:
+            return self._started_as_new(pool_id)
         if pool_id not in self._starting:
             self._begin_starting([pool_id])
         return await asyncio.shield(self._starting[pool_id])
+
+    def _started_as_new(self, pool_id: str) -> _Runner:
+        """A pool a command creates starts as new, claiming nothing: its first append creates its stream
+        (one durable write instead of a claim and an append); if it exists after all, the runner claims
+        and reads it before deciding again (``StreamHold``)."""
+        writer = PoolWriter(pool_id, self._journal, self._codec, self._snapshots)
+        writer.start_new()
+        runner: _Runner = StreamRunner(writer, self._shared)
+        self._runners[pool_id] = runner
+        return runner
 
     def _begin_starting(self, pool_ids: list[str]) -> None:
         for pool_id in pool_ids:

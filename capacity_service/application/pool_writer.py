@@ -18,14 +18,13 @@ from typing import Any
 
 from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal import (
-    AppendRequest,
     Journal,
     JournalError,
     NewEvent,
     WriterFenced,
 )
 from capacity_service.application.recovery import RecoveredPool, SnapshotPolicy, encode_snapshot, recover_pool
-from capacity_service.application.single_writer import BatchResult, PreparedBatch, landed_after_all
+from capacity_service.application.single_writer import BatchResult, PreparedBatch, StreamHold, landed_after_all
 from capacity_service.domain import (
     CapacityHeld,
     Confirm,
@@ -122,7 +121,7 @@ class PoolWriter:
         # seq_nr of the last snapshot attempt: a failed one is retried only N events later, so a
         # struggling store is not hit by a snapshot after every write.
         self._last_snapshot_attempt = 0
-        self.epoch = 0
+        self._hold = StreamHold(journal, pool_id)
         self.fenced = False
 
     @property
@@ -153,18 +152,41 @@ class PoolWriter:
     def view(self) -> PoolView:
         return view_of(self._state, self._seq_nr)
 
+    @property
+    def epoch(self) -> int:
+        return self._hold.epoch
+
+    @property
+    def believed_new(self) -> bool:
+        """Started as a new pool without a claim: its first append creates the stream (``StreamHold``)."""
+        return self._hold.creating
+
     def start(self, epoch: int | None = None, recovered: RecoveredPool | None = None) -> None:
         """Claim a new writer epoch (fencing every earlier incarnation), then recover. ``epoch``: one
         claimed for this writer already (``Journal.claim_epochs`` claims many pools at once);
         ``recovered``: the state read after that claim (``recover_pools`` recovers many at once)."""
-        self.epoch = self._journal.claim_epoch(self.pool_id) if epoch is None else epoch
+        self._hold.claimed(self._journal.claim_epoch(self.pool_id) if epoch is None else epoch)
         self.fenced = False
         if recovered is None:
             self.reload()
         else:
             self._install(recovered)
 
+    def start_new(self) -> None:
+        """Start as a pool that does not exist yet, claiming nothing: the first append creates the stream,
+        or finds it exists (the runner then calls ``take_over``)."""
+        self._hold.believe_new()
+        self.fenced = False
+        self._install(RecoveredPool(PoolState(self.pool_id), 0, 0, 0))
+
+    def take_over(self) -> None:
+        """The pool exists after all: claim its stream and read it (or, if the journal fails, read it before
+        the next decision)."""
+        self._hold.take_over()
+        self._discard_tentative_state()
+
     def reload(self) -> None:
+        self._hold.claim_if_needed()
         self._install(recover_pool(self._journal, self._codec, self.pool_id))
 
     def _install(self, recovered: RecoveredPool) -> None:
@@ -262,10 +284,11 @@ class PoolWriter:
             if isinstance(command, JoinWaitlist | LeaveWaitlist):
                 place = place_of(state, _entry_of(state, command))
             outcomes.append(CommandOutcome(None, view, self._reservation_of(command), tuple(decision), place))
-        append = AppendRequest(self.pool_id, self._seq_nr, self.epoch, pending) if pending else None
+        append = self._hold.append_request(self._seq_nr, pending)
         return PreparedBatch(BatchResult(outcomes[len(expiry) :], persisted), append)
 
     def append_landed(self, prepared: PreparedBatch[Any, Any], new_seq_nr: int) -> None:
+        self._hold.landed()
         self._seq_nr = new_seq_nr
 
     def append_failed(self, prepared: PreparedBatch[Any, Any], error: JournalError) -> None:
@@ -273,8 +296,9 @@ class PoolWriter:
         Returns normally if the stream shows the append landed after all; raises ``error`` otherwise."""
         if isinstance(error, WriterFenced):
             self.fenced = True
+        created = self._hold.failed()  # then the reload claims first, and only a later claim's read counts
         self._discard_tentative_state()
-        if landed_after_all(prepared, error, self._seq_nr):
+        if not created and landed_after_all(prepared, error, self._seq_nr):
             log.info("pool %s: append reported a failure but is in the journal", self.pool_id)
             return
         raise error

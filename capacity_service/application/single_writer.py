@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from capacity_service.adapters.journal import AppendRequest, JournalError, JournalUnavailable
+from capacity_service.adapters.journal import (
+    FIRST_EPOCH,
+    AppendRequest,
+    Journal,
+    JournalError,
+    JournalUnavailable,
+    NewEvent,
+)
 
 Outcome = TypeVar("Outcome")
 Persisted = TypeVar("Persisted")
@@ -39,6 +46,52 @@ def landed_after_all(prepared: PreparedBatch[Any, Any], error: JournalError, seq
     return isinstance(error, JournalUnavailable) and seq_nr_now == expected_after
 
 
+class StreamHold:
+    """How a writer holds its stream: by an epoch it claimed, or, for a stream it believes new, by none yet.
+    Then its first append claims the stream with ``FIRST_EPOCH`` in the same write (``AppendRequest.creates``:
+    one durable write where a claim and an append were two). If that append finds the stream exists, or
+    its outcome is unknown (it may have landed, or another writer's may have), the writer claims the stream
+    before it reads it again (``claim_if_needed``): only a claim of its own proves which events are whose."""
+
+    def __init__(self, journal: Journal, stream_id: str) -> None:
+        self._journal = journal
+        self._stream_id = stream_id
+        self.epoch = 0
+        self.creating = False  # believed new: the next append creates the stream
+        self._must_claim = False
+
+    def claimed(self, epoch: int) -> None:
+        self.epoch, self.creating, self._must_claim = epoch, False, False
+
+    def believe_new(self) -> None:
+        self.epoch, self.creating, self._must_claim = FIRST_EPOCH, True, False
+
+    def append_request(self, expected_seq_nr: int, events: list[NewEvent]) -> AppendRequest | None:
+        if not events:
+            return None
+        return AppendRequest(self._stream_id, expected_seq_nr, self.epoch, events, creates=self.creating)
+
+    def landed(self) -> None:
+        self.creating = False
+
+    def failed(self) -> bool:
+        """An append failed; True if it was to create the stream (the writer then claims before reading)."""
+        if not self.creating:
+            return False
+        self.creating, self._must_claim = False, True
+        return True
+
+    def claim_if_needed(self) -> None:
+        """Before the stream is read: claim it, if a creation failed (raises the journal's error)."""
+        if self._must_claim:
+            self.epoch = self._journal.claim_epoch(self._stream_id)
+            self._must_claim = False
+
+    def take_over(self) -> None:
+        """The stream is not new after all: it is claimed before the writer reads it."""
+        self.creating, self._must_claim = False, True
+
+
 class SingleWriter(Protocol):
     """The single writer of one stream, as its runner uses it: deciding batches and settling their appends,
     its timer, and when it may be handed back."""
@@ -49,8 +102,11 @@ class SingleWriter(Protocol):
     def needs_reload(self) -> bool: ...
     @property
     def dormant(self) -> bool: ...
+    @property
+    def believed_new(self) -> bool: ...
     def view(self) -> object: ...
     def reload(self) -> None: ...
+    def take_over(self) -> None: ...
     def prepare(self, commands: list[Any]) -> PreparedBatch[Any, Any]: ...
     def append_landed(self, prepared: PreparedBatch[Any, Any], new_seq_nr: int) -> None: ...
     def append_failed(self, prepared: PreparedBatch[Any, Any], error: JournalError) -> None: ...

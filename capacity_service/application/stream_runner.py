@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, TypeVar, cast
 
-from capacity_service.adapters.journal import JournalError, JournalUnavailable, WriterFenced
+from capacity_service.adapters.journal import JournalError, JournalUnavailable, StreamExists, WriterFenced
 from capacity_service.application import tracing
 from capacity_service.application.group_commit import fail
 from capacity_service.application.hosting import SharedByRunners
@@ -192,11 +192,19 @@ class StreamRunner(Generic[W, V]):
             self._snapshot_if_due()
 
     async def _decide_and_append(self, commands: list[Any]) -> BatchResult[Any, Any]:
-        """Decide and apply tentatively here, then hand the append to the host's group commit."""
+        """Decide and apply tentatively here, then hand the append to the host's group commit. A stream
+        only believed new (``StreamHold``) is claimed and read before any answer that its first append
+        does not prove: when that append finds it exists, or when the batch writes nothing."""
         prepared = self.writer.prepare(commands)
         if prepared.append is None:
+            if self.writer.believed_new:
+                await asyncio.to_thread(self.writer.take_over)
+                return await self._decide_and_append(commands)
             return prepared.result
         outcome = await self._shared.group_commit.commit(prepared.append)
+        if isinstance(outcome, StreamExists):  # nothing was written: decide again against what exists
+            await asyncio.to_thread(self.writer.take_over)
+            return await self._decide_and_append(commands)
         if isinstance(outcome, JournalError):
             await asyncio.to_thread(self.writer.append_failed, prepared, outcome)  # returns only if it landed
         else:
@@ -330,8 +338,7 @@ class StreamRunner(Generic[W, V]):
             return
         self._enter(RunnerState.HANDED_BACK)
         self._cancel_timer()
-        self._shared.handed_back(self)
-        log.info("pool %s: retired with nothing held or active; no longer hosted", stream_id)
+        self._shared.handed_back(self)  # its host says why in its log, if it is worth saying
 
 
 def _request_ids_of(batch: list[_Pending]) -> str | None:

@@ -392,3 +392,39 @@ def test_orders_while_their_hosts_are_killed(
             kill_namespace(sharded.hosting.namespace)
     print(f"\norders: {totals}; answers: {dict(Counter(stream.answers.values()))}")
     assert totals["confirmed"] > 20
+
+
+@pytest.mark.cassandra
+def test_orders_while_cassandra_is_frozen_then_thawed(
+    cluster: LocalCluster, cassandra: LocalCassandra, cassandra_settings: CassandraJournalSettings
+) -> None:
+    """Two-line orders while Cassandra stops answering (SIGSTOP) past the driver's timeout, then goes on:
+    orders and their lines' appends half done may land after their writers gave up, and drivers find their
+    steps' outcomes unknown. After the thaw every answer that settled nothing is settled by repeating the
+    order, every confirmed order has all its lines, every other none, and nothing is oversold."""
+    sharded = sharded_settings_for(multinode_keyspace(cassandra_settings))
+    capacity = 100
+    with CapacityClient(sharded) as client:
+        try:
+            client.start_watchdog()
+            pools = make_pools(client, 8, capacity)
+            stream = OrderStream(client, pools)
+            stream.start()
+            try:
+                time.sleep(1.5)
+                cassandra.pause()
+                try:
+                    time.sleep(8.0)  # past request_timeout_s: appends of unknown outcome, then refusals
+                finally:
+                    cassandra.resume()
+                time.sleep(3.0)
+            finally:
+                stream.stop()
+                cassandra.resume()
+            stream.settle(120)
+            totals = check_orders(sharded, stream, capacity)
+        finally:
+            kill_namespace(sharded.hosting.namespace)
+    print(f"\norders: {totals}; answers before settling: {dict(Counter(stream.first_answers.values()))}")
+    assert any(answer not in ("ok", "refused") for answer in stream.first_answers.values()), "nothing failed"
+    assert totals["confirmed"] > 10

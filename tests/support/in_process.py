@@ -39,6 +39,9 @@ class _NoOtherHost:
     async def execute(self, pool_id: str, command: PoolCommand, deadline: float | None = None) -> CapacityError:
         return Unavailable(f"pool {pool_id!r} is not hosted in this process")
 
+    async def reservation(self, pool_id: str, reservation_id: str) -> CapacityError:
+        return Unavailable(f"pool {pool_id!r} is not hosted in this process")
+
 
 class InProcessRouter:
     """The router's part for one process hosting every pool and order."""

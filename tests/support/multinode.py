@@ -26,7 +26,7 @@ from capacity_service.application.order_writer import OrderWriter
 from capacity_service.application.recovery import recover_pool
 from capacity_service.client import CapacityClient
 from capacity_service.domain import PoolState
-from capacity_service.domain.order import OrderStatus
+from capacity_service.domain.order import RESTING, OrderStatus
 from capacity_service.errors import CapacityError, OrderLineRefused
 from capacity_service.models import OrderLineRequest
 from capacity_service.runtime import _ray
@@ -319,10 +319,37 @@ class OrderStream:
         assert not unsettled, f"orders still unsettled: {list(unsettled.items())[:5]}"
 
 
+def orders_at_rest(settings: ServiceSettings, stream: OrderStream, timeout_s: float = 60) -> None:
+    """Wait until every order's stream is at rest (confirmed, failed, cancelled): an order's caller hears
+    "confirmed" before the order records it (decision 0009), and an order whose host died records it on its
+    next host. Each order still under way is asked for (a read starts it where it is not hosted)."""
+    deadline = time.monotonic() + timeout_s
+    pending = list(stream.lines)
+    while True:
+        with open_journal(settings.journal) as journal:
+            pending = [
+                o for o in pending if (status := _order_status(journal, o)) is not None and status not in RESTING
+            ]
+        if not pending:
+            return
+        assert time.monotonic() < deadline, f"orders not at rest: {pending[:5]}"
+        for order_id in pending[:50]:
+            with suppress(CapacityError):
+                stream.client.get_order(order_id)
+        time.sleep(0.5)
+
+
+def _order_status(journal: Any, order_id: str) -> OrderStatus | None:
+    writer = OrderWriter(order_id, journal)
+    writer.reload()
+    return writer.state.status
+
+
 def check_orders(settings: ServiceSettings, stream: OrderStream, capacity: int) -> dict[str, int]:
     """All lines or none, in the journal: every order the service confirmed (its answer, or its stream)
     has an active reservation on each line's pool, under the line's request id; every other order has
     none left taken; no pool holds more than its capacity, nor anything no confirmed order explains."""
+    orders_at_rest(settings, stream)
     states = {pool_id: journal_state(settings, pool_id) for pool_id in stream.pools}
     confirmed_lines: dict[str, int] = dict.fromkeys(stream.pools, 0)
     totals = {"confirmed": 0, "failed": 0}

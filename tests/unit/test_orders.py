@@ -5,13 +5,15 @@ finishes or undoes it from the order's events alone."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from capacity_service.adapters.journal import NewEvent
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.application.host_first import HostFirstSender
 from capacity_service.application.order_driver import CommandSender, OrderDriver
@@ -19,7 +21,7 @@ from capacity_service.application.order_host import OrderHost
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.client import AsyncCapacityClient
-from capacity_service.domain import ConfigurePool, PoolCommand, Reserve, new_reservation_id
+from capacity_service.domain import ConfigurePool, PoolCommand, Reservation, Reserve, new_reservation_id
 from capacity_service.domain.order import (
     MAX_ORDER_LINES,
     Attempt,
@@ -51,6 +53,9 @@ class Nowhere:
     async def execute(self, pool_id: str, command: PoolCommand, deadline: float | None = None) -> CapacityError:
         return Unavailable(f"{pool_id} is not hosted here")
 
+    async def reservation(self, pool_id: str, reservation_id: str) -> CapacityError:
+        return Unavailable(f"{pool_id} is not hosted here")
+
 
 class Stalling:
     """Passes commands on, except reserves on ``pool_id``: those never get an answer (the host is about to
@@ -65,6 +70,9 @@ class Stalling:
         if pool_id == self._pool_id and isinstance(command, Reserve):
             await asyncio.Event().wait()
         return await self._inner.execute(pool_id, command, deadline)
+
+    async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None:
+        return await self._inner.reservation(pool_id, reservation_id)
 
 
 class Hosts:
@@ -125,6 +133,26 @@ def test_a_repeat_takes_nothing_twice_and_other_lines_under_the_same_id_are_refu
         assert again.view.status is OrderStatus.CONFIRMED and await hosts.remaining("van") == 3
         other = await hosts.orders.execute("o1", place("o1", [("van", 3)]), time.time() + 5)
         assert isinstance(other.rejection, OrderIdReused) and await hosts.remaining("van") == 3
+
+    run(scenario)
+
+
+def test_a_repeat_on_another_host_reads_the_order_it_believed_new_and_takes_nothing_twice() -> None:
+    """An order placed anew on a host where it is not running is created by its first append; when that finds
+    the order exists (placed on another host), the host claims it, reads it and answers the repeat from it."""
+
+    async def scenario() -> None:
+        journal = InMemoryJournal()
+        first_host, second_host = Hosts(journal), Hosts(journal)
+        await first_host.configure(("van", 5))
+        placed = place("o1", [("van", 2)])
+        assert (await first_host.orders.execute("o1", placed, time.time() + 5)).view.status is OrderStatus.CONFIRMED
+        again = await second_host.orders.execute("o1", placed, time.time() + 5)
+        assert again.rejection is None and again.view.status is OrderStatus.CONFIRMED
+        assert [e.event_type for e in journal.read("order~o1")] == ["OrderPlaced", "OrderLinesTaken"]
+        assert await second_host.remaining("van") == 3
+        other = await second_host.orders.execute("o1", place("o1", [("van", 1)]), time.time() + 5)
+        assert isinstance(other.rejection, OrderIdReused) and await second_host.remaining("van") == 3
 
     run(scenario)
 
@@ -190,6 +218,49 @@ def test_an_order_cut_off_by_its_hosts_death_is_finished_or_undone_by_the_next_h
             assert view.status is OrderStatus.CONFIRMED and remaining == (1, 1)
         repeat = await second.orders.execute("o1", order, time.time() + 5)  # the caller settles its 504
         assert repeat.view.status is view.status and (await second.remaining("van")) == remaining[0]
+
+    run(scenario)
+
+
+class RecordsNoTakenOrder(InMemoryJournal):
+    """Every append that records an order's lines taken hangs until ``thaw`` (the host dies before it lands)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = threading.Event()
+
+    def append(
+        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+    ) -> int:
+        if any(e.event_type == "OrderLinesTaken" for e in events) and not self.frozen.is_set():
+            self.frozen.wait(30)
+        return super().append(pool_id, expected_seq_nr, epoch, events, creates)
+
+
+def test_an_order_answered_taken_stays_taken_when_its_host_dies_before_recording_it() -> None:
+    """The caller hears "confirmed" once every line is taken, before the order records it; the host dies
+    then, and the deadline passes: the next host looks the lines up in their pools and records the order
+    taken, never undoing what its caller was told."""
+
+    async def scenario() -> None:
+        journal = RecordsNoTakenOrder()
+        first = Hosts(journal)
+        await first.configure(("van", 2), ("picker", 2))
+        order = place("o1", [("van", 1), ("picker", 1)], in_s=0.5)
+        answered = await first.orders.execute("o1", order, time.time() + 5)
+        assert answered.view.status is OrderStatus.CONFIRMED
+        assert [e.event_type for e in journal.read("order~o1")] == ["OrderPlaced"]
+        await asyncio.sleep(0.8)  # past the deadline and the margin after it
+        second = Hosts(journal)
+        await second.pools.ensure_started_many(["van", "picker"])
+        await second.orders.ensure_started_many(["o1"])
+        journal.frozen.set()  # the dead host's write may land now: it is fenced, and changes nothing
+        deadline = time.monotonic() + 10
+        while (view := await second.orders.view("o1")).status is not OrderStatus.CONFIRMED:
+            assert view.status is OrderStatus.PLACING and time.monotonic() < deadline, view
+            await asyncio.sleep(0.05)
+        assert (await second.remaining("van"), await second.remaining("picker")) == (1, 1)
+        assert [e.event_type for e in journal.read("order~o1")] == ["OrderPlaced", "OrderLinesTaken"]
 
     run(scenario)
 
@@ -321,6 +392,9 @@ class Held:
             await self.release.wait()
         return await self._inner.execute(pool_id, command, deadline)
 
+    async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None:
+        return await self._inner.reservation(pool_id, reservation_id)
+
 
 def test_a_zombie_order_writer_is_fenced_and_its_late_step_changes_nothing() -> None:
     async def scenario() -> None:
@@ -340,7 +414,10 @@ def test_a_zombie_order_writer_is_fenced_and_its_late_step_changes_nothing() -> 
         await successor.pools.ensure_started_many(["van", "picker"])
         finished = await successor.orders.execute("o1", order, time.time() + 5)
         assert finished.view.status is OrderStatus.CONFIRMED
+        # The answer may come before the order's own record of it (decision 0009); a read waits for that.
+        assert (await successor.orders.view("o1")).status is OrderStatus.CONFIRMED
         events_before = [e.event_type for e in journal.read("order~o1")]
+        assert events_before == ["OrderPlaced", "OrderLinesTaken"]
         held[0].release.set()  # the zombie thaws: its reserve and its step go on
         for _ in range(50):
             await asyncio.sleep(0.02)

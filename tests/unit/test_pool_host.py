@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from capacity_service.adapters.journal import (
+    FIRST_EPOCH,
     AppendRequest,
     Journal,
     JournalError,
@@ -57,12 +58,14 @@ class SlowJournal(InMemoryJournal):
         self.max_parallel_recoveries = 0
         self._count_lock = threading.Lock()
 
-    def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
+    def append(
+        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+    ) -> int:
         self.append_attempts += 1
         time.sleep(self.delay)
         if self.failing:
             raise JournalUnavailable("injected outage")
-        seq_nr = super().append(pool_id, expected_seq_nr, epoch, events)
+        seq_nr = super().append(pool_id, expected_seq_nr, epoch, events, creates)
         for n in range(expected_seq_nr + 1, seq_nr + 1):
             self.durable_at[n] = time.monotonic()
         return seq_nr
@@ -117,10 +120,12 @@ class GatedJournal(InMemoryJournal):
         self.release = threading.Event()
         self.release.set()
 
-    def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
+    def append(
+        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+    ) -> int:
         self.entered.set()
         self.release.wait(10)
-        return super().append(pool_id, expected_seq_nr, epoch, events)
+        return super().append(pool_id, expected_seq_nr, epoch, events, creates)
 
 
 def test_a_pools_version_for_anti_entropy_is_its_durable_one_and_none_where_it_does_not_run() -> None:
@@ -198,11 +203,13 @@ class ScriptedJournal(InMemoryJournal):
         time.sleep(self.read_delays.pop(0) if self.read_delays else 0)
         yield from super().read(pool_id, from_seq_nr)
 
-    def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
+    def append(
+        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+    ) -> int:
         time.sleep(self.append_delays.pop(0) if self.append_delays else 0)
         if self.failing:
             raise JournalUnavailable("injected outage")
-        return super().append(pool_id, expected_seq_nr, epoch, events)
+        return super().append(pool_id, expected_seq_nr, epoch, events, creates)
 
 
 def test_a_read_reloading_the_pool_holds_its_writes_so_they_cannot_oversell() -> None:
@@ -505,10 +512,60 @@ def test_requests_for_unknown_pools_start_nothing_and_write_nothing() -> None:
         assert await host.reservation("ghost", forged) is None
         assert await host.ensure_started("ghost") == 0
         assert journal.claims == [] and host.pool_ids == [] and journal.heads() == {}
-        # Configuring is what creates a pool; from then on it is hosted and answers.
+        # Configuring is what creates a pool (its first append claims the stream: no claim of its own);
+        # from then on it is hosted and answers.
         await host.execute("ghost", ConfigurePool(5, "z"))
-        assert journal.claims == ["ghost"]
+        assert journal.claims == [] and host.epoch_of("ghost") == FIRST_EPOCH
         assert (await host.execute("ghost", reserve("ghost", quantity=2))).view.remaining == 3
+        assert [e.writer_epoch for e in journal.read("ghost")] == [FIRST_EPOCH, FIRST_EPOCH]
+
+    asyncio.run(scenario())
+
+
+def test_configuring_a_pool_that_exists_elsewhere_claims_and_reads_it_before_deciding() -> None:
+    """A host that believes a configured pool new (it is not running here) finds its stream exists: it claims
+    it (fencing the pool's earlier host), reads it and decides again, so nothing taken is forgotten."""
+
+    async def scenario() -> None:
+        journal = ClaimCountingJournal()
+        before, after = PoolHost(journal), PoolHost(journal)
+        await before.execute("p", ConfigurePool(5, "z"))
+        assert (await before.execute("p", reserve("p", quantity=2))).view.remaining == 3
+        raised = await after.execute("p", ConfigurePool(8, "z"))  # an append that finds the stream exists
+        assert raised.rejection is None and raised.view.capacity == 8 and raised.view.remaining == 6
+        assert journal.claims == ["p"] and after.epoch_of("p") == FIRST_EPOCH + 1
+        with pytest.raises(HostFenced):
+            await before.execute("p", reserve("p"))
+        # The same again on a third host, with a command that writes nothing: still read before answering.
+        third = PoolHost(journal)
+        repeated = await third.execute("p", ConfigurePool(8, "z"))
+        assert repeated.view.remaining == 6 and journal.claims == ["p", "p"]
+        assert journal.highest_seq_nr("p") == (await third.view("p")).version
+
+    asyncio.run(scenario())
+
+
+def test_a_creation_whose_outcome_is_unknown_is_settled_by_a_claim_before_the_next_decision() -> None:
+    class LosesTheFirstReply(ClaimCountingJournal):
+        lose_next = True
+
+        def append_many(self, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
+            results = super().append_many(appends)
+            if self.lose_next:
+                self.lose_next = False
+                return [JournalUnavailable("timed out waiting for the reply") for _ in results]
+            return results
+
+    async def scenario() -> None:
+        journal = LosesTheFirstReply()
+        host = PoolHost(journal)
+        with pytest.raises(OutcomeUnknown):
+            await host.execute("p", ConfigurePool(5, "z"))
+        # It landed; the writer may not assume it was its own: it claims, then reads, then decides.
+        again = await host.execute("p", ConfigurePool(5, "z"))
+        assert again.view.exists and again.view.capacity == 5
+        assert journal.claims == ["p"] and host.epoch_of("p") == FIRST_EPOCH + 1
+        assert (await host.execute("p", reserve("p"))).view.remaining == 4
 
     asyncio.run(scenario())
 

@@ -43,10 +43,12 @@ class FlakyJournal(InMemoryJournal):
 
     failing = False
 
-    def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
+    def append(
+        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+    ) -> int:
         if self.failing:
             raise JournalUnavailable("injected outage")
-        return super().append(pool_id, expected_seq_nr, epoch, events)
+        return super().append(pool_id, expected_seq_nr, epoch, events, creates)
 
     def read(self, pool_id: str, from_seq_nr: int = 1):  # type: ignore[no-untyped-def]
         if self.failing:
@@ -193,8 +195,10 @@ def test_an_append_that_landed_despite_an_error_is_acknowledged() -> None:
     class TimesOutAfterWriting(InMemoryJournal):
         lose_reply = False
 
-        def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
-            seq_nr = super().append(pool_id, expected_seq_nr, epoch, events)
+        def append(
+            self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+        ) -> int:
+            seq_nr = super().append(pool_id, expected_seq_nr, epoch, events, creates)
             if self.lose_reply:
                 raise JournalUnavailable("timed out waiting for the reply")
             return seq_nr

@@ -13,6 +13,7 @@ from capacity_service.adapters.journal.port import (
     SequenceConflict,
     SnapshotRecord,
     StoredEvent,
+    StreamExists,
     WriterFenced,
 )
 from capacity_service.settings import CassandraJournalSettings, SqlJournalSettings
@@ -41,6 +42,7 @@ __all__ = [
     "SequenceConflict",
     "SnapshotRecord",
     "StoredEvent",
+    "StreamExists",
     "WriterFenced",
     "open_journal",
 ]

@@ -13,7 +13,8 @@ writes its rows into the next partition, created by the same batch ``IF NOT EXIS
 carried over. A claim that finds a sealed partition whose successor does not exist yet creates the
 successor itself, with its new epoch: the mover's batch then finds it and is fenced. ``live_partitions``
 remembers each stream's live partition as a hint (it may lag, never lead: readers walk on past sealed
-partitions). See docs/decisions/0003.
+partitions). See docs/decisions/0003. A new stream's first append (``creates``) is the first partition
+``IF NOT EXISTS`` with the head and the rows in one batch: the claim and the append in one round.
 
 With ``lwt_fencing`` off the same statements run without their conditions (one writer per pool is then
 assumed, as in Akka). The CQL here runs on Cassandra 2.1 (protocol v3) through 5.
@@ -52,6 +53,7 @@ from capacity_service.adapters.journal.port import (
     SequenceConflict,
     SnapshotRecord,
     StoredEvent,
+    StreamExists,
     append_refusal,
 )
 from capacity_service.settings import CassandraJournalSettings
@@ -272,7 +274,9 @@ class CassandraJournal(Journal):
         """Each pool's claim on its own partition, many at once (a cold start claims thousands)."""
         return list(self._executor.map(self.claim_epoch, pool_ids))
 
-    def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
+    def append(
+        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+    ) -> int:
         if not events:
             return expected_seq_nr
         with self._translated_errors(pool_id):
@@ -280,6 +284,8 @@ class CassandraJournal(Journal):
                 # Registered before the first write so that no written pool is ever missing from the
                 # registry; a pool whose first append then fails is listed but has no events.
                 self._session.execute(self._register, (_registry_bucket(pool_id), pool_id))
+            if creates:
+                return self._create(pool_id, epoch, events)
             # The cached live partition first; if the write is refused, once more from a SERIAL read.
             for attempt in range(2):
                 live = self._live.get(pool_id) if attempt == 0 else None
@@ -302,10 +308,22 @@ class CassandraJournal(Journal):
             self._refuse(pool_id, expected_seq_nr, epoch)
         raise AssertionError("unreachable")
 
+    def _create(self, pool_id: str, epoch: int, events: Sequence[NewEvent]) -> int:
+        """The stream's first partition, its head (claimed with ``epoch``) and its first events in one
+        conditional batch (one Paxos round), if the stream was never claimed."""
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        batch.serial_consistency_level = self._open_partition.serial_consistency_level
+        batch.add(self._open_partition, (pool_id, 0, epoch, len(events), 1))
+        self._add_rows(batch, pool_id, 0, 0, epoch, events)
+        if not _applied(self._session.execute(batch)):
+            self._live.pop(pool_id, None)
+            raise StreamExists(pool_id, None)
+        return self._appended(_Partition(0, epoch, len(events), 1, False), pool_id, len(events))
+
     def append_soon(self, request: AppendRequest) -> Future[int]:
         """``append`` without a thread per call: the common case (the stream's live partition known, no
         move due) is one asynchronous request whose callback answers; the rest runs on a worker thread."""
-        pool_id, expected_seq_nr, epoch, events = request
+        pool_id, expected_seq_nr, epoch, events, _ = request
         live = self._live.get(pool_id)
         if not events or expected_seq_nr == 0 or live is None or live.sealed or self._must_move(live, expected_seq_nr):
             return self._executor.submit(self.append, *request)

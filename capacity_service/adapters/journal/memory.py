@@ -8,11 +8,13 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 from capacity_service.adapters.journal.port import (
+    FIRST_EPOCH,
     Journal,
     NewEvent,
     SnapshotRecord,
     StoredEvent,
     append_refusal,
+    creation_refusal,
 )
 
 
@@ -29,13 +31,21 @@ class InMemoryJournal(Journal):
             self._epochs[pool_id] = self._epochs.get(pool_id, 0) + 1
             return self._epochs[pool_id]
 
-    def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
+    def append(
+        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+    ) -> int:
         with self._lock:
             current_epoch = self._epochs.get(pool_id)
-            stream = self._streams.setdefault(pool_id, [])
+            stream = self._streams.get(pool_id, [])
             head = None if current_epoch is None else (current_epoch, len(stream))
-            if (refusal := append_refusal(pool_id, expected_seq_nr, epoch, head)) is not None:
+            refusal = (
+                creation_refusal(pool_id, head) if creates else append_refusal(pool_id, expected_seq_nr, epoch, head)
+            )
+            if refusal is not None:
                 raise refusal
+            if creates:
+                self._epochs[pool_id] = FIRST_EPOCH
+            stream = self._streams.setdefault(pool_id, [])
             now = datetime.now(UTC)
             stream.extend(
                 StoredEvent(pool_id, expected_seq_nr + i, e.event_type, e.schema_version, e.payload, epoch, now)

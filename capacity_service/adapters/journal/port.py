@@ -46,6 +46,15 @@ class WriterFenced(JournalError):
         self.pool_id, self.epoch, self.current_epoch = pool_id, epoch, current_epoch
 
 
+class StreamExists(JournalError):
+    """An append that was to create a stream (``AppendRequest.creates``) found it claimed already: nothing
+    was written. Its writer claims the stream, reads it and decides again."""
+
+    def __init__(self, pool_id: str, current_epoch: int | None) -> None:
+        super().__init__(f"stream {pool_id!r} exists already (epoch {current_epoch}): it was not created")
+        self.pool_id, self.current_epoch = pool_id, current_epoch
+
+
 class JournalUnavailable(JournalError):
     """The store could not be reached or did not answer in time. The outcome of a write that raised
     this is unknown: re-read the stream to learn it."""
@@ -70,6 +79,12 @@ def append_refusal(
     return None
 
 
+def creation_refusal(pool_id: str, head: tuple[int, int] | None) -> StreamExists | None:
+    """THE rule for an append that creates its stream: it may be written only if the stream was never
+    claimed (no head at all); then it claims it with ``FIRST_EPOCH`` in the same atomic write."""
+    return None if head is None else StreamExists(pool_id, head[0])
+
+
 @dataclass(frozen=True, slots=True)
 class NewEvent:
     event_type: str
@@ -85,9 +100,16 @@ class AppendRequest:
     expected_seq_nr: int
     epoch: int
     events: Sequence[NewEvent]
+    # The stream is believed new: this append also claims it, with FIRST_EPOCH (expected_seq_nr 0), in the
+    # same atomic write, where a claim and an append were two. Refused with StreamExists if it was claimed.
+    creates: bool = False
+
+    def __post_init__(self) -> None:
+        if self.creates and (self.expected_seq_nr != 0 or self.epoch != FIRST_EPOCH):
+            raise ValueError("an append that creates its stream starts it: seq_nr 0, epoch FIRST_EPOCH")
 
     def __iter__(self) -> Iterator[Any]:
-        return iter((self.pool_id, self.expected_seq_nr, self.epoch, self.events))
+        return iter((self.pool_id, self.expected_seq_nr, self.epoch, self.events, self.creates))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +146,14 @@ class Journal(ABC):
         return [self.claim_epoch(pool_id) for pool_id in pool_ids]
 
     @abstractmethod
-    def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
+    def append(
+        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+    ) -> int:
         """Atomically append ``events`` as seq_nrs ``expected_seq_nr + 1 ...``, if the stream is at
         ``expected_seq_nr`` and ``epoch`` is the newest claimed. Returns the new highest seq_nr.
         The first append of a stream also registers the pool. Raises ``SequenceConflict``,
-        ``WriterFenced`` or ``JournalUnavailable``."""
+        ``WriterFenced`` or ``JournalUnavailable``. ``creates``: the stream is believed never claimed, and
+        this append claims it with ``FIRST_EPOCH`` (``AppendRequest.creates``); ``StreamExists`` if it was."""
 
     def append_many(self, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
         """Several pools' appends at once; each is atomic and conditional on its own, and gets its own

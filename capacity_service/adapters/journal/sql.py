@@ -48,7 +48,9 @@ from capacity_service.adapters.journal.port import (
     SequenceConflict,
     SnapshotRecord,
     StoredEvent,
+    StreamExists,
     append_refusal,
+    creation_refusal,
 )
 from capacity_service.settings import SqlJournalSettings
 
@@ -167,9 +169,11 @@ class SqlJournal(Journal):
                     epochs[pool_id] = int(epoch)
         return [epochs[pool_id] for pool_id in pool_ids]
 
-    def append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]) -> int:
+    def append(
+        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+    ) -> int:
         """One pool's append, the way ``append_many`` makes every append (one code path for both)."""
-        [result] = self.append_many([AppendRequest(pool_id, expected_seq_nr, epoch, events)])
+        [result] = self.append_many([AppendRequest(pool_id, expected_seq_nr, epoch, events, creates)])
         if isinstance(result, JournalError):
             raise result
         return result
@@ -202,6 +206,8 @@ class SqlJournal(Journal):
         try:
             [result] = self._batch.append([request])
         except IntegrityError:
+            if request.creates:  # another writer created the stream meanwhile
+                return StreamExists(request.pool_id, None)
             return SequenceConflict(request.pool_id, request.expected_seq_nr, None)
         return result
 
@@ -369,6 +375,9 @@ class _BatchAppend:
         marks = ", ".join([self._mark] * len(columns))
         self._insert = f"INSERT INTO {events_table.name} ({', '.join(columns)}) VALUES ({marks})"
         self._advance = f"UPDATE {heads_table.name} SET seq_nr = {self._mark} WHERE pool_id = {self._mark}"
+        self._create_head = (
+            f"INSERT INTO {heads_table.name} (pool_id, epoch, seq_nr) VALUES ({self._mark}, {self._mark}, {self._mark})"
+        )
 
     def _lock_heads(self, count: int) -> str:
         # PostgreSQL locks the heads, in one order for every writer (byte order, as Python sorts the ids
@@ -408,22 +417,30 @@ class _BatchAppend:
         results: list[int | JournalError] = []
         rows: list[tuple[Any, ...]] = []
         advanced: set[str] = set()
+        created: set[str] = set()
         now = self._stored_time(datetime.now(UTC))
-        for pool_id, expected_seq_nr, epoch, events in appends:
+        for request in appends:
+            pool_id, expected_seq_nr, epoch, events, creates = request
             if not events:
                 results.append(expected_seq_nr)
                 continue
-            refusal = append_refusal(pool_id, expected_seq_nr, epoch, heads.get(pool_id))
+            head = heads.get(pool_id)
+            refusal = (
+                creation_refusal(pool_id, head) if creates else append_refusal(pool_id, expected_seq_nr, epoch, head)
+            )
             if refusal is not None:
                 results.append(refusal)
                 continue
             heads[pool_id] = (epoch, expected_seq_nr + len(events))
-            advanced.add(pool_id)
+            (created if creates else advanced).add(pool_id)
             results.append(expected_seq_nr + len(events))
             rows.extend(
                 (pool_id, seq_nr, e.event_type, e.schema_version, e.payload, epoch, now)
                 for seq_nr, e in enumerate(events, expected_seq_nr + 1)
             )
+        if created:  # two writers creating one stream at once: the second's INSERT fails (IntegrityError)
+            cursor.executemany(self._create_head, [(p, *heads[p]) for p in sorted(created)])
+        advanced -= created
         if rows:
             cursor.executemany(self._advance, [(heads[p][1], p) for p in sorted(advanced)])
             cursor.executemany(self._insert, rows)
