@@ -322,6 +322,53 @@ def test_waitlist_offers_due_while_their_host_is_down_are_made_once_at_recovery_
     assert check(history, events, now=datetime.now(UTC)) == []
 
 
+def test_a_waitlist_under_concurrent_joins_and_holds_with_a_kill_9_offers_each_entry_once_in_order(
+    client: CapacityClient, settings: ServiceSettings
+) -> None:
+    """Workers hold units for a second and join the waitlist at once (up to its limit), on a pool far too
+    small, while its host is killed -9. Every hold (the offered ones too) lapses after a second, so the waitlist drains
+    through offers; once it is empty the history checker holds the answers against the journal: every
+    acknowledged join there once, each entry offered once, in order, never oversold."""
+    pool_id = new_pool(client, 4)
+    client.configure_pool(pool_id, 4, "north", waitlist_limit=20)  # joins beyond are 409 waitlist_full
+    history = History()
+    stop = threading.Event()
+
+    def work(worker: int) -> None:
+        n = 0
+        while not stop.is_set():
+            history.reserve(client, pool_id, 1, f"h{worker}-{n}", hold_seconds=1)
+            history.join(client, pool_id, 1 + (n % 2), f"j{worker}-{n}", 1)
+            n += 1
+
+    workers = [threading.Thread(target=work, args=(w,)) for w in range(3)]
+    for w in workers:
+        w.start()
+    time.sleep(1.5)
+    os.kill(actor_pid(settings, pool_id), signal.SIGKILL)
+    time.sleep(2.0)
+    stop.set()
+    for w in workers:
+        w.join(timeout=120)
+    settle(history, client)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # each offer lapses in a second and goes to the next entry
+        try:
+            pool = client.get_pool(pool_id)
+            if pool.waiting == 0 and pool.reserved == 0:
+                break
+        except Exception:  # restarting
+            pass
+        time.sleep(0.5)
+    assert (client.get_pool(pool_id).waiting, client.get_pool(pool_id).reserved) == (0, 0)
+    events = events_in(settings.journal, [pool_id])
+    assert check(history, events, now=datetime.now(UTC)) == []
+    joined = [op for op in history.operations if op.kind == "join" and op.outcome == "ok"]
+    offered = [e for e in events[pool_id] if e["type"] == "WaitlistOffered"]
+    assert len(joined) > 5 and len(offered) == len({e["entry_id"] for e in offered}) >= len(joined)
+    assert any(op.code == "waitlist_full" for op in history.operations)
+
+
 def test_an_extended_hold_expires_at_its_new_time_across_a_restart(
     client: CapacityClient, settings: ServiceSettings
 ) -> None:
