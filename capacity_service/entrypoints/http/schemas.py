@@ -71,7 +71,9 @@ class PutWebhookRequest(_Request):
     """A webhook: where to POST (http or https; private addresses only when the service allows them), which
     events, and the secret that signs every delivery (never shown again)."""
 
-    url: Annotated[StrictStr, Field(min_length=1, max_length=2048)]
+    url: Annotated[
+        StrictStr, Field(min_length=1, max_length=2048, pattern=r"^https?://[A-Za-z0-9.:_\[\]-]+([/?#][!-~]*)?$")
+    ]
     events: Annotated[list[WebhookEventType], Field(min_length=1, max_length=6)]
     secret: Annotated[StrictStr, Field(min_length=16, max_length=512, pattern=PRINTABLE)]
 
