@@ -22,11 +22,14 @@ T = TypeVar("T")
 
 
 class WebhookActor(WebhooksApi):
-    def __init__(self, settings: ServiceSettings) -> None:
+    # Async: Ray runs an async constructor on the actor's event loop, where delivery can be started.
+    async def __init__(self, settings: ServiceSettings) -> None:  # type: ignore[misc]
         metrics = RayWebhookMetrics() if metrics_collected() else None
         self._deliveries = bootstrap.webhook_deliveries(settings, metrics)
         self._metrics_task: asyncio.Task[None] | None = None
         self._metrics_on = metrics is not None
+        if _ray.actor_was_restarted():
+            await self.start()  # Ray restarted it (a crash, its node lost): deliveries go on at once
 
     async def start(self) -> None:
         self._deliveries.start()
