@@ -153,6 +153,8 @@ class _Delivery:
         self._pending = 0
         self._more_to_read = False
         self._wake = asyncio.Event()
+        self._retry_now = False
+        self._saving: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_save = time.monotonic()
         self._next_attempt_at = 0.0
@@ -175,9 +177,21 @@ class _Delivery:
             with contextlib.suppress(BaseException):
                 await self._task
             self._task = None
-        if save:
+        if self._saving is not None:  # a save the cancel interrupted goes on in its thread: let it end
+            with contextlib.suppress(Exception):
+                await self._saving
+        if save and self._streams is not None:
+            # Every cursor, not only those marked since the last save: that save may have failed.
+            self._dirty = {stream_id for stream_id, s in self._streams.items() if s.cursor_state is not None}
             with contextlib.suppress(Exception):
                 await self._save()
+
+    def changed(self, record: WebhookRecord) -> None:
+        """The operator changed the webhook (a new URL, secret or event types): a delivery waiting to
+        retry tries again at once."""
+        self.record = record
+        self._retry_now = True
+        self._wake.set()
 
     def heads_moved(self, heads: dict[str, int]) -> None:
         self._heads = heads
@@ -225,9 +239,10 @@ class _Delivery:
     async def _sleep(self, seconds: float, wakeable: bool) -> None:
         if not wakeable:
             # A backoff ends early only to save cursors on time; then it goes on waiting.
+            self._retry_now = False
             deadline = time.monotonic() + seconds
-            while (left := deadline - time.monotonic()) > 0:
-                await asyncio.sleep(min(left, self._settings.cursor_save_interval_s))
+            while (left := deadline - time.monotonic()) > 0 and not self._retry_now:
+                await asyncio.sleep(min(left, self._settings.cursor_save_interval_s, 0.1))
                 if self._dirty:
                     await self._save()
             return
@@ -360,8 +375,13 @@ class _Delivery:
             stream = self._streams[stream_id]
             if stream.cursor_state is not None:
                 cursors.append(CursorRecord(stream_id, stream.cursor_seq, stream.cursor_state))
+        record = self.record
+        self._saving = asyncio.ensure_future(
+            asyncio.to_thread(self._store.save_cursors, record.webhook_id, record.generation, cursors)
+        )
         try:
-            await asyncio.to_thread(self._store.save_cursors, self.record.webhook_id, self.record.generation, cursors)
+            # Shielded: a stop cancels this task, never the write (``stop`` waits for it to end).
+            await asyncio.shield(self._saving)
         except Exception:
             self._dirty |= dirty
             raise
@@ -432,11 +452,12 @@ class WebhookDeliveries(WebhookAdmin):
         failures = 0
         while True:
             try:
-                await self._loaded()
-                journal = await self._journal_opened()
-                heads = await asyncio.to_thread(journal.heads)
-                for delivery in self._running():
-                    delivery.heads_moved(heads)
+                running = await self._loaded()
+                if running:  # no webhook, no reads: the journal is not polled for nothing
+                    journal = await self._journal_opened()
+                    heads = await asyncio.to_thread(journal.heads)
+                    for delivery in self._running():
+                        delivery.heads_moved(heads)
                 failures, self.last_error = 0, None
                 wait = self._settings.poll_interval_s
             except Exception as exc:
@@ -509,7 +530,7 @@ class WebhookDeliveries(WebhookAdmin):
                 )
             await asyncio.to_thread(store.put, record)
             if existing is not None:
-                existing.record = record
+                existing.changed(record)
             else:
                 deliveries[webhook_id] = await self._delivery(record)
         log.info("operator: webhook %s registered for %s", webhook_id, ", ".join(event_types))

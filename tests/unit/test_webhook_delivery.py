@@ -274,3 +274,50 @@ def test_the_operators_calls_check_what_they_are_given_and_never_show_the_secret
         await reopened.close()
 
     asyncio.run(run())
+
+
+def test_a_webhook_waiting_to_retry_tries_again_at_once_when_the_operator_fixes_its_url() -> None:
+    async def run() -> None:
+        journal, store, transport = InMemoryJournal(), InMemoryWebhookStore(), FakeTransport()
+        urls: list[str] = []
+        original_post = transport.post
+
+        async def post(url: str, headers: dict[str, str], body: bytes, timeout_s: float, allow_private: bool) -> int:
+            urls.append(url)
+            if url.endswith("/broken"):
+                return 404
+            return await original_post(url, headers, body, timeout_s, allow_private)
+
+        transport.post = post  # type: ignore[method-assign]
+        slow_retries = FAST.model_copy(update={"initial_backoff_s": 30.0, "max_backoff_s": 60.0})
+        deliveries = service(journal, store, transport, slow_retries)
+        await deliveries.put_webhook("h", "http://127.0.0.1:9/broken", ["hold.expired"], SECRET)
+        expire_holds(Appender(journal), "a", 2)
+        await until(lambda: (s := deliveries_status(deliveries)) is not None and s.next_attempt_in_s > 10)
+        await deliveries.put_webhook("h", "http://127.0.0.1:9/fixed", ["hold.expired"], SECRET)
+        await until(lambda: len(transport.posts) == 2, timeout=5.0)
+        assert urls[0].endswith("/broken") and urls[-1].endswith("/fixed")
+        await deliveries.close()
+
+    asyncio.run(run())
+
+
+def test_with_no_webhook_the_journal_is_not_polled() -> None:
+    async def run() -> None:
+        reads = 0
+
+        class CountingJournal(InMemoryJournal):
+            def heads(self) -> dict[str, int]:
+                nonlocal reads
+                reads += 1
+                return super().heads()
+
+        journal, store = CountingJournal(), InMemoryWebhookStore()
+        deliveries = service(journal, store, FakeTransport())
+        await asyncio.sleep(FAST.poll_interval_s * 10)
+        assert reads == 0
+        await deliveries.put_webhook("h", "http://127.0.0.1:9/h", ["hold.expired"], SECRET)
+        await until(lambda: reads > 0)
+        await deliveries.close()
+
+    asyncio.run(run())
