@@ -1,6 +1,7 @@
 """Webhook registrations and cursors in the Cassandra journal's keyspace: ``webhooks`` (one row each) and
-``webhook_cursors`` (one partition per webhook). A webhook's cursors have one writer, its delivery, so a
-plain write moves them (the delivery saves only cursors that moved forward)."""
+``webhook_cursors`` (one partition per webhook). A webhook's cursors have one writer, its delivery (the
+webhooks actor), so no lightweight transaction guards them: a save reads the partition and writes the
+cursors that move forward."""
 
 from __future__ import annotations
 
@@ -100,12 +101,18 @@ class CassandraWebhookStore(WebhookStore):
             return {row.stream_id: CursorRecord(row.stream_id, int(row.seq_nr), bytes(row.state)) for row in rows}
 
     def save_cursors(self, webhook_id: str, generation: str, cursors: Sequence[CursorRecord]) -> None:
+        """Only cursors that move forward are written: read first, then one batch (a webhook's cursors have
+        one writer, the delivery, so nothing moves them between the read and the write)."""
         if not cursors:
             return
-        batch = BatchStatement(batch_type=BatchType.UNLOGGED)  # one partition: applied together
-        for cursor in cursors:
-            batch.add(self._save_cursor, (webhook_id, generation, cursor.stream_id, cursor.seq_nr, cursor.state))
         with self._translated_errors():
+            saved = self.cursors(webhook_id, generation)
+            forward = [c for c in cursors if c.stream_id not in saved or saved[c.stream_id].seq_nr <= c.seq_nr]
+            if not forward:
+                return
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)  # one partition: applied together
+            for cursor in forward:
+                batch.add(self._save_cursor, (webhook_id, generation, cursor.stream_id, cursor.seq_nr, cursor.state))
             self._session.execute(batch)
 
     def close(self) -> None:
