@@ -208,12 +208,14 @@ class _Delivery:
                 if self._streams is None:
                     await self._load()
                 await self._scan()
-                failed = await self._deliver_round()
+                failures = await self._deliver_round()
                 if self._dirty and time.monotonic() - self._last_save >= self._settings.cursor_save_interval_s:
                     await self._save()
-                if failed:
+                if failures:
                     self.failures_in_a_row += 1
-                    wait = self._backoff()
+                    # As long as the event that failed most has failed: a receiver that refuses one pool's
+                    # event and takes the others' is not asked again for it at the first step's pace.
+                    wait = self._backoff(max(failures, self.failures_in_a_row))
                     self._next_attempt_at = time.monotonic() + wait
                     await self._sleep(wait, wakeable=False)
                     self._next_attempt_at = 0.0
@@ -227,9 +229,10 @@ class _Delivery:
                 log.warning("webhook %s: %s", self.record.webhook_id, self.last_error)
                 await self._sleep(self._backoff(), wakeable=False)
 
-    def _backoff(self) -> float:
+    def _backoff(self, failures: int | None = None) -> float:
         settings = self._settings
-        return backoff_s(self.failures_in_a_row, settings.initial_backoff_s, settings.max_backoff_s, self._rng)
+        failures = self.failures_in_a_row if failures is None else failures
+        return backoff_s(failures, settings.initial_backoff_s, settings.max_backoff_s, self._rng)
 
     def _idle_wait(self) -> float:
         if self._dirty:
@@ -306,18 +309,17 @@ class _Delivery:
 
     # ------------------------------------------------------------------ delivering
 
-    async def _deliver_round(self) -> bool:
-        """Deliver what is queued, up to ``max_concurrent_streams`` streams at once, the oldest first;
-        True if a POST failed."""
+    async def _deliver_round(self) -> int:
+        """Deliver what is queued, up to ``max_concurrent_streams`` streams at once, the oldest first; 0 if
+        every POST was acknowledged, else how many times the event that failed most has failed."""
         assert self._streams is not None
         ready = [stream for stream in self._streams.values() if stream.units]
         if not ready:
-            return False
+            return 0
         ready.sort(key=lambda stream: stream.units[0].events[stream.units[0].sent].occurred_at)
-        results = await asyncio.gather(
-            *(self._deliver_stream(stream) for stream in ready[: self._settings.max_concurrent_streams])
-        )
-        return not all(results)
+        chosen = ready[: self._settings.max_concurrent_streams]
+        results = await asyncio.gather(*(self._deliver_stream(stream) for stream in chosen))
+        return max((s.units[0].failures for s, ok in zip(chosen, results, strict=True) if not ok), default=0)
 
     async def _deliver_stream(self, stream: _Stream) -> bool:
         for _ in range(_UNITS_PER_ROUND):
