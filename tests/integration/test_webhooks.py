@@ -163,3 +163,36 @@ def test_deliveries_pending_when_the_delivering_process_stops_are_made_by_the_ne
         receiver.stop()
 
     asyncio.run(run())
+
+
+def test_the_transport_checks_the_address_at_every_post_and_posts_to_the_address_it_checked() -> None:
+    """DNS rebinding: a name that resolves to a private address at delivery time is refused (unless
+    allowed); when allowed, the POST goes to the resolved address with the URL's host in ``Host``."""
+    from capacity_service.adapters.webhooks.targets import TargetRefused
+
+    async def run() -> None:
+        receiver = Receiver(SECRET)
+        port = receiver.start(free_port())
+        transport = HttpxTransport()
+
+        async def rebound(host: str, port: int) -> list[str]:
+            return ["127.0.0.1"]  # what a rebinding name answers at delivery time
+
+        transport.resolve = rebound  # type: ignore[method-assign]
+        from capacity_service.application.webhook_signing import signed_headers
+
+        body = b'{"id":"p/1/0"}'
+        headers = signed_headers(SECRET, "shop", "p/1/0", "pool.sold_out", body)
+        url = f"http://hooks.example.com:{port}/in"
+        with pytest.raises(TargetRefused):
+            await transport.post(url, headers, body, 2.0, allow_private=False)
+        with pytest.raises(TargetRefused):  # a literal private address, whatever the resolver says
+            await transport.post(f"http://10.0.0.1:{port}/in", headers, body, 2.0, allow_private=False)
+        assert receiver.received == []
+        assert await transport.post(url, headers, body, 2.0, allow_private=True) == 200
+        [received] = receiver.received
+        assert received.headers["host"] == f"hooks.example.com:{port}" and received.body == body
+        await transport.aclose()
+        receiver.stop()
+
+    asyncio.run(run())
