@@ -27,7 +27,9 @@ from capacity_service.errors import (
     ReservationNotFound,
     ReservationReleased,
     SettingsMismatch,
+    TooManyWebhooks,
     Unavailable,
+    WebhookNotFound,
 )
 from capacity_service.models import (
     Order,
@@ -37,6 +39,8 @@ from capacity_service.models import (
     ReleaseReceipt,
     ReservationInfo,
     ReservationReceipt,
+    Webhook,
+    WebhookStatus,
 )
 from capacity_service.settings import (
     CassandraJournalSettings,
@@ -50,6 +54,7 @@ from capacity_service.settings import (
     SqlJournalSettings,
     SqlSinkSettings,
     WarehouseSettings,
+    WebhookSettings,
     WriteSideSettings,
     service_settings,
 )
@@ -106,8 +111,13 @@ __all__ = [
     "SnapshotSettings",
     "SqlJournalSettings",
     "SqlSinkSettings",
+    "TooManyWebhooks",
     "Unavailable",
     "WarehouseSettings",
+    "Webhook",
+    "WebhookNotFound",
+    "WebhookSettings",
+    "WebhookStatus",
     "WriteSideSettings",
     "service_settings",
 ]

@@ -27,7 +27,9 @@ from capacity_service.errors import (
     ReservationNotFound,
     ReservationReleased,
     SeqNrOutOfRange,
+    TooManyWebhooks,
     Unavailable,
+    WebhookNotFound,
 )
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,8 @@ STATUS: dict[type[CapacityError], int] = {
     Unauthorized: 401,
     Forbidden: 403,
     PayloadTooLarge: 413,
+    WebhookNotFound: 404,
+    TooManyWebhooks: 409,
 }
 
 

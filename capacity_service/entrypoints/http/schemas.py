@@ -17,6 +17,7 @@ from capacity_service.domain.order import MAX_ORDER_LINES
 POOL_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
 RESERVATION_ID = Annotated[str, Path(max_length=256, description="as returned by a reserve")]
 ORDER_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
+WEBHOOK_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
 MAX_QUANTITY = 1_000_000
 MAX_CAPACITY = 1_000_000_000
 # No control characters (NUL above all): zones and request ids end up in logs and in the warehouse, and
@@ -59,6 +60,22 @@ class PutPoolRequest(_Request):
     zone: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=PRINTABLE)]
     slot_start: UtcDatetime | None = None
     slot_end: UtcDatetime | None = None
+
+
+WebhookEventType = Literal[
+    "pool.sold_out", "pool.back_on_sale", "hold.expired", "waitlist.offered", "order.confirmed", "order.cancelled"
+]
+
+
+class PutWebhookRequest(_Request):
+    """A webhook: where to POST (http or https; private addresses only when the service allows them), which
+    events, and the secret that signs every delivery (never shown again)."""
+
+    url: Annotated[
+        StrictStr, Field(min_length=1, max_length=2048, pattern=r"^https?://[A-Za-z0-9.:_\[\]-]+([/?#][!-~]*)?$")
+    ]
+    events: Annotated[list[WebhookEventType], Field(min_length=1, max_length=6)]
+    secret: Annotated[StrictStr, Field(min_length=16, max_length=512, pattern=PRINTABLE)]
 
 
 class AvailabilityRequest(_Request):
