@@ -28,9 +28,11 @@ from capacity_service.errors import (
     ReservationNotFound,
     ReservationReleased,
     SettingsMismatch,
+    TooManyWebhooks,
     Unavailable,
     WaitlistEntryNotFound,
     WaitlistFull,
+    WebhookNotFound,
 )
 from capacity_service.models import (
     Order,
@@ -41,6 +43,8 @@ from capacity_service.models import (
     ReservationInfo,
     ReservationReceipt,
     WaitlistPlace,
+    Webhook,
+    WebhookStatus,
 )
 from capacity_service.settings import (
     CassandraJournalSettings,
@@ -54,6 +58,7 @@ from capacity_service.settings import (
     SqlJournalSettings,
     SqlSinkSettings,
     WarehouseSettings,
+    WebhookSettings,
     WriteSideSettings,
     service_settings,
 )
@@ -111,11 +116,16 @@ __all__ = [
     "SnapshotSettings",
     "SqlJournalSettings",
     "SqlSinkSettings",
+    "TooManyWebhooks",
     "Unavailable",
     "WaitlistEntryNotFound",
     "WaitlistFull",
     "WaitlistPlace",
     "WarehouseSettings",
+    "Webhook",
+    "WebhookNotFound",
+    "WebhookSettings",
+    "WebhookStatus",
     "WriteSideSettings",
     "service_settings",
 ]

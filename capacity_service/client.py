@@ -22,6 +22,7 @@ from capacity_service.application.operations import (
     CapacityOperations,
     PoolGateway,
 )
+from capacity_service.application.webhook_delivery import WebhookAdmin
 from capacity_service.domain.choice import SlotChoice
 from capacity_service.errors import Unavailable
 from capacity_service.models import (
@@ -34,6 +35,7 @@ from capacity_service.models import (
     ReservationInfo,
     ReservationReceipt,
     WaitlistPlace,
+    Webhook,
 )
 from capacity_service.runtime import _ray, bootstrap, service
 from capacity_service.runtime.actor_api import CacheApi, SupervisorApi, call
@@ -64,10 +66,12 @@ class AsyncCapacityClient(CapacityOperations):
         ray_address: str | None = None,
         router: PoolGateway | None = None,
         availability: AvailabilitySource | None = None,
+        webhooks: WebhookAdmin | None = None,
     ) -> None:
         if router is None:
             settings, router = bootstrap.python_api(settings, namespace, ray_address)
         self.settings = settings or ServiceSettings()
+        self._webhooks = webhooks
         # The availability cache replicas (found lazily: a client that never asks never looks).
         self.caches = CacheFinder(self.settings.hosting.namespace, self.start_watchdog)
         super().__init__(router, availability or self.caches, self.settings.hosting.call_timeout_s)
@@ -89,6 +93,29 @@ class AsyncCapacityClient(CapacityOperations):
                 if view.zone == zone and view.exists and given.get(view.pool_id, -1) < view.version:
                     given[view.pool_id] = view.version
                     yield Pool.of(view)
+
+    # ------------------------------------------------------------------ webhooks (admin)
+
+    @property
+    def webhooks(self) -> WebhookAdmin:
+        if self._webhooks is None:
+            self._webhooks = bootstrap.webhook_admin(self.settings)
+        return self._webhooks
+
+    async def put_webhook(self, webhook_id: str, url: str, events: Sequence[str], secret: str) -> tuple[Webhook, bool]:
+        """Register a webhook, or change one; True if it was new. ``events``: of ``pool.sold_out``,
+        ``pool.back_on_sale``, ``hold.expired``, ``waitlist.offered``, ``order.confirmed``, ``order.cancelled``."""
+        return await self.webhooks.put_webhook(webhook_id, url, events, secret)
+
+    async def list_webhooks(self) -> list[Webhook]:
+        return await self.webhooks.list_webhooks()
+
+    async def get_webhook(self, webhook_id: str) -> Webhook:
+        """The webhook with its delivery status (``WebhookNotFound`` if none)."""
+        return await self.webhooks.get_webhook(webhook_id)
+
+    async def delete_webhook(self, webhook_id: str) -> Webhook:
+        return await self.webhooks.delete_webhook(webhook_id)
 
     async def start_watchdog(self) -> None:
         """Start the cluster's watchdog (idempotent): it keeps every registered pool's actor alive."""
@@ -224,6 +251,19 @@ class CapacityClient:
 
     def reset_pool(self, pool_id: str, to_seq_nr: int) -> Pool:
         return self._run(self._async.reset_pool(pool_id, to_seq_nr))
+
+    def put_webhook(self, webhook_id: str, url: str, events: Sequence[str], secret: str) -> Webhook:
+        webhook, _ = self._run(self._async.put_webhook(webhook_id, url, events, secret))
+        return webhook
+
+    def list_webhooks(self) -> list[Webhook]:
+        return self._run(self._async.list_webhooks())
+
+    def get_webhook(self, webhook_id: str) -> Webhook:
+        return self._run(self._async.get_webhook(webhook_id))
+
+    def delete_webhook(self, webhook_id: str) -> Webhook:
+        return self._run(self._async.delete_webhook(webhook_id))
 
     def start_watchdog(self) -> None:
         self._run(self._async.start_watchdog())

@@ -193,6 +193,20 @@ class SeqNrOutOfRange(CapacityError):
     code = "seq_nr_out_of_range"
 
 
+class WebhookNotFound(CapacityError):
+    code = "webhook_not_found"
+
+    def __init__(self, webhook_id: str) -> None:
+        super().__init__(f"webhook {webhook_id!r} does not exist")
+        self.webhook_id = webhook_id
+
+
+class TooManyWebhooks(CapacityError):
+    """A new webhook beyond ``webhooks.max_webhooks``."""
+
+    code = "too_many_webhooks"
+
+
 class Unavailable(CapacityError):
     """The service could not take the request now (journal outage, pool restarting, its deadline passed
     before the pool could decide). Nothing was taken, and nothing will be: retrying with the same request

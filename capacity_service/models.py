@@ -198,3 +198,32 @@ class PoolsChanged(_Model):
 
     done: list[str]
     failed: dict[str, str]
+
+
+class WebhookStatus(_Model):
+    """How a webhook's delivery stands (in the delivering process; counts start again when it restarts)."""
+
+    delivered: int  # events the receiver acknowledged (2xx)
+    attempts: int  # POSTs made, acknowledged or not
+    retries: int  # POSTs that were repeats of one that failed
+    failures_in_a_row: int  # since the last 2xx; 0 while the receiver keeps up
+    last_error: str | None
+    last_delivered_at: datetime | None
+    events_behind: int  # journal events past the webhook's cursors (sent or not, by their type)
+    pending: int  # webhook events read from the journal and not acknowledged yet
+    seconds_behind: float  # age of the oldest of them; 0 when none
+    next_attempt_in_s: float  # while backing off after a failure; 0 otherwise
+
+
+class Webhook(_Model):
+    """A registered webhook (its secret is never shown)."""
+
+    webhook_id: str
+    url: str
+    events: list[str]
+    created_at: datetime  # it is sent what happened from then on
+    status: WebhookStatus | None = None  # in GET /v1/webhooks/{id}
+
+
+class WebhookList(_Model):
+    webhooks: list[Webhook]

@@ -274,6 +274,31 @@ class WarehouseSettings(_Settings):
     maintenance_interval_s: float = Field(default=60.0, gt=0)
 
 
+class WebhookSettings(_Settings):
+    """Webhooks: registered by an admin, delivered from the journal by the ``webhooks`` actor."""
+
+    enabled: bool = True
+    # Registrations at most (a PUT of a new one beyond it: 409 too_many_webhooks).
+    max_webhooks: int = Field(default=16, ge=1, le=1000)
+    # Loopback, link-local and private targets are refused unless this is set (a receiver on the
+    # operator's own network, or a test's).
+    allow_private_targets: bool = False
+    # How often each webhook's delivery looks for new events in the journal (one heads query).
+    poll_interval_s: float = Field(default=0.25, gt=0)
+    # One POST's time limit; a slower receiver's delivery is retried.
+    request_timeout_s: float = Field(default=5.0, gt=0)
+    # Retries back off exponentially from the first to the longest wait, with jitter (half fixed, half random).
+    initial_backoff_s: float = Field(default=0.5, gt=0)
+    max_backoff_s: float = Field(default=60.0, gt=0)
+    # Events read from the journal and not delivered yet, per webhook, at most (memory stays bounded: the
+    # rest waits in the journal).
+    max_pending_events: int = Field(default=1000, ge=1)
+    # Streams (pools, orders) one webhook delivers to at once; each stream's events go one at a time, in order.
+    max_concurrent_streams: int = Field(default=8, ge=1, le=256)
+    # How often delivered cursors are saved: a restart sends again at most what was delivered since.
+    cursor_save_interval_s: float = Field(default=0.5, gt=0)
+
+
 class ServiceSettings(_Settings):
     journal: SqlJournalSettings | CassandraJournalSettings = Field(
         default_factory=SqlJournalSettings, discriminator="kind"
@@ -284,6 +309,7 @@ class ServiceSettings(_Settings):
     read_side: ReadSideSettings = Field(default_factory=ReadSideSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     # The service's log lines (each naming its request id): text, or one JSON object per line.
     # Environment: CAPACITY_LOG_FORMAT.
     log_format: Literal["text", "json"] = "text"

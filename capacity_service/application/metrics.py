@@ -46,3 +46,35 @@ class HostStats:
     commands_queued: int
     holds_pending: int
     breaker_open: bool
+
+
+class WebhookMetrics(Protocol):
+    """What webhook delivery reports: per webhook (their number is bounded by ``webhooks.max_webhooks``)."""
+
+    def delivered(self, webhook_id: str, lag_s: float) -> None:
+        """One event acknowledged by the receiver, ``lag_s`` after the journal recorded it."""
+
+    def failed(self, webhook_id: str) -> None:
+        """One POST not acknowledged (an error answer, a timeout, a refused connection or target)."""
+
+    def retried(self, webhook_id: str) -> None:
+        """One POST that repeats a failed one."""
+
+    def show(self, webhook_id: str, events_behind: int, pending: int, seconds_behind: float) -> None: ...
+
+
+class _NoWebhookMetrics:
+    def delivered(self, webhook_id: str, lag_s: float) -> None:
+        pass
+
+    def failed(self, webhook_id: str) -> None:
+        pass
+
+    def retried(self, webhook_id: str) -> None:
+        pass
+
+    def show(self, webhook_id: str, events_behind: int, pending: int, seconds_behind: float) -> None:
+        pass
+
+
+NO_WEBHOOK_METRICS: WebhookMetrics = _NoWebhookMetrics()

@@ -112,6 +112,7 @@ class OrderHost:
         if runner is None:
             return view_of_order(OrderState(order_id), 0)
         await runner.quiet()
+        self._drive(runner)  # a step under way goes on (a no-op while it is driven, or at rest)
         return runner.writer.view()
 
     async def ensure_started_many(self, order_ids: list[str]) -> list[int | CapacityError]:
@@ -177,7 +178,12 @@ class OrderHost:
         memory = self._memories.setdefault(order_id, DriverMemory())
         try:
             while not self._shared.fence.fenced and runner.state is not RunnerState.HANDED_BACK:
-                await runner.quiet()
+                try:
+                    await runner.quiet()
+                except CapacityError as exc:  # the journal cannot be read now: the order waits, never stops
+                    log.warning("order %s: cannot read it to drive it: %s", order_id, exc)
+                    await asyncio.sleep(_DRIVE_RETRY_S)
+                    continue
                 state = runner.writer.state
                 if state.status is None or state.status in RESTING:
                     return

@@ -5,6 +5,7 @@ capacity-service pools put north:0800 --capacity 20 --zone north
 capacity-service reserve north:0800 --quantity 2
 capacity-service reserve --choose-zone north --from 2026-12-01T08:00:00Z --quantity 2   # any pool that fits
 capacity-service events north:0800           # the pool's journal, decoded
+capacity-service webhook put erp --url https://erp.example.com/hooks --event hold.expired   # secret from env
 """
 
 from __future__ import annotations
@@ -243,6 +244,53 @@ def _add_client_commands(
     demo = commands.add_parser("demo", parents=[data_dir], help="the Python API without Ray: a pool surviving restarts")
     demo.set_defaults(run=_demo)
     _add_admin_commands(commands)
+    _add_webhook_commands(commands)
+
+
+WEBHOOK_EVENTS = (
+    "pool.sold_out",
+    "pool.back_on_sale",
+    "hold.expired",
+    "waitlist.offered",
+    "order.confirmed",
+    "order.cancelled",
+)
+
+
+def _add_webhook_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Webhooks, over HTTP (an admin key in $CAPACITY_API_KEY when keys are configured)."""
+    webhook = commands.add_parser(
+        "webhook", help="register, list, show and delete webhooks (signed POSTs of the service's events)"
+    ).add_subparsers(dest="op", required=True)
+    put = webhook.add_parser("put", help="register a webhook or change one")
+    put.add_argument("webhook_id")
+    put.add_argument("--url", required=True, help="http(s) URL the events are POSTed to")
+    put.add_argument(
+        "--event", dest="events", action="append", required=True, choices=WEBHOOK_EVENTS, help="repeat for several"
+    )
+    put.add_argument(
+        "--secret",
+        default=os.environ.get("CAPACITY_WEBHOOK_SECRET"),
+        help="signs every delivery (16+ characters; default: $CAPACITY_WEBHOOK_SECRET, which keeps it out of "
+        "the shell's history and the process list)",
+    )
+    put.set_defaults(run=_put_webhook)
+    listing = webhook.add_parser("list", help="every webhook (never their secrets)")
+    listing.set_defaults(run=lambda a: _show(_http(a, "GET", "/v1/webhooks")))
+    get = webhook.add_parser("get", help="a webhook and how its delivery stands (lag, attempts, last error)")
+    get.add_argument("webhook_id")
+    get.set_defaults(run=lambda a: _show(_http(a, "GET", f"/v1/webhooks/{a.webhook_id}")))
+    delete = webhook.add_parser("delete", help="stop delivering to a webhook and forget it")
+    delete.add_argument("webhook_id")
+    delete.set_defaults(run=lambda a: _show(_http(a, "DELETE", f"/v1/webhooks/{a.webhook_id}")))
+
+
+def _put_webhook(a: argparse.Namespace) -> int:
+    if not a.secret:
+        print("webhook put: give --secret, or set CAPACITY_WEBHOOK_SECRET", file=sys.stderr)
+        return 2
+    body = {"url": a.url, "events": a.events, "secret": a.secret}
+    return _show(_http(a, "PUT", f"/v1/webhooks/{a.webhook_id}", body))
 
 
 def _add_waitlist_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol
 from capacity_service.domain import PersistedEvent, PoolCommand, PoolView, Reservation, ReservationStatus, WaitlistPlace
 from capacity_service.domain.order import OrderView
 from capacity_service.errors import CapacityError
+from capacity_service.models import Webhook
 
 if TYPE_CHECKING:  # only for annotations: the runtime modules these come from import this one
     from capacity_service.application.pool_host import AddressedCommand
@@ -34,6 +35,7 @@ __all__ = [
     "PoolCalls",
     "SupervisorApi",
     "WarehouseStreamApi",
+    "WebhooksApi",
     "call",
 ]
 
@@ -151,5 +153,24 @@ class WarehouseStreamApi(Protocol):
     async def flush(self) -> int: ...
 
     async def catch_up(self) -> int: ...
+
+    async def status(self) -> dict[str, object]: ...
+
+
+class WebhooksApi(Protocol):
+    """The webhooks' registrations and deliveries, one per service (``runtime/webhook_actor.py``). Errors
+    come back as values."""
+
+    async def start(self) -> None: ...
+
+    async def put_webhook(
+        self, webhook_id: str, url: str, events: list[str], secret: str
+    ) -> tuple[Webhook, bool] | CapacityError: ...
+
+    async def list_webhooks(self) -> list[Webhook] | CapacityError: ...
+
+    async def get_webhook(self, webhook_id: str) -> Webhook | CapacityError: ...
+
+    async def delete_webhook(self, webhook_id: str) -> Webhook | CapacityError: ...
 
     async def status(self) -> dict[str, object]: ...

@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING
 
 from capacity_service.adapters.journal import Journal, open_journal
 from capacity_service.adapters.warehouse import WarehouseSink, open_sink, stream_of
+from capacity_service.adapters.webhooks import WebhookStore, open_webhook_store
 from capacity_service.application.host_first import HostFirstSender
-from capacity_service.application.metrics import NO_METRICS, HostMetrics
+from capacity_service.application.metrics import NO_METRICS, NO_WEBHOOK_METRICS, HostMetrics, WebhookMetrics
 from capacity_service.application.operations import PoolGateway
 from capacity_service.application.order_driver import OrderDriver
 from capacity_service.application.order_host import OrderHost
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.warehouse_stream import WarehouseStream
+from capacity_service.application.webhook_delivery import WebhookAdmin, WebhookDeliveries
 from capacity_service.settings import CassandraJournalSettings, ServiceSettings, SqlJournalSettings
 
 if TYPE_CHECKING:
@@ -69,6 +71,31 @@ def warehouse_stream(settings: ServiceSettings, shard: int) -> WarehouseStream:
         open_journal=lambda: journal(settings.journal),
         owns=lambda pool_id: stream_of(pool_id, warehouse.streams) == shard,
     )
+
+
+def webhook_store(settings: SqlJournalSettings | CassandraJournalSettings) -> WebhookStore:
+    """Where webhook registrations and cursors live: the journal's own database."""
+    return open_webhook_store(settings)
+
+
+def webhook_deliveries(settings: ServiceSettings, metrics: WebhookMetrics | None = None) -> WebhookDeliveries:
+    """Every webhook's registration and delivery (one per service: the webhooks actor's)."""
+    from capacity_service.adapters.webhooks.http import HttpxTransport
+
+    return WebhookDeliveries(
+        settings.webhooks,
+        open_store=lambda: webhook_store(settings.journal),
+        open_journal=lambda: journal(settings.journal),
+        transport=HttpxTransport(),
+        metrics=metrics or NO_WEBHOOK_METRICS,
+    )
+
+
+def webhook_admin(settings: ServiceSettings) -> WebhookAdmin:
+    """The operator's calls on webhooks, made on the service's webhooks actor."""
+    from capacity_service.runtime.webhook_actor import RayWebhookAdmin
+
+    return RayWebhookAdmin(settings)
 
 
 def router(settings: ServiceSettings) -> PoolRouter:

@@ -212,5 +212,49 @@ class RayWarehouseMetrics:
         self._delivered.set(delivered)
 
 
+class RayWebhookMetrics:
+    """The webhooks actor's: deliveries, retries and how far behind each webhook is (tagged by webhook id,
+    whose number ``webhooks.max_webhooks`` bounds)."""
+
+    def __init__(self, counts: BatchedCounts | None = None) -> None:
+        self._counts = counts or BatchedCounts()
+        self._deliveries = self._counts.counter(
+            "capacity_webhook_deliveries_total",
+            "Webhook POSTs, by outcome (delivered: a 2xx; failed)",
+            ("webhook", "outcome"),
+        )
+        self._retries = self._counts.counter(
+            "capacity_webhook_retries_total", "Webhook POSTs that repeat one that failed", ("webhook",)
+        )
+        self._lag = self._counts.histogram(
+            "capacity_webhook_lag_seconds", "From the journal's event to the receiver's 2xx", ("webhook",)
+        )
+        self._behind = _ray.gauge(
+            "capacity_webhook_events_behind", "Journal events past the webhook's cursors", ("webhook",)
+        )
+        self._pending = _ray.gauge(
+            "capacity_webhook_pending", "Webhook events read from the journal, not acknowledged yet", ("webhook",)
+        )
+        self._seconds = _ray.gauge(
+            "capacity_webhook_seconds_behind", "Age of the oldest webhook event not acknowledged yet", ("webhook",)
+        )
+
+    def delivered(self, webhook_id: str, lag_s: float) -> None:
+        self._counts.inc(self._deliveries, (webhook_id, "delivered"))
+        self._counts.observe(self._lag, (webhook_id,), lag_s)
+
+    def failed(self, webhook_id: str) -> None:
+        self._counts.inc(self._deliveries, (webhook_id, "failed"))
+
+    def retried(self, webhook_id: str) -> None:
+        self._counts.inc(self._retries, (webhook_id,))
+
+    def show(self, webhook_id: str, events_behind: int, pending: int, seconds_behind: float) -> None:
+        tags = {"webhook": webhook_id}
+        self._behind.set(events_behind, tags=tags)
+        self._pending.set(pending, tags=tags)
+        self._seconds.set(seconds_behind, tags=tags)
+
+
 # How often the gauges of a process are refreshed.
 GAUGE_INTERVAL_S = 5.0

@@ -23,6 +23,9 @@ CACHE_PREFIX = "availability-cache:"
 # The warehouse streams (runtime/warehouse_stream_actor.py), each owning the delivery of some pools.
 STREAM_PREFIX = "warehouse-stream:"
 
+# The webhooks' registrations and deliveries (runtime/webhook_actor.py): one per service.
+WEBHOOKS_NAME = "webhooks"
+
 
 def shard_name(shard: int) -> str:
     return f"{SHARD_PREFIX}{shard}"

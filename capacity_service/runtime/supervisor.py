@@ -8,13 +8,14 @@ import logging
 from capacity_service.adapters.journal import Journal
 from capacity_service.errors import CapacityError
 from capacity_service.runtime import _ray, bootstrap
-from capacity_service.runtime.actor_api import CacheApi, SupervisorApi, WarehouseStreamApi, call
+from capacity_service.runtime.actor_api import CacheApi, SupervisorApi, WarehouseStreamApi, WebhooksApi, call
 from capacity_service.runtime.cache_actor import AvailabilityCache
 from capacity_service.runtime.names import CACHE_PREFIX, cache_name
 from capacity_service.runtime.pool_actor import PoolActor
 from capacity_service.runtime.router import shard_names
 from capacity_service.runtime.warehouse_feed import ensure_stream
 from capacity_service.runtime.watchdog import SweepReport, Watchdog
+from capacity_service.runtime.webhook_actor import ensure_webhooks
 from capacity_service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class Supervisor(SupervisorApi):
         self._loop_task: asyncio.Task[None] | None = None
         self._cache_task: asyncio.Task[None] | None = None
         self._stream_task: asyncio.Task[None] | None = None
+        self._webhooks_task: asyncio.Task[None] | None = None
         if _ray.actor_was_restarted():
             await self.start()  # its node died and Ray restarted it elsewhere: nobody else would resume them
 
@@ -50,6 +52,8 @@ class Supervisor(SupervisorApi):
             self._cache_task = asyncio.ensure_future(self._keep_cache_replicas())
             if self._settings.warehouse.enabled:
                 self._stream_task = asyncio.ensure_future(self._keep_warehouse_streams())
+            if self._settings.webhooks.enabled:
+                self._webhooks_task = asyncio.ensure_future(self._keep_webhooks())
 
     async def _keep_cache_replicas(self) -> None:
         """One availability cache replica per alive node: new nodes get one, gone nodes lose theirs."""
@@ -87,6 +91,16 @@ class Supervisor(SupervisorApi):
                     _ray.tell(handle, call(WarehouseStreamApi.start))
             except Exception:
                 log.exception("keeping warehouse streams failed")
+            await asyncio.sleep(self._settings.read_side.membership_interval_s)
+
+    async def _keep_webhooks(self) -> None:
+        """The webhooks actor exists and delivers, with no request needed (and after Ray restarted it)."""
+        while True:
+            try:
+                handle = await asyncio.to_thread(ensure_webhooks, self._settings)
+                _ray.tell(handle, call(WebhooksApi.start))
+            except Exception:
+                log.exception("keeping the webhooks actor failed")
             await asyncio.sleep(self._settings.read_side.membership_interval_s)
 
     async def settings(self) -> ServiceSettings:

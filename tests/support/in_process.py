@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from capacity_service.adapters.journal.memory import InMemoryJournal
+from capacity_service.adapters.webhooks.memory import InMemoryWebhookStore
 from capacity_service.application.availability_feed import AvailabilityFeed, Watcher
 from capacity_service.application.availability_index import AvailabilityIndex
 from capacity_service.application.host_first import HostFirstSender
@@ -16,13 +17,14 @@ from capacity_service.application.order_host import OrderHost
 from capacity_service.application.order_writer import OrderOutcome
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
+from capacity_service.application.webhook_delivery import WebhookDeliveries
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.domain import PoolCommand, PoolView, Reservation, ReservationStatus, WaitlistPlace
 from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.order import OrderCommand, OrderView
 from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
-from capacity_service.settings import WriteSideSettings
+from capacity_service.settings import WebhookSettings, WriteSideSettings
 
 T = TypeVar("T")
 
@@ -113,6 +115,16 @@ class IndexAvailability:
         return self.index.view(pool_id)
 
 
+class NoNetwork:
+    """Webhook deliveries' transport in unit tests: no name resolves, no POST goes out."""
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        raise OSError(f"{host}: no network in unit tests")
+
+    async def post(self, url: str, headers: dict[str, str], body: bytes, timeout_s: float, allow_private: bool) -> int:
+        raise ConnectionRefusedError("no network in unit tests")
+
+
 class InProcessBackend:
     """Implements the HTTP app's ``Backend``; the availability index is updated on every write."""
 
@@ -123,7 +135,13 @@ class InProcessBackend:
         self.ready_checks = {"cache": "ok", "pools": "ok", "journal": "ok"}
         self.host = PoolHost(self.journal, write_side, views=self)
         self.router = InProcessRouter(self.host, self.journal)
-        self.client = AsyncCapacityClient(router=self.router, availability=IndexAvailability(self.index))
+        # Registrations in memory, over this journal; nothing is delivered (``NoNetwork``).
+        self.webhooks = WebhookDeliveries(
+            WebhookSettings(allow_private_targets=True), InMemoryWebhookStore, lambda: self.journal, NoNetwork()
+        )
+        self.client = AsyncCapacityClient(
+            router=self.router, availability=IndexAvailability(self.index), webhooks=self.webhooks
+        )
 
     def publish_view(self, view: PoolView) -> None:
         if self.index.update(view):

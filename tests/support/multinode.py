@@ -27,7 +27,7 @@ from capacity_service.application.recovery import recover_pool
 from capacity_service.client import CapacityClient
 from capacity_service.domain import PoolState
 from capacity_service.domain.order import RESTING, OrderStatus
-from capacity_service.errors import CapacityError, OrderLineRefused
+from capacity_service.errors import CapacityError, OrderFailed, OrderLineRefused
 from capacity_service.models import OrderLineRequest
 from capacity_service.runtime import _ray
 from capacity_service.runtime.actor_api import PoolApi, call
@@ -263,11 +263,16 @@ def worker_log_mentions(local: LocalCluster, pid: int, text: str) -> bool:
     return any(text in path.read_text(errors="replace") for path in local.logs_dir().glob(f"worker-*-{pid}.err"))
 
 
+# The answers that settle an order: confirmed, or failed with nothing taken.
+SETTLED = ("ok", "refused", "failed")
+
+
 @dataclass
 class OrderStream:
     """Callers placing two-line orders (two distinct pools, one unit each), every order with its own id,
     keeping each order's lines and what the service answered: "ok" (confirmed), "refused" (a line could
-    not be served: nothing taken), or the error of an answer that settles nothing (503, 504, ...)."""
+    not be served: nothing taken), "failed" (undone for another reason, such as its deadline passing while
+    the journal was frozen: nothing taken), or the error of an answer that settles nothing (503, 504, ...)."""
 
     client: CapacityClient
     pools: list[str]
@@ -304,6 +309,8 @@ class OrderStream:
             self.client.place_order(lines, order_id=order_id)
         except OrderLineRefused:
             return "refused"
+        except OrderFailed:
+            return "failed"
         except CapacityError as exc:
             return type(exc).__name__
         return "ok"
@@ -312,10 +319,10 @@ class OrderStream:
         """Repeat every order whose answer settled nothing, with its id, until each is answered."""
         deadline = time.monotonic() + timeout_s
         for order_id, answer in list(self.answers.items()):
-            while answer not in ("ok", "refused") and time.monotonic() < deadline:
+            while answer not in SETTLED and time.monotonic() < deadline:
                 time.sleep(0.5)
                 answer = self.answers[order_id] = self.place(order_id)
-        unsettled = {o: a for o, a in self.answers.items() if a not in ("ok", "refused")}
+        unsettled = {o: a for o, a in self.answers.items() if a not in SETTLED}
         assert not unsettled, f"orders still unsettled: {list(unsettled.items())[:5]}"
 
 
@@ -359,7 +366,10 @@ def check_orders(settings: ServiceSettings, stream: OrderStream, capacity: int) 
             writer.reload()
             status = writer.state.status
             assert stream.answers[order_id] != "ok" or status is OrderStatus.CONFIRMED, (order_id, status)
-            assert stream.answers[order_id] != "refused" or status is OrderStatus.FAILED, (order_id, status)
+            assert stream.answers[order_id] not in ("refused", "failed") or status is OrderStatus.FAILED, (
+                order_id,
+                status,
+            )
             taken = []
             for line, pool_id in enumerate(pools):
                 found = states[pool_id].reservation_for_request(f"order:{order_id}:{line}:0")

@@ -173,6 +173,10 @@ def test_every_actor_implements_every_method_of_its_protocol() -> None:
         (Supervisor, SupervisorApi),
     )
     pairs += ((WarehouseStreamActor, WarehouseStreamApi),)
+    from capacity_service.runtime.actor_api import WebhooksApi
+    from capacity_service.runtime.webhook_actor import WebhookActor
+
+    pairs += ((WebhookActor, WebhooksApi),)
     stubs = []
     for actor, protocol in pairs:
         assert protocol in actor.__mro__
@@ -196,11 +200,17 @@ COMPOSED = {
     "PoolHost",
     "PoolRouter",
     "WarehouseStream",
+    "open_webhook_store",
+    "SqlWebhookStore",
+    "CassandraWebhookStore",
+    "WebhookDeliveries",
+    "HttpxTransport",
 }
 MAY_COMPOSE = {
     "runtime/bootstrap.py": "the composition root",
     "adapters/journal/__init__.py": "the journal factory (open_journal)",
     "adapters/warehouse/__init__.py": "the sink factory (open_sink)",
+    "adapters/webhooks/__init__.py": "the webhook store factory (open_webhook_store)",
     "adapters/journal/preflight.py": "opens the journal the settings name to check it before anything starts",
 }
 

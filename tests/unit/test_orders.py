@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from capacity_service.adapters.journal import NewEvent
+from capacity_service.adapters.journal import JournalUnavailable, NewEvent, StoredEvent
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.application.host_first import HostFirstSender
 from capacity_service.application.order_driver import CommandSender, OrderDriver
@@ -261,6 +261,47 @@ def test_an_order_answered_taken_stays_taken_when_its_host_dies_before_recording
             await asyncio.sleep(0.05)
         assert (await second.remaining("van"), await second.remaining("picker")) == (1, 1)
         assert [e.event_type for e in journal.read("order~o1")] == ["OrderPlaced", "OrderLinesTaken"]
+
+    run(scenario)
+
+
+class OutageAtTheRecord(InMemoryJournal):
+    """The journal goes down (appends and reads fail) as an order's lines are recorded taken, until ``up``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.went_down = False
+
+    def append(
+        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+    ) -> int:
+        if not self.went_down and any(e.event_type == "OrderLinesTaken" for e in events):
+            self.went_down = self.down = True
+        if self.down:
+            raise JournalUnavailable("down")
+        return super().append(pool_id, expected_seq_nr, epoch, events, creates)
+
+    def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:
+        if self.down:
+            raise JournalUnavailable("down")
+        return super().read(pool_id, from_seq_nr)
+
+
+def test_an_order_is_driven_on_through_a_journal_outage_without_being_asked() -> None:
+    async def scenario() -> None:
+        journal = OutageAtTheRecord()
+        hosts = Hosts(journal)
+        await hosts.configure(("van", 2), ("picker", 2))
+        answered = await hosts.orders.execute("o1", place("o1", [("van", 1), ("picker", 1)]), time.time() + 5)
+        assert answered.view.status is OrderStatus.CONFIRMED  # every line was taken before the outage
+        await asyncio.sleep(0.5)  # the record failed, and the order cannot even be read back meanwhile
+        journal.down = False
+        deadline = time.monotonic() + 5
+        while [e.event_type for e in journal.read("order~o1")] != ["OrderPlaced", "OrderLinesTaken"]:
+            assert time.monotonic() < deadline, list(journal.read("order~o1"))
+            await asyncio.sleep(0.05)
+        assert (await hosts.remaining("van"), await hosts.remaining("picker")) == (1, 1)
 
     run(scenario)
 

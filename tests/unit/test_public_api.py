@@ -43,6 +43,11 @@ PUBLIC = {
     "ReservationNotFound",
     "SettingsMismatch",
     "Unavailable",
+    # webhooks (v1.2): the models and errors of their calls
+    "Webhook",
+    "WebhookStatus",
+    "WebhookNotFound",
+    "TooManyWebhooks",
     # the settings
     "ServiceSettings",
     "service_settings",
@@ -57,6 +62,7 @@ PUBLIC = {
     "ParquetSinkSettings",
     "SqlSinkSettings",
     "RedshiftSinkSettings",
+    "WebhookSettings",
 }
 
 

@@ -49,6 +49,7 @@ from capacity_service.entrypoints.http.schemas import (
 )
 from capacity_service.entrypoints.http.stream import stream_handlers
 from capacity_service.entrypoints.http.waitlist import waitlist_handlers
+from capacity_service.entrypoints.http.webhooks import webhook_handlers
 from capacity_service.errors import CapacityError, InvalidRequest
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
 from capacity_service.settings import HttpSettings
@@ -200,6 +201,7 @@ def create_app(backend: Backend, settings: HttpSettings | None = None, metrics: 
         *admin_handlers(backend.client),
         *order_handlers(backend.client),
         *waitlist_handlers(backend.client),
+        *webhook_handlers(backend.client),
         *stream_handlers(backend, settings.stream_heartbeat_s),
         _place_order_handler(operations),
     ]

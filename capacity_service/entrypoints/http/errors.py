@@ -28,9 +28,11 @@ from capacity_service.errors import (
     ReservationNotFound,
     ReservationReleased,
     SeqNrOutOfRange,
+    TooManyWebhooks,
     Unavailable,
     WaitlistEntryNotFound,
     WaitlistFull,
+    WebhookNotFound,
 )
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ STATUS: dict[type[CapacityError], int] = {
     Unauthorized: 401,
     Forbidden: 403,
     PayloadTooLarge: 413,
+    WebhookNotFound: 404,
+    TooManyWebhooks: 409,
 }
 
 

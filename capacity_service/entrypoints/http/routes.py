@@ -31,6 +31,8 @@ from capacity_service.models import (
     ReservationList,
     ReservationReceipt,
     WaitlistPlace,
+    Webhook,
+    WebhookList,
 )
 
 Method = Literal["GET", "POST", "PUT", "DELETE"]
@@ -71,6 +73,8 @@ _RESERVATION_NOT_FOUND = (404, "reservation_not_found")
 _ORDER_NOT_FOUND = (404, "order_not_found")
 _WAITLIST_ENTRY_NOT_FOUND = (404, "pool_not_found, waitlist_entry_not_found")
 _ADMIN = ("admin",)
+_WEBHOOKS = ("webhooks",)
+_WEBHOOK_NOT_FOUND = (404, "webhook_not_found")
 
 # The hot routes first, as FastAPI is given them: Serve matches every request against them in order.
 ROUTES: tuple[Route, ...] = (
@@ -269,6 +273,38 @@ ROUTES: tuple[Route, ...] = (
         PoolCheck,
         responses=_errors(_POOL_NOT_FOUND),
         tags=_ADMIN,
+    ),
+    # Webhooks (``webhooks.py``).
+    Route(
+        "PUT",
+        "/v1/webhooks/{webhook_id}",
+        "put_webhook",
+        Access.ADMIN,
+        Webhook,
+        responses={
+            201: {"model": Webhook, "description": "registered"},
+            **_errors((409, "too_many_webhooks"), (422, "invalid_request: a URL that is not http(s) or private")),
+        },
+        tags=_WEBHOOKS,
+    ),
+    Route("GET", "/v1/webhooks", "list_webhooks", Access.ADMIN, WebhookList, tags=_WEBHOOKS),
+    Route(
+        "GET",
+        "/v1/webhooks/{webhook_id}",
+        "get_webhook",
+        Access.ADMIN,
+        Webhook,
+        responses=_errors(_WEBHOOK_NOT_FOUND),
+        tags=_WEBHOOKS,
+    ),
+    Route(
+        "DELETE",
+        "/v1/webhooks/{webhook_id}",
+        "delete_webhook",
+        Access.ADMIN,
+        Webhook,
+        responses=_errors(_WEBHOOK_NOT_FOUND),
+        tags=_WEBHOOKS,
     ),
 )
 

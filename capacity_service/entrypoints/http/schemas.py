@@ -18,6 +18,7 @@ POOL_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="
 RESERVATION_ID = Annotated[str, Path(max_length=256, description="as returned by a reserve")]
 WAITLIST_ENTRY_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{16,64}$", description="as returned by a join")]
 ORDER_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
+WEBHOOK_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
 MAX_QUANTITY = 1_000_000
 MAX_CAPACITY = 1_000_000_000
 # No control characters (NUL above all): zones and request ids end up in logs and in the warehouse, and
@@ -63,6 +64,22 @@ class PutPoolRequest(_Request):
     # Left out: as the pool has them (for a new pool 86,400 and 10,000).
     max_hold_seconds: Annotated[int, Field(ge=1, le=LONGEST_HOLD_SECONDS), Integral] | None = None
     waitlist_limit: Annotated[int, Field(ge=0, le=MAX_WAITLIST_LIMIT), Integral] | None = None
+
+
+WebhookEventType = Literal[
+    "pool.sold_out", "pool.back_on_sale", "hold.expired", "waitlist.offered", "order.confirmed", "order.cancelled"
+]
+
+
+class PutWebhookRequest(_Request):
+    """A webhook: where to POST (http or https; private addresses only when the service allows them), which
+    events, and the secret that signs every delivery (never shown again)."""
+
+    url: Annotated[
+        StrictStr, Field(min_length=1, max_length=2048, pattern=r"^https?://[A-Za-z0-9.:_\[\]-]+([/?#][!-~]*)?$")
+    ]
+    events: Annotated[list[WebhookEventType], Field(min_length=1, max_length=6)]
+    secret: Annotated[StrictStr, Field(min_length=16, max_length=512, pattern=PRINTABLE)]
 
 
 class AvailabilityRequest(_Request):
