@@ -5,13 +5,14 @@ snapshot), and the codec (new events, PoolConfigured v2 and snapshot v3 still re
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from capacity_service.adapters.codec import Codec, PoolSnapshotV3
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.application.recovery import differences, recover_pool
+from capacity_service.application.webhook_events import EventMapper, new_fold
 from capacity_service.domain import (
     DEFAULT_MAX_HOLD_SECONDS,
     DEFAULT_WAITLIST_LIMIT,
@@ -389,3 +390,26 @@ def test_the_operators_check_tells_waitlists_that_differ() -> None:
     assert "the entries waiting, or their order, differ" in found
     assert any(line.startswith(f"waitlist entry {entries[0].entry_id!r}") for line in found)
     assert differences(state, state.copy()) == []
+
+
+def test_the_webhooks_map_the_offers_a_pool_writes_and_nothing_else_of_the_waitlist() -> None:
+    journal, clock = InMemoryJournal(), Clock()
+    writer = writer_on(journal, clock)
+    taken = hold(seconds=600)
+    writer.execute([ConfigurePool(1, "z"), taken])
+    entries = [join(request_id="w-1"), join(request_id="w-2")]
+    writer.execute(entries)
+    writer.execute([LeaveWaitlist(entries[1].entry_id), ExtendHold(taken.reservation_id, 900)])
+    writer.execute([Release(taken.reservation_id)])
+    mapper, fold = EventMapper(), new_fold("p")
+    events = [e for stored in journal.read("p") for e in mapper.map("p", fold, stored)]
+    assert [e.event_type for e in events] == ["pool.sold_out", "pool.back_on_sale", "waitlist.offered", "pool.sold_out"]
+    offered = events[2].data
+    assert {k: offered[k] for k in ("pool_id", "entry_id", "request_id", "reservation_id", "quantity")} == {
+        "pool_id": "p",
+        "entry_id": entries[0].entry_id,
+        "request_id": "w-1",
+        "reservation_id": entries[0].reservation_id,
+        "quantity": 1,
+    }
+    assert datetime.fromisoformat(offered["expires_at"]) == T0 + timedelta(seconds=60)
