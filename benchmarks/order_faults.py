@@ -48,6 +48,7 @@ from capacity_service.settings import (
     SnapshotSettings,
     SqlJournalSettings,
     WarehouseSettings,
+    WebhookSettings,
 )
 from tests.support.multinode import OrderStream, check_orders
 
@@ -64,6 +65,7 @@ def settings_on(journal: SqlJournalSettings) -> ServiceSettings:
             watchdog_interval_s=1.0,
         ),
         warehouse=WarehouseSettings(enabled=False),  # not under test; saves processes on 2 cores
+        webhooks=WebhookSettings(enabled=False),
         snapshots=SnapshotSettings(every_n_events=100_000),
     )
 

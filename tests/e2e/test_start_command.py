@@ -281,7 +281,8 @@ def test_the_live_service_keeps_its_openapi_contract(tmp_path: Path) -> None:
             for mode in schemathesis.GenerationMode:
 
                 @given(case=operation.as_strategy(generation_mode=mode))
-                @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+                # Few examples per operation: tests/unit/test_openapi_schemathesis.py runs many on the app itself.
+                @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)
                 def drive(case: Any) -> None:
                     check_case(case)
 

@@ -23,6 +23,7 @@ from capacity_service.settings import (
     ServiceSettings,
     SqlJournalSettings,
     WarehouseSettings,
+    WebhookSettings,
 )
 from tests.support.history import History, check, events_in
 
@@ -67,6 +68,7 @@ def outage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any
         journal=journal,
         hosting=HostingSettings(namespace=namespace, call_timeout_s=20),
         warehouse=WarehouseSettings(enabled=False),  # tested on its own in test_warehouse_stream.py
+        webhooks=WebhookSettings(enabled=False),  # tested on their own in test_webhooks*.py
     )
     yield server, settings
     kill_namespace(namespace)

@@ -44,6 +44,7 @@ from capacity_service.settings import (
     SnapshotSettings,
     SqlJournalSettings,
     WarehouseSettings,
+    WebhookSettings,
 )
 from devenv import LocalCassandra
 from tests.support.history import History, check, events_in, holds_ended
@@ -104,6 +105,7 @@ def settings_for(journal: SqlJournalSettings | CassandraJournalSettings) -> Serv
             watchdog_interval_s=1.0,
         ),
         warehouse=WarehouseSettings(enabled=False),  # not under test here; saves processes on 2 cores
+        webhooks=WebhookSettings(enabled=False),  # likewise (tests/integration/test_webhooks*.py)
         snapshots=SnapshotSettings(every_n_events=100_000),  # no journal write but the reserves' own
     )
 
@@ -412,13 +414,13 @@ def test_orders_while_cassandra_is_frozen_then_thawed(
             stream = OrderStream(client, pools)
             stream.start()
             try:
-                time.sleep(1.5)
+                time.sleep(1.0)
                 cassandra.pause()
                 try:
-                    time.sleep(8.0)  # past request_timeout_s: appends of unknown outcome, then refusals
+                    time.sleep(5.0)  # past request_timeout_s (2 s): appends of unknown outcome, then refusals
                 finally:
                     cassandra.resume()
-                time.sleep(3.0)
+                time.sleep(2.0)
             finally:
                 stream.stop()
                 cassandra.resume()

@@ -37,6 +37,7 @@ from capacity_service.settings import (
     ServiceSettings,
     SqlJournalSettings,
     WarehouseSettings,
+    WebhookSettings,
 )
 from tests.support.history import History, check, events_in, holds_ended
 
@@ -63,7 +64,13 @@ def settings(
     namespace = f"test-{uuid.uuid4().hex[:8]}"
     hosting = HostingSettings(mode=request.param, shards=2, namespace=namespace, call_timeout_s=20)
     # The warehouse stream is tested on its own (test_warehouse_stream.py).
-    yield ServiceSettings(journal=journal_settings, hosting=hosting, warehouse=WarehouseSettings(enabled=False))
+    # Webhooks likewise (test_webhooks*.py): neither costs every test here an actor process more.
+    yield ServiceSettings(
+        journal=journal_settings,
+        hosting=hosting,
+        warehouse=WarehouseSettings(enabled=False),
+        webhooks=WebhookSettings(enabled=False),
+    )
     kill_namespace(namespace)
 
 
