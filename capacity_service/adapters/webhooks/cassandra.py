@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Sequence
-from datetime import UTC
-from typing import Any
 
 from cassandra import DriverException
 from cassandra.cluster import NoHostAvailable, Session
@@ -81,11 +79,11 @@ class CassandraWebhookStore(WebhookStore):
     def get(self, webhook_id: str) -> WebhookRecord | None:
         with self._translated_errors():
             row = self._session.execute(self._get, (webhook_id,)).one()
-        return None if row is None else _record(row)
+        return None if row is None else WebhookRecord.of_row(row)
 
     def all(self) -> list[WebhookRecord]:
         with self._translated_errors():
-            records = [_record(row) for row in self._session.execute(self._all)]
+            records = [WebhookRecord.of_row(row) for row in self._session.execute(self._all)]
         return sorted(records, key=lambda record: record.webhook_id)
 
     def delete(self, webhook_id: str) -> bool:
@@ -124,15 +122,3 @@ class CassandraWebhookStore(WebhookStore):
             yield
         except (NoHostAvailable, DriverException, OSError) as exc:
             raise WebhookStoreError(f"cassandra webhook store: {type(exc).__name__}: {exc}") from exc
-
-
-def _record(row: Any) -> WebhookRecord:
-    created_at = row.created_at if row.created_at.tzinfo is not None else row.created_at.replace(tzinfo=UTC)
-    return WebhookRecord(
-        webhook_id=row.webhook_id,
-        url=row.url,
-        event_types=tuple(json.loads(row.event_types)),
-        secret=row.secret,
-        generation=row.generation,
-        created_at=created_at,
-    )

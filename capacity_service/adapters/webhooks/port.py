@@ -12,11 +12,12 @@ as opaque bytes.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Self
+from datetime import UTC, datetime
+from typing import Any, Self
 
 
 class WebhookStoreError(Exception):
@@ -36,6 +37,19 @@ class WebhookRecord:
         return (
             f"WebhookRecord(webhook_id={self.webhook_id!r}, url={self.url!r}, event_types={self.event_types!r}, "
             f"generation={self.generation!r}, created_at={self.created_at.isoformat()})"
+        )
+
+    @classmethod
+    def of_row(cls, row: Any) -> Self:
+        """From a stored row (SQL or Cassandra: the same columns; event types as JSON, a naive time as UTC)."""
+        created_at = row.created_at if row.created_at.tzinfo is not None else row.created_at.replace(tzinfo=UTC)
+        return cls(
+            webhook_id=row.webhook_id,
+            url=row.url,
+            event_types=tuple(json.loads(row.event_types)),
+            secret=row.secret,
+            generation=row.generation,
+            created_at=created_at,
         )
 
 

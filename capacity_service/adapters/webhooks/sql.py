@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Sequence
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +74,12 @@ class SqlWebhookStore(WebhookStore):
         query = select(webhooks_table).where(webhooks_table.c.webhook_id == webhook_id)
         with self._translated_errors(), self._reader() as conn:
             row = conn.execute(query).first()
-        return None if row is None else _record(row)
+        return None if row is None else WebhookRecord.of_row(row)
 
     def all(self) -> list[WebhookRecord]:
         query = select(webhooks_table).order_by(webhooks_table.c.webhook_id)
         with self._translated_errors(), self._reader() as conn:
-            return [_record(row) for row in conn.execute(query)]
+            return [WebhookRecord.of_row(row) for row in conn.execute(query)]
 
     def delete(self, webhook_id: str) -> bool:
         with self._translated_errors(), self._write_lock, self._engine.begin() as conn:
@@ -137,15 +136,3 @@ class SqlWebhookStore(WebhookStore):
             yield
         except SQLAlchemyError as exc:
             raise WebhookStoreError(f"{self._dialect} webhook store: {type(exc).__name__}") from exc
-
-
-def _record(row: Any) -> WebhookRecord:
-    created_at = row.created_at if row.created_at.tzinfo is not None else row.created_at.replace(tzinfo=UTC)
-    return WebhookRecord(
-        webhook_id=row.webhook_id,
-        url=row.url,
-        event_types=tuple(json.loads(row.event_types)),
-        secret=row.secret,
-        generation=row.generation,
-        created_at=created_at,
-    )
