@@ -18,12 +18,13 @@ def view(pool_id: str, zone: str = "north", remaining: int = 5, version: int = 1
     return PoolView(pool_id, True, zone, None, None, remaining, 0, remaining, version)
 
 
-_STREAMS: dict[int, AsyncIterator[AvailabilityChange | None]] = {}
+# Keyed by the watcher itself, not its id(): an id is reused once a watcher of an earlier test is collected.
+_STREAMS: dict[Watcher, AsyncIterator[AvailabilityChange | None]] = {}
 
 
 async def taken(watcher: Watcher, count: int) -> list[AvailabilityChange]:
     """The watcher's next ``count`` changes, from its one stream (as the HTTP handler reads it)."""
-    stream = _STREAMS.setdefault(id(watcher), watcher.changes(heartbeat_s=1))
+    stream = _STREAMS.setdefault(watcher, watcher.changes(heartbeat_s=1))
     found: list[AvailabilityChange] = []
     while len(found) < count:
         change = await anext(stream)
