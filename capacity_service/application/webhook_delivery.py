@@ -81,6 +81,10 @@ class WebhookTransport(Protocol):
         webhooks may not reach (unless ``allow_private``), and any other error when the POST fails."""
         ...
 
+    async def aclose(self) -> None:
+        """Close its connections (the deliveries are stopped)."""
+        ...
+
 
 class WebhookAdmin(Protocol):
     """The operator's calls on webhooks (the HTTP routes and the client's methods go through it)."""
@@ -603,6 +607,7 @@ class WebhookDeliveries(WebhookAdmin):
                 await self._task
         for delivery in self._running():
             await delivery.stop(save=True)
+        await self._transport.aclose()
         for resource in (self._store, self._journal):
             if resource is not None:
                 resource.close()

@@ -42,6 +42,9 @@ class FakeTransport:
     async def resolve(self, host: str, port: int) -> list[str]:
         return ["93.184.216.34"]
 
+    async def aclose(self) -> None:
+        pass
+
     async def post(self, url: str, headers: dict[str, str], body: bytes, timeout_s: float, allow_private: bool) -> int:
         event = json.loads(body)
         stream = event["id"].rsplit("/", 2)[0]
