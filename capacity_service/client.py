@@ -34,6 +34,8 @@ from capacity_service.models import (
     ReleaseReceipt,
     ReservationInfo,
     ReservationReceipt,
+    Schedule,
+    ScheduleTemplate,
     WaitlistPlace,
     Webhook,
 )
@@ -251,6 +253,14 @@ class CapacityClient:
 
     def reset_pool(self, pool_id: str, to_seq_nr: int) -> Pool:
         return self._run(self._async.reset_pool(pool_id, to_seq_nr))
+
+    def put_schedule(self, schedule_id: str, template: ScheduleTemplate) -> Schedule:
+        """Create or update the pools of ``template`` (in the background: ``get_schedule`` says how it goes)."""
+        schedule, _ = self._run(self._async.put_schedule(schedule_id, template))
+        return schedule
+
+    def get_schedule(self, schedule_id: str) -> Schedule:
+        return self._run(self._async.get_schedule(schedule_id))
 
     def put_webhook(self, webhook_id: str, url: str, events: Sequence[str], secret: str) -> Webhook:
         webhook, _ = self._run(self._async.put_webhook(webhook_id, url, events, secret))

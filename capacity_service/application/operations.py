@@ -19,6 +19,7 @@ from capacity_service.application.checks import MAX_ZONE_LENGTH, check_choice, p
 from capacity_service.application.choosing import attempt_request_id, candidates, ordered
 from capacity_service.application.order_operations import ORDER_REQUEST_PREFIX, OrderGateway, OrderOperations, raised
 from capacity_service.application.pool_writer import CommandOutcome
+from capacity_service.application.schedule_operations import ScheduleGateway, ScheduleOperations
 from capacity_service.domain import (
     DEFAULT_OFFER_HOLD_SECONDS,
     MAX_HOLD_SECONDS,
@@ -31,6 +32,7 @@ from capacity_service.domain import (
     InvalidId,
     JoinWaitlist,
     LeaveWaitlist,
+    LowersBelowReserved,
     NotEnoughCapacity,
     PausePool,
     PoolCommand,
@@ -59,6 +61,7 @@ from capacity_service.domain import (
 from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.ids import is_waitlist_entry_id
 from capacity_service.errors import (
+    CapacityBelowReserved,
     CapacityError,
     HoldExpired,
     InsufficientCapacity,
@@ -93,9 +96,9 @@ MAX_CANDIDATES = 20
 MAX_POOLS_LOOKED_AT = 200
 
 
-class PoolGateway(OrderGateway, Protocol):
-    """Where the commands and reads of a pool (and an order: ``OrderGateway``) go; errors come back as
-    values."""
+class PoolGateway(OrderGateway, ScheduleGateway, Protocol):
+    """Where the commands and reads of a pool (and an order's, a schedule's: ``OrderGateway``,
+    ``ScheduleGateway``) go; errors come back as values."""
 
     async def execute(
         self, pool_id: str, command: PoolCommand, deadline: float | None = None
@@ -134,7 +137,7 @@ class AvailabilitySource(Protocol):
         there is no such copy, or it does not know the pool (then ask the pool)."""
 
 
-class CapacityOperations(OrderOperations):
+class CapacityOperations(OrderOperations, ScheduleOperations):
     """The operations, each checking its input and answering with a model or raising a ``CapacityError``.
     ``call_timeout_s``: how long a command may take before its pool must not decide it any more."""
 
@@ -519,6 +522,8 @@ def error_of(rejection: object) -> CapacityError:
             return WaitlistEntryNotFound(pool_id, entry_id)
         case WaitlistIsFull(pool_id=pool_id, limit=limit):
             return WaitlistFull(pool_id, limit)
+        case LowersBelowReserved(pool_id=pool_id, capacity=capacity, reserved=reserved):
+            return CapacityBelowReserved(pool_id, capacity, reserved)
         case InvalidCommand(reason=reason):
             return InvalidRequest(reason)
     return CapacityError(str(rejection))

@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from itertools import islice
 
-from capacity_service.adapters.codec import Codec, OrderCodec
+from capacity_service.adapters.codec import Codec, OrderCodec, ScheduleCodec
 from capacity_service.adapters.journal import Journal
-from capacity_service.adapters.warehouse.rows import Delivery, WarehouseRow, next_rows, order_rows
+from capacity_service.adapters.warehouse.rows import Delivery, WarehouseRow, next_rows, order_rows, schedule_rows
 from capacity_service.adapters.warehouse.sink import WarehouseSink
-from capacity_service.domain.ids import is_order_stream
+from capacity_service.domain.ids import is_order_stream, is_schedule_stream
 from capacity_service.settings import WarehouseSettings
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class WarehouseStream:
         self._owns = owns
         self._codec = Codec()
         self._order_codec = OrderCodec()
+        self._schedule_codec = ScheduleCodec()
         self._sink: WarehouseSink | None = None
         self._journal: Journal | None = None
         self._cursors: dict[str, Delivery] | None = None  # None until loaded from the sink
@@ -293,11 +294,15 @@ class WarehouseStream:
         """The rows of up to ``limit`` events after ``before``, event by event."""
         events: list[list[WarehouseRow]] = []
         cursor = before
-        is_order = is_order_stream(before.pool_id)  # an order's events come through here only (no live hand-over)
+        # An order's and a schedule's events come through here only (no live hand-over).
+        is_order, is_schedule = is_order_stream(before.pool_id), is_schedule_stream(before.pool_id)
         for stored in islice(journal.read(before.pool_id, before.seq_nr + 1), limit):
             if is_order:
                 order_event = self._order_codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
                 rows = [order_rows(cursor, stored.seq_nr, order_event, stored.recorded_at)]
+            elif is_schedule:
+                decoded = self._schedule_codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
+                rows = [schedule_rows(cursor, stored.seq_nr, decoded, stored.recorded_at)]
             else:
                 event = self._codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
                 rows = next_rows(cursor, stored.seq_nr, event, stored.recorded_at)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol
 
 from capacity_service.domain import PersistedEvent, PoolCommand, PoolView, Reservation, ReservationStatus, WaitlistPlace
 from capacity_service.domain.order import OrderView
+from capacity_service.domain.schedule import ScheduleView
 from capacity_service.errors import CapacityError
 from capacity_service.models import Webhook
 
@@ -88,6 +89,8 @@ class PoolApi(PoolCalls, Protocol):
     async def execute_many(self, commands: list[AddressedCommand]) -> list[CommandOutcome | CapacityError]: ...
 
     async def order_view(self, order_id: str) -> OrderView | CapacityError: ...
+
+    async def schedule_view(self, schedule_id: str) -> ScheduleView | CapacityError: ...
 
     async def open_channel(self) -> ChannelAddress | None: ...
 

@@ -18,8 +18,9 @@ from capacity_service.application.hosting import HostFenced
 from capacity_service.application.order_writer import OrderOutcome
 from capacity_service.application.pool_host import AddressedCommand
 from capacity_service.application.pool_writer import CommandOutcome, answer_of_absent_pool, view_of_absent_pool
+from capacity_service.application.schedule_writer import ScheduleOutcome
 from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Reservation, ReservationStatus, WaitlistPlace
-from capacity_service.domain.ids import order_of_stream, order_stream_id
+from capacity_service.domain.ids import order_of_stream, order_stream_id, schedule_of_stream, schedule_stream_id
 from capacity_service.domain.order import (
     OrderCommand,
     OrderState,
@@ -27,6 +28,14 @@ from capacity_service.domain.order import (
     PlaceOrder,
     UnknownOrder,
     view_of_order,
+)
+from capacity_service.domain.schedule import (
+    ApplySchedule,
+    ScheduleCommand,
+    ScheduleState,
+    ScheduleView,
+    UnknownSchedule,
+    view_of_schedule,
 )
 from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, PoolNotFound, Unavailable
 from capacity_service.runtime._ray import ActorCalls, ActorGone, Handle
@@ -66,6 +75,11 @@ def _answer_by(settings: ServiceSettings, commands: list[AddressedCommand]) -> f
 def _absent_order(stream_id: str, command: Any) -> OrderOutcome:
     order_id = order_of_stream(stream_id)
     return OrderOutcome(UnknownOrder(order_id), view_of_order(OrderState(order_id), 0))
+
+
+def _absent_schedule(stream_id: str, command: Any) -> ScheduleOutcome:
+    schedule_id = schedule_of_stream(stream_id)
+    return ScheduleOutcome(UnknownSchedule(schedule_id), view_of_schedule(ScheduleState(schedule_id), 0))
 
 
 def actor_name(settings: ServiceSettings, pool_id: str) -> str:
@@ -170,6 +184,30 @@ class PoolRouter:
         stream_id = order_stream_id(order_id)
         return await self._ask_pool(
             stream_id, call(PoolApi.order_view, order_id), lambda _: view_of_order(OrderState(order_id), 0)
+        )
+
+    async def execute_schedule(
+        self, schedule_id: str, command: ScheduleCommand, deadline: float | None = None
+    ) -> ScheduleOutcome | CapacityError:
+        """``execute`` for a schedule: to the shard actor that hosts its stream (as an order's)."""
+        if self._settings.hosting.mode != "sharded":
+            return Unavailable("schedules need sharded hosting (hosting.mode: sharded, the default)")
+        answer: ScheduleOutcome | CapacityError = await self._send_command(
+            schedule_stream_id(schedule_id),
+            command,
+            deadline,
+            isinstance(command, ApplySchedule),
+            _absent_schedule,
+        )
+        return answer
+
+    async def schedule_view(self, schedule_id: str) -> ScheduleView | CapacityError:
+        if self._settings.hosting.mode != "sharded":
+            return Unavailable("schedules need sharded hosting (hosting.mode: sharded, the default)")
+        return await self._ask_pool(
+            schedule_stream_id(schedule_id),
+            call(PoolApi.schedule_view, schedule_id),
+            lambda _: view_of_schedule(ScheduleState(schedule_id), 0),
         )
 
     async def _send_command(

@@ -48,18 +48,38 @@ def webhook_url_refused(case: Any) -> bool:
     return False
 
 
+def schedule_refused(case: Any) -> bool:
+    """A schedule's template that its schema lets through but that describes no valid set of pools (``to``
+    before ``from``, a zone named twice, an unknown time zone, no pool, too many: ``PutScheduleRequest``
+    says so in words): refused (422)."""
+    import json
+
+    from pydantic import ValidationError
+
+    from capacity_service.domain.schedule import InvalidTemplate, check_template
+    from capacity_service.entrypoints.http.schemas import PutScheduleRequest
+
+    if case.method != "PUT" or not case.path.startswith("/v1/schedules/") or not isinstance(case.body, dict):
+        return False
+    try:
+        check_template(PutScheduleRequest.model_validate_json(json.dumps(case.body)).template().template())
+    except (ValidationError, InvalidTemplate):
+        return True
+    return False
+
+
 def check_case(case: Any) -> None:  # a schemathesis.Case
     """Every schemathesis check on the case's answer; a case that breaks only a rule JSON Schema cannot
         express (a slot out of order, a pool named twice in an order) must be refused (422), which is all the
         schema-valid-yet-refused check would object to; so is a 410 of a pool an earlier case retired, and a 422
         of a hold longer than the pool's ``max_hold_seconds``, and a 422 of a webhook URL whose host is private or
-    does not resolve. The
+    does not resolve, and a schedule's template that describes no valid set of pools. The
         availability stream is left out: its answer never
         ends, which no schemathesis call waits out (tests/unit/test_http_stream.py and the e2e tests cover it)."""
     if case.path == "/v1/availability/stream":
         return
     refused = (case.method == "PUT" and slot_out_of_order(case.body)) or pool_named_twice(case.body)
-    if refused or webhook_url_refused(case):
+    if refused or webhook_url_refused(case) or schedule_refused(case):
         response = case.call()
         assert response.status_code == 422, response.text  # this rule, or another of the case's faults
         return

@@ -23,6 +23,7 @@ from capacity_service.domain.schedule import (
     FinishApply,
     InvalidTemplate,
     RecordBatch,
+    Refusal,
     ScheduleApplied,
     ScheduleApplying,
     SchedulePoolsApplied,
@@ -279,3 +280,21 @@ def test_a_schedule_never_lowers_capacity_below_what_is_taken_unless_its_templat
     raised = decide(lowered, ConfigurePool(5, "north", refuse_below_reserved=True))
     assert isinstance(raised, list) and raised  # raising capacity is never refused, even if still below
     assert decide(lowered, ConfigurePool(3, "north", refuse_below_reserved=True)) == []  # as it is: unchanged
+
+
+def test_a_schedule_s_events_are_read_back_as_written_and_a_newer_version_is_refused() -> None:
+    from capacity_service.adapters.codec import DecodingError, ScheduleCodec
+
+    codec = ScheduleCodec()
+    amsterdam = replace(DECEMBER, time_zone="Europe/Amsterdam", weekdays=("mon", "sat"), max_hold_seconds=900)
+    refusals = (Refusal("north:2026-12-01T08", "pool_retired", "pool 'north:2026-12-01T08' is retired"),)
+    events: list[ScheduleApplying | SchedulePoolsApplied | ScheduleApplied] = [
+        ScheduleApplying(1, amsterdam, 12, NOW),
+        SchedulePoolsApplied(1, BatchTally(0, 12, 10, 1, 0, 1, refusals, 42)),
+        ScheduleApplied(1, 3, ("south:2026-11-30T08",), NOW),
+    ]
+    for event in events:
+        stored = codec.encode_event(event)
+        assert codec.decode_event(stored.event_type, stored.schema_version, stored.payload) == event
+    with pytest.raises(DecodingError, match="v2 is not known"):
+        codec.decode_event("ScheduleApplying", 2, codec.encode_event(events[0]).payload)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self, TypeVar
 
-from capacity_service.domain.ids import is_order_stream
+from capacity_service.domain.ids import is_pool_stream
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -199,8 +199,8 @@ class Journal(ABC):
 
     @abstractmethod
     def pool_ids(self) -> Iterator[str]:
-        """Every stream (a pool's, or an order's: ``domain.ids.is_order_stream``) that has at least one event:
-        the registry used for bootstrap and the watchdog."""
+        """Every stream (a pool's, an order's or a schedule's: ``domain.ids.is_pool_stream``) that has at least
+        one event: the registry used for bootstrap and the watchdog."""
 
     @abstractmethod
     def mark_dormant(self, pool_id: str) -> None:
@@ -223,7 +223,7 @@ class Journal(ABC):
 
     def live_pool_ids(self) -> list[str]:
         """The live streams that are pools (the caches' sweeps, an operator's pause of them all)."""
-        return [stream_id for stream_id in self.live_stream_ids() if not is_order_stream(stream_id)]
+        return [stream_id for stream_id in self.live_stream_ids() if is_pool_stream(stream_id)]
 
     def heads(self) -> dict[str, int]:
         """The highest seq_nr of every registered pool. Adapters whose heads live in one table override

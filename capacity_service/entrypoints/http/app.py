@@ -33,6 +33,7 @@ from capacity_service.entrypoints.http.edge import Edge, JsonOperation, RequestM
 from capacity_service.entrypoints.http.errors import capacity_error_response, error_response, internal_error_response
 from capacity_service.entrypoints.http.orders import order_handlers, place_order
 from capacity_service.entrypoints.http.routes import BY_OPERATION, ROUTES, Access
+from capacity_service.entrypoints.http.schedules import schedule_handlers
 from capacity_service.entrypoints.http.schemas import (
     POOL_ID,
     RESERVATION_ID,
@@ -44,6 +45,7 @@ from capacity_service.entrypoints.http.schemas import (
     HealthBody,
     PlaceOrderRequest,
     PutPoolRequest,
+    PutScheduleRequest,
     ReserveRequest,
     choice_of,
 )
@@ -202,6 +204,7 @@ def create_app(backend: Backend, settings: HttpSettings | None = None, metrics: 
         *order_handlers(backend.client),
         *waitlist_handlers(backend.client),
         *webhook_handlers(backend.client),
+        *schedule_handlers(backend.client, lambda body, content_type: _parse(body, content_type, PutScheduleRequest)),
         *stream_handlers(backend, settings.stream_heartbeat_s),
         _place_order_handler(operations),
     ]

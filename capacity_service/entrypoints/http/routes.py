@@ -19,6 +19,7 @@ from capacity_service.entrypoints.http.schemas import (
     HealthBody,
     PlaceOrderRequest,
     PutPoolRequest,
+    PutScheduleRequest,
     ReserveBody,
 )
 from capacity_service.models import (
@@ -30,6 +31,7 @@ from capacity_service.models import (
     ReservationInfo,
     ReservationList,
     ReservationReceipt,
+    Schedule,
     WaitlistPlace,
     Webhook,
     WebhookList,
@@ -75,6 +77,7 @@ _WAITLIST_ENTRY_NOT_FOUND = (404, "pool_not_found, waitlist_entry_not_found")
 _ADMIN = ("admin",)
 _WEBHOOKS = ("webhooks",)
 _WEBHOOK_NOT_FOUND = (404, "webhook_not_found")
+_SCHEDULES = ("schedules",)
 
 # The hot routes first, as FastAPI is given them: Serve matches every request against them in order.
 ROUTES: tuple[Route, ...] = (
@@ -305,6 +308,30 @@ ROUTES: tuple[Route, ...] = (
         Webhook,
         responses=_errors(_WEBHOOK_NOT_FOUND),
         tags=_WEBHOOKS,
+    ),
+    # Schedules (``schedules.py``).
+    Route(
+        "PUT",
+        "/v1/schedules/{schedule_id}",
+        "put_schedule",
+        Access.ADMIN,
+        Schedule,
+        status_code=202,
+        responses={
+            200: {"model": Schedule, "description": "this template is being applied already: nothing new started"},
+            **_errors((422, "invalid_request: a template that describes no valid pools, or more than 100,000")),
+        },
+        json_body=PutScheduleRequest,
+        tags=_SCHEDULES,
+    ),
+    Route(
+        "GET",
+        "/v1/schedules/{schedule_id}",
+        "get_schedule",
+        Access.ADMIN,
+        Schedule,
+        responses=_errors((404, "schedule_not_found")),
+        tags=_SCHEDULES,
     ),
 )
 
