@@ -54,6 +54,9 @@ _Runner = StreamRunner[ScheduleWriter, ScheduleView]
 
 # Pools configured in one batch, and recorded in one event of the schedule: on SQLite one group commit.
 SCHEDULE_BATCH = 500
+# Batches under way at once: the next one's pools are configured while one is finished and recorded, so that
+# the journal is never idle waiting for the slowest pool of a batch (on Cassandra, each pool is a Paxos round).
+_BATCHES_UNDER_WAY = 2
 # After a step that could not be done (a pool's host or the journal failing), the next waits this long at
 # first, then twice as long each time, up to the longest.
 _RETRY_S = 0.2
@@ -71,10 +74,20 @@ class PoolConfigurer(Protocol):
 
 @dataclasses.dataclass
 class _Plan:
-    """A generation's pools, expanded once per host (an apply of 100,000 pools is a few hundred ms of it)."""
+    """A generation's pools, expanded once per host (an apply of 100,000 pools is a few hundred ms of it), and
+    its batches under way, by the index of their first pool: each configured, with the ms it took, or None
+    when a newer put replaced the generation."""
 
     generation: int
     pools: list[PlannedPool]
+    under_way: dict[int, asyncio.Task[tuple[list[CommandOutcome], int] | None]] = dataclasses.field(
+        default_factory=dict
+    )
+
+    def stop(self) -> None:
+        for task in self.under_way.values():
+            task.cancel()
+        self.under_way.clear()
 
 
 class ScheduleHost:
@@ -175,59 +188,77 @@ class ScheduleHost:
         schedule_id = runner.writer.schedule_id
         plan: _Plan | None = None
         retry_s = _RETRY_S
-        while not self._shared.fence.fenced and runner.state is not RunnerState.HANDED_BACK:
-            try:
-                await runner.quiet()
-            except CapacityError as exc:  # the journal cannot be read now: the apply waits, never stops
-                retry_s = await self._wait(schedule_id, f"the schedule cannot be read: {exc}", retry_s)
-                continue
-            state = runner.writer.state
-            if state.status is not ScheduleStatus.APPLYING or state.template is None:
+        try:
+            while not self._shared.fence.fenced and runner.state is not RunnerState.HANDED_BACK:
+                try:
+                    await runner.quiet()
+                except CapacityError as exc:  # the journal cannot be read now: the apply waits, never stops
+                    retry_s = await self._wait(schedule_id, f"the schedule cannot be read: {exc}", retry_s)
+                    continue
+                state = runner.writer.state
+                if state.status is not ScheduleStatus.APPLYING or state.template is None:
+                    self._waiting_on.pop(schedule_id, None)
+                    return
+                if plan is None or plan.generation != state.generation:
+                    if plan is not None:
+                        plan.stop()
+                    plan = _Plan(state.generation, await asyncio.to_thread(expand, state.template))
+                try:
+                    command = await self._step(runner, state, plan)
+                except Exception:  # a bug in a step must not stop the apply for good: the next try does it again
+                    log.exception("schedule %s: a step of its apply failed", schedule_id)
+                    command = None
+                if command is None:  # the generation moved on, or the step must be tried again
+                    continue
+                try:
+                    outcome: ScheduleOutcome = await self._submit(runner, command, None)
+                except CapacityError as exc:  # the journal failed: the step is done again (idempotent)
+                    why = f"recording the apply's progress failed: {exc}"
+                    retry_s = await self._wait(schedule_id, why, retry_s)
+                    continue
+                if not outcome.events and runner.writer.state.generation == plan.generation:
+                    # Not recorded, yet not replaced by a newer put: never loop hot on a step it refuses.
+                    log.error("schedule %s: its apply's step %s was not recorded", schedule_id, type(command).__name__)
+                    retry_s = await self._wait(schedule_id, "its apply's progress could not be recorded", retry_s)
+                    continue
                 self._waiting_on.pop(schedule_id, None)
-                return
-            if plan is None or plan.generation != state.generation:
-                plan = _Plan(state.generation, await asyncio.to_thread(expand, state.template))
-            try:
-                command = await self._step(runner, state, plan)
-            except Exception:  # a bug in a step must not stop the apply for good: the next try does it again
-                log.exception("schedule %s: a step of its apply failed", schedule_id)
-                command = None
-            if command is None:  # the generation moved on, or the step must be tried again
-                continue
-            try:
-                outcome: ScheduleOutcome = await self._submit(runner, command, None)
-            except CapacityError as exc:  # the journal failed: the step is done again (idempotent)
-                retry_s = await self._wait(schedule_id, f"recording the apply's progress failed: {exc}", retry_s)
-                continue
-            if not outcome.events and runner.writer.state.generation == plan.generation:
-                # Not recorded, yet not replaced by a newer put: never loop hot on a step the schedule refuses.
-                log.error("schedule %s: its apply's step %s was not recorded", schedule_id, type(command).__name__)
-                retry_s = await self._wait(schedule_id, "its apply's progress could not be recorded", retry_s)
-                continue
-            self._waiting_on.pop(schedule_id, None)
-            retry_s = _RETRY_S
+                retry_s = _RETRY_S
+        finally:
+            if plan is not None:
+                plan.stop()
 
     async def _step(self, runner: _Runner, state: ScheduleState, plan: _Plan) -> ScheduleCommand | None:
-        """The next batch's pools configured, as the command that records them; or the apply's end."""
-        assert state.template is not None
+        """The next batch's pools configured, as the command that records them (the batch after it is under
+        way meanwhile); or the apply's end."""
+        template = state.template
+        assert template is not None
         if state.done >= len(plan.pools):
             left = await asyncio.to_thread(left_out, state.previous_template, plan.pools)
             return FinishApply(plan.generation, len(left), tuple(left[:MAX_LISTED]), datetime.now(UTC))
-        batch = plan.pools[state.done : state.done + self._batch_size]
-        began = time.perf_counter()
-        answers = await self._configure(runner, state.template, plan.generation, batch)
-        if answers is None:
+        for first in [first for first in plan.under_way if first < state.done]:  # recorded already
+            plan.under_way.pop(first).cancel()
+        for k in range(_BATCHES_UNDER_WAY):
+            first = state.done + k * self._batch_size
+            if first < len(plan.pools) and first not in plan.under_way:
+                batch = plan.pools[first : first + self._batch_size]
+                task = asyncio.ensure_future(self._configure(runner, template, plan.generation, batch))
+                task.add_done_callback(_consume)
+                plan.under_way[first] = task
+        configured = await plan.under_way.pop(state.done)
+        if configured is None:
             return None
-        elapsed_ms = round((time.perf_counter() - began) * 1000)
+        answers, elapsed_ms = configured
+        batch = plan.pools[state.done : state.done + self._batch_size]
         return RecordBatch(plan.generation, _tally(state.done, batch, answers, elapsed_ms, len(state.refusals)))
 
     async def _configure(
         self, runner: _Runner, template: Template, generation: int, batch: list[PlannedPool]
-    ) -> list[CommandOutcome] | None:
-        """Each pool of ``batch`` configured as ``template`` says, by its own writer; those that could not be
-        decided (their host or the journal failing) are sent again until they are. None: a newer put
-        replaced ``generation`` meanwhile (its pools are configured by the newer apply)."""
+    ) -> tuple[list[CommandOutcome], int] | None:
+        """Each pool of ``batch`` configured as ``template`` says, by its own writer, and the ms that took;
+        those that could not be decided (their host or the journal failing) are sent again until they are.
+        None: a newer put replaced ``generation`` meanwhile (its pools are configured by the newer apply)."""
         schedule_id = runner.writer.schedule_id
+        began = time.perf_counter()
         decided: dict[int, CommandOutcome] = {}
         pending = list(range(len(batch)))
         retry_s = _RETRY_S
@@ -248,7 +279,7 @@ class ScheduleHost:
             first_pool, first_error = batch[failed[0][0]].pool_id, failed[0][1]
             why = f"{len(pending)} pools not configured yet (pool {first_pool!r}: {first_error})"
             retry_s = await self._wait(schedule_id, why, retry_s)
-        return [decided[i] for i in range(len(batch))]
+        return [decided[i] for i in range(len(batch))], round((time.perf_counter() - began) * 1000)
 
     async def _wait(self, schedule_id: str, why: str, retry_s: float) -> float:
         """Says why the apply waits (in the schedule's view, and the log), waits; the next wait's length."""
@@ -318,6 +349,12 @@ class ScheduleHost:
         del self._starting[schedule_id]
         starting.set_result(runner)
         self._drive(runner)
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    """A batch's task that nobody awaits any more (its generation was replaced): its error is not news."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _tally(

@@ -221,9 +221,10 @@ def test_pools_that_cannot_be_configured_now_are_tried_again_and_the_schedule_sa
                 seen.add(view.last_error)
             await asyncio.sleep(0.01)
         assert any("1 pools not configured yet" in why and "restarting" in why for why in seen)
-        # The failed answers came after the pool was configured (an outcome that was unknown): tried again, it is
+        # The failed answers came after their pool was configured (an outcome that was unknown): tried again, it is
         # as the template says, so unchanged.
-        assert (view.done, view.created + view.unchanged, view.unchanged, view.last_error) == (20, 20, 1, None)
+        assert (view.done, view.created + view.unchanged, view.last_error) == (20, 20, None)
+        assert 1 <= view.unchanged <= 3
 
     run(scenario)
 
