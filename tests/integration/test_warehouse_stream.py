@@ -8,7 +8,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,9 +19,11 @@ from capacity_service.adapters.warehouse.rows import WarehouseRow, rows_of
 from capacity_service.adapters.warehouse.sink import SinkUnavailable
 from capacity_service.application.order_writer import OrderWriter
 from capacity_service.application.pool_writer import PoolWriter
+from capacity_service.application.schedule_writer import ScheduleWriter
 from capacity_service.application.warehouse_stream import WarehouseStream
 from capacity_service.domain import ConfigurePool, Confirm, ExpireHolds, Release, Reserve, new_reservation_id
 from capacity_service.domain.order import Attempt, OrderLine, PlaceOrder, RecordLinesTaken
+from capacity_service.domain.schedule import ApplySchedule, BatchTally, FinishApply, RecordBatch, Template, ZoneTemplate
 from capacity_service.settings import ParquetSinkSettings, SqlJournalSettings, WarehouseSettings
 
 
@@ -339,6 +341,35 @@ def test_an_orders_events_reach_the_warehouse_once_each_from_the_journal(
         assert [(r["pool_id"], r["seq_nr"], r["event_type"], r["quantity"]) for r in rows] == [
             ("order~o1", 1, "OrderPlaced", 3),
             ("order~o1", 2, "OrderLinesTaken", None),
+        ]
+
+    asyncio.run(scenario())
+
+
+def test_a_schedules_events_reach_the_warehouse_once_each_from_the_journal(
+    tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
+) -> None:
+    async def scenario() -> None:
+        sink = GatedSink(ParquetSinkSettings(path=str(tmp_path / "w")))
+        stream = make_stream(WarehouseSettings(), sink, journal_settings)
+        writer = ScheduleWriter("december", journal)
+        writer.start(journal.claim_epoch(writer.stream_id), recover=False)
+        template = Template((ZoneTemplate("north", 5),), ("08:00",), 60, date(2026, 12, 1), date(2026, 12, 3))
+        now = datetime.now(UTC)
+        for command in (
+            ApplySchedule(template, 3, now),
+            RecordBatch(1, BatchTally(0, 3, 3, 0, 0, 0, (), 12)),
+            FinishApply(1, 0, (), now),
+        ):
+            prepared = writer.prepare([command])
+            assert prepared.append is not None
+            writer.append_landed(prepared, journal.append(*prepared.append))
+        await settle(stream, journal, sink)
+        rows = sink.read_table().to_pylist()
+        assert [(r["pool_id"], r["seq_nr"], r["event_type"], r["quantity"]) for r in rows] == [
+            ("schedule~december", 1, "ScheduleApplying", None),
+            ("schedule~december", 2, "SchedulePoolsApplied", 3),
+            ("schedule~december", 3, "ScheduleApplied", None),
         ]
 
     asyncio.run(scenario())
