@@ -305,7 +305,7 @@ class ScheduleTemplate(_Model):
 
 class ScheduleRefusal(_Model):
     """A pool of the schedule that was not configured, as the pool decided: ``code`` is its error's
-    (``capacity_below_reserved``, ``pool_retired``, ``paused``, ``invalid_request``)."""
+    (``capacity_below_reserved``, ``paused``)."""
 
     pool_id: str
     code: str
@@ -315,7 +315,8 @@ class ScheduleRefusal(_Model):
 class Schedule(_Model):
     """A schedule and its latest apply. ``generation``: how many puts started an apply. ``status``:
     ``applying`` (``done`` of ``total`` pools so far) or ``applied``. Each pool done was ``created``,
-    ``updated``, ``unchanged`` or ``refused`` (``refusals``: the first 100, with why). ``left_out``: pools the
+    ``updated``, ``unchanged``, ``refused`` (``refusals``: the first 100, with why) or ``retired`` (never
+    changed again: left as it is, which is no error). ``left_out``: pools the
     template before this one described and this one does not, left as they are (``left_out_sample``: the
     first 100). ``last_error``: why the apply waits, while it does (a pool's host or the journal failing)."""
 
@@ -330,6 +331,7 @@ class Schedule(_Model):
     unchanged: int
     refused: int
     refusals: list[ScheduleRefusal]
+    retired: int
     left_out: int
     left_out_sample: list[str]
     accepted_at: datetime
@@ -352,6 +354,7 @@ class Schedule(_Model):
             unchanged=view.unchanged,
             refused=view.refused,
             refusals=[ScheduleRefusal(pool_id=r.pool_id, code=r.code, message=r.message) for r in view.refusals],
+            retired=view.retired,
             left_out=view.left_out,
             left_out_sample=list(view.left_out_sample),
             accepted_at=view.accepted_at,

@@ -26,7 +26,7 @@ from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.application.schedule_writer import ScheduleOutcome, ScheduleWriter
 from capacity_service.application.single_writer import BatchResult
 from capacity_service.application.stream_runner import RunnerState, StreamRunner
-from capacity_service.domain import ConfigurePool
+from capacity_service.domain import ConfigurePool, PoolIsRetired
 from capacity_service.domain.ids import schedule_of_stream, schedule_stream_id
 from capacity_service.domain.schedule import (
     MAX_LISTED,
@@ -360,13 +360,14 @@ def _consume(task: asyncio.Task[Any]) -> None:
 def _tally(
     first: int, batch: list[PlannedPool], answers: list[CommandOutcome], elapsed_ms: int, listed: int
 ) -> BatchTally:
-    """What each pool's answer says it became: created (its stream's first events), updated, unchanged, or
-    refused (the first ``MAX_LISTED - listed`` of them named, with why)."""
-    created = updated = unchanged = 0
+    """What each pool's answer says it became: created (its stream's first events), updated, unchanged,
+    retired (left as it is), or refused (the first ``MAX_LISTED - listed`` of them named, with why)."""
+    created = updated = unchanged = retired = refused = 0
     refusals: list[Refusal] = []
-    refused = 0
     for pool, answer in zip(batch, answers, strict=True):
-        if answer.rejection is not None:
+        if isinstance(answer.rejection, PoolIsRetired):
+            retired += 1
+        elif answer.rejection is not None:
             refused += 1
             if listed + len(refusals) < MAX_LISTED:
                 error = error_of(answer.rejection)
@@ -377,4 +378,6 @@ def _tally(
             created += 1
         else:
             updated += 1
-    return BatchTally(first, len(batch), created, updated, unchanged, refused, tuple(refusals), elapsed_ms)
+    return BatchTally(
+        first, len(batch), created, updated, unchanged, refused, tuple(refusals), elapsed_ms, retired=retired
+    )

@@ -251,7 +251,7 @@ def _check_days(template: Template) -> None:
 
 class ScheduleStatus(StrEnum):
     APPLYING = "applying"  # its pools are being configured, batch by batch
-    APPLIED = "applied"  # every pool of its template was configured, or refused
+    APPLIED = "applied"  # every pool of its template was configured, found retired, or refused
 
 
 @pickled_by_fields
@@ -268,7 +268,8 @@ class Refusal:
 @dataclass(frozen=True, slots=True)
 class BatchTally:
     """What one batch of pools became: ``pools`` pools from the ``first`` (0-based, in ``expand``'s order),
-    each created, updated, unchanged or refused (``refusals``: the first of them), in ``elapsed_ms``."""
+    each created, updated, unchanged, refused (``refusals``: the first of them) or ``retired`` (a retired pool
+    is never changed: left as it is, and no error), in ``elapsed_ms``."""
 
     first: int
     pools: int
@@ -278,6 +279,7 @@ class BatchTally:
     refused: int
     refusals: tuple[Refusal, ...]
     elapsed_ms: int
+    retired: int = 0
 
 
 @pickled_by_fields
@@ -375,6 +377,7 @@ class ScheduleState:
     unchanged: int = 0
     refused: int = 0
     refusals: tuple[Refusal, ...] = ()
+    retired: int = 0
     batches: int = 0
     left_out: int = 0
     left_out_sample: tuple[str, ...] = ()
@@ -412,7 +415,8 @@ def apply(state: ScheduleState, event: ScheduleEvent) -> ScheduleState:
         state.previous_template = state.template
         state.generation, state.template, state.total = event.generation, event.template, event.total
         state.status, state.accepted_at, state.finished_at = ScheduleStatus.APPLYING, event.accepted_at, None
-        state.done = state.created = state.updated = state.unchanged = state.refused = state.batches = 0
+        state.done = state.created = state.updated = state.unchanged = state.refused = state.retired = 0
+        state.batches = 0
         state.refusals, state.left_out, state.left_out_sample = (), 0, ()
     elif isinstance(event, SchedulePoolsApplied):
         tally = event.tally
@@ -422,6 +426,7 @@ def apply(state: ScheduleState, event: ScheduleEvent) -> ScheduleState:
         state.unchanged += tally.unchanged
         state.refused += tally.refused
         state.refusals = (state.refusals + tally.refusals)[:MAX_LISTED]
+        state.retired += tally.retired
         state.batches += 1
     else:
         state.status, state.finished_at = ScheduleStatus.APPLIED, event.finished_at
@@ -447,6 +452,7 @@ class ScheduleView:
     unchanged: int
     refused: int
     refusals: tuple[Refusal, ...]
+    retired: int
     left_out: int
     left_out_sample: tuple[str, ...]
     accepted_at: datetime | None
@@ -469,6 +475,7 @@ def view_of_schedule(state: ScheduleState, version: int, last_error: str | None 
         state.unchanged,
         state.refused,
         state.refusals,
+        state.retired,
         state.left_out,
         state.left_out_sample,
         state.accepted_at,

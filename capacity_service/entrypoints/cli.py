@@ -409,6 +409,8 @@ def _summary(schedule: dict[str, Any]) -> str:
         finished = datetime.fromisoformat(schedule["finished_at"].replace("Z", "+00:00"))
         took = f" in {(finished - accepted).total_seconds():.1f} s"
     counts = ", ".join(f"{schedule[k]:,} {k}" for k in ("created", "updated", "unchanged", "refused"))
+    if schedule.get("retired"):
+        counts += f", {schedule['retired']:,} retired (left as they are)"
     lines = [
         f"schedule {schedule['schedule_id']} {schedule['status']} (generation {schedule['generation']}){took}: "
         f"{schedule['total']:,} pools: {counts}"

@@ -32,6 +32,7 @@ from capacity_service.runtime.actor_api import CacheApi, call
 from capacity_service.runtime.names import CACHE_PREFIX
 from capacity_service.settings import CassandraJournalSettings, ParquetSinkSettings, SqlJournalSettings
 from devenv._process import free_port
+from tests.support.history import journal_events
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -647,6 +648,14 @@ def test_a_schedule_applied_with_the_cli_over_http_and_through_the_python_client
         shown = client.get_schedule(schedule_id)
         assert shown.model_dump(mode="json") == http.get(f"/v1/schedules/{schedule_id}").json()
         assert (shown.generation, shown.status, shown.unchanged) == (2, "applied", 16)
+    assert cli(service, "schedule", "show", schedule_id) == http.get(f"/v1/schedules/{schedule_id}").json()
+    journal = service.args["journal"]
+    stream = f"schedule~{schedule_id}"
+    if journal["kind"] == "sql":  # as `capacity-service events` finds the journal: --data-dir, or the environment
+        recorded = journal_events(stream, data_dir=Path(journal["url"].removeprefix("sqlite:///")).parent)
+    else:
+        recorded = journal_events(stream, env={"CAPACITY_JOURNAL": json.dumps(journal)})
+    assert [e["type"] for e in recorded] == ["ScheduleApplying", "SchedulePoolsApplied", "ScheduleApplied"] * 2
 
     huge = tmp_path / "huge.yaml"
     zones = "".join(f"  - {{zone: h{k}-{tag}, capacity: 1}}\n" for k in range(200))

@@ -71,7 +71,7 @@ def test_apply_puts_the_file_s_template_follows_it_and_sums_it_up(
         [
             schedule(),
             schedule(done=21, created=21),
-            schedule(**finished, created=40, unchanged=1, refused=1, refusals=[refusal], left_out=3,
+            schedule(**finished, created=39, unchanged=1, refused=1, refusals=[refusal], retired=1, left_out=3,
                      left_out_sample=["north:2026-11-30T08"]),
         ],
     )  # fmt: skip
@@ -87,7 +87,8 @@ def test_apply_puts_the_file_s_template_follows_it_and_sums_it_up(
     assert sent[1:] == [("GET", "/v1/schedules/december", None)] * 2
     printed = capsys.readouterr()
     assert printed.out.splitlines() == [
-        "schedule december applied (generation 1) in 2.5 s: 42 pools: 40 created, 0 updated, 1 unchanged, 1 refused",
+        "schedule december applied (generation 1) in 2.5 s: 42 pools: 39 created, 0 updated, 1 unchanged, 1 refused,"
+        " 1 retired (left as they are)",
         "  refused north:2026-12-01T08: capacity_below_reserved: below the 8 taken",
         "  3 pools of the template before are not in this one; they were left as they are (e.g."
         " north:2026-11-30T08): retire those you no longer sell (capacity-service pools retire ID)",
