@@ -89,7 +89,7 @@ class InProcessRouter:
         driver = OrderDriver(HostFirstSender(host, _NoOtherHost()), late_s=0.5, retry_s=0.01)
         self.orders = OrderHost(journal, host.shared, driver, answer_grace_s=0.5)
         self.schedule_batches = HeldBatches(HostFirstConfigurer(host, _HereFirst(host)))
-        self.schedules = ScheduleHost(journal, host.shared, self.schedule_batches, call_timeout_s=5.0, batch_size=50)
+        self.schedules = ScheduleHost(journal, host.shared, self.schedule_batches, call_timeout_s=5.0)
 
     async def execute_schedule(
         self, schedule_id: str, command: ScheduleCommand, deadline: float | None = None
