@@ -325,10 +325,15 @@ def _apply_schedule(a: argparse.Namespace) -> int:
         return _show(started)
     progress = _Progress(schedule_id, sys.stderr)
     schedule = started
-    while schedule["status"] == "applying" and schedule["generation"] == started["generation"]:
-        progress.show(schedule)
-        time.sleep(SCHEDULE_POLL_S)
-        schedule = _http(a, "GET", f"/v1/schedules/{schedule_id}")
+    try:
+        while schedule["status"] == "applying" and schedule["generation"] == started["generation"]:
+            progress.show(schedule)
+            time.sleep(SCHEDULE_POLL_S)
+            schedule = _http(a, "GET", f"/v1/schedules/{schedule_id}")
+    except KeyboardInterrupt:
+        progress.done()
+        print(f"stopped following; the apply goes on: capacity-service schedule show {schedule_id}", file=sys.stderr)
+        return 130
     progress.done()
     if schedule["generation"] != started["generation"]:
         print(
@@ -388,12 +393,20 @@ class _Progress:
             line = f"schedule {self._schedule_id}: [{bar}] {done:,}/{total:,} pools ({counts})"
             if waiting:
                 line += f"  waiting: {waiting}"
-            self._out.write("\r" + line[:200].ljust(120))
+            width = self._width() - 1  # a line as wide as the terminal would wrap, and \r not reach its start
+            self._out.write("\r" + line[:width].ljust(width))
             self._out.flush()
         elif (done, waiting) != self._shown and self._clock() - self._shown_at >= 1.0:
             line = f"schedule {self._schedule_id}: {done}/{total} pools ({counts})"
             print(line + (f"; waiting: {waiting}" if waiting else ""), file=self._out, flush=True)
             self._shown, self._shown_at = (done, waiting), self._clock()
+
+    def _width(self) -> int:
+        try:
+            columns = os.get_terminal_size(self._out.fileno()).columns
+        except (OSError, ValueError, AttributeError):  # not a real terminal's file (a test's stand-in)
+            return 120
+        return columns if columns >= 40 else 120  # a terminal that does not say its size says 0
 
     def done(self) -> None:
         if self._tty:
