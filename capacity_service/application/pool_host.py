@@ -117,6 +117,11 @@ class PoolHost:
         return self._shared
 
     @property
+    def events(self) -> EventPublisher:
+        """Where this host's durable events go (the warehouse): the orders it hosts beside its pools too."""
+        return self._events
+
+    @property
     def fenced(self) -> bool:
         return self._fence.fenced
 

@@ -21,7 +21,8 @@ from capacity_service.application.order_host import OrderHost
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.client import AsyncCapacityClient
-from capacity_service.domain import ConfigurePool, PoolCommand, Reservation, Reserve, new_reservation_id
+from capacity_service.domain import ConfigurePool, PersistedEvent, PoolCommand, Reservation, Reserve, new_reservation_id
+from capacity_service.domain.ids import is_order_stream
 from capacity_service.domain.order import (
     MAX_ORDER_LINES,
     Attempt,
@@ -79,10 +80,14 @@ class Hosts:
     """One process's pool host and order host, sharing its journal."""
 
     def __init__(self, journal: InMemoryJournal, sender: Callable[[PoolHost], CommandSender] | None = None) -> None:
-        self.pools = PoolHost(journal)
+        self.published: list[PersistedEvent] = []  # what the pools and orders hand to the warehouse
+        self.pools = PoolHost(journal, events=self)
         base = HostFirstSender(self.pools, Nowhere())
         driver = OrderDriver(base if sender is None else sender(self.pools), late_s=0.2, retry_s=0.01)
-        self.orders = OrderHost(journal, self.pools.shared, driver, answer_grace_s=0.5)
+        self.orders = OrderHost(journal, self.pools.shared, driver, answer_grace_s=0.5, events=self.pools.events)
+
+    def publish_events(self, events: Sequence[PersistedEvent]) -> None:
+        self.published.extend(events)
 
     async def configure(self, *pools: tuple[str, int]) -> None:
         for pool_id, capacity in pools:
@@ -119,6 +124,26 @@ def test_every_line_is_taken_or_none() -> None:
         assert refused.view.status is OrderStatus.FAILED
         assert (refused.view.failed_line, refused.view.failed_error) == (1, "insufficient_capacity")
         assert (await hosts.remaining("van"), await hosts.remaining("picker")) == (1, 0)  # van's unit went back
+
+    run(scenario)
+
+
+def test_an_orders_events_go_to_the_warehouse_as_they_become_durable_beside_its_pools_events() -> None:
+    async def scenario() -> None:
+        hosts = Hosts(InMemoryJournal())
+        await hosts.configure(("van", 3), ("picker", 1))
+        await hosts.orders.execute("o1", place("o1", [("van", 2), ("picker", 1)]), time.time() + 5)
+        await hosts.orders.execute("o2", place("o2", [("van", 1), ("picker", 1)]), time.time() + 5)  # fails
+        for _ in range(50):  # the answer can come before the order's last event is durable
+            await asyncio.sleep(0.01)
+            if {p.pool_id for p in hosts.published if is_order_stream(p.pool_id)} == {"order~o1", "order~o2"}:
+                break
+        orders = [(p.pool_id, p.seq_nr, type(p.event).__name__) for p in hosts.published if is_order_stream(p.pool_id)]
+        placed = [e for e in orders if e[0] == "order~o1"]
+        assert placed == [("order~o1", 1, "OrderPlaced"), ("order~o1", 2, "OrderLinesTaken")]
+        failed = [e for e in orders if e[0] == "order~o2"]
+        assert failed[0][1:] == (1, "OrderPlaced") and [e[1] for e in failed] == list(range(1, len(failed) + 1))
+        assert failed[-1][2] == "OrderUndone"
 
     run(scenario)
 
