@@ -97,13 +97,12 @@ def _add_service_commands(
     )
     start.add_argument(
         "--metrics",
-        action="store_true",
-        help="collect metrics (Ray's and the service's) for Prometheus, on 127.0.0.1 (about 2%% of the "
-        "reserves per second: docs/performance.md)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="collect metrics (Ray's and the service's) for Prometheus, on 127.0.0.1; on by default, "
+        "--no-metrics turns them off (they cost about 2%% of the reserves per second: docs/performance.md)",
     )
-    start.add_argument(
-        "--metrics-port", type=int, default=0, help="with --metrics: the port (default: a free one, printed)"
-    )
+    start.add_argument("--metrics-port", type=int, default=0, help="the metrics' port (default: a free one, printed)")
     start.add_argument(
         "--no-warehouse",
         action="store_true",
