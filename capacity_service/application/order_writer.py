@@ -82,6 +82,10 @@ class OrderWriter:
         return self._seq_nr < 0
 
     @property
+    def dormancy_recorded(self) -> bool:
+        return self._hold.dormancy_recorded
+
+    @property
     def dormant(self) -> bool:
         return self._state.dormant
 
@@ -148,11 +152,11 @@ class OrderWriter:
                 pending.append(NewEvent(encoded.event_type, encoded.schema_version, encoded.payload))
                 persisted.append(PersistedEvent.of_order(self._stream_id, self._seq_nr + len(pending), event, now))
             outcomes.append(OrderOutcome(None, view_of_order(self._state, self._seq_nr + len(pending))))
-        append = self._hold.append_request(self._seq_nr, pending)
+        append = self._hold.append_request(self._seq_nr, pending, dormant=self.dormant)
         return PreparedBatch(BatchResult(outcomes, persisted), append)
 
     def append_landed(self, prepared: PreparedBatch[Any, Any], new_seq_nr: int) -> None:
-        self._hold.landed()
+        self._hold.landed(prepared.append)
         self._seq_nr = new_seq_nr
 
     def append_failed(self, prepared: PreparedBatch[Any, Any], error: JournalError) -> None:

@@ -22,7 +22,7 @@ from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.domain import ConfigurePool, PersistedEvent, PoolCommand, Reservation, Reserve, new_reservation_id
-from capacity_service.domain.ids import is_order_stream
+from capacity_service.domain.ids import is_order_stream, order_stream_id
 from capacity_service.domain.order import (
     MAX_ORDER_LINES,
     Attempt,
@@ -148,6 +148,29 @@ def test_an_orders_events_go_to_the_warehouse_as_they_become_durable_beside_its_
     run(scenario)
 
 
+def test_an_order_at_rest_is_marked_dormant_by_its_last_append_not_by_a_write_of_its_own() -> None:
+    class CountingMarks(InMemoryJournal):
+        marks = 0
+
+        def mark_dormant_many(self, pool_ids: Sequence[str]) -> None:
+            self.marks += 1
+            super().mark_dormant_many(pool_ids)
+
+    async def scenario() -> None:
+        journal = CountingMarks()
+        hosts = Hosts(journal)
+        await hosts.configure(("van", 3), ("picker", 1))
+        await hosts.orders.execute("o1", place("o1", [("van", 2), ("picker", 1)]), time.time() + 5)
+        for _ in range(100):  # answered while its last event is written; handed back once that is durable
+            await asyncio.sleep(0.01)
+            if "o1" not in hosts.orders.order_ids:
+                break
+        assert "o1" not in hosts.orders.order_ids  # at rest: no longer hosted
+        assert order_stream_id("o1") in set(journal.dormant_pool_ids()) and journal.marks == 0
+
+    run(scenario)
+
+
 def test_a_repeat_takes_nothing_twice_and_other_lines_under_the_same_id_are_refused() -> None:
     async def scenario() -> None:
         hosts = Hosts(InMemoryJournal())
@@ -255,11 +278,17 @@ class RecordsNoTakenOrder(InMemoryJournal):
         self.frozen = threading.Event()
 
     def append(
-        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+        self,
+        pool_id: str,
+        expected_seq_nr: int,
+        epoch: int,
+        events: Sequence[NewEvent],
+        creates: bool = False,
+        dormant: bool = False,
     ) -> int:
         if any(e.event_type == "OrderLinesTaken" for e in events) and not self.frozen.is_set():
             self.frozen.wait(30)
-        return super().append(pool_id, expected_seq_nr, epoch, events, creates)
+        return super().append(pool_id, expected_seq_nr, epoch, events, creates, dormant)
 
 
 def test_an_order_answered_taken_stays_taken_when_its_host_dies_before_recording_it() -> None:
@@ -299,13 +328,19 @@ class OutageAtTheRecord(InMemoryJournal):
         self.went_down = False
 
     def append(
-        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+        self,
+        pool_id: str,
+        expected_seq_nr: int,
+        epoch: int,
+        events: Sequence[NewEvent],
+        creates: bool = False,
+        dormant: bool = False,
     ) -> int:
         if not self.went_down and any(e.event_type == "OrderLinesTaken" for e in events):
             self.went_down = self.down = True
         if self.down:
             raise JournalUnavailable("down")
-        return super().append(pool_id, expected_seq_nr, epoch, events, creates)
+        return super().append(pool_id, expected_seq_nr, epoch, events, creates, dormant)
 
     def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:
         if self.down:
