@@ -167,9 +167,7 @@ class OrderHost:
         if view.status in RESTING:
             assert view.status is not None
             self._metrics.order_rested(view.status.value)
-            for waiter in self._resting.pop(order_writer.order_id, []):
-                if not waiter.done():
-                    waiter.set_result(view)
+            self._answer_resting(order_writer.order_id, view)
         elif runner is not None:
             self._drive(runner)
 
@@ -227,9 +225,12 @@ class OrderHost:
         for event in decision:
             apply(state, event)
         view = view_of_order(state, runner.writer.seq_nr + len(decision))
-        if view.status not in RESTING:
-            return
-        for waiter in self._resting.pop(runner.writer.order_id, []):
+        if view.status in RESTING:
+            self._answer_resting(runner.writer.order_id, view)
+
+    def _answer_resting(self, order_id: str, view: OrderView) -> None:
+        """The callers waiting for the order to come to rest: ``view`` is their answer."""
+        for waiter in self._resting.pop(order_id, []):
             if not waiter.done():
                 waiter.set_result(view)
 
