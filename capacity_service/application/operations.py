@@ -10,14 +10,17 @@ host in tests.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
+from capacity_service.application.availability_index import ZoneCounts
 from capacity_service.application.checks import MAX_ZONE_LENGTH, check_choice, printable
 from capacity_service.application.choosing import attempt_request_id, candidates, ordered
 from capacity_service.application.order_operations import ORDER_REQUEST_PREFIX, OrderGateway, OrderOperations, raised
+from capacity_service.application.pool_history import ReplayedHistory
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import (
     DEFAULT_OFFER_HOLD_SECONDS,
@@ -55,6 +58,7 @@ from capacity_service.domain import (
     new_reservation_id,
     new_waitlist_entry_id,
     pool_of_reservation,
+    view_of,
 )
 from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.ids import is_waitlist_entry_id
@@ -76,12 +80,16 @@ from capacity_service.errors import (
     WaitlistFull,
 )
 from capacity_service.models import (
+    HistoryEvent,
     Pool,
     PoolCheck,
+    PoolHistory,
     PoolsChanged,
     ReleaseReceipt,
     ReservationInfo,
     ReservationReceipt,
+    ZoneList,
+    ZoneSummary,
 )
 from capacity_service.models import WaitlistPlace as WaitlistPlaceModel
 
@@ -91,6 +99,9 @@ MAX_LISTED_RESERVATIONS = 10_000
 # took on at most this many pools of the window (``reserve_chosen``).
 MAX_CANDIDATES = 20
 MAX_POOLS_LOOKED_AT = 200
+# The longest page of a zone list, and of each list in a pool's history.
+MAX_LISTED_ZONES = 1_000
+MAX_HISTORY_LIMIT = 500
 
 
 class PoolGateway(OrderGateway, Protocol):
@@ -117,6 +128,12 @@ class PoolGateway(OrderGateway, Protocol):
 
     async def check(self, pool_id: str) -> tuple[int, list[str]] | CapacityError: ...
 
+    async def history(
+        self, pool_id: str, at: datetime | None, before: int | None, limit: int
+    ) -> ReplayedHistory | CapacityError | None:
+        """The pool's history from its journal (``application/pool_history.py``); None: it has no events."""
+        ...
+
     async def live_pool_ids(self) -> list[str]: ...
 
     async def aclose(self) -> None: ...
@@ -132,6 +149,10 @@ class AvailabilitySource(Protocol):
     def known_view(self, pool_id: str) -> PoolView | None:
         """The pool's view as a copy of the cache in this process has it, without asking anyone; None when
         there is no such copy, or it does not know the pool (then ask the pool)."""
+
+    async def zones(self, after: str | None, limit: int) -> tuple[list[ZoneCounts], bool]:
+        """Up to ``limit`` zones named after ``after``, in name order, and whether more follow."""
+        ...
 
 
 class CapacityOperations(OrderOperations):
@@ -428,6 +449,56 @@ class CapacityOperations(OrderOperations):
         seq_nr, differences = raised(await self._gateway.check(pool_id))
         return PoolCheck(pool_id=pool_id, seq_nr=seq_nr, matches=not differences, differences=differences)
 
+    async def zones(self, after: str | None = None, limit: int = 100) -> ZoneList:
+        """The zones with pools on sale, in the order of their names, from the replicated cache: up to
+        ``limit`` (1..1,000) named after ``after``; ``next_after`` pages on."""
+        if after is not None and not (1 <= len(after) <= MAX_ZONE_LENGTH and printable(after)):
+            raise InvalidRequest(f"after must be a zone: 1-{MAX_ZONE_LENGTH} printable characters")
+        if not 1 <= limit <= MAX_LISTED_ZONES:
+            raise InvalidRequest(f"limit must be 1..{MAX_LISTED_ZONES}")
+        counts, more = await self._availability.zones(after, limit)
+        zones = [ZoneSummary(**found._asdict()) for found in counts]
+        return ZoneList(zones=zones, next_after=zones[-1].zone if more and zones else None)
+
+    async def pool_history(
+        self, pool_id: str, at: datetime | None = None, before: int | None = None, limit: int = 50
+    ) -> PoolHistory:
+        """The pool as its journal has it at ``at`` (None: now), replayed by the domain's ``apply``, with its
+        holds, reservations and waitlist then, and its events up to then, newest first: at most ``limit``
+        (1..500) of each, the events before seq_nr ``before`` when given (to page back). Reads the journal
+        from the pool's first event to ``at``; works for a retired pool the service no longer hosts."""
+        _check_pool_id(pool_id)
+        if not 1 <= limit <= MAX_HISTORY_LIMIT:
+            raise InvalidRequest(f"limit must be 1..{MAX_HISTORY_LIMIT}")
+        if before is not None and before < 1:
+            raise InvalidRequest("before must be a seq_nr, 1 or more")
+        if at is not None and at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)  # as every datetime without an offset (kept in its own offset otherwise)
+        found = raised(await self._gateway.history(pool_id, at, before, limit))
+        if found is None:
+            raise PoolNotFound(pool_id)
+        state = found.state
+        reservations = list(state.reservations.values())
+        holds = sorted((r for r in reservations if r.status is ReservationStatus.HELD), key=_expiry)[:limit]
+        waiting = [
+            WaitlistPlace(state.waitlist[entry_id], position, None, state.retired)
+            for position, entry_id in enumerate(itertools.islice(state.waiting, limit), start=1)
+        ]
+        return PoolHistory(
+            pool_id=pool_id,
+            at=at,
+            seq_nr=found.seq_nr,
+            last_seq_nr=found.last_seq_nr,
+            first_recorded_at=found.first_recorded_at,
+            last_recorded_at=found.last_recorded_at,
+            pool=Pool.of(view_of(state, found.seq_nr)) if state.exists else None,
+            paused_reason=state.paused_reason,
+            holds=[ReservationInfo.of(pool_id, r) for r in holds],
+            reservations=[ReservationInfo.of(pool_id, r) for r in reversed(reservations[-limit:])],
+            waitlist=[WaitlistPlaceModel.of(pool_id, place) for place in waiting],
+            events=[HistoryEvent.of(e.seq_nr, e.event_type, e.recorded_at, e.event) for e in found.events],
+        )
+
     async def _execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome:
         """The command goes with its deadline: the pool decides it only before then (see ``PoolRouter``)."""
         deadline = time.time() + self._call_timeout_s
@@ -456,6 +527,11 @@ def _receipt(pool_id: str, outcome: CommandOutcome, request_id: str) -> Reservat
         status=outcome.reservation.status.value,
         expires_at=outcome.reservation.expires_at,
     )
+
+
+def _expiry(reservation: Reservation) -> datetime:
+    assert reservation.expires_at is not None  # a hold always has one
+    return reservation.expires_at
 
 
 def _or_open(moment: datetime | None) -> str:

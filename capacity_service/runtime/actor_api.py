@@ -21,6 +21,7 @@ from capacity_service.errors import CapacityError
 from capacity_service.models import Webhook
 
 if TYPE_CHECKING:  # only for annotations: the runtime modules these come from import this one
+    from capacity_service.application.availability_index import ZoneCounts
     from capacity_service.application.pool_host import AddressedCommand
     from capacity_service.application.pool_writer import CommandOutcome
     from capacity_service.runtime.channel import ChannelAddress
@@ -123,6 +124,8 @@ class CacheApi(Protocol):
     async def query(
         self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
     ) -> list[PoolView]: ...
+
+    async def zones(self, after: str | None, limit: int) -> tuple[list[ZoneCounts], bool]: ...
 
     async def status(self) -> dict[str, object]: ...
 
