@@ -10,7 +10,6 @@ host in tests.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 import uuid
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from capacity_service.application.availability_index import ZoneCounts
 from capacity_service.application.checks import MAX_ZONE_LENGTH, check_choice, printable
 from capacity_service.application.choosing import attempt_request_id, candidates, ordered
 from capacity_service.application.order_operations import ORDER_REQUEST_PREFIX, OrderGateway, OrderOperations, raised
-from capacity_service.application.pool_history import ReplayedHistory
+from capacity_service.application.pool_history import JournalHistory, PoolGlance
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import (
     DEFAULT_OFFER_HOLD_SECONDS,
@@ -58,7 +57,6 @@ from capacity_service.domain import (
     new_reservation_id,
     new_waitlist_entry_id,
     pool_of_reservation,
-    view_of,
 )
 from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.ids import is_waitlist_entry_id
@@ -130,8 +128,12 @@ class PoolGateway(OrderGateway, Protocol):
 
     async def history(
         self, pool_id: str, at: datetime | None, before: int | None, limit: int
-    ) -> ReplayedHistory | CapacityError | None:
+    ) -> JournalHistory | CapacityError | None:
         """The pool's history from its journal (``application/pool_history.py``); None: it has no events."""
+        ...
+
+    async def glance(self, pool_id: str, limit: int) -> PoolGlance | CapacityError | None:
+        """The pool as its writer has it now, as the console shows it; None: it has no events."""
         ...
 
     async def live_pool_ids(self) -> list[str]: ...
@@ -463,10 +465,11 @@ class CapacityOperations(OrderOperations):
     async def pool_history(
         self, pool_id: str, at: datetime | None = None, before: int | None = None, limit: int = 50
     ) -> PoolHistory:
-        """The pool as its journal has it at ``at`` (None: now), replayed by the domain's ``apply``, with its
-        holds, reservations and waitlist then, and its events up to then, newest first: at most ``limit``
-        (1..500) of each, the events before seq_nr ``before`` when given (to page back). Reads the journal
-        from the pool's first event to ``at``; works for a retired pool the service no longer hosts."""
+        """The pool at ``at`` with its holds, reservations and waitlist then, and its events up to then,
+        newest first: at most ``limit`` (1..500) of each, the events before seq_nr ``before`` when given (to
+        page back). Now (``at`` None): the pool as its writer has it, and the journal's newest events. A
+        past moment: the journal replayed by the domain's ``apply`` from the pool's first event to ``at``.
+        A retired pool the service no longer hosts is read as well."""
         _check_pool_id(pool_id)
         if not 1 <= limit <= MAX_HISTORY_LIMIT:
             raise InvalidRequest(f"limit must be 1..{MAX_HISTORY_LIMIT}")
@@ -474,28 +477,24 @@ class CapacityOperations(OrderOperations):
             raise InvalidRequest("before must be a seq_nr, 1 or more")
         if at is not None and at.tzinfo is None:
             at = at.replace(tzinfo=UTC)  # as every datetime without an offset (kept in its own offset otherwise)
+        glance = None if at is not None else raised(await self._gateway.glance(pool_id, limit))
         found = raised(await self._gateway.history(pool_id, at, before, limit))
         if found is None:
             raise PoolNotFound(pool_id)
-        state = found.state
-        reservations = list(state.reservations.values())
-        holds = sorted((r for r in reservations if r.status is ReservationStatus.HELD), key=_expiry)[:limit]
-        waiting = [
-            WaitlistPlace(state.waitlist[entry_id], position, None, state.retired)
-            for position, entry_id in enumerate(itertools.islice(state.waiting, limit), start=1)
-        ]
+        glance = glance or found.replayed
+        seq_nr = found.seq_nr if glance is None or at is not None else glance.view.version
         return PoolHistory(
             pool_id=pool_id,
             at=at,
-            seq_nr=found.seq_nr,
-            last_seq_nr=found.last_seq_nr,
+            seq_nr=seq_nr,
+            last_seq_nr=max(found.last_seq_nr, seq_nr),
             first_recorded_at=found.first_recorded_at,
             last_recorded_at=found.last_recorded_at,
-            pool=Pool.of(view_of(state, found.seq_nr)) if state.exists else None,
-            paused_reason=state.paused_reason,
-            holds=[ReservationInfo.of(pool_id, r) for r in holds],
-            reservations=[ReservationInfo.of(pool_id, r) for r in reversed(reservations[-limit:])],
-            waitlist=[WaitlistPlaceModel.of(pool_id, place) for place in waiting],
+            pool=None if glance is None or not glance.view.exists else Pool.of(glance.view),
+            paused_reason=None if glance is None else glance.paused_reason,
+            holds=[] if glance is None else [ReservationInfo.of(pool_id, r) for r in glance.holds],
+            reservations=[] if glance is None else [ReservationInfo.of(pool_id, r) for r in glance.reservations],
+            waitlist=[] if glance is None else [WaitlistPlaceModel.of(pool_id, place) for place in glance.waiting],
             events=[HistoryEvent.of(e.seq_nr, e.event_type, e.recorded_at, e.event) for e in found.events],
         )
 
@@ -527,11 +526,6 @@ def _receipt(pool_id: str, outcome: CommandOutcome, request_id: str) -> Reservat
         status=outcome.reservation.status.value,
         expires_at=outcome.reservation.expires_at,
     )
-
-
-def _expiry(reservation: Reservation) -> datetime:
-    assert reservation.expires_at is not None  # a hold always has one
-    return reservation.expires_at
 
 
 def _or_open(moment: datetime | None) -> str:

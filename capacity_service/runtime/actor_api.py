@@ -22,6 +22,7 @@ from capacity_service.models import Webhook
 
 if TYPE_CHECKING:  # only for annotations: the runtime modules these come from import this one
     from capacity_service.application.availability_index import ZoneCounts
+    from capacity_service.application.pool_history import PoolGlance
     from capacity_service.application.pool_host import AddressedCommand
     from capacity_service.application.pool_writer import CommandOutcome
     from capacity_service.runtime.channel import ChannelAddress
@@ -77,6 +78,8 @@ class PoolCalls(Protocol):
     async def reset(self, pool_id: str, to_seq_nr: int) -> CommandOutcome | CapacityError: ...
 
     async def check(self, pool_id: str) -> tuple[int, list[str]] | CapacityError: ...
+
+    async def glance(self, pool_id: str, limit: int) -> PoolGlance | CapacityError | None: ...
 
 
 class PoolApi(PoolCalls, Protocol):

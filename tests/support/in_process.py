@@ -16,7 +16,7 @@ from capacity_service.application.host_first import HostFirstSender
 from capacity_service.application.order_driver import OrderDriver
 from capacity_service.application.order_host import OrderHost
 from capacity_service.application.order_writer import OrderOutcome
-from capacity_service.application.pool_history import ReplayedHistory, read_history
+from capacity_service.application.pool_history import JournalHistory, PoolGlance, read_history
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.application.webhook_delivery import WebhookDeliveries
@@ -97,8 +97,11 @@ class InProcessRouter:
 
     async def history(
         self, pool_id: str, at: datetime | None, before: int | None, limit: int
-    ) -> ReplayedHistory | CapacityError | None:
+    ) -> JournalHistory | CapacityError | None:
         return read_history(self._host_journal, Codec(), pool_id, at, before, limit)
+
+    async def glance(self, pool_id: str, limit: int) -> PoolGlance | CapacityError | None:
+        return await _as_value(self._host.glance(pool_id, limit))
 
     async def live_pool_ids(self) -> list[str]:
         return self._host_journal.live_pool_ids()

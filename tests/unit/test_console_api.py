@@ -111,6 +111,11 @@ def test_a_long_history_is_paged_back_with_before(http: TestClient) -> None:
     assert [e["seq_nr"] for e in older["events"]] == [4, 3, 2]
     assert older["pool"]["reserved"] == 6  # the pool at `at` (now), whatever page of events
     assert [e["seq_nr"] for e in history(http, "p1", limit=3, before=2)["events"]] == [1]
+    fourth = history(http, "p1", limit=1, before=5)["events"][0]
+    then = history(http, "p1", at=fourth["recorded_at"], limit=2)
+    assert ([e["seq_nr"] for e in then["events"]], then["pool"]["reserved"], then["last_seq_nr"]) == ([4, 3], 3, 7)
+    earlier = history(http, "p1", at=fourth["recorded_at"], limit=2, before=3)
+    assert [e["seq_nr"] for e in earlier["events"]] == [2, 1]
 
 
 def test_a_retired_pool_that_is_no_longer_hosted_keeps_its_history(http: TestClient) -> None:

@@ -10,30 +10,54 @@ export function showPool(main, poolId, ui) {
   let history = null; // the latest answer of GET .../history
   let olderEvents = []; // pages of events before history.events, as "Older events" brought them
   let at = null; // the moment shown; null: now
+  let wanted = null; // the moment asked for last
+  let loading = false; // one call at a time: a moment asked meanwhile waits for it (``next``)
+  let next;
+  let refreshAfter = 0; // live refreshes: at most one a second, whatever the pool's write rate
   let stopStream = () => {};
   let sliderWait = null;
+  let refreshWait = null;
 
-  async function load(moment = at) {
-    const query = new URLSearchParams({ limit: LISTED, ...(moment === null ? {} : { at: moment }) });
-    let answer;
-    try {
-      answer = await call("GET", `${path("v1/admin/pools/{}/history", poolId)}?${query}`);
-    } catch (error) {
-      if (error instanceof ApiError && error.code === "pool_not_found") return notFound();
-      if (history === null) return ui.fail(error, () => load(moment), main);
-      return ui.fail(error);
+  async function load(moment) {
+    wanted = moment;
+    if (loading) {
+      next = moment;
+      return;
     }
+    loading = true;
+    const query = new URLSearchParams({ limit: LISTED, ...(moment === null ? {} : { at: moment }) });
+    try {
+      const answer = await call("GET", `${path("v1/admin/pools/{}/history", poolId)}?${query}`);
+      if (next === undefined) show(answer, moment);
+    } catch (error) {
+      if (error instanceof ApiError && error.code === "pool_not_found") notFound();
+      else if (history === null) ui.fail(error, () => load(moment), main);
+      else ui.fail(error);
+    } finally {
+      loading = false;
+    }
+    if (next !== undefined) {
+      const moment = next;
+      next = undefined;
+      await load(moment);
+    }
+  }
+
+  function show(answer, moment) {
     const firstLoad = history === null;
     history = answer;
     at = moment;
     olderEvents = [];
+    refreshAfter = Date.now() + 1000;
     if (firstLoad && answer.pool) stopStream = watchZones([answer.pool.zone], onPool, ui.setLive);
     render();
   }
 
   function onPool(pool) {
-    // The cache tells that the pool changed: read it again from the journal (unless the past is shown).
-    if (pool.pool_id === poolId && at === null && history.pool && pool.version > history.pool.version) load(null);
+    // The cache tells that the pool changed: read it again (unless the past is shown).
+    if (pool.pool_id !== poolId || wanted !== null || !history.pool || pool.version <= history.pool.version) return;
+    clearTimeout(refreshWait);
+    refreshWait = setTimeout(() => wanted === null && load(null), Math.max(0, refreshAfter - Date.now()));
   }
 
   function notFound() {
@@ -159,7 +183,7 @@ export function showPool(main, poolId, ui) {
 
   function holds() {
     const rows = history.holds.map((hold) =>
-      h("tr", {}, h("td", { class: "data" }, hold.reservation_id), h("td", {}, hold.quantity), h("td", {}, utc(hold.expires_at, true))),
+      h("tr", {}, h("td", { class: "data" }, hold.reservation_id), h("td", {}, hold.quantity), h("td", { class: "time" }, utc(hold.expires_at, true))),
     );
     return table(["reservation", "units", "expires at (UTC)"], rows, "No holds.");
   }
@@ -191,7 +215,7 @@ export function showPool(main, poolId, ui) {
         "tr",
         { dataset: { type: event.type } },
         h("td", {}, event.seq_nr),
-        h("td", {}, utc(event.recorded_at, true)),
+        h("td", { class: "time" }, utc(event.recorded_at, true)),
         h("td", {}, event.type),
         h("td", { class: "data" }, JSON.stringify(event.data)),
       ),
@@ -261,5 +285,6 @@ export function showPool(main, poolId, ui) {
   return () => {
     stopStream();
     clearTimeout(sliderWait);
+    clearTimeout(refreshWait);
   };
 }
