@@ -28,13 +28,18 @@ class AvailabilityChange:
 
 
 class Watcher:
-    """One client's watch of one zone or several: their changes, in order, as they come; the iteration ends when the
-    client is dropped for falling behind, or ``close`` is called."""
+    """One client's watch of one zone or several: its starting point (``starting``: the picture, or what it
+    missed), then their changes, in order, as they come; the iteration ends when the client is dropped for
+    falling behind, or ``close`` is called. The bound on what waits is for the changes: a starting point is
+    given whole, however many pools the zones have."""
 
-    def __init__(self, feed: AvailabilityFeed, zones: frozenset[str], queue_size: int) -> None:
+    def __init__(
+        self, feed: AvailabilityFeed, zones: frozenset[str], queue_size: int, starting: list[AvailabilityChange]
+    ) -> None:
         self.zones = zones
         self.dropped = False
         self._feed = feed
+        self._starting = deque(starting)
         self._queue: asyncio.Queue[AvailabilityChange | None] = asyncio.Queue(queue_size)
 
     def offer(self, change: AvailabilityChange) -> None:
@@ -51,6 +56,8 @@ class Watcher:
     async def changes(self, heartbeat_s: float | None = None) -> AsyncIterator[AvailabilityChange | None]:
         """The changes; None every ``heartbeat_s`` without one (a keep-alive for the connection)."""
         try:
+            while self._starting:
+                yield self._starting.popleft()
             while True:
                 try:
                     change = await asyncio.wait_for(self._queue.get(), heartbeat_s)
@@ -108,9 +115,7 @@ class AvailabilityFeed:
         if self._count >= self._max_clients:
             raise Overloaded(f"{self._count} clients are watching availability here; try again", retry_after_s=5)
         watched = frozenset((zones,) if isinstance(zones, str) else zones)
-        watcher = Watcher(self, watched, self._client_queue)
-        for change in self._starting_point(watched, last_event_id):
-            watcher.offer(change)
+        watcher = Watcher(self, watched, self._client_queue, self._starting_point(watched, last_event_id))
         for zone in watched:
             self._watchers.setdefault(zone, set()).add(watcher)
         self._count += 1

@@ -7,6 +7,7 @@ docs/ current, and run `capacity-service console --open` as the README says."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -30,10 +31,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
+from capacity_service.client import CapacityClient
+from capacity_service.domain import PoolView
 from capacity_service.entrypoints.http.app import create_app
 from capacity_service.settings import HttpSettings
 from devenv._process import free_port
-from tests.e2e.test_http_service import Service
+from tests.e2e.test_http_service import Service, wait_until
 from tests.support.in_process import InProcessBackend
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -49,6 +52,11 @@ HOURS = (8, 10, 12, 14)
 
 def pool_id(zone: str, hour: int) -> str:
     return f"{zone}:{TOMORROW + timedelta(hours=hour):%Y-%m-%dT%H}"
+
+
+def slot(hour: int) -> dict[str, str]:
+    start = TOMORROW + timedelta(hours=hour)
+    return {"slot_start": start.isoformat(), "slot_end": (start + timedelta(hours=2)).isoformat()}
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +82,8 @@ def http(service: Service) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=service.url, timeout=30) as client:
         for zone in ZONES:
             for hour in HOURS:
-                start = TOMORROW + timedelta(hours=hour)
-                slot = {"slot_start": start.isoformat(), "slot_end": (start + timedelta(hours=2)).isoformat()}
-                made = client.put(f"/v1/pools/{pool_id(zone, hour)}", json={"capacity": 20, "zone": zone, **slot})
+                settings = {"capacity": 20, "zone": zone, **slot(hour)}
+                made = client.put(f"/v1/pools/{pool_id(zone, hour)}", json=settings)
                 assert made.status_code == 201, made.text
         yield client
 
@@ -148,7 +155,8 @@ def confirm(browser: webdriver.Chrome, typed: str | None = None) -> None:
 
 def open_pool(browser: webdriver.Chrome, service: Service, pool: str) -> None:
     browser.get(f"{service.url}/console/#/pool/{pool}")
-    wait(browser, lambda: text_of(browser, "capacity") is not None)
+    shown = "return document.getElementById('pool')?.dataset.pool"
+    wait(browser, lambda: js(browser, shown) == pool and text_of(browser, "live") == "live")
 
 
 def test_the_grid_fills_from_pools_made_over_http_and_a_reserve_elsewhere_changes_its_cell_within_a_second(
@@ -219,7 +227,7 @@ def test_retire_from_the_page_stops_the_pools_sales(
     confirm(browser)
     wait(browser, lambda: text_of(browser, "retired") is not None and newest_event(browser) == "PoolRetired")
     refused = http.post("/v1/reservations", json={"pool_id": pool})
-    assert (refused.status_code, refused.json()["error"]["code"]) == (410, "pool_retired")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (410, "pool_retired"), refused.text
 
 
 def test_a_pools_page_shows_its_holds_waitlist_and_history(
@@ -238,27 +246,71 @@ def test_a_pools_page_shows_its_holds_waitlist_and_history(
     browser.save_screenshot(str(DOCS / "console-pool.png"))
 
 
+def test_the_python_client_reads_the_zones_and_a_pools_past(service: Service, http: httpx.Client) -> None:
+    """Through Ray, without HTTP: the zones from a cache replica, the pool from its writer and its journal."""
+    pool = pool_id("east", 12)
+    assert http.put(f"/v1/pools/{pool}", json={"capacity": 7, "zone": "east", **slot(12)}).status_code == 200
+    with CapacityClient(namespace=service.namespace) as client:
+        assert [zone.zone for zone in client.zones().zones] == list(ZONES)
+        now = client.pool_history(pool)
+        assert now.pool is not None and (now.pool.capacity, [e.type for e in now.events][:1]) == (7, ["PoolConfigured"])
+        then = client.pool_history(pool, at=now.first_recorded_at)
+        assert then.pool is not None and (then.pool.capacity, then.seq_nr) == (20, 1)
+
+
+# How the page words each error the service may answer (api.js's ``inWords``), asked in the page itself.
+IN_WORDS = """
+const done = arguments[arguments.length - 1];
+import("./api.js").then(({ ApiError, inWords }) => done({
+  overloaded: inWords(new ApiError(429, "overloaded", "48 requests are being answered", { retryAfter: "2" })),
+  retired: inWords(new ApiError(410, "pool_retired", "pool 'p' is retired: it takes no new reservations")),
+  paused: inWords(new ApiError(503, "paused", "pool 'p' is paused by an operator: flood")),
+  unknown: inWords(new ApiError(404, "pool_not_found", "pool 'p' does not exist")),
+  unreachable: inWords(new ApiError(0, "unreachable", "")),
+}));
+"""
+
+
 def test_errors_are_shown_in_words(browser: webdriver.Chrome, service: Service) -> None:
     browser.get(f"{service.url}/console/#/pool/no-such-pool")
     wait(browser, lambda: text_of(browser, "not-found") is not None)
     assert "There is no pool named “no-such-pool”" in (text_of(browser, "not-found") or "")
+    words = browser.execute_async_script(IN_WORDS)
+    assert words == {
+        "overloaded": "The service is overloaded and did nothing. Try again in 2 s.",
+        "retired": "Refused, nothing was done: the pool is retired, for good (no new reservations, no changes).",
+        "paused": "Refused, nothing was done: pool 'p' is paused by an operator: flood. Resume the pool first.",
+        "unknown": "There is no such pool (pool 'p' does not exist).",
+        "unreachable": "The service does not answer. Is it running? If you made a change, reload to see whether "
+        "it was made.",
+    }
+
+
+@contextlib.contextmanager
+def app_served(browser: webdriver.Chrome, backend: InProcessBackend, settings: HttpSettings) -> Iterator[str]:
+    """The service's HTTP app over the in-process service, on a port of its own: the app's own behaviour
+    (keys, the grid's size) without the cost of another service on Ray."""
+    app = create_app(backend, settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 10, "the in-process app listening")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        js(browser, "sessionStorage.clear()")
+        browser.get("about:blank")  # its streams end: the server stops at once
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def test_with_api_keys_the_page_asks_for_the_admin_key_and_keeps_it_out_of_the_url(
     browser: webdriver.Chrome,
 ) -> None:
-    """The service's app with keys, over the in-process service (the key's path is the app's, not Ray's)."""
     settings = HttpSettings(api_keys=[SecretStr("user-key")], admin_keys=[SecretStr("admin-key")])
-    port = free_port()
-    app = create_app(InProcessBackend(), settings)
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url, admin = f"http://127.0.0.1:{port}", {"authorization": "Bearer admin-key"}
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+    admin = {"authorization": "Bearer admin-key"}
+    with app_served(browser, InProcessBackend(), settings) as url:
         assert httpx.put(f"{url}/v1/pools/p1", json={"capacity": 5, "zone": "north"}, headers=admin).status_code == 201
         browser.get(f"{url}/console/")
         asking = "return document.getElementById('key-dialog').open"
@@ -275,11 +327,29 @@ def test_with_api_keys_the_page_asks_for_the_admin_key_and_keeps_it_out_of_the_u
         wait(browser, lambda: text_of(browser, "live") == "live")  # the stream, read with the key
         assert httpx.post(f"{url}/v1/reservations", json={"pool_id": "p1"}, headers=admin).status_code == 201
         wait(browser, lambda: cell(browser, "p1") == "4", timeout=2.0)
-    finally:
-        js(browser, "sessionStorage.clear()")
-        browser.get("about:blank")  # its stream ends: the server stops at once
-        server.should_exit = True
-        thread.join(timeout=10)
+
+
+def test_the_grid_of_10000_pools_shows_a_page_of_them(browser: webdriver.Chrome) -> None:
+    """50 zones x 200 slots, as the availability cache has them: the page holds 20 zones x 12 slots."""
+    backend = InProcessBackend()
+    for k in range(10_000):
+        zone, hour = f"zone-{k % 50:02d}", k // 50
+        start = TOMORROW + timedelta(hours=hour)
+        view = PoolView(f"{zone}:{hour:03d}", True, zone, start, start + timedelta(hours=1), 10, 3, 7, 1)
+        backend.publish_view(view)
+    with app_served(browser, backend, HttpSettings()) as url:
+        browser.get(f"{url}/console/")
+        chips = "return document.querySelectorAll('#grid a.pool').length"
+        wait(browser, lambda: js(browser, chips) == 20 * 12, 30)
+        assert js(browser, "return document.getElementsByTagName('*').length") < 2_000
+        rows = "return [...document.querySelectorAll('#grid tbody tr')].map((row) => row.dataset.zone)"
+        assert js(browser, rows) == [f"zone-{z:02d}" for z in range(20)]
+        assert cell(browser, "zone-00:000") == "7" and cell(browser, "zone-00:012") is None
+        press(browser, "slots-next")
+        wait(browser, lambda: cell(browser, "zone-00:012") == "7" and cell(browser, "zone-00:000") is None)
+        press(browser, "zones-next")
+        wait(browser, lambda: js(browser, rows) == [f"zone-{z:02d}" for z in range(20, 40)])
+        wait(browser, lambda: js(browser, chips) == 20 * 12, 30)
 
 
 def test_the_console_command_prints_and_opens_its_address(service: Service, tmp_path: Path) -> None:

@@ -68,9 +68,9 @@ export function inWords(error) {
       return `The service is overloaded and did nothing. Try again${wait}.`;
     }
     case "paused":
-      return `This pool is paused by an operator, so it takes no writes: ${error.message}. Resume it first.`;
+      return `Refused, nothing was done: ${error.message}. Resume the pool first.`;
     case "pool_retired":
-      return `This pool is retired: it takes no new reservations or changes, for good${said}.`;
+      return "Refused, nothing was done: the pool is retired, for good (no new reservations, no changes).";
     case "pool_not_found":
       return `There is no such pool${said}.`;
     case "unauthorized":

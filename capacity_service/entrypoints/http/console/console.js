@@ -115,6 +115,7 @@ function route() {
   hideError();
   live.dataset.state = "off";
   live.textContent = "not connected";
+  main.replaceChildren(h("p", { class: "loading" }, "Loading…")); // nothing of the page left behind
   const poolId = poolOfLocation();
   if (poolId === null) {
     where.textContent = "Grid";

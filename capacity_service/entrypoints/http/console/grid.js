@@ -17,18 +17,21 @@ export function showGrid(main, ui) {
   let slotOffset = null; // null: at the first slot not over yet
   let stopStream = () => {};
   let renderSoon = null;
+  let left = false; // the operator went to another page: answers that come late change nothing here
 
   async function loadZones() {
     const after = pageStarts[pageStarts.length - 1];
     const query = new URLSearchParams({ limit: ZONES_PER_PAGE, ...(after === null ? {} : { after }) });
+    let page;
     try {
-      const page = await call("GET", `v1/admin/zones?${query}`);
-      zones = page.zones.map((summary) => summary.zone);
-      nextAfter = page.next_after;
+      page = await call("GET", `v1/admin/zones?${query}`);
     } catch (error) {
-      ui.fail(error, loadZones, main);
+      if (!left) ui.fail(error, loadZones, main);
       return;
     }
+    if (left) return;
+    zones = page.zones.map((summary) => summary.zone);
+    nextAfter = page.next_after;
     stopStream();
     pools.clear();
     slotOffset = null;
@@ -90,17 +93,23 @@ export function showGrid(main, ui) {
 
   function gridTable(starts) {
     const byCell = new Map(); // "zone\nslot start" -> its pools
+    const byZone = new Map(zones.map((zone) => [zone, { pools: 0, left: 0 }]));
     for (const pool of pools.values()) {
       const key = `${pool.zone}\n${pool.slot_start ?? NO_SLOT}`;
-      byCell.set(key, [...(byCell.get(key) ?? []), pool]);
+      if (!byCell.has(key)) byCell.set(key, []);
+      byCell.get(key).push(pool);
+      const sums = byZone.get(pool.zone);
+      if (sums) {
+        sums.pools += 1;
+        sums.left += pool.remaining;
+      }
     }
     const rows = zones.map((zone) => {
-      const ofZone = [...pools.values()].filter((pool) => pool.zone === zone);
-      const left = ofZone.reduce((sum, pool) => sum + pool.remaining, 0);
+      const { pools: count, left } = byZone.get(zone);
       return h(
         "tr",
         { dataset: { zone } },
-        h("td", { class: "zone" }, h("strong", {}, zone), h("div", { class: "muted" }, `${ofZone.length} pools, ${left} left`)),
+        h("td", { class: "zone" }, h("strong", {}, zone), h("div", { class: "muted" }, `${count} pools, ${left} left`)),
         starts.map((start) => h("td", {}, cell(byCell.get(`${zone}\n${start}`) ?? []))),
       );
     });
@@ -120,6 +129,7 @@ export function showGrid(main, ui) {
 
   loadZones();
   return () => {
+    left = true;
     stopStream();
     clearTimeout(renderSoon);
   };

@@ -17,6 +17,7 @@ export function showPool(main, poolId, ui) {
   let stopStream = () => {};
   let sliderWait = null;
   let refreshWait = null;
+  let left = false; // the operator went to another page: answers that come late change nothing here
 
   async function load(moment) {
     wanted = moment;
@@ -28,8 +29,10 @@ export function showPool(main, poolId, ui) {
     const query = new URLSearchParams({ limit: LISTED, ...(moment === null ? {} : { at: moment }) });
     try {
       const answer = await call("GET", `${path("v1/admin/pools/{}/history", poolId)}?${query}`);
+      if (left) return;
       if (next === undefined) show(answer, moment);
     } catch (error) {
+      if (left) return;
       if (error instanceof ApiError && error.code === "pool_not_found") notFound();
       else if (history === null) ui.fail(error, () => load(moment), main);
       else ui.fail(error);
@@ -75,7 +78,7 @@ export function showPool(main, poolId, ui) {
   function render() {
     const pool = history.pool;
     main.replaceChildren(
-      h("section", { class: "panel", id: "pool" }, heading(pool), pool ? stats(pool) : absent(), actions(pool)),
+      h("section", { class: "panel", id: "pool", dataset: { pool: poolId } }, heading(pool), pool ? stats(pool) : absent(), actions(pool)),
       h("section", { class: "panel" }, h("h2", {}, "History"), slider()),
       h(
         "div",
@@ -231,10 +234,11 @@ export function showPool(main, poolId, ui) {
     const query = new URLSearchParams({ limit: LISTED, before, ...(at === null ? {} : { at }) });
     try {
       const page = await call("GET", `${path("v1/admin/pools/{}/history", poolId)}?${query}`);
+      if (left) return;
       olderEvents = [...olderEvents, ...page.events];
       render();
     } catch (error) {
-      ui.fail(error);
+      if (!left) ui.fail(error);
     }
   }
 
@@ -242,9 +246,9 @@ export function showPool(main, poolId, ui) {
     try {
       await call(method, path(route, poolId), body);
     } catch (error) {
-      ui.fail(error);
+      if (!left) ui.fail(error);
     }
-    await load(null);
+    if (!left) await load(null);
   }
 
   async function pause() {
@@ -283,6 +287,7 @@ export function showPool(main, poolId, ui) {
 
   load(null);
   return () => {
+    left = true;
     stopStream();
     clearTimeout(sliderWait);
     clearTimeout(refreshWait);
