@@ -477,12 +477,13 @@ class CapacityOperations(OrderOperations):
             raise InvalidRequest("before must be a seq_nr, 1 or more")
         if at is not None and at.tzinfo is None:
             at = at.replace(tzinfo=UTC)  # as every datetime without an offset (kept in its own offset otherwise)
-        glance = None if at is not None else raised(await self._gateway.glance(pool_id, limit))
+        # Now: the writer first, so that the journal's events read next hold every event of its state.
+        now = None if at is not None else raised(await self._gateway.glance(pool_id, limit))
         found = raised(await self._gateway.history(pool_id, at, before, limit))
         if found is None:
             raise PoolNotFound(pool_id)
-        glance = glance or found.replayed
-        seq_nr = found.seq_nr if glance is None or at is not None else glance.view.version
+        glance = found.replayed if at is not None else now
+        seq_nr = found.seq_nr if now is None else now.view.version
         return PoolHistory(
             pool_id=pool_id,
             at=at,

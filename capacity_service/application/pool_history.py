@@ -3,7 +3,7 @@ the journal recorded it, and the pool as it was at any past moment, replayed by 
 
 Events carry no time of their own (a decision is a pure function of state and command). The journal
 records one with every event it appends: ``recorded_at``, the appending writer's wall clock when it wrote
-the event, after the pool decided it (the warehouse and the webhooks use it too). The pool "at" a moment is
+the event, after the pool decided it (the webhooks use it too). The pool "at" a moment is
 the pool after the longest run of its events from the first that were all recorded at or before that
 moment: always a state the pool really had, even if two incarnations' clocks disagreed and the recorded
 times of a stream are not quite in order.
