@@ -181,7 +181,7 @@ def test_the_grid_fills_from_pools_made_over_http_and_a_reserve_elsewhere_change
     wait(browser, lambda: js(browser, levels, pool_id("north", 8)) == "none")
     wait(browser, lambda: js(browser, levels, pool_id("south", 12)) == "low")
     wait(browser, lambda: js(browser, levels, pool_id("east", 14)) == "paused")
-    browser.save_screenshot(str(DOCS / "console-grid.png"))
+    browser.find_element(By.TAG_NAME, "body").screenshot(str(DOCS / "console-grid.png"))  # the page, no margin
 
 
 def test_pause_from_the_page_makes_the_next_reserve_answer_503_paused(

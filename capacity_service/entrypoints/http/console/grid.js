@@ -68,6 +68,9 @@ export function showGrid(main, ui) {
       render();
     };
     const page = pageStarts.length;
+    const earlier = first - SLOTS_PER_PAGE;
+    const later = first + SLOTS_PER_PAGE;
+    const range = shown.length ? `Slots ${first + 1}–${first + shown.length} of ${starts.length}` : "";
     const toolbar = h(
       "div",
       { class: "toolbar" },
@@ -75,20 +78,15 @@ export function showGrid(main, ui) {
       h("button", { id: "zones-next", disabled: nextAfter === null, onclick: () => turnPage(1) }, "Next zones ▶"),
       h("span", { class: "muted" }, `Page ${page} of zones`),
       h("span", { class: "spacer" }),
-      h("button", { id: "slots-back", disabled: first === 0, onclick: moveSlots(first - SLOTS_PER_PAGE) }, "◀ Earlier"),
-      h("span", { class: "muted" }, shown.length ? `Slots ${first + 1}–${first + shown.length} of ${starts.length}` : ""),
-      h(
-        "button",
-        { id: "slots-next", disabled: first + SLOTS_PER_PAGE >= starts.length, onclick: moveSlots(first + SLOTS_PER_PAGE) },
-        "Later ▶",
-      ),
+      h("button", { id: "slots-back", disabled: first === 0, onclick: moveSlots(earlier) }, "◀ Earlier"),
+      h("span", { class: "muted" }, range),
+      h("button", { id: "slots-next", disabled: later >= starts.length, onclick: moveSlots(later) }, "Later ▶"),
     );
     const content = zones.length
       ? gridTable(shown)
       : h("p", { class: "muted" }, "No pools on sale yet: create one with PUT /v1/pools/{pool_id}.");
-    main.replaceChildren(
-      h("section", { class: "panel" }, h("h2", {}, "Remaining capacity by zone and slot (UTC)"), toolbar, content, legend()),
-    );
+    const title = h("h2", {}, "Remaining capacity by zone and slot (UTC)");
+    main.replaceChildren(h("section", { class: "panel" }, title, toolbar, content, legend()));
   }
 
   function gridTable(starts) {
@@ -113,10 +111,11 @@ export function showGrid(main, ui) {
         starts.map((start) => h("td", {}, cell(byCell.get(`${zone}\n${start}`) ?? []))),
       );
     });
+    const heads = starts.map((start) => h("th", {}, slotLabel(start)));
     return h(
       "table",
       { class: "grid", id: "grid" },
-      h("thead", {}, h("tr", {}, h("th", { class: "zone" }, "zone"), starts.map((start) => h("th", {}, slotLabel(start))))),
+      h("thead", {}, h("tr", {}, h("th", { class: "zone" }, "zone"), heads)),
       h("tbody", {}, rows),
     );
   }

@@ -69,7 +69,12 @@ export function showPool(main, poolId, ui) {
         "section",
         { class: "panel", id: "not-found" },
         h("h2", {}, "No such pool"),
-        h("p", {}, `There is no pool named “${poolId}”: it was never created (only PUT /v1/pools/{pool_id} creates one).`),
+        h(
+          "p",
+          {},
+          `There is no pool named “${poolId}”: it was never created `,
+          "(only PUT /v1/pools/{pool_id} creates one).",
+        ),
         h("p", {}, h("a", { href: "#/" }, "Back to the grid")),
       ),
     );
@@ -78,7 +83,13 @@ export function showPool(main, poolId, ui) {
   function render() {
     const pool = history.pool;
     main.replaceChildren(
-      h("section", { class: "panel", id: "pool", dataset: { pool: poolId } }, heading(pool), pool ? stats(pool) : absent(), actions(pool)),
+      h(
+        "section",
+        { class: "panel", id: "pool", dataset: { pool: poolId } },
+        heading(pool),
+        pool ? stats(pool) : absent(),
+        actions(pool),
+      ),
       h("section", { class: "panel" }, h("h2", {}, "History"), slider()),
       h(
         "div",
@@ -107,7 +118,12 @@ export function showPool(main, poolId, ui) {
 
   function stats(pool) {
     const stat = (name, value) =>
-      h("div", { class: "stat" }, h("div", { class: "value", id: name }, String(value)), h("div", { class: "label" }, name));
+      h(
+        "div",
+        { class: "stat" },
+        h("div", { class: "value", id: name }, String(value)),
+        h("div", { class: "label" }, name),
+      );
     return h(
       "div",
       { class: "stats" },
@@ -158,7 +174,8 @@ export function showPool(main, poolId, ui) {
       clearTimeout(sliderWait);
       const value = Number(input.value);
       // The end of the millisecond: the journal's times have microseconds.
-      sliderWait = setTimeout(() => load(value >= last ? null : new Date(value).toISOString().replace("Z", "999Z")), 150);
+      const moment = value >= last ? null : new Date(value).toISOString().replace("Z", "999Z");
+      sliderWait = setTimeout(() => load(moment), 150);
     };
     input.addEventListener("input", moveTo);
     input.addEventListener("change", moveTo);
@@ -186,14 +203,26 @@ export function showPool(main, poolId, ui) {
 
   function holds() {
     const rows = history.holds.map((hold) =>
-      h("tr", {}, h("td", { class: "data" }, hold.reservation_id), h("td", {}, hold.quantity), h("td", { class: "time" }, utc(hold.expires_at, true))),
+      h(
+        "tr",
+        {},
+        h("td", { class: "data" }, hold.reservation_id),
+        h("td", {}, hold.quantity),
+        h("td", { class: "time" }, utc(hold.expires_at, true)),
+      ),
     );
     return table(["reservation", "units", "expires at (UTC)"], rows, "No holds.");
   }
 
   function waitlist() {
     const rows = history.waitlist.map((entry) =>
-      h("tr", {}, h("td", {}, entry.position), h("td", { class: "data" }, entry.request_id), h("td", {}, entry.quantity)),
+      h(
+        "tr",
+        {},
+        h("td", {}, entry.position),
+        h("td", { class: "data" }, entry.request_id),
+        h("td", {}, entry.quantity),
+      ),
     );
     return table(["place", "request id", "units"], rows, "Nobody waits.");
   }
@@ -253,7 +282,9 @@ export function showPool(main, poolId, ui) {
 
   async function pause() {
     const reason = await ui.confirm({
-      text: `Pause ${poolId}? Reserves, releases, confirms and changes are refused (503 paused) until it is resumed; reads and hold expiry go on.`,
+      text:
+        `Pause ${poolId}? Reserves, releases, confirms and changes are refused (503 paused) until it is ` +
+        "resumed; reads and hold expiry go on.",
       input: { label: "Reason", required: true },
       ok: "Pause",
     });
@@ -268,7 +299,9 @@ export function showPool(main, poolId, ui) {
   async function changeCapacity() {
     const pool = history.pool;
     const value = await ui.confirm({
-      text: `Change the capacity of ${poolId} (now ${pool.capacity}, ${pool.reserved} reserved)? Below what is reserved, it offers nothing until releases bring it back under.`,
+      text:
+        `Change the capacity of ${poolId} (now ${pool.capacity}, ${pool.reserved} reserved)? Below what is ` +
+        "reserved, it offers nothing until releases bring it back under.",
       input: { label: "New capacity", type: "number", min: 0, value: pool.capacity, required: true },
       ok: "Change capacity",
     });
@@ -279,7 +312,9 @@ export function showPool(main, poolId, ui) {
 
   async function retire() {
     const yes = await ui.confirm({
-      text: `Retire ${poolId}? It takes no new reservations from now on, for good (releases and reads go on), and it leaves availability.`,
+      text:
+        `Retire ${poolId}? It takes no new reservations from now on, for good (releases and reads go on), ` +
+        "and it leaves availability.",
       ok: "Retire",
     });
     if (yes !== null) await act("DELETE", "v1/pools/{}");
