@@ -5,6 +5,7 @@ capacity-service pools put north:0800 --capacity 20 --zone north
 capacity-service reserve north:0800 --quantity 2
 capacity-service reserve --choose-zone north --from 2026-12-01T08:00:00Z --quantity 2   # any pool that fits
 capacity-service events north:0800           # the pool's journal, decoded
+capacity-service console --open              # the operator's console in a browser
 capacity-service webhook put erp --url https://erp.example.com/hooks --event hold.expired   # secret from env
 """
 
@@ -239,6 +240,12 @@ def _add_client_commands(
     )
     events.add_argument("pool_id")
     events.set_defaults(run=_events)
+
+    console = commands.add_parser(
+        "console", help="the operator's console of the running service: print its address (--open: in a browser)"
+    )
+    console.add_argument("--open", action="store_true", help="open it in this machine's web browser")
+    console.set_defaults(run=_console)
 
     demo = commands.add_parser("demo", parents=[data_dir], help="the Python API without Ray: a pool surviving restarts")
     demo.set_defaults(run=_demo)
@@ -493,6 +500,25 @@ def _events(a: argparse.Namespace) -> int:
                 **asdict(event),
             }
             print(json.dumps(line, default=str))
+    return 0
+
+
+def _console(a: argparse.Namespace) -> int:
+    """The console's address, once the service answers there; whether the page will ask for an admin key."""
+    import webbrowser
+
+    url = f"{a.url}/console/"
+    with urllib.request.urlopen(url, timeout=30):
+        pass  # the service serves it (an error says why not)
+    print(url)
+    try:
+        _http(a, "GET", "/v1/admin/zones?limit=1")
+    except ServiceError as exc:
+        if exc.body["status"] in (401, 403):
+            print("the service has API keys: the page asks for an admin key (one of CAPACITY_ADMIN_KEYS)")
+    if a.open and not webbrowser.open(url):
+        print("no web browser found here: open the address above in one", file=sys.stderr)
+        return 1
     return 0
 
 
