@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from capacity_service.application.availability_index import ZoneCounts
-from capacity_service.application.checks import MAX_ZONE_LENGTH, check_choice, printable
+from capacity_service.application.checks import MAX_ZONE_LENGTH, check_choice, in_utc, printable
 from capacity_service.application.choosing import attempt_request_id, candidates, ordered
 from capacity_service.application.order_operations import ORDER_REQUEST_PREFIX, OrderGateway, OrderOperations, raised
 from capacity_service.application.pool_history import JournalHistory, PoolGlance
@@ -475,8 +475,8 @@ class CapacityOperations(OrderOperations):
             raise InvalidRequest(f"limit must be 1..{MAX_HISTORY_LIMIT}")
         if before is not None and before < 1:
             raise InvalidRequest("before must be a seq_nr, 1 or more")
-        if at is not None and at.tzinfo is None:
-            at = at.replace(tzinfo=UTC)  # as every datetime without an offset (kept in its own offset otherwise)
+        if at is not None:
+            at = in_utc(at)
         # Now: the writer first, so that the journal's events read next hold every event of its state.
         now = None if at is not None else raised(await self._gateway.glance(pool_id, limit))
         found = raised(await self._gateway.history(pool_id, at, before, limit))
