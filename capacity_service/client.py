@@ -30,6 +30,7 @@ from capacity_service.models import (
     OrderLineRequest,
     Pool,
     PoolCheck,
+    PoolHistory,
     PoolsChanged,
     ReleaseReceipt,
     ReservationInfo,
@@ -38,6 +39,7 @@ from capacity_service.models import (
     ScheduleTemplate,
     WaitlistPlace,
     Webhook,
+    ZoneList,
 )
 from capacity_service.runtime import _ray, bootstrap, service
 from capacity_service.runtime.actor_api import CacheApi, SupervisorApi, call
@@ -261,6 +263,14 @@ class CapacityClient:
 
     def get_schedule(self, schedule_id: str) -> Schedule:
         return self._run(self._async.get_schedule(schedule_id))
+
+    def pool_history(
+        self, pool_id: str, at: datetime | None = None, before: int | None = None, limit: int = 50
+    ) -> PoolHistory:
+        return self._run(self._async.pool_history(pool_id, at, before, limit))
+
+    def zones(self, after: str | None = None, limit: int = 100) -> ZoneList:
+        return self._run(self._async.zones(after, limit))
 
     def put_webhook(self, webhook_id: str, url: str, events: Sequence[str], secret: str) -> Webhook:
         webhook, _ = self._run(self._async.put_webhook(webhook_id, url, events, secret))

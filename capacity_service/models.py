@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from capacity_service.domain import DEFAULT_MAX_HOLD_SECONDS, DEFAULT_WAITLIST_LIMIT, PoolView, Reservation
+from capacity_service.domain import (
+    DEFAULT_MAX_HOLD_SECONDS,
+    DEFAULT_WAITLIST_LIMIT,
+    PoolEvent,
+    PoolReset,
+    PoolView,
+    Reservation,
+)
 from capacity_service.domain import WaitlistPlace as DomainWaitlistPlace
 from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.order import OrderView
@@ -362,3 +370,59 @@ class Schedule(_Model):
             version=view.version,
             last_error=view.last_error,
         )
+
+
+class ZoneSummary(_Model):
+    """A zone as the availability cache has it: its pools on sale (a retired pool leaves it), how many units
+    they have left in all, how many of them have none left, and how many an operator paused."""
+
+    zone: str
+    pools: int
+    remaining: int
+    sold_out: int
+    paused: int
+
+
+class ZoneList(_Model):
+    """Zones in the order of their names; ``next_after``: the ``after`` of the next page (None: the last)."""
+
+    zones: list[ZoneSummary]
+    next_after: str | None = None
+
+
+class HistoryEvent(_Model):
+    """One event of a pool's journal: ``type`` as the journal stores it, ``recorded_at`` when the journal
+    recorded it, ``data`` its fields (a ``PoolReset``'s: only ``to_seq_nr``; the state it carries is the
+    pool after it)."""
+
+    seq_nr: int
+    type: str
+    recorded_at: datetime
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, seq_nr: int, event_type: str, recorded_at: datetime, event: PoolEvent) -> HistoryEvent:
+        data = {"to_seq_nr": event.to_seq_nr} if isinstance(event, PoolReset) else dataclasses.asdict(event)
+        return cls(seq_nr=seq_nr, type=event_type, recorded_at=recorded_at, data=data)
+
+
+class PoolHistory(_Model):
+    """A pool as its journal has it at a moment (``at``; None: now), replayed from its events, and the
+    events that led there. ``seq_nr``: the events replayed (the pool is as after that one; 0: it did not
+    exist yet, and ``pool`` is None). ``last_seq_nr``, ``first_recorded_at``, ``last_recorded_at``: the
+    stream's newest event and the times of its first and newest. The lists hold at most ``limit`` each:
+    ``holds`` held then (soonest expiry first), ``reservations`` (newest first), ``waitlist`` the entries
+    waiting then (in their order), ``events`` (newest first; page on with ``before``)."""
+
+    pool_id: str
+    at: datetime | None
+    seq_nr: int
+    last_seq_nr: int
+    first_recorded_at: datetime
+    last_recorded_at: datetime
+    pool: Pool | None
+    paused_reason: str | None
+    holds: list[ReservationInfo]
+    reservations: list[ReservationInfo]
+    waitlist: list[WaitlistPlace]
+    events: list[HistoryEvent]

@@ -401,6 +401,32 @@ class JournalContract:
         read = journal.read_streams({s: 1 for s in streams})
         assert {s: [e.payload.decode() for e in read[s]] for s in streams} == {s: [s] for s in streams}
 
+    def test_an_append_that_leaves_its_stream_dormant_marks_it_and_a_refused_one_marks_nothing(
+        self, journal: Journal, pool_id: str
+    ) -> None:
+        order = order_stream_id(pool_id.replace("~", "-") + "-at-rest")
+        claimed, created, live = f"{pool_id}-claimed", f"{pool_id}-created", f"{pool_id}-live"
+        epoch = journal.claim_epoch(order)
+        journal.append(order, 0, epoch, events("placed"))
+        journal.claim_epoch(claimed)  # by another writer: creating it is refused
+        live_epoch = journal.claim_epoch(live)
+        journal.append(live, 0, live_epoch, events("l1"))
+        results = journal.append_many(
+            [
+                AppendRequest(order, 1, epoch, events("taken"), dormant=True),
+                AppendRequest(claimed, 0, FIRST_EPOCH, events("late"), creates=True, dormant=True),
+                AppendRequest(created, 0, FIRST_EPOCH, events("failed at once"), creates=True, dormant=True),
+                AppendRequest(live, 0, live_epoch, events("stale"), dormant=True),  # not at the head
+            ]
+        )
+        assert results[0] == 2 and results[2] == 1
+        assert isinstance(results[1], StreamExists) and isinstance(results[3], SequenceConflict)
+        dormant = set(journal.dormant_pool_ids())
+        assert {order, created} <= dormant and not {claimed, live} & dormant  # a refused append marks nothing
+        assert order not in journal.live_stream_ids() and payloads(journal, order) == ["placed", "taken"]
+        assert journal.append(live, 1, live_epoch, events("l2"), dormant=True) == 2  # one append alone
+        assert live in set(journal.dormant_pool_ids())
+
     # ------------------------------------------------------------------ snapshots
 
     def test_snapshots_newest_first_and_only_the_last_k_kept(self, journal: Journal, pool_id: str) -> None:

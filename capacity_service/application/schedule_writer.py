@@ -76,6 +76,10 @@ class ScheduleWriter:
         return False
 
     @property
+    def dormancy_recorded(self) -> bool:
+        return False
+
+    @property
     def epoch(self) -> int:
         return self._hold.epoch
 
@@ -132,11 +136,11 @@ class ScheduleWriter:
                 persisted.append(event)
             view = view_of_schedule(self._state, self._seq_nr + len(pending))
             outcomes.append(ScheduleOutcome(None, view, tuple(decision)))
-        append = self._hold.append_request(self._seq_nr, pending)
+        append = self._hold.append_request(self._seq_nr, pending, dormant=False)
         return PreparedBatch(BatchResult(outcomes, persisted), append)
 
     def append_landed(self, prepared: PreparedBatch[Any, Any], new_seq_nr: int) -> None:
-        self._hold.landed()
+        self._hold.landed(prepared.append)
         self._seq_nr = new_seq_nr
 
     def append_failed(self, prepared: PreparedBatch[Any, Any], error: JournalError) -> None:

@@ -189,9 +189,11 @@ class WarehouseStream:
             return await self._flush()
 
     async def _flush(self) -> int:
-        written = 0
-        while self._buffer:
-            batch = self._buffer[: self._batch_end()]
+        # Only what was buffered when the flush began: rows that arrive during its writes wait for their own
+        # batch, or a steady trickle would be written as a file per few rows for as long as it lasts.
+        written, due = 0, len(self._buffer)
+        while written < due and self._buffer:
+            batch = self._buffer[: self._batch_end(due - written)]
             sink = await self._sink_opened()
             try:
                 await asyncio.to_thread(sink.write, batch)
@@ -210,10 +212,10 @@ class WarehouseStream:
         self.last_error = None
         return written
 
-    def _batch_end(self) -> int:
-        """Where the next batch ends: ``flush_rows`` rows, and the rest of the event the last one is part of
-        (a sink's cursor counts whole events)."""
-        buffer, end = self._buffer, min(len(self._buffer), self._settings.flush_rows)
+    def _batch_end(self, at_most: int) -> int:
+        """Where the next batch ends: ``flush_rows`` rows (or ``at_most``), and the rest of the event the last
+        one is part of (a sink's cursor counts whole events)."""
+        buffer, end = self._buffer, min(len(self._buffer), self._settings.flush_rows, at_most)
         while end < len(buffer) and buffer[end].seq_nr == buffer[end - 1].seq_nr:
             end += 1  # the parts of one event are next to each other: the same seq_nr is the same pool's
         return end
@@ -294,7 +296,7 @@ class WarehouseStream:
         """The rows of up to ``limit`` events after ``before``, event by event."""
         events: list[list[WarehouseRow]] = []
         cursor = before
-        # An order's and a schedule's events come through here only (no live hand-over).
+        # A schedule's events come through here only (no live hand-over).
         is_order, is_schedule = is_order_stream(before.pool_id), is_schedule_stream(before.pool_id)
         for stored in islice(journal.read(before.pool_id, before.seq_nr + 1), limit):
             if is_order:

@@ -5,6 +5,7 @@ capacity-service pools put north:0800 --capacity 20 --zone north
 capacity-service reserve north:0800 --quantity 2
 capacity-service reserve --choose-zone north --from 2026-12-01T08:00:00Z --quantity 2   # any pool that fits
 capacity-service events north:0800           # the pool's journal, decoded
+capacity-service console --open              # the operator's console in a browser
 capacity-service webhook put erp --url https://erp.example.com/hooks --event hold.expired   # secret from env
 capacity-service schedule apply december.yaml   # the pools of a template, with a progress bar
 """
@@ -99,13 +100,12 @@ def _add_service_commands(
     )
     start.add_argument(
         "--metrics",
-        action="store_true",
-        help="collect metrics (Ray's and the service's) for Prometheus, on 127.0.0.1 (about 2%% of the "
-        "reserves per second: docs/performance.md)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="collect metrics (Ray's and the service's) for Prometheus, on 127.0.0.1; on by default, "
+        "--no-metrics turns them off (they cost about 2%% of the reserves per second: docs/performance.md)",
     )
-    start.add_argument(
-        "--metrics-port", type=int, default=0, help="with --metrics: the port (default: a free one, printed)"
-    )
+    start.add_argument("--metrics-port", type=int, default=0, help="the metrics' port (default: a free one, printed)")
     start.add_argument(
         "--no-warehouse",
         action="store_true",
@@ -242,6 +242,12 @@ def _add_client_commands(
     )
     events.add_argument("pool_id", help="a pool's id, or a stream's: order~ORDER_ID, schedule~SCHEDULE_ID")
     events.set_defaults(run=_events)
+
+    console = commands.add_parser(
+        "console", help="the operator's console of the running service: print its address (--open: in a browser)"
+    )
+    console.add_argument("--open", action="store_true", help="open it in this machine's web browser")
+    console.set_defaults(run=_console)
 
     demo = commands.add_parser("demo", parents=[data_dir], help="the Python API without Ray: a pool surviving restarts")
     demo.set_defaults(run=_demo)
@@ -652,6 +658,25 @@ def _events(a: argparse.Namespace) -> int:
                 **asdict(event),
             }
             print(json.dumps(line, default=str))
+    return 0
+
+
+def _console(a: argparse.Namespace) -> int:
+    """The console's address, once the service answers there; whether the page will ask for an admin key."""
+    import webbrowser
+
+    url = f"{a.url}/console/"
+    with urllib.request.urlopen(url, timeout=30):
+        pass  # the service serves it (an error says why not)
+    print(url)
+    try:
+        _http(a, "GET", "/v1/admin/zones?limit=1")
+    except ServiceError as exc:
+        if exc.body["status"] in (401, 403):
+            print("the service has API keys: the page asks for an admin key (one of CAPACITY_ADMIN_KEYS)")
+    if a.open and not webbrowser.open(url):
+        print("no web browser found here: open the address above in one", file=sys.stderr)
+        return 1
     return 0
 
 

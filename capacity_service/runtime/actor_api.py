@@ -22,6 +22,8 @@ from capacity_service.errors import CapacityError
 from capacity_service.models import Webhook
 
 if TYPE_CHECKING:  # only for annotations: the runtime modules these come from import this one
+    from capacity_service.application.availability_index import ZoneCounts
+    from capacity_service.application.pool_history import PoolGlance
     from capacity_service.application.pool_host import AddressedCommand
     from capacity_service.application.pool_writer import CommandOutcome
     from capacity_service.runtime.channel import ChannelAddress
@@ -78,6 +80,8 @@ class PoolCalls(Protocol):
 
     async def check(self, pool_id: str) -> tuple[int, list[str]] | CapacityError: ...
 
+    async def glance(self, pool_id: str, limit: int) -> PoolGlance | CapacityError | None: ...
+
 
 class PoolApi(PoolCalls, Protocol):
     """A pool host (``runtime/pool_actor.py``): one shard of pools, or one pool. Errors come back as values."""
@@ -126,6 +130,8 @@ class CacheApi(Protocol):
     async def query(
         self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
     ) -> list[PoolView]: ...
+
+    async def zones(self, after: str | None, limit: int) -> tuple[list[ZoneCounts], bool]: ...
 
     async def status(self) -> dict[str, object]: ...
 

@@ -60,7 +60,9 @@ def order_host(
     sender = HostFirstSender(pools, router(settings))
     # A reserve is never decided after its deadline; answers in flight and clocks get a margin beyond it.
     driver = OrderDriver(sender, late_s=hosting.answer_grace_s + 1.0)
-    return OrderHost(opened_journal, pools.shared, driver, hosting.answer_grace_s, metrics or NO_METRICS)
+    return OrderHost(
+        opened_journal, pools.shared, driver, hosting.answer_grace_s, metrics or NO_METRICS, events=pools.events
+    )
 
 
 def schedule_host(settings: ServiceSettings, pools: PoolHost, opened_journal: Journal) -> ScheduleHost:

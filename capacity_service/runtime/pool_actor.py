@@ -14,6 +14,7 @@ from typing import TypeVar
 from capacity_service.adapters.journal import Journal, JournalError
 from capacity_service.application import tracing
 from capacity_service.application.order_host import OrderHost
+from capacity_service.application.pool_history import PoolGlance
 from capacity_service.application.pool_host import AddressedCommand, PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.application.schedule_host import ScheduleHost
@@ -217,6 +218,13 @@ class PoolActor(PoolApi):
         """Replay the pool from its journal and compare with the live state (an operator's check)."""
         try:
             return await (await self._pool_host()).check(pool_id)
+        except CapacityError as exc:
+            return exc
+
+    async def glance(self, pool_id: str, limit: int) -> PoolGlance | CapacityError | None:
+        """The pool as the operator's console shows it."""
+        try:
+            return await (await self._pool_host()).glance(pool_id, limit)
         except CapacityError as exc:
             return exc
 

@@ -10,12 +10,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
+from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal import Journal, JournalError
 from capacity_service.application import tracing
 from capacity_service.application.hosting import HostFenced
 from capacity_service.application.order_writer import OrderOutcome
+from capacity_service.application.pool_history import JournalHistory, PoolGlance, read_history
 from capacity_service.application.pool_host import AddressedCommand
 from capacity_service.application.pool_writer import CommandOutcome, answer_of_absent_pool, view_of_absent_pool
 from capacity_service.application.schedule_writer import ScheduleOutcome
@@ -152,6 +155,7 @@ class PoolRouter:
         self._senders: set[asyncio.Task[None]] = set()
         self._commands_in_flight = 0
         self._batches_in_flight = batches_in_flight(settings)
+        self._replays = asyncio.Semaphore(1)  # pools' histories replayed up to a past moment (``history``)
 
     async def execute(
         self, pool_id: str, command: PoolCommand, deadline: float | None = None
@@ -416,6 +420,25 @@ class PoolRouter:
 
     async def check(self, pool_id: str) -> tuple[int, list[str]] | CapacityError:
         return await self._ask_pool(pool_id, call(PoolApi.check, pool_id), PoolNotFound)
+
+    async def glance(self, pool_id: str, limit: int) -> PoolGlance | CapacityError | None:
+        return await self._ask_pool(pool_id, call(PoolApi.glance, pool_id, limit), lambda _: None)
+
+    async def history(
+        self, pool_id: str, at: datetime | None, before: int | None, limit: int
+    ) -> JournalHistory | CapacityError | None:
+        """Read from the journal here, on a worker thread: it needs nothing of the pool's writer (a retired
+        pool no longer hosted is read as well), and the pool's host goes on writing meanwhile. A past moment
+        replays the stream from its first event: one replay at a time in this process bounds what the
+        console's time slider costs it."""
+        try:
+            journal = self._opened_journal()
+            if at is None:
+                return await asyncio.to_thread(read_history, journal, Codec(), pool_id, at, before, limit)
+            async with self._replays:
+                return await asyncio.to_thread(read_history, journal, Codec(), pool_id, at, before, limit)
+        except JournalError as exc:
+            return Unavailable(f"journal unavailable: {exc}")
 
     async def ensure_started(self, pool_ids: list[str]) -> list[int | CapacityError]:
         """The watchdog's ping of ``pool_ids``, which one actor hosts: recovers those not running."""

@@ -8,14 +8,16 @@ from collections.abc import Awaitable
 from datetime import datetime
 from typing import TypeVar
 
+from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.adapters.webhooks.memory import InMemoryWebhookStore
 from capacity_service.application.availability_feed import AvailabilityFeed, Watcher
-from capacity_service.application.availability_index import AvailabilityIndex
+from capacity_service.application.availability_index import AvailabilityIndex, ZoneCounts
 from capacity_service.application.host_first import HostFirstConfigurer, HostFirstSender
 from capacity_service.application.order_driver import OrderDriver
 from capacity_service.application.order_host import OrderHost
 from capacity_service.application.order_writer import OrderOutcome
+from capacity_service.application.pool_history import JournalHistory, PoolGlance, read_history
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.application.schedule_host import PoolConfigurer, ScheduleHost
@@ -138,6 +140,14 @@ class InProcessRouter:
     async def check(self, pool_id: str) -> tuple[int, list[str]] | CapacityError:
         return await _as_value(self._host.check(pool_id))
 
+    async def history(
+        self, pool_id: str, at: datetime | None, before: int | None, limit: int
+    ) -> JournalHistory | CapacityError | None:
+        return read_history(self._host_journal, Codec(), pool_id, at, before, limit)
+
+    async def glance(self, pool_id: str, limit: int) -> PoolGlance | CapacityError | None:
+        return await _as_value(self._host.glance(pool_id, limit))
+
     async def live_pool_ids(self) -> list[str]:
         return self._host_journal.live_pool_ids()
 
@@ -158,6 +168,9 @@ class IndexAvailability:
 
     def known_view(self, pool_id: str) -> PoolView | None:
         return self.index.view(pool_id)
+
+    async def zones(self, after: str | None, limit: int) -> tuple[list[ZoneCounts], bool]:
+        return self.index.zones(after, limit)
 
 
 class NoNetwork:
@@ -192,8 +205,8 @@ class InProcessBackend:
         if self.index.update(view):
             self.feed.publish([view])
 
-    def watch_availability(self, zone: str, last_event_id: str | None) -> Watcher:
-        return self.feed.watch(zone, last_event_id)
+    def watch_availability(self, zones: list[str], last_event_id: str | None) -> Watcher:
+        return self.feed.watch(zones, last_event_id)
 
     async def start(self) -> None:
         pass

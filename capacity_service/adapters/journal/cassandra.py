@@ -278,8 +278,30 @@ class CassandraJournal(Journal):
         return list(self._executor.map(self.claim_epoch, pool_ids))
 
     def append(
-        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+        self,
+        pool_id: str,
+        expected_seq_nr: int,
+        epoch: int,
+        events: Sequence[NewEvent],
+        creates: bool = False,
+        dormant: bool = False,
     ) -> int:
+        appended = self._append(pool_id, expected_seq_nr, epoch, events, creates)
+        if dormant and events:
+            self._mark_dormant_after(pool_id)
+        return appended
+
+    def _mark_dormant_after(self, pool_id: str) -> None:
+        """The mark of an append that leaves its stream dormant: another partition, so a write of its own
+        after the append, whose loss must not turn a durable append into an error (``Journal.append``)."""
+        try:
+            self.mark_dormant(pool_id)
+        except JournalError as exc:
+            log.warning(
+                "stream %s: appended, but not marked dormant (it is marked at its next start): %s", pool_id, exc
+            )
+
+    def _append(self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool) -> int:
         if not events:
             return expected_seq_nr
         with self._translated_errors(pool_id):
@@ -326,9 +348,16 @@ class CassandraJournal(Journal):
     def append_soon(self, request: AppendRequest) -> Future[int]:
         """``append`` without a thread per call: the common case (the stream's live partition known, no
         move due) is one asynchronous request whose callback answers; the rest runs on a worker thread."""
-        pool_id, expected_seq_nr, epoch, events, _ = request
+        pool_id, expected_seq_nr, epoch, events, _, dormant = request
         live = self._live.get(pool_id)
-        if not events or expected_seq_nr == 0 or live is None or live.sealed or self._must_move(live, expected_seq_nr):
+        if (
+            dormant
+            or not events
+            or expected_seq_nr == 0
+            or live is None
+            or live.sealed
+            or self._must_move(live, expected_seq_nr)
+        ):
             return self._executor.submit(self.append, *request)
         answer: Future[int] = Future()
         try:

@@ -76,7 +76,9 @@ def event_id(pool_id: str, seq_nr: int, part: int = 0) -> str:
 
 
 def rows_of(persisted: PersistedEvent) -> list[WarehouseRow]:
-    """The rows of an event the pool writer just made durable (the live path)."""
+    """The rows of an event a pool's or an order's writer just made durable (the live path)."""
+    if isinstance(persisted.event, OrderEvent):
+        return [order_rows(Delivery(persisted.pool_id), persisted.seq_nr, persisted.event, persisted.occurred_at)]
     after = Delivery(
         persisted.pool_id,
         persisted.seq_nr,

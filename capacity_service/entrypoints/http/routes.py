@@ -26,6 +26,7 @@ from capacity_service.models import (
     Order,
     Pool,
     PoolCheck,
+    PoolHistory,
     PoolsChanged,
     ReleaseReceipt,
     ReservationInfo,
@@ -35,6 +36,7 @@ from capacity_service.models import (
     WaitlistPlace,
     Webhook,
     WebhookList,
+    ZoneList,
 )
 
 Method = Literal["GET", "POST", "PUT", "DELETE"]
@@ -277,6 +279,16 @@ ROUTES: tuple[Route, ...] = (
         responses=_errors(_POOL_NOT_FOUND),
         tags=_ADMIN,
     ),
+    Route(
+        "GET",
+        "/v1/admin/pools/{pool_id}/history",
+        "pool_history",
+        Access.ADMIN,
+        PoolHistory,
+        responses=_errors(_POOL_NOT_FOUND),
+        tags=_ADMIN,
+    ),
+    Route("GET", "/v1/admin/zones", "zones", Access.ADMIN, ZoneList, tags=_ADMIN),
     # Webhooks (``webhooks.py``).
     Route(
         "PUT",
@@ -335,6 +347,9 @@ ROUTES: tuple[Route, ...] = (
     ),
 )
 
+# The operator's console: static files under this path (``operator_console.py``), not an API operation.
+CONSOLE_PATH = "/console"
+
 BY_OPERATION: dict[str, Route] = {route.operation: route for route in ROUTES}
 PROBE_PATHS = frozenset(route.path for route in ROUTES if route.probe)
 STREAM_PATHS = frozenset(route.path for route in ROUTES if route.stream)
@@ -357,6 +372,8 @@ def route_of(path: str) -> str:
     """The route template of a path, for metrics: a bounded set of values whatever clients send."""
     if path in _FIXED_PATHS:
         return path
+    if path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/"):
+        return CONSOLE_PATH
     found = _TEMPLATED.match(path)
     if found is None or found.lastindex is None:
         return "other"

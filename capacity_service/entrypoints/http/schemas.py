@@ -43,7 +43,10 @@ def _as_utc(value: datetime | None) -> datetime | None:
     # A slot without a zone is taken as UTC, so every stored slot compares with every other.
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # an offset beyond the years a datetime holds: pydantic reports a ValueError only
+        raise ValueError("a date-time out of the range of dates") from None
 
 
 # Strict: an RFC 3339 string, as the schema says (a number is not taken as a Unix time).
