@@ -1,6 +1,7 @@
 """Shared bits of the benchmark scripts: their command line, percentiles, result files and plots, local
-servers (the service, the yardstick, Cassandra, PostgreSQL), and what loads them: wrk runs, a lean HTTP
-client, and a closed-loop level of offered load (the ramps)."""
+servers (the service, the yardstick, Cassandra, PostgreSQL), what loads them (wrk runs, a lean HTTP client,
+a closed-loop level of offered load for the ramps, and calls paced at a rate, an open loop), and the CPU the
+service's processes use."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -493,6 +495,99 @@ def knee(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+class ConnectionPool:
+    """``LeanConnection``s to one port, lent one request at a time: at most ``size`` requests in flight."""
+
+    def __init__(self, port: int, size: int) -> None:
+        self._idle: asyncio.Queue[LeanConnection] = asyncio.Queue()
+        for _ in range(size):
+            self._idle.put_nowait(LeanConnection(port))
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """As ``LeanConnection.request``, on the next idle connection (waiting for one when all are busy);
+        a connection that failed is closed and reopened by its next request."""
+        connection = await self._idle.get()
+        try:
+            return await connection.request(method, path, body)
+        finally:
+            self._idle.put_nowait(connection)
+
+    def close(self) -> None:
+        while not self._idle.empty():
+            self._idle.get_nowait().close()
+
+
+@dataclass
+class PacedRun:
+    """What ``paced`` measured: per call, its latency from when it was due (so a late load generator or a
+    slow service both show) and its outcome; how late the calls started (the load generator's own delay)."""
+
+    rate: float
+    seconds: float
+    due: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    ok_latencies_s: list[float] = field(default_factory=list)
+    start_delays_s: list[float] = field(default_factory=list)
+    generator_cpu_share: float = 0.0
+    took_s: float = 0.0  # from the first call due to the last one ended
+
+    def summary(self) -> dict[str, Any]:
+        """Calls that ended ok per second (over the run, or longer when the last ones ended later: a service
+        that falls behind shows a lower rate), their latency, every outcome, and how late the load generator
+        started calls."""
+        latency = summarize(self.ok_latencies_s) if self.ok_latencies_s else {}
+        delays = summarize(self.start_delays_s) if self.start_delays_s else {}
+        return {
+            "offered_per_s": self.rate,
+            "seconds": self.seconds,
+            "due": self.due,
+            "ok_per_s": len(self.ok_latencies_s) / max(self.seconds, self.took_s),
+            "took_s": self.took_s,
+            "median_ms": latency.get("median_ms"),
+            "p99_ms": latency.get("p99_ms"),
+            "max_ms": latency.get("max_ms"),
+            "outcomes": dict(self.outcomes),
+            "start_delay_p99_ms": delays.get("p99_ms"),
+            "load_generator_cpu_share": self.generator_cpu_share,
+        }
+
+
+async def paced(rate: float, seconds: float, call: Callable[[int], Awaitable[str]]) -> PacedRun:
+    """``call(i)`` for i = 0, 1, ... at ``rate`` per second for ``seconds``, each started when it is due
+    whether or not the earlier ones have been answered (an open loop: the offered load does not fall when
+    the service slows down, as a closed loop's does). ``call`` returns its outcome: "ok" (its latency is
+    kept) or another word (counted). Returns when every call has ended."""
+    run = PacedRun(rate, seconds)
+    count = int(rate * seconds)
+    began_cpu = time.process_time()
+    first_due = time.monotonic() + 0.05
+    running: set[asyncio.Task[None]] = set()
+
+    async def one(i: int, due: float) -> None:
+        run.start_delays_s.append(time.monotonic() - due)
+        try:
+            outcome = await call(i)
+        except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration) as exc:
+            outcome = type(exc).__name__
+        run.outcomes[outcome] += 1
+        if outcome == "ok":
+            run.ok_latencies_s.append(time.monotonic() - due)
+
+    for i in range(count):
+        due = first_due + i / rate
+        if (wait := due - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        task = asyncio.create_task(one(i, due))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    run.due = count
+    while running:
+        await asyncio.gather(*list(running))
+    run.took_s = time.monotonic() - first_due
+    run.generator_cpu_share = (time.process_time() - began_cpu) / max(1e-9, run.took_s)
+    return run
+
+
 def send_all(
     port: int,
     method: str,
@@ -622,26 +717,56 @@ def seed_pools(port: int, pool_ids: Sequence[str] = SIDE_BY_SIDE_POOLS, capacity
     send_all(port, "PUT", [pool_request(pool_id, capacity, "bench") for pool_id in pool_ids], expected=(200, 201))
 
 
-def idle_cpu_share(port: int, seconds: float = 20.0) -> float:
-    """CPU the service on ``port`` uses while nobody calls it, in cores: every process of the session its
-    ``capacity-service start`` leads (Ray's too)."""
+def service_processes(port: int) -> dict[int, str]:
+    """Every process of the session the ``capacity-service start`` on ``port`` leads (Ray's too), by pid:
+    its name as it calls itself (``ray::ServeReplica:capacity:CapacityApi``, ``ray::PoolActor``, ...)."""
     session = int(
         subprocess.run(
             ["pgrep", "-f", f"capacity_service .*start --port {port}( |$)"], capture_output=True, text=True, check=True
         ).stdout.split()[0]
     )
-
-    def cpu_s() -> float:
-        total = 0.0
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
+    found: dict[int, str] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             if int(fields[3]) == session:  # the session id (field 6 of stat)
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+                found[int(pid)] = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+    return found
 
-    before = cpu_s()
+
+def cpu_seconds(pids: Collection[int]) -> dict[int, float]:
+    """The CPU seconds (user and system) each of ``pids`` has used so far (a process gone is left out)."""
+    used: dict[int, float] = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def idle_cpu_share(port: int, seconds: float = 20.0) -> float:
+    """CPU the service on ``port`` uses while nobody calls it, in cores: every process of the session its
+    ``capacity-service start`` leads (Ray's too)."""
+    pids = service_processes(port)
+    before = sum(cpu_seconds(pids).values())
     time.sleep(seconds)
-    return (cpu_s() - before) / seconds
+    return (sum(cpu_seconds(pids).values()) - before) / seconds
+
+
+@contextmanager
+def service_cpu_shares(port: int) -> Iterator[dict[str, float]]:
+    """Yields a dict that is filled when the block ends: the CPU the service on ``port`` used meanwhile, in
+    cores, per process name (processes of one name summed) and ``total``."""
+    names = service_processes(port)
+    before, began = cpu_seconds(names), time.monotonic()
+    shares: dict[str, float] = {}
+    yield shares
+    after, elapsed = cpu_seconds(names), time.monotonic() - began
+    for pid, used in after.items():
+        name = names[pid]
+        shares[name] = shares.get(name, 0.0) + (used - before.get(pid, used)) / elapsed
+    shares["total"] = sum(shares.values())

@@ -162,8 +162,9 @@ class HttpSettings(_Settings):
     # on; True opens it to every client without keys (a trusted network, on purpose).
     allow_remote_without_keys: bool = False
     # Clients of the availability stream one replica serves at once (each a connection and a queue of
-    # up to 1,000 changes); more are refused (429). They do not count as requests in flight.
-    max_stream_clients: int = Field(default=256, ge=1)
+    # up to 1,000 changes); more are refused (429). They do not count as requests in flight. 1,024: the
+    # 1,000 clients of benchmarks/availability_stream.py (docs/performance.md).
+    max_stream_clients: int = Field(default=1024, ge=1)
     # A stream with no change for this long gets a comment line, so that idle connections stay open.
     stream_heartbeat_s: float = Field(default=15.0, gt=0)
 

@@ -81,6 +81,10 @@ class WebhookTransport(Protocol):
         webhooks may not reach (unless ``allow_private``), and any other error when the POST fails."""
         ...
 
+    async def aclose(self) -> None:
+        """Close its connections (the deliveries are stopped)."""
+        ...
+
 
 class WebhookAdmin(Protocol):
     """The operator's calls on webhooks (the HTTP routes and the client's methods go through it)."""
@@ -270,24 +274,35 @@ class _Delivery:
     # ------------------------------------------------------------------ reading the journal
 
     async def _scan(self) -> None:
-        """Read the streams whose head is past what was read, into the queue, as far as it has room."""
+        """Read the streams whose head is past what was read, into the queue, as far as it has room (all of
+        them in one trip to a worker thread: a trip per stream took longer than the reads)."""
         assert self._streams is not None
         self._more_to_read = False
         behind = [stream_id for stream_id, head in sorted(self._heads.items()) if head > self._scanned(stream_id)]
+        if not behind or self._pending >= self._settings.max_pending_events:
+            return  # a full queue: reading goes on as it empties
         for stream_id in behind:
-            if self._pending >= self._settings.max_pending_events:
-                self._more_to_read = False  # the queue is full: reading goes on as it empties
-                return
-            stream = self._streams.get(stream_id)
-            if stream is None:
-                stream = self._streams[stream_id] = _Stream(stream_id, 0, None, 0, new_fold(stream_id))
-            await asyncio.to_thread(self._read, stream)
+            if stream_id not in self._streams:
+                self._streams[stream_id] = _Stream(stream_id, 0, None, 0, new_fold(stream_id))
+        await asyncio.to_thread(self._read_all, [self._streams[stream_id] for stream_id in behind])
 
-    def _read(self, stream: _Stream) -> None:
-        """The events after what was read of ``stream``, folded; those this webhook is sent are queued."""
+    def _read_all(self, streams: list[_Stream]) -> None:
+        """Each stream gets its share of the queue's room, so that a backlog (a receiver back after an
+        outage) is delivered from many streams at once; one that took all of it was delivered alone, one
+        POST at a time."""
+        share = max(1, (self._settings.max_pending_events - self._pending) // len(streams))
+        for stream in streams:
+            if self._pending >= self._settings.max_pending_events:
+                self._more_to_read = True
+                return
+            self._read(stream, share)
+
+    def _read(self, stream: _Stream, share: int) -> None:
+        """The events after what was read of ``stream``, folded; those this webhook is sent are queued, up to
+        about ``share`` of them."""
         record = self.record
         wanted = set(record.event_types)
-        read = 0
+        read = queued = 0
         for stored in islice(self._journal.read(stream.stream_id, stream.scanned_seq + 1), _MAX_READ_PER_SCAN):
             read += 1
             made = self._mapper.map(stream.stream_id, stream.fold, stored)
@@ -297,7 +312,9 @@ class _Delivery:
             if events:
                 stream.units.append(_Unit(stored.seq_nr, state, events))
                 self._pending += len(events)
-                if self._pending >= self._settings.max_pending_events:
+                queued += len(events)
+                if queued >= share or self._pending >= self._settings.max_pending_events:
+                    self._more_to_read = True
                     break
             elif stream.units:
                 stream.units[-1].seq_nr, stream.units[-1].state = stored.seq_nr, state
@@ -310,16 +327,28 @@ class _Delivery:
     # ------------------------------------------------------------------ delivering
 
     async def _deliver_round(self) -> int:
-        """Deliver what is queued, up to ``max_concurrent_streams`` streams at once, the oldest first; 0 if
-        every POST was acknowledged, else how many times the event that failed most has failed."""
+        """Deliver what is queued, the oldest first, up to ``max_concurrent_streams`` streams at once (each
+        one freed takes the next: a slow stream does not hold the others back); 0 if every POST was
+        acknowledged, else how many times the event that failed most has failed (after a failure no other
+        stream is started this round)."""
         assert self._streams is not None
         ready = [stream for stream in self._streams.values() if stream.units]
         if not ready:
             return 0
         ready.sort(key=lambda stream: stream.units[0].events[stream.units[0].sent].occurred_at)
-        chosen = ready[: self._settings.max_concurrent_streams]
-        results = await asyncio.gather(*(self._deliver_stream(stream) for stream in chosen))
-        return max((s.units[0].failures for s, ok in zip(chosen, results, strict=True) if not ok), default=0)
+        waiting = iter(ready)  # shared by the workers: each stream is taken once
+        worst = 0
+
+        async def worker() -> None:
+            nonlocal worst
+            for stream in waiting:
+                if worst:
+                    return
+                if not await self._deliver_stream(stream):
+                    worst = max(worst, stream.units[0].failures)
+
+        await asyncio.gather(*(worker() for _ in range(min(len(ready), self._settings.max_concurrent_streams))))
+        return worst
 
     async def _deliver_stream(self, stream: _Stream) -> bool:
         for _ in range(_UNITS_PER_ROUND):
@@ -603,6 +632,7 @@ class WebhookDeliveries(WebhookAdmin):
                 await self._task
         for delivery in self._running():
             await delivery.stop(save=True)
+        await self._transport.aclose()
         for resource in (self._store, self._journal):
             if resource is not None:
                 resource.close()

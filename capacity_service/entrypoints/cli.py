@@ -99,6 +99,12 @@ def _add_service_commands(
         help="answer clients beyond loopback with no API keys set (refused otherwise)",
     )
     start.add_argument(
+        "--allow-private-webhook-targets",
+        action="store_true",
+        help="let webhooks reach loopback and private addresses (a receiver on this machine or your own "
+        "network; refused otherwise: webhooks.allow_private_targets)",
+    )
+    start.add_argument(
         "--metrics",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -836,6 +842,8 @@ def _service_args(a: argparse.Namespace, hosting: dict[str, Any] | None = None) 
         args["hosting"] = hosting
     if getattr(a, "allow_remote_without_keys", False):
         args["http"] = {"allow_remote_without_keys": True}
+    if getattr(a, "allow_private_webhook_targets", False):
+        args["webhooks"] = {"allow_private_targets": True}
     if a.no_warehouse:
         args["warehouse"] = {"enabled": False}
     elif not os.environ.get("CAPACITY_WAREHOUSE_URL"):

@@ -90,13 +90,13 @@ def webhook_store(settings: SqlJournalSettings | CassandraJournalSettings) -> We
 
 def webhook_deliveries(settings: ServiceSettings, metrics: WebhookMetrics | None = None) -> WebhookDeliveries:
     """Every webhook's registration and delivery (one per service: the webhooks actor's)."""
-    from capacity_service.adapters.webhooks.http import HttpxTransport
+    from capacity_service.adapters.webhooks.http import AiohttpTransport
 
     return WebhookDeliveries(
         settings.webhooks,
         open_store=lambda: webhook_store(settings.journal),
         open_journal=lambda: journal(settings.journal),
-        transport=HttpxTransport(),
+        transport=AiohttpTransport(),
         metrics=metrics or NO_WEBHOOK_METRICS,
     )
 

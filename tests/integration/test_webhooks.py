@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from capacity_service.adapters.journal import Journal, open_journal
-from capacity_service.adapters.webhooks.http import HttpxTransport
+from capacity_service.adapters.webhooks.http import AiohttpTransport
 from capacity_service.adapters.webhooks.sql import SqlWebhookStore
 from capacity_service.application.pool_writer import PoolWriter
 from capacity_service.application.webhook_delivery import WebhookDeliveries
@@ -90,7 +90,7 @@ def deliveries(journal_settings: SqlJournalSettings) -> WebhookDeliveries:
         SETTINGS,
         open_store=lambda: SqlWebhookStore(journal_settings),
         open_journal=lambda: open_journal(journal_settings),
-        transport=HttpxTransport(),
+        transport=AiohttpTransport(),
     )
     service.start()
     return service
@@ -173,7 +173,7 @@ def test_the_transport_checks_the_address_at_every_post_and_posts_to_the_address
     async def run() -> None:
         receiver = Receiver(SECRET)
         port = receiver.start(free_port())
-        transport = HttpxTransport()
+        transport = AiohttpTransport()
 
         async def rebound(host: str, port: int) -> list[str]:
             return ["127.0.0.1"]  # what a rebinding name answers at delivery time

@@ -179,6 +179,9 @@ class NoNetwork:
     async def resolve(self, host: str, port: int) -> list[str]:
         raise OSError(f"{host}: no network in unit tests")
 
+    async def aclose(self) -> None:
+        pass
+
     async def post(self, url: str, headers: dict[str, str], body: bytes, timeout_s: float, allow_private: bool) -> int:
         raise ConnectionRefusedError("no network in unit tests")
 

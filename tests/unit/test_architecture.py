@@ -204,7 +204,7 @@ COMPOSED = {
     "SqlWebhookStore",
     "CassandraWebhookStore",
     "WebhookDeliveries",
-    "HttpxTransport",
+    "AiohttpTransport",
 }
 MAY_COMPOSE = {
     "runtime/bootstrap.py": "the composition root",

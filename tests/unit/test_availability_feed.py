@@ -109,3 +109,21 @@ def test_clients_beyond_the_bound_are_refused() -> None:
         feed.watch("north")  # room again
 
     asyncio.run(scenario())
+
+
+def test_changes_that_came_meanwhile_are_taken_together_and_an_idle_watch_gets_heartbeats() -> None:
+    """A client behind gets what waits for it in one batch (the stream writes it at once), in order."""
+
+    async def scenario() -> None:
+        feed = AvailabilityFeed(lambda zone: [])
+        watcher = feed.watch("north")
+        feed.publish([view("a", remaining=4, version=2), view("b", remaining=3), view("a", remaining=2, version=3)])
+        batches = watcher.batches(heartbeat_s=0.05)
+        assert [(c.view.pool_id, c.view.remaining) for c in await anext(batches)] == [("a", 4), ("b", 3), ("a", 2)]
+        assert await anext(batches) == []  # nothing within the heartbeat
+        feed.publish([view("a", remaining=1, version=4)])
+        assert [c.view.remaining for c in await anext(batches)] == [1]
+        watcher.close()
+        assert feed.clients == 0
+
+    asyncio.run(scenario())

@@ -136,3 +136,13 @@ def test_waitlist_and_extend_commands_send_their_calls(
     argv: list[str], call: tuple[str, str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert _sent_by(argv, monkeypatch) == (0, [call])
+
+
+def test_start_lets_webhooks_reach_a_receiver_on_this_machine_only_when_asked() -> None:
+    from capacity_service.settings import ServiceSettings, service_settings
+
+    def settings_of(*flags: str) -> ServiceSettings:
+        return service_settings(cli._service_args(_parser().parse_args(["start", *flags])), environ={})
+
+    assert not settings_of().webhooks.allow_private_targets
+    assert settings_of("--allow-private-webhook-targets").webhooks.allow_private_targets

@@ -313,6 +313,28 @@ def test_offers_are_in_the_journal_with_what_freed_them_and_a_replay_offers_noth
     assert recovered == successor.state and recovered.reserved <= recovered.capacity
 
 
+def test_while_entries_wait_a_storm_of_expiries_goes_out_in_smaller_appends_each_offering_what_it_freed() -> None:
+    """Each freed unit may become an offer, an event of its own: while entries wait, a batch expires fewer
+    holds, so that preparing one holds the host's other pools for milliseconds, not tens of them."""
+    journal, clock = InMemoryJournal(), Clock()
+    writer = writer_on(journal, clock)
+    writer.execute([ConfigurePool(500, "z")])
+    writer.execute([hold(seconds=1) for _ in range(500)])
+    entries = [join(hold_seconds=600) for _ in range(450)]
+    writer.execute(entries)
+    clock.now = T0 + timedelta(seconds=2)
+    appends = []
+    while (due := writer.next_expiry()) is not None and due <= clock.now:  # the offers' holds are later
+        seq_nr = writer.seq_nr
+        writer.execute([ExpireHolds()])
+        appends.append(event_types(journal)[seq_nr:])
+    freed = [len([t for t in types if t == "WaitlistOffered"]) for types in appends]
+    assert freed == [200, 200, 50] and all(types[0] == "HoldExpired" for types in appends)  # at most 200 holds each
+    offered = [e for e in journal.read("p") if e.event_type == "WaitlistOffered"]
+    assert [json.loads(e.payload)["entry_id"] for e in offered] == [entry.entry_id for entry in entries]
+    assert writer.state.reserved == 450 and not writer.state.waiting
+
+
 def test_the_join_outcome_names_the_entry_and_its_place() -> None:
     journal, clock = InMemoryJournal(), Clock()
     writer = writer_on(journal, clock)

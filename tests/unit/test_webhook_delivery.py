@@ -37,10 +37,14 @@ class FakeTransport:
         self.answer: Callable[[dict[str, Any]], Awaitable[int]] | None = None
         self.in_flight = 0
         self.most_in_flight_per_stream: dict[str, int] = {}
+        self.most_streams_in_flight = 0
         self._streams_in_flight: dict[str, int] = {}
 
     async def resolve(self, host: str, port: int) -> list[str]:
         return ["93.184.216.34"]
+
+    async def aclose(self) -> None:
+        pass
 
     async def post(self, url: str, headers: dict[str, str], body: bytes, timeout_s: float, allow_private: bool) -> int:
         event = json.loads(body)
@@ -49,6 +53,8 @@ class FakeTransport:
         self.most_in_flight_per_stream[stream] = max(
             self.most_in_flight_per_stream.get(stream, 0), self._streams_in_flight[stream]
         )
+        busy = sum(1 for in_flight in self._streams_in_flight.values() if in_flight)
+        self.most_streams_in_flight = max(self.most_streams_in_flight, busy)
         try:
             status = 200 if self.answer is None else await self.answer(event)
         finally:
@@ -149,6 +155,57 @@ def test_a_failing_receiver_is_retried_with_backoff_until_it_acknowledges_and_no
 def deliveries_status(deliveries: WebhookDeliveries) -> Any:
     delivery = (deliveries._deliveries or {}).get("h")  # white box: the status without awaiting
     return None if delivery is None else delivery.status()
+
+
+def test_a_backlog_is_delivered_from_many_streams_at_once_when_the_receiver_comes_back() -> None:
+    """Each stream behind gets a share of the queue: a stream with more behind than the queue holds does not
+    take all of it (its events would go one POST at a time while the other streams wait)."""
+
+    async def run() -> None:
+        journal, store, transport = InMemoryJournal(), InMemoryWebhookStore(), FakeTransport()
+        down = True
+
+        async def receiver(event: dict[str, Any]) -> int:
+            await asyncio.sleep(0.002)
+            return 503 if down else 200
+
+        transport.answer = receiver
+        settings = FAST.model_copy(update={"max_pending_events": 40, "max_concurrent_streams": 4})
+        deliveries = service(journal, store, transport, settings)
+        await deliveries.put_webhook("h", "http://127.0.0.1:9/hook", ["hold.expired"], SECRET)
+        append = Appender(journal)
+        for pool in range(8):
+            expire_holds(append, f"p{pool}", 50)  # more behind in each stream than the whole queue holds
+        await until(lambda: (s := deliveries_status(deliveries)) is not None and s.failures_in_a_row >= 2)
+        down = False
+        await until(lambda: len(transport.posts) == 8 * 50, timeout=30)
+        assert in_order_per_stream(transport.posts)
+        assert transport.most_streams_in_flight == 4
+        await deliveries.close()
+
+    asyncio.run(run())
+
+
+def test_a_slow_stream_does_not_hold_back_the_others() -> None:
+    async def run() -> None:
+        journal, store, transport = InMemoryJournal(), InMemoryWebhookStore(), FakeTransport()
+
+        async def receiver(event: dict[str, Any]) -> int:
+            await asyncio.sleep(0.2 if event["data"]["pool_id"] == "slow" else 0.001)
+            return 200
+
+        transport.answer = receiver
+        deliveries = service(journal, store, transport, FAST.model_copy(update={"max_concurrent_streams": 2}))
+        await deliveries.put_webhook("h", "http://127.0.0.1:9/hook", ["hold.expired"], SECRET)
+        append = Appender(journal)
+        for pool in ("slow", "fast-1", "fast-2", "fast-3"):  # the slow one's events are the oldest
+            expire_holds(append, pool, 3)
+        await until(lambda: len(transport.posts) == 12)
+        pools = [event["data"]["pool_id"] for event in transport.posts]
+        assert pools[-3:] == ["slow"] * 3  # every fast event went while the slow stream's took their time
+        await deliveries.close()
+
+    asyncio.run(run())
 
 
 def test_a_restart_goes_on_from_the_saved_cursors_and_sends_again_at_most_what_was_not_saved() -> None:

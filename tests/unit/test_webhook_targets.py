@@ -71,6 +71,9 @@ class FakeResolver:
             raise OSError("no such host")
         return self.answers[host]
 
+    async def aclose(self) -> None:
+        pass
+
     async def post(self, url: str, headers: dict[str, str], body: bytes, timeout_s: float, allow_private: bool) -> int:
         return 200
 

@@ -3,6 +3,7 @@ mirror of the cache (``application/availability_feed.py``). Its route is in ``ro
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Protocol
 
@@ -41,10 +42,12 @@ def stream_handlers(backend: Watched, heartbeat_s: float) -> list[Callable[..., 
 
 async def _events(watcher: Watcher, heartbeat_s: float) -> AsyncIterator[bytes]:
     yield b"retry: 1000\n\n"
-    async for change in watcher.changes(heartbeat_s):
-        yield b": keep-alive\n\n" if change is None else _event(change)
+    async for batch in watcher.batches(heartbeat_s):
+        yield b"".join(map(_event, batch)) if batch else b": keep-alive\n\n"
 
 
+# A change goes to every client of its zone: it is encoded once for all of them (they are sent it moments apart).
+@functools.lru_cache(maxsize=4096)
 def _event(change: AvailabilityChange) -> bytes:
     view = change.view
     data = AvailabilityEvent(
