@@ -67,6 +67,10 @@ MAX_SECRET_LENGTH = 512
 _MAX_READ_PER_SCAN = 5_000
 # Units (stored events with something to send) a stream delivers per round before others get a turn.
 _UNITS_PER_ROUND = 64
+# The page the journal the deliveries read is fetched in (``fetch_size``): a scan takes a share of the queue
+# from each stream behind, often a few events, and a page of 2,000 fetched for them made a receiver back
+# after an outage wait on reads (9 ms a stream on SQLite, against 0.6 ms with pages of 64).
+JOURNAL_PAGE_EVENTS = 64
 
 
 class WebhookTransport(Protocol):

@@ -20,7 +20,7 @@ from capacity_service.application.order_host import OrderHost
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.schedule_host import ScheduleHost
 from capacity_service.application.warehouse_stream import WarehouseStream
-from capacity_service.application.webhook_delivery import WebhookAdmin, WebhookDeliveries
+from capacity_service.application.webhook_delivery import JOURNAL_PAGE_EVENTS, WebhookAdmin, WebhookDeliveries
 from capacity_service.settings import CassandraJournalSettings, ServiceSettings, SqlJournalSettings
 
 if TYPE_CHECKING:
@@ -89,16 +89,25 @@ def webhook_store(settings: SqlJournalSettings | CassandraJournalSettings) -> We
 
 
 def webhook_deliveries(settings: ServiceSettings, metrics: WebhookMetrics | None = None) -> WebhookDeliveries:
-    """Every webhook's registration and delivery (one per service: the webhooks actor's)."""
+    """Every webhook's registration and delivery (one per service: the webhooks actor's), reading the journal
+    in small pages (``JOURNAL_PAGE_EVENTS``)."""
     from capacity_service.adapters.webhooks.http import AiohttpTransport
 
     return WebhookDeliveries(
         settings.webhooks,
         open_store=lambda: webhook_store(settings.journal),
-        open_journal=lambda: journal(settings.journal),
+        open_journal=lambda: journal(webhook_journal_settings(settings.journal)),
         transport=AiohttpTransport(),
         metrics=metrics or NO_WEBHOOK_METRICS,
     )
+
+
+def webhook_journal_settings(
+    settings: SqlJournalSettings | CassandraJournalSettings,
+) -> SqlJournalSettings | CassandraJournalSettings:
+    """The journal's settings for the webhooks' reads: the same journal, fetched in pages of
+    ``JOURNAL_PAGE_EVENTS``."""
+    return settings.model_copy(update={"fetch_size": JOURNAL_PAGE_EVENTS})
 
 
 def webhook_admin(settings: ServiceSettings) -> WebhookAdmin:

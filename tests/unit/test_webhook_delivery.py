@@ -15,7 +15,7 @@ import pytest
 
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.adapters.webhooks.memory import InMemoryWebhookStore
-from capacity_service.application.webhook_delivery import WebhookDeliveries, backoff_s
+from capacity_service.application.webhook_delivery import JOURNAL_PAGE_EVENTS, WebhookDeliveries, backoff_s
 from capacity_service.domain import CapacityHeld, HoldsExpired, PoolConfigured
 from capacity_service.errors import InvalidRequest, TooManyWebhooks, WebhookNotFound
 from capacity_service.settings import WebhookSettings
@@ -378,3 +378,15 @@ def test_with_no_webhook_the_journal_is_not_polled() -> None:
         await deliveries.close()
 
     asyncio.run(run())
+
+
+def test_the_webhooks_read_the_journal_in_small_pages_whatever_page_the_pools_read_in() -> None:
+    """A scan takes a few events from each stream behind; a page of the pools' 2,000 per read made a receiver
+    back after an outage wait on the reads."""
+    from capacity_service.runtime.bootstrap import webhook_journal_settings
+    from capacity_service.settings import CassandraJournalSettings, SqlJournalSettings
+
+    for journal in (SqlJournalSettings(url="sqlite:///j.db"), CassandraJournalSettings(keyspace="k")):
+        paged = webhook_journal_settings(journal)
+        assert paged.fetch_size == JOURNAL_PAGE_EVENTS < journal.fetch_size
+        assert paged.model_copy(update={"fetch_size": journal.fetch_size}) == journal  # the same journal
