@@ -23,8 +23,10 @@ Reported:
 - reserves per second answered 201, with and without the clients, and their latency from when each was
   due. Target: with the clients within 10% of without.
 - whether the load generator kept up: the clients run in a process of their own (asyncio protocols, one
-  regex per read), the reserves in this one; each one's CPU share and the clients' event-loop delay. The
-  clients, the reserves and the service share this machine's 2 cores.
+  regex per read), the reserves in this one; each one's CPU share, how late the reserves started (p99 over
+  50 ms: the generator set the pace) and the clients' event-loop delay (p99 over 20 ms: they read late).
+  The clients, the reserves and the service share this machine's 2 cores; the service's CPU per process
+  is recorded for each phase.
 
 Results: benchmarks/results/availability_stream.json and .png.
 """
@@ -70,8 +72,11 @@ CAPACITY = 1_000_000_000
 RESERVE_CONNECTIONS = 32
 SETTLE_S = 1.0  # after the clients connect, and after the last reserve before they go
 LOOP_TICK_S = 0.01  # the clients' event-loop delay is sampled this often
-# A generator whose calls start this late at p99, or whose clients' loop is this late, set the pace itself.
-GENERATOR_LATE_MS = 20.0
+# The load generator set the pace itself, rather than the service, when its reserves started this late (p99:
+# a few reserves' worth at 1,000/s, while the service's answers take tens of ms), or its clients read their
+# sockets this late (their event loop busy: the latency they measure would be theirs).
+RESERVES_LATE_MS = 50.0
+CLIENTS_LATE_MS = 20.0
 
 
 def say(line: str) -> None:
@@ -405,8 +410,8 @@ def verdict(args: Any, rounds: list[dict[str, Any]]) -> dict[str, Any]:
     without_rate = statistics.mean(r["without"]["ok_per_s"] for r in rounds)
     connected = [r["clients"]["statuses"].get("200", 0) for r in rounds]
     generator_late = any(
-        (r[phase]["start_delay_p99_ms"] or 0) > GENERATOR_LATE_MS for r in rounds for phase in ("with", "without")
-    ) or any(r["clients"]["loop_delay_ms"].get("p99_ms", 0) > GENERATOR_LATE_MS for r in rounds)
+        (r[phase]["start_delay_p99_ms"] or 0) > RESERVES_LATE_MS for r in rounds for phase in ("with", "without")
+    ) or any(r["clients"]["loop_delay_ms"].get("p99_ms", 0) > CLIENTS_LATE_MS for r in rounds)
     return {
         "clients": args.clients,
         "zones": args.zones,
