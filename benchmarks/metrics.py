@@ -1,11 +1,11 @@
 """What metrics cost, and what they show, on `capacity-service start` as a user runs it (defaults: SQLite
-journal, warehouse on) with and without `--metrics`, everything created over HTTP:
+journal, warehouse on, metrics on) and with `--no-metrics`, everything created over HTTP:
 
 Setup: `scripts/setup dev` once; then
 
     .venv/bin/python benchmarks/metrics.py [--rounds 20] [--seconds 3]
 
-1. The cost on the reserve path, side by side: `start --metrics` and `start` (the default: no metrics),
+1. The cost on the reserve path, side by side: `start` (the default: metrics on) and `start --no-metrics`,
    running at once, 100 pools each. First what each uses while nobody calls it (every process of its
    session, Ray's agents included, over 20 s); then ``--rounds`` rounds in which 16 connections reserve on
    one for ``--seconds``, then on the other, the order alternating, so that the machine's drift falls on
@@ -110,11 +110,11 @@ def place_holds_meanwhile(port: int, until: float) -> None:
 
 
 def series_round(seconds: float, scrapes: list[dict[str, Any]]) -> None:
-    """``start --metrics`` under reserves for ``seconds``, holds placed meanwhile, its endpoint scraped."""
+    """``start`` (metrics on) under reserves for ``seconds``, holds placed meanwhile, its endpoint scraped."""
     from devenv._process import free_port
 
     metrics_port = free_port()
-    options = ["--metrics", "--metrics-port", str(metrics_port)]
+    options = ["--metrics-port", str(metrics_port)]
     with tempfile.TemporaryDirectory(prefix="bench-metrics-") as tmp, started_service(Path(tmp), *options) as port:
         seed_pools(port, POOLS)
         asyncio.run(reserve_during(port, POOLS, time.time() + 2))  # warm-up
@@ -193,14 +193,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def overhead(rounds: int, seconds: float) -> dict[str, Any]:
-    """``start --metrics`` and ``start``, running at once: first what each uses while idle (Ray's metrics
+    """``start`` and ``start --no-metrics``, running at once: first what each uses while idle (Ray's metrics
     agent, its exports), then plain reserves side by side (``_common.side_by_side``)."""
     with contextlib.ExitStack() as running:
         ports = {
             name: running.enter_context(
                 started_service(Path(running.enter_context(tempfile.TemporaryDirectory())), *options)
             )
-            for name, options in (("metrics_on", ("--metrics",)), ("metrics_off", ()))
+            for name, options in (("metrics_on", ()), ("metrics_off", ("--no-metrics",)))
         }
         for port in ports.values():
             seed_pools(port)

@@ -30,12 +30,16 @@ from capacity_service.models import (
     OrderLineRequest,
     Pool,
     PoolCheck,
+    PoolHistory,
     PoolsChanged,
     ReleaseReceipt,
     ReservationInfo,
     ReservationReceipt,
+    Schedule,
+    ScheduleTemplate,
     WaitlistPlace,
     Webhook,
+    ZoneList,
 )
 from capacity_service.runtime import _ray, bootstrap, service
 from capacity_service.runtime.actor_api import CacheApi, SupervisorApi, call
@@ -251,6 +255,22 @@ class CapacityClient:
 
     def reset_pool(self, pool_id: str, to_seq_nr: int) -> Pool:
         return self._run(self._async.reset_pool(pool_id, to_seq_nr))
+
+    def put_schedule(self, schedule_id: str, template: ScheduleTemplate) -> Schedule:
+        """Create or update the pools of ``template`` (in the background: ``get_schedule`` says how it goes)."""
+        schedule, _ = self._run(self._async.put_schedule(schedule_id, template))
+        return schedule
+
+    def get_schedule(self, schedule_id: str) -> Schedule:
+        return self._run(self._async.get_schedule(schedule_id))
+
+    def pool_history(
+        self, pool_id: str, at: datetime | None = None, before: int | None = None, limit: int = 50
+    ) -> PoolHistory:
+        return self._run(self._async.pool_history(pool_id, at, before, limit))
+
+    def zones(self, after: str | None = None, limit: int = 100) -> ZoneList:
+        return self._run(self._async.zones(after, limit))
 
     def put_webhook(self, webhook_id: str, url: str, events: Sequence[str], secret: str) -> Webhook:
         webhook, _ = self._run(self._async.put_webhook(webhook_id, url, events, secret))

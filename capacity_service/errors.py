@@ -187,6 +187,28 @@ class NoCapacityInWindow(CapacityError):
         self.zone, self.quantity = zone, quantity
 
 
+class CapacityBelowReserved(CapacityError):
+    """A schedule would lower a pool's capacity below the units held and active there, and its template does
+    not allow it: the pool was left as it was."""
+
+    code = "capacity_below_reserved"
+
+    def __init__(self, pool_id: str, capacity: int, reserved: int) -> None:
+        super().__init__(
+            f"pool {pool_id!r}: capacity {capacity} would be below the {reserved} units held and active there; "
+            "left as it was (allow_capacity_below_reserved: true lowers it anyway)"
+        )
+        self.pool_id, self.capacity, self.reserved = pool_id, capacity, reserved
+
+
+class ScheduleNotFound(CapacityError):
+    code = "schedule_not_found"
+
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"schedule {schedule_id!r} does not exist")
+        self.schedule_id = schedule_id
+
+
 class SeqNrOutOfRange(CapacityError):
     """An operator's reset named a seq_nr the pool has not reached (or its last one)."""
 

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+import dataclasses
+from datetime import date, datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from capacity_service.domain import DEFAULT_MAX_HOLD_SECONDS, DEFAULT_WAITLIST_LIMIT, PoolView, Reservation
+from capacity_service.domain import (
+    DEFAULT_MAX_HOLD_SECONDS,
+    DEFAULT_WAITLIST_LIMIT,
+    PoolEvent,
+    PoolReset,
+    PoolView,
+    Reservation,
+)
 from capacity_service.domain import WaitlistPlace as DomainWaitlistPlace
 from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.order import OrderView
+from capacity_service.domain.schedule import ScheduleView, Template, ZoneTemplate
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_EVERY_DAY: list[Weekday] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
 class _Model(BaseModel):
@@ -227,3 +239,190 @@ class Webhook(_Model):
 
 class WebhookList(_Model):
     webhooks: list[Webhook]
+
+
+class ScheduleZone(_Model):
+    """A zone of a schedule: ``capacity`` for each of its pools, but ``slot_capacity``'s (by slot start,
+    "HH:MM") for the slots it names."""
+
+    zone: str
+    capacity: int
+    slot_capacity: dict[str, int] = Field(default_factory=dict)
+
+
+class ScheduleTemplate(_Model):
+    """The pools of a schedule: on every ``weekdays`` day ``from`` .. ``to`` (both included), a slot of
+    ``slot_minutes`` starting at each of ``slot_starts`` (local times "HH:MM" in ``time_zone``, an IANA name),
+    in each zone; each pool's id is ``<id_prefix><zone>:<day>T<HH>`` (``:<MM>`` for a start off the hour).
+    ``max_hold_seconds``, ``waitlist_limit``: as a pool's (None keeps what a pool has). A pool whose capacity
+    would go below what is held and active there is refused and left as it is, unless
+    ``allow_capacity_below_reserved``. In Python ``from`` is the attribute ``from_`` (build one from a dict, as
+    the file of ``capacity-service schedule apply`` reads: ``ScheduleTemplate.model_validate``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, serialize_by_alias=True)
+
+    zones: list[ScheduleZone]
+    slot_starts: list[str]
+    slot_minutes: int
+    from_: date = Field(alias="from")
+    to: date
+    time_zone: str = "UTC"
+    weekdays: list[Weekday] = Field(default_factory=lambda: list(_EVERY_DAY))
+    id_prefix: str = ""
+    max_hold_seconds: int | None = None
+    waitlist_limit: int | None = None
+    allow_capacity_below_reserved: bool = False
+
+    def template(self) -> Template:
+        """As the domain's value."""
+        return Template(
+            zones=tuple(ZoneTemplate(z.zone, z.capacity, tuple(z.slot_capacity.items())) for z in self.zones),
+            slot_starts=tuple(self.slot_starts),
+            slot_minutes=self.slot_minutes,
+            first_day=self.from_,
+            last_day=self.to,
+            time_zone=self.time_zone,
+            weekdays=tuple(self.weekdays),
+            id_prefix=self.id_prefix,
+            max_hold_seconds=self.max_hold_seconds,
+            waitlist_limit=self.waitlist_limit,
+            allow_capacity_below_reserved=self.allow_capacity_below_reserved,
+        )
+
+    @classmethod
+    def of(cls, template: Template) -> ScheduleTemplate:
+        zones = [
+            {"zone": z.zone, "capacity": z.capacity, "slot_capacity": dict(z.slot_capacity)} for z in template.zones
+        ]
+        return cls.model_validate(
+            {
+                "zones": zones,
+                "slot_starts": list(template.slot_starts),
+                "slot_minutes": template.slot_minutes,
+                "from": template.first_day,
+                "to": template.last_day,
+                "time_zone": template.time_zone,
+                "weekdays": list(template.weekdays),
+                "id_prefix": template.id_prefix,
+                "max_hold_seconds": template.max_hold_seconds,
+                "waitlist_limit": template.waitlist_limit,
+                "allow_capacity_below_reserved": template.allow_capacity_below_reserved,
+            }
+        )
+
+
+class ScheduleRefusal(_Model):
+    """A pool of the schedule that was not configured, as the pool decided: ``code`` is its error's
+    (``capacity_below_reserved``, ``paused``)."""
+
+    pool_id: str
+    code: str
+    message: str
+
+
+class Schedule(_Model):
+    """A schedule and its latest apply. ``generation``: how many puts started an apply. ``status``:
+    ``applying`` (``done`` of ``total`` pools so far) or ``applied``. Each pool done was ``created``,
+    ``updated``, ``unchanged``, ``refused`` (``refusals``: the first 100, with why) or ``retired`` (never
+    changed again: left as it is, which is no error). ``left_out``: pools the
+    template before this one described and this one does not, left as they are (``left_out_sample``: the
+    first 100). ``last_error``: why the apply waits, while it does (a pool's host or the journal failing)."""
+
+    schedule_id: str
+    generation: int
+    status: Literal["applying", "applied"]
+    template: ScheduleTemplate
+    total: int
+    done: int
+    created: int
+    updated: int
+    unchanged: int
+    refused: int
+    refusals: list[ScheduleRefusal]
+    retired: int
+    left_out: int
+    left_out_sample: list[str]
+    accepted_at: datetime
+    finished_at: datetime | None
+    version: int
+    last_error: str | None = None
+
+    @classmethod
+    def of(cls, view: ScheduleView) -> Schedule:
+        assert view.status is not None and view.template is not None and view.accepted_at is not None
+        return cls(
+            schedule_id=view.schedule_id,
+            generation=view.generation,
+            status=view.status.value,
+            template=ScheduleTemplate.of(view.template),
+            total=view.total,
+            done=view.done,
+            created=view.created,
+            updated=view.updated,
+            unchanged=view.unchanged,
+            refused=view.refused,
+            refusals=[ScheduleRefusal(pool_id=r.pool_id, code=r.code, message=r.message) for r in view.refusals],
+            retired=view.retired,
+            left_out=view.left_out,
+            left_out_sample=list(view.left_out_sample),
+            accepted_at=view.accepted_at,
+            finished_at=view.finished_at,
+            version=view.version,
+            last_error=view.last_error,
+        )
+
+
+class ZoneSummary(_Model):
+    """A zone as the availability cache has it: its pools on sale (a retired pool leaves it), how many units
+    they have left in all, how many of them have none left, and how many an operator paused."""
+
+    zone: str
+    pools: int
+    remaining: int
+    sold_out: int
+    paused: int
+
+
+class ZoneList(_Model):
+    """Zones in the order of their names; ``next_after``: the ``after`` of the next page (None: the last)."""
+
+    zones: list[ZoneSummary]
+    next_after: str | None = None
+
+
+class HistoryEvent(_Model):
+    """One event of a pool's journal: ``type`` as the journal stores it, ``recorded_at`` when the journal
+    recorded it, ``data`` its fields (a ``PoolReset``'s: only ``to_seq_nr``; the state it carries is the
+    pool after it)."""
+
+    seq_nr: int
+    type: str
+    recorded_at: datetime
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, seq_nr: int, event_type: str, recorded_at: datetime, event: PoolEvent) -> HistoryEvent:
+        data = {"to_seq_nr": event.to_seq_nr} if isinstance(event, PoolReset) else dataclasses.asdict(event)
+        return cls(seq_nr=seq_nr, type=event_type, recorded_at=recorded_at, data=data)
+
+
+class PoolHistory(_Model):
+    """A pool as its journal has it at a moment (``at``; None: now), replayed from its events, and the
+    events that led there. ``seq_nr``: the events replayed (the pool is as after that one; 0: it did not
+    exist yet, and ``pool`` is None). ``last_seq_nr``, ``first_recorded_at``, ``last_recorded_at``: the
+    stream's newest event and the times of its first and newest. The lists hold at most ``limit`` each:
+    ``holds`` held then (soonest expiry first), ``reservations`` (newest first), ``waitlist`` the entries
+    waiting then (in their order), ``events`` (newest first; page on with ``before``)."""
+
+    pool_id: str
+    at: datetime | None
+    seq_nr: int
+    last_seq_nr: int
+    first_recorded_at: datetime
+    last_recorded_at: datetime
+    pool: Pool | None
+    paused_reason: str | None
+    holds: list[ReservationInfo]
+    reservations: list[ReservationInfo]
+    waitlist: list[WaitlistPlace]
+    events: list[HistoryEvent]

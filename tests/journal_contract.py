@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import cast
 
 import pytest
@@ -21,7 +22,7 @@ from capacity_service.adapters.journal import (
     StreamExists,
     WriterFenced,
 )
-from capacity_service.domain.ids import order_stream_id
+from capacity_service.domain.ids import order_stream_id, schedule_stream_id
 
 JournalFactory = Callable[[], Journal]
 
@@ -377,6 +378,54 @@ class JournalContract:
         assert pool_id in journal.live_pool_ids() and order not in journal.live_pool_ids()
         journal.mark_dormant(order)
         assert order not in journal.live_stream_ids()
+
+    def test_schedule_streams_are_live_streams_but_not_pools(self, journal: Journal, pool_id: str) -> None:
+        schedule = schedule_stream_id(pool_id + "-schedule")
+        journal.append(schedule, 0, FIRST_EPOCH, events("applying"), creates=True)
+        assert schedule in journal.live_stream_ids() and schedule not in journal.live_pool_ids()
+
+    def test_streams_created_at_once_are_each_registered_and_read_back(self, journal: Journal, pool_id: str) -> None:
+        """A schedule creates hundreds of pools at once: each creating append lands whole and registered, the
+        way the host sends them (``append_soon`` where the journal offers it, else from worker threads)."""
+        streams = [f"{pool_id}-new-{n}" for n in range(120)]
+        requests = [AppendRequest(s, 0, FIRST_EPOCH, events(s), creates=True) for s in streams]
+        started = [journal.append_soon(request) for request in requests]
+        if all(future is not None for future in started):
+            results = [cast(Future[int], future).result(timeout=60) for future in started]
+        else:
+            with ThreadPoolExecutor(16) as threads:
+                results = list(threads.map(lambda request: journal.append(*request), requests))
+        assert results == [1] * len(streams)
+        registered = set(journal.pool_ids())
+        assert set(streams) <= registered and set(streams) <= set(journal.live_pool_ids())
+        read = journal.read_streams({s: 1 for s in streams})
+        assert {s: [e.payload.decode() for e in read[s]] for s in streams} == {s: [s] for s in streams}
+
+    def test_an_append_that_leaves_its_stream_dormant_marks_it_and_a_refused_one_marks_nothing(
+        self, journal: Journal, pool_id: str
+    ) -> None:
+        order = order_stream_id(pool_id.replace("~", "-") + "-at-rest")
+        claimed, created, live = f"{pool_id}-claimed", f"{pool_id}-created", f"{pool_id}-live"
+        epoch = journal.claim_epoch(order)
+        journal.append(order, 0, epoch, events("placed"))
+        journal.claim_epoch(claimed)  # by another writer: creating it is refused
+        live_epoch = journal.claim_epoch(live)
+        journal.append(live, 0, live_epoch, events("l1"))
+        results = journal.append_many(
+            [
+                AppendRequest(order, 1, epoch, events("taken"), dormant=True),
+                AppendRequest(claimed, 0, FIRST_EPOCH, events("late"), creates=True, dormant=True),
+                AppendRequest(created, 0, FIRST_EPOCH, events("failed at once"), creates=True, dormant=True),
+                AppendRequest(live, 0, live_epoch, events("stale"), dormant=True),  # not at the head
+            ]
+        )
+        assert results[0] == 2 and results[2] == 1
+        assert isinstance(results[1], StreamExists) and isinstance(results[3], SequenceConflict)
+        dormant = set(journal.dormant_pool_ids())
+        assert {order, created} <= dormant and not {claimed, live} & dormant  # a refused append marks nothing
+        assert order not in journal.live_stream_ids() and payloads(journal, order) == ["placed", "taken"]
+        assert journal.append(live, 1, live_epoch, events("l2"), dormant=True) == 2  # one append alone
+        assert live in set(journal.dormant_pool_ids())
 
     # ------------------------------------------------------------------ snapshots
 

@@ -50,6 +50,7 @@ from capacity_service.domain.order import (
     OrderUndoing,
     OrderUndone,
 )
+from capacity_service.domain.schedule import ScheduleApplied, ScheduleApplying, ScheduleEvent, SchedulePoolsApplied
 
 JsonDict = dict[str, Any]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -576,6 +577,30 @@ class OrderCodec:
             raise DecodingError(f"{event_type} v{schema_version} is not known to this code (v1)")
         try:
             event: OrderEvent = adapter.validate_json(payload)
+        except ValidationError as exc:
+            raise DecodingError(f"corrupt {event_type} v{schema_version} payload: {exc}") from exc
+        return event
+
+
+class ScheduleCodec:
+    """Turns schedule events into versioned bytes and back, as ``OrderCodec`` does for orders (version 1 of
+    each; the template travels whole in ``ScheduleApplying``)."""
+
+    _ADAPTERS: ClassVar[dict[str, TypeAdapter[Any]]] = {
+        cls.TYPE: TypeAdapter(cls) for cls in (ScheduleApplying, SchedulePoolsApplied, ScheduleApplied)
+    }
+
+    def encode_event(self, event: ScheduleEvent) -> EncodedEvent:
+        return EncodedEvent(event.TYPE, event.VERSION, self._ADAPTERS[event.TYPE].dump_json(event))
+
+    def decode_event(self, event_type: str, schema_version: int, payload: bytes) -> ScheduleEvent:
+        adapter = self._ADAPTERS.get(event_type)
+        if adapter is None:
+            raise DecodingError(f"unknown schedule event type {event_type!r}")
+        if schema_version != 1:
+            raise DecodingError(f"{event_type} v{schema_version} is not known to this code (v1)")
+        try:
+            event: ScheduleEvent = adapter.validate_json(payload)
         except ValidationError as exc:
             raise DecodingError(f"corrupt {event_type} v{schema_version} payload: {exc}") from exc
         return event

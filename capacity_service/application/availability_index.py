@@ -6,11 +6,24 @@ so pushes, anti-entropy pulls and bootstraps can arrive in any order.
 
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime
+from typing import NamedTuple
 
 from capacity_service.domain import PoolView
+
+
+class ZoneCounts(NamedTuple):
+    """A zone's pools on sale (retired pools leave it), their units left in all, how many have none left,
+    and how many are paused."""
+
+    zone: str
+    pools: int
+    remaining: int
+    sold_out: int
+    paused: int
 
 
 class AvailabilityIndex:
@@ -88,6 +101,24 @@ class AvailabilityIndex:
 
     def views(self) -> list[PoolView]:
         return list(self._views.values())
+
+    def zones(self, after: str | None, limit: int) -> tuple[list[ZoneCounts], bool]:
+        """Up to ``limit`` zones named after ``after`` (None: from the first), in the order of their names,
+        and whether more follow. Costs a sort of the zones' names and a pass over the listed zones' pools."""
+        names = sorted(self._by_zone)
+        start = 0 if after is None else bisect.bisect_right(names, after)
+        listed = [_counts(zone, self._by_zone[zone].values()) for zone in names[start : start + limit]]
+        return listed, start + limit < len(names)
+
+
+def _counts(zone: str, views: Iterable[PoolView]) -> ZoneCounts:
+    pools = remaining = sold_out = paused = 0
+    for view in views:
+        pools += 1
+        remaining += view.remaining
+        sold_out += view.remaining == 0
+        paused += view.paused
+    return ZoneCounts(zone, pools, remaining, sold_out, paused)
 
 
 def _overlaps(view: PoolView, slot_from: datetime | None, slot_to: datetime | None) -> bool:

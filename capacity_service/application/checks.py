@@ -4,6 +4,7 @@ and PostgreSQL; a choice of slot)."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from capacity_service.domain.choice import PREFERENCES, SlotChoice
 from capacity_service.errors import InvalidRequest
@@ -25,3 +26,17 @@ def check_choice(choice: SlotChoice) -> None:
         raise InvalidRequest("quantity must be >= 1")
     if choice.prefer not in PREFERENCES:
         raise InvalidRequest(f"prefer must be one of {list(PREFERENCES)}")
+    for moment in (choice.slot_from, choice.slot_to):
+        if moment is not None:
+            in_utc(moment)
+
+
+def in_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC (UTC when it has no offset); one whose offset takes it outside the years datetime
+    can hold (0001-01-01T00:00:00+05:00) is a 422, not a comparison that overflows later."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRequest(f"{moment.isoformat()} is out of the range of dates") from None

@@ -15,10 +15,13 @@ import uuid
 from datetime import datetime
 from typing import Protocol
 
-from capacity_service.application.checks import MAX_ZONE_LENGTH, check_choice, printable
+from capacity_service.application.availability_index import ZoneCounts
+from capacity_service.application.checks import MAX_ZONE_LENGTH, check_choice, in_utc, printable
 from capacity_service.application.choosing import attempt_request_id, candidates, ordered
 from capacity_service.application.order_operations import ORDER_REQUEST_PREFIX, OrderGateway, OrderOperations, raised
+from capacity_service.application.pool_history import JournalHistory, PoolGlance
 from capacity_service.application.pool_writer import CommandOutcome
+from capacity_service.application.schedule_operations import ScheduleGateway, ScheduleOperations
 from capacity_service.domain import (
     DEFAULT_OFFER_HOLD_SECONDS,
     MAX_HOLD_SECONDS,
@@ -31,6 +34,7 @@ from capacity_service.domain import (
     InvalidId,
     JoinWaitlist,
     LeaveWaitlist,
+    LowersBelowReserved,
     NotEnoughCapacity,
     PausePool,
     PoolCommand,
@@ -59,6 +63,7 @@ from capacity_service.domain import (
 from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.ids import is_waitlist_entry_id
 from capacity_service.errors import (
+    CapacityBelowReserved,
     CapacityError,
     HoldExpired,
     InsufficientCapacity,
@@ -76,12 +81,16 @@ from capacity_service.errors import (
     WaitlistFull,
 )
 from capacity_service.models import (
+    HistoryEvent,
     Pool,
     PoolCheck,
+    PoolHistory,
     PoolsChanged,
     ReleaseReceipt,
     ReservationInfo,
     ReservationReceipt,
+    ZoneList,
+    ZoneSummary,
 )
 from capacity_service.models import WaitlistPlace as WaitlistPlaceModel
 
@@ -91,11 +100,14 @@ MAX_LISTED_RESERVATIONS = 10_000
 # took on at most this many pools of the window (``reserve_chosen``).
 MAX_CANDIDATES = 20
 MAX_POOLS_LOOKED_AT = 200
+# The longest page of a zone list, and of each list in a pool's history.
+MAX_LISTED_ZONES = 1_000
+MAX_HISTORY_LIMIT = 500
 
 
-class PoolGateway(OrderGateway, Protocol):
-    """Where the commands and reads of a pool (and an order: ``OrderGateway``) go; errors come back as
-    values."""
+class PoolGateway(OrderGateway, ScheduleGateway, Protocol):
+    """Where the commands and reads of a pool (and an order's, a schedule's: ``OrderGateway``,
+    ``ScheduleGateway``) go; errors come back as values."""
 
     async def execute(
         self, pool_id: str, command: PoolCommand, deadline: float | None = None
@@ -117,6 +129,16 @@ class PoolGateway(OrderGateway, Protocol):
 
     async def check(self, pool_id: str) -> tuple[int, list[str]] | CapacityError: ...
 
+    async def history(
+        self, pool_id: str, at: datetime | None, before: int | None, limit: int
+    ) -> JournalHistory | CapacityError | None:
+        """The pool's history from its journal (``application/pool_history.py``); None: it has no events."""
+        ...
+
+    async def glance(self, pool_id: str, limit: int) -> PoolGlance | CapacityError | None:
+        """The pool as its writer has it now, as the console shows it; None: it has no events."""
+        ...
+
     async def live_pool_ids(self) -> list[str]: ...
 
     async def aclose(self) -> None: ...
@@ -133,8 +155,12 @@ class AvailabilitySource(Protocol):
         """The pool's view as a copy of the cache in this process has it, without asking anyone; None when
         there is no such copy, or it does not know the pool (then ask the pool)."""
 
+    async def zones(self, after: str | None, limit: int) -> tuple[list[ZoneCounts], bool]:
+        """Up to ``limit`` zones named after ``after``, in name order, and whether more follow."""
+        ...
 
-class CapacityOperations(OrderOperations):
+
+class CapacityOperations(OrderOperations, ScheduleOperations):
     """The operations, each checking its input and answering with a model or raising a ``CapacityError``.
     ``call_timeout_s``: how long a command may take before its pool must not decide it any more."""
 
@@ -428,6 +454,54 @@ class CapacityOperations(OrderOperations):
         seq_nr, differences = raised(await self._gateway.check(pool_id))
         return PoolCheck(pool_id=pool_id, seq_nr=seq_nr, matches=not differences, differences=differences)
 
+    async def zones(self, after: str | None = None, limit: int = 100) -> ZoneList:
+        """The zones with pools on sale, in the order of their names, from the replicated cache: up to
+        ``limit`` (1..1,000) named after ``after``; ``next_after`` pages on."""
+        if after is not None and not (1 <= len(after) <= MAX_ZONE_LENGTH and printable(after)):
+            raise InvalidRequest(f"after must be a zone: 1-{MAX_ZONE_LENGTH} printable characters")
+        if not 1 <= limit <= MAX_LISTED_ZONES:
+            raise InvalidRequest(f"limit must be 1..{MAX_LISTED_ZONES}")
+        counts, more = await self._availability.zones(after, limit)
+        zones = [ZoneSummary(**found._asdict()) for found in counts]
+        return ZoneList(zones=zones, next_after=zones[-1].zone if more and zones else None)
+
+    async def pool_history(
+        self, pool_id: str, at: datetime | None = None, before: int | None = None, limit: int = 50
+    ) -> PoolHistory:
+        """The pool at ``at`` with its holds, reservations and waitlist then, and its events up to then,
+        newest first: at most ``limit`` (1..500) of each, the events before seq_nr ``before`` when given (to
+        page back). Now (``at`` None): the pool as its writer has it, and the journal's newest events. A
+        past moment: the journal replayed by the domain's ``apply`` from the pool's first event to ``at``.
+        A retired pool the service no longer hosts is read as well."""
+        _check_pool_id(pool_id)
+        if not 1 <= limit <= MAX_HISTORY_LIMIT:
+            raise InvalidRequest(f"limit must be 1..{MAX_HISTORY_LIMIT}")
+        if before is not None and before < 1:
+            raise InvalidRequest("before must be a seq_nr, 1 or more")
+        if at is not None:
+            at = in_utc(at)
+        # Now: the writer first, so that the journal's events read next hold every event of its state.
+        now = None if at is not None else raised(await self._gateway.glance(pool_id, limit))
+        found = raised(await self._gateway.history(pool_id, at, before, limit))
+        if found is None:
+            raise PoolNotFound(pool_id)
+        glance = found.replayed if at is not None else now
+        seq_nr = found.seq_nr if now is None else now.view.version
+        return PoolHistory(
+            pool_id=pool_id,
+            at=at,
+            seq_nr=seq_nr,
+            last_seq_nr=max(found.last_seq_nr, seq_nr),
+            first_recorded_at=found.first_recorded_at,
+            last_recorded_at=found.last_recorded_at,
+            pool=None if glance is None or not glance.view.exists else Pool.of(glance.view),
+            paused_reason=None if glance is None else glance.paused_reason,
+            holds=[] if glance is None else [ReservationInfo.of(pool_id, r) for r in glance.holds],
+            reservations=[] if glance is None else [ReservationInfo.of(pool_id, r) for r in glance.reservations],
+            waitlist=[] if glance is None else [WaitlistPlaceModel.of(pool_id, place) for place in glance.waiting],
+            events=[HistoryEvent.of(e.seq_nr, e.event_type, e.recorded_at, e.event) for e in found.events],
+        )
+
     async def _execute(self, pool_id: str, command: PoolCommand) -> CommandOutcome:
         """The command goes with its deadline: the pool decides it only before then (see ``PoolRouter``)."""
         deadline = time.time() + self._call_timeout_s
@@ -519,6 +593,8 @@ def error_of(rejection: object) -> CapacityError:
             return WaitlistEntryNotFound(pool_id, entry_id)
         case WaitlistIsFull(pool_id=pool_id, limit=limit):
             return WaitlistFull(pool_id, limit)
+        case LowersBelowReserved(pool_id=pool_id, capacity=capacity, reserved=reserved):
+            return CapacityBelowReserved(pool_id, capacity, reserved)
         case InvalidCommand(reason=reason):
             return InvalidRequest(reason)
     return CapacityError(str(rejection))

@@ -25,6 +25,7 @@ from capacity_service.application.hosting import SharedByRunners
 from capacity_service.application.metrics import NO_METRICS, HostMetrics
 from capacity_service.application.order_driver import DriverMemory, OrderDriver
 from capacity_service.application.order_writer import OrderOutcome, OrderWriter
+from capacity_service.application.publishing import EventPublisher, NullPublisher
 from capacity_service.application.single_writer import BatchResult
 from capacity_service.application.stream_runner import RunnerState, StreamRunner
 from capacity_service.domain.ids import order_of_stream, order_stream_id
@@ -63,8 +64,10 @@ class OrderHost:
         driver: OrderDriver,
         answer_grace_s: float,
         metrics: HostMetrics = NO_METRICS,
+        events: EventPublisher | None = None,
     ) -> None:
         self._journal = journal
+        self._events: EventPublisher = events or NullPublisher()
         self._metrics = metrics
         self._driver = driver
         self._answer_grace_s = answer_grace_s
@@ -155,14 +158,16 @@ class OrderHost:
 
     def _after_durable(self, writer: Any, result: BatchResult[Any, Any]) -> None:
         order_writer = cast(OrderWriter, writer)
+        try:  # to the warehouse, as a pool's events go (else its catch-up reads them from the journal)
+            self._events.publish_events(result.persisted)
+        except Exception:  # fire-and-forget: publishing never fails a write
+            log.exception("order %s: publishing failed", order_writer.order_id)
         view = order_writer.view()
         runner = self._runners.get(order_writer.order_id)
         if view.status in RESTING:
             assert view.status is not None
             self._metrics.order_rested(view.status.value)
-            for waiter in self._resting.pop(order_writer.order_id, []):
-                if not waiter.done():
-                    waiter.set_result(view)
+            self._answer_resting(order_writer.order_id, view)
         elif runner is not None:
             self._drive(runner)
 
@@ -220,9 +225,12 @@ class OrderHost:
         for event in decision:
             apply(state, event)
         view = view_of_order(state, runner.writer.seq_nr + len(decision))
-        if view.status not in RESTING:
-            return
-        for waiter in self._resting.pop(runner.writer.order_id, []):
+        if view.status in RESTING:
+            self._answer_resting(runner.writer.order_id, view)
+
+    def _answer_resting(self, order_id: str, view: OrderView) -> None:
+        """The callers waiting for the order to come to rest: ``view`` is their answer."""
+        for waiter in self._resting.pop(order_id, []):
             if not waiter.done():
                 waiter.set_result(view)
 

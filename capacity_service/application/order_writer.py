@@ -18,6 +18,7 @@ from capacity_service.adapters.journal import (
     WriterFenced,
 )
 from capacity_service.application.single_writer import BatchResult, PreparedBatch, StreamHold, landed_after_all
+from capacity_service.domain import PersistedEvent
 from capacity_service.domain.ids import order_stream_id
 from capacity_service.domain.order import (
     OrderCommand,
@@ -81,6 +82,10 @@ class OrderWriter:
         return self._seq_nr < 0
 
     @property
+    def dormancy_recorded(self) -> bool:
+        return self._hold.dormancy_recorded
+
+    @property
     def dormant(self) -> bool:
         return self._state.dormant
 
@@ -125,7 +130,7 @@ class OrderWriter:
             seq_nr = stored.seq_nr
         self._state, self._seq_nr = state, seq_nr
 
-    def prepare(self, commands: Sequence[OrderCommand]) -> PreparedBatch[OrderOutcome, OrderEvent]:
+    def prepare(self, commands: Sequence[OrderCommand]) -> PreparedBatch[OrderOutcome, PersistedEvent]:
         """Decide each command against the state the ones before it left and apply the events tentatively;
         ``append`` is what must become durable before the outcomes are given."""
         if self.fenced:
@@ -134,7 +139,7 @@ class OrderWriter:
             self.reload()
         now = self._clock()
         outcomes: list[OrderOutcome] = []
-        persisted: list[OrderEvent] = []
+        persisted: list[PersistedEvent] = []
         pending: list[NewEvent] = []
         for command in commands:
             decision = decide(self._state, command, now)
@@ -145,13 +150,13 @@ class OrderWriter:
                 apply(self._state, event)
                 encoded = self._codec.encode_event(event)
                 pending.append(NewEvent(encoded.event_type, encoded.schema_version, encoded.payload))
-                persisted.append(event)
+                persisted.append(PersistedEvent.of_order(self._stream_id, self._seq_nr + len(pending), event, now))
             outcomes.append(OrderOutcome(None, view_of_order(self._state, self._seq_nr + len(pending))))
-        append = self._hold.append_request(self._seq_nr, pending)
+        append = self._hold.append_request(self._seq_nr, pending, dormant=self.dormant)
         return PreparedBatch(BatchResult(outcomes, persisted), append)
 
     def append_landed(self, prepared: PreparedBatch[Any, Any], new_seq_nr: int) -> None:
-        self._hold.landed()
+        self._hold.landed(prepared.append)
         self._seq_nr = new_seq_nr
 
     def append_failed(self, prepared: PreparedBatch[Any, Any], error: JournalError) -> None:

@@ -24,6 +24,7 @@ from capacity_service.application.circuit_breaker import BreakerState, CircuitBr
 from capacity_service.application.group_commit import DormantMarks, EpochClaims, GroupCommit, fail
 from capacity_service.application.hosting import Fence, SharedByRunners
 from capacity_service.application.metrics import NO_METRICS, HostMetrics, HostStats
+from capacity_service.application.pool_history import PoolGlance, glance_of
 from capacity_service.application.pool_writer import (
     CommandOutcome,
     PoolWriter,
@@ -115,6 +116,11 @@ class PoolHost:
     def shared(self) -> SharedByRunners:
         """What this host's runners share: a host of another kind of stream in this process shares it too."""
         return self._shared
+
+    @property
+    def events(self) -> EventPublisher:
+        """Where this host's durable events go (the warehouse): the orders it hosts beside its pools too."""
+        return self._events
 
     @property
     def fenced(self) -> bool:
@@ -248,6 +254,12 @@ class PoolHost:
         reservations = runner.writer.state.reservations.values()
         found = (r for r in reservations if status is None or r.status is status)
         return list(itertools.islice(found, limit))
+
+    async def glance(self, pool_id: str, limit: int) -> PoolGlance | None:
+        """The pool as the operator's console shows it (its holds, newest reservations and entries waiting,
+        at most ``limit`` each); None: the pool has no events."""
+        runner = await self._quiet_runner(pool_id)
+        return None if runner is None else glance_of(runner.writer.state, runner.writer.seq_nr, limit)
 
     async def _quiet_runner(self, pool_id: str) -> _Runner | None:
         """The pool's runner with nothing in flight and its state loaded; None: the pool has no events."""

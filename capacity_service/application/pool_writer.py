@@ -137,6 +137,10 @@ class PoolWriter:
         return self._seq_nr
 
     @property
+    def dormancy_recorded(self) -> bool:
+        return self._hold.dormancy_recorded
+
+    @property
     def dormant(self) -> bool:
         """Retired with nothing held or active: the pool will never change by itself again."""
         return self._state.dormant
@@ -289,11 +293,11 @@ class PoolWriter:
             if isinstance(command, JoinWaitlist | LeaveWaitlist):
                 place = place_of(state, _entry_of(state, command))
             outcomes.append(CommandOutcome(None, view, self._reservation_of(command), tuple(decision), place))
-        append = self._hold.append_request(self._seq_nr, pending)
+        append = self._hold.append_request(self._seq_nr, pending, dormant=self.dormant)
         return PreparedBatch(BatchResult(outcomes[len(expiry) :], persisted), append)
 
     def append_landed(self, prepared: PreparedBatch[Any, Any], new_seq_nr: int) -> None:
-        self._hold.landed()
+        self._hold.landed(prepared.append)
         self._seq_nr = new_seq_nr
 
     def append_failed(self, prepared: PreparedBatch[Any, Any], error: JournalError) -> None:

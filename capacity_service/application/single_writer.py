@@ -59,6 +59,8 @@ class StreamHold:
         self.epoch = 0
         self.creating = False  # believed new: the next append creates the stream
         self._must_claim = False
+        # An append of this writer marked the stream dormant (``AppendRequest.dormant``): no mark of its own.
+        self.dormancy_recorded = False
 
     def claimed(self, epoch: int) -> None:
         self.epoch, self.creating, self._must_claim = epoch, False, False
@@ -66,13 +68,17 @@ class StreamHold:
     def believe_new(self) -> None:
         self.epoch, self.creating, self._must_claim = FIRST_EPOCH, True, False
 
-    def append_request(self, expected_seq_nr: int, events: list[NewEvent]) -> AppendRequest | None:
+    def append_request(self, expected_seq_nr: int, events: list[NewEvent], dormant: bool) -> AppendRequest | None:
+        """The append of ``events``; ``dormant``: the stream is dormant after them (recorded with them, once)."""
         if not events:
             return None
-        return AppendRequest(self._stream_id, expected_seq_nr, self.epoch, events, creates=self.creating)
+        marks = dormant and not self.dormancy_recorded
+        return AppendRequest(self._stream_id, expected_seq_nr, self.epoch, events, creates=self.creating, dormant=marks)
 
-    def landed(self) -> None:
+    def landed(self, append: AppendRequest | None) -> None:
         self.creating = False
+        if append is not None and append.dormant:
+            self.dormancy_recorded = True
 
     def failed(self) -> bool:
         """An append failed; True if it was to create the stream (the writer then claims before reading)."""
@@ -102,6 +108,8 @@ class SingleWriter(Protocol):
     def needs_reload(self) -> bool: ...
     @property
     def dormant(self) -> bool: ...
+    @property
+    def dormancy_recorded(self) -> bool: ...
     @property
     def believed_new(self) -> bool: ...
     def view(self) -> object: ...

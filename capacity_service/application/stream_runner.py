@@ -326,7 +326,8 @@ class StreamRunner(Generic[W, V]):
     async def _hand_back(self) -> None:
         stream_id = self.writer.stream_id
         try:
-            await self._shared.dormancy.mark(stream_id)
+            if not self.writer.dormancy_recorded:  # else its last append marked it already
+                await self._shared.dormancy.mark(stream_id)
         except JournalError as exc:  # tried again after its next write or recovery
             log.warning("pool %s: cannot record it as dormant, still hosting it: %s", stream_id, exc)
             self._enter(RunnerState.IDLE)

@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from itertools import islice
 
-from capacity_service.adapters.codec import Codec, OrderCodec
+from capacity_service.adapters.codec import Codec, OrderCodec, ScheduleCodec
 from capacity_service.adapters.journal import Journal
-from capacity_service.adapters.warehouse.rows import Delivery, WarehouseRow, next_rows, order_rows
+from capacity_service.adapters.warehouse.rows import Delivery, WarehouseRow, next_rows, order_rows, schedule_rows
 from capacity_service.adapters.warehouse.sink import WarehouseSink
-from capacity_service.domain.ids import is_order_stream
+from capacity_service.domain.ids import is_order_stream, is_schedule_stream
 from capacity_service.settings import WarehouseSettings
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class WarehouseStream:
         self._owns = owns
         self._codec = Codec()
         self._order_codec = OrderCodec()
+        self._schedule_codec = ScheduleCodec()
         self._sink: WarehouseSink | None = None
         self._journal: Journal | None = None
         self._cursors: dict[str, Delivery] | None = None  # None until loaded from the sink
@@ -188,9 +189,11 @@ class WarehouseStream:
             return await self._flush()
 
     async def _flush(self) -> int:
-        written = 0
-        while self._buffer:
-            batch = self._buffer[: self._batch_end()]
+        # Only what was buffered when the flush began: rows that arrive during its writes wait for their own
+        # batch, or a steady trickle would be written as a file per few rows for as long as it lasts.
+        written, due = 0, len(self._buffer)
+        while written < due and self._buffer:
+            batch = self._buffer[: self._batch_end(due - written)]
             sink = await self._sink_opened()
             try:
                 await asyncio.to_thread(sink.write, batch)
@@ -209,10 +212,10 @@ class WarehouseStream:
         self.last_error = None
         return written
 
-    def _batch_end(self) -> int:
-        """Where the next batch ends: ``flush_rows`` rows, and the rest of the event the last one is part of
-        (a sink's cursor counts whole events)."""
-        buffer, end = self._buffer, min(len(self._buffer), self._settings.flush_rows)
+    def _batch_end(self, at_most: int) -> int:
+        """Where the next batch ends: ``flush_rows`` rows (or ``at_most``), and the rest of the event the last
+        one is part of (a sink's cursor counts whole events)."""
+        buffer, end = self._buffer, min(len(self._buffer), self._settings.flush_rows, at_most)
         while end < len(buffer) and buffer[end].seq_nr == buffer[end - 1].seq_nr:
             end += 1  # the parts of one event are next to each other: the same seq_nr is the same pool's
         return end
@@ -293,11 +296,15 @@ class WarehouseStream:
         """The rows of up to ``limit`` events after ``before``, event by event."""
         events: list[list[WarehouseRow]] = []
         cursor = before
-        is_order = is_order_stream(before.pool_id)  # an order's events come through here only (no live hand-over)
+        # A schedule's events come through here only (no live hand-over).
+        is_order, is_schedule = is_order_stream(before.pool_id), is_schedule_stream(before.pool_id)
         for stored in islice(journal.read(before.pool_id, before.seq_nr + 1), limit):
             if is_order:
                 order_event = self._order_codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
                 rows = [order_rows(cursor, stored.seq_nr, order_event, stored.recorded_at)]
+            elif is_schedule:
+                decoded = self._schedule_codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
+                rows = [schedule_rows(cursor, stored.seq_nr, decoded, stored.recorded_at)]
             else:
                 event = self._codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
                 rows = next_rows(cursor, stored.seq_nr, event, stored.recorded_at)

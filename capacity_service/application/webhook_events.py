@@ -38,7 +38,7 @@ from capacity_service.domain import (
     PoolReset,
     PoolWasRetired,
 )
-from capacity_service.domain.ids import is_order_stream, order_of_stream
+from capacity_service.domain.ids import is_order_stream, is_schedule_stream, order_of_stream
 from capacity_service.domain.order import (
     OrderConfirmed,
     OrderLinesTaken,
@@ -142,6 +142,8 @@ class EventMapper:
         self._order_codec = OrderCodec()
 
     def map(self, stream_id: str, fold: Fold, stored: StoredEvent) -> list[WebhookEvent]:
+        if is_schedule_stream(stream_id):  # an operator's configuration: its pools' own events say what changed
+            return []
         if isinstance(fold, OrderFold):
             return self._order(stream_id, fold, stored)
         return self._pool(stream_id, fold, stored)

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class ConfigurePool:
-    """Create the pool or change it. Lowering capacity below what is reserved is allowed."""
+    """Create the pool or change it. Lowering capacity below what is reserved is allowed, unless
+    ``refuse_below_reserved`` (a schedule's changes: ``LowersBelowReserved`` then, nothing changed)."""
 
     capacity: int
     zone: str
@@ -24,6 +25,7 @@ class ConfigurePool:
     # None: as the pool has it (the defaults for a new pool: ``domain/waitlist.py``).
     max_hold_seconds: int | None = None
     waitlist_limit: int | None = None
+    refuse_below_reserved: bool = False
 
 
 @pickled_by_fields

@@ -19,8 +19,9 @@ _TOKEN_BYTES = 16
 
 
 # An order's stream id: the prefix's ``~`` is in no pool id, so pool and order streams never collide in a
-# journal; the order id itself is written like a pool id.
+# journal; the order id itself is written like a pool id. A schedule's stream id likewise.
 ORDER_STREAM_PREFIX = "order~"
+SCHEDULE_STREAM_PREFIX = "schedule~"
 
 
 class InvalidId(ValueError):
@@ -84,3 +85,26 @@ def is_order_stream(stream_id: str) -> bool:
 
 def order_of_stream(stream_id: str) -> str:
     return stream_id.removeprefix(ORDER_STREAM_PREFIX)
+
+
+def check_schedule_id(schedule_id: str) -> str:
+    if POOL_ID_PATTERN.fullmatch(schedule_id) is None:
+        raise InvalidId(f"schedule id must be 1-128 characters of [A-Za-z0-9._:-], got {schedule_id!r:.140}")
+    return schedule_id
+
+
+def schedule_stream_id(schedule_id: str) -> str:
+    return SCHEDULE_STREAM_PREFIX + check_schedule_id(schedule_id)
+
+
+def is_schedule_stream(stream_id: str) -> bool:
+    return stream_id.startswith(SCHEDULE_STREAM_PREFIX)
+
+
+def schedule_of_stream(stream_id: str) -> str:
+    return stream_id.removeprefix(SCHEDULE_STREAM_PREFIX)
+
+
+def is_pool_stream(stream_id: str) -> bool:
+    """A pool's stream, not an order's or a schedule's (their prefixes hold a ``~``, which no pool id does)."""
+    return "~" not in stream_id

@@ -251,6 +251,16 @@ class WaitlistIsFull:
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
+class LowersBelowReserved:
+    """A configure that would lower capacity below what is held and active, asked not to (a schedule's)."""
+
+    pool_id: str
+    capacity: int
+    reserved: int
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class InvalidCommand:
     reason: str
 
@@ -267,6 +277,7 @@ Rejection = (
     | ReservationIsActive
     | UnknownWaitlistEntry
     | WaitlistIsFull
+    | LowersBelowReserved
     | InvalidCommand
 )
 Decision = list[PoolEvent] | Rejection
@@ -330,6 +341,9 @@ def _decide_configure(state: PoolState, command: ConfigurePool) -> Decision:
     )
     if state.exists and configured == _configuration_of(state):
         return []
+    lowered = state.exists and command.capacity < state.capacity
+    if command.refuse_below_reserved and lowered and command.capacity < state.reserved:
+        return LowersBelowReserved(state.pool_id, command.capacity, state.reserved)
     return [configured]
 
 

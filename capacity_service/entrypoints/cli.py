@@ -5,7 +5,9 @@ capacity-service pools put north:0800 --capacity 20 --zone north
 capacity-service reserve north:0800 --quantity 2
 capacity-service reserve --choose-zone north --from 2026-12-01T08:00:00Z --quantity 2   # any pool that fits
 capacity-service events north:0800           # the pool's journal, decoded
+capacity-service console --open              # the operator's console in a browser
 capacity-service webhook put erp --url https://erp.example.com/hooks --event hold.expired   # secret from env
+capacity-service schedule apply december.yaml   # the pools of a template, with a progress bar
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from capacity_service.domain.ids import is_order_stream
+from capacity_service.domain.ids import is_order_stream, is_pool_stream, is_schedule_stream
 from capacity_service.runtime import environment
 from capacity_service.runtime.names import DEFAULT_NAMESPACE
 from capacity_service.settings import SqlJournalSettings, journal_settings_from_env, service_settings
@@ -103,13 +106,12 @@ def _add_service_commands(
     )
     start.add_argument(
         "--metrics",
-        action="store_true",
-        help="collect metrics (Ray's and the service's) for Prometheus, on 127.0.0.1 (about 2%% of the "
-        "reserves per second: docs/performance.md)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="collect metrics (Ray's and the service's) for Prometheus, on 127.0.0.1; on by default, "
+        "--no-metrics turns them off (they cost about 2%% of the reserves per second: docs/performance.md)",
     )
-    start.add_argument(
-        "--metrics-port", type=int, default=0, help="with --metrics: the port (default: a free one, printed)"
-    )
+    start.add_argument("--metrics-port", type=int, default=0, help="the metrics' port (default: a free one, printed)")
     start.add_argument(
         "--no-warehouse",
         action="store_true",
@@ -244,13 +246,20 @@ def _add_client_commands(
     events = commands.add_parser(
         "events", parents=[data_dir], help="dump a pool's events from the journal (JSON lines)"
     )
-    events.add_argument("pool_id")
+    events.add_argument("pool_id", help="a pool's id, or a stream's: order~ORDER_ID, schedule~SCHEDULE_ID")
     events.set_defaults(run=_events)
+
+    console = commands.add_parser(
+        "console", help="the operator's console of the running service: print its address (--open: in a browser)"
+    )
+    console.add_argument("--open", action="store_true", help="open it in this machine's web browser")
+    console.set_defaults(run=_console)
 
     demo = commands.add_parser("demo", parents=[data_dir], help="the Python API without Ray: a pool surviving restarts")
     demo.set_defaults(run=_demo)
     _add_admin_commands(commands)
     _add_webhook_commands(commands)
+    _add_schedule_commands(commands)
 
 
 WEBHOOK_EVENTS = (
@@ -289,6 +298,159 @@ def _add_webhook_commands(commands: argparse._SubParsersAction[argparse.Argument
     delete = webhook.add_parser("delete", help="stop delivering to a webhook and forget it")
     delete.add_argument("webhook_id")
     delete.set_defaults(run=lambda a: _show(_http(a, "DELETE", f"/v1/webhooks/{a.webhook_id}")))
+
+
+def _add_schedule_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Schedules, over HTTP (an admin key in $CAPACITY_API_KEY when keys are configured)."""
+    schedule = commands.add_parser(
+        "schedule", help="create or update the pools of a template (zones x daily slots x days), and show how it went"
+    ).add_subparsers(dest="op", required=True)
+    apply = schedule.add_parser(
+        "apply",
+        help="put FILE's template (YAML or JSON, the body of PUT /v1/schedules/ID) and follow its apply to the end",
+    )
+    apply.add_argument("file", type=Path)
+    apply.add_argument("--id", dest="schedule_id", help="the schedule's id (default: FILE's name without its suffix)")
+    apply.add_argument("--no-wait", action="store_true", help="put it and print the schedule; do not follow it")
+    apply.add_argument("--json", action="store_true", help="end with the schedule as JSON instead of the summary")
+    apply.set_defaults(run=_apply_schedule)
+    show = schedule.add_parser("show", help="a schedule and how its latest apply stands")
+    show.add_argument("schedule_id")
+    show.set_defaults(run=lambda a: _show(_http(a, "GET", f"/v1/schedules/{a.schedule_id}")))
+
+
+# How often `schedule apply` asks how its apply goes.
+SCHEDULE_POLL_S = 0.2
+
+
+def _apply_schedule(a: argparse.Namespace) -> int:
+    """Exit code 0 when every pool of the template is as it says, 1 when some were refused (or a newer put
+    replaced this one), 2 when FILE is not a template."""
+    schedule_id = a.schedule_id or a.file.stem
+    try:
+        template = _schedule_file(a.file)
+    except (OSError, ValueError) as exc:
+        print(f"schedule apply: {a.file}: {exc}", file=sys.stderr)
+        return 2
+    started = _http(a, "PUT", f"/v1/schedules/{schedule_id}", template)
+    if a.no_wait:
+        return _show(started)
+    progress = _Progress(schedule_id, sys.stderr)
+    schedule = started
+    try:
+        while schedule["status"] == "applying" and schedule["generation"] == started["generation"]:
+            progress.show(schedule)
+            time.sleep(SCHEDULE_POLL_S)
+            schedule = _http(a, "GET", f"/v1/schedules/{schedule_id}")
+    except KeyboardInterrupt:
+        progress.done()
+        print(f"stopped following; the apply goes on: capacity-service schedule show {schedule_id}", file=sys.stderr)
+        return 130
+    progress.done()
+    if schedule["generation"] != started["generation"]:
+        print(
+            f"schedule {schedule_id}: a newer put (generation {schedule['generation']}) replaced this one",
+            file=sys.stderr,
+        )
+        return 1
+    if a.json:
+        _show(schedule)
+    else:
+        print(_summary(schedule))
+    return 1 if schedule["refused"] else 0
+
+
+def _schedule_file(path: Path) -> dict[str, Any]:
+    """The template in ``path`` (YAML or JSON), as the JSON body of its PUT. YAML 1.1 reads 10:00 as the
+    number 600 (base 60); here it stays the string "10:00", as it is meant."""
+    import re
+
+    import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the venv
+
+    class Loader(yaml.SafeLoader):  # type: ignore[misc]
+        pass
+
+    int_tag = "tag:yaml.org,2002:int"
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, pattern) for tag, pattern in resolvers if tag != int_tag]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver(int_tag, re.compile(r"^[-+]?(0|[1-9][0-9_]*)$"), list("-+0123456789"))
+    try:
+        loaded = yaml.load(path.read_text(), Loader=Loader)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ValueError("a template is a mapping (zones, slot_starts, slot_minutes, from, to, ...)")
+    body: dict[str, Any] = json.loads(json.dumps(loaded, default=str))  # dates as "YYYY-MM-DD"
+    return body
+
+
+class _Progress:
+    """A schedule's apply as it goes: a bar redrawn in place on a terminal, else a line each time it moved
+    (at most one a second), for logs."""
+
+    def __init__(self, schedule_id: str, out: Any, clock: Callable[[], float] = time.monotonic) -> None:
+        self._schedule_id, self._out, self._clock = schedule_id, out, clock
+        self._tty = out.isatty()
+        self._shown: tuple[int, str | None] | None = None
+        self._shown_at = 0.0
+
+    def show(self, schedule: dict[str, Any]) -> None:
+        done, total, waiting = schedule["done"], schedule["total"], schedule.get("last_error")
+        counts = ", ".join(f"{schedule[k]:,} {k}" for k in ("created", "updated", "unchanged", "refused"))
+        if self._tty:
+            filled = 30 * done // max(1, total)
+            bar = "#" * filled + "." * (30 - filled)
+            line = f"schedule {self._schedule_id}: [{bar}] {done:,}/{total:,} pools ({counts})"
+            if waiting:
+                line += f"  waiting: {waiting}"
+            width = self._width() - 1  # a line as wide as the terminal would wrap, and \r not reach its start
+            self._out.write("\r" + line[:width].ljust(width))
+            self._out.flush()
+        elif (done, waiting) != self._shown and self._clock() - self._shown_at >= 1.0:
+            line = f"schedule {self._schedule_id}: {done}/{total} pools ({counts})"
+            print(line + (f"; waiting: {waiting}" if waiting else ""), file=self._out, flush=True)
+            self._shown, self._shown_at = (done, waiting), self._clock()
+
+    def _width(self) -> int:
+        try:
+            columns = os.get_terminal_size(self._out.fileno()).columns
+        except (OSError, ValueError, AttributeError):  # not a real terminal's file (a test's stand-in)
+            return 120
+        return columns if columns >= 40 else 120  # a terminal that does not say its size says 0
+
+    def done(self) -> None:
+        if self._tty:
+            self._out.write("\n")
+            self._out.flush()
+
+
+def _summary(schedule: dict[str, Any]) -> str:
+    """What an apply did, for a person: the counts, every pool refused with why, the pools left out."""
+    took = ""
+    if schedule.get("finished_at"):
+        accepted = datetime.fromisoformat(schedule["accepted_at"].replace("Z", "+00:00"))
+        finished = datetime.fromisoformat(schedule["finished_at"].replace("Z", "+00:00"))
+        took = f" in {(finished - accepted).total_seconds():.1f} s"
+    counts = ", ".join(f"{schedule[k]:,} {k}" for k in ("created", "updated", "unchanged", "refused"))
+    if schedule.get("retired"):
+        counts += f", {schedule['retired']:,} retired (left as they are)"
+    lines = [
+        f"schedule {schedule['schedule_id']} {schedule['status']} (generation {schedule['generation']}){took}: "
+        f"{schedule['total']:,} pools: {counts}"
+    ]
+    for refusal in schedule["refusals"]:
+        lines.append(f"  refused {refusal['pool_id']}: {refusal['code']}: {refusal['message']}")
+    if schedule["refused"] > len(schedule["refusals"]):
+        lines.append(f"  ... and {schedule['refused'] - len(schedule['refusals']):,} more refused")
+    if schedule["left_out"]:
+        sample = ", ".join(schedule["left_out_sample"][:5])
+        lines.append(
+            f"  {schedule['left_out']:,} pools of the template before are not in this one; they were left as they"
+            f" are (e.g. {sample}): retire those you no longer sell (capacity-service pools retire ID)"
+        )
+    return "\n".join(lines)
 
 
 def _put_webhook(a: argparse.Namespace) -> int:
@@ -466,7 +628,7 @@ def _list_pools(a: argparse.Namespace) -> int:
     from capacity_service.runtime import bootstrap
 
     with bootstrap.journal(_journal_settings(a)) as journal:
-        pool_ids = [stream_id for stream_id in journal.pool_ids() if not is_order_stream(stream_id)]
+        pool_ids = [stream_id for stream_id in journal.pool_ids() if is_pool_stream(stream_id)]
     pools = [_http(a, "GET", f"/v1/pools/{pool_id}") for pool_id in pool_ids]
     return _show([pool for pool in pools if a.state in ("all", pool["state"])])
 
@@ -484,10 +646,12 @@ def _check_pool(a: argparse.Namespace) -> int:
 
 
 def _events(a: argparse.Namespace) -> int:
-    from capacity_service.adapters.codec import Codec
+    from capacity_service.adapters.codec import Codec, OrderCodec, ScheduleCodec
     from capacity_service.runtime import bootstrap
 
-    codec = Codec()
+    codec: Codec | OrderCodec | ScheduleCodec = (
+        OrderCodec() if is_order_stream(a.pool_id) else ScheduleCodec() if is_schedule_stream(a.pool_id) else Codec()
+    )
     with bootstrap.journal(_journal_settings(a)) as journal:
         for stored in journal.read(a.pool_id):
             event = codec.decode_event(stored.event_type, stored.schema_version, stored.payload)
@@ -500,6 +664,25 @@ def _events(a: argparse.Namespace) -> int:
                 **asdict(event),
             }
             print(json.dumps(line, default=str))
+    return 0
+
+
+def _console(a: argparse.Namespace) -> int:
+    """The console's address, once the service answers there; whether the page will ask for an admin key."""
+    import webbrowser
+
+    url = f"{a.url}/console/"
+    with urllib.request.urlopen(url, timeout=30):
+        pass  # the service serves it (an error says why not)
+    print(url)
+    try:
+        _http(a, "GET", "/v1/admin/zones?limit=1")
+    except ServiceError as exc:
+        if exc.body["status"] in (401, 403):
+            print("the service has API keys: the page asks for an admin key (one of CAPACITY_ADMIN_KEYS)")
+    if a.open and not webbrowser.open(url):
+        print("no web browser found here: open the address above in one", file=sys.stderr)
+        return 1
     return 0
 
 

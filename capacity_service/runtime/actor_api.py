@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol
 
 from capacity_service.domain import PersistedEvent, PoolCommand, PoolView, Reservation, ReservationStatus, WaitlistPlace
 from capacity_service.domain.order import OrderView
+from capacity_service.domain.schedule import ScheduleView
 from capacity_service.errors import CapacityError
 from capacity_service.models import Webhook
 
 if TYPE_CHECKING:  # only for annotations: the runtime modules these come from import this one
+    from capacity_service.application.availability_index import ZoneCounts
+    from capacity_service.application.pool_history import PoolGlance
     from capacity_service.application.pool_host import AddressedCommand
     from capacity_service.application.pool_writer import CommandOutcome
     from capacity_service.runtime.channel import ChannelAddress
@@ -77,6 +80,8 @@ class PoolCalls(Protocol):
 
     async def check(self, pool_id: str) -> tuple[int, list[str]] | CapacityError: ...
 
+    async def glance(self, pool_id: str, limit: int) -> PoolGlance | CapacityError | None: ...
+
 
 class PoolApi(PoolCalls, Protocol):
     """A pool host (``runtime/pool_actor.py``): one shard of pools, or one pool. Errors come back as values."""
@@ -88,6 +93,8 @@ class PoolApi(PoolCalls, Protocol):
     async def execute_many(self, commands: list[AddressedCommand]) -> list[CommandOutcome | CapacityError]: ...
 
     async def order_view(self, order_id: str) -> OrderView | CapacityError: ...
+
+    async def schedule_view(self, schedule_id: str) -> ScheduleView | CapacityError: ...
 
     async def open_channel(self) -> ChannelAddress | None: ...
 
@@ -123,6 +130,8 @@ class CacheApi(Protocol):
     async def query(
         self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
     ) -> list[PoolView]: ...
+
+    async def zones(self, after: str | None, limit: int) -> tuple[list[ZoneCounts], bool]: ...
 
     async def status(self) -> dict[str, object]: ...
 

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING
 from capacity_service.adapters.journal import Journal, open_journal
 from capacity_service.adapters.warehouse import WarehouseSink, open_sink, stream_of
 from capacity_service.adapters.webhooks import WebhookStore, open_webhook_store
-from capacity_service.application.host_first import HostFirstSender
+from capacity_service.application.host_first import HostFirstConfigurer, HostFirstSender
 from capacity_service.application.metrics import NO_METRICS, NO_WEBHOOK_METRICS, HostMetrics, WebhookMetrics
 from capacity_service.application.operations import PoolGateway
 from capacity_service.application.order_driver import OrderDriver
 from capacity_service.application.order_host import OrderHost
 from capacity_service.application.pool_host import PoolHost
+from capacity_service.application.schedule_host import ScheduleHost
 from capacity_service.application.warehouse_stream import WarehouseStream
 from capacity_service.application.webhook_delivery import JOURNAL_PAGE_EVENTS, WebhookAdmin, WebhookDeliveries
 from capacity_service.settings import CassandraJournalSettings, ServiceSettings, SqlJournalSettings
@@ -59,7 +60,16 @@ def order_host(
     sender = HostFirstSender(pools, router(settings))
     # A reserve is never decided after its deadline; answers in flight and clocks get a margin beyond it.
     driver = OrderDriver(sender, late_s=hosting.answer_grace_s + 1.0)
-    return OrderHost(opened_journal, pools.shared, driver, hosting.answer_grace_s, metrics or NO_METRICS)
+    return OrderHost(
+        opened_journal, pools.shared, driver, hosting.answer_grace_s, metrics or NO_METRICS, events=pools.events
+    )
+
+
+def schedule_host(settings: ServiceSettings, pools: PoolHost, opened_journal: Journal) -> ScheduleHost:
+    """The schedules of a process hosting ``pools``: their driver configures the pools running there in one
+    call to ``pools``, the others through a router."""
+    configurer = HostFirstConfigurer(pools, router(settings))
+    return ScheduleHost(opened_journal, pools.shared, configurer, settings.hosting.call_timeout_s)
 
 
 def warehouse_stream(settings: ServiceSettings, shard: int) -> WarehouseStream:

@@ -21,7 +21,7 @@ import uuid
 from datetime import datetime
 
 from capacity_service.adapters.journal import Journal
-from capacity_service.application.availability_index import AvailabilityIndex
+from capacity_service.application.availability_index import AvailabilityIndex, ZoneCounts
 from capacity_service.domain import PoolView
 from capacity_service.runtime import _ray, bootstrap
 from capacity_service.runtime.actor_api import CacheApi
@@ -100,6 +100,10 @@ class AvailabilityCache(CacheApi):
     ) -> list[PoolView]:
         await self.start()
         return self._index.query(zone, slot_from, slot_to, quantity)
+
+    async def zones(self, after: str | None, limit: int) -> tuple[list[ZoneCounts], bool]:
+        await self.start()
+        return self._index.zones(after, limit)
 
     async def status(self) -> dict[str, object]:
         await self.start()

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
+from capacity_service.application.availability_index import ZoneCounts
 from capacity_service.domain import PoolView
 from capacity_service.errors import Unavailable
 from capacity_service.runtime import _ray
@@ -64,3 +65,6 @@ class CacheFinder:
         self, zone: str, slot_from: datetime | None, slot_to: datetime | None, quantity: int
     ) -> list[PoolView]:
         return await self.ask_replica(call(CacheApi.query, zone, slot_from, slot_to, quantity))
+
+    async def zones(self, after: str | None, limit: int) -> tuple[list[ZoneCounts], bool]:
+        return await self.ask_replica(call(CacheApi.zones, after, limit))

@@ -26,8 +26,8 @@ def start_environment(port: int, fast_ingress: bool, metrics: bool = False) -> t
         # A directly reachable replica keeps serving for 30 s when stopped, for outside load balancers to
         # notice; here there is none (or only our own HAProxy, told at once), and Ctrl-C would wait for it.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
-        # Metrics (Ray's and the service's) are exported by Ray's metrics agent, with `start --metrics` only:
-        # the service's measurements were made without them (docs/performance.md).
+        # Metrics (Ray's and the service's) are exported by Ray's metrics agent; `start --no-metrics` turns
+        # them off.
         METRICS_COLLECTION: "1" if metrics else "0",
         # Serve's controller reconciles every 0.1 s by default, a steady cost on an idle service; a fixed
         # set of replicas needs no such haste (their health checks run every 10 s anyway).
@@ -59,6 +59,6 @@ def apply(
 
 
 def metrics_collected(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether this process's Ray collects metrics (``start`` sets it from ``--metrics``). When it does
+    """Whether this process's Ray collects metrics (``start`` sets it: on unless ``--no-metrics``). When it does
     not, the service records and refreshes nothing: the hot paths skip the calls, the gauge loops do not run."""
     return (os.environ if environ is None else environ).get(METRICS_COLLECTION, "1") != "0"

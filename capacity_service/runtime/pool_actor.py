@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from capacity_service.adapters.journal import Journal, JournalError
 from capacity_service.application import tracing
 from capacity_service.application.order_host import OrderHost
+from capacity_service.application.pool_history import PoolGlance
 from capacity_service.application.pool_host import AddressedCommand, PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
+from capacity_service.application.schedule_host import ScheduleHost
 from capacity_service.domain import PoolCommand, PoolView, Reservation, ReservationStatus, WaitlistPlace
-from capacity_service.domain.ids import is_order_stream, order_of_stream
+from capacity_service.domain.ids import (
+    is_order_stream,
+    is_pool_stream,
+    is_schedule_stream,
+    order_of_stream,
+    schedule_of_stream,
+)
 from capacity_service.domain.order import OrderView
+from capacity_service.domain.schedule import ScheduleView
 from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.runtime import bootstrap, channel
 from capacity_service.runtime._ray import current_node_id, plain, process_id
@@ -48,12 +57,17 @@ async def _show_stats(host: PoolHost, metrics: RayHostMetrics) -> None:
         await asyncio.sleep(GAUGE_INTERVAL_S)
 
 
+def _kind(stream_id: str) -> str:
+    return "order" if is_order_stream(stream_id) else "schedule" if is_schedule_stream(stream_id) else "pool"
+
+
 class PoolActor(PoolApi):
     def __init__(self, settings: ServiceSettings) -> None:
         tracing.log_to_stderr(json_lines=settings.log_format == "json")
         self._settings = settings
         self._host: PoolHost | None = None
         self._orders: OrderHost | None = None
+        self._schedules: ScheduleHost | None = None
         self._journal: Journal | None = None
         self._opening = asyncio.Lock()
         self._gauges: asyncio.Future[None] | None = None
@@ -73,6 +87,7 @@ class PoolActor(PoolApi):
                 metrics = RayHostMetrics(store=self._settings.journal.store) if metrics_collected() else None
                 self._host = bootstrap.pool_host(self._settings, self._journal, metrics)
                 self._orders = bootstrap.order_host(self._settings, self._host, self._journal, metrics)
+                self._schedules = bootstrap.schedule_host(self._settings, self._host, self._journal)
                 if metrics is not None:
                     self._gauges = asyncio.ensure_future(_show_stats(self._host, metrics))
                 _freeze_the_startup_heap()
@@ -88,37 +103,45 @@ class PoolActor(PoolApi):
 
     async def execute_many(self, commands: list[AddressedCommand]) -> list[CommandOutcome | CapacityError]:
         """Several commands in one call (the router batches them), each with its deadline; each is answered
-        on its own. Commands to orders' streams go to the order host."""
+        on its own. Commands to orders' and schedules' streams go to their hosts."""
         try:
             host = await self._pool_host()
         except CapacityError as exc:
             return [exc] * len(commands)
-        if not any(is_order_stream(stream_id) for stream_id, *_ in commands):
+        if all(is_pool_stream(stream_id) for stream_id, *_ in commands):
             return await host.execute_many(commands)
         return await self._execute_mixed(host, commands)
 
     async def _execute_mixed(
         self, host: PoolHost, commands: list[AddressedCommand]
     ) -> list[CommandOutcome | CapacityError]:
-        assert self._orders is not None
-        to_orders = [i for i, (stream_id, *_) in enumerate(commands) if is_order_stream(stream_id)]
-        to_pools = [i for i in range(len(commands)) if i not in set(to_orders)]
-        answers: list[Any] = [None] * len(commands)
-        pools, orders = await asyncio.gather(
-            host.execute_many([commands[i] for i in to_pools]),
-            self._orders.execute_many([commands[i] for i in to_orders]),
+        assert self._orders is not None and self._schedules is not None
+        kinds = [_kind(stream_id) for stream_id, *_ in commands]
+        executes = {
+            "pool": host.execute_many,
+            "order": self._orders.execute_many,
+            "schedule": self._schedules.execute_many,
+        }
+        kinds_present = list(dict.fromkeys(kinds))
+        answered = await asyncio.gather(
+            *(executes[kind]([c for c, k in zip(commands, kinds, strict=True) if k == kind]) for kind in kinds_present)
         )
-        for i, answer in zip(to_pools, pools, strict=True):
-            answers[i] = answer
-        for i, answer in zip(to_orders, orders, strict=True):
-            answers[i] = answer
-        return answers
+        answers = {kind: iter(found) for kind, found in zip(kinds_present, answered, strict=True)}
+        return [next(answers[kind]) for kind in kinds]
 
     async def order_view(self, order_id: str) -> OrderView | CapacityError:
         try:
             await self._pool_host()
             assert self._orders is not None
             return await self._orders.view(order_id)
+        except CapacityError as exc:
+            return exc
+
+    async def schedule_view(self, schedule_id: str) -> ScheduleView | CapacityError:
+        try:
+            await self._pool_host()
+            assert self._schedules is not None
+            return await self._schedules.view(schedule_id)
         except CapacityError as exc:
             return exc
 
@@ -198,6 +221,13 @@ class PoolActor(PoolApi):
         except CapacityError as exc:
             return exc
 
+    async def glance(self, pool_id: str, limit: int) -> PoolGlance | CapacityError | None:
+        """The pool as the operator's console shows it."""
+        try:
+            return await (await self._pool_host()).glance(pool_id, limit)
+        except CapacityError as exc:
+            return exc
+
     async def ensure_started(self, pool_id: str) -> int | CapacityError:
         """The watchdog's ping: recover the pool if needed; returns its seq_nr."""
         try:
@@ -212,14 +242,18 @@ class PoolActor(PoolApi):
             host = await self._pool_host()
         except CapacityError as exc:
             return [exc] * len(pool_ids)
-        if not any(is_order_stream(stream_id) for stream_id in pool_ids):
+        if all(is_pool_stream(stream_id) for stream_id in pool_ids):
             return await host.ensure_started_many(pool_ids)
-        assert self._orders is not None
+        assert self._orders is not None and self._schedules is not None
         orders = [order_of_stream(s) for s in pool_ids if is_order_stream(s)]
-        pools = [s for s in pool_ids if not is_order_stream(s)]
-        started = iter(await host.ensure_started_many(pools))
+        schedules = [schedule_of_stream(s) for s in pool_ids if is_schedule_stream(s)]
+        started = iter(await host.ensure_started_many([s for s in pool_ids if is_pool_stream(s)]))
         started_orders = iter(await self._orders.ensure_started_many(orders))
-        return [next(started_orders) if is_order_stream(s) else next(started) for s in pool_ids]
+        started_schedules = iter(await self._schedules.ensure_started_many(schedules))
+        return [
+            next(started_orders if is_order_stream(s) else started_schedules if is_schedule_stream(s) else started)
+            for s in pool_ids
+        ]
 
     async def describe(self) -> dict[str, object]:
         host = self._host

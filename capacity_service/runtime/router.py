@@ -10,16 +10,20 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
+from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal import Journal, JournalError
 from capacity_service.application import tracing
 from capacity_service.application.hosting import HostFenced
 from capacity_service.application.order_writer import OrderOutcome
+from capacity_service.application.pool_history import JournalHistory, PoolGlance, read_history
 from capacity_service.application.pool_host import AddressedCommand
 from capacity_service.application.pool_writer import CommandOutcome, answer_of_absent_pool, view_of_absent_pool
+from capacity_service.application.schedule_writer import ScheduleOutcome
 from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Reservation, ReservationStatus, WaitlistPlace
-from capacity_service.domain.ids import order_of_stream, order_stream_id
+from capacity_service.domain.ids import order_of_stream, order_stream_id, schedule_of_stream, schedule_stream_id
 from capacity_service.domain.order import (
     OrderCommand,
     OrderState,
@@ -27,6 +31,14 @@ from capacity_service.domain.order import (
     PlaceOrder,
     UnknownOrder,
     view_of_order,
+)
+from capacity_service.domain.schedule import (
+    ApplySchedule,
+    ScheduleCommand,
+    ScheduleState,
+    ScheduleView,
+    UnknownSchedule,
+    view_of_schedule,
 )
 from capacity_service.errors import CapacityError, OutcomeUnknown, Overloaded, PoolNotFound, Unavailable
 from capacity_service.runtime._ray import ActorCalls, ActorGone, Handle
@@ -66,6 +78,11 @@ def _answer_by(settings: ServiceSettings, commands: list[AddressedCommand]) -> f
 def _absent_order(stream_id: str, command: Any) -> OrderOutcome:
     order_id = order_of_stream(stream_id)
     return OrderOutcome(UnknownOrder(order_id), view_of_order(OrderState(order_id), 0))
+
+
+def _absent_schedule(stream_id: str, command: Any) -> ScheduleOutcome:
+    schedule_id = schedule_of_stream(stream_id)
+    return ScheduleOutcome(UnknownSchedule(schedule_id), view_of_schedule(ScheduleState(schedule_id), 0))
 
 
 def actor_name(settings: ServiceSettings, pool_id: str) -> str:
@@ -138,6 +155,7 @@ class PoolRouter:
         self._senders: set[asyncio.Task[None]] = set()
         self._commands_in_flight = 0
         self._batches_in_flight = batches_in_flight(settings)
+        self._replays = asyncio.Semaphore(1)  # pools' histories replayed up to a past moment (``history``)
 
     async def execute(
         self, pool_id: str, command: PoolCommand, deadline: float | None = None
@@ -170,6 +188,30 @@ class PoolRouter:
         stream_id = order_stream_id(order_id)
         return await self._ask_pool(
             stream_id, call(PoolApi.order_view, order_id), lambda _: view_of_order(OrderState(order_id), 0)
+        )
+
+    async def execute_schedule(
+        self, schedule_id: str, command: ScheduleCommand, deadline: float | None = None
+    ) -> ScheduleOutcome | CapacityError:
+        """``execute`` for a schedule: to the shard actor that hosts its stream (as an order's)."""
+        if self._settings.hosting.mode != "sharded":
+            return Unavailable("schedules need sharded hosting (hosting.mode: sharded, the default)")
+        answer: ScheduleOutcome | CapacityError = await self._send_command(
+            schedule_stream_id(schedule_id),
+            command,
+            deadline,
+            isinstance(command, ApplySchedule),
+            _absent_schedule,
+        )
+        return answer
+
+    async def schedule_view(self, schedule_id: str) -> ScheduleView | CapacityError:
+        if self._settings.hosting.mode != "sharded":
+            return Unavailable("schedules need sharded hosting (hosting.mode: sharded, the default)")
+        return await self._ask_pool(
+            schedule_stream_id(schedule_id),
+            call(PoolApi.schedule_view, schedule_id),
+            lambda _: view_of_schedule(ScheduleState(schedule_id), 0),
         )
 
     async def _send_command(
@@ -378,6 +420,25 @@ class PoolRouter:
 
     async def check(self, pool_id: str) -> tuple[int, list[str]] | CapacityError:
         return await self._ask_pool(pool_id, call(PoolApi.check, pool_id), PoolNotFound)
+
+    async def glance(self, pool_id: str, limit: int) -> PoolGlance | CapacityError | None:
+        return await self._ask_pool(pool_id, call(PoolApi.glance, pool_id, limit), lambda _: None)
+
+    async def history(
+        self, pool_id: str, at: datetime | None, before: int | None, limit: int
+    ) -> JournalHistory | CapacityError | None:
+        """Read from the journal here, on a worker thread: it needs nothing of the pool's writer (a retired
+        pool no longer hosted is read as well), and the pool's host goes on writing meanwhile. A past moment
+        replays the stream from its first event: one replay at a time in this process bounds what the
+        console's time slider costs it."""
+        try:
+            journal = self._opened_journal()
+            if at is None:
+                return await asyncio.to_thread(read_history, journal, Codec(), pool_id, at, before, limit)
+            async with self._replays:
+                return await asyncio.to_thread(read_history, journal, Codec(), pool_id, at, before, limit)
+        except JournalError as exc:
+            return Unavailable(f"journal unavailable: {exc}")
 
     async def ensure_started(self, pool_ids: list[str]) -> list[int | CapacityError]:
         """The watchdog's ping of ``pool_ids``, which one actor hosts: recovers those not running."""

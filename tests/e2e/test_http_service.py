@@ -4,8 +4,10 @@ journal: status codes and bodies, bad input, concurrency, the availability cache
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from capacity_service.runtime.actor_api import CacheApi, call
 from capacity_service.runtime.names import CACHE_PREFIX
 from capacity_service.settings import CassandraJournalSettings, ParquetSinkSettings, SqlJournalSettings
 from devenv._process import free_port
+from tests.support.history import journal_events
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -299,14 +302,28 @@ def test_a_mirror_waiting_on_a_quiet_cache_replica_is_answered_by_the_next_chang
 
 
 def test_the_service_restarted_on_the_same_journal_has_everything(http: httpx.Client, service: Service) -> None:
+    """Pools and reservations, and a schedule put just before the service went down: its apply, cut off or
+    not, goes on after the restart until every pool of its template is there."""
     pool_id = new_pool(http, 10)
     rid = http.post("/v1/reservations", json={"pool_id": pool_id, "quantity": 3}).json()["reservation_id"]
+    schedule_id = f"restart-{uuid.uuid4().hex[:8]}"
+    zones = [{"zone": f"{schedule_id}-{k}", "capacity": 3} for k in range(4)]
+    template = {"zones": zones, "slot_starts": [f"{h:02d}:00" for h in range(8, 18)], "slot_minutes": 60}
+    put = http.put(f"/v1/schedules/{schedule_id}", json={**template, "from": "2027-05-01", "to": "2027-05-05"})
+    assert put.status_code == 202, put.text
     service.undeploy()
     service.deploy()
     with httpx.Client(base_url=service.url, timeout=30) as fresh:
         assert fresh.get(f"/v1/pools/{pool_id}").json()["reserved"] == 3
         assert fresh.get(f"/v1/reservations/{rid}").json()["status"] == "active"
         assert fresh.post("/v1/reservations", json={"pool_id": pool_id, "quantity": 7}).status_code == 201
+        wait_until(
+            lambda: fresh.get(f"/v1/schedules/{schedule_id}").json()["status"] == "applied", 60, "the schedule applied"
+        )
+        schedule = fresh.get(f"/v1/schedules/{schedule_id}").json()
+        assert (schedule["total"], schedule["done"], schedule["refused"]) == (200, 200, 0)
+        assert schedule["created"] + schedule["unchanged"] == 200  # a batch cut off before its record: unchanged
+        assert fresh.get(f"/v1/pools/{schedule_id}-3:2027-05-05T17").json()["capacity"] == 3
 
 
 def test_reserves_and_releases_over_http_reach_the_warehouse_with_the_state_after_each(
@@ -568,3 +585,86 @@ def test_waitlists_and_extends_over_http_the_python_client_and_the_cli_across_a_
         return [r.request_id for r in rows if r.event_type == "WaitlistOffered"]
 
     wait_until(lambda: offers_in_warehouse() == ["small", "large"], 30, "both offers in the warehouse, once")
+
+
+SCHEDULE = """\
+# Two zones' slots for four days of March (UTC); YAML as an operator writes it: times unquoted.
+from: 2027-03-01
+to: 2027-03-04
+slot_starts: [08:00, 12:30]
+slot_minutes: 120
+zones:
+  - {{zone: {first}, capacity: 6}}
+  - {{zone: {second}, capacity: 4, slot_capacity: {{12:30: 2}}}}
+"""
+
+
+def schedule_command(service: Service, *arguments: str, stderr: Any = subprocess.PIPE) -> subprocess.Popen[str]:
+    command = [str(Path(sys.executable).with_name("capacity-service")), "--url", service.url, "schedule", *arguments]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
+
+
+def test_a_schedule_applied_with_the_cli_over_http_and_through_the_python_client(
+    http: httpx.Client, service: Service, tmp_path: Path
+) -> None:
+    """`capacity-service schedule apply FILE` as an operator runs it: progress as it goes (plain lines, or a
+    bar on a terminal), a summary at the end, and the template's pools there over HTTP, spread over both
+    shards; applied again, no pool changes; the Python client reads the schedule HTTP shows. A template of a
+    million pools is refused with why, and creates nothing."""
+    tag = uuid.uuid4().hex[:6]
+    first, second = f"s1-{tag}", f"s2-{tag}"
+    file = tmp_path / f"march-{tag}.yaml"
+    file.write_text(SCHEDULE.format(first=first, second=second))
+    schedule_id = file.stem
+    applying = schedule_command(service, "apply", str(file))
+    out, err = applying.communicate(timeout=120)
+    assert applying.returncode == 0, err
+    assert out.startswith(f"schedule {schedule_id} applied (generation 1) in "), out
+    assert out.rstrip().endswith("16 pools: 16 created, 0 updated, 0 unchanged, 0 refused"), out
+    assert f"schedule {schedule_id}: 0/16 pools (0 created, 0 updated, 0 unchanged, 0 refused)" in err
+    pool = http.get(f"/v1/pools/{second}:2027-03-02T12:30").json()
+    assert (pool["capacity"], pool["zone"], pool["slot_start"], pool["slot_end"]) == (
+        2,
+        second,
+        "2027-03-02T12:30:00Z",
+        "2027-03-02T14:30:00Z",
+    )
+    assert http.get(f"/v1/pools/{first}:2027-03-04T08").json()["capacity"] == 6
+
+    terminal, its_end = pty.openpty()  # the same again, its progress on a terminal
+    again = schedule_command(service, "apply", str(file), stderr=its_end)
+    os.close(its_end)
+    drawn = b""
+    with contextlib.suppress(OSError):  # EIO once the command exits and the terminal closes
+        while chunk := os.read(terminal, 4096):
+            drawn += chunk
+    os.close(terminal)
+    out, _ = again.communicate(timeout=120)
+    assert again.returncode == 0 and "16 pools: 0 created, 0 updated, 16 unchanged, 0 refused" in out
+    assert b"\r" in drawn and b"/16 pools" in drawn and b"[" in drawn and drawn.endswith(b"\n")
+    assert http.get(f"/v1/pools/{first}:2027-03-04T08").json()["version"] == 1  # written once
+
+    with CapacityClient(namespace=service.namespace) as client:
+        shown = client.get_schedule(schedule_id)
+        assert shown.model_dump(mode="json") == http.get(f"/v1/schedules/{schedule_id}").json()
+        assert (shown.generation, shown.status, shown.unchanged) == (2, "applied", 16)
+    assert cli(service, "schedule", "show", schedule_id) == http.get(f"/v1/schedules/{schedule_id}").json()
+    journal = service.args["journal"]
+    stream = f"schedule~{schedule_id}"
+    if journal["kind"] == "sql":  # as `capacity-service events` finds the journal: --data-dir, or the environment
+        recorded = journal_events(stream, data_dir=Path(journal["url"].removeprefix("sqlite:///")).parent)
+    else:
+        recorded = journal_events(stream, env={"CAPACITY_JOURNAL": json.dumps(journal)})
+    assert [e["type"] for e in recorded] == ["ScheduleApplying", "SchedulePoolsApplied", "ScheduleApplied"] * 2
+
+    huge = tmp_path / "huge.yaml"
+    zones = "".join(f"  - {{zone: h{k}-{tag}, capacity: 1}}\n" for k in range(200))
+    huge.write_text(
+        f"from: 2027-01-01\nto: 2027-12-31\nslot_starts: [08:00, 12:00, 16:00]\nslot_minutes: 60\nzones:\n{zones}"
+    )
+    refused = schedule_command(service, "apply", str(huge))
+    _, err = refused.communicate(timeout=120)
+    assert refused.returncode == 1 and '"status": 422' in err, err
+    assert "describes 219,000 pools" in err and "at most 100,000" in err
+    assert http.get("/v1/schedules/huge").status_code == 404
+    assert http.get(f"/v1/pools/h0-{tag}:2027-01-01T08").status_code == 404

@@ -190,11 +190,13 @@ def test_start_serve_stop_and_start_again_with_the_data(tmp_path: Path) -> None:
         output = early + stop(first)
     assert first.returncode == 0, output
     assert f"listening on {url}" in output
+    assert re.search(r"metrics .*: http://127\.0\.0\.1:\d+/metrics", output), output  # on by default
     assert (tmp_path / "capacity.db").exists()
 
-    second = start(tmp_path, port)
+    second = start(tmp_path, port, "--no-metrics")
     try:
         wait_ready(url, second)
+        assert "/metrics" not in first_output_so_far(second)
         pool = httpx.get(f"{url}/v1/pools/north:0800", timeout=30).json()
         assert (pool["capacity"], pool["reserved"]) == (5, 3)  # the client's reserve included
         reservation = httpx.get(f"{url}/v1/reservations/{rid.json()['reservation_id']}", timeout=30).json()
@@ -311,12 +313,12 @@ def total(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: st
     return sum(value for (metric, have), value in samples.items() if metric == name and wanted <= have)
 
 
-def test_start_with_metrics_prints_their_url_and_they_move_with_traffic(tmp_path: Path) -> None:
-    """`start --metrics`: the URL it prints serves Prometheus text, on loopback, and the service's series move
-    as requests, writes and hold expiries happen."""
+def test_start_prints_the_metrics_url_and_they_move_with_traffic(tmp_path: Path) -> None:
+    """`start` (metrics are on by default): the URL it prints serves Prometheus text, on loopback, and the
+    service's series move as requests, writes and hold expiries happen."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    service = start(tmp_path, port, "--metrics")
+    service = start(tmp_path, port)
     try:
         printed = first_output_so_far(service)
         metrics_url = re.search(r"(http://127\.0\.0\.1:\d+/metrics)", printed)

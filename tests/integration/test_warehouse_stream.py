@@ -8,7 +8,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,9 +19,11 @@ from capacity_service.adapters.warehouse.rows import WarehouseRow, rows_of
 from capacity_service.adapters.warehouse.sink import SinkUnavailable
 from capacity_service.application.order_writer import OrderWriter
 from capacity_service.application.pool_writer import PoolWriter
+from capacity_service.application.schedule_writer import ScheduleWriter
 from capacity_service.application.warehouse_stream import WarehouseStream
 from capacity_service.domain import ConfigurePool, Confirm, ExpireHolds, Release, Reserve, new_reservation_id
 from capacity_service.domain.order import Attempt, OrderLine, PlaceOrder, RecordLinesTaken
+from capacity_service.domain.schedule import ApplySchedule, BatchTally, FinishApply, RecordBatch, Template, ZoneTemplate
 from capacity_service.settings import ParquetSinkSettings, SqlJournalSettings, WarehouseSettings
 
 
@@ -171,6 +173,31 @@ def test_the_buffer_stays_bounded_under_a_burst_and_the_rest_comes_from_the_jour
         await settle(stream, journal, sink)
         assert sink_keys(sink) == journal_keys(journal)
         stream.close()
+
+    asyncio.run(scenario())
+
+
+def test_rows_that_arrive_during_a_flush_wait_for_the_next_batch_instead_of_a_write_each(
+    tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
+) -> None:
+    async def scenario() -> None:
+        sink = GatedSink(ParquetSinkSettings(path=str(tmp_path / "w")))
+        stream = make_stream(WarehouseSettings(), sink, journal_settings)
+        await stream.catch_up([])
+        pools = Pools(journal, 4)
+        stream.offer(pools.configure())
+        sink.open.clear()  # the first write takes a while: the service goes on meanwhile
+        flushing = asyncio.ensure_future(stream.flush())
+        await asyncio.sleep(0.05)
+        for n in range(200):
+            stream.offer(pools.step(n))
+            await asyncio.sleep(0)
+        sink.open.set()
+        assert await flushing == 4  # the four configurations, in one write
+        assert count(stream, "flushes") == 1 and count(stream, "buffered") > 0
+        await stream.flush()  # the rows that came meanwhile: one batch
+        assert count(stream, "flushes") == 2 and count(stream, "buffered") == 0
+        assert sink_keys(sink) == journal_keys(journal)
 
     asyncio.run(scenario())
 
@@ -339,6 +366,63 @@ def test_an_orders_events_reach_the_warehouse_once_each_from_the_journal(
         assert [(r["pool_id"], r["seq_nr"], r["event_type"], r["quantity"]) for r in rows] == [
             ("order~o1", 1, "OrderPlaced", 3),
             ("order~o1", 2, "OrderLinesTaken", None),
+        ]
+
+    asyncio.run(scenario())
+
+
+def test_an_orders_events_handed_over_live_reach_the_warehouse_once_each_without_a_catch_up(
+    tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
+) -> None:
+    async def scenario() -> None:
+        sink = GatedSink(ParquetSinkSettings(path=str(tmp_path / "w")))
+        stream = make_stream(WarehouseSettings(), sink, journal_settings)
+        await stream.catch_up(None)  # the cursors are loaded: live rows are taken from here on
+        writer = OrderWriter("o2", journal)
+        writer.start(journal.claim_epoch(writer.stream_id), recover=False)
+        lines = (OrderLine(1, (Attempt("a", new_reservation_id("a"), "order:o2:0:0"),)),)
+        deadline = datetime.now(UTC) + timedelta(seconds=10)
+        for command in (PlaceOrder(lines, None, deadline, "d"), RecordLinesTaken((0,), None)):
+            prepared = writer.prepare([command])
+            assert prepared.append is not None
+            writer.append_landed(prepared, journal.append(*prepared.append))
+            stream.offer(rows_of(event) for event in prepared.result.persisted)  # as the order's host does
+        await stream.flush()
+        assert count(stream, "caught_up_rows") == 0
+        await settle(stream, journal, sink)  # a sweep of the journal adds nothing
+        rows = sink.read_table().to_pylist()
+        assert [(r["pool_id"], r["seq_nr"], r["event_type"], r["quantity"], r["remaining"]) for r in rows] == [
+            ("order~o2", 1, "OrderPlaced", 1, 0),
+            ("order~o2", 2, "OrderLinesTaken", None, 0),
+        ]
+
+    asyncio.run(scenario())
+
+
+def test_a_schedules_events_reach_the_warehouse_once_each_from_the_journal(
+    tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
+) -> None:
+    async def scenario() -> None:
+        sink = GatedSink(ParquetSinkSettings(path=str(tmp_path / "w")))
+        stream = make_stream(WarehouseSettings(), sink, journal_settings)
+        writer = ScheduleWriter("december", journal)
+        writer.start(journal.claim_epoch(writer.stream_id), recover=False)
+        template = Template((ZoneTemplate("north", 5),), ("08:00",), 60, date(2026, 12, 1), date(2026, 12, 3))
+        now = datetime.now(UTC)
+        for command in (
+            ApplySchedule(template, 3, now),
+            RecordBatch(1, BatchTally(0, 3, 3, 0, 0, 0, (), 12)),
+            FinishApply(1, 0, (), now),
+        ):
+            prepared = writer.prepare([command])
+            assert prepared.append is not None
+            writer.append_landed(prepared, journal.append(*prepared.append))
+        await settle(stream, journal, sink)
+        rows = sink.read_table().to_pylist()
+        assert [(r["pool_id"], r["seq_nr"], r["event_type"], r["quantity"]) for r in rows] == [
+            ("schedule~december", 1, "ScheduleApplying", None),
+            ("schedule~december", 2, "SchedulePoolsApplied", 3),
+            ("schedule~december", 3, "ScheduleApplied", None),
         ]
 
     asyncio.run(scenario())

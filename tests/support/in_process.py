@@ -3,25 +3,31 @@ in-memory journal stands in for the pool actors, an ``AvailabilityIndex`` for th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from datetime import datetime
 from typing import TypeVar
 
+from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.adapters.webhooks.memory import InMemoryWebhookStore
 from capacity_service.application.availability_feed import AvailabilityFeed, Watcher
-from capacity_service.application.availability_index import AvailabilityIndex
-from capacity_service.application.host_first import HostFirstSender
+from capacity_service.application.availability_index import AvailabilityIndex, ZoneCounts
+from capacity_service.application.host_first import HostFirstConfigurer, HostFirstSender
 from capacity_service.application.order_driver import OrderDriver
 from capacity_service.application.order_host import OrderHost
 from capacity_service.application.order_writer import OrderOutcome
+from capacity_service.application.pool_history import JournalHistory, PoolGlance, read_history
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
+from capacity_service.application.schedule_host import PoolConfigurer, ScheduleHost
+from capacity_service.application.schedule_writer import ScheduleOutcome
 from capacity_service.application.webhook_delivery import WebhookDeliveries
 from capacity_service.client import AsyncCapacityClient
-from capacity_service.domain import PoolCommand, PoolView, Reservation, ReservationStatus, WaitlistPlace
+from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Reservation, ReservationStatus, WaitlistPlace
 from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.order import OrderCommand, OrderView
+from capacity_service.domain.schedule import ScheduleCommand, ScheduleView
 from capacity_service.errors import CapacityError, Unavailable
 from capacity_service.models import Pool, ReleaseReceipt, ReservationInfo, ReservationReceipt
 from capacity_service.settings import WebhookSettings, WriteSideSettings
@@ -45,6 +51,37 @@ class _NoOtherHost:
         return Unavailable(f"pool {pool_id!r} is not hosted in this process")
 
 
+class _HereFirst:
+    """Every pool runs in the one host: one that does not run yet is started there (the router's part)."""
+
+    def __init__(self, host: PoolHost) -> None:
+        self._host = host
+
+    async def execute(
+        self, pool_id: str, command: PoolCommand, deadline: float | None = None
+    ) -> CommandOutcome | CapacityError:
+        return await _as_value(self._host.execute(pool_id, command, deadline))
+
+    async def reservation(self, pool_id: str, reservation_id: str) -> Reservation | CapacityError | None:
+        return await _as_value(self._host.reservation(pool_id, reservation_id))
+
+
+class HeldBatches:
+    """Passes a schedule's batches on to its pools, except while ``held`` (a test's way to see an apply
+    under way)."""
+
+    def __init__(self, inner: PoolConfigurer) -> None:
+        self._inner = inner
+        self.held = False
+
+    async def configure_many(
+        self, commands: list[tuple[str, ConfigurePool]], deadline: float
+    ) -> list[CommandOutcome | CapacityError]:
+        while self.held:
+            await asyncio.sleep(0.01)
+        return await self._inner.configure_many(commands, deadline)
+
+
 class InProcessRouter:
     """The router's part for one process hosting every pool and order."""
 
@@ -53,6 +90,16 @@ class InProcessRouter:
         self._host_journal = journal
         driver = OrderDriver(HostFirstSender(host, _NoOtherHost()), late_s=0.5, retry_s=0.01)
         self.orders = OrderHost(journal, host.shared, driver, answer_grace_s=0.5)
+        self.schedule_batches = HeldBatches(HostFirstConfigurer(host, _HereFirst(host)))
+        self.schedules = ScheduleHost(journal, host.shared, self.schedule_batches, call_timeout_s=5.0)
+
+    async def execute_schedule(
+        self, schedule_id: str, command: ScheduleCommand, deadline: float | None = None
+    ) -> ScheduleOutcome | CapacityError:
+        return await _as_value(self.schedules.execute(schedule_id, command, deadline))
+
+    async def schedule_view(self, schedule_id: str) -> ScheduleView | CapacityError:
+        return await _as_value(self.schedules.view(schedule_id))
 
     async def execute_order(
         self, order_id: str, command: OrderCommand, deadline: float | None = None
@@ -93,6 +140,14 @@ class InProcessRouter:
     async def check(self, pool_id: str) -> tuple[int, list[str]] | CapacityError:
         return await _as_value(self._host.check(pool_id))
 
+    async def history(
+        self, pool_id: str, at: datetime | None, before: int | None, limit: int
+    ) -> JournalHistory | CapacityError | None:
+        return read_history(self._host_journal, Codec(), pool_id, at, before, limit)
+
+    async def glance(self, pool_id: str, limit: int) -> PoolGlance | CapacityError | None:
+        return await _as_value(self._host.glance(pool_id, limit))
+
     async def live_pool_ids(self) -> list[str]:
         return self._host_journal.live_pool_ids()
 
@@ -113,6 +168,9 @@ class IndexAvailability:
 
     def known_view(self, pool_id: str) -> PoolView | None:
         return self.index.view(pool_id)
+
+    async def zones(self, after: str | None, limit: int) -> tuple[list[ZoneCounts], bool]:
+        return self.index.zones(after, limit)
 
 
 class NoNetwork:
@@ -150,8 +208,8 @@ class InProcessBackend:
         if self.index.update(view):
             self.feed.publish([view])
 
-    def watch_availability(self, zone: str, last_event_id: str | None) -> Watcher:
-        return self.feed.watch(zone, last_event_id)
+    def watch_availability(self, zones: list[str], last_event_id: str | None) -> Watcher:
+        return self.feed.watch(zones, last_event_id)
 
     async def start(self) -> None:
         pass

@@ -1,6 +1,6 @@
-"""The availability stream's feed: changes to the clients of their zone in order, a reconnect continued from
+"""The availability stream's feed: changes to the clients of their zones in order, a reconnect continued from
 its last event id (or given the whole picture when it cannot be), a slow client dropped without holding
-anyone back, and a bound on clients."""
+anyone back, a picture given whole however large, and a bound on clients."""
 
 from __future__ import annotations
 
@@ -76,6 +76,25 @@ def test_a_slow_client_is_dropped_and_holds_nobody_back() -> None:
         assert slow.dropped and not quick.dropped
         assert [c async for c in slow.changes(heartbeat_s=1)] == []  # its stream ends at once
         assert feed.clients == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_picture_larger_than_a_clients_queue_is_given_whole() -> None:
+    """The queue bounds the changes a client has not read, not its starting point: a zone of more pools than
+    that (the console's grid watches 20 zones at once) is still streamed."""
+
+    async def scenario() -> None:
+        pools = {"north": [view(f"n{k}") for k in range(8)], "south": [view(f"s{k}", "south") for k in range(8)]}
+        feed = AvailabilityFeed(lambda zone: pools[zone], client_queue=3)
+        watcher = feed.watch(["north", "south"])
+        feed.publish([view("n0", remaining=1, version=2)])
+        changes = await taken(watcher, 17)
+        assert not watcher.dropped
+        assert sorted(c.view.pool_id for c in changes[:16]) == sorted(
+            v.pool_id for v in pools["north"] + pools["south"]
+        )
+        assert (changes[16].view.pool_id, changes[16].view.remaining) == ("n0", 1)
 
     asyncio.run(scenario())
 

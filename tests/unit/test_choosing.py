@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from capacity_service.application.availability_index import AvailabilityIndex
+from capacity_service.application.availability_index import AvailabilityIndex, ZoneCounts
 from capacity_service.application.choosing import attempt_request_id, candidates
 from capacity_service.application.operations import CapacityOperations
 from capacity_service.application.pool_writer import CommandOutcome
@@ -54,6 +54,9 @@ class Listed:
 
     def known_view(self, pool_id: str) -> PoolView | None:
         return None
+
+    async def zones(self, after: str | None, limit: int) -> tuple[list[ZoneCounts], bool]:
+        return [], False
 
 
 VIEWS = [

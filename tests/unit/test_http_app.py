@@ -232,6 +232,19 @@ BAD_REQUESTS = [
     ("post", "/v1/reservations", b'{"choose": {"zone": "north", "slot_from": null}}', "slot_from in choose"),
     ("post", "/v1/reservations", b'{"choose": {"zone": "north", "from": "today"}}', "bad datetime in choose"),
     ("post", "/v1/reservations", b'{"choose": {"quantity": 1}}', "choose without zone"),
+    (
+        "post",
+        "/v1/reservations",
+        b'{"choose": {"zone": "north", "from": "0001-01-01T00:00:00+05:00"}}',
+        "chosen moment out of range",
+    ),
+    ("get", "/v1/admin/pools/p1/history?at=0001-01-01T00:00:00%2B05:00", b"", "history moment out of range"),
+    (
+        "put",
+        "/v1/pools/p1",
+        b'{"capacity": 5, "zone": "north", "slot_start": "0001-01-01T00:00:00+05:00"}',
+        "slot out of range",
+    ),
     ("post", "/v1/reservations", b'{"choose": "north"}', "choose not an object"),
 ]
 

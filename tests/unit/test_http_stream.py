@@ -49,7 +49,7 @@ def test_a_client_gets_the_picture_then_each_change_and_continues_after_a_reconn
 
 def test_stream_clients_beyond_the_bound_are_refused_with_429() -> None:
     backend = InProcessBackend()  # its feed takes 4 clients
-    watchers = [backend.watch_availability("north", None) for _ in range(4)]
+    watchers = [backend.watch_availability(["north"], None) for _ in range(4)]
     with TestClient(create_app(backend)) as http:
         refused = http.get("/v1/availability/stream", params={"zone": "north"})
         assert (refused.status_code, refused.json()["error"]["code"]) == (429, "overloaded")

@@ -21,7 +21,8 @@ from capacity_service.application.order_host import OrderHost
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.client import AsyncCapacityClient
-from capacity_service.domain import ConfigurePool, PoolCommand, Reservation, Reserve, new_reservation_id
+from capacity_service.domain import ConfigurePool, PersistedEvent, PoolCommand, Reservation, Reserve, new_reservation_id
+from capacity_service.domain.ids import is_order_stream, order_stream_id
 from capacity_service.domain.order import (
     MAX_ORDER_LINES,
     Attempt,
@@ -79,10 +80,14 @@ class Hosts:
     """One process's pool host and order host, sharing its journal."""
 
     def __init__(self, journal: InMemoryJournal, sender: Callable[[PoolHost], CommandSender] | None = None) -> None:
-        self.pools = PoolHost(journal)
+        self.published: list[PersistedEvent] = []  # what the pools and orders hand to the warehouse
+        self.pools = PoolHost(journal, events=self)
         base = HostFirstSender(self.pools, Nowhere())
         driver = OrderDriver(base if sender is None else sender(self.pools), late_s=0.2, retry_s=0.01)
-        self.orders = OrderHost(journal, self.pools.shared, driver, answer_grace_s=0.5)
+        self.orders = OrderHost(journal, self.pools.shared, driver, answer_grace_s=0.5, events=self.pools.events)
+
+    def publish_events(self, events: Sequence[PersistedEvent]) -> None:
+        self.published.extend(events)
 
     async def configure(self, *pools: tuple[str, int]) -> None:
         for pool_id, capacity in pools:
@@ -119,6 +124,49 @@ def test_every_line_is_taken_or_none() -> None:
         assert refused.view.status is OrderStatus.FAILED
         assert (refused.view.failed_line, refused.view.failed_error) == (1, "insufficient_capacity")
         assert (await hosts.remaining("van"), await hosts.remaining("picker")) == (1, 0)  # van's unit went back
+
+    run(scenario)
+
+
+def test_an_orders_events_go_to_the_warehouse_as_they_become_durable_beside_its_pools_events() -> None:
+    async def scenario() -> None:
+        hosts = Hosts(InMemoryJournal())
+        await hosts.configure(("van", 3), ("picker", 1))
+        await hosts.orders.execute("o1", place("o1", [("van", 2), ("picker", 1)]), time.time() + 5)
+        await hosts.orders.execute("o2", place("o2", [("van", 1), ("picker", 1)]), time.time() + 5)  # fails
+        for _ in range(50):  # the answer can come before the order's last event is durable
+            await asyncio.sleep(0.01)
+            if {p.pool_id for p in hosts.published if is_order_stream(p.pool_id)} == {"order~o1", "order~o2"}:
+                break
+        orders = [(p.pool_id, p.seq_nr, type(p.event).__name__) for p in hosts.published if is_order_stream(p.pool_id)]
+        placed = [e for e in orders if e[0] == "order~o1"]
+        assert placed == [("order~o1", 1, "OrderPlaced"), ("order~o1", 2, "OrderLinesTaken")]
+        failed = [e for e in orders if e[0] == "order~o2"]
+        assert failed[0][1:] == (1, "OrderPlaced") and [e[1] for e in failed] == list(range(1, len(failed) + 1))
+        assert failed[-1][2] == "OrderUndone"
+
+    run(scenario)
+
+
+def test_an_order_at_rest_is_marked_dormant_by_its_last_append_not_by_a_write_of_its_own() -> None:
+    class CountingMarks(InMemoryJournal):
+        marks = 0
+
+        def mark_dormant_many(self, pool_ids: Sequence[str]) -> None:
+            self.marks += 1
+            super().mark_dormant_many(pool_ids)
+
+    async def scenario() -> None:
+        journal = CountingMarks()
+        hosts = Hosts(journal)
+        await hosts.configure(("van", 3), ("picker", 1))
+        await hosts.orders.execute("o1", place("o1", [("van", 2), ("picker", 1)]), time.time() + 5)
+        for _ in range(100):  # answered while its last event is written; handed back once that is durable
+            await asyncio.sleep(0.01)
+            if "o1" not in hosts.orders.order_ids:
+                break
+        assert "o1" not in hosts.orders.order_ids  # at rest: no longer hosted
+        assert order_stream_id("o1") in set(journal.dormant_pool_ids()) and journal.marks == 0
 
     run(scenario)
 
@@ -230,11 +278,17 @@ class RecordsNoTakenOrder(InMemoryJournal):
         self.frozen = threading.Event()
 
     def append(
-        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+        self,
+        pool_id: str,
+        expected_seq_nr: int,
+        epoch: int,
+        events: Sequence[NewEvent],
+        creates: bool = False,
+        dormant: bool = False,
     ) -> int:
         if any(e.event_type == "OrderLinesTaken" for e in events) and not self.frozen.is_set():
             self.frozen.wait(30)
-        return super().append(pool_id, expected_seq_nr, epoch, events, creates)
+        return super().append(pool_id, expected_seq_nr, epoch, events, creates, dormant)
 
 
 def test_an_order_answered_taken_stays_taken_when_its_host_dies_before_recording_it() -> None:
@@ -274,13 +328,19 @@ class OutageAtTheRecord(InMemoryJournal):
         self.went_down = False
 
     def append(
-        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+        self,
+        pool_id: str,
+        expected_seq_nr: int,
+        epoch: int,
+        events: Sequence[NewEvent],
+        creates: bool = False,
+        dormant: bool = False,
     ) -> int:
         if not self.went_down and any(e.event_type == "OrderLinesTaken" for e in events):
             self.went_down = self.down = True
         if self.down:
             raise JournalUnavailable("down")
-        return super().append(pool_id, expected_seq_nr, epoch, events, creates)
+        return super().append(pool_id, expected_seq_nr, epoch, events, creates, dormant)
 
     def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:
         if self.down:

@@ -59,13 +59,19 @@ class SlowJournal(InMemoryJournal):
         self._count_lock = threading.Lock()
 
     def append(
-        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+        self,
+        pool_id: str,
+        expected_seq_nr: int,
+        epoch: int,
+        events: Sequence[NewEvent],
+        creates: bool = False,
+        dormant: bool = False,
     ) -> int:
         self.append_attempts += 1
         time.sleep(self.delay)
         if self.failing:
             raise JournalUnavailable("injected outage")
-        seq_nr = super().append(pool_id, expected_seq_nr, epoch, events, creates)
+        seq_nr = super().append(pool_id, expected_seq_nr, epoch, events, creates, dormant)
         for n in range(expected_seq_nr + 1, seq_nr + 1):
             self.durable_at[n] = time.monotonic()
         return seq_nr
@@ -121,11 +127,17 @@ class GatedJournal(InMemoryJournal):
         self.release.set()
 
     def append(
-        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+        self,
+        pool_id: str,
+        expected_seq_nr: int,
+        epoch: int,
+        events: Sequence[NewEvent],
+        creates: bool = False,
+        dormant: bool = False,
     ) -> int:
         self.entered.set()
         self.release.wait(10)
-        return super().append(pool_id, expected_seq_nr, epoch, events, creates)
+        return super().append(pool_id, expected_seq_nr, epoch, events, creates, dormant)
 
 
 def test_a_pools_version_for_anti_entropy_is_its_durable_one_and_none_where_it_does_not_run() -> None:
@@ -204,12 +216,18 @@ class ScriptedJournal(InMemoryJournal):
         yield from super().read(pool_id, from_seq_nr)
 
     def append(
-        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+        self,
+        pool_id: str,
+        expected_seq_nr: int,
+        epoch: int,
+        events: Sequence[NewEvent],
+        creates: bool = False,
+        dormant: bool = False,
     ) -> int:
         time.sleep(self.append_delays.pop(0) if self.append_delays else 0)
         if self.failing:
             raise JournalUnavailable("injected outage")
-        return super().append(pool_id, expected_seq_nr, epoch, events, creates)
+        return super().append(pool_id, expected_seq_nr, epoch, events, creates, dormant)
 
 
 def test_a_read_reloading_the_pool_holds_its_writes_so_they_cannot_oversell() -> None:

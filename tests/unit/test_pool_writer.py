@@ -44,11 +44,17 @@ class FlakyJournal(InMemoryJournal):
     failing = False
 
     def append(
-        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+        self,
+        pool_id: str,
+        expected_seq_nr: int,
+        epoch: int,
+        events: Sequence[NewEvent],
+        creates: bool = False,
+        dormant: bool = False,
     ) -> int:
         if self.failing:
             raise JournalUnavailable("injected outage")
-        return super().append(pool_id, expected_seq_nr, epoch, events, creates)
+        return super().append(pool_id, expected_seq_nr, epoch, events, creates, dormant)
 
     def read(self, pool_id: str, from_seq_nr: int = 1):  # type: ignore[no-untyped-def]
         if self.failing:
@@ -196,9 +202,15 @@ def test_an_append_that_landed_despite_an_error_is_acknowledged() -> None:
         lose_reply = False
 
         def append(
-            self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+            self,
+            pool_id: str,
+            expected_seq_nr: int,
+            epoch: int,
+            events: Sequence[NewEvent],
+            creates: bool = False,
+            dormant: bool = False,
         ) -> int:
-            seq_nr = super().append(pool_id, expected_seq_nr, epoch, events, creates)
+            seq_nr = super().append(pool_id, expected_seq_nr, epoch, events, creates, dormant)
             if self.lose_reply:
                 raise JournalUnavailable("timed out waiting for the reply")
             return seq_nr

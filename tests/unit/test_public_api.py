@@ -43,6 +43,12 @@ PUBLIC = {
     "ReservationNotFound",
     "SettingsMismatch",
     "Unavailable",
+    # schedules (v1.2): the template, the schedule and its refusals, and the error of their calls
+    "Schedule",
+    "ScheduleRefusal",
+    "ScheduleTemplate",
+    "ScheduleZone",
+    "ScheduleNotFound",
     # webhooks (v1.2): the models and errors of their calls
     "Webhook",
     "WebhookStatus",

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 import pytest
@@ -16,6 +17,7 @@ from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Release, Reserve, new_reservation_id
 from capacity_service.domain import UnknownPool as PoolNotFoundRejection
 from capacity_service.domain import UnknownReservation as ReservationNotFoundRejection
+from capacity_service.domain.schedule import ApplySchedule, Template, ZoneTemplate
 from capacity_service.errors import OutcomeUnknown, Overloaded, Unavailable
 from capacity_service.runtime import router as router_module
 from capacity_service.runtime._ray import ActorCalls, ActorGone
@@ -453,6 +455,24 @@ def test_requests_for_unknown_pools_start_no_actor(monkeypatch: pytest.MonkeyPat
         assert await answer_of(router, "ghost", ConfigurePool(1, "z")) == "sent"
         assert await answer_of(router, "real", reserve("real")) == "sent"
         assert calls == ["pool:ghost", "pool:real"]
+
+    asyncio.run(scenario())
+
+
+def test_schedules_under_an_actor_per_pool_are_503_and_start_no_actor() -> None:
+    async def scenario() -> None:
+        created: list[str] = []
+        router = PoolRouter(
+            ServiceSettings(hosting=HostingSettings(mode="actor_per_pool")),
+            lambda _: False,
+            FakeCalls(lookup=lambda name, namespace: None, ensure=lambda _cls, name, *args: created.append(name)),
+        )
+        template = Template((ZoneTemplate("north", 1),), ("08:00",), 60, date(2026, 12, 1), date(2026, 12, 1))
+        put = await router.execute_schedule("december", ApplySchedule(template, 1, datetime.now(UTC)))
+        shown = await router.schedule_view("december")
+        for answer in (put, shown):
+            assert isinstance(answer, Unavailable) and "sharded hosting" in str(answer)
+        assert created == []
 
     asyncio.run(scenario())
 

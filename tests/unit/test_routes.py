@@ -22,6 +22,7 @@ from tests.support.in_process import InProcessBackend
 
 KEYS = HttpSettings(api_keys=[SecretStr("user-key")], admin_keys=[SecretStr("admin-key")])
 DOCS_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+CONSOLE = "/console"  # the operator's console: static files, no API operation
 
 
 def concrete(route: Route) -> str:
@@ -56,7 +57,7 @@ def test_fastapi_serves_exactly_the_tables_routes_hot_ones_first(edge: Edge) -> 
     table = [({r.method}, r.path, r.operation, r.status_code, r.response_model, list(r.tags)) for r in ROUTES]
     assert served == table
     others = [getattr(route, "path", None) for route in edge.app.routes if not isinstance(route, APIRoute)]
-    assert set(others) == DOCS_ROUTES
+    assert set(others) == DOCS_ROUTES | {CONSOLE}
     hot = [route for route in ROUTES if route.fast_lane]
     assert [getattr(route, "path", None) for route in edge.app.routes[: len(hot)]] == [r.path for r in hot]
 
@@ -111,6 +112,8 @@ def test_each_route_asks_for_the_key_of_its_access(edge: Edge) -> None:
 def test_the_edge_counts_each_route_under_its_template() -> None:
     for route in ROUTES:
         assert route_of(concrete(route)) == route.path
+    assert route_of("/console/pool.js") == route_of("/console") == CONSOLE
+    assert route_of("/consoles") == "other"
 
 
 def test_probes_are_the_routes_open_to_anyone() -> None:

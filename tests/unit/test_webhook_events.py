@@ -202,3 +202,33 @@ def test_the_body_is_compact_json_with_sorted_keys() -> None:
         b'{"data":{"pool_id":"p","remaining":0},"id":"p/3/0","occurred_at":"2026-12-01T08:00:00+00:00",'
         b'"type":"pool.sold_out"}'
     )
+
+
+def test_a_schedule_s_events_make_no_webhook_events_of_their_own() -> None:
+    from capacity_service.adapters.codec import ScheduleCodec
+    from capacity_service.adapters.journal import NewEvent
+    from capacity_service.domain.ids import schedule_stream_id
+    from capacity_service.domain.schedule import (
+        BatchTally,
+        ScheduleApplied,
+        ScheduleApplying,
+        SchedulePoolsApplied,
+        Template,
+        ZoneTemplate,
+    )
+
+    journal = InMemoryJournal()
+    stream = schedule_stream_id("december")
+    template = Template((ZoneTemplate("north", 0),), ("08:00",), 60, NOW.date(), NOW.date())
+    codec = ScheduleCodec()
+    encoded = [
+        codec.encode_event(event)
+        for event in (
+            ScheduleApplying(1, template, 1, NOW),
+            SchedulePoolsApplied(1, BatchTally(0, 1, 1, 0, 0, 0, (), 3)),
+            ScheduleApplied(1, 0, (), NOW),
+        )
+    ]
+    stored = [NewEvent(e.event_type, e.schema_version, e.payload) for e in encoded]
+    journal.append(stream, 0, journal.claim_epoch(stream), stored)
+    assert mapped(journal, stream) == []

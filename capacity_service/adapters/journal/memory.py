@@ -32,7 +32,13 @@ class InMemoryJournal(Journal):
             return self._epochs[pool_id]
 
     def append(
-        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+        self,
+        pool_id: str,
+        expected_seq_nr: int,
+        epoch: int,
+        events: Sequence[NewEvent],
+        creates: bool = False,
+        dormant: bool = False,
     ) -> int:
         with self._lock:
             current_epoch = self._epochs.get(pool_id)
@@ -51,6 +57,8 @@ class InMemoryJournal(Journal):
                 StoredEvent(pool_id, expected_seq_nr + i, e.event_type, e.schema_version, e.payload, epoch, now)
                 for i, e in enumerate(events, start=1)
             )
+            if dormant and events:
+                self._dormant.add(pool_id)
             return len(stream)
 
     def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self, TypeVar
 
-from capacity_service.domain.ids import is_order_stream
+from capacity_service.domain.ids import is_pool_stream
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -103,13 +103,16 @@ class AppendRequest:
     # The stream is believed new: this append also claims it, with FIRST_EPOCH (expected_seq_nr 0), in the
     # same atomic write, where a claim and an append were two. Refused with StreamExists if it was claimed.
     creates: bool = False
+    # The stream is dormant once this append lands (``mark_dormant``): recorded with it, where a mark was a
+    # write of its own after it.
+    dormant: bool = False
 
     def __post_init__(self) -> None:
         if self.creates and (self.expected_seq_nr != 0 or self.epoch != FIRST_EPOCH):
             raise ValueError("an append that creates its stream starts it: seq_nr 0, epoch FIRST_EPOCH")
 
     def __iter__(self) -> Iterator[Any]:
-        return iter((self.pool_id, self.expected_seq_nr, self.epoch, self.events, self.creates))
+        return iter((self.pool_id, self.expected_seq_nr, self.epoch, self.events, self.creates, self.dormant))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,13 +150,22 @@ class Journal(ABC):
 
     @abstractmethod
     def append(
-        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+        self,
+        pool_id: str,
+        expected_seq_nr: int,
+        epoch: int,
+        events: Sequence[NewEvent],
+        creates: bool = False,
+        dormant: bool = False,
     ) -> int:
         """Atomically append ``events`` as seq_nrs ``expected_seq_nr + 1 ...``, if the stream is at
         ``expected_seq_nr`` and ``epoch`` is the newest claimed. Returns the new highest seq_nr.
         The first append of a stream also registers the pool. Raises ``SequenceConflict``,
         ``WriterFenced`` or ``JournalUnavailable``. ``creates``: the stream is believed never claimed, and
-        this append claims it with ``FIRST_EPOCH`` (``AppendRequest.creates``); ``StreamExists`` if it was."""
+        this append claims it with ``FIRST_EPOCH`` (``AppendRequest.creates``); ``StreamExists`` if it was.
+        ``dormant``: the append also marks the stream dormant (``mark_dormant``), in the same transaction
+        where the store has one; where it has not (Cassandra: another partition), right after it, and a
+        mark lost there only means the stream is hosted once more at the next start, and marked then."""
 
     def append_many(self, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
         """Several pools' appends at once; each is atomic and conditional on its own, and gets its own
@@ -199,8 +211,8 @@ class Journal(ABC):
 
     @abstractmethod
     def pool_ids(self) -> Iterator[str]:
-        """Every stream (a pool's, or an order's: ``domain.ids.is_order_stream``) that has at least one event:
-        the registry used for bootstrap and the watchdog."""
+        """Every stream (a pool's, an order's or a schedule's: ``domain.ids.is_pool_stream``) that has at least
+        one event: the registry used for bootstrap and the watchdog."""
 
     @abstractmethod
     def mark_dormant(self, pool_id: str) -> None:
@@ -223,7 +235,7 @@ class Journal(ABC):
 
     def live_pool_ids(self) -> list[str]:
         """The live streams that are pools (the caches' sweeps, an operator's pause of them all)."""
-        return [stream_id for stream_id in self.live_stream_ids() if not is_order_stream(stream_id)]
+        return [stream_id for stream_id in self.live_stream_ids() if is_pool_stream(stream_id)]
 
     def heads(self) -> dict[str, int]:
         """The highest seq_nr of every registered pool. Adapters whose heads live in one table override

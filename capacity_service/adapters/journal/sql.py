@@ -170,10 +170,16 @@ class SqlJournal(Journal):
         return [epochs[pool_id] for pool_id in pool_ids]
 
     def append(
-        self, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent], creates: bool = False
+        self,
+        pool_id: str,
+        expected_seq_nr: int,
+        epoch: int,
+        events: Sequence[NewEvent],
+        creates: bool = False,
+        dormant: bool = False,
     ) -> int:
         """One pool's append, the way ``append_many`` makes every append (one code path for both)."""
-        [result] = self.append_many([AppendRequest(pool_id, expected_seq_nr, epoch, events, creates)])
+        [result] = self.append_many([AppendRequest(pool_id, expected_seq_nr, epoch, events, creates, dormant)])
         if isinstance(result, JournalError):
             raise result
         return result
@@ -378,6 +384,9 @@ class _BatchAppend:
         self._create_head = (
             f"INSERT INTO {heads_table.name} (pool_id, epoch, seq_nr) VALUES ({self._mark}, {self._mark}, {self._mark})"
         )
+        self._mark_dormant = (
+            f"INSERT INTO {dormant_table.name} (pool_id) VALUES ({self._mark}) ON CONFLICT (pool_id) DO NOTHING"
+        )
 
     def _lock_heads(self, count: int) -> str:
         # PostgreSQL locks the heads, in one order for every writer (byte order, as Python sorts the ids
@@ -418,9 +427,10 @@ class _BatchAppend:
         rows: list[tuple[Any, ...]] = []
         advanced: set[str] = set()
         created: set[str] = set()
+        now_dormant: list[tuple[str]] = []
         now = self._stored_time(datetime.now(UTC))
         for request in appends:
-            pool_id, expected_seq_nr, epoch, events, creates = request
+            pool_id, expected_seq_nr, epoch, events, creates, dormant = request
             if not events:
                 results.append(expected_seq_nr)
                 continue
@@ -433,6 +443,8 @@ class _BatchAppend:
                 continue
             heads[pool_id] = (epoch, expected_seq_nr + len(events))
             (created if creates else advanced).add(pool_id)
+            if dormant:
+                now_dormant.append((pool_id,))
             results.append(expected_seq_nr + len(events))
             rows.extend(
                 (pool_id, seq_nr, e.event_type, e.schema_version, e.payload, epoch, now)
@@ -444,6 +456,8 @@ class _BatchAppend:
         if rows:
             cursor.executemany(self._advance, [(heads[p][1], p) for p in sorted(advanced)])
             cursor.executemany(self._insert, rows)
+        if now_dormant:
+            cursor.executemany(self._mark_dormant, now_dormant)
         return results
 
 

@@ -28,6 +28,7 @@ from capacity_service.domain import (
     WaitlistOffered,
 )
 from capacity_service.domain.order import OrderEvent, OrderPlaced
+from capacity_service.domain.schedule import ScheduleEvent, SchedulePoolsApplied
 
 
 class WarehouseRow(NamedTuple):
@@ -75,7 +76,9 @@ def event_id(pool_id: str, seq_nr: int, part: int = 0) -> str:
 
 
 def rows_of(persisted: PersistedEvent) -> list[WarehouseRow]:
-    """The rows of an event the pool writer just made durable (the live path)."""
+    """The rows of an event a pool's or an order's writer just made durable (the live path)."""
+    if isinstance(persisted.event, OrderEvent):
+        return [order_rows(Delivery(persisted.pool_id), persisted.seq_nr, persisted.event, persisted.occurred_at)]
     after = Delivery(
         persisted.pool_id,
         persisted.seq_nr,
@@ -118,6 +121,13 @@ def order_rows(before: Delivery, seq_nr: int, event: OrderEvent, occurred_at: da
     return _row(after, 0, 0, event, quantity, None, None, occurred_at)
 
 
+def schedule_rows(before: Delivery, seq_nr: int, event: ScheduleEvent, occurred_at: datetime) -> WarehouseRow:
+    """The row of a schedule's event (``pool_id`` holds the schedule's stream id, ``schedule~<id>``; no pool
+    state, as an order's). ``quantity``: the pools a ``SchedulePoolsApplied`` batch configured."""
+    quantity = event.tally.pools if isinstance(event, SchedulePoolsApplied) else None
+    return _row(Delivery(before.pool_id, seq_nr), 0, 0, event, quantity, None, None, occurred_at)
+
+
 def _rows(after: Delivery, event: PoolEvent, occurred_at: datetime) -> list[WarehouseRow]:
     """The rows of ``event``, given the pool's state ``after`` it (one path for live and caught-up rows)."""
     if isinstance(event, HoldsExpired):
@@ -149,7 +159,7 @@ def _row(
     after: Delivery,
     reserved: int,
     part: int,
-    event: PoolEvent | OrderEvent,
+    event: PoolEvent | OrderEvent | ScheduleEvent,
     quantity: int | None,
     reservation_id: str | None,
     request_id: str | None,

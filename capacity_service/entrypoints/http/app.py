@@ -31,8 +31,10 @@ from capacity_service.entrypoints.http.admin import admin_handlers
 from capacity_service.entrypoints.http.auth import ApiKeys
 from capacity_service.entrypoints.http.edge import Edge, JsonOperation, RequestMetrics
 from capacity_service.entrypoints.http.errors import capacity_error_response, error_response, internal_error_response
+from capacity_service.entrypoints.http.operator_console import add_console
 from capacity_service.entrypoints.http.orders import order_handlers, place_order
 from capacity_service.entrypoints.http.routes import BY_OPERATION, ROUTES, Access
+from capacity_service.entrypoints.http.schedules import schedule_handlers
 from capacity_service.entrypoints.http.schemas import (
     POOL_ID,
     RESERVATION_ID,
@@ -44,6 +46,7 @@ from capacity_service.entrypoints.http.schemas import (
     HealthBody,
     PlaceOrderRequest,
     PutPoolRequest,
+    PutScheduleRequest,
     ReserveRequest,
     choice_of,
 )
@@ -94,8 +97,8 @@ class Backend(Protocol):
 
     async def get_reservation(self, reservation_id: str) -> ReservationInfo: ...
 
-    def watch_availability(self, zone: str, last_event_id: str | None) -> Watcher:
-        """A watch of the zone's changes (``Overloaded`` beyond the replica's stream clients)."""
+    def watch_availability(self, zones: list[str], last_event_id: str | None) -> Watcher:
+        """A watch of the zones' changes (``Overloaded`` beyond the replica's stream clients)."""
         ...
 
     async def readiness(self) -> dict[str, str]:
@@ -202,10 +205,12 @@ def create_app(backend: Backend, settings: HttpSettings | None = None, metrics: 
         *order_handlers(backend.client),
         *waitlist_handlers(backend.client),
         *webhook_handlers(backend.client),
+        *schedule_handlers(backend.client, lambda body, content_type: _parse(body, content_type, PutScheduleRequest)),
         *stream_handlers(backend, settings.stream_heartbeat_s),
         _place_order_handler(operations),
     ]
     _add_routes(app, handlers, _key_checks(keys))
+    add_console(app)
     fast_lane = _fast_lane(operations)
     # The hot routes first: Serve matches every request against the routes (to name it), and the docs
     # routes FastAPI puts first made every request try them. No two routes overlap, so order is free.

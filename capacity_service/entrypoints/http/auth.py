@@ -44,7 +44,7 @@ class ApiKeys:
         if token is None:
             raise Unauthorized("an admin API key is required (Authorization: Bearer <key>)")
         if not _matches(token, self._admin_keys):
-            raise Forbidden("changing pools needs an admin API key")
+            raise Forbidden("this call needs an admin API key (an API key is not enough)")
 
 
 @functools.lru_cache(maxsize=1024)

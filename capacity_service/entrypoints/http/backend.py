@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 
 from capacity_service.application.availability_feed import AvailabilityFeed, Watcher
-from capacity_service.application.availability_index import AvailabilityIndex
+from capacity_service.application.availability_index import AvailabilityIndex, ZoneCounts
 from capacity_service.client import AsyncCapacityClient
 from capacity_service.domain import PoolView
 from capacity_service.domain.choice import SlotChoice
@@ -107,10 +107,17 @@ class ServiceBackend:
         """Where the client reads availability (an ``AvailabilitySource``): as ``availability``."""
         return await self.availability(zone, slot_from, slot_to, quantity)
 
-    def watch_availability(self, zone: str, last_event_id: str | None) -> Watcher:
+    async def zones(self, after: str | None, limit: int) -> tuple[list[ZoneCounts], bool]:
+        """Where the client lists zones (an ``AvailabilitySource``): from the mirror while it is fresh."""
+        if self._mirror_fresh():
+            return self._mirror.zones(after, limit)
+        await self.start()
+        return await self._caches.zones(after, limit)
+
+    def watch_availability(self, zones: list[str], last_event_id: str | None) -> Watcher:
         if self._mirror_task is None:  # the stream is fed by the mirror
             self._mirror_task = asyncio.ensure_future(self._follow_cache())
-        return self._feed.watch(zone, last_event_id)
+        return self._feed.watch(zones, last_event_id)
 
     def known_view(self, pool_id: str) -> PoolView | None:
         """The pool's view in the mirror, while it is fresh."""

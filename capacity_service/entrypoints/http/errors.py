@@ -8,6 +8,7 @@ import logging
 from starlette.responses import JSONResponse
 
 from capacity_service.errors import (
+    CapacityBelowReserved,
     CapacityError,
     HoldExpired,
     InsufficientCapacity,
@@ -27,6 +28,7 @@ from capacity_service.errors import (
     ReservationActive,
     ReservationNotFound,
     ReservationReleased,
+    ScheduleNotFound,
     SeqNrOutOfRange,
     TooManyWebhooks,
     Unavailable,
@@ -78,6 +80,8 @@ STATUS: dict[type[CapacityError], int] = {
     PayloadTooLarge: 413,
     WebhookNotFound: 404,
     TooManyWebhooks: 409,
+    ScheduleNotFound: 404,
+    CapacityBelowReserved: 409,
 }
 
 

@@ -19,20 +19,24 @@ from capacity_service.entrypoints.http.schemas import (
     HealthBody,
     PlaceOrderRequest,
     PutPoolRequest,
+    PutScheduleRequest,
     ReserveBody,
 )
 from capacity_service.models import (
     Order,
     Pool,
     PoolCheck,
+    PoolHistory,
     PoolsChanged,
     ReleaseReceipt,
     ReservationInfo,
     ReservationList,
     ReservationReceipt,
+    Schedule,
     WaitlistPlace,
     Webhook,
     WebhookList,
+    ZoneList,
 )
 
 Method = Literal["GET", "POST", "PUT", "DELETE"]
@@ -75,6 +79,7 @@ _WAITLIST_ENTRY_NOT_FOUND = (404, "pool_not_found, waitlist_entry_not_found")
 _ADMIN = ("admin",)
 _WEBHOOKS = ("webhooks",)
 _WEBHOOK_NOT_FOUND = (404, "webhook_not_found")
+_SCHEDULES = ("schedules",)
 
 # The hot routes first, as FastAPI is given them: Serve matches every request against them in order.
 ROUTES: tuple[Route, ...] = (
@@ -274,6 +279,16 @@ ROUTES: tuple[Route, ...] = (
         responses=_errors(_POOL_NOT_FOUND),
         tags=_ADMIN,
     ),
+    Route(
+        "GET",
+        "/v1/admin/pools/{pool_id}/history",
+        "pool_history",
+        Access.ADMIN,
+        PoolHistory,
+        responses=_errors(_POOL_NOT_FOUND),
+        tags=_ADMIN,
+    ),
+    Route("GET", "/v1/admin/zones", "zones", Access.ADMIN, ZoneList, tags=_ADMIN),
     # Webhooks (``webhooks.py``).
     Route(
         "PUT",
@@ -306,7 +321,34 @@ ROUTES: tuple[Route, ...] = (
         responses=_errors(_WEBHOOK_NOT_FOUND),
         tags=_WEBHOOKS,
     ),
+    # Schedules (``schedules.py``).
+    Route(
+        "PUT",
+        "/v1/schedules/{schedule_id}",
+        "put_schedule",
+        Access.ADMIN,
+        Schedule,
+        status_code=202,
+        responses={
+            200: {"model": Schedule, "description": "this template is being applied already: nothing new started"},
+            **_errors((422, "invalid_request: a template that describes no valid pools, or more than 100,000")),
+        },
+        json_body=PutScheduleRequest,
+        tags=_SCHEDULES,
+    ),
+    Route(
+        "GET",
+        "/v1/schedules/{schedule_id}",
+        "get_schedule",
+        Access.ADMIN,
+        Schedule,
+        responses=_errors((404, "schedule_not_found")),
+        tags=_SCHEDULES,
+    ),
 )
+
+# The operator's console: static files under this path (``operator_console.py``), not an API operation.
+CONSOLE_PATH = "/console"
 
 BY_OPERATION: dict[str, Route] = {route.operation: route for route in ROUTES}
 PROBE_PATHS = frozenset(route.path for route in ROUTES if route.probe)
@@ -330,6 +372,8 @@ def route_of(path: str) -> str:
     """The route template of a path, for metrics: a bounded set of values whatever clients send."""
     if path in _FIXED_PATHS:
         return path
+    if path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/"):
+        return CONSOLE_PATH
     found = _TEMPLATED.match(path)
     if found is None or found.lastindex is None:
         return "other"

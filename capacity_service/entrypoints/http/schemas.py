@@ -4,21 +4,34 @@ out-of-range numbers are rejected, never coerced."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
 from fastapi import Path
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, RootModel, Strict, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    Strict,
+    StrictBool,
+    StrictStr,
+)
 
 from capacity_service.domain import LONGEST_HOLD_SECONDS, MAX_HOLD_SECONDS, MAX_WAITLIST_LIMIT
 from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.order import MAX_ORDER_LINES
+from capacity_service.domain.schedule import MAX_ID_PREFIX, MAX_SLOT_MINUTES, MAX_SLOT_STARTS, MAX_ZONES
+from capacity_service.models import ScheduleTemplate, Weekday
 
 POOL_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
 RESERVATION_ID = Annotated[str, Path(max_length=256, description="as returned by a reserve")]
 WAITLIST_ENTRY_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{16,64}$", description="as returned by a join")]
 ORDER_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
 WEBHOOK_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
+SCHEDULE_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
 MAX_QUANTITY = 1_000_000
 MAX_CAPACITY = 1_000_000_000
 # No control characters (NUL above all): zones and request ids end up in logs and in the warehouse, and
@@ -30,7 +43,10 @@ def _as_utc(value: datetime | None) -> datetime | None:
     # A slot without a zone is taken as UTC, so every stored slot compares with every other.
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # an offset beyond the years a datetime holds: pydantic reports a ValueError only
+        raise ValueError("a date-time out of the range of dates") from None
 
 
 # Strict: an RFC 3339 string, as the schema says (a number is not taken as a Unix time).
@@ -168,6 +184,51 @@ class PlaceOrderRequest(_Request):
     order_id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
     lines: Annotated[list[OrderLineBody | ChosenOrderLineBody], Field(min_length=1, max_length=MAX_ORDER_LINES)]
     hold_seconds: Annotated[int, Field(ge=1, le=MAX_HOLD_SECONDS), Integral] | None = None
+
+
+SlotStart = Annotated[StrictStr, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="a local time, HH:MM")]
+ScheduleCapacity = Annotated[int, Field(ge=0, le=MAX_CAPACITY), Integral]
+Day = Annotated[date, Strict()]  # "YYYY-MM-DD", as RFC 3339's full-date
+
+
+class ScheduleZoneBody(_Request):
+    """A zone's pools: ``capacity`` each, but ``slot_capacity``'s for the slot starts it names."""
+
+    zone: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+    capacity: ScheduleCapacity
+    slot_capacity: dict[SlotStart, ScheduleCapacity] = {}
+
+
+class PutScheduleRequest(_Request):
+    """A schedule's template: on every ``weekdays`` day ``from`` .. ``to`` (both included), a slot of
+    ``slot_minutes`` starting at each of ``slot_starts`` (local times in ``time_zone``, an IANA name), in
+    each zone; a pool each, named ``<id_prefix><zone>:<day>T<HH>`` (``:<MM>`` for a start off the hour).
+    Beyond what the schema says (422 otherwise): ``to`` not before ``from``, at most 731 days; zones and
+    slot starts each once, and ``slot_capacity`` naming slot starts only; a time zone this machine knows;
+    pool ids of at most 128 characters; at least one pool, and at most 100,000."""
+
+    zones: Annotated[list[ScheduleZoneBody], Field(min_length=1, max_length=MAX_ZONES)]
+    slot_starts: Annotated[list[SlotStart], Field(min_length=1, max_length=MAX_SLOT_STARTS)]
+    slot_minutes: Annotated[int, Field(ge=1, le=MAX_SLOT_MINUTES), Integral]
+    from_: Annotated[Day, Field(alias="from")]
+    to: Day
+    time_zone: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+/-]+$")] = "UTC"
+    weekdays: Annotated[list[Weekday], Field(min_length=1, max_length=7)] = [
+        "mon",
+        "tue",
+        "wed",
+        "thu",
+        "fri",
+        "sat",
+        "sun",
+    ]
+    id_prefix: Annotated[StrictStr, Field(max_length=MAX_ID_PREFIX, pattern=r"^[A-Za-z0-9._:-]*$")] = ""
+    max_hold_seconds: Annotated[int, Field(ge=1, le=LONGEST_HOLD_SECONDS), Integral] | None = None
+    waitlist_limit: Annotated[int, Field(ge=0, le=MAX_WAITLIST_LIMIT), Integral] | None = None
+    allow_capacity_below_reserved: StrictBool = False
+
+    def template(self) -> ScheduleTemplate:
+        return ScheduleTemplate.model_validate(self.model_dump(by_alias=True))
 
 
 class AvailabilityEvent(BaseModel):

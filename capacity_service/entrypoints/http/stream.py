@@ -9,24 +9,30 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import Header, Query
 from fastapi.responses import StreamingResponse
+from pydantic import StringConstraints
 
 from capacity_service.application.availability_feed import AvailabilityChange, Watcher
 from capacity_service.entrypoints.http.schemas import PRINTABLE, AvailabilityEvent
 
+# Zones one stream may watch: a page of the console's grid, on one of the few connections a browser opens.
+MAX_STREAM_ZONES = 50
+Zone = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=PRINTABLE)]
+
 
 class Watched(Protocol):
-    def watch_availability(self, zone: str, last_event_id: str | None) -> Watcher: ...
+    def watch_availability(self, zones: list[str], last_event_id: str | None) -> Watcher: ...
 
 
 def stream_handlers(backend: Watched, heartbeat_s: float) -> list[Callable[..., Any]]:
     async def availability_stream(
-        zone: Annotated[str, Query(min_length=1, max_length=128, pattern=PRINTABLE)],
+        zone: Annotated[list[Zone], Query(min_length=1, max_length=MAX_STREAM_ZONES)],
         last_event_id: Annotated[str | None, Header(max_length=64)] = None,
     ) -> StreamingResponse:
         """The zone's pools as they change (remaining, state), from the replicated cache: first the zone's
-        whole picture, then each change. Reconnect with `Last-Event-ID` to continue after the last event
-        seen (or get the whole picture again when this replica cannot continue from it). A client that
-        falls behind is disconnected; 429 beyond `http.max_stream_clients` clients on this replica."""
+        whole picture, then each change. Several zones in one stream: repeat `zone` (up to 50). Reconnect
+        with `Last-Event-ID` to continue after the last event seen (or get the whole picture again when this
+        replica cannot continue from it). A client that falls behind is disconnected; 429 beyond
+        `http.max_stream_clients` clients on this replica."""
         watcher = backend.watch_availability(zone, last_event_id)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(_events(watcher, heartbeat_s), media_type="text/event-stream", headers=headers)
