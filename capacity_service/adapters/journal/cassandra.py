@@ -182,11 +182,13 @@ class CassandraJournal(Journal):
         )
         self._select_live_hint = prepare(f"SELECT partition_nr FROM {ks}.live_partitions WHERE pool_id = ?")
         self._write_live_hint = prepare(f"INSERT INTO {ks}.live_partitions (pool_id, partition_nr) VALUES (?, ?)")
-        self._registrations = _Registrations(
+        self._registrations = _BucketRows(
             self._session, prepare(f"INSERT INTO {ks}.pools (bucket, pool_id) VALUES (?, ?)")
         )
         self._select_registry = prepare(f"SELECT pool_id FROM {ks}.pools WHERE bucket = ?")
-        self._mark_dormant = prepare(f"INSERT INTO {ks}.dormant_pools (bucket, pool_id) VALUES (?, ?)")
+        self._dormancy_marks = _BucketRows(
+            self._session, prepare(f"INSERT INTO {ks}.dormant_pools (bucket, pool_id) VALUES (?, ?)")
+        )
         self._select_dormant = prepare(f"SELECT pool_id FROM {ks}.dormant_pools WHERE bucket = ?")
         self._select_all_heads = SimpleStatement(
             f"SELECT DISTINCT pool_id, partition_nr, head, sealed FROM {ks}.pool_events",
@@ -308,7 +310,7 @@ class CassandraJournal(Journal):
             if expected_seq_nr == 0:
                 # Registered before the first write so that no written pool is ever missing from the
                 # registry; a pool whose first append then fails is listed but has no events.
-                self._registrations.register(pool_id)
+                self._registrations.write(pool_id)
             if creates:
                 return self._create(pool_id, epoch, events)
             # The cached live partition first; if the write is refused, once more from a SERIAL read.
@@ -575,7 +577,7 @@ class CassandraJournal(Journal):
 
     def mark_dormant(self, pool_id: str) -> None:
         with self._translated_errors():
-            self._session.execute(self._mark_dormant, (_registry_bucket(pool_id), pool_id))
+            self._dormancy_marks.write(pool_id)
 
     def dormant_pool_ids(self) -> Iterator[str]:
         with self._translated_errors():
@@ -602,16 +604,17 @@ class CassandraJournal(Journal):
             raise _unavailable(exc) from exc
 
 
-# Registry rows written in one single-partition batch at most (a row is some 40 bytes: well below the batch
-# size Cassandra warns of).
-_REGISTRATIONS_PER_BATCH = 100
+# Rows of a bucketed table written in one single-partition batch at most (a row is some 40 bytes: well below
+# the batch size Cassandra warns of).
+_ROWS_PER_BATCH = 100
 
 
-class _Registrations:
-    """The registry rows of new streams, written together: the streams whose first append is under way at one
-    moment (a schedule creating hundreds of pools) are registered in a few single-partition batches, one per
-    registry bucket, instead of one write each (which cost new pools a third of their rate). The first caller
-    writes for every waiting one; each returns once its row is written, or raises the driver's error."""
+class _BucketRows:
+    """Rows ``(bucket, pool_id)`` of one table (the registry, the dormancy marks), written together: the rows
+    that callers want at one moment (a schedule creating hundreds of pools, each registered, then at rest) go
+    in a few single-partition batches, one per bucket, instead of one write each (which cost new pools a
+    third of their rate). The first caller writes for every waiting one; each returns once its row is
+    written, or raises the driver's error."""
 
     def __init__(self, session: Session, insert: Any) -> None:
         self._session, self._insert = session, insert
@@ -619,7 +622,7 @@ class _Registrations:
         self._waiting: list[tuple[str, Future[None]]] = []
         self._writing = False
 
-    def register(self, pool_id: str) -> None:
+    def write(self, pool_id: str) -> None:
         registered: Future[None] = Future()
         with self._lock:
             self._waiting.append((pool_id, registered))
@@ -651,9 +654,9 @@ class _Registrations:
             by_bucket.setdefault(_registry_bucket(pool_id), []).append(pool_id)
         writes: list[ResponseFuture] = []
         for bucket, ids in by_bucket.items():
-            for start in range(0, len(ids), _REGISTRATIONS_PER_BATCH):
+            for start in range(0, len(ids), _ROWS_PER_BATCH):
                 batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-                for pool_id in ids[start : start + _REGISTRATIONS_PER_BATCH]:
+                for pool_id in ids[start : start + _ROWS_PER_BATCH]:
                     batch.add(self._insert, (bucket, pool_id))
                 writes.append(self._session.execute_async(batch))
         for write in writes:
