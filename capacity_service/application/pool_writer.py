@@ -59,10 +59,10 @@ log = logging.getLogger(__name__)
 # Holds expired in one batch at most: a storm of expiries goes out in several appends, with the
 # commands that arrive meanwhile decided between them.
 MAX_EXPIRIES_PER_BATCH = 2_000
-# The same while entries wait: each unit freed may become an offer, an event of its own to decide, apply and
-# encode (about 40 us), and the host's other pools wait while one batch is prepared (2,000 offers held them
-# for 90 ms: benchmarks/waitlist.py).
-MAX_EXPIRIES_PER_BATCH_WITH_WAITLIST = 200
+# The same while entries wait: each unit freed may become an offer, an event of its own to decide, apply,
+# encode and append, and the host's other pools wait while one batch is prepared and appended, so batches
+# stay small (docs/performance.md, "Waitlists").
+MAX_EXPIRIES_PER_BATCH_WITH_WAITLIST = 20
 
 
 @dataclass(frozen=True, slots=True)

@@ -318,9 +318,9 @@ def test_while_entries_wait_a_storm_of_expiries_goes_out_in_smaller_appends_each
     holds, so that preparing one holds the host's other pools for milliseconds, not tens of them."""
     journal, clock = InMemoryJournal(), Clock()
     writer = writer_on(journal, clock)
-    writer.execute([ConfigurePool(500, "z")])
-    writer.execute([hold(seconds=1) for _ in range(500)])
-    entries = [join(hold_seconds=600) for _ in range(450)]
+    writer.execute([ConfigurePool(50, "z")])
+    writer.execute([hold(seconds=1) for _ in range(50)])
+    entries = [join(hold_seconds=600) for _ in range(45)]
     writer.execute(entries)
     clock.now = T0 + timedelta(seconds=2)
     appends = []
@@ -329,10 +329,10 @@ def test_while_entries_wait_a_storm_of_expiries_goes_out_in_smaller_appends_each
         writer.execute([ExpireHolds()])
         appends.append(event_types(journal)[seq_nr:])
     freed = [len([t for t in types if t == "WaitlistOffered"]) for types in appends]
-    assert freed == [200, 200, 50] and all(types[0] == "HoldExpired" for types in appends)  # at most 200 holds each
+    assert freed == [20, 20, 5] and all(types[0] == "HoldExpired" for types in appends)  # at most 20 holds each
     offered = [e for e in journal.read("p") if e.event_type == "WaitlistOffered"]
     assert [json.loads(e.payload)["entry_id"] for e in offered] == [entry.entry_id for entry in entries]
-    assert writer.state.reserved == 450 and not writer.state.waiting
+    assert writer.state.reserved == 45 and not writer.state.waiting
 
 
 def test_the_join_outcome_names_the_entry_and_its_place() -> None:
