@@ -3,6 +3,7 @@ rows and cursors together is an intent written atomically, applied idempotently)
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -160,3 +161,74 @@ def test_files_written_before_events_had_parts_read_as_part_zero_and_compact(tmp
         assert sorted(sink.rows(), key=lambda r: r.seq_nr) == rows
         assert sink.compact() == 3
         assert sorted(sink.rows(), key=lambda r: r.seq_nr) == rows
+
+
+def _deltas(root: Path) -> list[Path]:
+    return sorted((root / "_delivery").glob("stream-0.*.delta.json"))
+
+
+def test_a_commit_writes_only_the_cursors_it_moved_and_a_reopened_sink_has_them_all(tmp_path: Path) -> None:
+    """Every order is a stream of its own: were each commit to write every cursor, its cost would grow with
+    every order ever placed."""
+    root = tmp_path / "w"
+    sink = ParquetSink(ParquetSinkSettings(path=str(root)))
+    for n in range(30):
+        sink.write(history(f"order~{n}", 2))
+    newest = json.loads(_deltas(root)[-1].read_text())
+    assert list(newest) == ["order~29"]  # the newest commit's delta: its own stream's cursor, no other
+    reopened = ParquetSink(ParquetSinkSettings(path=str(root)))
+    assert {p: d.seq_nr for p, d in reopened.deliveries().items()} == {f"order~{n}": 2 for n in range(30)}
+    reopened.write(history("order~3", 2))  # already delivered: nothing twice
+    assert Counter(r.pool_id for r in reopened.rows()) == Counter({f"order~{n}": 2 for n in range(30)})
+
+
+def test_the_cursors_are_written_whole_again_once_the_deltas_hold_as_many(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from capacity_service.adapters.warehouse import parquet
+
+    monkeypatch.setattr(parquet, "_MIN_CURSORS_PER_BASE", 4)
+    root = tmp_path / "w"
+    sink = ParquetSink(ParquetSinkSettings(path=str(root)))
+    for n in range(3):
+        sink.write(history(f"pool-{n}", 1))
+    assert len(_deltas(root)) == 3 and not (root / "_delivery" / "stream-0.json").exists()
+    sink.write(history("pool-3", 1))  # 4 cursors in deltas, as many as there are: the base, and no delta
+    base = json.loads((root / "_delivery" / "stream-0.json").read_text())
+    assert base["through"] == 4 and sorted(base["deliveries"]) == [f"pool-{n}" for n in range(4)]
+    assert _deltas(root) == []
+    sink.write(history("pool-0", 3))  # after the base: a delta again, and a reopened sink reads both
+    reopened = ParquetSink(ParquetSinkSettings(path=str(root)))
+    assert {p: d.seq_nr for p, d in reopened.deliveries().items()} == {
+        "pool-0": 3,
+        "pool-1": 1,
+        "pool-2": 1,
+        "pool-3": 1,
+    }
+
+
+def test_deltas_a_crash_left_beside_the_base_that_holds_them_are_read_once_and_deleted(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    sink = ParquetSink(ParquetSinkSettings(path=str(root)))
+    sink.write(history("pool-a", 2))
+    kept = _deltas(root)[0].read_bytes()
+    sink._write_base()  # the base through delta 1; then the power fails before delta 1 is deleted:
+    (root / "_delivery" / "stream-0.000000000001.delta.json").write_bytes(kept)
+    reopened = ParquetSink(ParquetSinkSettings(path=str(root)))
+    assert reopened.deliveries()["pool-a"].seq_nr == 2 and _deltas(root) == []
+    reopened.write(history("pool-b", 1))
+    assert [p.name for p in _deltas(root)] == ["stream-0.000000000002.delta.json"]
+
+
+def test_a_cursor_file_and_an_intent_from_before_deltas_are_read(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    sink = ParquetSink(ParquetSinkSettings(path=str(root)))
+    sink.write(history("pool-a", 2))
+    sink._write_base()
+    whole = json.loads((root / "_delivery" / "stream-0.json").read_text())["deliveries"]
+    (root / "_delivery" / "stream-0.json").write_text(json.dumps(whole))  # the old shape: every cursor, no more
+    moved = {**whole, "pool-b": [1, *whole["pool-a"][1:]]}
+    intent = {"moves": [], "deletes": [], "deliveries": moved}  # an old intent left by a crash
+    (root / "_staging" / "stream-0-old.intent.json").write_text(json.dumps(intent))
+    reopened = ParquetSink(ParquetSinkSettings(path=str(root)))
+    assert {p: d.seq_nr for p, d in reopened.deliveries().items()} == {"pool-a": 2, "pool-b": 1}

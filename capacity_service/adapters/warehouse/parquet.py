@@ -3,16 +3,20 @@
 Layout under the root::
 
     event_date=2026-12-01/<owner>-<uuid>.parquet   the rows (readers see only these)
-    _delivery/<owner>.json                         each pool's delivery cursor, per owner (stream)
+    _delivery/<owner>.json                         the delivery cursors, per owner (stream), as of a delta
+    _delivery/<owner>.<n>.delta.json               the cursors that commit n moved (n after the base's)
     _staging/<owner>-<uuid>.parquet                files written but not yet committed
     _staging/<owner>-<commit>.intent.json          a commit in progress: files to move/delete, cursors
 
 Files are immutable, so "rows and cursors in one transaction" is a redo log: data files are written to
 ``_staging``, then the intent is written atomically (that is the commit point), then applied (files moved
-into their partitions, cursors replaced, intent removed). Whoever opens the sink next finishes any intent
-left by a crash and deletes staged files that no intent names. pyarrow's dataset discovery ignores
-``_``-prefixed folders, so readers never see staged or half-committed files. Compaction merges one
-owner's small files of a partition through the same log. During the instant between moving a compacted
+into their partitions, the commit's cursor delta written, intent removed). Whoever opens the sink next
+finishes any intent left by a crash and deletes staged files that no intent names. pyarrow's dataset
+discovery ignores ``_``-prefixed folders, so readers never see staged or half-committed files. Compaction merges one
+owner's small files of a partition through the same log. A commit writes only the cursors it moved (every
+order is a stream: a full cursor file per commit grew with every order ever placed); the full set is
+written again once the deltas since it hold as many cursors as it does (or ``_MAX_DELTAS`` files), so the
+cost per commit stays in proportion to what it delivered. During the instant between moving a compacted
 file in and deleting the files it replaces, a reader of the folder may see both (``rows`` dedups).
 """
 
@@ -108,7 +112,11 @@ class ParquetSink(WarehouseSink):
         # Recovery runs on the first write (or read of the cursors), never for a mere reader of the rows:
         # recovering deletes staged files, which must only ever happen while holding the owner's lock.
         self._needs_recovery = True
-        self._cursor_file_version: tuple[int, int] | None = None
+        self._cursor_file_version: tuple[tuple[int, int] | None, bool] | None = None
+        # The newest cursor delta (0: none since the base) and what the deltas since the base hold.
+        self._delta_nr = 0
+        self._deltas_since_base = 0
+        self._cursors_since_base = 0
 
     # ------------------------------------------------------------------ port
 
@@ -126,10 +134,18 @@ class ParquetSink(WarehouseSink):
             for row in fresh:
                 by_date[row.event_date].append(row)
             moves = [self._stage(rows_of_day, _partition(day)) for day, rows_of_day in sorted(by_date.items())]
-            delivered = {**self._delivered, **last_deliveries(fresh)}
-            self._commit({"moves": moves, "deletes": [], "deliveries": _encode_deliveries(delivered)})
-            self._delivered = delivered
+            moved = last_deliveries(fresh)
+            delta_nr = self._delta_nr + 1
+            self._commit({"moves": moves, "deletes": [], "deliveries": _encode_deliveries(moved), "delta": delta_nr})
+            self._delivered.update(moved)
+            self._delta_nr = delta_nr
+            self._deltas_since_base += 1
+            self._cursors_since_base += len(moved)
             self._needs_recovery = False
+            if self._deltas_since_base >= _MAX_DELTAS or self._cursors_since_base >= max(
+                _MIN_CURSORS_PER_BASE, len(self._delivered)
+            ):
+                self._write_base()
 
     def rows(self) -> Iterator[WarehouseRow]:
         with _translated():
@@ -205,9 +221,13 @@ class ParquetSink(WarehouseSink):
     def _cursor_file_changed(self) -> bool:
         return self._cursor_file_identity() != self._cursor_file_version
 
-    def _cursor_file_identity(self) -> tuple[int, int] | None:
-        """Changes with every commit: on a local disk the inode (each commit renames a new file into place),
-        elsewhere the modification time."""
+    def _cursor_file_identity(self) -> tuple[tuple[int, int] | None, bool]:
+        """Changes with every commit of another writer: the base's identity (on a local disk its inode, as
+        each base is a new file renamed into place; elsewhere its modification time), and whether the delta
+        after the newest this writer knows exists."""
+        return self._base_identity(), self._exists(self._delta_path(self._delta_nr + 1))
+
+    def _base_identity(self) -> tuple[int, int] | None:
         if self._local:
             try:
                 found = os.stat(self._deliveries_path)
@@ -224,6 +244,31 @@ class ParquetSink(WarehouseSink):
     @property
     def _deliveries_path(self) -> str:
         return f"{self._root}/_delivery/{self._owner}.json"
+
+    def _delta_path(self, delta_nr: int) -> str:
+        return f"{self._root}/_delivery/{self._owner}.{delta_nr:012d}.delta.json"
+
+    def _delta_nrs(self) -> list[int]:
+        prefix, suffix = f"{self._owner}.", ".delta.json"
+        found = self._fs.get_file_info(pafs.FileSelector(f"{self._root}/_delivery", allow_not_found=True))
+        names = [info.base_name for info in found if info.is_file]
+        return sorted(
+            int(middle)
+            for name in names
+            if name.startswith(prefix)
+            and name.endswith(suffix)
+            and (middle := name[len(prefix) : -len(suffix)]).isdigit()
+        )
+
+    def _write_base(self) -> None:
+        """Every cursor, as of the newest delta, in one file; then the deltas it holds are deleted."""
+        base = {"through": self._delta_nr, "deliveries": _encode_deliveries(self._delivered)}
+        self._write_atomically(self._deliveries_path, json.dumps(base).encode())
+        for delta_nr in self._delta_nrs():
+            if delta_nr <= self._delta_nr:
+                self._fs.delete_file(self._delta_path(delta_nr))
+        self._deltas_since_base = self._cursors_since_base = 0
+        self._cursor_file_version = self._cursor_file_identity()
 
     def _stage(self, rows: list[WarehouseRow], partition: str) -> list[str]:
         table = rows_to_table(rows, FILE_SCHEMA.names)
@@ -249,9 +294,12 @@ class ParquetSink(WarehouseSink):
         for old in intent["deletes"]:
             if self._exists(old):
                 self._fs.delete_file(old)
-        if intent["deliveries"] is not None:
+        if intent["deliveries"] is not None and "delta" not in intent:  # left by a version before deltas
             self._write_atomically(self._deliveries_path, json.dumps(intent["deliveries"]).encode())
-            self._cursor_file_version = self._cursor_file_identity()
+        elif intent["deliveries"] is not None:
+            delta_nr = intent["delta"]
+            self._write_atomically(self._delta_path(delta_nr), json.dumps(intent["deliveries"]).encode())
+            self._cursor_file_version = self._base_identity(), self._exists(self._delta_path(delta_nr + 1))
         self._fs.delete_file(path)
 
     def _recover(self) -> None:
@@ -264,11 +312,20 @@ class ParquetSink(WarehouseSink):
         for info in mine:  # staged files that no intent names were never committed; temp files of a crash
             if not info.base_name.endswith(".intent.json") and self._exists(info.path):
                 self._fs.delete_file(info.path)
-        self._delivered = (
-            _decode_deliveries(json.loads(self._read(self._deliveries_path)))
-            if self._exists(self._deliveries_path)
-            else {}
-        )
+        through, delivered = 0, dict[str, Delivery]()
+        if self._exists(self._deliveries_path):
+            through, delivered = _decode_base(json.loads(self._read(self._deliveries_path)))
+        self._delta_nr, self._deltas_since_base, self._cursors_since_base = through, 0, 0
+        for delta_nr in self._delta_nrs():
+            if delta_nr <= through:  # held by the base already (a crash after writing it)
+                self._fs.delete_file(self._delta_path(delta_nr))
+                continue
+            moved = _decode_deliveries(json.loads(self._read(self._delta_path(delta_nr))))
+            delivered.update(moved)
+            self._delta_nr = delta_nr
+            self._deltas_since_base += 1
+            self._cursors_since_base += len(moved)
+        self._delivered = delivered
         self._cursor_file_version = self._cursor_file_identity()
         self._needs_recovery = False
 
@@ -306,6 +363,12 @@ class ParquetSink(WarehouseSink):
         return bool(self._fs.get_file_info(path).type != pafs.FileType.NotFound)
 
 
+# Cursor deltas since the base at most: a restart reads each of them.
+_MAX_DELTAS = 500
+# The base is written again once the deltas hold this many cursors, or as many as the base, if more.
+_MIN_CURSORS_PER_BASE = 10_000
+
+
 def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     if "://" in path:
         fs, root = pafs.FileSystem.from_uri(path)
@@ -326,6 +389,13 @@ def _encode_deliveries(deliveries: dict[str, Delivery]) -> dict[str, list[Any]]:
         pool_id: [d.seq_nr, d.capacity, d.reserved, d.zone, _iso(d.slot_start), _iso(d.slot_end)]
         for pool_id, d in deliveries.items()
     }
+
+
+def _decode_base(data: dict[str, Any]) -> tuple[int, dict[str, Delivery]]:
+    """The base's delta number and cursors; a cursor file from before deltas is every cursor, as of none."""
+    if isinstance(data.get("through"), int) and isinstance(data.get("deliveries"), dict):
+        return data["through"], _decode_deliveries(data["deliveries"])
+    return 0, _decode_deliveries(data)
 
 
 def _decode_deliveries(data: dict[str, list[Any]]) -> dict[str, Delivery]:
