@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring as _json_string
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
@@ -557,50 +557,56 @@ def _datetime(microseconds: int | None) -> datetime | None:
     return None if microseconds is None else _EPOCH + microseconds * _MICROSECOND
 
 
-class OrderCodec:
-    """Turns order events into versioned bytes and back. The events are their own schemas (version 1 of
-    each); a change to one adds an explicit schema of the old version and an upcaster, as for pool events."""
+class _VersionedEvent(Protocol):
+    TYPE: ClassVar[str]
+    VERSION: ClassVar[int]
 
-    _ADAPTERS: ClassVar[dict[str, TypeAdapter[Any]]] = {
-        cls.TYPE: TypeAdapter(cls)
-        for cls in (OrderPlaced, OrderLinesTaken, OrderConfirming, OrderConfirmed, OrderUndoing, OrderUndone)
-    }
 
-    def encode_event(self, event: OrderEvent) -> EncodedEvent:
+EventT = TypeVar("EventT", bound=_VersionedEvent)
+
+
+class OwnSchemaCodec(Generic[EventT]):
+    """Turns the events of a stream whose events are their own schemas (version 1 of each) into versioned
+    bytes and back; a change to one adds an explicit schema of the old version and an upcaster, as for pool
+    events. A subclass names its stream (for the error on an unknown type) and its event classes."""
+
+    _STREAM: ClassVar[str]
+    _ADAPTERS: ClassVar[dict[str, TypeAdapter[Any]]]
+
+    def __init_subclass__(cls, *, stream: str, events: tuple[type[_VersionedEvent], ...]) -> None:
+        super().__init_subclass__()
+        cls._STREAM = stream
+        # built once a class: a TypeAdapter costs milliseconds, and a codec is made per writer
+        cls._ADAPTERS = {event.TYPE: TypeAdapter(event) for event in events}
+
+    def encode_event(self, event: EventT) -> EncodedEvent:
         return EncodedEvent(event.TYPE, event.VERSION, self._ADAPTERS[event.TYPE].dump_json(event))
 
-    def decode_event(self, event_type: str, schema_version: int, payload: bytes) -> OrderEvent:
+    def decode_event(self, event_type: str, schema_version: int, payload: bytes) -> EventT:
         adapter = self._ADAPTERS.get(event_type)
         if adapter is None:
-            raise DecodingError(f"unknown order event type {event_type!r}")
+            raise DecodingError(f"unknown {self._STREAM} event type {event_type!r}")
         if schema_version != 1:
             raise DecodingError(f"{event_type} v{schema_version} is not known to this code (v1)")
         try:
-            event: OrderEvent = adapter.validate_json(payload)
+            event: EventT = adapter.validate_json(payload)
         except ValidationError as exc:
             raise DecodingError(f"corrupt {event_type} v{schema_version} payload: {exc}") from exc
         return event
 
 
-class ScheduleCodec:
-    """Turns schedule events into versioned bytes and back, as ``OrderCodec`` does for orders (version 1 of
-    each; the template travels whole in ``ScheduleApplying``)."""
+class OrderCodec(
+    OwnSchemaCodec[OrderEvent],
+    stream="order",
+    events=(OrderPlaced, OrderLinesTaken, OrderConfirming, OrderConfirmed, OrderUndoing, OrderUndone),
+):
+    """Turns order events into versioned bytes and back."""
 
-    _ADAPTERS: ClassVar[dict[str, TypeAdapter[Any]]] = {
-        cls.TYPE: TypeAdapter(cls) for cls in (ScheduleApplying, SchedulePoolsApplied, ScheduleApplied)
-    }
 
-    def encode_event(self, event: ScheduleEvent) -> EncodedEvent:
-        return EncodedEvent(event.TYPE, event.VERSION, self._ADAPTERS[event.TYPE].dump_json(event))
-
-    def decode_event(self, event_type: str, schema_version: int, payload: bytes) -> ScheduleEvent:
-        adapter = self._ADAPTERS.get(event_type)
-        if adapter is None:
-            raise DecodingError(f"unknown schedule event type {event_type!r}")
-        if schema_version != 1:
-            raise DecodingError(f"{event_type} v{schema_version} is not known to this code (v1)")
-        try:
-            event: ScheduleEvent = adapter.validate_json(payload)
-        except ValidationError as exc:
-            raise DecodingError(f"corrupt {event_type} v{schema_version} payload: {exc}") from exc
-        return event
+class ScheduleCodec(
+    OwnSchemaCodec[ScheduleEvent],
+    stream="schedule",
+    events=(ScheduleApplying, SchedulePoolsApplied, ScheduleApplied),
+):
+    """Turns schedule events into versioned bytes and back (the template travels whole in
+    ``ScheduleApplying``)."""

@@ -4,20 +4,14 @@ recovered from them alone, with no snapshots."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from capacity_service.adapters.codec import OrderCodec
-from capacity_service.adapters.journal import (
-    Journal,
-    JournalError,
-    NewEvent,
-    WriterFenced,
-)
-from capacity_service.application.single_writer import BatchResult, PreparedBatch, StreamHold, landed_after_all
+from capacity_service.adapters.journal import Journal, NewEvent
+from capacity_service.application.single_writer import BatchResult, PreparedBatch, StreamWriter
 from capacity_service.domain import PersistedEvent
 from capacity_service.domain.ids import order_stream_id
 from capacity_service.domain.order import (
@@ -35,8 +29,6 @@ from capacity_service.domain.order import (
 )
 from capacity_service.domain.values import pickled_by_fields
 
-log = logging.getLogger(__name__)
-
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
@@ -47,7 +39,7 @@ class OrderOutcome:
     view: OrderView
 
 
-class OrderWriter:
+class OrderWriter(StreamWriter[OrderState]):
     def __init__(
         self,
         order_id: str,
@@ -55,35 +47,13 @@ class OrderWriter:
         codec: OrderCodec | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
+        super().__init__(journal, order_stream_id(order_id), OrderState(order_id), f"order {order_id}")
         self.order_id = order_id
-        self._stream_id = order_stream_id(order_id)
-        self._journal = journal
         self._codec = codec or OrderCodec()
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._state = OrderState(order_id)
-        self._seq_nr = 0
-        self._hold = StreamHold(journal, self._stream_id)
-        self.fenced = False
 
-    @property
-    def stream_id(self) -> str:
-        return self._stream_id
-
-    @property
-    def state(self) -> OrderState:
-        return self._state
-
-    @property
-    def seq_nr(self) -> int:
-        return self._seq_nr
-
-    @property
-    def needs_reload(self) -> bool:
-        return self._seq_nr < 0
-
-    @property
-    def dormancy_recorded(self) -> bool:
-        return self._hold.dormancy_recorded
+    def _new_state(self) -> OrderState:
+        return OrderState(self.order_id)
 
     @property
     def dormant(self) -> bool:
@@ -92,34 +62,12 @@ class OrderWriter:
     def view(self) -> OrderView:
         return view_of_order(self._state, self._seq_nr)
 
-    @property
-    def epoch(self) -> int:
-        return self._hold.epoch
-
-    @property
-    def believed_new(self) -> bool:
-        """Started as a new order without a claim: its first append creates the stream (``StreamHold``)."""
-        return self._hold.creating
-
     def start(self, epoch: int, recover: bool = True) -> None:
         """Take over the stream with ``epoch`` (claimed for this writer), then read it (unless it was just
         claimed for the first time, when it has no events)."""
-        self._hold.claimed(epoch)
-        self.fenced = False
+        self._claimed(epoch)
         if recover:
             self.reload()
-
-    def start_new(self) -> None:
-        """Start as an order that does not exist yet, claiming nothing (``PoolWriter.start_new``)."""
-        self._hold.believe_new()
-        self.fenced = False
-        self._state, self._seq_nr = OrderState(self.order_id), 0
-
-    def take_over(self) -> None:
-        """The order exists after all: claim its stream and read it (or, if the journal fails, read it before
-        the next decision)."""
-        self._hold.take_over()
-        self._discard_tentative_state()
 
     def reload(self) -> None:
         self._hold.claim_if_needed()
@@ -133,10 +81,7 @@ class OrderWriter:
     def prepare(self, commands: Sequence[OrderCommand]) -> PreparedBatch[OrderOutcome, PersistedEvent]:
         """Decide each command against the state the ones before it left and apply the events tentatively;
         ``append`` is what must become durable before the outcomes are given."""
-        if self.fenced:
-            raise WriterFenced(self._stream_id, self.epoch, None)
-        if self.needs_reload:
-            self.reload()
+        self._ready_to_decide()
         now = self._clock()
         outcomes: list[OrderOutcome] = []
         persisted: list[PersistedEvent] = []
@@ -154,28 +99,6 @@ class OrderWriter:
             outcomes.append(OrderOutcome(None, view_of_order(self._state, self._seq_nr + len(pending))))
         append = self._hold.append_request(self._seq_nr, pending, dormant=self.dormant)
         return PreparedBatch(BatchResult(outcomes, persisted), append)
-
-    def append_landed(self, prepared: PreparedBatch[Any, Any], new_seq_nr: int) -> None:
-        self._hold.landed(prepared.append)
-        self._seq_nr = new_seq_nr
-
-    def append_failed(self, prepared: PreparedBatch[Any, Any], error: JournalError) -> None:
-        """As ``PoolWriter.append_failed``: throw the tentative state away; return normally only if the
-        stream shows the append landed after all."""
-        if isinstance(error, WriterFenced):
-            self.fenced = True
-        created = self._hold.failed()  # then the reload claims first, and only a later claim's read counts
-        self._discard_tentative_state()
-        if not created and landed_after_all(prepared, error, self._seq_nr):
-            log.info("order %s: append reported a failure but is in the journal", self.order_id)
-            return
-        raise error
-
-    def _discard_tentative_state(self) -> None:
-        try:
-            self.reload()
-        except JournalError:  # read before the next decision
-            self._state, self._seq_nr = OrderState(self.order_id), -1
 
     def repeats_known_request(self, command: Any) -> bool:
         """A placing the order knows already (the same id and digest): answering it decides nothing new."""

@@ -14,17 +14,15 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal import (
     Journal,
     JournalError,
     NewEvent,
-    WriterFenced,
 )
 from capacity_service.application.recovery import RecoveredPool, SnapshotPolicy, encode_snapshot, recover_pool
-from capacity_service.application.single_writer import BatchResult, PreparedBatch, StreamHold, landed_after_all
+from capacity_service.application.single_writer import BatchResult, PreparedBatch, StreamWriter
 from capacity_service.domain import (
     CapacityHeld,
     Confirm,
@@ -101,7 +99,7 @@ def view_of_absent_pool(pool_id: str) -> PoolView:
     return view_of(PoolState(pool_id), 0)
 
 
-class PoolWriter:
+class PoolWriter(StreamWriter[PoolState]):
     def __init__(
         self,
         pool_id: str,
@@ -110,35 +108,22 @@ class PoolWriter:
         snapshots: SnapshotSettings | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
+        super().__init__(journal, pool_id, PoolState(pool_id), f"pool {pool_id}")
         self.pool_id = pool_id
         self._clock = clock or _utc_now
         # (expiry as a timestamp, reservation_id, expires_at) of the holds, earliest first: floats compare
         # several times faster than datetimes in the heap. An entry whose hold ended since is skipped
         # when it comes up.
         self._expiries: list[tuple[float, str, datetime]] = []
-        self._journal = journal
         self._codec = codec or Codec()
         self._snapshot_settings = snapshots or SnapshotSettings()
         self._snapshot_policy = SnapshotPolicy(self._snapshot_settings.every_n_events)
-        self._state = PoolState(pool_id)
-        self._seq_nr = 0
         # seq_nr of the last snapshot attempt: a failed one is retried only N events later, so a
         # struggling store is not hit by a snapshot after every write.
         self._last_snapshot_attempt = 0
-        self._hold = StreamHold(journal, pool_id)
-        self.fenced = False
 
-    @property
-    def stream_id(self) -> str:
-        return self.pool_id
-
-    @property
-    def seq_nr(self) -> int:
-        return self._seq_nr
-
-    @property
-    def dormancy_recorded(self) -> bool:
-        return self._hold.dormancy_recorded
+    def _new_state(self) -> PoolState:
+        return PoolState(self.pool_id)
 
     @property
     def dormant(self) -> bool:
@@ -153,45 +138,22 @@ class PoolWriter:
         """What the pool's timer submits when its earliest hold is due (``prepare`` expires what is due)."""
         return ExpireHolds()
 
-    @property
-    def state(self) -> PoolState:
-        return self._state
-
     def view(self) -> PoolView:
         return view_of(self._state, self._seq_nr)
-
-    @property
-    def epoch(self) -> int:
-        return self._hold.epoch
-
-    @property
-    def believed_new(self) -> bool:
-        """Started as a new pool without a claim: its first append creates the stream (``StreamHold``)."""
-        return self._hold.creating
 
     def start(self, epoch: int | None = None, recovered: RecoveredPool | None = None) -> None:
         """Claim a new writer epoch (fencing every earlier incarnation), then recover. ``epoch``: one
         claimed for this writer already (``Journal.claim_epochs`` claims many pools at once);
         ``recovered``: the state read after that claim (``recover_pools`` recovers many at once)."""
-        self._hold.claimed(self._journal.claim_epoch(self.pool_id) if epoch is None else epoch)
-        self.fenced = False
+        self._claimed(self._journal.claim_epoch(self.pool_id) if epoch is None else epoch)
         if recovered is None:
             self.reload()
         else:
             self._install(recovered)
 
     def start_new(self) -> None:
-        """Start as a pool that does not exist yet, claiming nothing: the first append creates the stream,
-        or finds it exists (the runner then calls ``take_over``)."""
-        self._hold.believe_new()
-        self.fenced = False
-        self._install(RecoveredPool(PoolState(self.pool_id), 0, 0, 0))
-
-    def take_over(self) -> None:
-        """The pool exists after all: claim its stream and read it (or, if the journal fails, read it before
-        the next decision)."""
-        self._hold.take_over()
-        self._discard_tentative_state()
+        super().start_new()
+        self._install(RecoveredPool(self._state, 0, 0, 0))  # no snapshot attempted, no holds
 
     def reload(self) -> None:
         self._hold.claim_if_needed()
@@ -249,10 +211,7 @@ class PoolWriter:
         in-memory state (tentatively) and encode them: what ``append`` must write, and the answers to give
         once it is durable. Until ``append_landed`` or ``append_failed`` the state holds events that are
         not durable yet."""
-        if self.fenced:
-            raise WriterFenced(self.pool_id, self.epoch, None)
-        if self.needs_reload:
-            self.reload()
+        self._ready_to_decide()
         outcomes: list[CommandOutcome] = []
         pending: list[NewEvent] = []
         persisted: list[PersistedEvent] = []
@@ -296,37 +255,13 @@ class PoolWriter:
         append = self._hold.append_request(self._seq_nr, pending, dormant=self.dormant)
         return PreparedBatch(BatchResult(outcomes[len(expiry) :], persisted), append)
 
-    def append_landed(self, prepared: PreparedBatch[Any, Any], new_seq_nr: int) -> None:
-        self._hold.landed(prepared.append)
-        self._seq_nr = new_seq_nr
-
-    def append_failed(self, prepared: PreparedBatch[Any, Any], error: JournalError) -> None:
-        """The append of ``prepared`` failed: throw the tentative state away (re-reading the stream).
-        Returns normally if the stream shows the append landed after all; raises ``error`` otherwise."""
-        if isinstance(error, WriterFenced):
-            self.fenced = True
-        created = self._hold.failed()  # then the reload claims first, and only a later claim's read counts
-        self._discard_tentative_state()
-        if not created and landed_after_all(prepared, error, self._seq_nr):
-            log.info("pool %s: append reported a failure but is in the journal", self.pool_id)
-            return
-        raise error
-
     def _discard_tentative_state(self) -> None:
-        try:
-            self.reload()
-        except JournalError:
-            # The journal is still down: keep nothing we cannot prove durable.
+        super()._discard_tentative_state()
+        if self.needs_reload:  # the reload failed: the state is empty until the next write reads the stream
             log.warning(
                 "pool %s: journal unreachable while discarding a failed batch; will reload later",
                 self.pool_id,
             )
-            self._state = PoolState(self.pool_id)
-            self._seq_nr = -1  # forces a reload before the next write (see needs_reload)
-
-    @property
-    def needs_reload(self) -> bool:
-        return self._seq_nr < 0
 
     @property
     def snapshot_due(self) -> bool:

@@ -4,15 +4,14 @@ batch of its pools), so it is recovered from them alone, with no snapshots."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from capacity_service.adapters.codec import ScheduleCodec
-from capacity_service.adapters.journal import Journal, JournalError, NewEvent, WriterFenced
-from capacity_service.application.single_writer import BatchResult, PreparedBatch, StreamHold, landed_after_all
+from capacity_service.adapters.journal import Journal, NewEvent
+from capacity_service.application.single_writer import BatchResult, PreparedBatch, StreamWriter
 from capacity_service.domain.ids import schedule_stream_id
 from capacity_service.domain.schedule import (
     ApplySchedule,
@@ -28,8 +27,6 @@ from capacity_service.domain.schedule import (
 )
 from capacity_service.domain.values import pickled_by_fields
 
-log = logging.getLogger(__name__)
-
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
@@ -42,32 +39,16 @@ class ScheduleOutcome:
     events: tuple[ScheduleEvent, ...] = ()
 
 
-class ScheduleWriter:
+class ScheduleWriter(StreamWriter[ScheduleState]):
     def __init__(self, schedule_id: str, journal: Journal, codec: ScheduleCodec | None = None) -> None:
+        super().__init__(
+            journal, schedule_stream_id(schedule_id), ScheduleState(schedule_id), f"schedule {schedule_id}"
+        )
         self.schedule_id = schedule_id
-        self._stream_id = schedule_stream_id(schedule_id)
-        self._journal = journal
         self._codec = codec or ScheduleCodec()
-        self._state = ScheduleState(schedule_id)
-        self._seq_nr = 0
-        self._hold = StreamHold(journal, self._stream_id)
-        self.fenced = False
 
-    @property
-    def stream_id(self) -> str:
-        return self._stream_id
-
-    @property
-    def state(self) -> ScheduleState:
-        return self._state
-
-    @property
-    def seq_nr(self) -> int:
-        return self._seq_nr
-
-    @property
-    def needs_reload(self) -> bool:
-        return self._seq_nr < 0
+    def _new_state(self) -> ScheduleState:
+        return ScheduleState(self.schedule_id)
 
     @property
     def dormant(self) -> bool:
@@ -75,38 +56,15 @@ class ScheduleWriter:
         and starts it again is continued after a crash as its first apply is. Schedules are few."""
         return False
 
-    @property
-    def dormancy_recorded(self) -> bool:
-        return False
-
-    @property
-    def epoch(self) -> int:
-        return self._hold.epoch
-
-    @property
-    def believed_new(self) -> bool:
-        return self._hold.creating
-
     def view(self) -> ScheduleView:
         return view_of_schedule(self._state, self._seq_nr)
 
     def start(self, epoch: int, recover: bool = True) -> None:
         """Take over the stream with ``epoch`` (claimed for this writer), then read it (unless it was just
         claimed for the first time, when it has no events)."""
-        self._hold.claimed(epoch)
-        self.fenced = False
+        self._claimed(epoch)
         if recover:
             self.reload()
-
-    def start_new(self) -> None:
-        """Start as a schedule that does not exist yet, claiming nothing (``PoolWriter.start_new``)."""
-        self._hold.believe_new()
-        self.fenced = False
-        self._state, self._seq_nr = ScheduleState(self.schedule_id), 0
-
-    def take_over(self) -> None:
-        self._hold.take_over()
-        self._discard_tentative_state()
 
     def reload(self) -> None:
         self._hold.claim_if_needed()
@@ -117,10 +75,7 @@ class ScheduleWriter:
         self._state, self._seq_nr = state, seq_nr
 
     def prepare(self, commands: Sequence[ScheduleCommand]) -> PreparedBatch[ScheduleOutcome, ScheduleEvent]:
-        if self.fenced:
-            raise WriterFenced(self._stream_id, self.epoch, None)
-        if self.needs_reload:
-            self.reload()
+        self._ready_to_decide()
         outcomes: list[ScheduleOutcome] = []
         persisted: list[ScheduleEvent] = []
         pending: list[NewEvent] = []
@@ -138,28 +93,6 @@ class ScheduleWriter:
             outcomes.append(ScheduleOutcome(None, view, tuple(decision)))
         append = self._hold.append_request(self._seq_nr, pending, dormant=False)
         return PreparedBatch(BatchResult(outcomes, persisted), append)
-
-    def append_landed(self, prepared: PreparedBatch[Any, Any], new_seq_nr: int) -> None:
-        self._hold.landed(prepared.append)
-        self._seq_nr = new_seq_nr
-
-    def append_failed(self, prepared: PreparedBatch[Any, Any], error: JournalError) -> None:
-        """As ``OrderWriter.append_failed``: throw the tentative state away; return normally only if the
-        stream shows the append landed after all."""
-        if isinstance(error, WriterFenced):
-            self.fenced = True
-        created = self._hold.failed()
-        self._discard_tentative_state()
-        if not created and landed_after_all(prepared, error, self._seq_nr):
-            log.info("schedule %s: append reported a failure but is in the journal", self.schedule_id)
-            return
-        raise error
-
-    def _discard_tentative_state(self) -> None:
-        try:
-            self.reload()
-        except JournalError:  # read before the next decision
-            self._state, self._seq_nr = ScheduleState(self.schedule_id), -1
 
     def repeats_known_request(self, command: Any) -> bool:
         """A put of the template being applied: answering it decides nothing new."""

@@ -1,8 +1,11 @@
 """What a stream's single writer is, to the machinery that hosts it (``stream_runner``): pools
-(``PoolWriter``) and orders (``OrderWriter``) are both."""
+(``PoolWriter``), orders (``OrderWriter``) and schedules (``ScheduleWriter``) are all three, on the same
+``StreamWriter``."""
 
 from __future__ import annotations
 
+import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -14,10 +17,12 @@ from capacity_service.adapters.journal import (
     JournalError,
     JournalUnavailable,
     NewEvent,
+    WriterFenced,
 )
 
 Outcome = TypeVar("Outcome")
 Persisted = TypeVar("Persisted")
+State = TypeVar("State")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +101,107 @@ class StreamHold:
     def take_over(self) -> None:
         """The stream is not new after all: it is claimed before the writer reads it."""
         self.creating, self._must_claim = False, True
+
+
+class StreamWriter(ABC, Generic[State]):
+    """What the single writers of pools, orders and schedules share: the stream held by a ``StreamHold``, the
+    state and seq_nr its events made, and settling an append (landed, or failed: the tentative state thrown
+    away). A writer adds how it reads its stream (``reload``), decides and answers."""
+
+    def __init__(self, journal: Journal, stream_id: str, state: State, described: str) -> None:
+        self._journal = journal
+        self._stream_id = stream_id
+        self._state = state
+        self._seq_nr = 0
+        self._hold = StreamHold(journal, stream_id)
+        self._described = described  # in log lines: "pool north:2026-12-01T08"
+        self.fenced = False
+
+    @abstractmethod
+    def _new_state(self) -> State:
+        """The state of the stream with no events."""
+
+    @abstractmethod
+    def reload(self) -> None:
+        """Read the stream again (claiming it first, if a failed creation left that to do)."""
+
+    @property
+    def stream_id(self) -> str:
+        return self._stream_id
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def seq_nr(self) -> int:
+        return self._seq_nr
+
+    @property
+    def needs_reload(self) -> bool:
+        return self._seq_nr < 0
+
+    @property
+    def dormancy_recorded(self) -> bool:
+        return self._hold.dormancy_recorded
+
+    @property
+    def epoch(self) -> int:
+        return self._hold.epoch
+
+    @property
+    def believed_new(self) -> bool:
+        """Started as a new stream without a claim: its first append creates the stream (``StreamHold``)."""
+        return self._hold.creating
+
+    def _claimed(self, epoch: int) -> None:
+        """Held from now on by ``epoch``, claimed for this writer."""
+        self._hold.claimed(epoch)
+        self.fenced = False
+
+    def start_new(self) -> None:
+        """Start as a stream that does not exist yet, claiming nothing: the first append creates the stream,
+        or finds it exists (the runner then calls ``take_over``)."""
+        self._hold.believe_new()
+        self.fenced = False
+        self._state, self._seq_nr = self._new_state(), 0
+
+    def take_over(self) -> None:
+        """The stream exists after all: claim it and read it (or, if the journal fails, read it before the
+        next decision)."""
+        self._hold.take_over()
+        self._discard_tentative_state()
+
+    def _ready_to_decide(self) -> None:
+        """Refuse if fenced; read the stream first if a failed append left it unread."""
+        if self.fenced:
+            raise WriterFenced(self._stream_id, self.epoch, None)
+        if self.needs_reload:
+            self.reload()
+
+    def append_landed(self, prepared: PreparedBatch[Any, Any], new_seq_nr: int) -> None:
+        self._hold.landed(prepared.append)
+        self._seq_nr = new_seq_nr
+
+    def append_failed(self, prepared: PreparedBatch[Any, Any], error: JournalError) -> None:
+        """The append of ``prepared`` failed: throw the tentative state away (re-reading the stream).
+        Returns normally if the stream shows the append landed after all; raises ``error`` otherwise."""
+        if isinstance(error, WriterFenced):
+            self.fenced = True
+        created = self._hold.failed()  # then the reload claims first, and only a later claim's read counts
+        self._discard_tentative_state()
+        if not created and landed_after_all(prepared, error, self._seq_nr):
+            # under the logger of the writer's own module (pool_writer, order_writer, schedule_writer)
+            log = logging.getLogger(type(self).__module__)
+            log.info("%s: append reported a failure but is in the journal", self._described)
+            return
+        raise error
+
+    def _discard_tentative_state(self) -> None:
+        try:
+            self.reload()
+        except JournalError:  # the journal is still down: keep nothing unproven, and read before the next decision
+            self._state, self._seq_nr = self._new_state(), -1
 
 
 class SingleWriter(Protocol):

@@ -12,7 +12,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from capacity_service.adapters.codec import Codec, DecodingError, PoolSnapshotV1
-from capacity_service.adapters.journal import AppendRequest, JournalError, JournalUnavailable, StoredEvent
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.application.pool_host import PoolHost
 from capacity_service.application.pool_writer import PoolWriter
@@ -41,6 +40,7 @@ from capacity_service.domain import (
 from capacity_service.entrypoints.http.app import create_app
 from capacity_service.errors import HoldExpired as HoldExpiredError
 from capacity_service.settings import HttpSettings, SnapshotSettings
+from tests.support.faulty_journal import FaultyJournal
 from tests.support.in_process import InProcessBackend
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -287,30 +287,9 @@ def test_the_host_expires_a_hold_on_its_own_within_a_second_of_its_expiry() -> N
     asyncio.run(scenario())
 
 
-class FailingJournal(InMemoryJournal):
-    """Appends and reads fail while ``failing`` (and none is made inline, so every append goes this way)."""
-
-    failing = False
-
-    def append_many(self, requests: Sequence[AppendRequest]) -> list[int | JournalError]:
-        self._fail_if_failing()
-        return super().append_many(requests)
-
-    def append_many_now(self, requests: Sequence[AppendRequest]) -> list[int | JournalError] | None:
-        return None
-
-    def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:
-        self._fail_if_failing()
-        return super().read(pool_id, from_seq_nr)
-
-    def _fail_if_failing(self) -> None:
-        if self.failing:
-            raise JournalUnavailable("injected outage")
-
-
 def test_an_expiry_the_journal_refused_is_retried_and_lands_once() -> None:
     async def scenario() -> None:
-        journal = FailingJournal()
+        journal = FaultyJournal()
         host = PoolHost(journal)
         await host.execute("p", ConfigurePool(1, "z"))
         command = hold(seconds=1)

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from fastapi.testclient import TestClient
 
-from capacity_service.adapters.journal import AppendRequest, JournalError, JournalUnavailable
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.application.host_first import HostFirstSender
 from capacity_service.application.order_driver import OrderDriver
@@ -24,6 +22,7 @@ from capacity_service.entrypoints.http.app import create_app
 from capacity_service.entrypoints.http.routes import route_of
 from capacity_service.runtime.metrics import FLUSH_INTERVAL_S, BatchedCounts, RayHostMetrics, RayRequestMetrics
 from capacity_service.settings import HttpSettings, WriteSideSettings
+from tests.support.faulty_journal import FaultyJournal
 from tests.support.in_process import InProcessBackend, InProcessRouter
 
 
@@ -82,17 +81,9 @@ def test_route_templates_are_a_bounded_set_whatever_the_path() -> None:
     assert route_of("/healthz") == "/healthz"
 
 
-class FailingJournal(InMemoryJournal):
-    failing = False
-
-    def append_many(self, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
-        if self.failing:
-            raise JournalUnavailable("down")
-        return super().append_many(appends)
-
-
 def test_a_hosts_appends_failures_expiries_and_gauges() -> None:
-    journal, recorder = FailingJournal(), Recorder()
+    journal, recorder = FaultyJournal(), Recorder()
+    journal.reads_fail_too = False
 
     async def scenario() -> None:
         host = PoolHost(journal, WriteSideSettings(breaker_failure_threshold=1), metrics=recorder)

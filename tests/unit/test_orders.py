@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from capacity_service.adapters.journal import JournalUnavailable, NewEvent, StoredEvent
+from capacity_service.adapters.journal import AppendRequest
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.application.host_first import HostFirstSender
 from capacity_service.application.order_driver import CommandSender, OrderDriver
@@ -45,6 +45,7 @@ from capacity_service.errors import (
     Unavailable,
 )
 from capacity_service.models import OrderLineRequest
+from tests.support.faulty_journal import FaultyJournal
 from tests.support.in_process import InProcessRouter
 
 
@@ -270,25 +271,22 @@ def test_an_order_cut_off_by_its_hosts_death_is_finished_or_undone_by_the_next_h
     run(scenario)
 
 
-class RecordsNoTakenOrder(InMemoryJournal):
-    """Every append that records an order's lines taken hangs until ``thaw`` (the host dies before it lands)."""
+def records_lines_taken(request: AppendRequest) -> bool:
+    return any(e.event_type == "OrderLinesTaken" for e in request.events)
+
+
+class RecordsNoTakenOrder(FaultyJournal):
+    """Every append that records an order's lines taken hangs until ``frozen`` is set (the host dies before it
+    lands)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.frozen = threading.Event()
+        self.before_append = self._hang_if_it_records_lines_taken
 
-    def append(
-        self,
-        pool_id: str,
-        expected_seq_nr: int,
-        epoch: int,
-        events: Sequence[NewEvent],
-        creates: bool = False,
-        dormant: bool = False,
-    ) -> int:
-        if any(e.event_type == "OrderLinesTaken" for e in events) and not self.frozen.is_set():
+    def _hang_if_it_records_lines_taken(self, request: AppendRequest) -> None:
+        if records_lines_taken(request) and not self.frozen.is_set():
             self.frozen.wait(30)
-        return super().append(pool_id, expected_seq_nr, epoch, events, creates, dormant)
 
 
 def test_an_order_answered_taken_stays_taken_when_its_host_dies_before_recording_it() -> None:
@@ -319,33 +317,19 @@ def test_an_order_answered_taken_stays_taken_when_its_host_dies_before_recording
     run(scenario)
 
 
-class OutageAtTheRecord(InMemoryJournal):
-    """The journal goes down (appends and reads fail) as an order's lines are recorded taken, until ``up``."""
+class OutageAtTheRecord(FaultyJournal):
+    """The journal goes down (appends and reads fail) as an order's lines are recorded taken, until
+    ``failing`` is turned off."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.down = False
-        self.went_down = False
+        self.outage = "down"
+        self.before_append = self._go_down_at_the_record
 
-    def append(
-        self,
-        pool_id: str,
-        expected_seq_nr: int,
-        epoch: int,
-        events: Sequence[NewEvent],
-        creates: bool = False,
-        dormant: bool = False,
-    ) -> int:
-        if not self.went_down and any(e.event_type == "OrderLinesTaken" for e in events):
-            self.went_down = self.down = True
-        if self.down:
-            raise JournalUnavailable("down")
-        return super().append(pool_id, expected_seq_nr, epoch, events, creates, dormant)
-
-    def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:
-        if self.down:
-            raise JournalUnavailable("down")
-        return super().read(pool_id, from_seq_nr)
+    def _go_down_at_the_record(self, request: AppendRequest) -> None:
+        if records_lines_taken(request):
+            self.failing = True
+            self.before_append = None  # once: the record retried after the outage lands
 
 
 def test_an_order_is_driven_on_through_a_journal_outage_without_being_asked() -> None:
@@ -356,7 +340,7 @@ def test_an_order_is_driven_on_through_a_journal_outage_without_being_asked() ->
         answered = await hosts.orders.execute("o1", place("o1", [("van", 1), ("picker", 1)]), time.time() + 5)
         assert answered.view.status is OrderStatus.CONFIRMED  # every line was taken before the outage
         await asyncio.sleep(0.5)  # the record failed, and the order cannot even be read back meanwhile
-        journal.down = False
+        journal.failing = False
         deadline = time.monotonic() + 5
         while [e.event_type for e in journal.read("order~o1")] != ["OrderPlaced", "OrderLinesTaken"]:
             assert time.monotonic() < deadline, list(journal.read("order~o1"))

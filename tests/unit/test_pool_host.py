@@ -20,8 +20,6 @@ from capacity_service.adapters.journal import (
     AppendRequest,
     Journal,
     JournalError,
-    JournalUnavailable,
-    NewEvent,
     SnapshotRecord,
     StoredEvent,
 )
@@ -43,48 +41,39 @@ from capacity_service.domain import UnknownPool as PoolNotFoundRejection
 from capacity_service.domain import UnknownReservation as ReservationNotFoundRejection
 from capacity_service.errors import OutcomeUnknown, Overloaded, Unavailable
 from capacity_service.settings import SnapshotSettings, SqlJournalSettings, WriteSideSettings
+from tests.support.faulty_journal import FaultyJournal
 
 
-class SlowJournal(InMemoryJournal):
-    """Appends take ``delay`` seconds; records how many appends ran and when each finished."""
+class SlowJournal(FaultyJournal):
+    """Appends and reads take ``delay`` seconds; records how many appends ran and when each finished."""
 
     def __init__(self, delay: float = 0.02) -> None:
         super().__init__()
         self.delay = delay
-        self.failing = False
         self.append_attempts = 0
         self.durable_at: dict[int, float] = {}
         self._reads_in_flight = 0
         self.max_parallel_recoveries = 0
         self._count_lock = threading.Lock()
+        self.before_append = self._take_time
+        self.after_append = self._record_durable
 
-    def append(
-        self,
-        pool_id: str,
-        expected_seq_nr: int,
-        epoch: int,
-        events: Sequence[NewEvent],
-        creates: bool = False,
-        dormant: bool = False,
-    ) -> int:
+    def _take_time(self, request: AppendRequest) -> None:
         self.append_attempts += 1
         time.sleep(self.delay)
-        if self.failing:
-            raise JournalUnavailable("injected outage")
-        seq_nr = super().append(pool_id, expected_seq_nr, epoch, events, creates, dormant)
-        for n in range(expected_seq_nr + 1, seq_nr + 1):
+
+    def _record_durable(self, request: AppendRequest, seq_nr: int) -> None:
+        for n in range(request.expected_seq_nr + 1, seq_nr + 1):
             self.durable_at[n] = time.monotonic()
-        return seq_nr
 
     def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:
-        if self.failing:
-            raise JournalUnavailable("injected outage")
+        events = super().read(pool_id, from_seq_nr)  # fails in an outage before it counts as a recovery
         with self._count_lock:
             self._reads_in_flight += 1
             self.max_parallel_recoveries = max(self.max_parallel_recoveries, self._reads_in_flight)
         try:
             time.sleep(self.delay)
-            yield from super().read(pool_id, from_seq_nr)
+            yield from events
         finally:
             with self._count_lock:
                 self._reads_in_flight -= 1
@@ -117,7 +106,7 @@ def test_concurrent_reserves_never_oversell_and_are_group_committed() -> None:
     asyncio.run(scenario())
 
 
-class GatedJournal(InMemoryJournal):
+class GatedJournal(FaultyJournal):
     """Appends wait (in the host's worker thread) until ``release`` is set; ``entered`` tells one began."""
 
     def __init__(self) -> None:
@@ -125,19 +114,11 @@ class GatedJournal(InMemoryJournal):
         self.entered = threading.Event()
         self.release = threading.Event()
         self.release.set()
+        self.before_append = self._wait_for_release
 
-    def append(
-        self,
-        pool_id: str,
-        expected_seq_nr: int,
-        epoch: int,
-        events: Sequence[NewEvent],
-        creates: bool = False,
-        dormant: bool = False,
-    ) -> int:
+    def _wait_for_release(self, request: AppendRequest) -> None:
         self.entered.set()
         self.release.wait(10)
-        return super().append(pool_id, expected_seq_nr, epoch, events, creates, dormant)
 
 
 def test_a_pools_version_for_anti_entropy_is_its_durable_one_and_none_where_it_does_not_run() -> None:
@@ -199,7 +180,7 @@ def test_execute_many_answers_each_command_in_order_and_an_error_is_an_answer() 
     asyncio.run(scenario())
 
 
-class ScriptedJournal(InMemoryJournal):
+class ScriptedJournal(FaultyJournal):
     """Reads and appends wait as long as the next entry of ``read_delays`` / ``append_delays`` says (then
     0); appends fail while ``failing``."""
 
@@ -207,27 +188,15 @@ class ScriptedJournal(InMemoryJournal):
         super().__init__()
         self.read_delays: list[float] = []
         self.append_delays: list[float] = []
-        self.failing = False
+        self.before_append = self._wait_as_scripted
 
     def read(self, pool_id: str, from_seq_nr: int = 1) -> Iterator[StoredEvent]:
-        if self.failing:
-            raise JournalUnavailable("injected outage")
+        events = super().read(pool_id, from_seq_nr)
         time.sleep(self.read_delays.pop(0) if self.read_delays else 0)
-        yield from super().read(pool_id, from_seq_nr)
+        yield from events
 
-    def append(
-        self,
-        pool_id: str,
-        expected_seq_nr: int,
-        epoch: int,
-        events: Sequence[NewEvent],
-        creates: bool = False,
-        dormant: bool = False,
-    ) -> int:
+    def _wait_as_scripted(self, request: AppendRequest) -> None:
         time.sleep(self.append_delays.pop(0) if self.append_delays else 0)
-        if self.failing:
-            raise JournalUnavailable("injected outage")
-        return super().append(pool_id, expected_seq_nr, epoch, events, creates, dormant)
 
 
 def test_a_read_reloading_the_pool_holds_its_writes_so_they_cannot_oversell() -> None:
@@ -504,7 +473,7 @@ def test_on_a_sqlite_file_concurrent_reserves_are_committed_inline_and_never_ove
     asyncio.run(scenario())
 
 
-class ClaimCountingJournal(InMemoryJournal):
+class ClaimCountingJournal(FaultyJournal):
     def __init__(self) -> None:
         super().__init__()
         self.claims: list[str] = []
@@ -564,18 +533,9 @@ def test_configuring_a_pool_that_exists_elsewhere_claims_and_reads_it_before_dec
 
 
 def test_a_creation_whose_outcome_is_unknown_is_settled_by_a_claim_before_the_next_decision() -> None:
-    class LosesTheFirstReply(ClaimCountingJournal):
-        lose_next = True
-
-        def append_many(self, appends: Sequence[AppendRequest]) -> list[int | JournalError]:
-            results = super().append_many(appends)
-            if self.lose_next:
-                self.lose_next = False
-                return [JournalUnavailable("timed out waiting for the reply") for _ in results]
-            return results
-
     async def scenario() -> None:
-        journal = LosesTheFirstReply()
+        journal = ClaimCountingJournal()
+        journal.lost_replies = 1
         host = PoolHost(journal)
         with pytest.raises(OutcomeUnknown):
             await host.execute("p", ConfigurePool(5, "z"))

@@ -4,12 +4,11 @@ snapshots, and what happens to state when the journal fails."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
 
 import pytest
 
 from capacity_service.adapters.codec import Codec
-from capacity_service.adapters.journal import JournalUnavailable, NewEvent, SnapshotRecord, WriterFenced
+from capacity_service.adapters.journal import JournalUnavailable, SnapshotRecord, WriterFenced
 from capacity_service.adapters.journal.memory import InMemoryJournal
 from capacity_service.application.pool_writer import PoolWriter
 from capacity_service.application.recovery import recover_pool
@@ -23,6 +22,7 @@ from capacity_service.domain import (
     new_reservation_id,
 )
 from capacity_service.settings import SnapshotSettings
+from tests.support.faulty_journal import FaultyJournal
 
 
 def reserve(quantity: int = 1, request_id: str | None = None, pool_id: str = "p") -> Reserve:
@@ -36,30 +36,6 @@ def started(journal: InMemoryJournal, every: int = 1000, capacity: int | None = 
     if capacity is not None:
         writer.execute([ConfigurePool(capacity, "z")])
     return writer
-
-
-class FlakyJournal(InMemoryJournal):
-    """Fails appends on demand, to inject journal outages."""
-
-    failing = False
-
-    def append(
-        self,
-        pool_id: str,
-        expected_seq_nr: int,
-        epoch: int,
-        events: Sequence[NewEvent],
-        creates: bool = False,
-        dormant: bool = False,
-    ) -> int:
-        if self.failing:
-            raise JournalUnavailable("injected outage")
-        return super().append(pool_id, expected_seq_nr, epoch, events, creates, dormant)
-
-    def read(self, pool_id: str, from_seq_nr: int = 1):  # type: ignore[no-untyped-def]
-        if self.failing:
-            raise JournalUnavailable("injected outage")
-        return super().read(pool_id, from_seq_nr)
 
 
 def test_group_commit_decides_in_order_and_appends_once() -> None:
@@ -114,7 +90,7 @@ def test_a_new_incarnation_fences_the_old_one() -> None:
 
 
 def test_a_failed_append_leaves_only_durable_state() -> None:
-    journal = FlakyJournal()
+    journal = FaultyJournal()
     writer = started(journal)
     writer.execute([reserve(2)])
     journal.failing = True
@@ -198,26 +174,9 @@ def test_an_unknown_pool_recovers_empty() -> None:
 
 
 def test_an_append_that_landed_despite_an_error_is_acknowledged() -> None:
-    class TimesOutAfterWriting(InMemoryJournal):
-        lose_reply = False
-
-        def append(
-            self,
-            pool_id: str,
-            expected_seq_nr: int,
-            epoch: int,
-            events: Sequence[NewEvent],
-            creates: bool = False,
-            dormant: bool = False,
-        ) -> int:
-            seq_nr = super().append(pool_id, expected_seq_nr, epoch, events, creates, dormant)
-            if self.lose_reply:
-                raise JournalUnavailable("timed out waiting for the reply")
-            return seq_nr
-
-    journal = TimesOutAfterWriting()
+    journal = FaultyJournal()
     writer = started(journal)
-    journal.lose_reply = True
+    journal.lost_replies = 1
     outcome = writer.execute([reserve(3)])[0]
     assert outcome.rejection is None and outcome.view.reserved == 3
     assert writer.state.reserved == 3 and writer.seq_nr == 2

@@ -4,7 +4,7 @@ out-of-range numbers are rejected, never coerced."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from fastapi import Path
@@ -20,10 +20,12 @@ from pydantic import (
     StrictStr,
 )
 
+from capacity_service.application.checks import in_utc
 from capacity_service.domain import LONGEST_HOLD_SECONDS, MAX_HOLD_SECONDS, MAX_WAITLIST_LIMIT
 from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.order import MAX_ORDER_LINES
 from capacity_service.domain.schedule import MAX_ID_PREFIX, MAX_SLOT_MINUTES, MAX_SLOT_STARTS, MAX_ZONES
+from capacity_service.errors import InvalidRequest
 from capacity_service.models import ScheduleTemplate, Weekday
 
 POOL_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")]
@@ -44,8 +46,8 @@ def _as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     try:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    except OverflowError:  # an offset beyond the years a datetime holds: pydantic reports a ValueError only
+        return in_utc(value)
+    except InvalidRequest:  # out of the range of dates: pydantic reports a ValueError only
         raise ValueError("a date-time out of the range of dates") from None
 
 
