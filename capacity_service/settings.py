@@ -284,8 +284,9 @@ class WebhookSettings(_Settings):
     # Loopback, link-local and private targets are refused unless this is set (a receiver on the
     # operator's own network, or a test's).
     allow_private_targets: bool = False
-    # How often each webhook's delivery looks for new events in the journal (one heads query).
-    poll_interval_s: float = Field(default=0.25, gt=0)
+    # How often the journal's heads are read whole (one query over every stream), for the moves the pools'
+    # and orders' hosts did not get to tell (they tell every one of them within about 100 ms).
+    poll_interval_s: float = Field(default=5.0, gt=0)
     # One POST's time limit; a slower receiver's delivery is retried.
     request_timeout_s: float = Field(default=5.0, gt=0)
     # Retries back off exponentially from the first to the longest wait, with jitter (half fixed, half random).

@@ -1,4 +1,4 @@
-"""What a pool hands to the read side and the warehouse after each durable write.
+"""What a pool hands to the read side, the warehouse and the webhooks after each durable write.
 
 Both are fire-and-forget: a publisher must return at once and never raise into the write path (a
 failure is logged by the caller and repaired later from the journal). Receivers live in the read-side
@@ -29,3 +29,14 @@ class NullPublisher:
 
     def publish_events(self, events: Sequence[PersistedEvent]) -> None:
         pass
+
+
+class EventPublishers:
+    """Several publishers as one: each is handed every batch of events, in the order given."""
+
+    def __init__(self, *publishers: EventPublisher) -> None:
+        self._publishers = publishers
+
+    def publish_events(self, events: Sequence[PersistedEvent]) -> None:
+        for publisher in self._publishers:
+            publisher.publish_events(events)

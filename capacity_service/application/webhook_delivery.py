@@ -1,9 +1,12 @@
 """Webhook delivery, without Ray: registrations, a durable cursor per webhook and stream, and the loop that
 reads the journal after the cursors and POSTs each webhook event, signed, until the receiver answers 2xx.
 
-- **From the journal, never from the request path.** Every ``poll_interval_s`` one heads query says which
-  streams moved; each webhook reads the events after its cursor (``webhook_events.EventMapper`` folds them
-  into webhook events) into a bounded queue (``max_pending_events``): what does not fit waits in the journal.
+- **From the journal, never from the request path.** The hosts of pools and orders say which streams moved
+  (``streams_moved``, their newest seq_nr, a message every few hundred ms), and every ``poll_interval_s``
+  one heads query says it of every stream (what a lost message missed); each webhook reads the events after
+  its cursor of the streams that moved (``webhook_events.EventMapper`` folds them into webhook events) into
+  a bounded queue (``max_pending_events``): what does not fit waits in the journal. A stream's move costs
+  in proportion to it: every order is a stream, and a heads query grows with every one ever placed.
 - **In order per stream, at least once.** A stream's events go one at a time, in journal order; up to
   ``max_concurrent_streams`` streams of one webhook at once. A cursor moves past a stored event only once
   every webhook event made from it was acknowledged, and is saved every ``cursor_save_interval_s``: after a
@@ -157,7 +160,8 @@ class _Delivery:
         self._mapper = EventMapper()
         self._streams: dict[str, _Stream] | None = None  # None until the cursors are loaded
         self._dirty: set[str] = set()
-        self._heads: dict[str, int] = {}
+        self._heads: dict[str, int] = {}  # the service's, shared by every webhook's delivery
+        self._moved: set[str] = set()  # streams whose head may be past what was read of them
         self._pending = 0
         self._more_to_read = False
         self._wake = asyncio.Event()
@@ -201,9 +205,14 @@ class _Delivery:
         self._retry_now = True
         self._wake.set()
 
-    def heads_moved(self, heads: dict[str, int]) -> None:
+    def heads_moved(self, heads: dict[str, int], moved: Iterable[str] | None = None) -> None:
+        """The heads of every stream (``heads``, shared, kept up to date by the caller); ``moved``: the streams
+        that moved since the last call, or None when every stream may have (a heads query)."""
         self._heads = heads
-        if self._streams is None or any(head > self._scanned(stream_id) for stream_id, head in heads.items()):
+        candidates = heads if moved is None else moved
+        behind = {stream_id for stream_id in candidates if heads.get(stream_id, 0) > self._scanned(stream_id)}
+        if behind or self._streams is None:
+            self._moved |= behind
             self._wake.set()
 
     def _scanned(self, stream_id: str) -> int:
@@ -282,13 +291,17 @@ class _Delivery:
         them in one trip to a worker thread: a trip per stream took longer than the reads)."""
         assert self._streams is not None
         self._more_to_read = False
-        behind = [stream_id for stream_id, head in sorted(self._heads.items()) if head > self._scanned(stream_id)]
+        heads = self._heads
+        behind = sorted(stream_id for stream_id in self._moved if heads.get(stream_id, 0) > self._scanned(stream_id))
+        self._moved = set(behind)
         if not behind or self._pending >= self._settings.max_pending_events:
             return  # a full queue: reading goes on as it empties
         for stream_id in behind:
             if stream_id not in self._streams:
                 self._streams[stream_id] = _Stream(stream_id, 0, None, 0, new_fold(stream_id))
+        self._moved = set()  # streams that move during the read are added to it again
         await asyncio.to_thread(self._read_all, [self._streams[stream_id] for stream_id in behind])
+        self._moved |= {s for s in behind if self._heads.get(s, 0) > self._scanned(s)}  # not all read: its queue filled
 
     def _read_all(self, streams: list[_Stream]) -> None:
         """Each stream gets its share of the queue's room, so that a backlog (a receiver back after an
@@ -474,6 +487,7 @@ class WebhookDeliveries(WebhookAdmin):
         self._store: WebhookStore | None = None
         self._journal: Journal | None = None
         self._deliveries: dict[str, _Delivery] | None = None  # None until the registrations are loaded
+        self._heads: dict[str, int] = {}  # every stream's newest seq_nr, as the heads query and hosts told it
         self._admin = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
@@ -481,6 +495,19 @@ class WebhookDeliveries(WebhookAdmin):
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
+
+    def streams_moved(self, heads: dict[str, int]) -> None:
+        """Streams that moved, with their newest seq_nr (told by their hosts as their events become durable):
+        each webhook reads them now, not at the next heads query."""
+        if not self._deliveries:  # no webhook: nothing to read, nothing kept
+            return
+        known = self._heads
+        moved = [stream_id for stream_id, seq_nr in heads.items() if seq_nr > known.get(stream_id, 0)]
+        for stream_id in moved:
+            known[stream_id] = heads[stream_id]
+        if moved:
+            for delivery in self._running():
+                delivery.heads_moved(known, moved)
 
     async def _run(self) -> None:
         """Load the registrations, then hand every webhook the journal's heads every ``poll_interval_s``."""
@@ -491,6 +518,10 @@ class WebhookDeliveries(WebhookAdmin):
                 if running:  # no webhook, no reads: the journal is not polled for nothing
                     journal = await self._journal_opened()
                     heads = await asyncio.to_thread(journal.heads)
+                    for stream_id, seq_nr in self._heads.items():  # told since the query read it
+                        if seq_nr > heads.get(stream_id, 0):
+                            heads[stream_id] = seq_nr
+                    self._heads = heads
                     for delivery in self._running():
                         delivery.heads_moved(heads)
                 failures, self.last_error = 0, None
@@ -527,6 +558,7 @@ class WebhookDeliveries(WebhookAdmin):
             self._metrics,
             self._rng,
         )
+        delivery.heads_moved(self._heads)
         delivery.start()
         return delivery
 

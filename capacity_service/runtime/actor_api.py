@@ -183,3 +183,6 @@ class WebhooksApi(Protocol):
     async def delete_webhook(self, webhook_id: str) -> Webhook | CapacityError: ...
 
     async def status(self) -> dict[str, object]: ...
+
+    async def streams_moved(self, heads: dict[str, int]) -> None:
+        """Streams whose events just became durable, with their newest seq_nr (``WebhookHints``)."""

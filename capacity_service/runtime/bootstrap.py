@@ -18,6 +18,7 @@ from capacity_service.application.operations import PoolGateway
 from capacity_service.application.order_driver import OrderDriver
 from capacity_service.application.order_host import OrderHost
 from capacity_service.application.pool_host import PoolHost
+from capacity_service.application.publishing import EventPublisher, EventPublishers
 from capacity_service.application.schedule_host import ScheduleHost
 from capacity_service.application.warehouse_stream import WarehouseStream
 from capacity_service.application.webhook_delivery import JOURNAL_PAGE_EVENTS, WebhookAdmin, WebhookDeliveries
@@ -37,16 +38,23 @@ def warehouse_sink(settings: ServiceSettings, owner: str) -> WarehouseSink:
 
 
 def pool_host(settings: ServiceSettings, opened_journal: Journal, metrics: HostMetrics | None = None) -> PoolHost:
-    """A host of pools that publishes to the cache replicas and, when on, to the warehouse streams."""
+    """A host of pools that publishes to the cache replicas and, when on, to the warehouse streams and the
+    webhooks actor (which streams moved)."""
     from capacity_service.runtime.fanout import CacheFanout
     from capacity_service.runtime.warehouse_feed import WarehouseFeed
+    from capacity_service.runtime.webhook_hints import WebhookHints
 
+    events: list[EventPublisher] = []
+    if settings.warehouse.enabled:
+        events.append(WarehouseFeed(settings))
+    if settings.webhooks.enabled:
+        events.append(WebhookHints(settings))
     return PoolHost(
         opened_journal,
         settings.write_side,
         settings.snapshots,
         views=CacheFanout(settings),
-        events=WarehouseFeed(settings) if settings.warehouse.enabled else None,
+        events=EventPublishers(*events) if events else None,
         metrics=metrics or NO_METRICS,
     )
 

@@ -63,6 +63,9 @@ class WebhookActor(WebhooksApi):
         await self.start()
         return {**self._deliveries.status(), "pid": _ray.process_id()}
 
+    async def streams_moved(self, heads: dict[str, int]) -> None:
+        self._deliveries.streams_moved(heads)
+
 
 async def _as_value(answer: Awaitable[T]) -> T | CapacityError:
     """The answer, or its error as a value (Ray would wrap a raised one); a store that does not answer is

@@ -1,6 +1,7 @@
 """Webhooks over real HTTP, on Ray Serve on a local Ray with the SQLite journal: an admin registers one,
 reserves sell a pool out and a release puts it back on sale, and a real receiver gets both, signed, in order;
-the webhook's status says so; its secret is never answered."""
+the webhook's status says so; its secret is never answered. The journal's heads are queried once in ten
+minutes here: what arrives comes by the pools' host telling the webhooks which streams moved."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def service() -> Iterator[Service]:
             "journal": {"kind": "sql", "url": f"sqlite:///{Path(tmp) / 'capacity.db'}"},
             "hosting": {"namespace": f"e2e-wh-{uuid.uuid4().hex[:8]}", "mode": "sharded", "shards": 1},
             "warehouse": {"enabled": False},
-            "webhooks": {"allow_private_targets": True, "poll_interval_s": 0.05, "max_backoff_s": 1.0},
+            "webhooks": {"allow_private_targets": True, "poll_interval_s": 600, "max_backoff_s": 1.0},
         }
         service = Service(args, free_port())
         service.deploy()
@@ -51,7 +52,7 @@ def test_a_registered_webhook_gets_a_pool_selling_out_and_coming_back_signed_and
             receipts = [http.post("/v1/reservations", json={"pool_id": pool_id, "quantity": 1}) for _ in range(2)]
             assert [r.status_code for r in receipts] == [201, 201]
             assert http.delete(f"/v1/reservations/{receipts[0].json()['reservation_id']}").status_code == 200
-            wait_until(lambda: len(receiver.events()) == 2, 60, "both deliveries")
+            wait_until(lambda: len(receiver.events()) == 2, 15, "both deliveries")
             events = receiver.events()
             assert [(e["type"], e["data"]["pool_id"], e["data"]["remaining"]) for e in events] == [
                 ("pool.sold_out", pool_id, 0),

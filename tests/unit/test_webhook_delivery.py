@@ -390,3 +390,35 @@ def test_the_webhooks_read_the_journal_in_small_pages_whatever_page_the_pools_re
         paged = webhook_journal_settings(journal)
         assert paged.fetch_size == JOURNAL_PAGE_EVENTS < journal.fetch_size
         assert paged.model_copy(update={"fetch_size": journal.fetch_size}) == journal  # the same journal
+
+
+def test_streams_told_as_moved_are_delivered_at_once_and_only_they_are_read() -> None:
+    """Every order is a stream: a heads query of every stream ever written, four times a second, grew with
+    every order placed. The hosts say which streams moved; the query is the rare repair of a lost word."""
+
+    async def run() -> None:
+        reads: list[str] = []
+
+        class CountingJournal(InMemoryJournal):
+            def read(self, pool_id: str, from_seq_nr: int = 1) -> Any:
+                reads.append(pool_id)
+                return super().read(pool_id, from_seq_nr)
+
+        journal, store, transport = CountingJournal(), InMemoryWebhookStore(), FakeTransport()
+        deliveries = service(journal, store, transport, FAST.model_copy(update={"poll_interval_s": 3600.0}))
+        await deliveries.put_webhook("h", "http://127.0.0.1:9/hook", ["hold.expired"], SECRET)
+        append = Appender(journal)
+        for pool in range(50):
+            expire_holds(append, f"pool-{pool}", 1)  # written before any word of them: left to the query
+        await asyncio.sleep(0.2)
+        assert transport.posts == []  # the query runs once an hour here: nothing told, nothing read
+        reads.clear()
+        deliveries.streams_moved({"pool-7": journal.highest_seq_nr("pool-7")})
+        await until(lambda: len(transport.posts) == 1)
+        assert transport.posts[0]["id"].startswith("pool-7/") and set(reads) == {"pool-7"}
+        deliveries.streams_moved({"pool-7": 1})  # an older word than what was read: nothing again
+        await asyncio.sleep(0.1)
+        assert len(transport.posts) == 1 and set(reads) == {"pool-7"}
+        await deliveries.close()
+
+    asyncio.run(run())
