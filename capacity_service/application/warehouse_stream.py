@@ -171,8 +171,13 @@ class WarehouseStream:
         async with self._loading:  # once: loading again would accept rows already buffered a second time
             if self._cursors is not None:
                 return
-            sink = await self._sink_opened()
-            delivered = await asyncio.to_thread(sink.deliveries)
+            try:
+                sink = await self._sink_opened()
+                delivered = await asyncio.to_thread(sink.deliveries)
+            except Exception:
+                self._sink_healthy = False  # a stream that started during an outage says so too
+                raise
+            self._sink_healthy = True
             self._cursors = {pool_id: d for pool_id, d in delivered.items() if self._owns(pool_id)}
             self._last_full_sweep = 0.0  # catch up everything right away
 

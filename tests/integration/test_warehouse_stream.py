@@ -15,7 +15,7 @@ import pytest
 
 from capacity_service.adapters.journal import Journal, NewEvent, open_journal
 from capacity_service.adapters.warehouse.parquet import ParquetSink
-from capacity_service.adapters.warehouse.rows import WarehouseRow, rows_of
+from capacity_service.adapters.warehouse.rows import Delivery, WarehouseRow, rows_of
 from capacity_service.adapters.warehouse.sink import SinkUnavailable
 from capacity_service.application.order_writer import OrderWriter
 from capacity_service.application.pool_writer import PoolWriter
@@ -41,6 +41,11 @@ class GatedSink(ParquetSink):
         if self.failing:
             raise SinkUnavailable("warehouse down")
         super().write(rows)
+
+    def deliveries(self) -> dict[str, Delivery]:
+        if self.failing:
+            raise SinkUnavailable("warehouse down")
+        return super().deliveries()
 
 
 @pytest.fixture
@@ -220,6 +225,25 @@ def test_a_failing_sink_keeps_rows_and_catches_up_when_it_returns(
         sink.failing = False
         await settle(stream, journal, sink)
         assert sink_keys(sink) == journal_keys(journal)
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_started_while_its_sink_is_down_says_so_and_delivers_once_it_is_back(
+    tmp_path: Path, journal: Journal, journal_settings: SqlJournalSettings
+) -> None:
+    async def scenario() -> None:
+        sink = GatedSink(ParquetSinkSettings(path=str(tmp_path / "w")))
+        sink.failing = True
+        pools = Pools(journal, 2)
+        pools.configure()
+        stream = make_stream(WarehouseSettings(), sink, journal_settings)
+        with pytest.raises(SinkUnavailable):  # its cursors cannot even be read
+            await stream.catch_up(None)
+        assert stream.status()["sink_healthy"] is False
+        sink.failing = False
+        await settle(stream, journal, sink)
+        assert stream.status()["sink_healthy"] is True
 
     asyncio.run(scenario())
 
