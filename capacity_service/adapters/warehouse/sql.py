@@ -147,12 +147,19 @@ class SqlSink(WarehouseSink):
 
     def _ensure_schema(self, conn: Connection) -> None:
         if not self._schema_ready:
-            with conn.begin():
-                self._metadata.create_all(conn)
-                columns = {column["name"] for column in inspect(conn).get_columns(self._settings.table)}
+            try:
+                columns = self._create_schema(conn)
+            except IntegrityError:  # PostgreSQL: another process created the tables at the same moment
+                columns = self._create_schema(conn)
             if "part" not in columns:
                 raise SinkUnavailable(OLD_TABLE.format(table=self._settings.table))
             self._schema_ready = True
+
+    def _create_schema(self, conn: Connection) -> set[str]:
+        """The tables, where missing; the rows table's columns."""
+        with conn.begin():
+            self._metadata.create_all(conn)
+            return {column["name"] for column in inspect(conn).get_columns(self._settings.table)}
 
     def _cursors(self, conn: Connection, pool_ids: set[str] | None) -> dict[str, Delivery]:
         query = select(self._deliveries)
