@@ -544,3 +544,23 @@ def race_appends(writers: list[Journal], pool_id: str, expected: int, epoch: int
     for thread in threads:
         thread.join(timeout=60)
     return outcomes
+
+
+def race_each(calls: list[Callable[[], object]]) -> list[object]:
+    """Every call at the same instant; each one's result, or the error it raised."""
+    barrier = threading.Barrier(len(calls))
+    outcomes: list[object] = [None] * len(calls)
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[index] = calls[index]()
+        except Exception as exc:
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes

@@ -24,6 +24,12 @@ class HostFenced(Unavailable):
     """This host was fenced by a newer incarnation and serves nothing any more."""
 
 
+class HostFencedAfterWriting(HostFenced):
+    """Fenced by the very append of these commands, which may have been written all the same (on Cassandra
+    an append is written, then its epoch checked): whether they were decided is for the newer
+    incarnation to say, and a caller that cannot ask it does not know."""
+
+
 class Fence:
     """Whether the host is fenced: one write that learns it stops every stream of the host."""
 
@@ -38,7 +44,9 @@ class Fence:
             if self._on_fenced is not None:
                 self._on_fenced()
 
-    def error(self) -> HostFenced:
+    def error(self, after_writing: bool = False) -> HostFenced:
+        if after_writing:
+            return HostFencedAfterWriting("this pool moved to a newer incarnation while writing; retry")
         return HostFenced("this pool moved to a newer incarnation; retry")
 
 

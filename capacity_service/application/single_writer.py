@@ -64,14 +64,15 @@ class StreamHold:
         self.epoch = 0
         self.creating = False  # believed new: the next append creates the stream
         self._must_claim = False
+        self._must_renew = False
         # An append of this writer marked the stream dormant (``AppendRequest.dormant``): no mark of its own.
         self.dormancy_recorded = False
 
     def claimed(self, epoch: int) -> None:
-        self.epoch, self.creating, self._must_claim = epoch, False, False
+        self.epoch, self.creating, self._must_claim, self._must_renew = epoch, False, False, False
 
     def believe_new(self) -> None:
-        self.epoch, self.creating, self._must_claim = FIRST_EPOCH, True, False
+        self.epoch, self.creating, self._must_claim, self._must_renew = FIRST_EPOCH, True, False, False
 
     def append_request(self, expected_seq_nr: int, events: list[NewEvent], dormant: bool) -> AppendRequest | None:
         """The append of ``events``; ``dormant``: the stream is dormant after them (recorded with them, once)."""
@@ -85,18 +86,25 @@ class StreamHold:
         if append is not None and append.dormant:
             self.dormancy_recorded = True
 
-    def failed(self) -> bool:
-        """An append failed; True if it was to create the stream (the writer then claims before reading)."""
+    def failed(self, outcome_unknown: bool) -> bool:
+        """An append failed; True if it was to create the stream (the writer then claims before reading
+        again). Any other append whose outcome is unknown renews the epoch before the stream is read again:
+        its rows may still land after the read (a write to Cassandra that timed out; ``Journal.renew_epoch``)."""
         if not self.creating:
+            self._must_renew = self._must_renew or outcome_unknown
             return False
         self.creating, self._must_claim = False, True
         return True
 
     def claim_if_needed(self) -> None:
-        """Before the stream is read: claim it, if a creation failed (raises the journal's error)."""
+        """Before the stream is read: claim it if a creation failed, renew the epoch after an unknown
+        outcome (raises the journal's error: ``WriterFenced`` if a newer writer claimed it meanwhile)."""
         if self._must_claim:
             self.epoch = self._journal.claim_epoch(self._stream_id)
-            self._must_claim = False
+            self._must_claim = self._must_renew = False
+        elif self._must_renew:
+            self.epoch = self._journal.renew_epoch(self._stream_id, self.epoch)
+            self._must_renew = False
 
     def take_over(self) -> None:
         """The stream is not new after all: it is claimed before the writer reads it."""
@@ -188,7 +196,8 @@ class StreamWriter(ABC, Generic[State]):
         Returns normally if the stream shows the append landed after all; raises ``error`` otherwise."""
         if isinstance(error, WriterFenced):
             self.fenced = True
-        created = self._hold.failed()  # then the reload claims first, and only a later claim's read counts
+        # then the reload claims first, and only a later claim's read counts
+        created = self._hold.failed(outcome_unknown=isinstance(error, JournalUnavailable))
         self._discard_tentative_state()
         if not created and landed_after_all(prepared, error, self._seq_nr):
             # under the logger of the writer's own module (pool_writer, order_writer, schedule_writer)
@@ -200,6 +209,9 @@ class StreamWriter(ABC, Generic[State]):
     def _discard_tentative_state(self) -> None:
         try:
             self.reload()
+        except WriterFenced:  # renewing the epoch found a newer writer: this one is a zombie
+            self.fenced = True
+            self._state, self._seq_nr = self._new_state(), -1
         except JournalError:  # the journal is still down: keep nothing unproven, and read before the next decision
             self._state, self._seq_nr = self._new_state(), -1
 

@@ -143,6 +143,11 @@ class StreamRunner(Generic[W, V]):
         if writer.needs_reload:  # the state must be known before deciding (and before refusing late ones)
             try:
                 await asyncio.to_thread(writer.reload)
+            except WriterFenced:  # renewing the epoch after an unknown outcome found a newer writer
+                shared.fence.close()
+                for pending in batch:
+                    fail(pending.reply, shared.fence.error())
+                return
             except JournalError as exc:
                 shared.breaker.record_failure()
                 for pending in batch:
@@ -154,10 +159,10 @@ class StreamRunner(Generic[W, V]):
             return
         try:
             result = await self._decide_and_append([p.command for p in batch])
-        except WriterFenced:
+        except WriterFenced as exc:
             shared.fence.close()
             for pending in batch:
-                fail(pending.reply, shared.fence.error())
+                fail(pending.reply, shared.fence.error(after_writing=exc.outcome_unknown))
             return
         except JournalError as exc:
             self._refresh_durable_view()

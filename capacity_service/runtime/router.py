@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from capacity_service.adapters.codec import Codec
 from capacity_service.adapters.journal import Journal, JournalError
 from capacity_service.application import tracing
-from capacity_service.application.hosting import HostFenced
+from capacity_service.application.hosting import HostFenced, HostFencedAfterWriting
 from capacity_service.application.order_writer import OrderOutcome
 from capacity_service.application.pool_history import JournalHistory, PoolGlance, read_history
 from capacity_service.application.pool_host import AddressedCommand
@@ -518,7 +518,8 @@ class PoolRouter:
                 fenced = _fenced(result)
                 if not fenced:
                     return result
-                sent = may_have_been_sent  # a fenced incarnation decided none of them
+                # a fenced incarnation decided none of them, unless its append found it fenced
+                sent = may_have_been_sent or _fenced_after_writing(result)
             except (ActorGone, ChannelGone, TimeoutError):
                 pass
             self._forget(name, fenced)
@@ -598,11 +599,17 @@ def _consume(done: asyncio.Future[Any]) -> None:
 
 def _may_have_decided(call: asyncio.Future[Any]) -> bool:
     """Whether a channel call that brought no usable answer may have had its commands decided: unless the
-    answer was "fenced" (a fenced incarnation decides nothing), the actor may have got them."""
-    return call.exception() is not None or not _fenced(call.result())
+    answer was "fenced" before writing (a fenced incarnation decides nothing), the actor may have got them."""
+    return call.exception() is not None or not _fenced(call.result()) or _fenced_after_writing(call.result())
 
 
 def _fenced(result: Any) -> bool:
     if isinstance(result, list):
         return any(isinstance(r, HostFenced) for r in result)
     return isinstance(result, HostFenced)
+
+
+def _fenced_after_writing(result: Any) -> bool:
+    if isinstance(result, list):
+        return any(isinstance(r, HostFencedAfterWriting) for r in result)
+    return isinstance(result, HostFencedAfterWriting)

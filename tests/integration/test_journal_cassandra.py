@@ -1,12 +1,13 @@
 import socket
 import uuid
+from functools import partial
 
 import pytest
 
-from capacity_service.adapters.journal import WriterFenced
+from capacity_service.adapters.journal import JournalUnavailable, WriterFenced
 from capacity_service.adapters.journal.cassandra import CassandraJournal
 from capacity_service.settings import CassandraJournalSettings
-from tests.journal_contract import JournalContract, JournalFactory, events, payloads
+from tests.journal_contract import JournalContract, JournalFactory, events, payloads, race_each
 
 
 class TestCassandraJournal(JournalContract):
@@ -15,6 +16,32 @@ class TestCassandraJournal(JournalContract):
         # Small partitions and pages, so the long-stream test crosses both boundaries many times.
         settings = cassandra_settings.model_copy(update={"partition_size": 100, "fetch_size": 30})
         return lambda: CassandraJournal(settings)
+
+    def test_two_writers_racing_at_the_same_seq_nr_exactly_one_wins(
+        self, journal_factory: JournalFactory, pool_id: str
+    ) -> None:
+        """Appends here are plain writes checked by a read of the epoch (decision 0011): two processes holding
+        ONE epoch are outside the protocol (every epoch is claimed by a Paxos round, by one writer). What
+        it guarantees instead: writers of two epochs racing at the same seq_nr leave one event per seq_nr,
+        and only the newer epoch's append is acknowledged."""
+        older, newer = journal_factory(), journal_factory()
+        try:
+            for seq_nr in range(10):
+                old_epoch = older.claim_epoch(pool_id)
+                new_epoch = newer.claim_epoch(pool_id)
+                outcomes = race_each(
+                    [
+                        partial(older.append, pool_id, seq_nr, old_epoch, events(f"old{seq_nr}")),
+                        partial(newer.append, pool_id, seq_nr, new_epoch, events(f"new{seq_nr}")),
+                    ]
+                )
+                assert isinstance(outcomes[0], WriterFenced) and outcomes[1] == seq_nr + 1, outcomes
+            stored = list(newer.read(pool_id))
+            assert [e.seq_nr for e in stored] == list(range(1, 11))
+            assert [e.payload for e in stored] == [f"new{i}".encode() for i in range(10)]
+        finally:
+            older.close()
+            newer.close()
 
 
 def test_without_lwt_fencing_appends_and_reads_back(cassandra_settings: CassandraJournalSettings) -> None:
@@ -43,7 +70,7 @@ def test_a_move_left_after_its_seal_is_finished_by_the_writers_next_append(
     with CassandraJournal(small_partitions(cassandra_settings)) as journal:
         epoch = journal.claim_epoch(pool_id)
         journal.append(pool_id, 0, epoch, events(*(f"a{i}" for i in range(100))))
-        journal._session.execute(journal._seal, (pool_id, 0, epoch, 100))  # step 1 of the move alone
+        journal._session.execute(journal._seal, (pool_id, 0, epoch))  # step 1 of the move alone
         with CassandraJournal(small_partitions(cassandra_settings)) as reader:
             assert reader.highest_seq_nr(pool_id) == 100
         assert journal.append(pool_id, 100, epoch, events("b")) == 101
@@ -56,7 +83,7 @@ def test_a_claim_finishes_a_sealed_move_and_fences_the_mover(cassandra_settings:
     with CassandraJournal(settings) as mover, CassandraJournal(settings) as claimer:
         old_epoch = mover.claim_epoch(pool_id)
         mover.append(pool_id, 0, old_epoch, events(*(f"a{i}" for i in range(100))))
-        mover._session.execute(mover._seal, (pool_id, 0, old_epoch, 100))
+        mover._session.execute(mover._seal, (pool_id, 0, old_epoch))
         new_epoch = claimer.claim_epoch(pool_id)
         assert new_epoch == old_epoch + 1
         with pytest.raises(WriterFenced):
@@ -68,8 +95,8 @@ def test_a_claim_finishes_a_sealed_move_and_fences_the_mover(cassandra_settings:
 def test_a_sealed_partition_takes_no_append_from_the_epoch_that_sealed_it(
     cassandra_settings: CassandraJournalSettings,
 ) -> None:
-    """After a move, the old partition still names the mover's epoch: if its conditional write did not
-    also require it unsealed, a zombie of that epoch could commit there after a newer claim."""
+    """After a move, the old partition still names the mover's epoch: rows a zombie of that epoch writes
+    there after a newer claim are never read, and its append is not acknowledged."""
     pool_id = f"pool-{uuid.uuid4().hex[:12]}"
     settings = small_partitions(cassandra_settings)
     with CassandraJournal(settings) as zombie, CassandraJournal(settings) as successor:
@@ -79,29 +106,93 @@ def test_a_sealed_partition_takes_no_append_from_the_epoch_that_sealed_it(
         newer = successor.claim_epoch(pool_id)
         sealed = zombie._partition(pool_id, 0, serial=True)
         assert sealed is not None and sealed.sealed
-        batch = zombie._append_batch(sealed, pool_id, 100, epoch, events("late"))
-        assert not zombie._session.execute(batch).was_applied
+        zombie._session.execute(zombie._append_batch(sealed, pool_id, 100, epoch, events("late")))
         with pytest.raises(WriterFenced):
             zombie.append(pool_id, 101, epoch, events("late"))
         assert successor.append(pool_id, 101, newer, events("new")) == 102
         assert payloads(successor, pool_id, 100) == ["a99", "moved", "new"]
 
 
-def test_a_refused_append_leaves_no_row_behind(cassandra_settings: CassandraJournalSettings) -> None:
-    """Events and head commit in one conditional batch: a fenced writer's events are not written at all
-    (they used to be written first and left beyond the head, for the next writer to clean up)."""
+def test_a_fenced_appends_rows_are_never_read(cassandra_settings: CassandraJournalSettings) -> None:
+    """An append is written, then its epoch read: a zombie's append after a newer claim is written but not
+    acknowledged, and its rows (beyond the start the claim recorded) are never read, nor counted in the
+    head; they never overwrite the newer writer's rows at the same seq_nr (the epoch is in the key)."""
     pool_id = f"pool-{uuid.uuid4().hex[:12]}"
     with CassandraJournal(cassandra_settings) as zombie, CassandraJournal(cassandra_settings) as successor:
         old = zombie.claim_epoch(pool_id)
         zombie.append(pool_id, 0, old, events("a"))
-        successor.claim_epoch(pool_id)
-        with pytest.raises(WriterFenced):
+        new = successor.claim_epoch(pool_id)
+        with pytest.raises(WriterFenced) as refused:
             zombie.append(pool_id, 1, old, events("late-1", "late-2"))
+        assert refused.value.outcome_unknown
+        assert payloads(successor, pool_id) == ["a"] and successor.highest_seq_nr(pool_id) == 1
+        assert successor.append(pool_id, 1, new, events("b")) == 2
+        live = zombie._partition(pool_id, 0, serial=True)
+        assert live is not None
+        zombie._session.execute(zombie._append_batch(live, pool_id, 1, old, events("z")))
         rows = zombie._session.execute(
-            f"SELECT seq_nr FROM {cassandra_settings.keyspace}.pool_events WHERE pool_id = %s AND partition_nr = 0",
+            f"SELECT seq_nr, writer_epoch FROM {cassandra_settings.keyspace}.stream_events "
+            "WHERE pool_id = %s AND partition_nr = 0",
             (pool_id,),
         )
-        assert [r.seq_nr for r in rows] == [1]
+        assert sorted((r.seq_nr, r.writer_epoch) for r in rows) == [(1, old), (2, old), (2, new), (3, old)]
+        for reader in (zombie, successor):
+            assert payloads(reader, pool_id) == ["a", "b"] and reader.highest_seq_nr(pool_id) == 2
+
+
+def test_rows_written_before_a_claim_read_the_stream_are_kept_by_it(
+    cassandra_settings: CassandraJournalSettings,
+) -> None:
+    """A write that reached Cassandra before the claim's read counts even though its writer was told
+    "fenced" (its outcome was unknown to it): the claim starts after it, and every reader agrees."""
+    pool_id = f"pool-{uuid.uuid4().hex[:12]}"
+    with CassandraJournal(cassandra_settings) as zombie, CassandraJournal(cassandra_settings) as successor:
+        old = zombie.claim_epoch(pool_id)
+        zombie.append(pool_id, 0, old, events("a"))
+        live = zombie._live[pool_id]
+        zombie._session.execute(zombie._append_batch(live, pool_id, 1, old, events("written", "before")))
+        new = successor.claim_epoch(pool_id)
+        assert successor.highest_seq_nr(pool_id) == 3
+        assert successor.append(pool_id, 3, new, events("b")) == 4
+        assert payloads(zombie, pool_id) == ["a", "written", "before", "b"]
+
+
+def test_an_epoch_renewed_after_an_unknown_outcome_puts_its_late_rows_out(
+    cassandra_settings: CassandraJournalSettings,
+) -> None:
+    """A write that timed out may land after its writer read the stream again; renewing the epoch before
+    that read puts such rows beyond the renewed start. A renewal after a newer claim is refused."""
+    pool_id = f"pool-{uuid.uuid4().hex[:12]}"
+    with CassandraJournal(cassandra_settings) as writer, CassandraJournal(cassandra_settings) as other:
+        epoch = writer.claim_epoch(pool_id)
+        writer.append(pool_id, 0, epoch, events("a"))
+        timed_out = writer._append_batch(writer._live[pool_id], pool_id, 1, epoch, events("lost-1", "lost-2"))
+        renewed = writer.renew_epoch(pool_id, epoch)
+        assert renewed == epoch + 1
+        writer._session.execute(timed_out)  # lands only now
+        assert payloads(other, pool_id) == ["a"]
+        assert writer.append(pool_id, 1, renewed, events("b")) == 2
+        assert payloads(other, pool_id) == ["a", "b"] and other.highest_seq_nr(pool_id) == 2
+        newer = other.claim_epoch(pool_id)
+        with pytest.raises(WriterFenced):
+            writer.renew_epoch(pool_id, renewed)
+        assert other.append(pool_id, 2, newer, events("c")) == 3
+
+
+def test_a_stream_whose_claim_is_under_way_is_not_read(cassandra_settings: CassandraJournalSettings) -> None:
+    """Between a claim's bump of the epoch and the start it records, rows of the older epoch cannot be told
+    valid or not: readers are told to come back (and a claim that died there is finished by the next)."""
+    pool_id = f"pool-{uuid.uuid4().hex[:12]}"
+    with CassandraJournal(cassandra_settings) as writer, CassandraJournal(cassandra_settings) as reader:
+        epoch = writer.claim_epoch(pool_id)
+        writer.append(pool_id, 0, epoch, events("a"))
+        writer._session.execute(writer._bump_epoch, (epoch + 1, pool_id, 0, epoch))  # a claimer that died here
+        with pytest.raises(JournalUnavailable):
+            list(reader.read(pool_id))
+        with pytest.raises(JournalUnavailable):
+            reader.highest_seq_nr(pool_id)
+        assert reader.claim_epoch(pool_id) == epoch + 2
+        assert payloads(reader, pool_id) == ["a"]
 
 
 def test_requests_are_sent_without_waiting_for_acks(cassandra_settings: CassandraJournalSettings) -> None:

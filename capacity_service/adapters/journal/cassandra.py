@@ -1,23 +1,32 @@
 """Cassandra journal through cassandra-driver.
 
 Layout as in akka-persistence-cassandra: events partitioned by ``(pool_id, partition_nr)`` and clustered
-by ``seq_nr``, so a stream is read partition by partition. What akka keeps nowhere, the stream's head
-``(epoch, head, first_seq_nr, sealed)``, lives in STATIC columns of the pool's live partition: an append
-is one conditional batch on one partition (its rows plus ``head = new IF epoch = mine AND head = expected
-AND sealed = false``), so it costs one Paxos round and commits all or nothing. Rows exist only where a
-batch committed them: nothing beyond the head, nothing to clean up.
+by ``(seq_nr, writer_epoch)``, so a stream is read partition by partition. What akka keeps nowhere, who may
+write, lives in STATIC columns of the pool's live partition: ``epoch`` (the newest claimed writer epoch),
+``starts`` (for each claim, the first seq_nr its epoch writes), ``first_seq_nr``, ``sealed``, and ``head``
+(the highest seq_nr written, a hint for ``heads``).
+
+An append is written without a Paxos round (docs/decisions/0011): the event rows and the head hint in one
+plain single-partition batch, then a QUORUM read of the partition's epoch; the append is acknowledged only if
+that read still finds the writer's epoch. A claim is what takes Paxos: it bumps the epoch conditionally,
+then reads which rows exist, then records in ``starts`` where its epoch begins. A row of epoch ``e`` at
+``seq_nr`` counts only below the start of every later claim: a row a fenced writer wrote after the claim
+read the stream is never read, and rows of two epochs never share a key. While a claim has bumped the
+epoch and not recorded its start yet, the stream cannot be read (``JournalUnavailable``; for milliseconds,
+or until the next claim if the claimer died).
 
 A partition holds ``partition_size`` events at most. The append that would go beyond moves the stream:
-it seals the live partition (a Paxos round: ``sealed = true IF epoch = mine AND head = expected``), then
-writes its rows into the next partition, created by the same batch ``IF NOT EXISTS`` with the head
-carried over. A claim that finds a sealed partition whose successor does not exist yet creates the
-successor itself, with its new epoch: the mover's batch then finds it and is fenced. ``live_partitions``
-remembers each stream's live partition as a hint (it may lag, never lead: readers walk on past sealed
-partitions). See docs/decisions/0003. A new stream's first append (``creates``) is the first partition
-``IF NOT EXISTS`` with the head and the rows in one batch: the claim and the append in one round.
+it seals the live partition (a Paxos round: ``sealed = true IF epoch = mine``), then writes its rows into
+the next partition, created by the same conditional batch ``IF NOT EXISTS``. A claim that finds a sealed
+partition whose successor does not exist yet creates the successor itself, with its new epoch: the mover's
+batch then finds it and is fenced. ``live_partitions`` remembers each stream's live partition as a hint
+(it may lag, never lead: readers walk on past sealed partitions). A new stream's first append
+(``creates``) is the first partition ``IF NOT EXISTS`` with the rows in one conditional batch: the claim and
+the append in one round.
 
-With ``lwt_fencing`` off the same statements run without their conditions (one writer per pool is then
-assumed, as in Akka). The CQL here runs on Cassandra 2.1 (protocol v3) through 5.
+With ``lwt_fencing`` off the same statements run without their conditions and appends skip the epoch read
+(one writer per pool is then assumed, as in Akka). The CQL here runs on Cassandra 2.1 (protocol v3)
+through 5.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import threading
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
@@ -46,6 +55,7 @@ from cassandra.policies import (
 from cassandra.query import BatchStatement, BatchType, SimpleStatement
 
 from capacity_service.adapters.journal.port import (
+    FIRST_EPOCH,
     AppendRequest,
     Journal,
     JournalError,
@@ -55,6 +65,7 @@ from capacity_service.adapters.journal.port import (
     SnapshotRecord,
     StoredEvent,
     StreamExists,
+    WriterFenced,
     append_refusal,
 )
 from capacity_service.settings import CassandraJournalSettings
@@ -64,17 +75,20 @@ _REGISTRY_BUCKETS = 16
 _SNAPSHOT_CHUNK_BYTES = 512 * 1024
 # Claims racing on one pool retry at most this often before giving up (each retry means another claim won).
 _MAX_CLAIM_ATTEMPTS = 50
+# Rows read per page from a partition's end while looking for its last valid row (usually the first one).
+_TAIL_PAGE = 16
 log = logging.getLogger(__name__)
 
 
 def _schema(keyspace: str) -> list[str]:
     return [
-        f"""CREATE TABLE IF NOT EXISTS {keyspace}.pool_events (
-              pool_id text, partition_nr bigint, seq_nr bigint,
-              epoch bigint static, head bigint static, first_seq_nr bigint static, sealed boolean static,
-              event_type text, schema_version int, payload blob, writer_epoch bigint, recorded_at timestamp,
-              PRIMARY KEY ((pool_id, partition_nr), seq_nr)
-            ) WITH CLUSTERING ORDER BY (seq_nr ASC)""",
+        f"""CREATE TABLE IF NOT EXISTS {keyspace}.stream_events (
+              pool_id text, partition_nr bigint, seq_nr bigint, writer_epoch bigint,
+              epoch bigint static, starts map<bigint, bigint> static, first_seq_nr bigint static,
+              sealed boolean static, head bigint static,
+              event_type text, schema_version int, payload blob, recorded_at timestamp,
+              PRIMARY KEY ((pool_id, partition_nr), seq_nr, writer_epoch)
+            ) WITH CLUSTERING ORDER BY (seq_nr ASC, writer_epoch ASC)""",
         f"""CREATE TABLE IF NOT EXISTS {keyspace}.live_partitions (
               pool_id text PRIMARY KEY, partition_nr bigint)""",
         f"""CREATE TABLE IF NOT EXISTS {keyspace}.snapshots (
@@ -94,26 +108,37 @@ def _registry_bucket(pool_id: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class _Partition:
-    """A partition's static columns: the stream's head while it is live."""
+    """A partition's static columns, and ``head``: its last valid seq_nr where known (None: not read)."""
 
     partition_nr: int
     epoch: int
-    head: int
     first_seq_nr: int
     sealed: bool
+    starts: tuple[tuple[int, int], ...]
+    head: int | None = None
+
+    @property
+    def claim_under_way(self) -> bool:
+        """The epoch was bumped by a claim that has not recorded where it starts: rows of the epochs before
+        cannot be told valid or not yet."""
+        return all(epoch != self.epoch for epoch, _ in self.starts)
+
+    def valid(self, seq_nr: int, writer_epoch: int) -> bool:
+        """A row counts unless a later claim starts at or before it (it was written by a fenced writer
+        after that claim read the stream)."""
+        return all(seq_nr < start for epoch, start in self.starts if epoch > writer_epoch)
+
+    def with_start(self, epoch: int, start: int) -> _Partition:
+        return replace(self, epoch=epoch, starts=(*self.starts, (epoch, start)), head=start - 1)
 
 
 @dataclass(frozen=True, slots=True)
 class _Head:
-    """Where a stream stands: ``live`` holds its head; ``pending`` is the partition number a move has
-    sealed ``live`` for, when that successor does not exist yet. None for a stream never claimed."""
+    """Where a stream stands: ``live`` is its live partition; ``pending`` is the partition number a move
+    has sealed ``live`` for, when that successor does not exist yet. None for a stream never claimed."""
 
     live: _Partition
     pending: int | None = None
-
-    @property
-    def epoch_and_seq_nr(self) -> tuple[int, int]:
-        return self.live.epoch, self.live.head
 
 
 class CassandraJournal(Journal):
@@ -125,10 +150,10 @@ class CassandraJournal(Journal):
         # Threads that mostly wait on Cassandra (claims, first appends, reads of many pools at once): a
         # cold start or a burst of new pools keeps dozens of Paxos rounds under way.
         self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="cassandra")
-        # Each stream's live partition as this process last saw it (a stale entry only costs a retry).
+        # Each stream's live partition and head as this process's writer of it left them.
         self._live: dict[str, _Partition] = {}
-        # Streams whose last append had an unknown outcome: their next head read is SERIAL, which
-        # completes (or discards) a Paxos round left in flight.
+        # Streams whose last conditional write had an unknown outcome: their next head read is SERIAL,
+        # which completes (or discards) a Paxos round left in flight.
         self._in_doubt: set[str] = set()
         with self._translated_errors():
             self._session: Session = self._cluster.connect()
@@ -149,36 +174,44 @@ class CassandraJournal(Journal):
 
     def _prepare(self) -> None:
         ks = self._settings.keyspace
+        table = f"{ks}.stream_events"
         prepare = self._session.prepare
         condition = self._fenced
         self._insert_event = prepare(
-            f"INSERT INTO {ks}.pool_events (pool_id, partition_nr, seq_nr, event_type, schema_version, payload, "
-            "writer_epoch, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO {table} (pool_id, partition_nr, seq_nr, writer_epoch, event_type, schema_version, "
+            "payload, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )
-        self._advance_head = prepare(
-            f"UPDATE {ks}.pool_events SET head = ? WHERE pool_id = ? AND partition_nr = ?"
-            + (" IF epoch = ? AND head = ? AND sealed = false" if condition else "")
-        )
+        self._write_head_hint = prepare(f"UPDATE {table} SET head = ? WHERE pool_id = ? AND partition_nr = ?")
         self._seal = prepare(
-            f"UPDATE {ks}.pool_events SET sealed = true WHERE pool_id = ? AND partition_nr = ?"
-            + (" IF epoch = ? AND head = ? AND sealed = false" if condition else "")
-        )
-        # Creates a partition (the first, or a move's successor) with the stream's head in it.
-        self._open_partition = prepare(
-            f"INSERT INTO {ks}.pool_events (pool_id, partition_nr, epoch, head, first_seq_nr, sealed) "
-            "VALUES (?, ?, ?, ?, ?, false)" + (" IF NOT EXISTS" if condition else "")
-        )
-        self._bump_epoch = prepare(
-            f"UPDATE {ks}.pool_events SET epoch = ? WHERE pool_id = ? AND partition_nr = ?"
+            f"UPDATE {table} SET sealed = true WHERE pool_id = ? AND partition_nr = ?"
             + (" IF epoch = ? AND sealed = false" if condition else "")
         )
+        # Creates a partition (the first, or a move's successor) whose epoch starts at its first seq_nr.
+        self._open_partition = prepare(
+            f"INSERT INTO {table} (pool_id, partition_nr, epoch, starts, first_seq_nr, head, sealed) "
+            "VALUES (?, ?, ?, ?, ?, ?, false)" + (" IF NOT EXISTS" if condition else "")
+        )
+        self._bump_epoch = prepare(
+            f"UPDATE {table} SET epoch = ? WHERE pool_id = ? AND partition_nr = ?"
+            + (" IF epoch = ? AND sealed = false" if condition else "")
+        )
+        self._record_start = prepare(
+            f"UPDATE {table} SET starts[?] = ? WHERE pool_id = ? AND partition_nr = ?"
+            + (" IF epoch = ?" if condition else "")
+        )
         self._select_partition = prepare(
-            f"SELECT epoch, head, first_seq_nr, sealed FROM {ks}.pool_events "
-            "WHERE pool_id = ? AND partition_nr = ? LIMIT 1"
+            f"SELECT epoch, starts, first_seq_nr, sealed FROM {table} WHERE pool_id = ? AND partition_nr = ? LIMIT 1"
+        )
+        self._select_epoch = prepare(
+            f"SELECT epoch, sealed FROM {table} WHERE pool_id = ? AND partition_nr = ? LIMIT 1"
+        )
+        self._select_tail = prepare(
+            f"SELECT seq_nr, writer_epoch FROM {table} WHERE pool_id = ? AND partition_nr = ? "
+            "ORDER BY seq_nr DESC, writer_epoch DESC"
         )
         self._select_events = prepare(
-            f"SELECT seq_nr, event_type, schema_version, payload, writer_epoch, recorded_at FROM {ks}.pool_events "
-            "WHERE pool_id = ? AND partition_nr = ? AND seq_nr >= ? AND seq_nr <= ?"
+            f"SELECT seq_nr, writer_epoch, event_type, schema_version, payload, recorded_at FROM {table} "
+            "WHERE pool_id = ? AND partition_nr = ? AND seq_nr >= ?"
         )
         self._select_live_hint = prepare(f"SELECT partition_nr FROM {ks}.live_partitions WHERE pool_id = ?")
         self._write_live_hint = prepare(f"INSERT INTO {ks}.live_partitions (pool_id, partition_nr) VALUES (?, ?)")
@@ -191,7 +224,7 @@ class CassandraJournal(Journal):
         )
         self._select_dormant = prepare(f"SELECT pool_id FROM {ks}.dormant_pools WHERE bucket = ?")
         self._select_all_heads = SimpleStatement(
-            f"SELECT DISTINCT pool_id, partition_nr, head, sealed FROM {ks}.pool_events",
+            f"SELECT DISTINCT pool_id, partition_nr, head, sealed FROM {table}",
             fetch_size=self._settings.fetch_size,
         )
         self._insert_snapshot_chunk = prepare(
@@ -206,9 +239,9 @@ class CassandraJournal(Journal):
             f"DELETE FROM {ks}.snapshots WHERE pool_id = ? AND seq_nr = ? AND chunk_nr = ?"
         )
         serial = ConsistencyLevel.name_to_value[self._settings.serial_consistency]
-        # A linearizable read of a partition's head completes any Paxos round left in flight first.
+        # A linearizable read of a partition's statics completes any Paxos round left in flight first.
         self._serial_read = serial if condition else None
-        for statement in (self._advance_head, self._seal, self._open_partition, self._bump_epoch):
+        for statement in (self._seal, self._open_partition, self._bump_epoch, self._record_start):
             statement.serial_consistency_level = serial
 
     # ---------------------------------------------------------------- where a stream stands
@@ -220,7 +253,8 @@ class CassandraJournal(Journal):
         row = self._session.execute(statement).one()
         if row is None or row.epoch is None:
             return None
-        return _Partition(partition_nr, int(row.epoch), int(row.head), int(row.first_seq_nr), bool(row.sealed))
+        starts = tuple(sorted((row.starts or {}).items()))
+        return _Partition(partition_nr, int(row.epoch), int(row.first_seq_nr), bool(row.sealed), starts)
 
     def _resolve(self, pool_id: str, serial: bool = False) -> _Head | None:
         """The stream's live partition, walking on from the hint past sealed ones. QUORUM reads see every
@@ -242,38 +276,90 @@ class CassandraJournal(Journal):
                 return _Head(found, pending=found.partition_nr + 1)
             found = successor
         self._in_doubt.discard(pool_id)
-        self._live[pool_id] = found
         return _Head(found)
+
+    def _with_head(self, pool_id: str, partition: _Partition) -> _Partition:
+        """``partition`` with its last valid seq_nr, read from its end (QUORUM: every acknowledged append)."""
+        statement = self._select_tail.bind((pool_id, partition.partition_nr))
+        statement.fetch_size = _TAIL_PAGE
+        for r in self._session.execute(statement):
+            if r.seq_nr is not None and partition.valid(r.seq_nr, r.writer_epoch):
+                return replace(partition, head=int(r.seq_nr))
+        return replace(partition, head=partition.first_seq_nr - 1)
+
+    def _readable(self, pool_id: str, head: _Head) -> None:
+        if head.live.claim_under_way:
+            raise JournalUnavailable(f"stream {pool_id!r}: a writer's claim is under way; read it again in a moment")
 
     # ---------------------------------------------------------------- writer epochs and appends
 
     def claim_epoch(self, pool_id: str) -> int:
-        with self._translated_errors():
+        return self._claim(pool_id, held=None)
+
+    def renew_epoch(self, pool_id: str, epoch: int) -> int:
+        """The next epoch, claimed only while ``epoch`` is the newest: rows of ``epoch`` that land after it
+        (an append that timed out) are then beyond its start, out of the stream."""
+        if not self._fenced:
+            return epoch
+        return self._claim(pool_id, held=epoch)
+
+    def _claim(self, pool_id: str, held: int | None) -> int:
+        with self._translated_errors(pool_id):
             for attempt in range(_MAX_CLAIM_ATTEMPTS):
-                head = self._resolve(pool_id, serial=attempt > 0)
-                values: tuple[Any, ...]
-                if head is None:  # a new stream: its first partition, with epoch 1
-                    statement, values = self._open_partition, (pool_id, 0, 1, 0, 1)
-                    epoch, live = 1, _Partition(0, 1, 0, 1, False)
-                elif head.pending is not None:  # a move sealed the live partition: finish it, with our epoch
-                    epoch = head.live.epoch + 1
-                    statement = self._open_partition
-                    values = (pool_id, head.pending, epoch, head.live.head, head.live.head + 1)
-                    live = _Partition(head.pending, epoch, head.live.head, head.live.head + 1, False)
-                else:
-                    current = head.live
-                    epoch = current.epoch + 1
-                    statement, values = self._bump_epoch, (epoch, pool_id, current.partition_nr, current.epoch)
-                    if not self._fenced:
-                        values = values[:3]
-                    live = _Partition(current.partition_nr, epoch, current.head, current.first_seq_nr, False)
-                if _applied(self._session.execute(statement, values)):
-                    self._live[pool_id] = live
-                    if head is not None and head.pending is not None:
-                        self._session.execute(self._write_live_hint, (pool_id, head.pending))
-                    return epoch
+                claimed = self._try_claim(pool_id, serial=attempt > 0, held=held)
+                if claimed is not None:
+                    self._live[pool_id] = claimed
+                    return claimed.epoch
                 self._live.pop(pool_id, None)
         raise SequenceConflict(pool_id, -1, None)
+
+    def _try_claim(self, pool_id: str, serial: bool, held: int | None) -> _Partition | None:
+        """One try at claiming the stream's next epoch: the live partition with it, or None if another
+        claim (or a creation, or a move) got in first. ``held``: only if the newest epoch is that one."""
+        head = self._resolve(pool_id, serial)
+        if held is not None and (head is None or head.live.epoch != held):
+            raise WriterFenced(pool_id, held, None if head is None else head.live.epoch)
+        if head is None:  # a new stream: its first partition, with epoch 1
+            return self._opened(pool_id, 0, FIRST_EPOCH, 1, ())
+        if head.pending is not None:  # a move sealed the live partition: finish it, with our epoch
+            sealed = self._with_head(pool_id, head.live)
+            assert sealed.head is not None
+            opened = self._opened(pool_id, head.pending, sealed.epoch + 1, sealed.head + 1, ())
+            if opened is not None:
+                self._session.execute(self._write_live_hint, (pool_id, head.pending))
+            return opened
+        live = head.live
+        epoch = live.epoch + 1
+        bump: tuple[Any, ...] = (epoch, pool_id, live.partition_nr)
+        if not _applied(self._session.execute(self._bump_epoch, bump + ((live.epoch,) if self._fenced else ()))):
+            return None
+        # From here on no append of an older epoch is acknowledged (each reads the epoch after writing).
+        # The rows that exist now are the stream; a fenced writer's rows landing later fall beyond the start.
+        # Read again: the claim before ours may have recorded its start after we resolved.
+        current = self._partition(pool_id, live.partition_nr, serial=False)
+        if current is None or current.epoch != epoch:
+            return None
+        bumped = self._with_head(pool_id, current)
+        assert bumped.head is not None
+        start = bumped.head + 1
+        record: tuple[Any, ...] = (epoch, start, pool_id, live.partition_nr)
+        if not _applied(self._session.execute(self._record_start, record + ((epoch,) if self._fenced else ()))):
+            return None
+        return bumped.with_start(epoch, start)
+
+    def _opened(
+        self, pool_id: str, partition_nr: int, epoch: int, first_seq_nr: int, events: Sequence[NewEvent]
+    ) -> _Partition | None:
+        """A partition created with ``epoch`` starting at ``first_seq_nr`` (and ``events`` from there) in
+        one conditional batch, if it did not exist; None if it did (nothing written)."""
+        head = first_seq_nr - 1 + len(events)
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        batch.serial_consistency_level = self._open_partition.serial_consistency_level
+        batch.add(self._open_partition, (pool_id, partition_nr, epoch, {epoch: first_seq_nr}, first_seq_nr, head))
+        self._add_rows(batch, pool_id, partition_nr, first_seq_nr - 1, epoch, events)
+        if not _applied(self._session.execute(batch)):
+            return None
+        return _Partition(partition_nr, epoch, first_seq_nr, False, ((epoch, first_seq_nr),), head)
 
     def claim_epochs(self, pool_ids: Sequence[str]) -> list[int]:
         """Each pool's claim on its own partition, many at once (a cold start claims thousands)."""
@@ -313,43 +399,60 @@ class CassandraJournal(Journal):
                 self._registrations.write(pool_id)
             if creates:
                 return self._create(pool_id, epoch, events)
-            # The cached live partition first; if the write is refused, once more from a SERIAL read.
-            for attempt in range(2):
-                live = self._live.get(pool_id) if attempt == 0 else None
-                if live is None or live.sealed:
-                    head = self._resolve(pool_id, serial=attempt > 0)
-                    if head is None:
-                        break
-                    if head.pending is not None:
-                        if head.live.epoch != epoch or head.live.head != expected_seq_nr:
-                            break
-                        # Our own move sealed the partition and got no further (an unknown outcome): finish it.
-                        return self._append_moving(head.live, pool_id, expected_seq_nr, epoch, events, sealed=True)
-                    live = head.live
-                if self._must_move(live, expected_seq_nr):
-                    return self._append_moving(live, pool_id, expected_seq_nr, epoch, events)
-                batch = self._append_batch(live, pool_id, expected_seq_nr, epoch, events)
-                if _applied(self._session.execute(batch)):
-                    return self._appended(live, pool_id, expected_seq_nr + len(events))
+            live = self._live.get(pool_id)
+            if live is None or live.epoch != epoch or live.sealed or live.head is None:
+                head = self._resolve(pool_id)
+                if head is None:
+                    raise WriterFenced(pool_id, epoch, None)
+                live = self._with_head(pool_id, head.live)
+                if head.pending is not None:
+                    if live.epoch != epoch or live.head != expected_seq_nr:
+                        self._refuse(pool_id, expected_seq_nr, epoch)
+                    # Our own move sealed the partition and got no further (an unknown outcome): finish it.
+                    return self._append_moving(live, pool_id, expected_seq_nr, epoch, events, sealed=True)
+            assert live.head is not None
+            refusal = append_refusal(pool_id, expected_seq_nr, epoch, (live.epoch, live.head))
+            if refusal is not None:
                 self._live.pop(pool_id, None)
-            self._refuse(pool_id, expected_seq_nr, epoch)
-        raise AssertionError("unreachable")
+                raise refusal
+            if self._must_move(live, expected_seq_nr):
+                return self._append_moving(live, pool_id, expected_seq_nr, epoch, events)
+            self._session.execute(self._append_batch(live, pool_id, expected_seq_nr, epoch, events))
+            if self._fenced:
+                self._check_still_mine(
+                    pool_id, live, epoch, list(self._session.execute(self._epoch_read(pool_id, live)))
+                )
+            return self._appended(live, pool_id, expected_seq_nr + len(events))
+
+    def _epoch_read(self, pool_id: str, live: _Partition) -> Any:
+        return self._select_epoch.bind((pool_id, live.partition_nr))
+
+    def _check_still_mine(self, pool_id: str, live: _Partition, epoch: int, rows: Any) -> None:
+        """After an append's rows are written: acknowledged only if the partition still names its epoch.
+        Otherwise a claim bumped it first; whether the claim read these rows is unknown to the writer."""
+        row = rows[0] if rows else None
+        if row is not None and row.epoch == epoch and not row.sealed:
+            return
+        self._live.pop(pool_id, None)
+        current = None if row is None else row.epoch
+        if current == epoch:  # sealed under our own epoch: only a move of ours seals it
+            raise JournalUnavailable(f"stream {pool_id!r}: partition {live.partition_nr} was sealed meanwhile")
+        raise WriterFenced(pool_id, epoch, current, outcome_unknown=True)
 
     def _create(self, pool_id: str, epoch: int, events: Sequence[NewEvent]) -> int:
-        """The stream's first partition, its head (claimed with ``epoch``) and its first events in one
+        """The stream's first partition, its epoch (claimed with ``epoch``) and its first events in one
         conditional batch (one Paxos round), if the stream was never claimed."""
-        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-        batch.serial_consistency_level = self._open_partition.serial_consistency_level
-        batch.add(self._open_partition, (pool_id, 0, epoch, len(events), 1))
-        self._add_rows(batch, pool_id, 0, 0, epoch, events)
-        if not _applied(self._session.execute(batch)):
+        opened = self._opened(pool_id, 0, epoch, 1, events)
+        if opened is None:
             self._live.pop(pool_id, None)
             raise StreamExists(pool_id, None)
-        return self._appended(_Partition(0, epoch, len(events), 1, False), pool_id, len(events))
+        self._live[pool_id] = opened
+        return len(events)
 
     def append_soon(self, request: AppendRequest) -> Future[int]:
         """``append`` without a thread per call: the common case (the stream's live partition known, no
-        move due) is one asynchronous request whose callback answers; the rest runs on a worker thread."""
+        move due) is two asynchronous requests (the rows, then the epoch read), the second sent from the
+        first's callback and answering from its own; the rest runs on a worker thread."""
         pool_id, expected_seq_nr, epoch, events, _, dormant = request
         live = self._live.get(pool_id)
         if (
@@ -358,37 +461,44 @@ class CassandraJournal(Journal):
             or expected_seq_nr == 0
             or live is None
             or live.sealed
+            or live.epoch != epoch
+            or live.head != expected_seq_nr
             or self._must_move(live, expected_seq_nr)
         ):
             return self._executor.submit(self.append, *request)
         answer: Future[int] = Future()
         try:
-            response: ResponseFuture = self._session.execute_async(
+            written: ResponseFuture = self._session.execute_async(
                 self._append_batch(live, pool_id, expected_seq_nr, epoch, events)
             )
         except Exception:
             return self._executor.submit(self.append, *request)
 
-        def on_result(rows: Any) -> None:
-            if _applied_rows(rows):
-                answer.set_result(self._appended(live, pool_id, expected_seq_nr + len(events)))
-            else:  # refused: which refusal takes reading the head, off the driver's thread
-                self._live.pop(pool_id, None)
-                self._executor.submit(self._answer_refusal, answer, pool_id, expected_seq_nr, epoch)
-
         def on_error(exc: BaseException) -> None:
-            self._in_doubt.add(pool_id)
+            self._live.pop(pool_id, None)
             answer.set_exception(_unavailable(exc))
 
-        response.add_callbacks(on_result, on_error)
-        return answer
+        def on_checked(rows: Any) -> None:
+            try:
+                self._check_still_mine(pool_id, live, epoch, rows)
+            except JournalError as exc:
+                answer.set_exception(exc)
+            else:
+                answer.set_result(self._appended(live, pool_id, expected_seq_nr + len(events)))
 
-    def _answer_refusal(self, answer: Future[int], pool_id: str, expected_seq_nr: int, epoch: int) -> None:
-        try:
-            with self._translated_errors(pool_id):
-                self._refuse(pool_id, expected_seq_nr, epoch)
-        except BaseException as exc:
-            answer.set_exception(exc)
+        def on_written(_: Any) -> None:
+            if not self._fenced:
+                answer.set_result(self._appended(live, pool_id, expected_seq_nr + len(events)))
+                return
+            try:
+                checked: ResponseFuture = self._session.execute_async(self._epoch_read(pool_id, live))
+            except Exception as exc:
+                on_error(exc)
+            else:
+                checked.add_callbacks(on_checked, on_error)
+
+        written.add_callbacks(on_written, on_error)
+        return answer
 
     def _must_move(self, live: _Partition, expected_seq_nr: int) -> bool:
         return expected_seq_nr - live.first_seq_nr + 1 >= self._partition_size
@@ -396,13 +506,9 @@ class CassandraJournal(Journal):
     def _append_batch(
         self, live: _Partition, pool_id: str, expected_seq_nr: int, epoch: int, events: Sequence[NewEvent]
     ) -> BatchStatement:
-        new_seq_nr = expected_seq_nr + len(events)
+        """The rows and the head hint, one plain batch on one partition (atomic and isolated there)."""
         batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-        if self._fenced:
-            batch.serial_consistency_level = self._advance_head.serial_consistency_level
-            batch.add(self._advance_head, (new_seq_nr, pool_id, live.partition_nr, epoch, expected_seq_nr))
-        else:
-            batch.add(self._advance_head, (new_seq_nr, pool_id, live.partition_nr))
+        batch.add(self._write_head_hint, (expected_seq_nr + len(events), pool_id, live.partition_nr))
         self._add_rows(batch, pool_id, live.partition_nr, expected_seq_nr, epoch, events)
         return batch
 
@@ -419,7 +525,7 @@ class CassandraJournal(Journal):
         for seq_nr, e in enumerate(events, start=expected_seq_nr + 1):
             batch.add(
                 self._insert_event,
-                (pool_id, partition_nr, seq_nr, e.event_type, e.schema_version, e.payload, epoch, now),
+                (pool_id, partition_nr, seq_nr, epoch, e.event_type, e.schema_version, e.payload, now),
             )
 
     def _append_moving(
@@ -436,34 +542,33 @@ class CassandraJournal(Journal):
         events)."""
         seal_values: tuple[Any, ...] = (pool_id, live.partition_nr)
         if self._fenced:
-            seal_values += (epoch, expected_seq_nr)
+            seal_values += (epoch,)
+        self._live.pop(pool_id, None)
         if not sealed and not _applied(self._session.execute(self._seal, seal_values)):
-            self._live.pop(pool_id, None)
             head = self._resolve(pool_id, serial=True)
-            ours = head is not None and head.pending is not None and head.epoch_and_seq_nr == (epoch, expected_seq_nr)
+            ours = head is not None and head.pending is not None and head.live.epoch == epoch
             if not ours:  # sealed by an earlier try of ours (an unknown outcome): go on; else refused
                 self._refuse(pool_id, expected_seq_nr, epoch)
         successor = live.partition_nr + 1
-        new_seq_nr = expected_seq_nr + len(events)
-        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-        batch.serial_consistency_level = self._open_partition.serial_consistency_level
-        batch.add(self._open_partition, (pool_id, successor, epoch, new_seq_nr, expected_seq_nr + 1))
-        self._add_rows(batch, pool_id, successor, expected_seq_nr, epoch, events)
-        self._live.pop(pool_id, None)
-        if not _applied(self._session.execute(batch)):
+        opened = self._opened(pool_id, successor, epoch, expected_seq_nr + 1, events)
+        if opened is None:
             self._refuse(pool_id, expected_seq_nr, epoch)  # a claim finished the move first: we are fenced
+        assert opened is not None
         self._session.execute(self._write_live_hint, (pool_id, successor))
-        return self._appended(_Partition(successor, epoch, new_seq_nr, expected_seq_nr + 1, False), pool_id, new_seq_nr)
+        self._live[pool_id] = opened
+        return expected_seq_nr + len(events)
 
     def _appended(self, live: _Partition, pool_id: str, new_seq_nr: int) -> int:
-        self._live[pool_id] = _Partition(live.partition_nr, live.epoch, new_seq_nr, live.first_seq_nr, False)
+        self._live[pool_id] = replace(live, head=new_seq_nr)
         return new_seq_nr
 
     def _refuse(self, pool_id: str, expected_seq_nr: int, epoch: int) -> None:
-        """A conditional write was not applied: the head (read linearizably) says why."""
+        """A conditional write was not applied: the stream (read linearizably) says why."""
+        self._live.pop(pool_id, None)
         head = self._resolve(pool_id, serial=True)
+        standing = None if head is None else self._with_head(pool_id, head.live)
         raise append_refusal(
-            pool_id, expected_seq_nr, epoch, None if head is None else head.epoch_and_seq_nr
+            pool_id, expected_seq_nr, epoch, None if standing is None else (standing.epoch, standing.head or 0)
         ) or SequenceConflict(pool_id, expected_seq_nr, None)
 
     def _partition_nrs(self, pool_id: str, head: _Head, from_seq_nr: int) -> list[_Partition]:
@@ -483,13 +588,20 @@ class CassandraJournal(Journal):
         from_seq_nr = max(1, from_seq_nr)
         with self._translated_errors():
             head = self._resolve(pool_id)
-            if head is None or head.live.head < from_seq_nr:
+            if head is None:
                 return
-            last = head.live.head
-            for partition in self._partition_nrs(pool_id, head, from_seq_nr):
-                statement = self._select_events.bind((pool_id, partition.partition_nr, from_seq_nr, last))
+            self._readable(pool_id, head)
+            partitions = self._partition_nrs(pool_id, head, from_seq_nr)
+            for partition, successor in zip(partitions, [*partitions[1:], None], strict=True):
+                # A sealed partition ends where its successor begins.
+                last = None if successor is None else successor.first_seq_nr - 1
+                statement = self._select_events.bind((pool_id, partition.partition_nr, from_seq_nr))
                 statement.fetch_size = self._settings.fetch_size
                 for r in self._session.execute(statement):
+                    if r.seq_nr is None or not partition.valid(r.seq_nr, r.writer_epoch):
+                        continue
+                    if last is not None and r.seq_nr > last:
+                        break
                     yield StoredEvent(
                         pool_id,
                         r.seq_nr,
@@ -513,10 +625,16 @@ class CassandraJournal(Journal):
     def highest_seq_nr(self, pool_id: str) -> int:
         with self._translated_errors():
             head = self._resolve(pool_id)
-        return 0 if head is None else head.live.head
+            if head is None:
+                return 0
+            self._readable(pool_id, head)
+            live = self._with_head(pool_id, head.live)
+        assert live.head is not None
+        return live.head
 
     def heads(self) -> dict[str, int]:
-        """One paged scan of the partitions' static columns, not a read per pool."""
+        """One paged scan of the partitions' head hints, not a read per pool (a hint: the highest seq_nr
+        written there, by a fenced writer too; readers of a stream read its rows)."""
         found: dict[str, int] = {}
         with self._translated_errors():
             for r in self._session.execute(self._select_all_heads):

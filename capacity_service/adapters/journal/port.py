@@ -41,9 +41,12 @@ class SequenceConflict(JournalError):
 class WriterFenced(JournalError):
     """A newer writer epoch was claimed for this pool: this writer is a zombie and must stop."""
 
-    def __init__(self, pool_id: str, epoch: int, current_epoch: int | None) -> None:
+    def __init__(self, pool_id: str, epoch: int, current_epoch: int | None, outcome_unknown: bool = False) -> None:
         super().__init__(f"pool {pool_id!r}: writer epoch {epoch} is fenced by epoch {current_epoch}")
         self.pool_id, self.epoch, self.current_epoch = pool_id, epoch, current_epoch
+        # The refused append may have been written all the same (Cassandra writes first, then checks the
+        # epoch): the claim that fenced it decides whether it counts; its callers' outcome is unknown.
+        self.outcome_unknown = outcome_unknown
 
 
 class StreamExists(JournalError):
@@ -141,6 +144,14 @@ class Journal(ABC):
     def claim_epoch(self, pool_id: str) -> int:
         """Claim a writer epoch greater than every earlier one; earlier holders are fenced from now on. The
         first claim of a stream gets ``FIRST_EPOCH``."""
+
+    def renew_epoch(self, pool_id: str, epoch: int) -> int:
+        """After an append by ``epoch`` whose outcome is unknown, before its writer reads the stream again:
+        the epoch the writer goes on with, or ``WriterFenced`` if a newer one was claimed. Where such an
+        append may still land after that read (Cassandra: a write that timed out), this claims the next
+        epoch, only if ``epoch`` is still the newest, so that its late rows fall out of the stream; where a
+        failed write is settled once the writer reads (a SQL transaction), it is ``epoch`` itself."""
+        return epoch
 
     def claim_epochs(self, pool_ids: Sequence[str]) -> list[int]:
         """``claim_epoch`` for several pools, in order. Adapters override this to claim them in one
