@@ -14,7 +14,9 @@ Options, each appending one 120-byte event per pool append, distinct pools in fl
   batch (the layout 0008 chose);
 - grouped_8: the heads of 8 pools as rows of one partition, advanced by one conditional batch (what
   batching pools into one Paxos round would cost: per pool, an eighth of a round, events not included);
-- journal: the service's CassandraJournal.append_soon (static_head plus the adapter's own work).
+- written_then_checked: the event and a head hint in one plain batch, then a read of the partition's
+  epoch (static column): the layout decision 0011 chose, fenced by the read instead of a Paxos round;
+- journal: the service's CassandraJournal.append_soon (written_then_checked plus the adapter's own work).
 Results: benchmarks/results/cassandra_appends.json and .png.
 """
 
@@ -120,6 +122,21 @@ def measure(host: str, port: int, in_flight: int, seconds: float) -> dict[str, d
         assert s.execute(batch).was_applied
 
     results[f"grouped_{GROUP}"] = timed(grouped, in_flight, seconds, GROUP)
+
+    epoch_of = s.prepare("SELECT epoch FROM layouts.events WHERE p = ? LIMIT 1")
+    head_hint = s.prepare("UPDATE layouts.events SET head = ? WHERE p = ?")
+    for k in range(in_flight):
+        s.execute(init_static, (f"{run}w{k}",))
+
+    def written_then_checked(k: int, i: int) -> None:
+        pool = f"{run}w{k}"
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        batch.add(head_hint, (i + 1, pool))
+        batch.add(event, (pool, i + 1, PAYLOAD))
+        s.execute(batch)
+        assert s.execute(epoch_of, (pool,)).one().epoch == 1
+
+    results["written_then_checked"] = timed(written_then_checked, in_flight, seconds, 1)
     cluster.shutdown()
 
     journal = CassandraJournal(

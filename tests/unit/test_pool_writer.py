@@ -180,3 +180,46 @@ def test_an_append_that_landed_despite_an_error_is_acknowledged() -> None:
     outcome = writer.execute([reserve(3)])[0]
     assert outcome.rejection is None and outcome.view.reserved == 3
     assert writer.state.reserved == 3 and writer.seq_nr == 2
+
+
+class RenewingJournal(FaultyJournal):
+    """A journal on which a failed write may land after its writer read the stream again (as on Cassandra):
+    it renews epochs, and records who asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewals: list[int] = []
+
+    def renew_epoch(self, pool_id: str, epoch: int) -> int:
+        self.renewals.append(epoch)
+        if self._epochs.get(pool_id) != epoch:
+            raise WriterFenced(pool_id, epoch, self._epochs.get(pool_id))
+        return self.claim_epoch(pool_id)
+
+
+def test_after_an_unknown_outcome_the_writer_renews_its_epoch_before_reading_again() -> None:
+    journal = RenewingJournal()
+    writer = started(journal)
+    held = writer.epoch
+    journal.failing = True
+    with pytest.raises(JournalUnavailable):
+        writer.execute([reserve(5)])
+    journal.failing = False
+    assert writer.execute([reserve(2)])[0].rejection is None  # read again under a renewed epoch first
+    assert journal.renewals == [held] and writer.epoch == held + 1
+    assert recover_pool(journal, Codec(), "p").state == writer.state
+
+
+def test_a_renewal_that_finds_a_newer_writer_fences_this_one() -> None:
+    journal = RenewingJournal()
+    writer = started(journal)
+    journal.failing = True
+    with pytest.raises(JournalUnavailable):
+        writer.execute([reserve(5)])
+    journal.failing = False
+    newer = PoolWriter("p", journal)
+    newer.start()
+    with pytest.raises(WriterFenced):
+        writer.execute([reserve(1)])
+    assert writer.fenced
+    assert newer.execute([reserve(1)])[0].rejection is None

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from capacity_service.application.hosting import HostFenced
+from capacity_service.application.hosting import HostFenced, HostFencedAfterWriting
 from capacity_service.application.pool_writer import CommandOutcome
 from capacity_service.domain import ConfigurePool, PoolCommand, PoolView, Release, Reserve, new_reservation_id
 from capacity_service.domain import UnknownPool as PoolNotFoundRejection
@@ -375,6 +375,30 @@ def test_a_batch_retrying_after_its_channel_failed_fast_does_not_hold_back_the_n
         assert time.monotonic() - started < 1.7  # its own 1.2 s, not after p1's retry gave up
         with pytest.raises(Unavailable):
             await first
+        await router.aclose()
+        await server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_fenced_by_its_own_append_is_an_unknown_outcome_if_no_incarnation_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On Cassandra an append is written, then its epoch read: a host fenced by that read may have written
+    the batch, so a caller the new incarnation never answers is told 504 (repeat), never 503 (nothing taken)."""
+
+    async def scenario() -> None:
+        fenced = asyncio.Event()
+
+        async def execute_many(commands: list[tuple[str, Any]]) -> list[Any]:
+            return [HostFencedAfterWriting("moved") if fenced.is_set() else pool_id for pool_id, *_ in commands]
+
+        server = ChannelServer({"execute_many": execute_many})
+        router = channel_router([server, None], timeout=1.0)  # the new incarnation never comes up
+        assert await answer_of(router, "p0", reserve("p0")) == "p0"
+        fenced.set()
+        with pytest.raises(OutcomeUnknown):
+            await router.execute("p1", reserve("p1"))
         await router.aclose()
         await server.close()
 
