@@ -1,10 +1,11 @@
 import socket
 import uuid
 from functools import partial
+from typing import Any
 
 import pytest
 
-from capacity_service.adapters.journal import JournalUnavailable, WriterFenced
+from capacity_service.adapters.journal import AppendRequest, JournalUnavailable, WriterFenced
 from capacity_service.adapters.journal.cassandra import CassandraJournal
 from capacity_service.settings import CassandraJournalSettings
 from tests.journal_contract import JournalContract, JournalFactory, events, payloads, race_each
@@ -20,14 +21,15 @@ class TestCassandraJournal(JournalContract):
     def test_two_writers_racing_at_the_same_seq_nr_exactly_one_wins(
         self, journal_factory: JournalFactory, pool_id: str
     ) -> None:
-        """Appends here are plain writes checked by a read of the epoch (decision 0011): two processes holding
-        ONE epoch are outside the protocol (every epoch is claimed by a Paxos round, by one writer). What
-        it guarantees instead: writers of two epochs racing at the same seq_nr leave one event per seq_nr,
-        and only the newer epoch's append is acknowledged."""
-        older, newer = journal_factory(), journal_factory()
+        """Appends here are plain writes checked by a read of the writer's lease (decision 0011): two writers
+        holding ONE epoch are outside the protocol (every epoch is claimed by a Paxos round, by one writer).
+        What it guarantees instead: writers of two epochs racing at the same seq_nr leave one event per
+        seq_nr, and only the newer epoch's append is acknowledged."""
+        older = journal_factory()
+        old_epoch = older.claim_epoch(pool_id)
         try:
-            for seq_nr in range(10):
-                old_epoch = older.claim_epoch(pool_id)
+            for seq_nr in range(5):
+                newer = journal_factory()
                 new_epoch = newer.claim_epoch(pool_id)
                 outcomes = race_each(
                     [
@@ -36,12 +38,13 @@ class TestCassandraJournal(JournalContract):
                     ]
                 )
                 assert isinstance(outcomes[0], WriterFenced) and outcomes[1] == seq_nr + 1, outcomes
-            stored = list(newer.read(pool_id))
-            assert [e.seq_nr for e in stored] == list(range(1, 11))
-            assert [e.payload for e in stored] == [f"new{i}".encode() for i in range(10)]
+                older.close()
+                older, old_epoch = newer, new_epoch
+            stored = list(older.read(pool_id))
+            assert [e.seq_nr for e in stored] == list(range(1, 6))
+            assert [e.payload for e in stored] == [f"new{i}".encode() for i in range(5)]
         finally:
             older.close()
-            newer.close()
 
 
 def test_without_lwt_fencing_appends_and_reads_back(cassandra_settings: CassandraJournalSettings) -> None:
@@ -186,7 +189,7 @@ def test_a_stream_whose_claim_is_under_way_is_not_read(cassandra_settings: Cassa
     with CassandraJournal(cassandra_settings) as writer, CassandraJournal(cassandra_settings) as reader:
         epoch = writer.claim_epoch(pool_id)
         writer.append(pool_id, 0, epoch, events("a"))
-        writer._session.execute(writer._bump_epoch, (epoch + 1, pool_id, 0, epoch))  # a claimer that died here
+        writer._session.execute(writer._bump_epoch, (epoch + 1, "dead", pool_id, 0, epoch))  # a claimer died here
         with pytest.raises(JournalUnavailable):
             list(reader.read(pool_id))
         with pytest.raises(JournalUnavailable):
@@ -206,3 +209,51 @@ def test_requests_are_sent_without_waiting_for_acks(cassandra_settings: Cassandr
         assert connections
         for connection in connections:
             assert connection._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_a_claim_fences_every_stream_of_the_journal_that_held_it(cassandra_settings: CassandraJournalSettings) -> None:
+    """The lease is the journal's (its process's): a claim of one stream revokes it, and none of its other
+    streams' appends is acknowledged after that, as a fenced host stops serving all its pools (0003)."""
+    first, second = f"pool-{uuid.uuid4().hex[:12]}", f"pool-{uuid.uuid4().hex[:12]}"
+    with CassandraJournal(cassandra_settings) as zombie, CassandraJournal(cassandra_settings) as successor:
+        epochs = [zombie.claim_epoch(first), zombie.claim_epoch(second)]
+        zombie.append(second, 0, epochs[1], events("a"))
+        successor.claim_epoch(first)
+        with pytest.raises(WriterFenced) as refused:
+            zombie.append(second, 1, epochs[1], events("late"))
+        assert refused.value.outcome_unknown  # written, then found fenced: whether it counts is the next claim's
+        with pytest.raises(WriterFenced) as refused:
+            zombie.append(second, 2, epochs[1], events("later"))
+        assert not refused.value.outcome_unknown  # known fenced: nothing written
+        with pytest.raises(WriterFenced):
+            zombie.claim_epoch(f"pool-{uuid.uuid4().hex[:12]}")
+        taken_over = successor.claim_epoch(second)
+        assert payloads(successor, second) == ["a", "late"]  # written before this claim read the stream
+        assert successor.append(second, 2, taken_over, events("b")) == 3
+        assert payloads(zombie, second) == ["a", "late", "b"]
+
+
+def test_one_lease_read_acknowledges_every_append_written_before_it(
+    cassandra_settings: CassandraJournalSettings,
+) -> None:
+    """Appends of many streams in flight at once share the reads of the lease: far fewer reads than appends."""
+    pools = [f"pool-{uuid.uuid4().hex[:12]}" for _ in range(40)]
+    with CassandraJournal(cassandra_settings) as journal:
+        epochs = journal.claim_epochs(pools)
+        for pool_id, epoch in zip(pools, epochs, strict=True):
+            journal.append(pool_id, 0, epoch, events("a"))
+        reads = 0
+        send = journal._lease._send
+
+        def counted(covered: list[Any]) -> None:
+            nonlocal reads
+            reads += 1
+            send(covered)
+
+        journal._lease._send = counted  # type: ignore[method-assign]
+        answers = [
+            journal.append_soon(AppendRequest(pool_id, 1, epoch, events("b")))
+            for pool_id, epoch in zip(pools, epochs, strict=True)
+        ]
+        assert [answer.result(timeout=30) for answer in answers] == [2] * len(pools)
+        assert 1 <= reads < len(pools) / 2

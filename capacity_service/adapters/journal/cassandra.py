@@ -35,11 +35,13 @@ import contextlib
 import logging
 import socket
 import threading
+import uuid
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from itertools import groupby
 from typing import Any
 
@@ -85,10 +87,12 @@ def _schema(keyspace: str) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS {keyspace}.stream_events (
               pool_id text, partition_nr bigint, seq_nr bigint, writer_epoch bigint,
               epoch bigint static, starts map<bigint, bigint> static, first_seq_nr bigint static,
-              sealed boolean static, head bigint static,
+              sealed boolean static, head bigint static, holder text static,
               event_type text, schema_version int, payload blob, recorded_at timestamp,
               PRIMARY KEY ((pool_id, partition_nr), seq_nr, writer_epoch)
             ) WITH CLUSTERING ORDER BY (seq_nr ASC, writer_epoch ASC)""",
+        f"""CREATE TABLE IF NOT EXISTS {keyspace}.writer_leases (
+              holder text PRIMARY KEY, revoked_by text)""",
         f"""CREATE TABLE IF NOT EXISTS {keyspace}.live_partitions (
               pool_id text PRIMARY KEY, partition_nr bigint)""",
         f"""CREATE TABLE IF NOT EXISTS {keyspace}.snapshots (
@@ -115,6 +119,7 @@ class _Partition:
     first_seq_nr: int
     sealed: bool
     starts: tuple[tuple[int, int], ...]
+    holder: str | None = None
     head: int | None = None
 
     @property
@@ -152,6 +157,11 @@ class CassandraJournal(Journal):
         self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="cassandra")
         # Each stream's live partition and head as this process's writer of it left them.
         self._live: dict[str, _Partition] = {}
+        # This journal's writer lease: a claim of a stream it holds revokes it, and every append it makes is
+        # acknowledged only after a read of the lease, sent once the append was written, finds it unrevoked.
+        self._holder = uuid.uuid4().hex
+        # Holders this journal revoked already (a cold start claims thousands of one dead holder's streams).
+        self._revoked: set[str] = set()
         # Streams whose last conditional write had an unknown outcome: their next head read is SERIAL,
         # which completes (or discards) a Paxos round left in flight.
         self._in_doubt: set[str] = set()
@@ -159,6 +169,7 @@ class CassandraJournal(Journal):
             self._session: Session = self._cluster.connect()
             self._create_schema()
             self._prepare()
+        self._lease = _LeaseCheck(self._session, self._select_lease.bind((self._holder,)))
 
     def _create_schema(self) -> None:
         s = self._settings
@@ -188,11 +199,11 @@ class CassandraJournal(Journal):
         )
         # Creates a partition (the first, or a move's successor) whose epoch starts at its first seq_nr.
         self._open_partition = prepare(
-            f"INSERT INTO {table} (pool_id, partition_nr, epoch, starts, first_seq_nr, head, sealed) "
-            "VALUES (?, ?, ?, ?, ?, ?, false)" + (" IF NOT EXISTS" if condition else "")
+            f"INSERT INTO {table} (pool_id, partition_nr, epoch, starts, first_seq_nr, head, holder, sealed) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, false)" + (" IF NOT EXISTS" if condition else "")
         )
         self._bump_epoch = prepare(
-            f"UPDATE {table} SET epoch = ? WHERE pool_id = ? AND partition_nr = ?"
+            f"UPDATE {table} SET epoch = ?, holder = ? WHERE pool_id = ? AND partition_nr = ?"
             + (" IF epoch = ? AND sealed = false" if condition else "")
         )
         self._record_start = prepare(
@@ -200,11 +211,11 @@ class CassandraJournal(Journal):
             + (" IF epoch = ?" if condition else "")
         )
         self._select_partition = prepare(
-            f"SELECT epoch, starts, first_seq_nr, sealed FROM {table} WHERE pool_id = ? AND partition_nr = ? LIMIT 1"
+            f"SELECT epoch, starts, first_seq_nr, sealed, holder FROM {table} "
+            "WHERE pool_id = ? AND partition_nr = ? LIMIT 1"
         )
-        self._select_epoch = prepare(
-            f"SELECT epoch, sealed FROM {table} WHERE pool_id = ? AND partition_nr = ? LIMIT 1"
-        )
+        self._revoke = prepare(f"INSERT INTO {ks}.writer_leases (holder, revoked_by) VALUES (?, ?)")
+        self._select_lease = prepare(f"SELECT revoked_by FROM {ks}.writer_leases WHERE holder = ?")
         self._select_tail = prepare(
             f"SELECT seq_nr, writer_epoch FROM {table} WHERE pool_id = ? AND partition_nr = ? "
             "ORDER BY seq_nr DESC, writer_epoch DESC"
@@ -254,7 +265,7 @@ class CassandraJournal(Journal):
         if row is None or row.epoch is None:
             return None
         starts = tuple(sorted((row.starts or {}).items()))
-        return _Partition(partition_nr, int(row.epoch), int(row.first_seq_nr), bool(row.sealed), starts)
+        return _Partition(partition_nr, int(row.epoch), int(row.first_seq_nr), bool(row.sealed), starts, row.holder)
 
     def _resolve(self, pool_id: str, serial: bool = False) -> _Head | None:
         """The stream's live partition, walking on from the hint past sealed ones. QUORUM reads see every
@@ -304,6 +315,8 @@ class CassandraJournal(Journal):
         return self._claim(pool_id, held=epoch)
 
     def _claim(self, pool_id: str, held: int | None) -> int:
+        # A journal whose lease was revoked could claim, but never acknowledge an append again.
+        self._refuse_if_revoked(pool_id, held or 0)
         with self._translated_errors(pool_id):
             for attempt in range(_MAX_CLAIM_ATTEMPTS):
                 claimed = self._try_claim(pool_id, serial=attempt > 0, held=held)
@@ -322,6 +335,7 @@ class CassandraJournal(Journal):
         if head is None:  # a new stream: its first partition, with epoch 1
             return self._opened(pool_id, 0, FIRST_EPOCH, 1, ())
         if head.pending is not None:  # a move sealed the live partition: finish it, with our epoch
+            self._revoke_holder(head.live)
             sealed = self._with_head(pool_id, head.live)
             assert sealed.head is not None
             opened = self._opened(pool_id, head.pending, sealed.epoch + 1, sealed.head + 1, ())
@@ -330,12 +344,14 @@ class CassandraJournal(Journal):
             return opened
         live = head.live
         epoch = live.epoch + 1
-        bump: tuple[Any, ...] = (epoch, pool_id, live.partition_nr)
+        bump: tuple[Any, ...] = (epoch, self._holder, pool_id, live.partition_nr)
         if not _applied(self._session.execute(self._bump_epoch, bump + ((live.epoch,) if self._fenced else ()))):
             return None
-        # From here on no append of an older epoch is acknowledged (each reads the epoch after writing).
-        # The rows that exist now are the stream; a fenced writer's rows landing later fall beyond the start.
-        # Read again: the claim before ours may have recorded its start after we resolved.
+        # Once the holder's lease is revoked, none of its appends is acknowledged any more (each reads the
+        # lease after writing): the rows that exist now are the stream, and a fenced writer's rows landing
+        # later fall beyond the start recorded below. Read again: the claim before ours may have recorded
+        # its start after we resolved.
+        self._revoke_holder(live)
         current = self._partition(pool_id, live.partition_nr, serial=False)
         if current is None or current.epoch != epoch:
             return None
@@ -347,6 +363,15 @@ class CassandraJournal(Journal):
             return None
         return bumped.with_start(epoch, start)
 
+    def _revoke_holder(self, partition: _Partition) -> None:
+        """Revoke the lease of the journal that held ``partition`` (unless it is this one): every stream it
+        holds is fenced, as its host is (decision 0003: a fenced write stops the whole host)."""
+        holder = partition.holder
+        if not self._fenced or holder is None or holder == self._holder or holder in self._revoked:
+            return
+        self._session.execute(self._revoke, (holder, self._holder))
+        self._revoked.add(holder)
+
     def _opened(
         self, pool_id: str, partition_nr: int, epoch: int, first_seq_nr: int, events: Sequence[NewEvent]
     ) -> _Partition | None:
@@ -355,11 +380,14 @@ class CassandraJournal(Journal):
         head = first_seq_nr - 1 + len(events)
         batch = BatchStatement(batch_type=BatchType.UNLOGGED)
         batch.serial_consistency_level = self._open_partition.serial_consistency_level
-        batch.add(self._open_partition, (pool_id, partition_nr, epoch, {epoch: first_seq_nr}, first_seq_nr, head))
+        batch.add(
+            self._open_partition,
+            (pool_id, partition_nr, epoch, {epoch: first_seq_nr}, first_seq_nr, head, self._holder),
+        )
         self._add_rows(batch, pool_id, partition_nr, first_seq_nr - 1, epoch, events)
         if not _applied(self._session.execute(batch)):
             return None
-        return _Partition(partition_nr, epoch, first_seq_nr, False, ((epoch, first_seq_nr),), head)
+        return _Partition(partition_nr, epoch, first_seq_nr, False, ((epoch, first_seq_nr),), self._holder, head)
 
     def claim_epochs(self, pool_ids: Sequence[str]) -> list[int]:
         """Each pool's claim on its own partition, many at once (a cold start claims thousands)."""
@@ -397,6 +425,7 @@ class CassandraJournal(Journal):
                 # Registered before the first write so that no written pool is ever missing from the
                 # registry; a pool whose first append then fails is listed but has no events.
                 self._registrations.write(pool_id)
+            self._refuse_if_revoked(pool_id, epoch)
             if creates:
                 return self._create(pool_id, epoch, events)
             live = self._live.get(pool_id)
@@ -419,25 +448,25 @@ class CassandraJournal(Journal):
                 return self._append_moving(live, pool_id, expected_seq_nr, epoch, events)
             self._session.execute(self._append_batch(live, pool_id, expected_seq_nr, epoch, events))
             if self._fenced:
-                self._check_still_mine(
-                    pool_id, live, epoch, list(self._session.execute(self._epoch_read(pool_id, live)))
-                )
+                checked: Future[_LeaseState] = Future()
+                self._lease.after_written(checked.set_result)
+                self._raise_unless_held(pool_id, epoch, checked.result())
             return self._appended(live, pool_id, expected_seq_nr + len(events))
 
-    def _epoch_read(self, pool_id: str, live: _Partition) -> Any:
-        return self._select_epoch.bind((pool_id, live.partition_nr))
+    def _refuse_if_revoked(self, pool_id: str, epoch: int) -> None:
+        """Once this journal's lease is known revoked, nothing more is written."""
+        if self._lease.revoked_by is not None:
+            raise WriterFenced(pool_id, epoch, None)
 
-    def _check_still_mine(self, pool_id: str, live: _Partition, epoch: int, rows: Any) -> None:
-        """After an append's rows are written: acknowledged only if the partition still names its epoch.
-        Otherwise a claim bumped it first; whether the claim read these rows is unknown to the writer."""
-        row = rows[0] if rows else None
-        if row is not None and row.epoch == epoch and not row.sealed:
+    def _raise_unless_held(self, pool_id: str, epoch: int, lease: _LeaseState) -> None:
+        """After an append's rows are written: acknowledged only if this journal's lease was still held when
+        read. Otherwise a claim revoked it first, and whether that claim read these rows is unknown here."""
+        if lease is None:
             return
         self._live.pop(pool_id, None)
-        current = None if row is None else row.epoch
-        if current == epoch:  # sealed under our own epoch: only a move of ours seals it
-            raise JournalUnavailable(f"stream {pool_id!r}: partition {live.partition_nr} was sealed meanwhile")
-        raise WriterFenced(pool_id, epoch, current, outcome_unknown=True)
+        if isinstance(lease, BaseException):
+            raise _unavailable(lease)
+        raise WriterFenced(pool_id, epoch, None, outcome_unknown=True)
 
     def _create(self, pool_id: str, epoch: int, events: Sequence[NewEvent]) -> int:
         """The stream's first partition, its epoch (claimed with ``epoch``) and its first events in one
@@ -451,12 +480,13 @@ class CassandraJournal(Journal):
 
     def append_soon(self, request: AppendRequest) -> Future[int]:
         """``append`` without a thread per call: the common case (the stream's live partition known, no
-        move due) is two asynchronous requests (the rows, then the epoch read), the second sent from the
-        first's callback and answering from its own; the rest runs on a worker thread."""
+        move due) is one asynchronous write whose callback hands the append to the lease check, which
+        answers; the rest runs on a worker thread."""
         pool_id, expected_seq_nr, epoch, events, _, dormant = request
         live = self._live.get(pool_id)
         if (
-            dormant
+            self._lease.revoked_by is not None
+            or dormant
             or not events
             or expected_seq_nr == 0
             or live is None
@@ -478,24 +508,19 @@ class CassandraJournal(Journal):
             self._live.pop(pool_id, None)
             answer.set_exception(_unavailable(exc))
 
-        def on_checked(rows: Any) -> None:
+        def on_checked(lease: _LeaseState) -> None:
             try:
-                self._check_still_mine(pool_id, live, epoch, rows)
+                self._raise_unless_held(pool_id, epoch, lease)
             except JournalError as exc:
                 answer.set_exception(exc)
             else:
                 answer.set_result(self._appended(live, pool_id, expected_seq_nr + len(events)))
 
         def on_written(_: Any) -> None:
-            if not self._fenced:
-                answer.set_result(self._appended(live, pool_id, expected_seq_nr + len(events)))
-                return
-            try:
-                checked: ResponseFuture = self._session.execute_async(self._epoch_read(pool_id, live))
-            except Exception as exc:
-                on_error(exc)
+            if self._fenced:
+                self._lease.after_written(on_checked)
             else:
-                checked.add_callbacks(on_checked, on_error)
+                answer.set_result(self._appended(live, pool_id, expected_seq_nr + len(events)))
 
         written.add_callbacks(on_written, on_error)
         return answer
@@ -720,6 +745,60 @@ class CassandraJournal(Journal):
             if writing is not None:
                 self._in_doubt.add(writing)
             raise _unavailable(exc) from exc
+
+
+# What a read of a journal's lease found: None (held), the holder that revoked it, or the read's error.
+_LeaseState = str | BaseException | None
+
+
+class _LeaseCheck:
+    """Acknowledges appends by reading this journal's lease after they are written: an append waits for a
+    read SENT after its rows were written, and one read answers every append written before it was sent
+    (at most one read is in flight; the appends written meanwhile wait for the next). So a read costs
+    one request per round trip, not one per append. Once a read finds the lease revoked, it stays so."""
+
+    def __init__(self, session: Session, read: Any) -> None:
+        self._session, self._read = session, read
+        self._lock = threading.Lock()
+        self._waiting: list[Callable[[_LeaseState], None]] = []
+        self._reading = False
+        self.revoked_by: str | None = None
+
+    def after_written(self, answer: Callable[[_LeaseState], None]) -> None:
+        with self._lock:
+            self._waiting.append(answer)
+            if self._reading:
+                return
+            self._reading = True
+            covered, self._waiting = self._waiting, []
+        self._send(covered)
+
+    def _send(self, covered: list[Callable[[_LeaseState], None]]) -> None:
+        try:
+            reading: ResponseFuture = self._session.execute_async(self._read)
+        except Exception as exc:
+            self._answer(covered, exc)
+            return
+        reading.add_callbacks(partial(self._found, covered), partial(self._answer, covered))
+
+    def _found(self, covered: list[Callable[[_LeaseState], None]], rows: Any) -> None:
+        row = rows[0] if rows else None
+        if row is not None and self.revoked_by is None:
+            self.revoked_by = str(row.revoked_by)
+        self._answer(covered, self.revoked_by)
+
+    def _answer(self, covered: list[Callable[[_LeaseState], None]], state: _LeaseState) -> None:
+        for answer in covered:
+            try:
+                answer(state)
+            except Exception:  # one caller's failure must not strand the others
+                log.exception("answering an append after its lease check failed")
+        with self._lock:
+            if not self._waiting:
+                self._reading = False
+                return
+            covered, self._waiting = self._waiting, []
+        self._send(covered)
 
 
 # Rows of a bucketed table written in one single-partition batch at most (a row is some 40 bytes: well below
