@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from capacity_service.adapters.journal import AppendRequest, JournalUnavailable, WriterFenced
+from capacity_service.adapters.journal import AppendRequest, WriterFenced
 from capacity_service.adapters.journal.cassandra import CassandraJournal
 from capacity_service.settings import CassandraJournalSettings
 from tests.journal_contract import JournalContract, JournalFactory, events, payloads, race_each
@@ -180,22 +180,6 @@ def test_an_epoch_renewed_after_an_unknown_outcome_puts_its_late_rows_out(
         with pytest.raises(WriterFenced):
             writer.renew_epoch(pool_id, renewed)
         assert other.append(pool_id, 2, newer, events("c")) == 3
-
-
-def test_a_stream_whose_claim_is_under_way_is_not_read(cassandra_settings: CassandraJournalSettings) -> None:
-    """Between a claim's bump of the epoch and the start it records, rows of the older epoch cannot be told
-    valid or not: readers are told to come back (and a claim that died there is finished by the next)."""
-    pool_id = f"pool-{uuid.uuid4().hex[:12]}"
-    with CassandraJournal(cassandra_settings) as writer, CassandraJournal(cassandra_settings) as reader:
-        epoch = writer.claim_epoch(pool_id)
-        writer.append(pool_id, 0, epoch, events("a"))
-        writer._session.execute(writer._bump_epoch, (epoch + 1, "dead", pool_id, 0, epoch))  # a claimer died here
-        with pytest.raises(JournalUnavailable):
-            list(reader.read(pool_id))
-        with pytest.raises(JournalUnavailable):
-            reader.highest_seq_nr(pool_id)
-        assert reader.claim_epoch(pool_id) == epoch + 2
-        assert payloads(reader, pool_id) == ["a"]
 
 
 def test_requests_are_sent_without_waiting_for_acks(cassandra_settings: CassandraJournalSettings) -> None:

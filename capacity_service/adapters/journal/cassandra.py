@@ -3,17 +3,16 @@
 Layout as in akka-persistence-cassandra: events partitioned by ``(pool_id, partition_nr)`` and clustered
 by ``(seq_nr, writer_epoch)``, so a stream is read partition by partition. What akka keeps nowhere, who may
 write, lives in STATIC columns of the pool's live partition: ``epoch`` (the newest claimed writer epoch),
-``starts`` (for each claim, the first seq_nr its epoch writes), ``first_seq_nr``, ``sealed``, and ``head``
-(the highest seq_nr written, a hint for ``heads``).
+``holder`` (the journal that claimed it), ``starts`` (for each claim, the first seq_nr its epoch writes),
+``first_seq_nr``, ``sealed``, and ``head`` (the highest seq_nr written: a hint for ``heads``).
 
-An append is written without a Paxos round (docs/decisions/0011): the event rows and the head hint in one
-plain single-partition batch, then a QUORUM read of the partition's epoch; the append is acknowledged only if
-that read still finds the writer's epoch. A claim is what takes Paxos: it bumps the epoch conditionally,
-then reads which rows exist, then records in ``starts`` where its epoch begins. A row of epoch ``e`` at
-``seq_nr`` counts only below the start of every later claim: a row a fenced writer wrote after the claim
-read the stream is never read, and rows of two epochs never share a key. While a claim has bumped the
-epoch and not recorded its start yet, the stream cannot be read (``JournalUnavailable``; for milliseconds,
-or until the next claim if the claimer died).
+An append takes no Paxos round (docs/decisions/0011): its rows and the head hint go in one plain
+single-partition batch, and it is acknowledged once a read of this journal's writer lease, sent after the
+rows were written, finds it unrevoked (one read answers every append written before it: ``_LeaseCheck``).
+A claim revokes the previous holder's lease, reads where the stream ends, then takes the next epoch with
+its start in one Paxos round. A row of epoch ``e`` counts only below the start of every later epoch: a row
+a fenced writer wrote after the claim read the stream is never read, and rows of two epochs never share a
+key.
 
 A partition holds ``partition_size`` events at most. The append that would go beyond moves the stream:
 it seals the live partition (a Paxos round: ``sealed = true IF epoch = mine``), then writes its rows into
@@ -24,8 +23,8 @@ batch then finds it and is fenced. ``live_partitions`` remembers each stream's l
 (``creates``) is the first partition ``IF NOT EXISTS`` with the rows in one conditional batch: the claim and
 the append in one round.
 
-With ``lwt_fencing`` off the same statements run without their conditions and appends skip the epoch read
-(one writer per pool is then assumed, as in Akka). The CQL here runs on Cassandra 2.1 (protocol v3)
+With ``lwt_fencing`` off the same statements run without their conditions and appends skip the lease
+read (one writer per pool is then assumed, as in Akka). The CQL here runs on Cassandra 2.1 (protocol v3)
 through 5.
 """
 
@@ -122,12 +121,6 @@ class _Partition:
     holder: str | None = None
     head: int | None = None
 
-    @property
-    def claim_under_way(self) -> bool:
-        """The epoch was bumped by a claim that has not recorded where it starts: rows of the epochs before
-        cannot be told valid or not yet."""
-        return all(epoch != self.epoch for epoch, _ in self.starts)
-
     def valid(self, seq_nr: int, writer_epoch: int) -> bool:
         """A row counts unless a later claim starts at or before it (it was written by a fenced writer
         after that claim read the stream)."""
@@ -202,13 +195,10 @@ class CassandraJournal(Journal):
             f"INSERT INTO {table} (pool_id, partition_nr, epoch, starts, first_seq_nr, head, holder, sealed) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, false)" + (" IF NOT EXISTS" if condition else "")
         )
+        # A claim: the next epoch, its holder and where it starts, in one round.
         self._bump_epoch = prepare(
-            f"UPDATE {table} SET epoch = ?, holder = ? WHERE pool_id = ? AND partition_nr = ?"
+            f"UPDATE {table} SET epoch = ?, holder = ?, starts[?] = ? WHERE pool_id = ? AND partition_nr = ?"
             + (" IF epoch = ? AND sealed = false" if condition else "")
-        )
-        self._record_start = prepare(
-            f"UPDATE {table} SET starts[?] = ? WHERE pool_id = ? AND partition_nr = ?"
-            + (" IF epoch = ?" if condition else "")
         )
         self._select_partition = prepare(
             f"SELECT epoch, starts, first_seq_nr, sealed, holder FROM {table} "
@@ -252,7 +242,7 @@ class CassandraJournal(Journal):
         serial = ConsistencyLevel.name_to_value[self._settings.serial_consistency]
         # A linearizable read of a partition's statics completes any Paxos round left in flight first.
         self._serial_read = serial if condition else None
-        for statement in (self._seal, self._open_partition, self._bump_epoch, self._record_start):
+        for statement in (self._seal, self._open_partition, self._bump_epoch):
             statement.serial_consistency_level = serial
 
     # ---------------------------------------------------------------- where a stream stands
@@ -298,10 +288,6 @@ class CassandraJournal(Journal):
                 return replace(partition, head=int(r.seq_nr))
         return replace(partition, head=partition.first_seq_nr - 1)
 
-    def _readable(self, pool_id: str, head: _Head) -> None:
-        if head.live.claim_under_way:
-            raise JournalUnavailable(f"stream {pool_id!r}: a writer's claim is under way; read it again in a moment")
-
     # ---------------------------------------------------------------- writer epochs and appends
 
     def claim_epoch(self, pool_id: str) -> int:
@@ -343,25 +329,20 @@ class CassandraJournal(Journal):
                 self._session.execute(self._write_live_hint, (pool_id, head.pending))
             return opened
         live = head.live
-        epoch = live.epoch + 1
-        bump: tuple[Any, ...] = (epoch, self._holder, pool_id, live.partition_nr)
+        if held is not None and live.holder != self._holder:
+            raise WriterFenced(pool_id, held, live.epoch)
+        # Once the holder's lease is revoked none of its appends is acknowledged any more (each reads the
+        # lease after writing): the stream is the rows that exist now, and a fenced writer's rows landing
+        # after this read fall at or beyond the start recorded with the new epoch. (Renewing, the holder is
+        # this journal: its own rows in doubt are what must fall beyond.)
+        self._revoke_holder(live)
+        ended = self._with_head(pool_id, live)
+        assert ended.head is not None
+        epoch, start = live.epoch + 1, ended.head + 1
+        bump: tuple[Any, ...] = (epoch, self._holder, epoch, start, pool_id, live.partition_nr)
         if not _applied(self._session.execute(self._bump_epoch, bump + ((live.epoch,) if self._fenced else ()))):
             return None
-        # Once the holder's lease is revoked, none of its appends is acknowledged any more (each reads the
-        # lease after writing): the rows that exist now are the stream, and a fenced writer's rows landing
-        # later fall beyond the start recorded below. Read again: the claim before ours may have recorded
-        # its start after we resolved.
-        self._revoke_holder(live)
-        current = self._partition(pool_id, live.partition_nr, serial=False)
-        if current is None or current.epoch != epoch:
-            return None
-        bumped = self._with_head(pool_id, current)
-        assert bumped.head is not None
-        start = bumped.head + 1
-        record: tuple[Any, ...] = (epoch, start, pool_id, live.partition_nr)
-        if not _applied(self._session.execute(self._record_start, record + ((epoch,) if self._fenced else ()))):
-            return None
-        return bumped.with_start(epoch, start)
+        return replace(ended, holder=self._holder).with_start(epoch, start)
 
     def _revoke_holder(self, partition: _Partition) -> None:
         """Revoke the lease of the journal that held ``partition`` (unless it is this one): every stream it
@@ -615,7 +596,6 @@ class CassandraJournal(Journal):
             head = self._resolve(pool_id)
             if head is None:
                 return
-            self._readable(pool_id, head)
             partitions = self._partition_nrs(pool_id, head, from_seq_nr)
             for partition, successor in zip(partitions, [*partitions[1:], None], strict=True):
                 # A sealed partition ends where its successor begins.
@@ -652,7 +632,6 @@ class CassandraJournal(Journal):
             head = self._resolve(pool_id)
             if head is None:
                 return 0
-            self._readable(pool_id, head)
             live = self._with_head(pool_id, head.live)
         assert live.head is not None
         return live.head
