@@ -7,6 +7,7 @@ Setup: `scripts/setup dev` once; then
 
     .venv/bin/python benchmarks/http_load.py [--journal sqlite|postgres|cassandra] [--seconds 10]
         [--connections 16] [--runs 3] [--rounds 1] [--targets yardstick,capacity_service,shards_1,fast]
+        [--baseline COMMIT]
 
 ``--journal`` (default sqlite) runs capacity_service on that journal, its server started here on loopback
 (benchmarks/_journals.py), and first measures what that database does alone through its driver at the
@@ -17,7 +18,8 @@ Both run on the same 2 cores as wrk. The yardstick's PostgreSQL fsyncs every com
 does. capacity_service runs as `capacity-service start` (SQLite journal), with pools created over HTTP:
 as it starts by default (pools on one shard actor per CPU, one on this SQLite journal; the Serve replica
 answers HTTP itself, on loopback), beside `--shards 1` (the earlier benchmark path) and, when asked,
-`--fast-ingress` (Serve's HAProxy in front of it).
+`--fast-ingress` (Serve's HAProxy in front of it). ``--baseline COMMIT`` also runs that commit's
+`capacity-service start` (from a temporary git worktree) in the same run, to compare a change side by side.
 Results: benchmarks/results/http_load.json and .png.
 
 This machine drifts by ±20% within minutes, and a target measured a few minutes after another may meet a
@@ -30,14 +32,17 @@ runs (the lower middle one for an even count), each run's requests/s, and the ra
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (
+    REPO,
     argument_parser,
     ensure_wrk,
     exit_cleanly_on_sigterm,
@@ -64,11 +69,12 @@ def bench_yardstick(wrk: str, args: argparse.Namespace, say: Any, shared: Journa
 
 
 def bench_capacity_service(
-    wrk: str, args: argparse.Namespace, say: Any, target_key: str, journal: JournalServer
+    wrk: str, args: argparse.Namespace, say: Any, target_key: str, journal: JournalServer, code: Path = REPO
 ) -> Runs:
     """``capacity_service``: `capacity-service start` as it starts by default; ``shards_1``: with `--shards 1`
-    (the old benchmark path); ``fast``: with `--fast-ingress`."""
-    target = _target_name(target_key)
+    (the old benchmark path); ``fast``: with `--fast-ingress`; ``baseline``: by default, from ``code`` (a
+    worktree of another commit)."""
+    target = _target_name(target_key, args)
     options = [
         *(["--shards", "1"] if target_key == "shards_1" else []),
         *(["--fast-ingress"] if target_key == "fast" else []),
@@ -76,7 +82,7 @@ def bench_capacity_service(
     ]
     with (
         tempfile.TemporaryDirectory(prefix="bench-cs-") as tmp,
-        started_service(Path(tmp), *options, environment=journal.environment) as port,
+        started_service(Path(tmp), *options, environment=journal.environment, code=code) as port,
     ):
         seeding = seed_scenario_pools(port)
         say(f"  {target:26} {len(scenario_pools())} pools created over HTTP in {seeding:.1f} s")
@@ -93,11 +99,12 @@ def _limits_line(limits: dict[str, Any]) -> str:
     )
 
 
-def _target_name(target: str) -> str:
+def _target_name(target: str, args: argparse.Namespace) -> str:
     return {
         "fast": "capacity_service (HAProxy)",
         "capacity_service": "capacity_service (default)",
         "shards_1": "capacity_service (--shards 1)",
+        "baseline": f"capacity_service @{args.baseline}",
     }.get(target, target)
 
 
@@ -162,6 +169,9 @@ def main() -> None:
     parser.add_argument("--targets", default="yardstick,capacity_service,shards_1")
     parser.add_argument("--no-warehouse", action="store_true", help="capacity_service without its analytics stream")
     parser.add_argument("--results", default=None, help="name of the results file (default: http_load[-JOURNAL])")
+    parser.add_argument(
+        "--baseline", default=None, help="a commit to run beside this checkout (a git worktree of it, by default)"
+    )
     add_journal_option(parser)
     args = parser.parse_args()
     if args.rounds < 1 or args.runs < 1:
@@ -172,11 +182,20 @@ def main() -> None:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    with journal_server(args.journal) as journal:
-        run(args, wrk, say, journal)
+    with journal_server(args.journal) as journal, ExitStack() as cleanup:
+        baseline = None
+        if args.baseline:
+            baseline = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-baseline-"))) / "code"
+            subprocess.run(
+                ["git", "worktree", "add", "-q", "--detach", str(baseline), args.baseline], cwd=REPO, check=True
+            )
+            cleanup.callback(
+                subprocess.run, ["git", "worktree", "remove", "--force", str(baseline)], cwd=REPO, check=False
+            )
+        run(args, wrk, say, journal, baseline)
 
 
-def run(args: argparse.Namespace, wrk: str, say: Any, journal: JournalServer) -> None:
+def run(args: argparse.Namespace, wrk: str, say: Any, journal: JournalServer, baseline: Path | None = None) -> None:
     limits = database_limits(journal, concurrency=args.connections)
     say(
         f"{journal.kind} alone (its driver, {limits['concurrency']} writes in flight, one row each): "
@@ -187,15 +206,17 @@ def run(args: argparse.Namespace, wrk: str, say: Any, journal: JournalServer) ->
         "capacity_service": lambda: bench_capacity_service(wrk, args, say, "capacity_service", journal),
         "shards_1": lambda: bench_capacity_service(wrk, args, say, "shards_1", journal),
         "fast": lambda: bench_capacity_service(wrk, args, say, "fast", journal),
+        "baseline": lambda: bench_capacity_service(wrk, args, say, "baseline", journal, code=baseline or REPO),
     }
-    targets = [t for t in benches if t in {name.strip() for name in args.targets.split(",")}]
+    wanted = {name.strip() for name in args.targets.split(",")} | ({"baseline"} if baseline else set())
+    targets = [t for t in benches if t in wanted]
     collected: dict[str, Runs] = {t: {s: [] for s in SCENARIOS} for t in targets}
     for round_nr in range(1, args.rounds + 1):
         for target in targets if round_nr % 2 else reversed(targets):
-            say(f"round {round_nr}/{args.rounds}: {_target_name(target)}")
+            say(f"round {round_nr}/{args.rounds}: {_target_name(target, args)}")
             for scenario, runs in benches[target]().items():
                 collected[target][scenario] += runs
-    rows = [summarize(_target_name(t), s, collected[t][s], args.rounds) for t in targets for s in SCENARIOS]
+    rows = [summarize(_target_name(t, args), s, collected[t][s], args.rounds) for t in targets for s in SCENARIOS]
     yardstick = {r["scenario"]: r["requests_per_s"] for r in rows if r["target"] == "yardstick"}
     plain = limits["plain"]["writes_per_s"]
     for r in rows:
