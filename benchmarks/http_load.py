@@ -32,6 +32,7 @@ runs (the lower middle one for an even count), each run's requests/s, and the ra
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -82,12 +83,21 @@ def bench_capacity_service(
     ]
     with (
         tempfile.TemporaryDirectory(prefix="bench-cs-") as tmp,
-        started_service(Path(tmp), *options, environment=journal.environment, code=code) as port,
+        started_service(Path(tmp), *options, environment=_environment(journal, target_key), code=code) as port,
     ):
         seeding = seed_scenario_pools(port)
         say(f"  {target:26} {len(scenario_pools())} pools created over HTTP in {seeding:.1f} s")
         url = f"http://127.0.0.1:{port}"
         return {s: _scenario(wrk, url, target, s, args, say) for s in SCENARIOS}
+
+
+def _environment(journal: JournalServer, target_key: str) -> dict[str, str]:
+    """The journal's settings; the baseline gets a keyspace of its own on Cassandra, whose layout changes
+    between commits (decision 0011)."""
+    settings = journal.environment.get("CAPACITY_JOURNAL")
+    if target_key != "baseline" or settings is None:
+        return journal.environment
+    return {**journal.environment, "CAPACITY_JOURNAL": json.dumps({**json.loads(settings), "keyspace": "baseline"})}
 
 
 def _limits_line(limits: dict[str, Any]) -> str:
