@@ -320,14 +320,16 @@ class StreamRunner(Generic[W, V]):
         """A stream that will never change by itself again (a pool retired with nothing held or active) is
         recorded as dormant (the watchdog and the caches then leave it out) and no longer hosted."""
         if self._state is RunnerState.IDLE and self.writer.dormant and not self._shared.fence.fenced:
+            if self.writer.dormancy_recorded:  # its last append marked it: nothing to write, nor to wait for
+                self._handed_back()
+                return
             self._enter(RunnerState.HANDING_BACK)
             self._shared.spawn(self._hand_back())
 
     async def _hand_back(self) -> None:
         stream_id = self.writer.stream_id
         try:
-            if not self.writer.dormancy_recorded:  # else its last append marked it already
-                await self._shared.dormancy.mark(stream_id)
+            await self._shared.dormancy.mark(stream_id)
         except JournalError as exc:  # tried again after its next write or recovery
             log.warning("pool %s: cannot record it as dormant, still hosting it: %s", stream_id, exc)
             self._enter(RunnerState.IDLE)
@@ -337,6 +339,9 @@ class StreamRunner(Generic[W, V]):
             self._enter(RunnerState.IDLE)
             self._drain_if_idle()
             return
+        self._handed_back()
+
+    def _handed_back(self) -> None:
         self._enter(RunnerState.HANDED_BACK)
         self._cancel_timer()
         self._shared.handed_back(self)  # its host says why in its log, if it is worth saying
