@@ -58,9 +58,12 @@ class _Pending:
 
 
 class StreamRunner(Generic[W, V]):
-    def __init__(self, writer: W, shared: SharedByRunners) -> None:
+    def __init__(self, writer: W, shared: SharedByRunners, keeps_durable_view: bool = True) -> None:
+        """``keeps_durable_view``: build the writer's view after every durable write, for reads that must
+        not wait (a pool's); without it ``durable_view`` stays None, and reads wait for a quiet moment."""
         self.writer = writer
         self._shared = shared
+        self._keeps_durable_view = keeps_durable_view
         self._queue: list[_Pending] = []
         self._state = RunnerState.IDLE
         self._quiet = asyncio.Event()  # set in IDLE and HANDED_BACK: nothing holds the stream
@@ -89,7 +92,8 @@ class StreamRunner(Generic[W, V]):
             self._quiet.clear()
 
     def _refresh_durable_view(self) -> None:
-        self.durable_view = None if self.writer.needs_reload else cast(V, self.writer.view())
+        if self._keeps_durable_view:
+            self.durable_view = None if self.writer.needs_reload else cast(V, self.writer.view())
 
     # ------------------------------------------------------------------ commands
 
