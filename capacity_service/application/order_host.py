@@ -136,9 +136,9 @@ class OrderHost:
         return runner.submit(command, deadline, tracing.current.get())
 
     async def _rested(self, runner: _Runner, deadline: float | None) -> OrderView:
-        view = runner.writer.view()
-        if view.status in RESTING:
-            return view
+        status = runner.writer.state.status
+        if status in RESTING:
+            return runner.writer.view()
         waiter: asyncio.Future[OrderView] = asyncio.get_running_loop().create_future()
         self._resting.setdefault(runner.writer.order_id, []).append(waiter)
         self._drive(runner)
@@ -147,7 +147,7 @@ class OrderHost:
             return await asyncio.wait_for(asyncio.shield(waiter), wait)
         except TimeoutError:
             raise OutcomeUnknown(
-                f"order {runner.writer.order_id!r} is still {view.status}; repeat with the same order_id"
+                f"order {runner.writer.order_id!r} is still {status}; repeat with the same order_id"
             ) from None
         finally:
             waiters = self._resting.get(runner.writer.order_id, [])
@@ -162,12 +162,13 @@ class OrderHost:
             self._events.publish_events(result.persisted)
         except Exception:  # fire-and-forget: publishing never fails a write
             log.exception("order %s: publishing failed", order_writer.order_id)
-        view = order_writer.view()
+        status = order_writer.state.status
         runner = self._runners.get(order_writer.order_id)
-        if view.status in RESTING:
-            assert view.status is not None
-            self._metrics.order_rested(view.status.value)
-            self._answer_resting(order_writer.order_id, view)
+        if status in RESTING:
+            assert status is not None
+            self._metrics.order_rested(status.value)
+            if order_writer.order_id in self._resting:  # its callers were not answered with the lines taken
+                self._answer_resting(order_writer.order_id, order_writer.view())
         elif runner is not None:
             self._drive(runner)
 
@@ -253,7 +254,7 @@ class OrderHost:
             if creates:  # as ``PoolHost._started_as_new``: the first append creates the stream
                 writer = OrderWriter(order_id, self._journal)
                 writer.start_new()
-                runner = StreamRunner(writer, self._shared)
+                runner = StreamRunner(writer, self._shared, keeps_durable_view=False)
                 self._runners[order_id] = runner
                 return runner
             if not await self._has_events(order_id):
@@ -289,7 +290,7 @@ class OrderHost:
             del self._starting[order_id]
             fail(starting, Unavailable(f"order {order_id!r} cannot be recovered: {type(exc).__name__}"))
             return
-        runner: _Runner = StreamRunner(writer, self._shared)
+        runner: _Runner = StreamRunner(writer, self._shared, keeps_durable_view=False)
         self._runners[order_id] = runner
         del self._starting[order_id]
         starting.set_result(runner)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
 import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -23,6 +23,7 @@ from capacity_service.application.checks import check_choice
 from capacity_service.application.choosing import candidates
 from capacity_service.application.order_writer import OrderOutcome
 from capacity_service.domain import MAX_HOLD_SECONDS, InvalidId, PoolView, new_reservation_id
+from capacity_service.domain.choice import SlotChoice
 from capacity_service.domain.ids import check_order_id
 from capacity_service.domain.order import (
     MAX_CANDIDATES,
@@ -95,19 +96,18 @@ class OrderOperations:
         """Take every line, or none: the order held (with ``hold_seconds``: confirm it before its holds
         expire) or confirmed at once. ``OrderLineRefused`` names the first line that could not be served;
         the same ``order_id`` again answers the same order and takes nothing twice."""
-        planned = await asyncio.gather(*(self._planned(index, line) for index, line in enumerate(lines)))
+        for index, line in enumerate(lines):
+            _check_line_request(index, line)
+        # Only a chosen line asks for anything (its candidates, side by side with the others'): a named
+        # line is planned as it is, without a task of its own.
+        chosen = iter(await asyncio.gather(*(self._chosen(line.choose) for line in lines if line.choose is not None)))
+        planned = [
+            PlannedLine(line.quantity, pool_id=line.pool_id) if line.choose is None else next(chosen) for line in lines
+        ]
         return await self.place_planned_order(planned, order_id, hold_seconds)
 
-    async def _planned(self, index: int, line: OrderLineRequest) -> PlannedLine:
-        """A named line as it is; a chosen one with its candidates, best first (``choosing``)."""
-        if line.choose is None:
-            if line.pool_id is None:
-                raise InvalidRequest(f"line {index}: give either pool_id or choose")
-            return PlannedLine(line.quantity, pool_id=line.pool_id)
-        if line.pool_id is not None:
-            raise InvalidRequest(f"line {index}: give either pool_id or choose, not both")
-        choice = line.choose
-        check_choice(choice)
+    async def _chosen(self, choice: SlotChoice) -> PlannedLine:
+        """A chosen line with its candidates, best first (``choosing``)."""
         found = await candidates(self._availability, choice, MAX_CANDIDATES)
         asked = json.dumps([choice.zone, str(choice.slot_from), str(choice.slot_to), choice.prefer])
         return PlannedLine(choice.quantity, candidates=tuple(found), chosen_from=asked)
@@ -116,7 +116,7 @@ class OrderOperations:
         self, lines: Sequence[PlannedLine], order_id: str | None = None, hold_seconds: int | None = None
     ) -> Order:
         """``place_order`` of lines whose candidates are known (a chosen line's: ``choosing``)."""
-        order_id = _checked_order_id(order_id or f"auto-{uuid.uuid4().hex}")
+        order_id = _checked_order_id(order_id or new_order_id())
         _check_lines(lines, hold_seconds)
         digest = _digest(lines, hold_seconds)
         refused = await self._first_unservable_line(order_id, lines)
@@ -153,7 +153,7 @@ class OrderOperations:
 
     def _place(
         self, order_id: str, lines: Sequence[PlannedLine], hold_seconds: int | None, digest: str
-    ) -> asyncio.Future[OrderOutcome | CapacityError]:
+    ) -> Awaitable[OrderOutcome | CapacityError]:
         named = tuple(
             OrderLine(
                 line.quantity,
@@ -170,14 +170,14 @@ class OrderOperations:
 
     def _send(
         self, order_id: str, command: OrderCommand, deadline: float | None = None
-    ) -> asyncio.Future[OrderOutcome | CapacityError]:
+    ) -> Awaitable[OrderOutcome | CapacityError]:
         deadline = deadline if deadline is not None else time.time() + self._call_timeout_s
-        return asyncio.ensure_future(self._gateway.execute_order(order_id, command, deadline))
+        return self._gateway.execute_order(order_id, command, deadline)
 
     async def _settled(
         self,
         order_id: str,
-        answer: asyncio.Future[OrderOutcome | CapacityError],
+        answer: Awaitable[OrderOutcome | CapacityError],
         failed_is_an_answer: bool = False,
     ) -> Order:
         outcome = raised(await answer)
@@ -193,18 +193,27 @@ class OrderOperations:
             raise _failure(view)
         return Order.of(view)
 
-    async def _view_for_check(self, pool_id: str) -> PoolView | CapacityError:
+    def _selling_view(self, pool_id: str) -> PoolView | None:
+        """The pool's view if the local copy of the cache lists it as selling (no question needed)."""
         known = self._availability.known_view(pool_id)
-        if known is not None and known.exists and not known.retired and not known.paused:
-            return known
-        return await self._gateway.view(pool_id)
+        return known if known is not None and known.exists and not known.retired and not known.paused else None
 
     async def _first_unservable_line(self, order_id: str, lines: Sequence[PlannedLine]) -> OrderLineRefused | None:
         """The first named line whose pool cannot serve anything now (it does not exist, is retired or
         paused), or chosen line with no candidate: refused before the order exists."""
         named = [(index, line.pool_id) for index, line in enumerate(lines) if line.pool_id is not None]
         # A pool the local copy of the cache lists as selling needs no question; the others are asked.
-        views = await asyncio.gather(*(self._view_for_check(pool_id) for _, pool_id in named))
+        selling = [self._selling_view(pool_id) for _, pool_id in named]
+        asked = iter(
+            await asyncio.gather(
+                *(
+                    self._gateway.view(pool_id)
+                    for (_, pool_id), view in zip(named, selling, strict=True)
+                    if view is None
+                )
+            )
+        )
+        views = [view if view is not None else next(asked) for view in selling]
         found: dict[int, OrderLineRefused] = {}
         for (index, pool_id), view in zip(named, views, strict=True):
             view = raised(view)
@@ -225,10 +234,29 @@ class OrderOperations:
         return found[min(found)] if found else None
 
 
+def new_order_id(clock: Callable[[], float] = time.time) -> str:
+    """The id of an order placed without one: ``auto-`` and 32 hex digits, the time in milliseconds (12)
+    then 80 random bits. Ids made later sort after earlier ones, so a new order's rows go at the end of
+    the journal's indexes (its stream, its head, its dormancy mark) rather than anywhere in them: random
+    ids cost SQLite a page rewritten per order and index, more the bigger the journal."""
+    return f"auto-{int(clock() * 1000):012x}{secrets.token_hex(10)}"
+
+
 def _pools_of(line: PlannedLine) -> tuple[str, ...]:
     if line.pool_id is not None:
         return (line.pool_id,)
     return tuple(line.candidates or ())[:MAX_CANDIDATES]
+
+
+def _check_line_request(index: int, line: OrderLineRequest) -> None:
+    """A line names a pool or a choice, not both; a choice must be one that can be made."""
+    if line.choose is None:
+        if line.pool_id is None:
+            raise InvalidRequest(f"line {index}: give either pool_id or choose")
+    elif line.pool_id is not None:
+        raise InvalidRequest(f"line {index}: give either pool_id or choose, not both")
+    else:
+        check_choice(line.choose)
 
 
 def _check_lines(lines: Sequence[PlannedLine], hold_seconds: int | None) -> None:

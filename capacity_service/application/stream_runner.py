@@ -58,9 +58,12 @@ class _Pending:
 
 
 class StreamRunner(Generic[W, V]):
-    def __init__(self, writer: W, shared: SharedByRunners) -> None:
+    def __init__(self, writer: W, shared: SharedByRunners, keeps_durable_view: bool = True) -> None:
+        """``keeps_durable_view``: build the writer's view after every durable write, for reads that must
+        not wait (a pool's); without it ``durable_view`` stays None, and reads wait for a quiet moment."""
         self.writer = writer
         self._shared = shared
+        self._keeps_durable_view = keeps_durable_view
         self._queue: list[_Pending] = []
         self._state = RunnerState.IDLE
         self._quiet = asyncio.Event()  # set in IDLE and HANDED_BACK: nothing holds the stream
@@ -89,7 +92,8 @@ class StreamRunner(Generic[W, V]):
             self._quiet.clear()
 
     def _refresh_durable_view(self) -> None:
-        self.durable_view = None if self.writer.needs_reload else cast(V, self.writer.view())
+        if self._keeps_durable_view:
+            self.durable_view = None if self.writer.needs_reload else cast(V, self.writer.view())
 
     # ------------------------------------------------------------------ commands
 
@@ -325,14 +329,16 @@ class StreamRunner(Generic[W, V]):
         """A stream that will never change by itself again (a pool retired with nothing held or active) is
         recorded as dormant (the watchdog and the caches then leave it out) and no longer hosted."""
         if self._state is RunnerState.IDLE and self.writer.dormant and not self._shared.fence.fenced:
+            if self.writer.dormancy_recorded:  # its last append marked it: nothing to write, nor to wait for
+                self._handed_back()
+                return
             self._enter(RunnerState.HANDING_BACK)
             self._shared.spawn(self._hand_back())
 
     async def _hand_back(self) -> None:
         stream_id = self.writer.stream_id
         try:
-            if not self.writer.dormancy_recorded:  # else its last append marked it already
-                await self._shared.dormancy.mark(stream_id)
+            await self._shared.dormancy.mark(stream_id)
         except JournalError as exc:  # tried again after its next write or recovery
             log.warning("pool %s: cannot record it as dormant, still hosting it: %s", stream_id, exc)
             self._enter(RunnerState.IDLE)
@@ -342,6 +348,9 @@ class StreamRunner(Generic[W, V]):
             self._enter(RunnerState.IDLE)
             self._drain_if_idle()
             return
+        self._handed_back()
+
+    def _handed_back(self) -> None:
         self._enter(RunnerState.HANDED_BACK)
         self._cancel_timer()
         self._shared.handed_back(self)  # its host says why in its log, if it is worth saying

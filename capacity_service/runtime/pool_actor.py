@@ -123,6 +123,8 @@ class PoolActor(PoolApi):
             "schedule": self._schedules.execute_many,
         }
         kinds_present = list(dict.fromkeys(kinds))
+        if len(kinds_present) == 1:  # a batch of one kind (orders alone): straight to its host, no task
+            return list(await executes[kinds_present[0]](commands))
         answered = await asyncio.gather(
             *(executes[kind]([c for c, k in zip(commands, kinds, strict=True) if k == kind]) for kind in kinds_present)
         )

@@ -4,11 +4,13 @@ confirm, cancel, read, idempotent repeats."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
+from capacity_service.application.order_operations import new_order_id
 from capacity_service.entrypoints.http.app import create_app
 from tests.support.in_process import InProcessBackend
 
@@ -110,6 +112,16 @@ def test_an_order_mixes_named_and_chosen_lines_and_names_the_pool_each_took(http
     assert remaining(http, "van") == 2  # o3 took nothing
     both = http.post("/v1/orders", json={"lines": [{"pool_id": "van", "choose": chosen["choose"]}]})
     assert both.status_code == 422
+
+
+def test_an_order_placed_without_an_id_gets_one_that_sorts_after_earlier_ones(http: TestClient) -> None:
+    placed = http.post("/v1/orders", json={"lines": [{"pool_id": "van"}]})
+    order_id = placed.json()["order_id"]
+    assert placed.status_code == 201 and re.fullmatch(r"auto-[0-9a-f]{32}", order_id)
+    assert http.get(f"/v1/orders/{order_id}").json()["status"] == "confirmed"
+    earlier, later = new_order_id(lambda: 1_800_000_000.0), new_order_id(lambda: 1_800_000_000.001)
+    assert earlier < later and earlier[:17] == f"auto-{1_800_000_000_000:012x}"
+    assert len({new_order_id(lambda: 1_800_000_000.0) for _ in range(100)}) == 100  # random after the time
 
 
 def test_a_reserve_may_not_use_an_orders_request_id(http: TestClient) -> None:

@@ -57,8 +57,11 @@ def last_deliveries(rows: Iterable[WarehouseRow]) -> dict[str, Delivery]:
 
 
 def undelivered(rows: Sequence[WarehouseRow], delivered: dict[str, Delivery]) -> list[WarehouseRow]:
-    """``rows`` without those already delivered (dedup on pool_id, seq_nr)."""
-    if not delivered:
-        return list(rows)
-    floor = {pool_id: d.seq_nr for pool_id, d in delivered.items()}.get
-    return [row for row in rows if row.seq_nr > floor(row.pool_id, 0)]
+    """``rows`` without those already delivered (dedup on pool_id, seq_nr). Looked up row by row: the
+    cursors are every stream ever delivered (every order is one), far more than a batch's."""
+    fresh = []
+    for row in rows:
+        cursor = delivered.get(row.pool_id)
+        if cursor is None or row.seq_nr > cursor.seq_nr:
+            fresh.append(row)
+    return fresh
