@@ -36,9 +36,10 @@ import socket
 import threading
 import uuid
 import zlib
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from itertools import groupby
@@ -76,6 +77,7 @@ _REGISTRY_BUCKETS = 16
 _SNAPSHOT_CHUNK_BYTES = 512 * 1024
 # Claims racing on one pool retry at most this often before giving up (each retry means another claim won).
 _MAX_CLAIM_ATTEMPTS = 50
+_NO_LIMIT = 2**63
 # Rows read per page from a partition's end while looking for its last valid row (usually the first one).
 _TAIL_PAGE = 16
 log = logging.getLogger(__name__)
@@ -117,14 +119,25 @@ class _Partition:
     epoch: int
     first_seq_nr: int
     sealed: bool
-    starts: tuple[tuple[int, int], ...]
+    starts: tuple[tuple[int, int], ...]  # by epoch
     holder: str | None = None
     head: int | None = None
+    # For starts[i:], the lowest start: a row of an epoch below starts[i]'s counts only below it.
+    _limits: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        limits, lowest = [], _NO_LIMIT
+        for _, start in reversed(self.starts):
+            lowest = min(lowest, start)
+            limits.append(lowest)
+        object.__setattr__(self, "_limits", tuple(reversed(limits)))
 
     def valid(self, seq_nr: int, writer_epoch: int) -> bool:
         """A row counts unless a later claim starts at or before it (it was written by a fenced writer
-        after that claim read the stream)."""
-        return all(seq_nr < start for epoch, start in self.starts if epoch > writer_epoch)
+        after that claim read the stream). A stream claimed at every restart has many claims: a search,
+        not a scan per row."""
+        later = bisect_right(self.starts, (writer_epoch, _NO_LIMIT))
+        return later == len(self.starts) or seq_nr < self._limits[later]
 
     def with_start(self, epoch: int, start: int) -> _Partition:
         return replace(self, epoch=epoch, starts=(*self.starts, (epoch, start)), head=start - 1)
