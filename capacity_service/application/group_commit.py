@@ -24,6 +24,11 @@ _CLAIMS_UNDER_WAY = 4
 _GATHER_TURNS = 4
 
 
+async def _gather_what_is_on_its_way() -> None:
+    for _ in range(_GATHER_TURNS):
+        await asyncio.sleep(0)
+
+
 class GroupCommit:
     """Appends that arrive while one ``append_many`` runs, or within ``_GATHER_TURNS`` turns of the event
     loop after the first of them, go together in the next. A journal whose streams share nothing
@@ -65,8 +70,7 @@ class GroupCommit:
 
     async def _run(self) -> None:
         try:
-            for _ in range(_GATHER_TURNS):
-                await asyncio.sleep(0)
+            await _gather_what_is_on_its_way()
             while self._waiting:
                 batch, self._waiting = self._waiting, []
                 requests = [request for request, _ in batch]
@@ -144,8 +148,7 @@ class DormantMarks:
 
     async def _run(self) -> None:
         try:
-            for _ in range(_GATHER_TURNS):
-                await asyncio.sleep(0)
+            await _gather_what_is_on_its_way()
             while self._waiting:
                 batch, self._waiting = self._waiting, []
                 try:

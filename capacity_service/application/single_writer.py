@@ -209,10 +209,9 @@ class StreamWriter(ABC, Generic[State]):
     def _discard_tentative_state(self) -> None:
         try:
             self.reload()
-        except WriterFenced:  # renewing the epoch found a newer writer: this one is a zombie
-            self.fenced = True
-            self._state, self._seq_nr = self._new_state(), -1
-        except JournalError:  # the journal is still down: keep nothing unproven, and read before the next decision
+        except JournalError as exc:  # keep nothing unproven, and read before the next decision
+            # Renewing the epoch may find a newer writer (this one is a zombie); else the journal is down.
+            self.fenced = self.fenced or isinstance(exc, WriterFenced)
             self._state, self._seq_nr = self._new_state(), -1
 
 

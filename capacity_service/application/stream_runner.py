@@ -148,9 +148,7 @@ class StreamRunner(Generic[W, V]):
             try:
                 await asyncio.to_thread(writer.reload)
             except WriterFenced:  # renewing the epoch after an unknown outcome found a newer writer
-                shared.fence.close()
-                for pending in batch:
-                    fail(pending.reply, shared.fence.error())
+                self._fenced(batch, after_writing=False)
                 return
             except JournalError as exc:
                 shared.breaker.record_failure()
@@ -164,9 +162,7 @@ class StreamRunner(Generic[W, V]):
         try:
             result = await self._decide_and_append([p.command for p in batch])
         except WriterFenced as exc:
-            shared.fence.close()
-            for pending in batch:
-                fail(pending.reply, shared.fence.error(after_writing=exc.outcome_unknown))
+            self._fenced(batch, after_writing=exc.outcome_unknown)
             return
         except JournalError as exc:
             self._refresh_durable_view()
@@ -199,6 +195,12 @@ class StreamRunner(Generic[W, V]):
         if result.persisted:
             shared.after_durable(writer, result)
             self._snapshot_if_due()
+
+    def _fenced(self, batch: list[_Pending], after_writing: bool) -> None:
+        """A newer writer exists: the whole host stops, and the batch's callers are told so."""
+        self._shared.fence.close()
+        for pending in batch:
+            fail(pending.reply, self._shared.fence.error(after_writing=after_writing))
 
     async def _decide_and_append(self, commands: list[Any]) -> BatchResult[Any, Any]:
         """Decide and apply tentatively here, then hand the append to the host's group commit. A stream

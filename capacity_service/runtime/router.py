@@ -519,7 +519,7 @@ class PoolRouter:
                 if not fenced:
                     return result
                 # a fenced incarnation decided none of them, unless its append found it fenced
-                sent = may_have_been_sent or _fenced_after_writing(result)
+                sent = may_have_been_sent or _fenced(result, HostFencedAfterWriting)
             except (ActorGone, ChannelGone, TimeoutError):
                 pass
             self._forget(name, fenced)
@@ -600,16 +600,13 @@ def _consume(done: asyncio.Future[Any]) -> None:
 def _may_have_decided(call: asyncio.Future[Any]) -> bool:
     """Whether a channel call that brought no usable answer may have had its commands decided: unless the
     answer was "fenced" before writing (a fenced incarnation decides nothing), the actor may have got them."""
-    return call.exception() is not None or not _fenced(call.result()) or _fenced_after_writing(call.result())
+    if call.exception() is not None:
+        return True
+    return not _fenced(call.result()) or _fenced(call.result(), HostFencedAfterWriting)
 
 
-def _fenced(result: Any) -> bool:
+def _fenced(result: Any, kind: type[HostFenced] = HostFenced) -> bool:
+    """Whether the answer (or one of a batch's) is ``kind`` of "fenced"."""
     if isinstance(result, list):
-        return any(isinstance(r, HostFenced) for r in result)
-    return isinstance(result, HostFenced)
-
-
-def _fenced_after_writing(result: Any) -> bool:
-    if isinstance(result, list):
-        return any(isinstance(r, HostFencedAfterWriting) for r in result)
-    return isinstance(result, HostFencedAfterWriting)
+        return any(isinstance(r, kind) for r in result)
+    return isinstance(result, kind)

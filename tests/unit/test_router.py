@@ -354,16 +354,22 @@ def test_a_fenced_answer_on_an_open_channel_sends_the_batch_to_the_new_incarnati
     asyncio.run(scenario())
 
 
+def fencing_server(fenced: asyncio.Event, answer: type[HostFenced]) -> ChannelServer:
+    """A shard actor's channel that answers each command with its pool id, and once ``fenced`` is set
+    with ``answer`` ("fenced", before or after writing)."""
+
+    async def execute_many(commands: list[tuple[str, Any]]) -> list[Any]:
+        return [answer("moved") if fenced.is_set() else pool_id for pool_id, *_ in commands]
+
+    return ChannelServer({"execute_many": execute_many})
+
+
 def test_a_batch_retrying_after_its_channel_failed_fast_does_not_hold_back_the_next(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def scenario() -> None:
         fenced = asyncio.Event()
-
-        async def execute_many(commands: list[tuple[str, Any]]) -> list[Any]:
-            return [HostFenced("moved") if fenced.is_set() else pool_id for pool_id, *_ in commands]
-
-        server = ChannelServer({"execute_many": execute_many})
+        server = fencing_server(fenced, HostFenced)
         router = channel_router([server, None], timeout=1.0)  # the new incarnation never comes up
         assert await answer_of(router, "p0", reserve("p0")) == "p0"  # the channel is open now
         fenced.set()
@@ -384,16 +390,13 @@ def test_a_batch_retrying_after_its_channel_failed_fast_does_not_hold_back_the_n
 def test_a_batch_fenced_by_its_own_append_is_an_unknown_outcome_if_no_incarnation_answers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """On Cassandra an append is written, then its epoch read: a host fenced by that read may have written
-    the batch, so a caller the new incarnation never answers is told 504 (repeat), never 503 (nothing taken)."""
+    """On Cassandra an append is written, then the writer's lease read: a host fenced by that read may have
+    written the batch, so a caller the new incarnation never answers is told 504 (repeat), never 503
+    (nothing taken)."""
 
     async def scenario() -> None:
         fenced = asyncio.Event()
-
-        async def execute_many(commands: list[tuple[str, Any]]) -> list[Any]:
-            return [HostFencedAfterWriting("moved") if fenced.is_set() else pool_id for pool_id, *_ in commands]
-
-        server = ChannelServer({"execute_many": execute_many})
+        server = fencing_server(fenced, HostFencedAfterWriting)
         router = channel_router([server, None], timeout=1.0)  # the new incarnation never comes up
         assert await answer_of(router, "p0", reserve("p0")) == "p0"
         fenced.set()
